@@ -1,0 +1,34 @@
+// Package consumer reads the event topic as a Kafka consumer group and drives each record to an
+// end — applied, dead-lettered or dropped as a duplicate — keeping one account's events in order
+// while many accounts proceed at once. It commits per-partition watermarks with the set of
+// completed offsets above them in the commit metadata, so restarts and rebalances lose nothing and
+// repeat nothing that is known done.
+package consumer
+
+import (
+	"context"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/dlq"
+)
+
+// Dispatcher applies one validated event to the IM API. It blocks while the API can't be used
+// (config/auth failure, outage) and returns an error only when the event did not end — ctx was
+// cancelled by shutdown or revoke — in which case the record stays uncommitted.
+type Dispatcher interface {
+	Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher.Outcome, error)
+}
+
+// DeadLetterer writes one dead-letter record for rec and returns nil only once Kafka acknowledged
+// it with acks=all. Until then the record is not ended and its offset is not committed.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, rec kafka.Message, l dlq.Letter) error
+}
+
+// ShareSetter learns, on every rebalance, how many of the topic's partitions this member owns,
+// so the dispatcher can take its proportional share of the group's rate budget.
+type ShareSetter interface {
+	SetShare(owned, total int)
+}

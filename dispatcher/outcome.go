@@ -1,0 +1,61 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/event"
+)
+
+// Task is one validated event to apply.
+type Task struct {
+	Event *event.Event
+	// ReplayCount is the record's replay-count header (0 for an original event).
+	ReplayCount int
+	// Uncertain is set by the consumer for a record that may already have been applied: it sat
+	// above the committed watermark, not known complete, when its partition was (re)assigned.
+	// The dispatcher then looks the group up before creating it. Replays are always checked.
+	Uncertain bool
+	// RecordTime is the Kafka record timestamp, used for end-to-end latency when the event has no
+	// occurred_at.
+	RecordTime time.Time
+}
+
+// Result says how an event ended.
+type Result int
+
+const (
+	// Applied: the group exists with every conversation of the event.
+	Applied Result = iota
+	// Rejected: a permanent API error; no group was created. Dead-letter with reason "rejected".
+	Rejected
+	// Partial: the group exists but some conversations failed. Dead-letter with reason "partial".
+	Partial
+	// Exhausted: transient failures past the retry budget. Dead-letter with reason "exhausted".
+	Exhausted
+)
+
+func (r Result) String() string {
+	switch r {
+	case Applied:
+		return "applied"
+	case Rejected:
+		return "rejected"
+	case Partial:
+		return "partial"
+	case Exhausted:
+		return "exhausted"
+	}
+	return "unknown"
+}
+
+// Outcome is the final word on a Task. Every Outcome but Applied is dead-lettered by the consumer.
+type Outcome struct {
+	Result   Result
+	Code     int    // IM code: top-level ErrorCode or the first non-zero ResultCode; 0 when applied
+	Info     string // human-readable cause, never containing a UserSig
+	Attempts int    // API calls made for this event (creates, gets and updates)
+	// Detail is the dlq-result JSON for partial/rejected outcomes: the group when created and the
+	// failed conversations with their codes. Nil for applied.
+	Detail json.RawMessage
+}

@@ -1,0 +1,143 @@
+// Package metrics defines every Prometheus metric chatgroupd exports (CONTRACT §5) on an injected
+// registerer. Components receive the *Metrics they update; nothing touches the global registry.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "chatgroupd"
+
+// Outcome label values of EventsProcessed.
+const (
+	OutcomeApplied   = "applied"
+	OutcomeDuplicate = "duplicate"
+	OutcomeInvalid   = "invalid"
+	OutcomeRejected  = "rejected"
+	OutcomePartial   = "partial"
+	OutcomeExhausted = "exhausted"
+)
+
+// Metrics holds the collectors. Label sets are bounded: no account or event ids ever.
+type Metrics struct {
+	EventsConsumed   prometheus.Counter
+	EventsProcessed  *prometheus.CounterVec // outcome
+	APIRequests      *prometheus.CounterVec // api, code
+	APIDuration      *prometheus.HistogramVec
+	DLQRecords       *prometheus.CounterVec // reason, code
+	ConsumerLag      *prometheus.GaugeVec   // topic, partition
+	OldestUnfinished *prometheus.GaugeVec   // topic, partition
+	RateLimitWait    prometheus.Histogram
+	RateLimitLimit   prometheus.Gauge
+	Retries          *prometheus.CounterVec // api, code
+	EventE2E         prometheus.Histogram
+	BuildInfo        *prometheus.GaugeVec
+
+	// Beyond the contract.
+	SeqGaps         prometheus.Counter
+	LateEvents      prometheus.Counter
+	InFlight        prometheus.Gauge
+	Ready           prometheus.Gauge
+	Paused          *prometheus.GaugeVec // reason: config, outage
+	Rebalances      prometheus.Counter
+	AssignedParts   prometheus.Gauge
+	Commits         *prometheus.CounterVec // result: ok, error
+	DedupeEntries   prometheus.Gauge
+	LimiterChanges  *prometheus.CounterVec // direction: down, up
+	UncertainChecks *prometheus.CounterVec // found: true, false
+}
+
+// New registers every collector on reg (plus the Go runtime and process collectors when
+// withRuntime) and returns them. version is reported by chatgroupd_build_info.
+func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
+	f := factory{reg}
+	m := &Metrics{
+		EventsConsumed: f.counter("events_consumed_total", "Records read from the event topic."),
+		EventsProcessed: f.counterVec("events_processed_total",
+			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", "outcome"),
+		APIRequests: f.counterVec("api_requests_total",
+			"IM API calls by api and result code (IM code, http_<status> or network).", "api", "code"),
+		APIDuration: f.histogramVec("api_request_duration_seconds", "IM API call latency.",
+			prometheus.ExponentialBuckets(0.005, 2, 12), "api"),
+		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", "reason", "code"),
+		ConsumerLag: f.gaugeVec("consumer_lag",
+			"Records between the committed offset and the end of the partition.", "topic", "partition"),
+		OldestUnfinished: f.gaugeVec("oldest_unfinished_age_seconds",
+			"Age of the oldest record fetched but not yet ended (0 when none).", "topic", "partition"),
+		RateLimitWait: f.histogram("ratelimit_wait_seconds", "Time spent waiting for the rate limiter.",
+			[]float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+		RateLimitLimit: f.gauge("ratelimit_limit", "This replica's current share of the create budget (calls/s)."),
+		Retries:        f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
+		EventE2E: f.histogram("event_e2e_seconds", "From occurred_at (or the record time) to applied.",
+			prometheus.ExponentialBuckets(0.01, 2, 16)),
+		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
+
+		SeqGaps:         f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
+		LateEvents:      f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
+		InFlight:        f.gauge("inflight_events", "Events dispatched and not yet ended."),
+		Ready:           f.gauge("ready", "1 when in the group and the API accepts our credentials."),
+		Paused:          f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
+		Rebalances:      f.counter("rebalances_total", "Consumer group generations joined."),
+		AssignedParts:   f.gauge("assigned_partitions", "Partitions this replica owns."),
+		Commits:         f.counterVec("commits_total", "Offset commit requests by result.", "result"),
+		DedupeEntries:   f.gauge("dedupe_entries", "Event ids remembered by the dedupe window."),
+		LimiterChanges:  f.counterVec("ratelimit_changes_total", "Adaptive limiter adjustments.", "direction"),
+		UncertainChecks: f.counterVec("uncertain_checks_total", "Existence checks before a create, by whether the group was found.", "found"),
+	}
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	if withRuntime {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return m
+}
+
+type factory struct{ reg prometheus.Registerer }
+
+func (f factory) register(c prometheus.Collector) {
+	if f.reg != nil {
+		f.reg.MustRegister(c)
+	}
+}
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help})
+	f.register(c)
+	return c
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.register(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
+	f.register(g)
+	return g
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.register(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: buckets})
+	f.register(h)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: buckets}, labels)
+	f.register(h)
+	return h
+}
+
+// NewNop returns metrics registered nowhere, for tests and tools that don't export them.
+func NewNop() *Metrics { return New(nil, "test", false) }
