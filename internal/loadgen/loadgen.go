@@ -1,0 +1,276 @@
+// Package loadgen produces realistic contact-group event streams: valid events in per-account seq
+// order, with configurable shares of duplicates, swapped seq pairs, invalid records and accounts
+// that run over the IM 20-group quota. It also counts what a correct pipeline must do with them, so
+// the demo and benchmarks can check invariants instead of eyeballing output.
+package loadgen
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/event"
+)
+
+// Kind is what a generated record is meant to exercise.
+type Kind int
+
+const (
+	Valid     Kind = iota // a new event that the API accepts
+	Duplicate             // a byte-identical re-send of an earlier valid event
+	Invalid               // a record that breaks CONTRACT §1
+	OverQuota             // a valid event for an account already at 20 groups: 51010 expected
+)
+
+func (k Kind) String() string {
+	return [...]string{"valid", "duplicate", "invalid", "over_quota"}[k]
+}
+
+// Record is one generated Kafka record.
+type Record struct {
+	Key     []byte
+	Value   []byte
+	Kind    Kind
+	EventID string
+}
+
+// Config shapes the stream. Rates are fractions of the records generated.
+type Config struct {
+	Accounts int // accounts active at once (default 100)
+	// GroupsPerAccount is how many valid groups an account creates before it is retired and a
+	// fresh one takes its place; keep it under the API's 20 (default 15).
+	GroupsPerAccount int
+	MaxContacts      int     // contacts per event, 1..MaxContacts (default 5)
+	DuplicateRate    float64 // default 0
+	InvalidRate      float64
+	SwapRate         float64 // chance a valid event is emitted together with its successor, swapped
+	// OverQuotaAccounts is how many accounts push past 20 groups, each producing
+	// OverQuotaExtra events that must be rejected with 51010.
+	OverQuotaAccounts int
+	OverQuotaExtra    int // default 3
+	Prefix            string
+	Seed              uint64
+	Now               func() time.Time
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Accounts < 1 {
+		errs = append(errs, fmt.Errorf("accounts must be >= 1, got %d", c.Accounts))
+	}
+	if c.GroupsPerAccount < 1 || c.GroupsPerAccount > 20 {
+		errs = append(errs, fmt.Errorf("groups per account must be 1-20, got %d", c.GroupsPerAccount))
+	}
+	if c.MaxContacts < 1 || c.MaxContacts > event.MaxContacts {
+		errs = append(errs, fmt.Errorf("max contacts must be 1-%d, got %d", event.MaxContacts, c.MaxContacts))
+	}
+	for name, r := range map[string]float64{"duplicate": c.DuplicateRate, "invalid": c.InvalidRate, "swap": c.SwapRate} {
+		if r < 0 || r > 0.5 {
+			errs = append(errs, fmt.Errorf("%s rate must be within 0-0.5, got %g", name, r))
+		}
+	}
+	if c.OverQuotaAccounts < 0 {
+		errs = append(errs, errors.New("over-quota accounts must be >= 0"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) defaults() {
+	if c.Accounts == 0 {
+		c.Accounts = 100
+	}
+	if c.GroupsPerAccount == 0 {
+		c.GroupsPerAccount = 15
+	}
+	if c.MaxContacts == 0 {
+		c.MaxContacts = 5
+	}
+	if c.OverQuotaExtra == 0 {
+		c.OverQuotaExtra = 3
+	}
+	if c.Prefix == "" {
+		c.Prefix = "user"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Expect is what a correct pipeline does with everything generated so far.
+type Expect struct {
+	Valid      int // events that must be applied
+	Duplicates int // records that must be dropped as duplicates
+	Invalid    int // records that must be dead-lettered as invalid
+	OverQuota  int // events that must be dead-lettered as rejected with 51010
+	Swapped    int // seq pairs emitted out of order
+}
+
+// Total is every record generated.
+func (e Expect) Total() int { return e.Valid + e.Duplicates + e.Invalid + e.OverQuota }
+
+type account struct {
+	name   string
+	seq    int64
+	groups int
+	limit  int // groups to create before retiring; > 20 for an over-quota account
+}
+
+// Generator makes records. It is not safe for concurrent use.
+type Generator struct {
+	cfg      Config
+	rng      *rand.Rand
+	accounts []*account
+	retired  int
+	recent   []Record // ring of recent valid records, source of duplicates
+	pending  []Record // the swapped partner waiting to be emitted
+	quotaLen int      // over-quota accounts still to start
+	expect   Expect
+}
+
+// New returns a generator for cfg (zero fields take defaults).
+func New(cfg Config) (*Generator, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("loadgen: %w", err)
+	}
+	g := &Generator{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), quotaLen: cfg.OverQuotaAccounts}
+	for i := 0; i < cfg.Accounts; i++ {
+		g.accounts = append(g.accounts, g.newAccount())
+	}
+	return g, nil
+}
+
+func (g *Generator) newAccount() *account {
+	a := &account{name: g.cfg.Prefix + "-" + strconv.Itoa(g.retired+len(g.accounts)), limit: g.cfg.GroupsPerAccount}
+	if g.quotaLen > 0 {
+		g.quotaLen--
+		a.limit = 20 + g.cfg.OverQuotaExtra
+	}
+	return a
+}
+
+// Expect returns the expectation for everything generated so far.
+func (g *Generator) Expect() Expect { return g.expect }
+
+// Next returns the next record.
+func (g *Generator) Next() Record {
+	if len(g.pending) > 0 {
+		r := g.pending[0]
+		g.pending = g.pending[1:]
+		return r
+	}
+	x := g.rng.Float64()
+	switch {
+	case x < g.cfg.InvalidRate:
+		g.expect.Invalid++
+		return g.invalid()
+	case x < g.cfg.InvalidRate+g.cfg.DuplicateRate && len(g.recent) > 0:
+		g.expect.Duplicates++
+		r := g.recent[g.rng.IntN(len(g.recent))]
+		r.Kind = Duplicate
+		return r
+	}
+	i := g.rng.IntN(len(g.accounts))
+	a := g.accounts[i]
+	first := g.valid(a)
+	if g.rng.Float64() < g.cfg.SwapRate && g.accounts[i] == a {
+		second := g.valid(a)
+		g.expect.Swapped++
+		g.pending = append(g.pending, first)
+		return second
+	}
+	return first
+}
+
+// valid makes the account's next event, retiring the account when it reached its limit.
+func (g *Generator) valid(a *account) Record {
+	a.seq++
+	a.groups++
+	kind := Valid
+	if a.groups > 20 {
+		kind = OverQuota
+		g.expect.OverQuota++
+	} else {
+		g.expect.Valid++
+	}
+	n := 1 + g.rng.IntN(g.cfg.MaxContacts)
+	ev := event.Event{
+		EventID:     fmt.Sprintf("%s-%d-%016x", a.name, a.seq, g.rng.Uint64()),
+		EventType:   event.TypeContactGroupCreated,
+		FromAccount: a.name,
+		Seq:         a.seq,
+		OccurredAt:  g.cfg.Now().UTC(),
+		GroupName:   "group-" + strconv.FormatInt(a.seq, 10),
+		Contacts:    make([]event.Contact, n),
+	}
+	for j := range ev.Contacts {
+		if g.rng.IntN(4) == 0 {
+			ev.Contacts[j] = event.Contact{Type: event.ContactGroup, ToGroupID: "@TGS#" + strconv.Itoa(g.rng.IntN(1_000_000))}
+		} else {
+			ev.Contacts[j] = event.Contact{Type: event.ContactC2C, ToAccount: "peer-" + strconv.Itoa(g.rng.IntN(1_000_000))}
+		}
+	}
+	v, err := ev.Marshal()
+	if err != nil {
+		panic("loadgen: generated an invalid event: " + err.Error()) // a bug in this file
+	}
+	r := Record{Key: ev.Key(), Value: v, Kind: kind, EventID: ev.EventID}
+	if kind == Valid {
+		if len(g.recent) < 1024 {
+			g.recent = append(g.recent, r)
+		} else {
+			g.recent[g.rng.IntN(len(g.recent))] = r
+		}
+	}
+	if a.groups >= a.limit {
+		for i, b := range g.accounts {
+			if b == a {
+				g.retired++
+				g.accounts[i] = g.newAccount()
+			}
+		}
+	}
+	return r
+}
+
+// InvalidKinds names the ways invalid() breaks the contract, in rotation order.
+var invalidKinds = []string{"bad_json", "bad_utf8", "missing_field", "long_name", "too_many_contacts", "unknown_type", "wrong_contact_type"}
+
+func (g *Generator) invalid() Record {
+	kind := invalidKinds[g.expect.Invalid%len(invalidKinds)]
+	id := fmt.Sprintf("bad-%d-%016x", g.expect.Invalid, g.rng.Uint64())
+	acct := g.cfg.Prefix + "-invalid"
+	base := map[string]any{
+		"event_id": id, "event_type": event.TypeContactGroupCreated, "from_account": acct,
+		"group_name": "g", "contacts": []map[string]any{{"type": 1, "to_account": "x"}},
+	}
+	var v []byte
+	switch kind {
+	case "bad_json":
+		v = []byte(`{"event_id":"` + id + `",`)
+	case "bad_utf8":
+		v = []byte("{\"event_id\":\"" + id + "\",\"group_name\":\"\xff\xfe\"}")
+	case "missing_field":
+		delete(base, "group_name")
+	case "long_name":
+		base["group_name"] = "this-group-name-is-33-bytes-long!"
+	case "too_many_contacts":
+		cs := make([]map[string]any, event.MaxContacts+1)
+		for i := range cs {
+			cs[i] = map[string]any{"type": 1, "to_account": "p" + strconv.Itoa(i)}
+		}
+		base["contacts"] = cs
+	case "unknown_type":
+		base["event_type"] = "contact_group.renamed"
+	case "wrong_contact_type":
+		base["contacts"] = []map[string]any{{"type": 3, "to_account": "x"}}
+	}
+	if v == nil {
+		v, _ = json.Marshal(base)
+	}
+	return Record{Key: []byte(acct), Value: v, Kind: Invalid, EventID: id}
+}

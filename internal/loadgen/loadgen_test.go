@@ -1,0 +1,95 @@
+package loadgen
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/chatgroupd/chatgroupd/event"
+)
+
+func TestGeneratorMatchesExpectation(t *testing.T) {
+	g, err := New(Config{Accounts: 10, DuplicateRate: 0.05, InvalidRate: 0.05, SwapRate: 0.1, OverQuotaAccounts: 2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[Kind]int{}
+	seen := map[string]bool{}
+	groups := map[string]map[string]bool{}
+	seqs := map[string][]int64{}
+	for i := 0; i < 5000; i++ {
+		r := g.Next()
+		counts[r.Kind]++
+		ev, err := event.Parse(r.Value)
+		if r.Kind == Invalid {
+			if !errors.Is(err, event.ErrInvalid) {
+				t.Fatalf("invalid record parsed fine: %s", r.Value)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s record does not parse: %v", r.Kind, err)
+		}
+		if string(r.Key) != ev.FromAccount {
+			t.Fatalf("key %q != account %q", r.Key, ev.FromAccount)
+		}
+		if r.Kind == Duplicate {
+			if !seen[ev.EventID] {
+				t.Fatalf("duplicate of an event never sent: %s", ev.EventID)
+			}
+			continue
+		}
+		if seen[ev.EventID] {
+			t.Fatalf("event id %s reused by a non-duplicate", ev.EventID)
+		}
+		seen[ev.EventID] = true
+		if groups[ev.FromAccount] == nil {
+			groups[ev.FromAccount] = map[string]bool{}
+		}
+		if groups[ev.FromAccount][ev.GroupName] {
+			t.Fatalf("group name %s repeated for %s", ev.GroupName, ev.FromAccount)
+		}
+		groups[ev.FromAccount][ev.GroupName] = true
+		if n := len(groups[ev.FromAccount]); (n > 20) != (r.Kind == OverQuota) {
+			t.Fatalf("account %s group %d marked %s", ev.FromAccount, n, r.Kind)
+		}
+		seqs[ev.FromAccount] = append(seqs[ev.FromAccount], ev.Seq)
+	}
+	for acct, s := range seqs {
+		slices.Sort(s)
+		for i, v := range s {
+			if v != int64(i+1) {
+				t.Fatalf("%s: seqs %v are not 1..%d", acct, s, len(s))
+			}
+		}
+	}
+	want := g.Expect()
+	if counts[Valid] != want.Valid || counts[Duplicate] != want.Duplicates || counts[Invalid] != want.Invalid || counts[OverQuota] != want.OverQuota {
+		t.Fatalf("counted %v, expectation %+v", counts, want)
+	}
+	if want.OverQuota != 2*3 || want.Swapped == 0 || want.Duplicates == 0 || want.Invalid == 0 {
+		t.Fatalf("stream does not exercise every path: %+v", want)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{
+		{Accounts: -1},
+		{GroupsPerAccount: 21},
+		{MaxContacts: 101},
+		{InvalidRate: 0.9},
+		{OverQuotaAccounts: -1},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted a bad config", c)
+		}
+	}
+}
+
+func BenchmarkNext(b *testing.B) {
+	g, _ := New(Config{DuplicateRate: 0.01, InvalidRate: 0.01, SwapRate: 0.05})
+	b.ReportAllocs()
+	for b.Loop() {
+		g.Next()
+	}
+}
