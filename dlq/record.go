@@ -1,0 +1,308 @@
+package dlq
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/event"
+)
+
+// Reasons lists every dlq-reason value, in the order operators usually read them.
+var Reasons = []string{ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted}
+
+// ValidReason reports whether r is one of the four dlq-reason values.
+func ValidReason(r string) bool {
+	switch r {
+	case ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted:
+		return true
+	}
+	return false
+}
+
+// ourHeaders are the headers Record appends; Parse strips exactly these from the tail of a record
+// to recover the original headers.
+var ourHeaders = map[string]bool{
+	HeaderOriginalTopic: true, HeaderOriginalPartition: true, HeaderOriginalOffset: true,
+	HeaderOriginalTimestamp: true, HeaderReason: true, HeaderErrorCode: true, HeaderErrorInfo: true,
+	HeaderAttempts: true, HeaderFailedAt: true, HeaderEventID: true, HeaderFromAccount: true,
+	HeaderConsumerGroup: true, HeaderReplayCount: true, HeaderResult: true,
+}
+
+// timeFormat is RFC 3339 with the sub-second digits Kafka timestamps carry (milliseconds), so the
+// original timestamp survives the round trip.
+const timeFormat = time.RFC3339Nano
+
+// Record builds the dead-letter record for orig: key, value and headers copied byte for byte, then
+// the dlq-* headers of CONTRACT §3. dlq-replay-count comes from orig's replay-count header when it
+// has a valid one (the contract's source of truth), else from l.ReplayCount. The returned message
+// has no Topic: the writer that sends it names the DLQ topic.
+func Record(orig kafka.Message, l Letter, group string, failedAt time.Time) kafka.Message {
+	replayCount := l.ReplayCount
+	if v, ok := lastHeader(orig.Headers, event.HeaderReplayCount); ok {
+		if n, err := strconv.Atoi(string(v)); err == nil && n >= 0 {
+			replayCount = n
+		}
+	}
+	hs := make([]kafka.Header, 0, len(orig.Headers)+len(ourHeaders))
+	for _, h := range orig.Headers {
+		hs = append(hs, kafka.Header{Key: h.Key, Value: cloneBytes(h.Value)})
+	}
+	add := func(k, v string) { hs = append(hs, kafka.Header{Key: k, Value: []byte(v)}) }
+	add(HeaderOriginalTopic, orig.Topic)
+	add(HeaderOriginalPartition, strconv.Itoa(orig.Partition))
+	add(HeaderOriginalOffset, strconv.FormatInt(orig.Offset, 10))
+	add(HeaderOriginalTimestamp, orig.Time.UTC().Format(timeFormat))
+	add(HeaderReason, l.Reason)
+	add(HeaderErrorCode, strconv.Itoa(l.Code))
+	add(HeaderErrorInfo, l.Info)
+	add(HeaderAttempts, strconv.Itoa(l.Attempts))
+	add(HeaderFailedAt, failedAt.UTC().Format(timeFormat))
+	if l.EventID != "" {
+		add(HeaderEventID, l.EventID)
+	}
+	if l.FromAccount != "" {
+		add(HeaderFromAccount, l.FromAccount)
+	}
+	add(HeaderConsumerGroup, group)
+	add(HeaderReplayCount, strconv.Itoa(replayCount))
+	if len(l.Result) > 0 {
+		hs = append(hs, kafka.Header{Key: HeaderResult, Value: cloneBytes(l.Result)})
+	}
+	return kafka.Message{Key: cloneBytes(orig.Key), Value: cloneBytes(orig.Value), Headers: hs}
+}
+
+// Entry is one dead-letter record read back from the DLQ topic.
+type Entry struct {
+	// Where the DLQ record itself sits.
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Time      time.Time `json:"time"` // the DLQ record's timestamp
+
+	// The original record: key, value and headers as they were (dlq-* headers removed).
+	Key     []byte         `json:"-"`
+	Value   []byte         `json:"-"`
+	Headers []kafka.Header `json:"-"`
+
+	OriginalTopic     string    `json:"original_topic"`
+	OriginalPartition int       `json:"original_partition"`
+	OriginalOffset    int64     `json:"original_offset"`
+	OriginalTime      time.Time `json:"original_time"`
+
+	Reason        string          `json:"reason"`
+	Code          int             `json:"code"`
+	Info          string          `json:"info"`
+	Attempts      int             `json:"attempts"`
+	FailedAt      time.Time       `json:"failed_at"`
+	EventID       string          `json:"event_id,omitempty"`
+	FromAccount   string          `json:"from_account,omitempty"`
+	ConsumerGroup string          `json:"consumer_group"`
+	ReplayCount   int             `json:"replay_count"`
+	Result        json.RawMessage `json:"result,omitempty"`
+
+	// Replayed is true when the replay ledger records a replay of this DLQ record.
+	Replayed   bool      `json:"replayed"`
+	ReplayedAt time.Time `json:"replayed_at,omitzero"`
+}
+
+// Account is the account the record belongs to: dlq-from-account, or the record key when the
+// event was too broken to name one.
+func (e *Entry) Account() string {
+	if e.FromAccount != "" {
+		return e.FromAccount
+	}
+	return string(e.Key)
+}
+
+// Coordinate names the DLQ record as "<dlq-topic>/<partition>/<offset>", the form of the
+// replay-of header and the replay ledger key.
+func Coordinate(dlqTopic string, partition int, offset int64) string {
+	return dlqTopic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// ErrNotDLQRecord is matched (errors.Is) by every error Parse returns: the record lacks our
+// headers or carries malformed ones, so it was not written by chatgroupd.
+var ErrNotDLQRecord = errors.New("not a chatgroupd DLQ record")
+
+// HeaderError says which dlq-* header of which record is missing or malformed.
+type HeaderError struct {
+	Partition int
+	Offset    int64
+	Header    string
+	Problem   string
+}
+
+func (e *HeaderError) Error() string {
+	return fmt.Sprintf("record at partition %d offset %d is %v: header %s %s",
+		e.Partition, e.Offset, ErrNotDLQRecord, e.Header, e.Problem)
+}
+
+// Is makes errors.Is(err, ErrNotDLQRecord) true.
+func (e *HeaderError) Is(target error) bool { return target == ErrNotDLQRecord }
+
+// Parse reads a DLQ record back: the dlq-* headers into typed fields and the original key, value
+// and headers. Every failure is a *HeaderError.
+func Parse(m kafka.Message) (*Entry, error) {
+	orig, ours := splitHeaders(m.Headers)
+	bad := func(h, problem string) error {
+		return &HeaderError{Partition: m.Partition, Offset: m.Offset, Header: h, Problem: problem}
+	}
+	str := func(h string) (string, error) {
+		v, ok := ours[h]
+		if !ok {
+			return "", bad(h, "missing")
+		}
+		if !utf8.Valid(v) {
+			return "", bad(h, "is not valid UTF-8")
+		}
+		return string(v), nil
+	}
+	integer := func(h string, min int64) (int64, error) {
+		s, err := str(h)
+		if err != nil {
+			return 0, err
+		}
+		n, perr := strconv.ParseInt(s, 10, 64)
+		if perr != nil || n < min {
+			return 0, bad(h, fmt.Sprintf("is %q, want a decimal integer >= %d", s, min))
+		}
+		return n, nil
+	}
+	timestamp := func(h string) (time.Time, error) {
+		s, err := str(h)
+		if err != nil {
+			return time.Time{}, err
+		}
+		t, perr := time.Parse(time.RFC3339Nano, s)
+		if perr != nil {
+			return time.Time{}, bad(h, fmt.Sprintf("is %q, want an RFC 3339 time", s))
+		}
+		return t, nil
+	}
+
+	e := &Entry{
+		Partition: m.Partition, Offset: m.Offset, Time: m.Time,
+		Key: m.Key, Value: m.Value, Headers: orig,
+	}
+	var err error
+	var n int64
+	if e.Reason, err = str(HeaderReason); err != nil {
+		return nil, err
+	}
+	if !ValidReason(e.Reason) {
+		return nil, bad(HeaderReason, fmt.Sprintf("is %q, want one of %v", e.Reason, Reasons))
+	}
+	if e.OriginalTopic, err = str(HeaderOriginalTopic); err != nil {
+		return nil, err
+	}
+	if n, err = integer(HeaderOriginalPartition, 0); err != nil {
+		return nil, err
+	}
+	e.OriginalPartition = int(n)
+	if e.OriginalOffset, err = integer(HeaderOriginalOffset, 0); err != nil {
+		return nil, err
+	}
+	if e.OriginalTime, err = timestamp(HeaderOriginalTimestamp); err != nil {
+		return nil, err
+	}
+	if n, err = integer(HeaderErrorCode, -1<<31); err != nil {
+		return nil, err
+	}
+	e.Code = int(n)
+	if e.Info, err = str(HeaderErrorInfo); err != nil {
+		return nil, err
+	}
+	if n, err = integer(HeaderAttempts, 0); err != nil {
+		return nil, err
+	}
+	e.Attempts = int(n)
+	if e.FailedAt, err = timestamp(HeaderFailedAt); err != nil {
+		return nil, err
+	}
+	if e.ConsumerGroup, err = str(HeaderConsumerGroup); err != nil {
+		return nil, err
+	}
+	if n, err = integer(HeaderReplayCount, 0); err != nil {
+		return nil, err
+	}
+	e.ReplayCount = int(n)
+	if _, ok := ours[HeaderEventID]; ok {
+		if e.EventID, err = str(HeaderEventID); err != nil {
+			return nil, err
+		}
+	}
+	if _, ok := ours[HeaderFromAccount]; ok {
+		if e.FromAccount, err = str(HeaderFromAccount); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := ours[HeaderResult]; ok {
+		if !json.Valid(v) {
+			return nil, bad(HeaderResult, "is not valid JSON")
+		}
+		e.Result = json.RawMessage(v)
+	}
+	return e, nil
+}
+
+// splitHeaders separates the block of dlq-* headers Record appended (the tail of the list, each
+// name at most once, starting with dlq-original-topic) from the original headers before it. An original header that happens to
+// share a dlq-* name therefore survives a replay.
+func splitHeaders(hs []kafka.Header) (orig []kafka.Header, ours map[string][]byte) {
+	ours = map[string][]byte{}
+	i := len(hs)
+	for i > 0 {
+		h := hs[i-1]
+		if !ourHeaders[h.Key] {
+			break
+		}
+		if _, dup := ours[h.Key]; dup {
+			break
+		}
+		ours[h.Key] = h.Value
+		i--
+		if h.Key == HeaderOriginalTopic { // Record writes it first: the block ends here
+			break
+		}
+	}
+	return hs[:i:i], ours
+}
+
+// ReplayMessage is the record Replay produces to the main topic for e: the original key, value and
+// headers, with replay-count set to e.ReplayCount+1 and replay-of naming the DLQ record.
+func ReplayMessage(e *Entry, dlqTopic string) kafka.Message {
+	hs := make([]kafka.Header, 0, len(e.Headers)+2)
+	for _, h := range e.Headers {
+		if h.Key == event.HeaderReplayCount || h.Key == event.HeaderReplayOf {
+			continue
+		}
+		hs = append(hs, kafka.Header{Key: h.Key, Value: cloneBytes(h.Value)})
+	}
+	hs = append(hs,
+		kafka.Header{Key: event.HeaderReplayCount, Value: []byte(strconv.Itoa(e.ReplayCount + 1))},
+		kafka.Header{Key: event.HeaderReplayOf, Value: []byte(Coordinate(dlqTopic, e.Partition, e.Offset))},
+	)
+	return kafka.Message{Key: cloneBytes(e.Key), Value: cloneBytes(e.Value), Headers: hs}
+}
+
+func lastHeader(hs []kafka.Header, key string) ([]byte, bool) {
+	for i := len(hs) - 1; i >= 0; i-- {
+		if hs[i].Key == key {
+			return hs[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// cloneBytes copies b, keeping nil distinct from empty: Kafka tells a null key from an empty one.
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}

@@ -1,0 +1,196 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// Config configures a Writer.
+type Config struct {
+	Brokers []string
+	Topic   string // the DLQ topic
+	GroupID string // written to dlq-consumer-group
+	// Transport carries TLS and SASL settings; nil means plaintext with DialTimeout.
+	Transport kafka.RoundTripper
+	// DialTimeout bounds connecting to a broker when Transport is nil (default 5s).
+	DialTimeout time.Duration
+	// WriteTimeout bounds one produce request (default 10s).
+	WriteTimeout time.Duration
+	Logger       *zap.Logger      // default zap.NewNop()
+	Metrics      *metrics.Metrics // default metrics.NewNop()
+	// Now stamps dlq-failed-at (default time.Now).
+	Now func() time.Time
+}
+
+// Validate checks the fields that have no default.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("no brokers"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("no DLQ topic"))
+	}
+	if c.GroupID == "" {
+		errs = append(errs, errors.New("no consumer group id"))
+	}
+	if c.DialTimeout < 0 || c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("negative timeout"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dlq config: %w", err)
+	}
+	return nil
+}
+
+// Writer writes dead-letter records. It implements consumer.DeadLetterer and is safe for
+// concurrent use: concurrent calls share produce requests.
+type Writer struct {
+	cfg Config
+	w   *kafka.Writer
+	own *kafka.Transport // the transport we created and must close, nil when given one
+	log *zap.Logger
+	m   *metrics.Metrics
+	now func() time.Time
+}
+
+// NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
+func NewWriter(cfg Config) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Writer{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now}
+	if w.log == nil {
+		w.log = zap.NewNop()
+	}
+	if w.m == nil {
+		w.m = metrics.NewNop()
+	}
+	if w.now == nil {
+		w.now = time.Now
+	}
+	rt := cfg.Transport
+	if rt == nil {
+		w.own = newTransport(cfg.DialTimeout)
+		rt = w.own
+	}
+	w.w = newProducer(cfg.Brokers, cfg.Topic, rt, cfg.WriteTimeout)
+	return w, nil
+}
+
+// newProducer is the one producer shape the package uses. The kafka-go defaults are unsafe here:
+// acks=all so a record counts only once replicated, Murmur2 so the key (the account) picks the
+// partition like Java clients do, and a tiny batch timeout so a synchronous write takes
+// milliseconds, not the default second.
+func newProducer(brokers []string, topic string, rt kafka.RoundTripper, writeTimeout time.Duration) *kafka.Writer {
+	if writeTimeout <= 0 {
+		writeTimeout = 10 * time.Second
+	}
+	return &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Topic:        topic,
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    500,
+		// A dead letter may carry a 1 MiB value plus headers: leave the size check to the broker's
+		// max.message.bytes instead of kafka-go's 1 MiB default, which would reject it client-side.
+		BatchBytes:   16 << 20,
+		MaxAttempts:  3,
+		WriteTimeout: writeTimeout,
+		Transport:    rt,
+	}
+}
+
+// newTransport is the plaintext transport used when the caller gave none. The dial timeout makes an
+// unreachable broker fail in seconds.
+func newTransport(dialTimeout time.Duration) *kafka.Transport {
+	if dialTimeout <= 0 {
+		dialTimeout = 5 * time.Second
+	}
+	return &kafka.Transport{DialTimeout: dialTimeout, ClientID: "chatgroupd-dlq"}
+}
+
+// Check verifies that the DLQ topic exists, so the service can refuse to start rather than fail
+// on its first dead letter.
+func (w *Writer) Check(ctx context.Context) error {
+	c := &kafka.Client{Addr: kafka.TCP(w.cfg.Brokers...), Transport: w.w.Transport, Timeout: 10 * time.Second}
+	if _, err := topicPartitions(ctx, c, w.cfg.Topic); err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	return nil
+}
+
+// DeadLetter writes the DLQ record for rec and returns nil only once Kafka acknowledged it with
+// acks=all. On error nothing may be assumed written; the caller retries and must not commit past
+// rec meanwhile. A retried write may duplicate the record: the dlq-original-* coordinate is the
+// dedupe key.
+func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
+	msg := Record(rec, l, w.cfg.GroupID, w.now())
+	if err := w.w.WriteMessages(ctx, msg); err != nil {
+		return fmt.Errorf("dlq: write %s/%d/%d to %s: %w", rec.Topic, rec.Partition, rec.Offset, w.cfg.Topic, firstWriteError(err))
+	}
+	w.m.DLQRecords.WithLabelValues(l.Reason, strconv.Itoa(l.Code)).Inc()
+	w.log.Warn("dead-lettered",
+		zap.String("topic", rec.Topic),
+		zap.Int("partition", rec.Partition),
+		zap.Int64("offset", rec.Offset),
+		zap.String("reason", l.Reason),
+		zap.Int("code", l.Code),
+		zap.String("info", truncate(l.Info, 512)),
+		zap.Int("attempts", l.Attempts),
+		zap.String("event_id", l.EventID),
+		zap.String("account", l.FromAccount),
+		zap.Int("replay_count", l.ReplayCount),
+		zap.String("dlq_topic", w.cfg.Topic),
+	)
+	return nil
+}
+
+// Close flushes nothing (writes are synchronous) and releases connections.
+func (w *Writer) Close() error {
+	err := w.w.Close()
+	if w.own != nil {
+		w.own.CloseIdleConnections()
+	}
+	if err != nil {
+		return fmt.Errorf("dlq: close: %w", err)
+	}
+	return nil
+}
+
+// firstWriteError unwraps kafka-go's per-message WriteErrors for a one-message write, so the
+// caller sees the broker error itself.
+func firstWriteError(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return e
+			}
+		}
+	}
+	return err
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
