@@ -1,0 +1,199 @@
+package logging
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// fakeSig looks like a real UserSig (base64 with the *, -, _ substitutions).
+const fakeSig = "eAEBrABT-3siVExTLnZlciI6IjIuMCIs*FAKE_SIG_abc123-xyz_"
+
+const fakeKey = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
+
+func imURL(sig string) string {
+	return "https://console.tim.qq.com/v4/recentcontact/create_contact_group?sdkappid=1400000000" +
+		"&identifier=administrator&usersig=" + sig + "&random=42&contenttype=json"
+}
+
+type stringer string
+
+func (s stringer) String() string { return string(s) }
+
+func TestNewRedactsUserSigEverywhere(t *testing.T) {
+	for _, format := range []string{"json", "console"} {
+		t.Run(format, func(t *testing.T) {
+			var buf bytes.Buffer
+			log, err := New("debug", format, &buf, fakeKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := imURL(fakeSig)
+			urlErr := &url.Error{Op: "Post", URL: u, Err: errors.New("context deadline exceeded")}
+			log.Info("message "+u, zap.String("url", u))
+			log.Warn("call failed", zap.Error(fmt.Errorf("im: create: %w", urlErr)))
+			log.Error("stringer", zap.Stringer("u", stringer(u)), zap.Any("any", map[string]string{"u": u}))
+			log.With(zap.String("ctx", u)).Debug("with context")
+			log.Info("escaped", zap.String("nested", "https://proxy/?target="+url.QueryEscape(u)))
+			log.Info("last param", zap.String("u", "https://x/v4?usersig="+fakeSig))
+			log.Info("upper", zap.String("u", "https://x/v4?UserSig="+fakeSig+"&a=b"))
+			log.Info("key", zap.String("k", fakeKey), zap.Error(errors.New("bad key "+fakeKey)))
+			_ = log.Sync()
+
+			out := buf.String()
+			if n := strings.Count(out, "\n"); n != 8 {
+				t.Fatalf("want 8 lines, got %d:\n%s", n, out)
+			}
+			if strings.Contains(out, "FAKE_SIG") || strings.Contains(out, fakeSig) {
+				t.Errorf("sig leaked into the log:\n%s", out)
+			}
+			if strings.Contains(out, fakeKey) {
+				t.Errorf("secret key leaked into the log:\n%s", out)
+			}
+			if !strings.Contains(out, "usersig="+Redacted) {
+				t.Errorf("no redaction marker in:\n%s", out)
+			}
+			// The rest of the URL survives: operators still need to see which API and app.
+			if !strings.Contains(out, "create_contact_group?sdkappid=1400000000") || !strings.Contains(out, "random=42") {
+				t.Errorf("redaction ate more than the sig:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestNewJSONIsValidJSONPerLine(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New("", "", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("dead letter", zap.String("reason", "rejected"), zap.String("url", imURL(fakeSig)))
+	log.Debug("hidden at info")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want 1 line at the default info level, got %d: %q", len(lines), buf.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, lines[0])
+	}
+	for _, k := range []string{"ts", "level", "msg", "reason", "url"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("key %q missing from %s", k, lines[0])
+		}
+	}
+	if m["level"] != "info" || m["msg"] != "dead letter" {
+		t.Errorf("unexpected entry %v", m)
+	}
+	if !strings.Contains(m["url"].(string), "usersig="+Redacted+"&random=42") {
+		t.Errorf("url not redacted in place: %v", m["url"])
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	tests := []struct {
+		level, format string
+		wantErr       bool
+		enabled       zapcore.Level
+	}{
+		{"", "", false, zapcore.InfoLevel},
+		{"debug", "json", false, zapcore.DebugLevel},
+		{"INFO", "console", false, zapcore.InfoLevel},
+		{"warn", "JSON", false, zapcore.WarnLevel},
+		{"warning", "json", false, zapcore.WarnLevel},
+		{"error", "json", false, zapcore.ErrorLevel},
+		{"verbose", "json", true, 0},
+		{"fatal", "json", true, 0},
+		{"info", "logfmt", true, 0},
+		{"info", "text", true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.level+"/"+tt.format, func(t *testing.T) {
+			log, err := New(tt.level, tt.format, &bytes.Buffer{})
+			if tt.wantErr {
+				if !errors.Is(err, ErrInvalid) {
+					t.Fatalf("want ErrInvalid, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !log.Core().Enabled(tt.enabled) || (tt.enabled > zapcore.DebugLevel && log.Core().Enabled(tt.enabled-1)) {
+				t.Errorf("level %q: core not enabled exactly from %v", tt.level, tt.enabled)
+			}
+		})
+	}
+	if _, err := New("info", "json", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("nil writer: want ErrInvalid, got %v", err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"no secrets here", "no secrets here"},
+		{"?usersig=abc&x=1", "?usersig=" + Redacted + "&x=1"},
+		{"?USERSIG=abc", "?USERSIG=" + Redacted},
+		{`Post "https://h/v4/a?usersig=a*b-c_d": EOF`, `Post "https://h/v4/a?usersig=` + Redacted + `": EOF`},
+		{"target=https%3A%2F%2Fh%2F%3Fusersig%3Dabc%26x%3D1", "target=https%3A%2F%2Fh%2F%3Fusersig%3D" + Redacted + "%26x%3D1"},
+		{"a usersig=1 and usersig=2", "a usersig=" + Redacted + " and usersig=" + Redacted},
+		{"usersig is a word", "usersig is a word"},
+		{"?usersig=eAEB%2Aab%2Dc&random=1", "?usersig=" + Redacted + "&random=1"},
+		{"?usersig=%26", "?usersig=%26"},
+	}
+	for _, tt := range tests {
+		if got := Redact(tt.in); got != tt.want {
+			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRedactError(t *testing.T) {
+	if RedactError(nil) != nil {
+		t.Fatal("nil must stay nil")
+	}
+	plain := errors.New("plain")
+	if RedactError(plain) != plain {
+		t.Error("an error without a sig must be returned unchanged")
+	}
+	sentinel := errors.New("timeout")
+	err := RedactError(&url.Error{Op: "Post", URL: imURL(fakeSig), Err: sentinel})
+	if strings.Contains(err.Error(), fakeSig) {
+		t.Errorf("sig in %q", err)
+	}
+	if !errors.Is(err, sentinel) {
+		t.Error("errors.Is lost the chain")
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		t.Error("errors.As lost the chain")
+	}
+}
+
+func FuzzRedact(f *testing.F) {
+	f.Add("https://h/v4?usersig=" + fakeSig + "&random=1")
+	f.Add("usersig%3Dabc")
+	f.Add("plain text")
+	f.Fuzz(func(t *testing.T, s string) {
+		out := Redact(s)
+		if Redact(out) != out {
+			t.Fatalf("not idempotent: %q -> %q -> %q", s, out, Redact(out))
+		}
+		if !containsFold(s, "usersig") && out != s {
+			t.Fatalf("changed a string without usersig: %q -> %q", s, out)
+		}
+	})
+}
+
+func ExampleRedact() {
+	fmt.Println(Redact("POST https://console.tim.qq.com/v4/recentcontact/create_contact_group?sdkappid=1&usersig=eJw1j*secret_&random=7"))
+	// Output: POST https://console.tim.qq.com/v4/recentcontact/create_contact_group?sdkappid=1&usersig=REDACTED&random=7
+}
