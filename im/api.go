@@ -235,9 +235,13 @@ const (
 	CodeFrequency         = 60007
 	CodeSigExpired        = 70001
 	CodeSigInvalidated    = 70052
-	CodeSigMismatch       = 70003 // a representative config/auth code used by the simulator
-	CodeAppIDMismatch     = 70013
-	CodeIdentifierInvalid = 70020
+	CodeSigMismatch       = 70003 // UserSig illegal: cannot be decoded
+	CodeAppIDMismatch     = 70014 // the UserSig was made for another SDKAppID
+	CodeIdentifierInvalid = 70013 // the UserSig was made for another identifier
+	CodeSigEmpty          = 70002 // no UserSig in the request
+	CodeSigKeyMismatch    = 70009 // the UserSig was signed with another key
+	CodeAppIDNotFound     = 70020 // the SDKAppID is unknown
+	CodeParamsJSON        = 60003 // the request body is not valid JSON (public code)
 )
 
 // Classify maps an IM code to its class. Unknown codes are permanent (the code is kept).
@@ -266,7 +270,7 @@ func (e *Error) Ambiguous() bool {
 		return true
 	case e.HTTPStatus >= 500:
 		return true
-	case e.Network:
+	case e.Network, e.Malformed:
 		return true
 	}
 	return false
@@ -280,6 +284,10 @@ type Error struct {
 	Info       string // ErrorInfo or the first non-zero ResultInfo
 	HTTPStatus int    // 0 when no response was received
 	Network    bool   // no (complete) HTTP response: connection error, timeout, truncated body
+	// Malformed is true for an HTTP 200 whose body is not a usable answer (bad JSON, over the size
+	// cap, ErrorCode 0 without "OK"). The server may have applied the call, so it is transient and
+	// ambiguous; its metric code is "network" like other answers we could not read.
+	Malformed bool
 	// Partial is true when the call succeeded overall (ErrorCode 0) but some conversations failed;
 	// Results then carries every per-conversation outcome and Group the created group.
 	Partial bool
