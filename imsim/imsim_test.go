@@ -149,7 +149,9 @@ func createReq(acct, name string, contacts ...im.ContactItem) im.CreateRequest {
 	return im.CreateRequest{FromAccount: acct, GroupContactItem: []im.GroupContactItem{{GroupName: name, ContactItem: contacts}}}
 }
 
-func c2c(n int) im.ContactItem { return im.ContactItem{Type: im.ContactC2C, ToAccount: fmt.Sprintf("u%d", n)} }
+func c2c(n int) im.ContactItem {
+	return im.ContactItem{Type: im.ContactC2C, ToAccount: fmt.Sprintf("u%d", n)}
+}
 
 func c2cs(from, to int) []im.ContactItem {
 	var out []im.ContactItem
