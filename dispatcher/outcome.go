@@ -59,3 +59,20 @@ type Outcome struct {
 	// failed conversations with their codes. Nil for applied.
 	Detail json.RawMessage
 }
+
+// ResultDetail is the dlq-result JSON of a partial or rejected outcome (CONTRACT §3).
+type ResultDetail struct {
+	GroupName string `json:"GroupName"`
+	// GroupID is set when the group exists (partial outcomes).
+	GroupID int64           `json:"GroupId,omitempty"`
+	Failed  []FailedContact `json:"Failed"`
+}
+
+// FailedContact is one conversation that is not in the group, with the code that kept it out.
+type FailedContact struct {
+	Type       int    `json:"Type"`
+	ToAccount  string `json:"To_Account,omitempty"`
+	ToGroupID  string `json:"ToGroupId,omitempty"`
+	ResultCode int    `json:"ResultCode"`
+	ResultInfo string `json:"ResultInfo"`
+}

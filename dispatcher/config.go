@@ -1,0 +1,188 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// API is the part of the IM client the dispatcher calls; *im.Client implements it. Failures are
+// *im.Error values (any other error counts as a transient network failure).
+type API interface {
+	CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error)
+	// GetContactGroup is one page; the dispatcher pages itself so every page passes the limiter.
+	GetContactGroup(ctx context.Context, req *im.GetRequest) (*im.GetResponse, error)
+	UpdateContactGroup(ctx context.Context, req *im.UpdateRequest) (*im.UpdateResponse, error)
+	// RefreshSig regenerates the admin UserSig.
+	RefreshSig()
+}
+
+// Defaults of Config.
+const (
+	DefaultRateLimit         = 200
+	DefaultGetRateLimit      = 200
+	DefaultRetryBudget       = time.Hour
+	DefaultBackoffBase       = 200 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
+	DefaultProbeInterval     = 2 * time.Second
+	DefaultProbeAccount      = "administrator"
+	DefaultJitterMargin      = 5 * time.Millisecond
+	DefaultOutageWindow      = 20
+	DefaultOutageSpan        = 10 * time.Second
+	DefaultOutageRatio       = 0.8
+	DefaultOutageAccounts    = 3
+	DefaultGroupCheckRetries = 2
+	DefaultSlowDownFactor    = 0.7
+	DefaultRecoverStep       = 0.05
+	DefaultRecoverInterval   = time.Second
+	DefaultMinRateFactor     = 0.1
+)
+
+// Config configures a Dispatcher. Zero values take the defaults above.
+type Config struct {
+	// API is the IM client. Required.
+	API API
+	// RateLimit is the create_contact_group budget of the whole consumer group in calls/s; this
+	// replica uses the share SetShare gives it.
+	RateLimit float64
+	// GetRateLimit is the budget, shared the same way, of get_contact_group and (separately, as
+	// each API has its own quota) of update_contact_group.
+	GetRateLimit float64
+	// RetryBudget bounds the time an event spends retrying transient failures; time spent paused
+	// (config/auth failure, outage) does not count.
+	RetryBudget time.Duration
+	// BackoffBase and BackoffMax shape the exponential backoff with full jitter between retries.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// ProbeInterval is how often Run checks, while paused, whether the API accepts us again.
+	ProbeInterval time.Duration
+	// ProbeAccount is the From_Account of the startup probe (later probes use the account of the
+	// event that caused the pause). The admin identifier is a good choice.
+	ProbeAccount string
+	// JitterMargin widens the limiter's window beyond one second, so that delays between our
+	// clock and the server's arrival times can't squeeze one window's calls into a shorter one.
+	// Utilisation is at most 1s/(1s+JitterMargin).
+	JitterMargin time.Duration
+	// OutageWindow, OutageSpan, OutageRatio and OutageAccounts define an outage: among the last
+	// OutageWindow calls, all made within OutageSpan, at least OutageRatio failed transiently,
+	// for at least OutageAccounts different accounts.
+	OutageWindow   int
+	OutageSpan     time.Duration
+	OutageRatio    float64
+	OutageAccounts int
+	// GroupCheckRetries is how often 51007 (a group conversation failed its check) is retried
+	// before it is taken as permanent.
+	GroupCheckRetries int
+	// SlowDownFactor multiplies the rate on a frequency-limit answer (at most once per second);
+	// the rate then grows back by RecoverStep of the share every RecoverInterval, and never
+	// falls below MinRateFactor of the share.
+	SlowDownFactor  float64
+	RecoverStep     float64
+	RecoverInterval time.Duration
+	MinRateFactor   float64
+	// Standalone starts with the whole budget. Otherwise no call is made until the first
+	// SetShare, so a replica that has not learned its share can't overrun the group's budget.
+	Standalone bool
+
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	// Now and Sleep replace the clock in tests. Sleep returns ctx.Err() when ctx ends first.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+func (c *Config) defaults() {
+	setDefault(&c.RateLimit, DefaultRateLimit)
+	setDefault(&c.GetRateLimit, DefaultGetRateLimit)
+	setDefault(&c.RetryBudget, DefaultRetryBudget)
+	setDefault(&c.BackoffBase, DefaultBackoffBase)
+	setDefault(&c.BackoffMax, DefaultBackoffMax)
+	setDefault(&c.ProbeInterval, DefaultProbeInterval)
+	setDefault(&c.ProbeAccount, DefaultProbeAccount)
+	setDefault(&c.JitterMargin, DefaultJitterMargin)
+	setDefault(&c.OutageWindow, DefaultOutageWindow)
+	setDefault(&c.OutageSpan, DefaultOutageSpan)
+	setDefault(&c.OutageRatio, DefaultOutageRatio)
+	setDefault(&c.OutageAccounts, DefaultOutageAccounts)
+	setDefault(&c.GroupCheckRetries, DefaultGroupCheckRetries)
+	setDefault(&c.SlowDownFactor, DefaultSlowDownFactor)
+	setDefault(&c.RecoverStep, DefaultRecoverStep)
+	setDefault(&c.RecoverInterval, DefaultRecoverInterval)
+	setDefault(&c.MinRateFactor, DefaultMinRateFactor)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewNop()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Validate reports the first configuration error, after applying defaults to a copy.
+func (c Config) Validate() error {
+	c.defaults()
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.API == nil:
+		return errors.New("dispatcher config: API is required")
+	case c.RateLimit < 0 || c.GetRateLimit < 0:
+		return fmt.Errorf("dispatcher config: rate limits must be positive (%g, %g)", c.RateLimit, c.GetRateLimit)
+	case c.RetryBudget < 0:
+		return fmt.Errorf("dispatcher config: retry budget %v is negative", c.RetryBudget)
+	case c.BackoffBase < 0 || c.BackoffMax < c.BackoffBase:
+		return fmt.Errorf("dispatcher config: backoff base %v and max %v must satisfy 0 < base <= max", c.BackoffBase, c.BackoffMax)
+	case c.ProbeInterval < 0:
+		return fmt.Errorf("dispatcher config: probe interval %v is negative", c.ProbeInterval)
+	case c.JitterMargin < 0 || c.JitterMargin > 500*time.Millisecond:
+		return fmt.Errorf("dispatcher config: jitter margin %v outside 0-500ms", c.JitterMargin)
+	case c.OutageWindow < 0 || c.OutageAccounts < 0 || c.OutageSpan < 0:
+		return errors.New("dispatcher config: outage window, span and accounts must be positive")
+	case c.OutageRatio < 0 || c.OutageRatio > 1:
+		return fmt.Errorf("dispatcher config: outage ratio %g outside 0-1", c.OutageRatio)
+	case c.GroupCheckRetries < 0:
+		return fmt.Errorf("dispatcher config: group check retries %d is negative", c.GroupCheckRetries)
+	case c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1:
+		return fmt.Errorf("dispatcher config: slow-down factor %g outside (0, 1)", c.SlowDownFactor)
+	case c.MinRateFactor <= 0 || c.MinRateFactor > 1:
+		return fmt.Errorf("dispatcher config: min rate factor %g outside (0, 1]", c.MinRateFactor)
+	case c.RecoverStep <= 0 || c.RecoverInterval < 0:
+		return errors.New("dispatcher config: recover step and interval must be positive")
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

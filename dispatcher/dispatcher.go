@@ -1,0 +1,609 @@
+// Package dispatcher turns a validated contact-group event into IM API calls and an Outcome,
+// within this replica's share of the consumer group's rate budget. It retries, pauses and looks
+// before it creates according to the failure class, so that only events the API will never
+// accept are dead-lettered and no group is created twice.
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
+)
+
+// maxGetPages bounds the paging of get_contact_group: a user has at most 1000 grouped
+// conversations, so a server that keeps saying "not complete" beyond this is broken.
+const maxGetPages = 200
+
+// Dispatcher applies events to the IM API. It is safe for concurrent use: the consumer calls
+// Dispatch from one goroutine per account. Run must be running for paused dispatchers to
+// resume.
+//
+// Rate: each API (create, get, update) has its own limiter holding this replica's share of
+// the budget, set by SetShare. Until the first SetShare no call is made (unless
+// Config.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
+// startup and while paused) bypass the limiters.
+//
+// Pauses: a config/auth failure, or an outage (most recent calls failing transiently for many
+// accounts), pauses every Dispatch — each keeps its event and produces no outcome — until a
+// probe is accepted. Time spent paused does not count against an event's retry budget.
+type Dispatcher struct {
+	cfg    Config
+	log    *zap.Logger
+	create *limiter
+	get    *limiter
+	update *limiter
+	st     state
+}
+
+// New validates cfg and returns a Dispatcher.
+func New(cfg Config) (*Dispatcher, error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger.Named("dispatcher")}
+	d.cfg.Logger = d.log
+	d.create = newLimiter(im.APICreate, cfg.RateLimit, &d.cfg, true)
+	d.get = newLimiter(im.APIGet, cfg.GetRateLimit, &d.cfg, false)
+	d.update = newLimiter(im.APIUpdate, cfg.GetRateLimit, &d.cfg, false)
+	d.st.kick = make(chan struct{}, 1)
+	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
+		accounts: cfg.OutageAccounts}
+	d.cfg.Metrics.Ready.Set(0)
+	return d, nil
+}
+
+// SetShare gives this replica owned/total of every API's budget; the consumer calls it on each
+// rebalance. total <= 0 means standalone: the whole budget.
+func (d *Dispatcher) SetShare(owned, total int) {
+	for _, l := range []*limiter{d.create, d.get, d.update} {
+		l.setShare(owned, total)
+	}
+	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
+		zap.Float64("create_calls_per_s", d.create.rateNow()))
+}
+
+// Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
+// when a probe is accepted. It returns nil when ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.probe(ctx)
+	for ctx.Err() == nil {
+		if !d.needProbe() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-d.st.kick:
+			}
+		}
+		if err := d.cfg.Sleep(ctx, d.cfg.ProbeInterval); err != nil {
+			return nil
+		}
+		if d.needProbe() {
+			d.probe(ctx)
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) needProbe() bool {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	return d.st.reason != "" || !d.st.verified
+}
+
+// probe makes one cheap call and moves the state according to its class.
+func (d *Dispatcher) probe(ctx context.Context) {
+	d.st.mu.Lock()
+	account := d.st.account
+	if d.st.reason == "" || account == "" {
+		account = d.cfg.ProbeAccount
+	}
+	d.st.mu.Unlock()
+	_, err := d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: account})
+	if ctx.Err() != nil {
+		return
+	}
+	e := asIMError(im.APIGet, err)
+	switch {
+	case e == nil || e.Partial || e.Class == im.ClassPermanent:
+		// Any answer about the request itself means the API accepts who we are.
+		d.resume()
+		d.accepted()
+	case e.Class == im.ClassConfig:
+		d.pause(ReasonConfig, e, account)
+	case e.Class == im.ClassCredentials:
+		d.cfg.API.RefreshSig()
+		d.pause(ReasonConfig, e, account)
+	default:
+		d.st.mu.Lock()
+		if !d.st.verified {
+			d.st.lastErr = e
+		}
+		d.st.mu.Unlock()
+		d.log.Debug("probe failed", zap.Error(e))
+	}
+}
+
+// Dispatch applies t and returns its outcome. It blocks while the API can't be used and returns
+// an error only when ctx ends first; the event then did not end (it may have been applied, so
+// it must be treated as uncertain when dispatched again).
+func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
+	ev := t.Event
+	if ev == nil {
+		return Outcome{Result: Rejected, Code: im.CodeBadParams, Info: "not sent: no event"}, nil
+	}
+	if err := ev.Validate(); err != nil {
+		// The consumer parses before dispatching, so this is a bug upstream: still, never spend
+		// quota on a call that must fail.
+		e := &im.Error{API: im.APICreate, Class: im.ClassPermanent, Code: im.CodeBadParams, Info: "not sent: " + err.Error()}
+		r := &run{d: d, ev: ev}
+		o := r.rejected(e)
+		o.Info = e.Info
+		return o, nil
+	}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now()}
+	return r.do(ctx)
+}
+
+// run is the state of one Dispatch.
+type run struct {
+	d           *Dispatcher
+	ev          *event.Event
+	check       bool // look the group up before creating
+	attempts    int
+	failures    int // retries so far, for the backoff exponent
+	groupChecks int // 51007 retries so far
+	credRetried bool
+	start       time.Time
+	paused      time.Duration
+}
+
+func (r *run) do(ctx context.Context) (Outcome, error) {
+	for {
+		if err := r.waitRunning(ctx); err != nil {
+			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
+		}
+		var (
+			o   *Outcome
+			api string
+			err error
+		)
+		if r.check {
+			o, api, err = r.checkExisting(ctx)
+		}
+		if o == nil && err == nil {
+			o, api, err = r.create(ctx)
+		}
+		if o != nil {
+			return *o, nil
+		}
+		if ctx.Err() != nil {
+			return Outcome{}, fmt.Errorf("dispatcher: %w", ctx.Err())
+		}
+		if o, err = r.failed(ctx, api, err); o != nil {
+			return *o, nil
+		}
+		if err != nil {
+			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
+		}
+	}
+}
+
+// waitRunning blocks while the dispatcher is paused; the time does not count against the budget.
+func (r *run) waitRunning(ctx context.Context) error {
+	for {
+		reason, resumed := r.d.paused()
+		if reason == "" {
+			return nil
+		}
+		t0 := r.d.cfg.Now()
+		select {
+		case <-ctx.Done():
+			r.paused += r.d.cfg.Now().Sub(t0)
+			return ctx.Err()
+		case <-resumed:
+			r.paused += r.d.cfg.Now().Sub(t0)
+		}
+	}
+}
+
+// call makes one rate-limited API call and feeds its result to readiness and outage detection.
+func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) error) error {
+	waited, err := l.acquire(ctx)
+	r.d.cfg.Metrics.RateLimitWait.Observe(waited.Seconds())
+	if err != nil {
+		return err
+	}
+	r.attempts++
+	err = fn(ctx)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	e := asIMError(l.api, err)
+	if e == nil || e.Partial || e.Class == im.ClassPermanent {
+		r.d.accepted()
+	}
+	r.d.recordCall(r.ev.FromAccount, e)
+	return err
+}
+
+// create sends create_contact_group. It returns an outcome, or the failure to handle.
+func (r *run) create(ctx context.Context) (*Outcome, string, error) {
+	req := &im.CreateRequest{FromAccount: r.ev.FromAccount, GroupContactItem: []im.GroupContactItem{{
+		GroupName: r.ev.GroupName, ContactItem: contactItems(r.ev.Contacts)}}}
+	err := r.call(ctx, r.d.create, func(ctx context.Context) error {
+		resp, err := r.d.cfg.API.CreateContactGroup(ctx, req)
+		if err == nil && resp != nil {
+			err = createPartial(resp)
+		}
+		return err
+	})
+	if err == nil {
+		return r.applied(), "", nil
+	}
+	if e := asIMError(im.APICreate, err); e.Partial && ctx.Err() == nil && !r.retryablePartial(e) {
+		return r.partial(e), "", nil
+	}
+	return nil, im.APICreate, err
+}
+
+// checkExisting looks the group up. Found: the event was applied; missing conversations are
+// added. Not found: check is cleared so the caller creates.
+func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
+	groups, contacts, err := r.getAll(ctx)
+	if err != nil {
+		if e := asIMError(im.APIGet, err); ctx.Err() == nil && !e.Partial && e.Class == im.ClassPermanent {
+			// The account itself is unusable (e.g. not imported); a create would fail the same way.
+			o := r.rejected(e)
+			return &o, "", nil
+		}
+		return nil, im.APIGet, err
+	}
+	var group *im.GroupItem
+	for i := range groups {
+		if groups[i].GroupName == r.ev.GroupName {
+			group = &groups[i]
+			break
+		}
+	}
+	r.d.cfg.Metrics.UncertainChecks.WithLabelValues(strconv.FormatBool(group != nil)).Inc()
+	if group == nil {
+		r.check = false
+		return nil, "", nil
+	}
+	missing := missingContacts(r.ev.Contacts, contacts, group.GroupID)
+	if len(missing) == 0 {
+		return r.applied(), "", nil
+	}
+	req := &im.UpdateRequest{FromAccount: r.ev.FromAccount, UpdateType: im.UpdateTypeGroup, UpdateGroup: im.UpdateGroup{
+		UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: r.ev.GroupName}}
+	for _, c := range missing {
+		req.UpdateGroup.ContactUpdateItem = append(req.UpdateGroup.ContactUpdateItem,
+			im.ContactUpdateItem{ContactOptType: im.ContactOptAdd, ContactItem: c})
+	}
+	err = r.call(ctx, r.d.update, func(ctx context.Context) error {
+		resp, err := r.d.cfg.API.UpdateContactGroup(ctx, req)
+		if err == nil && resp != nil {
+			err = updatePartial(resp)
+		}
+		return err
+	})
+	if err == nil {
+		return r.applied(), "", nil
+	}
+	e := asIMError(im.APIUpdate, err)
+	switch {
+	case ctx.Err() != nil:
+	case e.Partial && !r.retryablePartial(e):
+		if e.Group == nil || e.Group.GroupID == 0 {
+			e.Group = group
+		}
+		return r.partial(e), "", nil
+	case !e.Partial && e.Class == im.ClassPermanent && !r.groupCheckRetry(e.Code):
+		// The group exists without these conversations: partly applied.
+		e.Group = group
+		e.Results = nil
+		for _, c := range missing {
+			e.Results = append(e.Results, im.ContactResult{ContactItem: c, ResultCode: e.Code, ResultInfo: e.Info})
+		}
+		return r.partial(e), "", nil
+	}
+	return nil, im.APIUpdate, err
+}
+
+// getAll pages through get_contact_group, each page passing the get limiter.
+func (r *run) getAll(ctx context.Context) ([]im.GroupItem, []im.ContactInfo, error) {
+	var (
+		groups   []im.GroupItem
+		contacts []im.ContactInfo
+		start    int
+	)
+	for range maxGetPages {
+		var page *im.GetResponse
+		err := r.call(ctx, r.d.get, func(ctx context.Context) error {
+			var err error
+			page, err = r.d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: r.ev.FromAccount, StartIndex: start})
+			if err == nil && page == nil {
+				err = malformed("empty get_contact_group answer")
+			}
+			return err
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		groups = append(groups, page.GroupItem...)
+		contacts = append(contacts, page.ContactItem...)
+		if page.CompleteFlag != 0 || (len(page.GroupItem) == 0 && len(page.ContactItem) == 0) {
+			return groups, contacts, nil
+		}
+		if page.NextStartIndex <= start {
+			return nil, nil, malformed(fmt.Sprintf("get_contact_group NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
+		}
+		start = page.NextStartIndex
+	}
+	return nil, nil, malformed(fmt.Sprintf("get_contact_group not complete after %d pages", maxGetPages))
+}
+
+func malformed(msg string) *im.Error {
+	return &im.Error{API: im.APIGet, Class: im.ClassTransient, HTTPStatus: http.StatusOK, Err: errors.New(msg)}
+}
+
+// failed decides what a failed attempt means: an outcome, a retry after backoff (nil, nil), a
+// pause (nil, nil: the loop then waits), or ctx's error.
+func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, error) {
+	e := asIMError(api, err)
+	if e.Partial {
+		// Only retryable conversations failed: look again, and add what is missing.
+		r.check = true
+		for _, res := range e.Results {
+			if res.ResultCode == im.CodeGroupCheckFailed {
+				r.groupChecks++
+				break
+			}
+		}
+		return r.retry(ctx, api, e)
+	}
+	switch e.Class {
+	case im.ClassConfig:
+		r.countRetry(api, e)
+		r.d.pause(ReasonConfig, e, r.ev.FromAccount)
+		return nil, nil
+	case im.ClassCredentials:
+		// The client already re-signed and retried once; try a fresh sig once more, then take it
+		// as a configuration problem (wrong key, clock far off).
+		r.d.cfg.API.RefreshSig()
+		r.countRetry(api, e)
+		if !r.credRetried {
+			r.credRetried = true
+			return nil, nil
+		}
+		r.d.pause(ReasonConfig, e, r.ev.FromAccount)
+		return nil, nil
+	case im.ClassRateLimited:
+		r.d.limiterFor(api).slowDown()
+	case im.ClassTransient:
+		if api == im.APICreate && e.Ambiguous() {
+			// The group may exist now: never create blindly again.
+			r.check = true
+		}
+	default:
+		if !r.groupCheckRetry(e.Code) {
+			o := r.rejected(e)
+			return &o, nil
+		}
+		r.groupChecks++
+	}
+	return r.retry(ctx, api, e)
+}
+
+// retry sleeps a full-jitter exponential backoff, or ends the event as exhausted when the
+// budget is spent. Only this event waits: no lock is held while sleeping.
+func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, error) {
+	active := r.d.cfg.Now().Sub(r.start) - r.paused
+	left := r.d.cfg.RetryBudget - active
+	if left <= 0 {
+		o := r.exhausted(e)
+		return &o, nil
+	}
+	r.countRetry(api, e)
+	ceil := r.d.cfg.BackoffBase
+	for i := 0; i < r.failures && ceil < r.d.cfg.BackoffMax; i++ {
+		ceil *= 2
+	}
+	r.failures++
+	wait := min(rand.N(min(ceil, r.d.cfg.BackoffMax)+1), left)
+	r.d.log.Debug("retrying", zap.String("api", api), zap.String("code", e.MetricCode()),
+		zap.String("account", r.ev.FromAccount), zap.Int("attempts", r.attempts), zap.Duration("backoff", wait))
+	return nil, r.d.cfg.Sleep(ctx, wait)
+}
+
+func (r *run) countRetry(api string, e *im.Error) {
+	r.d.cfg.Metrics.Retries.WithLabelValues(api, e.MetricCode()).Inc()
+}
+
+// groupCheckRetry reports whether code is 51007 with retries left.
+func (r *run) groupCheckRetry(code int) bool {
+	return code == im.CodeGroupCheckFailed && r.groupChecks < r.d.cfg.GroupCheckRetries
+}
+
+// retryablePartial reports whether some conversation of a partial result failed in a way a
+// retry may fix (transient codes, or 51007 with retries left).
+func (r *run) retryablePartial(e *im.Error) bool {
+	for _, res := range e.Results {
+		switch c := im.Classify(res.ResultCode); {
+		case res.ResultCode == 0:
+		case c == im.ClassTransient || c == im.ClassRateLimited:
+			return true
+		case r.groupCheckRetry(res.ResultCode):
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Dispatcher) limiterFor(api string) *limiter {
+	switch api {
+	case im.APIGet:
+		return d.get
+	case im.APIUpdate:
+		return d.update
+	}
+	return d.create
+}
+
+func (r *run) applied() *Outcome { return &Outcome{Result: Applied, Attempts: r.attempts} }
+
+// rejected is the outcome of a permanent failure: no group was created.
+func (r *run) rejected(e *im.Error) Outcome {
+	det := ResultDetail{GroupName: r.ev.GroupName, Failed: failedResults(e.Results)}
+	if e.Group != nil && e.Group.GroupID != 0 {
+		det.GroupID = e.Group.GroupID
+	}
+	if len(det.Failed) == 0 {
+		for _, c := range contactItems(r.ev.Contacts) {
+			det.Failed = append(det.Failed, failedContact(c, errCode(e), e.Info))
+		}
+	}
+	return Outcome{Result: Rejected, Code: errCode(e), Info: e.Error(), Attempts: r.attempts, Detail: mustJSON(det)}
+}
+
+// partial is the outcome of a group that exists without some of its conversations.
+func (r *run) partial(e *im.Error) *Outcome {
+	det := ResultDetail{GroupName: r.ev.GroupName, Failed: failedResults(e.Results)}
+	if e.Group != nil {
+		det.GroupID = e.Group.GroupID
+		if e.Group.GroupName != "" {
+			det.GroupName = e.Group.GroupName
+		}
+	}
+	code, info := errCode(e), e.Info
+	if len(det.Failed) > 0 {
+		code, info = det.Failed[0].ResultCode, det.Failed[0].ResultInfo
+	}
+	return &Outcome{Result: Partial, Code: code, Attempts: r.attempts, Detail: mustJSON(det),
+		Info: fmt.Sprintf("group %q exists but %d of %d conversations failed: first code %d: %s",
+			det.GroupName, len(det.Failed), len(r.ev.Contacts), code, info)}
+}
+
+// exhausted is the outcome of transient failures past the retry budget.
+func (r *run) exhausted(e *im.Error) Outcome {
+	return Outcome{Result: Exhausted, Code: errCode(e), Attempts: r.attempts,
+		Info: fmt.Sprintf("retry budget %v spent after %d attempts; last: %v", r.d.cfg.RetryBudget, r.attempts, e)}
+}
+
+// errCode is the IM code of e, or its HTTP status when there is none (0 for network failures).
+func errCode(e *im.Error) int {
+	switch {
+	case e.Code != 0:
+		return e.Code
+	case e.HTTPStatus != 0 && e.HTTPStatus != http.StatusOK:
+		return e.HTTPStatus
+	}
+	return 0
+}
+
+func asIMError(api string, err error) *im.Error {
+	if err == nil {
+		return nil
+	}
+	var e *im.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &im.Error{API: api, Class: im.ClassTransient, Network: true, Err: err}
+}
+
+// createPartial turns non-zero per-conversation codes in a successful answer into a partial
+// *im.Error (the im client already does; other API implementations may not).
+func createPartial(resp *im.CreateResponse) error {
+	var res []im.ContactResult
+	var group *im.GroupItem
+	for _, g := range resp.GroupResultItem {
+		res = append(res, g.ResultItem...)
+		if group == nil && g.GroupItem.GroupID != 0 {
+			gi := g.GroupItem
+			group = &gi
+		}
+	}
+	return partialOf(im.APICreate, res, group)
+}
+
+func updatePartial(resp *im.UpdateResponse) error {
+	var res []im.ContactResult
+	for _, x := range resp.UpdateGroupResult.ContactResultItem {
+		res = append(res, im.ContactResult{ContactItem: x.ContactItem, ResultCode: x.ResultCode, ResultInfo: x.ResultInfo})
+	}
+	g := &im.GroupItem{GroupName: resp.UpdateGroupResult.GroupName, GroupID: resp.UpdateGroupResult.GroupID}
+	return partialOf(im.APIUpdate, res, g)
+}
+
+func partialOf(api string, res []im.ContactResult, g *im.GroupItem) error {
+	for _, x := range res {
+		if x.ResultCode != 0 {
+			return &im.Error{API: api, Class: im.Classify(x.ResultCode), Code: x.ResultCode, Info: x.ResultInfo,
+				HTTPStatus: http.StatusOK, Partial: true, Results: res, Group: g}
+		}
+	}
+	return nil
+}
+
+func contactItems(cs []event.Contact) []im.ContactItem {
+	out := make([]im.ContactItem, len(cs))
+	for i, c := range cs {
+		out[i] = im.ContactItem{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID}
+	}
+	return out
+}
+
+// missingContacts lists the event's conversations (deduplicated) that are not in group gid.
+func missingContacts(want []event.Contact, have []im.ContactInfo, gid int64) []im.ContactItem {
+	in := make(map[string]bool, len(have))
+	for _, c := range have {
+		for _, id := range c.ContactGroupID {
+			if id == gid {
+				in[c.Item().Key()] = true
+				break
+			}
+		}
+	}
+	var out []im.ContactItem
+	for _, c := range contactItems(want) {
+		if k := c.Key(); !in[k] {
+			in[k] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func failedResults(res []im.ContactResult) []FailedContact {
+	var out []FailedContact
+	for _, x := range res {
+		if x.ResultCode != 0 {
+			out = append(out, failedContact(x.ContactItem, x.ResultCode, x.ResultInfo))
+		}
+	}
+	return out
+}
+
+func failedContact(c im.ContactItem, code int, info string) FailedContact {
+	return FailedContact{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID, ResultCode: code, ResultInfo: info}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("dispatcher: marshal %T: %v", v, err)) // plain structs of strings and ints
+	}
+	return b
+}

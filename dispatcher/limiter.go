@@ -1,0 +1,219 @@
+package dispatcher
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// limiter keeps one API's calls from this replica within its share of the group's budget.
+//
+// The share is budget × owned/total partitions, so the shares of all members add up to the
+// budget without coordination. Two mechanisms enforce it:
+//   - a sliding-window log: at most n = floor(share) grants in any window of 1s + JitterMargin.
+//     Integer per-window ceilings that sum to at most the budget are what keeps the group's
+//     total within the budget in every one-second window, whatever the replicas' phases; the
+//     margin absorbs the jitter between a grant here and the call's arrival at the server.
+//   - a token bucket (x/time/rate) at n per window with a small burst, which spaces the grants
+//     evenly (no bunching at window edges) and carries over timer lateness so it is not lost.
+//
+// Frequency-limit answers shrink the rate multiplicatively (slowDown); it grows back
+// additively towards the share (AIMD).
+//
+// Waiters take turns: only the goroutine holding turn computes and sleeps for its slot, so a
+// rate change applies to the very next grant instead of to a queue of pre-booked reservations.
+type limiter struct {
+	api    string
+	budget float64
+	window time.Duration
+	cfg    *Config
+	log    *zap.Logger
+	m      *metrics.Metrics
+	gauge  bool // export the share as metrics.RateLimitLimit
+	turn   chan struct{}
+
+	mu           sync.Mutex
+	known        bool    // a share was set (or Standalone)
+	share        float64 // budget × owned/total
+	factor       float64 // AIMD multiplier in [MinRateFactor, 1]
+	lastDecrease time.Time
+	lastChange   time.Time
+	n            int // grants allowed per window
+	pace         *rate.Limiter
+	sent         []time.Time // grant times within the last window, oldest first
+	changed      chan struct{}
+}
+
+func newLimiter(api string, budget float64, cfg *Config, gauge bool) *limiter {
+	l := &limiter{
+		api:     api,
+		budget:  budget,
+		window:  time.Second + cfg.JitterMargin,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		m:       cfg.Metrics,
+		gauge:   gauge,
+		turn:    make(chan struct{}, 1),
+		factor:  1,
+		pace:    rate.NewLimiter(0, 1),
+		changed: make(chan struct{}),
+	}
+	if cfg.Standalone {
+		l.setShare(1, 1)
+	}
+	return l
+}
+
+// setShare sets this replica's share to budget × owned/total; total <= 0 means standalone (the
+// whole budget).
+func (l *limiter) setShare(owned, total int) {
+	share := l.budget
+	if total > 0 {
+		owned = min(max(owned, 0), total)
+		share = l.budget * float64(owned) / float64(total)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.known = true
+	l.share = share
+	l.apply(l.cfg.Now())
+}
+
+// effective is the current rate in calls/s. Callers hold mu.
+func (l *limiter) effective() float64 { return l.share * l.factor }
+
+// apply recomputes the window ceiling and pacing after a change and wakes waiters. Callers
+// hold mu.
+func (l *limiter) apply(now time.Time) {
+	eff := l.effective()
+	w := l.window.Seconds()
+	switch {
+	case eff <= 0:
+		l.n = 0
+		l.pace.SetLimitAt(now, 0)
+	case eff < 1:
+		// Below one call per second the bucket alone (burst 1) keeps every window to one call.
+		l.n = 1
+		l.pace.SetBurstAt(now, 1)
+		l.pace.SetLimitAt(now, rate.Limit(eff/w))
+	default:
+		l.n = int(math.Floor(eff + 1e-9))
+		l.pace.SetBurstAt(now, min(3, l.n))
+		l.pace.SetLimitAt(now, rate.Limit(float64(l.n)/w))
+	}
+	if l.gauge {
+		l.m.RateLimitLimit.Set(eff)
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// rateNow reports the current effective rate (for tests and logs).
+func (l *limiter) rateNow() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recover(l.cfg.Now())
+	return l.effective()
+}
+
+// slowDown shrinks the rate after a frequency-limit answer. Answers within one window of the
+// last decrease are echoes of the same overrun and count once.
+func (l *limiter) slowDown() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now()
+	if !l.lastDecrease.IsZero() && now.Sub(l.lastDecrease) < l.window {
+		return
+	}
+	old := l.factor
+	l.factor = max(l.cfg.MinRateFactor, l.factor*l.cfg.SlowDownFactor)
+	l.lastDecrease, l.lastChange = now, now
+	if l.factor == old {
+		return
+	}
+	l.apply(now)
+	l.m.LimiterChanges.WithLabelValues("down").Inc()
+	l.log.Warn("rate limiter slowed down after a frequency-limit answer",
+		zap.String("api", l.api), zap.Float64("from", l.share*old), zap.Float64("to", l.effective()))
+}
+
+// recover grows the factor back by RecoverStep per RecoverInterval since the last change.
+// Callers hold mu.
+func (l *limiter) recover(now time.Time) {
+	if l.factor >= 1 || l.cfg.RecoverInterval <= 0 {
+		return
+	}
+	steps := int(now.Sub(l.lastChange) / l.cfg.RecoverInterval)
+	if steps <= 0 {
+		return
+	}
+	old := l.factor
+	l.factor = min(1, l.factor+float64(steps)*l.cfg.RecoverStep)
+	l.lastChange = l.lastChange.Add(time.Duration(steps) * l.cfg.RecoverInterval)
+	l.apply(now)
+	l.m.LimiterChanges.WithLabelValues("up").Inc()
+	l.log.Info("rate limiter recovering", zap.String("api", l.api),
+		zap.Float64("from", l.share*old), zap.Float64("to", l.effective()))
+}
+
+// acquire blocks until this replica may make one call, and reports how long it waited.
+func (l *limiter) acquire(ctx context.Context) (time.Duration, error) {
+	start := l.cfg.Now()
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		return l.cfg.Now().Sub(start), ctx.Err()
+	}
+	defer func() { <-l.turn }()
+	for {
+		wait, changed, ok := l.tryGrant()
+		if ok {
+			return l.cfg.Now().Sub(start), nil
+		}
+		if wait <= 0 {
+			// No share: nothing may be sent until SetShare gives us one.
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return l.cfg.Now().Sub(start), ctx.Err()
+			}
+		}
+		if err := l.cfg.Sleep(ctx, wait); err != nil {
+			return l.cfg.Now().Sub(start), err
+		}
+	}
+}
+
+// tryGrant records a grant now if both the window and the bucket allow it; otherwise it says
+// how long to wait (0 with changed to wait on when there is no share at all).
+func (l *limiter) tryGrant() (wait time.Duration, changed <-chan struct{}, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now()
+	l.recover(now)
+	if !l.known || l.n == 0 {
+		return 0, l.changed, false
+	}
+	cut := now.Add(-l.window)
+	i := 0
+	for i < len(l.sent) && !l.sent[i].After(cut) {
+		i++
+	}
+	l.sent = l.sent[i:]
+	if len(l.sent) >= l.n {
+		return max(l.sent[len(l.sent)-l.n].Add(l.window).Sub(now), time.Microsecond), nil, false
+	}
+	if l.pace.AllowN(now, 1) {
+		l.sent = append(l.sent, now)
+		return 0, nil, true
+	}
+	missing := 1 - l.pace.TokensAt(now)
+	return max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), nil, false
+}
