@@ -1,0 +1,212 @@
+package dlq
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newTestWriter(t *testing.T, c *kafkatest.Cluster, topic string, log *zap.Logger, m *metrics.Metrics) *Writer {
+	t.Helper()
+	w, err := NewWriter(Config{
+		Brokers: c.Brokers, Topic: topic, GroupID: "chatgroupd", Logger: log, Metrics: m,
+		Now: func() time.Time { return failTime }, WriteTimeout: 3 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Topic: "d", GroupID: "g"}, "no brokers"},
+		{Config{Brokers: []string{"b"}, GroupID: "g"}, "no DLQ topic"},
+		{Config{Brokers: []string{"b"}, Topic: "d"}, "no consumer group id"},
+		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g", DialTimeout: -1}, "negative timeout"},
+		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g"}, ""},
+	}
+	for _, tc := range cases {
+		err := tc.cfg.Validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", tc.cfg, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// Every reason, written through Kafka and read back, is the original byte for byte plus correct
+// dlq-* headers; the account keys the record, the counter and the log line follow.
+func TestWriterEveryReasonOnKafka(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "d", 4)
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test", false)
+	core, logs := observer.New(zap.InfoLevel)
+	w := newTestWriter(t, c, "d", zap.New(core), m)
+	if err := w.Check(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+
+	letters := []Letter{
+		{Reason: ReasonInvalid, Info: "invalid event: group_name: required field missing"},
+		{Reason: ReasonRejected, Code: 50001, Info: "From_Account not imported", Attempts: 1, EventID: "e-1", FromAccount: "alice"},
+		{Reason: ReasonPartial, Code: 51008, Info: "1 of 2 failed", Attempts: 1, EventID: "e-1", FromAccount: "alice", Result: []byte(`{"GroupId":"1"}`)},
+		{Reason: ReasonExhausted, Code: 50004, Info: "budget spent", Attempts: 40, EventID: "e-1", FromAccount: "alice", ReplayCount: 1},
+	}
+	orig := origMessage()
+	ctx := testCtx(t, 30*time.Second)
+	for _, l := range letters {
+		if err := w.DeadLetter(ctx, orig, l); err != nil {
+			t.Fatalf("DeadLetter(%s): %v", l.Reason, err)
+		}
+	}
+	got := c.ReadAll(t, "d")
+	if len(got) != len(letters) {
+		t.Fatalf("read %d DLQ records, want %d", len(got), len(letters))
+	}
+	for i, m := range got {
+		if m.Partition != got[0].Partition {
+			t.Errorf("records of one account in partitions %d and %d: the DLQ must be keyed by account", got[0].Partition, m.Partition)
+		}
+		want := Record(orig, letters[i], "chatgroupd", failTime)
+		if !bytes.Equal(m.Key, want.Key) || !bytes.Equal(m.Value, want.Value) {
+			t.Errorf("record %d key/value differ", i)
+		}
+		sameHeaders(t, m.Headers, want.Headers)
+		e, err := Parse(m)
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		if e.Reason != letters[i].Reason || e.ConsumerGroup != "chatgroupd" {
+			t.Errorf("record %d parsed as %+v", i, e)
+		}
+	}
+	if v := testutil.ToFloat64(m.DLQRecords.WithLabelValues("partial", "51008")); v != 1 {
+		t.Errorf("dlq_records_total{partial,51008} = %v, want 1", v)
+	}
+	if n := testutil.CollectAndCount(m.DLQRecords); n != 4 {
+		t.Errorf("%d dlq_records_total series, want 4", n)
+	}
+	lines := logs.FilterMessage("dead-lettered").All()
+	if len(lines) != 4 {
+		t.Fatalf("%d dead-letter log lines, want one per record", len(lines))
+	}
+	f := lines[2].ContextMap()
+	if f["reason"] != "partial" || f["code"] != int64(51008) || f["offset"] != int64(4242) || f["account"] != "alice" {
+		t.Errorf("log fields %v", f)
+	}
+}
+
+// The murmur2 key hashing must put a DLQ record where a Java producer would: the same partition
+// as any other record with that key.
+func TestWriterKeysByAccount(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "d", 8)
+	w := newTestWriter(t, c, "d", nil, nil)
+	ctx := testCtx(t, 30*time.Second)
+	accounts := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	for range 3 {
+		for _, a := range accounts {
+			if err := w.DeadLetter(ctx, kafka.Message{Topic: "t", Key: []byte(a), Value: []byte("{}")}, Letter{Reason: ReasonInvalid}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := &kafka.Murmur2Balancer{}
+	parts := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	for _, m := range c.ReadAll(t, "d") {
+		if want := b.Balance(kafka.Message{Key: m.Key}, parts...); m.Partition != want {
+			t.Errorf("key %s in partition %d, murmur2 says %d", m.Key, m.Partition, want)
+		}
+	}
+}
+
+// A DLQ that can't be written returns an error, so the consumer keeps the offset uncommitted.
+func TestWriterFailures(t *testing.T) {
+	t.Run("topic missing", func(t *testing.T) {
+		c := kafkatest.New(t)
+		w := newTestWriter(t, c, "nope", nil, nil)
+		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonInvalid})
+		if err == nil {
+			t.Fatal("DeadLetter to a missing topic returned nil")
+		}
+		if !strings.Contains(err.Error(), "nope") {
+			t.Errorf("error %q does not name the DLQ topic", err)
+		}
+		if err := w.Check(testCtx(t, 10*time.Second)); !errors.Is(err, ErrTopicNotFound) {
+			t.Errorf("Check: %v, want ErrTopicNotFound", err)
+		}
+	})
+	t.Run("broker refuses produce", func(t *testing.T) {
+		c := kafkatest.New(t)
+		c.CreateTopic(t, "d", 1)
+		m := metrics.NewNop()
+		w := newTestWriter(t, c, "d", nil, m)
+		// Every produce is answered with NOT_ENOUGH_REPLICAS: acks=all can't be met.
+		c.Fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.Fake.KeepControl()
+			pr := req.(*kmsg.ProduceRequest)
+			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+			for _, rt := range pr.Topics {
+				st := kmsg.NewProduceResponseTopic()
+				st.Topic = rt.Topic
+				st.TopicID = rt.TopicID
+				for _, rp := range rt.Partitions {
+					sp := kmsg.NewProduceResponseTopicPartition()
+					sp.Partition = rp.Partition
+					sp.ErrorCode = 19 // NOT_ENOUGH_REPLICAS
+					st.Partitions = append(st.Partitions, sp)
+				}
+				resp.Topics = append(resp.Topics, st)
+			}
+			return resp, nil, true
+		})
+		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonRejected, Code: 51010})
+		if !errors.Is(err, kafka.NotEnoughReplicas) {
+			t.Fatalf("DeadLetter error %v, want NotEnoughReplicas", err)
+		}
+		if v := testutil.ToFloat64(m.DLQRecords.WithLabelValues("rejected", "51010")); v != 0 {
+			t.Errorf("dlq_records_total counted a failed write: %v", v)
+		}
+	})
+	t.Run("context cancelled", func(t *testing.T) {
+		c := kafkatest.New(t)
+		c.CreateTopic(t, "d", 1)
+		w := newTestWriter(t, c, "d", nil, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonInvalid}); err == nil {
+			t.Fatal("DeadLetter with a cancelled context returned nil")
+		}
+	})
+}
