@@ -409,6 +409,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		s.answer(w, api, resp, false)
 		return
 	}
+	// Read the body before any delay: net/http notices a client hanging up (and cancels
+	// r.Context()) only once the body has been consumed.
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	if err != nil {
+		s.record(api, -1)
+		return
+	}
 	s.mu.Lock()
 	delay := s.faults.delay(s.rng)
 	kind, code := s.faults.pick(s.rng, api)
@@ -429,11 +436,6 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		return
 	case faultCode:
 		s.answer(w, api, fail(code, "injected fault"), true)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
-	if err != nil {
-		s.record(api, -1)
 		return
 	}
 	resp = s.apply(api, body)
