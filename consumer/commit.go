@@ -1,0 +1,152 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+)
+
+// commitLoop commits every CommitInterval, and early when a partition's dispatch horizon runs
+// short, until ctx ends. The final commit is made by the generation's owner after draining.
+func (e *engine) commitLoop(ctx context.Context, gen *kafka.Generation) {
+	t := time.NewTicker(e.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = e.commit(ctx, gen)
+			e.updateLag(ctx)
+		case <-e.commitNow:
+			_ = e.commit(ctx, gen)
+		}
+	}
+}
+
+type commitSnap struct {
+	p    *part
+	w, h int64
+	ext  int64
+	meta string
+}
+
+// commit writes every partition's watermark with the metadata (horizon and completed ranges
+// above the watermark) in one request, with this generation's id. A partition's new horizon is
+// adopted only once the broker accepted it: dispatch never passes a horizon a successor can't see.
+func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
+	cfg := e.cfg
+	now := cfg.Now()
+	e.mu.Lock()
+	elapsed := now.Sub(e.lastCommit)
+	if e.lastCommit.IsZero() || elapsed <= 0 {
+		elapsed = cfg.CommitInterval
+	}
+	e.lastCommit = now
+	snaps := make([]commitSnap, 0, len(e.parts))
+	for _, p := range e.parts {
+		w := p.tr.watermark()
+		// Extend the horizon by what the partition dispatches in ~2s, so it rarely blocks, but
+		// no further: everything below it is uncertain (an existence check) for a successor.
+		ext := max(int64(2*cfg.MaxInFlight), int64(float64(p.sinceCommit)*2/elapsed.Seconds()))
+		p.sinceCommit = 0
+		h := max(p.committedH, max(p.maxPicked+1, p.wantH, w)+ext)
+		meta, _ := encodeMeta(w, commitMeta{horizon: h, done: p.tr.done()}, cfg.MetadataMaxBytes)
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, meta: meta})
+	}
+	e.mu.Unlock()
+	if len(snaps) == 0 {
+		return nil
+	}
+	slices.SortFunc(snaps, func(a, b commitSnap) int { return a.p.id - b.p.id })
+	commits := make([]kafka.OffsetCommit, len(snaps))
+	for i, s := range snaps {
+		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
+	}
+	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
+		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits},
+	})
+	if err != nil {
+		cfg.Metrics.Commits.WithLabelValues("error").Inc()
+		cfg.Logger.Warn("commit failed", zap.Int32("generation", gen.ID), zap.Error(err))
+		return fmt.Errorf("commit: %w", err)
+	}
+	failed := map[int]error{}
+	for _, pr := range resp.Topics[cfg.Topic] {
+		if pr.Error != nil {
+			failed[pr.Partition] = pr.Error
+		}
+	}
+	e.mu.Lock()
+	for _, s := range snaps {
+		if failed[s.p.id] != nil {
+			continue
+		}
+		s.p.committedW = s.w
+		s.p.committedH = max(s.p.committedH, s.h)
+		s.p.ext = s.ext
+		if len(s.p.blocked) > 0 {
+			e.unblock(s.p)
+		}
+	}
+	e.mu.Unlock()
+	if len(failed) > 0 {
+		cfg.Metrics.Commits.WithLabelValues("error").Inc()
+		errs := make([]error, 0, len(failed))
+		for id, err := range failed {
+			errs = append(errs, fmt.Errorf("partition %d: %w", id, err))
+		}
+		err := errors.Join(errs...)
+		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
+		return fmt.Errorf("commit: %w", err)
+	}
+	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
+	return nil
+}
+
+// updateLag sets the lag (log end − committed) of every owned partition from one ListOffsets
+// request, and the age of each partition's oldest unfinished record.
+func (e *engine) updateLag(ctx context.Context) {
+	cfg := e.cfg
+	e.mu.Lock()
+	ids := make([]int, 0, len(e.parts))
+	committed := map[int]int64{}
+	oldest := map[int]int64{}
+	for id, p := range e.parts {
+		ids = append(ids, id)
+		committed[id] = p.committedW
+		oldest[id] = p.tr.oldest()
+	}
+	e.mu.Unlock()
+	now := cfg.Now()
+	for id, at := range oldest {
+		age := 0.0
+		if at > 0 {
+			age = now.Sub(time.Unix(0, at)).Seconds()
+		}
+		cfg.Metrics.OldestUnfinished.WithLabelValues(cfg.Topic, strconv.Itoa(id)).Set(age)
+	}
+	reqs := make([]kafka.OffsetRequest, len(ids))
+	for i, id := range ids {
+		reqs[i] = kafka.LastOffsetOf(id)
+	}
+	resp, err := e.c.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{cfg.Topic: reqs}})
+	if err != nil {
+		cfg.Logger.Debug("lag: list offsets", zap.Error(err))
+		return
+	}
+	for _, po := range resp.Topics[cfg.Topic] {
+		c, ok := committed[po.Partition]
+		if po.Error != nil || !ok || c < 0 {
+			continue
+		}
+		cfg.Metrics.ConsumerLag.WithLabelValues(cfg.Topic, strconv.Itoa(po.Partition)).Set(float64(max(po.LastOffset-c, 0)))
+	}
+}

@@ -1,0 +1,137 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultMaxInFlight      = 256
+	DefaultMaxBuffered      = 10000
+	DefaultReorderWindow    = time.Second
+	DefaultCommitInterval   = time.Second
+	DefaultDedupeWindow     = 100000
+	DefaultMetadataMaxBytes = 3000
+	DefaultShutdownTimeout  = 20 * time.Second
+	DefaultSessionTimeout   = 30 * time.Second
+	DefaultRebalanceTimeout = 30 * time.Second
+)
+
+// Config configures a Consumer. Zero values take the defaults above.
+type Config struct {
+	Brokers []string
+	Topic   string
+	GroupID string
+	// Dialer carries TLS and SASL for the group and fetch connections; nil means kafka.DefaultDialer.
+	Dialer *kafka.Dialer
+	// Transport carries the same TLS and SASL for commits, offset fetches and lag; nil means
+	// kafka.DefaultTransport.
+	Transport    kafka.RoundTripper
+	Dispatcher   Dispatcher
+	DeadLetterer DeadLetterer
+	// Share, when set, learns on every generation how many partitions this member owns.
+	Share ShareSetter
+
+	// MaxInFlight bounds events dispatched at once across all accounts.
+	MaxInFlight int
+	// MaxBuffered bounds records fetched but not ended per partition; fetching pauses beyond it.
+	MaxBuffered int
+	// ReorderWindow is how long an event whose seq is ahead waits for the missing ones.
+	ReorderWindow time.Duration
+	// CommitInterval is the period of watermark commits (plus one on revoke and on shutdown).
+	CommitInterval time.Duration
+	// DedupeWindow is how many ended event ids are remembered per partition.
+	DedupeWindow int
+	// MetadataMaxBytes bounds the commit metadata; keep it under the broker's
+	// offset.metadata.max.bytes (4096 by default).
+	MetadataMaxBytes int
+	// ShutdownTimeout bounds how long shutdown waits for in-flight events.
+	ShutdownTimeout  time.Duration
+	SessionTimeout   time.Duration
+	RebalanceTimeout time.Duration
+
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxInFlight, DefaultMaxInFlight)
+	def(&c.MaxBuffered, DefaultMaxBuffered)
+	def(&c.DedupeWindow, DefaultDedupeWindow)
+	def(&c.MetadataMaxBytes, DefaultMetadataMaxBytes)
+	defd(&c.ReorderWindow, DefaultReorderWindow)
+	defd(&c.CommitInterval, DefaultCommitInterval)
+	defd(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	defd(&c.SessionTimeout, DefaultSessionTimeout)
+	defd(&c.RebalanceTimeout, DefaultRebalanceTimeout)
+	if c.Dialer == nil {
+		c.Dialer = kafka.DefaultDialer
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewNop()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first setting that can't work. Zero numeric fields are fine (defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: required"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("topic: required"))
+	}
+	if c.GroupID == "" {
+		errs = append(errs, errors.New("group id: required"))
+	}
+	if c.Dispatcher == nil {
+		errs = append(errs, errors.New("dispatcher: required"))
+	}
+	if c.DeadLetterer == nil {
+		errs = append(errs, errors.New("dead letterer: required"))
+	}
+	for name, v := range map[string]int{"max in-flight": c.MaxInFlight, "max buffered": c.MaxBuffered, "dedupe window": c.DedupeWindow} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", name, v))
+		}
+	}
+	if c.MetadataMaxBytes != 0 && (c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096) {
+		errs = append(errs, fmt.Errorf("metadata max bytes: must be 64-4096, got %d", c.MetadataMaxBytes))
+	}
+	for name, v := range map[string]time.Duration{"reorder window": c.ReorderWindow, "commit interval": c.CommitInterval,
+		"shutdown timeout": c.ShutdownTimeout, "session timeout": c.SessionTimeout, "rebalance timeout": c.RebalanceTimeout} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", name, v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("consumer config: %w", err)
+	}
+	return nil
+}

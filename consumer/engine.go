@@ -1,0 +1,408 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// engine schedules one generation's records: per account one at a time and in seq order, many
+// accounts at once through MaxInFlight workers. One mutex guards all of its state; the work done
+// under it is a few map and slice operations per record.
+type engine struct {
+	c   *Consumer
+	cfg *Config
+
+	mu       sync.Mutex
+	work     *sync.Cond // workers wait here for ready accounts
+	idle     *sync.Cond // drain waits here for inflight == 0
+	ready    []*account
+	parts    map[int]*part
+	stopping bool
+	inflight int
+
+	commitNow  chan struct{} // asks the commit loop for an early (horizon) commit
+	lastCommit time.Time
+	dctx       context.Context
+}
+
+// part is one assigned partition's state within a generation.
+type part struct {
+	id       int
+	tr       *tracker
+	win      *window
+	accounts map[string]*account
+	pending  map[uint64]*rec // dedupe key → record not yet ended
+	inflight int
+
+	// hasPrev: the partition had a committed offset, so a previous owner may have dispatched
+	// records in [watermark, inherited).
+	hasPrev   bool
+	inherited int64
+	done      []span // completed ranges from the metadata, consumed as the fetch passes them
+
+	committedH  int64 // dispatch horizon of the last successful commit (exclusive)
+	committedW  int64
+	maxPicked   int64
+	wantH       int64
+	ext         int64
+	sinceCommit int
+	blocked     []*account
+	space       chan struct{} // signalled when buffered records drop below MaxBuffered
+	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
+}
+
+type account struct {
+	name    string
+	hash    uint64
+	p       *part
+	q       []*rec
+	running *rec
+	next    *rec
+	queued  bool
+	blocked bool
+	halted  bool // a record did not end (generation ending): nothing after it may run
+	timer   *time.Timer
+	lastSeq int64
+}
+
+type rec struct {
+	msg       kafka.Message
+	ev        *event.Event
+	verr      error
+	key       uint64
+	replay    int
+	idx       uint64
+	arrived   time.Time
+	uncertain bool
+	dups      []uint64 // tracker indexes of duplicates waiting on this record
+	a         *account
+}
+
+func (r *rec) seq() int64 {
+	if r.ev == nil {
+		return 0
+	}
+	return r.ev.Seq
+}
+
+func newEngine(c *Consumer, dctx context.Context) *engine {
+	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx}
+	e.work = sync.NewCond(&e.mu)
+	e.idle = sync.NewCond(&e.mu)
+	return e
+}
+
+func (e *engine) metrics() *metrics.Metrics { return e.cfg.Metrics }
+
+// eligible: r may run now without breaking seq order.
+func (a *account) eligible(r *rec) bool {
+	s := r.seq()
+	switch {
+	case s == 0:
+		return true
+	case a.lastSeq == 0:
+		return s == 1
+	default:
+		return s <= a.lastSeq+1
+	}
+}
+
+// pick chooses the account's next record, or returns the time to look again.
+func (e *engine) pick(a *account, now time.Time) (int, time.Time) {
+	if len(a.q) == 0 {
+		return -1, time.Time{}
+	}
+	for i, r := range a.q {
+		if a.eligible(r) {
+			return i, time.Time{}
+		}
+	}
+	deadline := a.q[0].arrived.Add(e.cfg.ReorderWindow)
+	if now.Before(deadline) {
+		return -1, deadline
+	}
+	best := 0
+	for i, r := range a.q {
+		if r.seq() < a.q[best].seq() {
+			best = i
+		}
+	}
+	if a.lastSeq > 0 {
+		e.metrics().SeqGaps.Inc()
+	}
+	return best, time.Time{}
+}
+
+// schedule makes a runnable if it has a record that may run. Called with mu held.
+func (e *engine) schedule(a *account) {
+	if a.running != nil || a.queued || a.blocked || a.halted || e.stopping {
+		return
+	}
+	now := e.cfg.Now()
+	i, wait := e.pick(a, now)
+	if i < 0 {
+		if !wait.IsZero() && a.timer == nil {
+			a.timer = time.AfterFunc(wait.Sub(now), func() {
+				e.mu.Lock()
+				a.timer = nil
+				e.schedule(a)
+				e.gc(a)
+				e.mu.Unlock()
+			})
+		}
+		return
+	}
+	r := a.q[i]
+	p := a.p
+	off := r.msg.Offset
+	if off >= p.committedH {
+		p.wantH = max(p.wantH, off+1)
+		e.block(a)
+		e.requestCommit()
+		return
+	}
+	if e.pressured(p) && a != e.frontAccount(p) {
+		e.block(a)
+		return
+	}
+	if off+p.ext/2 >= p.committedH {
+		e.requestCommit()
+	}
+	a.q = append(a.q[:i], a.q[i+1:]...)
+	if s := r.seq(); s > 0 && a.lastSeq > 0 && s <= a.lastSeq {
+		e.metrics().LateEvents.Inc()
+	}
+	p.maxPicked = max(p.maxPicked, off)
+	p.sinceCommit++
+	a.next = r
+	a.queued = true
+	e.ready = append(e.ready, a)
+	e.work.Signal()
+}
+
+func (e *engine) block(a *account) {
+	a.blocked = true
+	a.p.blocked = append(a.p.blocked, a)
+}
+
+// unblock re-schedules the partition's blocked accounts. Called with mu held.
+func (e *engine) unblock(p *part) {
+	bl := p.blocked
+	p.blocked = nil
+	for _, a := range bl {
+		a.blocked = false
+	}
+	for _, a := range bl {
+		e.schedule(a)
+	}
+}
+
+func (e *engine) requestCommit() {
+	select {
+	case e.commitNow <- struct{}{}:
+	default:
+	}
+}
+
+// pressured: the metadata could outgrow its limit if every record in flight ended out of order.
+func (e *engine) pressured(p *part) bool {
+	return p.tr.metaEstimate(p.committedH, p.inflight+1) > e.cfg.MetadataMaxBytes
+}
+
+// frontAccount is the account holding the partition's watermark record, the one that must be
+// allowed to run under metadata pressure so the watermark can move.
+func (e *engine) frontAccount(p *part) *account {
+	if len(p.tr.ents) == 0 {
+		return nil
+	}
+	return p.tr.ents[0].owner
+}
+
+// gc forgets an account with nothing left to do. Called with mu held.
+func (e *engine) gc(a *account) {
+	if len(a.q) == 0 && a.running == nil && !a.queued && !a.blocked && a.timer == nil && !a.halted {
+		if a.p.accounts[a.name] == a {
+			delete(a.p.accounts, a.name)
+		}
+	}
+}
+
+// endRec records that r ended (applied or dead-lettered). Called with mu held.
+func (e *engine) endRec(r *rec) {
+	p := r.a.p
+	e.endIdx(p, r.idx)
+	for _, d := range r.dups {
+		e.endIdx(p, d)
+		e.metrics().EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate).Inc()
+	}
+	r.dups = nil
+	if r.key != 0 {
+		if p.pending[r.key] == r {
+			delete(p.pending, r.key)
+		}
+	}
+	if r.ev != nil {
+		p.win.add(r.key, r.a.hash, r.ev.Seq)
+		r.a.lastSeq = max(r.a.lastSeq, r.ev.Seq)
+	}
+}
+
+// endIdx ends one tracker entry and releases fetch and metadata back-pressure. mu held.
+func (e *engine) endIdx(p *part, idx uint64) {
+	full := p.tr.unended >= e.cfg.MaxBuffered
+	p.tr.end(idx)
+	if full && p.tr.unended < e.cfg.MaxBuffered {
+		select {
+		case p.space <- struct{}{}:
+		default:
+		}
+	}
+	if len(p.blocked) > 0 && !e.pressured(p) {
+		// Horizon-blocked accounts are re-checked too; they block again at once if still beyond.
+		e.unblock(p)
+	}
+}
+
+// worker runs ready accounts' records until the engine stops.
+func (e *engine) worker() {
+	e.mu.Lock()
+	for {
+		for len(e.ready) == 0 && !e.stopping {
+			e.work.Wait()
+		}
+		if e.stopping {
+			e.mu.Unlock()
+			return
+		}
+		a := e.ready[0]
+		e.ready[0] = nil
+		e.ready = e.ready[1:]
+		r := a.next
+		a.next, a.queued, a.running = nil, false, r
+		a.p.inflight++
+		e.inflight++
+		e.metrics().InFlight.Inc()
+		e.mu.Unlock()
+
+		ended := e.process(r)
+
+		e.mu.Lock()
+		a.running = nil
+		a.p.inflight--
+		e.inflight--
+		e.metrics().InFlight.Dec()
+		if ended {
+			e.endRec(r)
+		} else {
+			a.halted = true
+		}
+		e.schedule(a)
+		e.gc(a)
+		if e.inflight == 0 {
+			e.idle.Broadcast()
+		}
+	}
+}
+
+// process drives one record to its end; false means it did not end (the generation is ending).
+func (e *engine) process(r *rec) bool {
+	ctx := e.dctx
+	m := e.metrics()
+	if r.ev == nil {
+		l := dlq.Letter{Reason: dlq.ReasonInvalid, Code: 0, Info: r.verr.Error(), ReplayCount: r.replay}
+		if !e.deadLetter(ctx, r, l) {
+			return false
+		}
+		m.EventsProcessed.WithLabelValues(metrics.OutcomeInvalid).Inc()
+		return true
+	}
+	out, err := e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
+		Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time,
+	})
+	if err != nil {
+		return false
+	}
+	if out.Result == dispatcher.Applied {
+		m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()
+		t := r.ev.OccurredAt
+		if t.IsZero() {
+			t = r.msg.Time
+		}
+		if !t.IsZero() {
+			m.EventE2E.Observe(e.cfg.Now().Sub(t).Seconds())
+		}
+		return true
+	}
+	reason := out.Result.String() // rejected, partial, exhausted: the dlq reasons and outcome labels
+	l := dlq.Letter{
+		Reason: reason, Code: out.Code, Info: out.Info, Attempts: out.Attempts,
+		EventID: r.ev.EventID, FromAccount: r.ev.FromAccount, ReplayCount: r.replay, Result: out.Detail,
+	}
+	if !e.deadLetter(ctx, r, l) {
+		return false
+	}
+	m.EventsProcessed.WithLabelValues(reason).Inc()
+	return true
+}
+
+// deadLetter writes l until Kafka acknowledges it. Until then the account and the watermark wait:
+// a record must never be committed past before its dead letter is durable.
+func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := e.cfg.DeadLetterer.DeadLetter(ctx, r.msg, l)
+		if err == nil {
+			e.cfg.Logger.Info("dead-lettered",
+				zap.String("topic", r.msg.Topic), zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
+				zap.String("reason", l.Reason), zap.Int("code", l.Code), zap.String("info", l.Info),
+				zap.String("event_id", l.EventID), zap.Int("attempts", l.Attempts))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
+			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
+			zap.Int("attempt", attempt), zap.Error(err))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// stop takes no new work: drops what is queued but not started, stops timers. mu held.
+func (e *engine) stop() {
+	e.stopping = true
+	for _, a := range e.ready {
+		a.queued, a.next = false, nil
+	}
+	e.ready = nil
+	for _, p := range e.parts {
+		for _, a := range p.accounts {
+			if a.timer != nil {
+				a.timer.Stop()
+				a.timer = nil
+			}
+		}
+		select {
+		case p.space <- struct{}{}:
+		default:
+		}
+	}
+	e.work.Broadcast()
+	e.idle.Broadcast()
+}

@@ -1,0 +1,259 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+)
+
+// call is one Dispatch the fake saw.
+type call struct {
+	ID        string
+	Account   string
+	Seq       int64
+	Replay    int
+	Uncertain bool
+}
+
+// fakeDispatcher applies instantly (or after a per-account delay), records every call in order,
+// and fails the test if one account ever has two calls at once.
+type fakeDispatcher struct {
+	t      testing.TB
+	mu     sync.Mutex
+	calls  []call
+	active map[string]int
+	delay  map[string]time.Duration
+	result map[string]dispatcher.Outcome // by event id; default applied
+	block  chan struct{}                 // when set, every dispatch waits for it (or ctx)
+	n      atomic.Int64
+	noLog  bool // benchmark mode: count only
+}
+
+func newFakeDispatcher(t testing.TB) *fakeDispatcher {
+	return &fakeDispatcher{t: t, active: map[string]int{}, delay: map[string]time.Duration{}, result: map[string]dispatcher.Outcome{}}
+}
+
+func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (dispatcher.Outcome, error) {
+	f.n.Add(1)
+	if f.noLog {
+		return dispatcher.Outcome{Result: dispatcher.Applied}, nil
+	}
+	acct := task.Event.FromAccount
+	f.mu.Lock()
+	f.active[acct]++
+	if f.active[acct] > 1 {
+		f.t.Errorf("account %s: two events in flight at once", acct)
+	}
+	d := f.delay[acct]
+	out, ok := f.result[task.Event.EventID]
+	block := f.block
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active[acct]--
+		f.mu.Unlock()
+	}()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return dispatcher.Outcome{}, ctx.Err()
+		}
+	}
+	if d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return dispatcher.Outcome{}, ctx.Err()
+		}
+	}
+	if !ok {
+		out = dispatcher.Outcome{Result: dispatcher.Applied, Attempts: 1}
+	}
+	f.mu.Lock()
+	f.calls = append(f.calls, call{task.Event.EventID, acct, task.Event.Seq, task.ReplayCount, task.Uncertain})
+	f.mu.Unlock()
+	return out, nil
+}
+
+func (f *fakeDispatcher) snapshot() []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]call(nil), f.calls...)
+}
+
+type letter struct {
+	msg kafka.Message
+	l   dlq.Letter
+}
+
+// fakeDL records dead letters; while failing is set every write fails.
+type fakeDL struct {
+	mu      sync.Mutex
+	letters []letter
+	failing atomic.Bool
+	tries   atomic.Int64
+}
+
+func (d *fakeDL) DeadLetter(ctx context.Context, m kafka.Message, l dlq.Letter) error {
+	d.tries.Add(1)
+	if d.failing.Load() {
+		return errors.New("fake: broker unavailable")
+	}
+	d.mu.Lock()
+	d.letters = append(d.letters, letter{m, l})
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *fakeDL) snapshot() []letter {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]letter(nil), d.letters...)
+}
+
+func evMsg(id, acct string, seq int64) kafka.Message {
+	e := event.Event{EventID: id, EventType: event.TypeContactGroupCreated, FromAccount: acct, Seq: seq,
+		GroupName: "g", Contacts: []event.Contact{{Type: 1, ToAccount: "peer"}}}
+	v, err := json.Marshal(e)
+	if err != nil {
+		panic(err)
+	}
+	return kafka.Message{Key: []byte(acct), Value: v}
+}
+
+// env is one test's cluster, topic and group.
+type env struct {
+	t       *testing.T
+	k       *kafkatest.Cluster
+	topic   string
+	group   string
+	parts   int
+	disp    *fakeDispatcher
+	dl      *fakeDL
+	log     *zap.Logger
+	cfgEdit func(*Config)
+}
+
+func newEnv(t *testing.T, parts int) *env {
+	k := kafkatest.New(t)
+	e := &env{t: t, k: k, topic: kafkatest.UniqueName("ev"), group: kafkatest.UniqueName("g"), parts: parts,
+		disp: newFakeDispatcher(t), dl: &fakeDL{}, log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+	k.CreateTopic(t, e.topic, parts)
+	return e
+}
+
+func (e *env) config() Config {
+	cfg := Config{
+		Brokers: e.k.Brokers, Topic: e.topic, GroupID: e.group,
+		Dispatcher: e.disp, DeadLetterer: e.dl, Logger: e.log,
+		CommitInterval: 200 * time.Millisecond, ReorderWindow: 300 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, RebalanceTimeout: 4 * time.Second, ShutdownTimeout: 3 * time.Second,
+	}
+	if e.cfgEdit != nil {
+		e.cfgEdit(&cfg)
+	}
+	return cfg
+}
+
+// running is a consumer started in the background.
+type running struct {
+	c      *Consumer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (e *env) start() *running {
+	e.t.Helper()
+	c, err := New(e.config())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop(e.t) })
+	return r
+}
+
+// stop cancels and waits for Run; idempotent.
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if ok {
+			close(r.done)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// committed reads the group's committed offsets and metadata.
+func (e *env) committed() map[int]kafka.OffsetFetchPartition {
+	e.t.Helper()
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	ids := make([]int, e.parts)
+	for i := range ids {
+		ids[i] = i
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: e.group, Topics: map[string][]int{e.topic: ids}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[int]kafka.OffsetFetchPartition{}
+	for _, p := range resp.Topics[e.topic] {
+		out[p.Partition] = p
+	}
+	return out
+}
+
+func (e *env) committedTotal() int64 {
+	var n int64
+	for _, p := range e.committed() {
+		if p.CommittedOffset > 0 {
+			n += p.CommittedOffset
+		}
+	}
+	return n
+}
+
+func ids(calls []call) map[string]int {
+	m := map[string]int{}
+	for _, c := range calls {
+		m[fmt.Sprintf("%s/%d", c.ID, c.Replay)]++
+	}
+	return m
+}
