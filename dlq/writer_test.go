@@ -175,21 +175,7 @@ func TestWriterFailures(t *testing.T) {
 		// Every produce is answered with NOT_ENOUGH_REPLICAS: acks=all can't be met.
 		c.Fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 			c.Fake.KeepControl()
-			pr := req.(*kmsg.ProduceRequest)
-			resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-			for _, rt := range pr.Topics {
-				st := kmsg.NewProduceResponseTopic()
-				st.Topic = rt.Topic
-				st.TopicID = rt.TopicID
-				for _, rp := range rt.Partitions {
-					sp := kmsg.NewProduceResponseTopicPartition()
-					sp.Partition = rp.Partition
-					sp.ErrorCode = 19 // NOT_ENOUGH_REPLICAS
-					st.Partitions = append(st.Partitions, sp)
-				}
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
+			return produceError(req, "d")
 		})
 		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonRejected, Code: 51010})
 		if !errors.Is(err, kafka.NotEnoughReplicas) {
@@ -209,4 +195,27 @@ func TestWriterFailures(t *testing.T) {
 			t.Fatal("DeadLetter with a cancelled context returned nil")
 		}
 	})
+}
+
+// produceError answers a produce request to topic with NOT_ENOUGH_REPLICAS for every partition,
+// and lets any other request through.
+func produceError(req kmsg.Request, topic string) (kmsg.Response, error, bool) {
+	pr := req.(*kmsg.ProduceRequest)
+	if len(pr.Topics) == 0 || pr.Topics[0].Topic != topic {
+		return nil, nil, false
+	}
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		st.TopicID = rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = 19 // NOT_ENOUGH_REPLICAS
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, nil, true
 }
