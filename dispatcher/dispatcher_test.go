@@ -1,0 +1,624 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
+)
+
+func TestDispatchApplied(t *testing.T) {
+	h := newHarness(t, nil)
+	o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+	if o.Result != Applied || o.Attempts != 1 || o.Code != 0 || o.Detail != nil {
+		t.Fatalf("outcome = %+v, want applied after 1 attempt", o)
+	}
+	g := h.api.group("alice", "friends")
+	if g == nil || len(g.contacts) != 2 {
+		t.Fatalf("group = %+v, want 2 contacts", g)
+	}
+	if err := h.d.Ready(); err != nil {
+		t.Errorf("Ready after an accepted call = %v", err)
+	}
+}
+
+func TestTransientThenSuccess(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantCode  string
+		wantCheck bool // ambiguous: the group must be looked up before the second create
+	}{
+		{"60008", imErr(im.APICreate, 60008), "60008", false},
+		{"70169", imErr(im.APICreate, 70169), "70169", false},
+		{"50004 ambiguous", imErr(im.APICreate, im.CodeInternal), "50004", true},
+		{"http 502", &im.Error{API: im.APICreate, Class: im.ClassTransient, HTTPStatus: http.StatusBadGateway}, "http_502", true},
+		{"network", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: errNetwork}, "network", true},
+		{"plain error", errNetwork, "network", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.api.fail(im.APICreate, step{err: tc.err}, step{err: tc.err})
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Applied {
+				t.Fatalf("outcome = %+v, want applied", o)
+			}
+			if got := h.api.count(im.APICreate); got != 3 {
+				t.Errorf("creates = %d, want 3", got)
+			}
+			gets := h.api.count(im.APIGet)
+			if tc.wantCheck != (gets > 0) {
+				t.Errorf("gets = %d, want a check before re-creating: %v", gets, tc.wantCheck)
+			}
+			if o.Attempts != 3+gets {
+				t.Errorf("attempts = %d, want %d", o.Attempts, 3+gets)
+			}
+			if got := testutil.ToFloat64(h.m.Retries.WithLabelValues(im.APICreate, tc.wantCode)); got != 2 {
+				t.Errorf("retries{%s} = %v, want 2", tc.wantCode, got)
+			}
+			if n := h.api.groupCount("alice"); n != 1 {
+				t.Errorf("groups = %d, want 1", n)
+			}
+		})
+	}
+}
+
+func TestTransientPastBudgetExhausted(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.RetryBudget = 10 * time.Minute })
+	h.api.setAlways(im.APICreate, imErr(im.APICreate, 60008))
+	start := h.clock.Now()
+	o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+	if o.Result != Exhausted || o.Code != 60008 {
+		t.Fatalf("outcome = %+v, want exhausted with code 60008", o)
+	}
+	if spent := h.clock.Now().Sub(start); spent < 10*time.Minute {
+		t.Errorf("gave up after %v, before the 10m budget", spent)
+	}
+	if o.Attempts < 5 || o.Attempts != h.api.count(im.APICreate) {
+		t.Errorf("attempts = %d, creates = %d; want equal and several", o.Attempts, h.api.count(im.APICreate))
+	}
+	if !strings.Contains(o.Info, "60008") {
+		t.Errorf("info %q does not name the last code", o.Info)
+	}
+}
+
+func TestBackoffIsExponentialAndCapped(t *testing.T) {
+	var mu sync.Mutex
+	var sleeps []time.Duration
+	clock := newFakeClock()
+	h := newHarness(t, func(c *Config) {
+		c.BackoffBase, c.BackoffMax = 100*time.Millisecond, 800*time.Millisecond
+		c.RetryBudget = time.Hour
+		c.Sleep = func(ctx context.Context, d time.Duration) error {
+			if d > 10*time.Millisecond { // ignore limiter pacing
+				mu.Lock()
+				sleeps = append(sleeps, d)
+				mu.Unlock()
+			}
+			return clock.Sleep(ctx, d)
+		}
+		c.Now = clock.Now
+	})
+	h.api.failCodes(im.APICreate, 60008, 40)
+	if o := h.dispatch(Task{Event: newEvent("alice", "friends")}); o.Result != Applied {
+		t.Fatalf("outcome = %+v", o)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var late time.Duration
+	for i, d := range sleeps {
+		if d > 800*time.Millisecond {
+			t.Fatalf("sleep %d = %v above BackoffMax", i, d)
+		}
+		if i >= 10 {
+			late = max(late, d)
+		}
+	}
+	// Full jitter draws from [0, ceiling]; with the ceiling at the 800ms cap for 30 draws, some
+	// draw above 100ms is all but certain (probability of none: 0.125^30).
+	if late <= 100*time.Millisecond {
+		t.Errorf("late backoffs all <= base: %v", sleeps)
+	}
+}
+
+func TestFrequencyLimitStormSlowsAndRecovers(t *testing.T) {
+	var d *Dispatcher
+	lowest := 200.0
+	h := newHarness(t, func(c *Config) {
+		c.RateLimit = 200
+		c.BackoffBase, c.BackoffMax = 300*time.Millisecond, 300*time.Millisecond
+		inner := c.Sleep
+		c.Sleep = func(ctx context.Context, dur time.Duration) error {
+			if dur > 10*time.Millisecond { // a backoff, not pacing: sample the limiter
+				lowest = min(lowest, d.create.rateNow())
+			}
+			return inner(ctx, dur)
+		}
+	})
+	d = h.d
+	h.api.failCodes(im.APICreate, im.CodeFrequency, 12)
+	o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+	if o.Result != Applied {
+		t.Fatalf("outcome = %+v, want applied (frequency limits are never dead-lettered)", o)
+	}
+	down := testutil.ToFloat64(h.m.LimiterChanges.WithLabelValues("down"))
+	if down < 2 {
+		t.Fatalf("limiter changes down = %v, want several over a storm of 12 answers", down)
+	}
+	// Answers within one window count once, so 12 answers ~300ms apart are ~4 decreases.
+	if down > 6 {
+		t.Errorf("limiter changes down = %v, want echoes within a window ignored", down)
+	}
+	if lowest >= 200*DefaultSlowDownFactor || lowest < 200*DefaultMinRateFactor {
+		t.Fatalf("lowest rate during storm = %v, want within [20, 140)", lowest)
+	}
+	h.clock.Advance(time.Minute)
+	if got := h.d.create.rateNow(); got != 200 {
+		t.Errorf("rate a minute later = %v, want 200", got)
+	}
+	if up := testutil.ToFloat64(h.m.LimiterChanges.WithLabelValues("up")); up < 1 {
+		t.Errorf("limiter changes up = %v, want >= 1", up)
+	}
+	if got := testutil.ToFloat64(h.m.RateLimitLimit); got != 200 {
+		t.Errorf("ratelimit_limit gauge = %v after recovery, want 200", got)
+	}
+}
+
+func TestCredentialsRefreshSig(t *testing.T) {
+	h := newHarness(t, nil)
+	h.run()
+	h.api.failCodes(im.APICreate, im.CodeSigExpired, 1)
+	o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+	if o.Result != Applied || o.Attempts != 2 {
+		t.Fatalf("outcome = %+v, want applied after 2 attempts", o)
+	}
+	if n := h.api.refreshCount(); n != 1 {
+		t.Errorf("RefreshSig calls = %d, want 1", n)
+	}
+	if err := h.d.Ready(); err != nil {
+		t.Errorf("Ready = %v, want nil (one refresh fixed it)", err)
+	}
+}
+
+func TestCredentialsPersistingPausesLikeConfig(t *testing.T) {
+	h := newHarness(t, nil)
+	h.run()
+	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigInvalidated))
+	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigInvalidated))
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
+	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	if h.api.refreshCount() < 2 {
+		t.Errorf("RefreshSig calls = %d, want >= 2", h.api.refreshCount())
+	}
+	h.api.setAlways(im.APICreate, nil)
+	h.api.setAlways(im.APIGet, nil)
+	select {
+	case r := <-res:
+		if r.err != nil || r.o.Result != Applied {
+			t.Fatalf("Dispatch = %+v, %v; want applied after the sig is accepted", r.o, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Dispatch did not resume")
+	}
+}
+
+func TestConfigFailurePausesUntilFixed(t *testing.T) {
+	h := newHarness(t, nil)
+	bad := imErr(im.APICreate, im.CodeSigKeyMismatch)
+	h.api.setAlways(im.APICreate, bad)
+	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
+	h.run()
+	waitFor(t, "startup probe to detect the bad key", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var results []<-chan result
+	for i := range 5 {
+		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
+	}
+	time.Sleep(100 * time.Millisecond)
+	for i, ch := range results {
+		select {
+		case r := <-ch:
+			t.Fatalf("event %d ended while paused: %+v, %v", i, r.o, r.err)
+		default:
+		}
+	}
+	if n := h.api.count(im.APICreate); n != 0 {
+		t.Errorf("creates while paused = %d, want 0 (no event is at fault)", n)
+	}
+	if got := testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonConfig)); got != 1 {
+		t.Errorf("paused{config} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(h.m.Ready); got != 0 {
+		t.Errorf("ready gauge = %v, want 0", got)
+	}
+	err := h.d.Ready()
+	if !strings.Contains(err.Error(), "70009") {
+		t.Errorf("Ready = %v, want the code that caused it", err)
+	}
+
+	h.api.setAlways(im.APICreate, nil)
+	h.api.setAlways(im.APIGet, nil)
+	for i, ch := range results {
+		select {
+		case r := <-ch:
+			if r.err != nil || r.o.Result != Applied {
+				t.Fatalf("event %d = %+v, %v; want applied", i, r.o, r.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d did not resume", i)
+		}
+	}
+	if err := h.d.Ready(); err != nil {
+		t.Errorf("Ready after fix = %v", err)
+	}
+	if got := testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonConfig)); got != 0 {
+		t.Errorf("paused{config} = %v after resume, want 0", got)
+	}
+}
+
+func TestConfigFailureMidStreamHoldsTheEvent(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.RetryBudget = time.Second })
+	h.run()
+	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeAppIDMismatch))
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
+	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	// The prober keeps failing (create is broken, and so is get now) while the fake clock runs
+	// far past the retry budget: pause time must not count.
+	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeAppIDMismatch))
+	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 20 })
+	select {
+	case r := <-res:
+		t.Fatalf("event ended while paused: %+v, %v", r.o, r.err)
+	default:
+	}
+	h.api.setAlways(im.APIGet, nil)
+	h.api.setAlways(im.APICreate, nil)
+	select {
+	case r := <-res:
+		if r.err != nil || r.o.Result != Applied {
+			t.Fatalf("Dispatch = %+v, %v; want applied", r.o, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Dispatch did not resume")
+	}
+}
+
+func TestPermanentRejected(t *testing.T) {
+	for _, code := range []int{im.CodeTooManyContacts, im.CodeTooManyGroups, im.CodeNotImported, im.CodeBadParams, 99999} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.api.failCodes(im.APICreate, code, 1)
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Rejected || o.Code != code || o.Attempts != 1 {
+				t.Fatalf("outcome = %+v, want rejected with %d after 1 attempt", o, code)
+			}
+			var det ResultDetail
+			if err := json.Unmarshal(o.Detail, &det); err != nil {
+				t.Fatalf("detail %s: %v", o.Detail, err)
+			}
+			if det.GroupName != "friends" || det.GroupID != 0 || len(det.Failed) != 2 || det.Failed[0].ResultCode != code {
+				t.Errorf("detail = %s", o.Detail)
+			}
+			if !strings.Contains(string(o.Detail), `"To_Account":"bob"`) || !strings.Contains(string(o.Detail), `"ToGroupId":"@TGS#1"`) {
+				t.Errorf("detail %s lacks the conversations in API form", o.Detail)
+			}
+			if h.api.count(im.APIGet) != 0 {
+				t.Errorf("a permanent failure needs no lookup")
+			}
+		})
+	}
+}
+
+func TestGroupCheckFailedRetriedThenRejected(t *testing.T) {
+	h := newHarness(t, nil)
+	h.api.failCodes(im.APICreate, im.CodeGroupCheckFailed, 2)
+	if o := h.dispatch(Task{Event: newEvent("alice", "a")}); o.Result != Applied || o.Attempts != 3 {
+		t.Fatalf("two 51007 then success = %+v, want applied after 3", o)
+	}
+	h.api.failCodes(im.APICreate, im.CodeGroupCheckFailed, 5)
+	o := h.dispatch(Task{Event: newEvent("alice", "b")})
+	if o.Result != Rejected || o.Code != im.CodeGroupCheckFailed || o.Attempts != 1+DefaultGroupCheckRetries {
+		t.Fatalf("persistent 51007 = %+v, want rejected after %d attempts", o, 1+DefaultGroupCheckRetries)
+	}
+}
+
+func TestPartialResult(t *testing.T) {
+	h := newHarness(t, nil)
+	h.api.itemCodes[item("carol").Key()] = im.CodeTooManyContacts
+	o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob"), c2c("carol"))})
+	if o.Result != Partial || o.Code != im.CodeTooManyContacts || o.Attempts != 1 {
+		t.Fatalf("outcome = %+v, want partial 51008", o)
+	}
+	var det ResultDetail
+	if err := json.Unmarshal(o.Detail, &det); err != nil {
+		t.Fatal(err)
+	}
+	g := h.api.group("alice", "friends")
+	want := ResultDetail{GroupName: "friends", GroupID: g.id, Failed: []FailedContact{
+		{Type: 1, ToAccount: "carol", ResultCode: im.CodeTooManyContacts, ResultInfo: "fake item failure"}}}
+	if fmt.Sprint(det) != fmt.Sprint(want) {
+		t.Errorf("detail = %+v, want %+v", det, want)
+	}
+}
+
+func TestPartialWithGroupCheckFailureRetriesOnlyMissing(t *testing.T) {
+	h := newHarness(t, nil)
+	key := im.ContactItem{Type: im.ContactGroup, ToGroupID: "@TGS#gone"}.Key()
+	h.api.itemCodes[key] = im.CodeGroupCheckFailed
+	ev := newEvent("alice", "friends", c2c("bob"), event.Contact{Type: event.ContactGroup, ToGroupID: "@TGS#gone"})
+	o := h.dispatch(Task{Event: ev})
+	if o.Result != Partial || o.Code != im.CodeGroupCheckFailed {
+		t.Fatalf("outcome = %+v, want partial 51007 after retries", o)
+	}
+	if n := h.api.count(im.APICreate); n != 1 {
+		t.Errorf("creates = %d, want 1 (retries go through update)", n)
+	}
+	if n := h.api.count(im.APIUpdate); n != DefaultGroupCheckRetries {
+		t.Errorf("updates = %d, want %d", n, DefaultGroupCheckRetries)
+	}
+	if !strings.Contains(string(o.Detail), "@TGS#gone") || strings.Contains(string(o.Detail), "bob") {
+		t.Errorf("detail %s should list only the failed conversation", o.Detail)
+	}
+}
+
+func TestAmbiguousApplyThenTimeoutCreatesOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"50005", imErr(im.APICreate, im.CodeTimeout)},
+		{"network", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: errNetwork}},
+		{"http 504", &im.Error{API: im.APICreate, Class: im.ClassTransient, HTTPStatus: http.StatusGatewayTimeout}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.api.fail(im.APICreate, step{err: tc.err, apply: true})
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Applied {
+				t.Fatalf("outcome = %+v, want applied", o)
+			}
+			if n := h.api.groupCount("alice"); n != 1 {
+				t.Fatalf("groups = %d, want exactly 1", n)
+			}
+			if c, g := h.api.count(im.APICreate), h.api.count(im.APIGet); c != 1 || g != 1 || o.Attempts != 2 {
+				t.Errorf("creates %d, gets %d, attempts %d; want 1, 1, 2", c, g, o.Attempts)
+			}
+			if got := testutil.ToFloat64(h.m.UncertainChecks.WithLabelValues("true")); got != 1 {
+				t.Errorf("uncertain_checks{found=true} = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestUncertainTask(t *testing.T) {
+	t.Run("group present, missing contacts added", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob"), c2c("carol")), Uncertain: true})
+		if o.Result != Applied || o.Attempts != 2 {
+			t.Fatalf("outcome = %+v, want applied via get+update", o)
+		}
+		if h.api.count(im.APICreate) != 0 {
+			t.Error("created although the group existed")
+		}
+		g := h.api.group("alice", "friends")
+		if len(g.contacts) != 2 || g.contacts[1] != item("carol") {
+			t.Errorf("group contacts = %v, want bob and carol", g.contacts)
+		}
+	})
+	t.Run("group complete, nothing to do", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob")), ReplayCount: 1})
+		if o.Result != Applied || o.Attempts != 1 || h.api.count(im.APIUpdate) != 0 {
+			t.Fatalf("outcome = %+v, updates %d; want applied with one get", o, h.api.count(im.APIUpdate))
+		}
+	})
+	t.Run("group absent, created", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "other", item("bob"))
+		o := h.dispatch(Task{Event: newEvent("alice", "friends"), ReplayCount: 2})
+		if o.Result != Applied || h.api.count(im.APIGet) != 1 || h.api.count(im.APICreate) != 1 {
+			t.Fatalf("outcome = %+v; want get then create", o)
+		}
+		if got := testutil.ToFloat64(h.m.UncertainChecks.WithLabelValues("false")); got != 1 {
+			t.Errorf("uncertain_checks{found=false} = %v, want 1", got)
+		}
+	})
+	t.Run("replay of a partial adds only failed, which fail again", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		h.api.itemCodes[item("carol").Key()] = im.CodeTooManyGroups
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob"), c2c("carol")), ReplayCount: 1})
+		if o.Result != Partial || o.Code != im.CodeTooManyGroups {
+			t.Fatalf("outcome = %+v, want partial", o)
+		}
+		var det ResultDetail
+		if err := json.Unmarshal(o.Detail, &det); err != nil || det.GroupID == 0 || len(det.Failed) != 1 || det.Failed[0].ToAccount != "carol" {
+			t.Errorf("detail = %s (%v)", o.Detail, err)
+		}
+	})
+	t.Run("update rejected at top level is partial", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		h.api.failCodes(im.APIUpdate, im.CodeTooManyContacts, 1)
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob"), c2c("carol")), Uncertain: true})
+		if o.Result != Partial || o.Code != im.CodeTooManyContacts || !strings.Contains(string(o.Detail), "carol") {
+			t.Fatalf("outcome = %+v (%s), want partial listing carol", o, o.Detail)
+		}
+	})
+	t.Run("get transient then found", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		h.api.failCodes(im.APIGet, 60008, 2)
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob")), Uncertain: true})
+		if o.Result != Applied || h.api.count(im.APICreate) != 0 || o.Attempts != 3 {
+			t.Fatalf("outcome = %+v, want applied after 3 gets and no create", o)
+		}
+	})
+}
+
+func TestInvalidEventNeverSent(t *testing.T) {
+	h := newHarness(t, nil)
+	ev := newEvent("alice", strings.Repeat("x", 33))
+	o := h.dispatch(Task{Event: ev})
+	if o.Result != Rejected || o.Code != im.CodeBadParams || o.Attempts != 0 || !strings.Contains(o.Info, "group_name") {
+		t.Fatalf("outcome = %+v, want rejected 50002 naming group_name with 0 attempts", o)
+	}
+	if o := h.dispatch(Task{}); o.Result != Rejected || o.Attempts != 0 {
+		t.Fatalf("nil event = %+v", o)
+	}
+	if n := h.api.count(im.APICreate) + h.api.count(im.APIGet); n != 0 {
+		t.Errorf("calls = %d, want 0", n)
+	}
+}
+
+func TestOutagePausesInsteadOfExhausting(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.RetryBudget = 2 * time.Minute
+		c.ProbeInterval = 10 * time.Second
+		c.OutageSpan = time.Hour // the fake clock races ahead while 30 events back off at once
+		c.BackoffBase, c.BackoffMax = time.Second, 4*time.Second
+	})
+	h.run()
+	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	down := imErr(im.APICreate, 70500)
+	h.api.setAlways(im.APICreate, down)
+	h.api.setAlways(im.APIGet, imErr(im.APIGet, 70500))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var results []<-chan result
+	for i := range 30 {
+		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
+	}
+	waitFor(t, "outage pause", func() bool { return testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
+	if err := h.d.Ready(); err != nil {
+		t.Errorf("Ready during an outage = %v, want nil", err)
+	}
+	// Probes fail for a while (each advancing the fake clock by ProbeInterval), far past the
+	// retry budget.
+	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 40 })
+	calls := h.api.count(im.APICreate)
+	time.Sleep(20 * time.Millisecond)
+	if h.api.count(im.APICreate) != calls {
+		t.Error("creates continue while paused for an outage")
+	}
+	h.api.setAlways(im.APICreate, nil)
+	h.api.setAlways(im.APIGet, nil)
+	for i, ch := range results {
+		select {
+		case r := <-ch:
+			if r.err != nil || r.o.Result != Applied {
+				t.Fatalf("event %d = %+v, %v; want applied after the outage", i, r.o, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("event %d did not resume", i)
+		}
+	}
+	if got := testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)); got != 0 {
+		t.Errorf("paused{outage} = %v after recovery", got)
+	}
+}
+
+func TestShutdownReturnsPromptly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(h *harness)
+	}{
+		{"paused", func(h *harness) {
+			h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigKeyMismatch))
+			h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
+		}},
+		{"backing off", func(h *harness) {
+			h.d.cfg.Sleep = sleep // real time: a 10-minute backoff
+			h.d.cfg.BackoffBase, h.d.cfg.BackoffMax = 10*time.Minute, 10*time.Minute
+			h.api.setAlways(im.APICreate, imErr(im.APICreate, 60008))
+		}},
+		{"no share yet", func(h *harness) {
+			h.d = mustNew(h.t, Config{API: h.api, Metrics: h.m}) // not standalone, no SetShare
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			tc.setup(h)
+			h.run()
+			ctx, cancel := context.WithCancel(context.Background())
+			res := h.async(ctx, Task{Event: newEvent("alice", "friends")})
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			select {
+			case r := <-res:
+				if r.err == nil || !errors.Is(r.err, context.Canceled) {
+					t.Fatalf("Dispatch after cancel = %+v, %v; want context.Canceled and no outcome", r.o, r.err)
+				}
+				if r.o.Result != Applied || r.o.Attempts != 0 || r.o.Detail != nil {
+					t.Errorf("outcome %+v returned with the error", r.o)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("Dispatch did not return within 1s of cancel")
+			}
+		})
+	}
+}
+
+func mustNew(t *testing.T, cfg Config) *Dispatcher {
+	t.Helper()
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestReadyBeforeAndAfterStartupProbe(t *testing.T) {
+	h := newHarness(t, nil)
+	if err := h.d.Ready(); !errors.Is(err, ErrUnverified) {
+		t.Fatalf("Ready before any call = %v, want ErrUnverified", err)
+	}
+	h.run()
+	waitFor(t, "ready", func() bool { return h.d.Ready() == nil })
+	if got := testutil.ToFloat64(h.m.Ready); got != 1 {
+		t.Errorf("ready gauge = %v, want 1", got)
+	}
+	// A permanent answer to the probe (say the probe account is not imported) still proves
+	// the credentials.
+	h2 := newHarness(t, nil)
+	h2.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeNotImported))
+	h2.run()
+	waitFor(t, "ready on a permanent probe answer", func() bool { return h2.d.Ready() == nil })
+}
+
+func TestConfigValidate(t *testing.T) {
+	api := newFakeAPI()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{API: api}, true},
+		{"no api", Config{}, false},
+		{"negative rate", Config{API: api, RateLimit: -1}, false},
+		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, false},
+		{"huge margin", Config{API: api, JitterMargin: time.Second}, false},
+		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, false},
+		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, false},
+	} {
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}

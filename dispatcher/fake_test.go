@@ -1,0 +1,370 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// step is one scripted answer: err is returned; with apply the call is carried out first (the
+// "applied, then timed out" case).
+type step struct {
+	err   error
+	apply bool
+}
+
+// fakeAPI is an in-memory conversation-group store that mimics *im.Client's return values, with
+// scripted failures per API.
+type fakeAPI struct {
+	mu        sync.Mutex
+	groups    map[string][]*fakeGroup // account → groups
+	nextID    int64
+	script    map[string][]step // api → the next answers; success once empty
+	always    map[string]error  // api → answered to every call while set (probes included)
+	itemCodes map[string]int    // contact key → per-item code (partial results)
+	calls     map[string]int
+	refreshes int
+}
+
+type fakeGroup struct {
+	name     string
+	id       int64
+	contacts []im.ContactItem
+}
+
+func newFakeAPI() *fakeAPI {
+	return &fakeAPI{groups: map[string][]*fakeGroup{}, script: map[string][]step{}, always: map[string]error{},
+		itemCodes: map[string]int{}, calls: map[string]int{}}
+}
+
+func imErr(api string, code int) *im.Error {
+	return &im.Error{API: api, Class: im.Classify(code), Code: code, Info: "fake " + api, HTTPStatus: 200}
+}
+
+// fail scripts answers for api's next calls.
+func (f *fakeAPI) fail(api string, steps ...step) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script[api] = append(f.script[api], steps...)
+}
+
+// failCodes scripts n answers with IM code for api.
+func (f *fakeAPI) failCodes(api string, code, n int) {
+	for range n {
+		f.fail(api, step{err: imErr(api, code)})
+	}
+}
+
+func (f *fakeAPI) setAlways(api string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.always, api)
+	} else {
+		f.always[api] = err
+	}
+}
+
+func (f *fakeAPI) count(api string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[api]
+}
+
+func (f *fakeAPI) refreshCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refreshes
+}
+
+// group returns account's group name (nil when absent).
+func (f *fakeAPI) group(account, name string) *fakeGroup {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, g := range f.groups[account] {
+		if g.name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+func (f *fakeAPI) groupCount(account string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.groups[account])
+}
+
+// seed creates a group directly, as if an earlier attempt had applied it.
+func (f *fakeAPI) seed(account, name string, contacts ...im.ContactItem) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextID++
+	f.groups[account] = append(f.groups[account], &fakeGroup{name: name, id: f.nextID, contacts: contacts})
+}
+
+// next consumes one scripted step for api. Callers hold mu.
+func (f *fakeAPI) next(api string) (step, bool) {
+	f.calls[api]++
+	if err := f.always[api]; err != nil {
+		return step{err: err}, true
+	}
+	s := f.script[api]
+	if len(s) == 0 {
+		return step{}, false
+	}
+	f.script[api] = s[1:]
+	return s[0], true
+}
+
+func (f *fakeAPI) addLocked(g *fakeGroup, c im.ContactItem) im.ContactResult {
+	if code := f.itemCodes[c.Key()]; code != 0 {
+		return im.ContactResult{ContactItem: c, ResultCode: code, ResultInfo: "fake item failure"}
+	}
+	for _, have := range g.contacts {
+		if have == c {
+			return im.ContactResult{ContactItem: c}
+		}
+	}
+	g.contacts = append(g.contacts, c)
+	return im.ContactResult{ContactItem: c}
+}
+
+func (f *fakeAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, scripted := f.next(im.APICreate)
+	if scripted && !s.apply {
+		return nil, s.err
+	}
+	item := req.GroupContactItem[0]
+	for _, g := range f.groups[req.FromAccount] {
+		if g.name == item.GroupName {
+			return nil, imErr(im.APICreate, im.CodeBadParams) // duplicate names are rejected
+		}
+	}
+	f.nextID++
+	g := &fakeGroup{name: item.GroupName, id: f.nextID}
+	var res []im.ContactResult
+	failed := false
+	for _, c := range item.ContactItem {
+		r := f.addLocked(g, c)
+		failed = failed || r.ResultCode != 0
+		res = append(res, r)
+	}
+	f.groups[req.FromAccount] = append(f.groups[req.FromAccount], g)
+	if scripted {
+		return nil, s.err
+	}
+	gi := im.GroupItem{GroupName: g.name, GroupID: g.id}
+	resp := &im.CreateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"},
+		GroupResultItem: []im.GroupResultItem{{GroupItem: gi, ResultItem: res}}}
+	if failed {
+		return resp, partialOf(im.APICreate, res, &gi)
+	}
+	return resp, nil
+}
+
+func (f *fakeAPI) GetContactGroup(ctx context.Context, req *im.GetRequest) (*im.GetResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, scripted := f.next(im.APIGet); scripted {
+		return nil, s.err
+	}
+	resp := &im.GetResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}, CompleteFlag: 1}
+	byKey := map[string]*im.ContactInfo{}
+	for _, g := range f.groups[req.FromAccount] {
+		resp.GroupItem = append(resp.GroupItem, im.GroupItem{GroupName: g.name, GroupID: g.id})
+		for _, c := range g.contacts {
+			ci := byKey[c.Key()]
+			if ci == nil {
+				ci = &im.ContactInfo{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID}
+				byKey[c.Key()] = ci
+			}
+			ci.ContactGroupID = append(ci.ContactGroupID, g.id)
+		}
+	}
+	for _, ci := range byKey {
+		resp.ContactItem = append(resp.ContactItem, *ci)
+	}
+	return resp, nil
+}
+
+func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest) (*im.UpdateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, scripted := f.next(im.APIUpdate)
+	if scripted && !s.apply {
+		return nil, s.err
+	}
+	var g *fakeGroup
+	for _, x := range f.groups[req.FromAccount] {
+		if x.name == req.UpdateGroup.OldGroupName {
+			g = x
+		}
+	}
+	if g == nil {
+		return nil, imErr(im.APIUpdate, im.CodeGroupNotFound)
+	}
+	var res []im.ContactResult
+	failed := false
+	resp := &im.UpdateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"},
+		UpdateGroupResult: im.UpdateGroupResult{GroupName: g.name, GroupID: g.id}}
+	for _, it := range req.UpdateGroup.ContactUpdateItem {
+		r := f.addLocked(g, it.ContactItem)
+		failed = failed || r.ResultCode != 0
+		res = append(res, r)
+		resp.UpdateGroupResult.ContactResultItem = append(resp.UpdateGroupResult.ContactResultItem, im.ContactUpdateResult{
+			ContactOptType: it.ContactOptType, ContactItem: it.ContactItem, ResultCode: r.ResultCode, ResultInfo: r.ResultInfo})
+	}
+	if scripted {
+		return nil, s.err
+	}
+	if failed {
+		return resp, partialOf(im.APIUpdate, res, &im.GroupItem{GroupName: g.name, GroupID: g.id})
+	}
+	return resp, nil
+}
+
+func (f *fakeAPI) RefreshSig() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshes++
+}
+
+// fakeClock advances only when something sleeps, so retry budgets of an hour pass in
+// milliseconds. Sleep still yields for a moment so that goroutines waiting on the clock (the
+// prober) don't spin.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1800000000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.Advance(d)
+	time.Sleep(50 * time.Microsecond)
+	return ctx.Err()
+}
+
+// harness is a Dispatcher on a fake API and clock, with its own metrics registry.
+type harness struct {
+	t     *testing.T
+	api   *fakeAPI
+	clock *fakeClock
+	reg   *prometheus.Registry
+	m     *metrics.Metrics
+	d     *Dispatcher
+}
+
+func newHarness(t *testing.T, tweak func(*Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, api: newFakeAPI(), clock: newFakeClock(), reg: prometheus.NewRegistry()}
+	h.m = metrics.New(h.reg, "test", false)
+	cfg := Config{API: h.api, Standalone: true, Metrics: h.m, Now: h.clock.Now, Sleep: h.clock.Sleep,
+		RateLimit: 1000, GetRateLimit: 1000, RetryBudget: time.Minute}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.d = d
+	return h
+}
+
+// run starts d.Run until the test ends.
+func (h *harness) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.d.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				h.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			h.t.Error("Run did not return after cancel")
+		}
+	})
+}
+
+// dispatch runs Dispatch with a test timeout.
+func (h *harness) dispatch(task Task) Outcome {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := h.d.Dispatch(ctx, task)
+	if err != nil {
+		h.t.Fatalf("Dispatch: %v", err)
+	}
+	return o
+}
+
+// async runs Dispatch in the background.
+func (h *harness) async(ctx context.Context, task Task) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		o, err := h.d.Dispatch(ctx, task)
+		ch <- result{o, err}
+	}()
+	return ch
+}
+
+type result struct {
+	o   Outcome
+	err error
+}
+
+// waitFor polls cond for up to 5s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func c2c(acct string) event.Contact { return event.Contact{Type: event.ContactC2C, ToAccount: acct} }
+
+func item(acct string) im.ContactItem { return im.ContactItem{Type: im.ContactC2C, ToAccount: acct} }
+
+func newEvent(account, group string, contacts ...event.Contact) *event.Event {
+	if len(contacts) == 0 {
+		contacts = []event.Contact{c2c("bob"), {Type: event.ContactGroup, ToGroupID: "@TGS#1"}}
+	}
+	return &event.Event{EventID: "e-" + account + "-" + group, EventType: event.TypeContactGroupCreated,
+		FromAccount: account, GroupName: group, Contacts: contacts}
+}
+
+var errNetwork = errors.New("connection reset by peer")
