@@ -57,7 +57,12 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		ext := max(int64(2*cfg.MaxInFlight), int64(float64(p.sinceCommit)*2/elapsed.Seconds()))
 		p.sinceCommit = 0
 		h := max(p.committedH, max(p.maxPicked+1, p.wantH, w)+ext)
-		meta, _ := encodeMeta(w, commitMeta{horizon: h, done: p.tr.done()}, cfg.MetadataMaxBytes)
+		if e.final {
+			// Nothing will be dispatched any more: the horizon can shrink to what really was,
+			// keeping what the previous owner may have dispatched.
+			h = max(p.inherited, p.maxPicked+1, w)
+		}
+		meta, _ := encodeMeta(w, commitMeta{horizon: h, done: p.doneAbove()}, cfg.MetadataMaxBytes)
 		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, meta: meta})
 	}
 	e.mu.Unlock()
@@ -109,6 +114,24 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	}
 	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
 	return nil
+}
+
+// doneAbove lists every offset above the watermark known to have ended: what the tracker saw,
+// and what the inherited metadata says about offsets the fetch has not reached yet.
+func (p *part) doneAbove() []span {
+	out := p.tr.done()
+	for _, r := range p.done {
+		r.start = max(r.start, p.tr.next)
+		if r.start >= r.end {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].end >= r.start {
+			out[n-1].end = max(out[n-1].end, r.end)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // updateLag sets the lag (log end − committed) of every owned partition from one ListOffsets

@@ -176,6 +176,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), 10*time.Second)
 	defer cancel()
+	e.mu.Lock()
+	e.final = true
+	e.mu.Unlock()
 	if err := e.commit(cctx, gen); err != nil {
 		log.Warn("final commit failed", zap.Int32("generation", gen.ID), zap.Error(err))
 	}

@@ -31,6 +31,7 @@ type engine struct {
 
 	commitNow  chan struct{} // asks the commit loop for an early (horizon) commit
 	lastCommit time.Time
+	final      bool // the generation is over: the next commit is the last
 	dctx       context.Context
 }
 
@@ -215,7 +216,7 @@ func (e *engine) requestCommit() {
 
 // pressured: the metadata could outgrow its limit if every record in flight ended out of order.
 func (e *engine) pressured(p *part) bool {
-	return p.tr.metaEstimate(p.committedH, p.inflight+1) > e.cfg.MetadataMaxBytes
+	return p.tr.metaEstimate(p.committedH, p.inflight+1+len(p.done)) > e.cfg.MetadataMaxBytes
 }
 
 // frontAccount is the account holding the partition's watermark record, the one that must be

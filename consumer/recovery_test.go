@@ -1,0 +1,179 @@
+package consumer
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/dlq"
+)
+
+// checkOnce fails unless every id in want was applied, and every repeat dispatch of an id was
+// flagged uncertain (the dispatcher checks before creating it).
+func checkOnce(t *testing.T, calls []call, want []string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, c := range calls {
+		if seen[c.ID] && !c.Uncertain {
+			t.Errorf("event %s dispatched again without the uncertain flag", c.ID)
+		}
+		seen[c.ID] = true
+	}
+	for _, id := range want {
+		if !seen[id] {
+			t.Errorf("event %s lost", id)
+		}
+	}
+}
+
+func makeEvents(n, accounts int, prefix string) ([]kafka.Message, []string) {
+	var msgs []kafka.Message
+	var all []string
+	for i := 0; i < n; i++ {
+		a := i % accounts
+		id := fmt.Sprintf("%s%d", prefix, i)
+		msgs = append(msgs, evMsg(id, fmt.Sprintf("acct%d", a), int64(i/accounts+1)))
+		all = append(all, id)
+	}
+	return msgs, all
+}
+
+// TestRestartMidStream: stop a consumer while events are in flight (some abandoned past the
+// shutdown timeout), start another: nothing lost, nothing applied twice unflagged.
+func TestRestartMidStream(t *testing.T) {
+	e := newEnv(t, 3)
+	e.cfgEdit = func(c *Config) { c.ShutdownTimeout = 300 * time.Millisecond; c.MaxInFlight = 16 }
+	msgs, all := makeEvents(3000, 60, "r")
+	e.k.Produce(t, e.topic, msgs...)
+	e.disp.delay["acct7"] = time.Second // acct7's events are in flight at the stop and abandoned
+	for a := 0; a < 60; a++ {
+		if a != 7 {
+			e.disp.delay[fmt.Sprintf("acct%d", a)] = time.Millisecond
+		}
+	}
+	r := e.start()
+	waitFor(t, 10*time.Second, "some progress", func() bool { return len(e.disp.snapshot()) > 300 })
+	r.stop(t)
+	before := len(e.disp.snapshot())
+	if before >= len(all) {
+		t.Fatalf("stop came too late to test anything (%d applied)", before)
+	}
+	e.disp.mu.Lock()
+	e.disp.delay = map[string]time.Duration{}
+	e.disp.mu.Unlock()
+	e.start()
+	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+	calls := e.disp.snapshot()
+	checkOnce(t, calls, all)
+	uncertain := 0
+	for _, c := range calls[before:] {
+		if c.Uncertain {
+			uncertain++
+		}
+	}
+	if uncertain == 0 {
+		t.Error("no record dispatched as uncertain after an abandoned shutdown")
+	}
+	t.Logf("applied %d before restart, %d after, %d uncertain", before, len(calls)-before, uncertain)
+}
+
+// TestRebalanceTwoConsumers: a second member joins mid-stream; partitions move with their
+// watermarks and metadata: nothing lost, nothing applied twice unflagged, order kept.
+func TestRebalanceTwoConsumers(t *testing.T) {
+	e := newEnv(t, 4)
+	msgs, all := makeEvents(4000, 40, "b")
+	e.k.Produce(t, e.topic, msgs...)
+	for a := 0; a < 40; a++ {
+		e.disp.delay[fmt.Sprintf("acct%d", a)] = 20 * time.Millisecond
+	}
+	a := e.start()
+	waitFor(t, 10*time.Second, "first member progress", func() bool { return len(e.disp.snapshot()) > 200 })
+	mb := newMetricsEnv(e)
+	b := e.start()
+	waitFor(t, 15*time.Second, "second member ready", b.c.Ready)
+	waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+	if !a.c.Ready() {
+		t.Error("first member not ready after the rebalance")
+	}
+	if n := counter(mb.EventsProcessed.WithLabelValues("applied")); n == 0 {
+		t.Error("second member applied nothing")
+	}
+	calls := e.disp.snapshot()
+	checkOnce(t, calls, all)
+	last := map[string]int64{}
+	for _, c := range calls {
+		if c.Seq <= last[c.Account] && !c.Uncertain {
+			t.Errorf("account %s: seq %d after %d", c.Account, c.Seq, last[c.Account])
+		}
+		last[c.Account] = max(last[c.Account], c.Seq)
+	}
+}
+
+// TestDeadLetterFailureBlocksCommit: while the DLQ can't be written, the rejected record stays
+// unended and the watermark can't pass it, though later accounts proceed.
+func TestDeadLetterFailureBlocksCommit(t *testing.T) {
+	e := newEnv(t, 1)
+	e.disp.result["bad"] = dispatcher.Outcome{Result: dispatcher.Rejected, Code: 40001, Info: "no such account", Attempts: 1, Detail: []byte(`{"x":1}`)}
+	e.dl.failing.Store(true)
+	e.k.Produce(t, e.topic, evMsg("ok0", "a", 0), evMsg("bad", "b", 0), evMsg("ok1", "c", 0), evMsg("ok2", "d", 0))
+	e.start()
+	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 4 })
+	waitFor(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
+	time.Sleep(500 * time.Millisecond) // a few commit intervals
+	c := e.committed()[0]
+	if c.CommittedOffset != 1 {
+		t.Fatalf("committed %d while the dead letter at offset 1 is unwritten, want 1", c.CommittedOffset)
+	}
+	m, err := decodeMeta(c.CommittedOffset, c.Metadata)
+	if err != nil || len(m.done) != 1 || m.done[0] != (span{2, 4}) {
+		t.Fatalf("metadata %+v (%v), want offsets 2-3 done", m, err)
+	}
+	e.dl.failing.Store(false)
+	waitFor(t, 10*time.Second, "committed past it", func() bool { return e.committed()[0].CommittedOffset == 4 })
+	l := e.dl.snapshot()
+	if len(l) != 1 || l[0].l.Reason != dlq.ReasonRejected || l[0].l.Code != 40001 || l[0].l.EventID != "bad" ||
+		l[0].l.FromAccount != "b" || string(l[0].l.Result) != `{"x":1}` || l[0].l.Attempts != 1 {
+		t.Fatalf("letters %+v", l)
+	}
+}
+
+// TestShutdownPromptAndCommits: cancel with one event stuck in the dispatcher: Run returns within
+// the shutdown timeout (plus the commit), and the commit covers everything that ended.
+func TestShutdownPromptAndCommits(t *testing.T) {
+	e := newEnv(t, 1)
+	e.cfgEdit = func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond; c.CommitInterval = time.Hour }
+	e.disp.delay["stuck"] = time.Hour
+	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
+	r := e.start()
+	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+	start := time.Now()
+	r.stop(t)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Run took %s to return after cancel", d)
+	}
+	c := e.committed()[0]
+	m, err := decodeMeta(c.CommittedOffset, c.Metadata)
+	if c.CommittedOffset != 1 || err != nil || len(m.done) != 1 || m.done[0] != (span{2, 4}) {
+		t.Fatalf("committed %d %+v (%v), want 1 with 2-3 done", c.CommittedOffset, m, err)
+	}
+	if m.horizon < 4 {
+		t.Errorf("horizon %d below dispatched offsets", m.horizon)
+	}
+	// Restart: only the stuck one runs again, flagged uncertain.
+	e.disp.mu.Lock()
+	e.disp.delay = map[string]time.Duration{}
+	e.disp.mu.Unlock()
+	r = e.start()
+	waitFor(t, 10*time.Second, "stuck applied", func() bool { return len(e.disp.snapshot()) == 4 })
+	r.stop(t)
+	if c := e.committed()[0]; c.CommittedOffset != 4 {
+		t.Fatalf("committed %d after shutdown, want 4", c.CommittedOffset)
+	}
+	calls := e.disp.snapshot()
+	if len(calls) != 4 || calls[3].ID != "stuck" || !calls[3].Uncertain {
+		t.Fatalf("calls after restart %+v, want only stuck, uncertain", calls)
+	}
+}
