@@ -1,0 +1,290 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "chatgroupd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-name, unless the release name already contains the chart name. */}}
+{{- define "chatgroupd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "chatgroupd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release (a Deployment's selector is immutable). */}}
+{{- define "chatgroupd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chatgroupd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "chatgroupd.labels" -}}
+helm.sh/chart: {{ include "chatgroupd.chart" . }}
+{{ include "chatgroupd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chatgroupd
+{{- end }}
+
+{{- define "chatgroupd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chatgroupd.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "chatgroupd.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the IM secret key. */}}
+{{- define "chatgroupd.secretKeySecret" -}}
+{{- default (include "chatgroupd.fullname" .) .Values.secretKey.existingSecret }}
+{{- end }}
+
+{{/* Name of the Secret holding the SASL password. */}}
+{{- define "chatgroupd.saslSecret" -}}
+{{- default (include "chatgroupd.fullname" .) .Values.kafka.sasl.existingSecret }}
+{{- end }}
+
+{{/* True ("true") when the chart must render its own Secret. */}}
+{{- define "chatgroupd.createSecret" -}}
+{{- $key := and .Values.secretKey.create (not .Values.secretKey.existingSecret) }}
+{{- $sasl := and .Values.kafka.sasl.password (not .Values.kafka.sasl.existingSecret) }}
+{{- if or $key $sasl }}true{{ end }}
+{{- end }}
+
+{{/* The SDKAppID as digits: YAML gives a large unquoted number to templates as a float. */}}
+{{- define "chatgroupd.sdkappid" -}}
+{{- $v := .Values.im.sdkappid }}
+{{- if kindIs "string" $v }}{{ $v }}{{ else }}{{ $v | int64 }}{{ end }}
+{{- end }}
+
+{{- define "chatgroupd.dlqTopic" -}}
+{{- default (printf "%s.dlq" .Values.kafka.topic) .Values.kafka.dlqTopic }}
+{{- end }}
+
+{{- define "chatgroupd.gracePeriod" -}}
+{{- $shutdown := int .Values.config.shutdownTimeoutSeconds }}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- if eq $grace 0 }}{{ $grace = add $shutdown 10 }}{{ end }}
+{{- if le $grace $shutdown }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be larger than config.shutdownTimeoutSeconds (%d): Kubernetes would kill the pod before it commits and leaves the group" $grace $shutdown) }}
+{{- end }}
+{{- $grace }}
+{{- end }}
+
+{{/* Consistency checks the schema cannot express. Renders nothing. */}}
+{{- define "chatgroupd.validate" -}}
+{{- if and .Values.secretKey.create .Values.secretKey.existingSecret }}
+{{- fail "secretKey.create and secretKey.existingSecret are exclusive: pick one" }}
+{{- end }}
+{{- if and .Values.secretKey.create (not .Values.secretKey.value) }}
+{{- fail "secretKey.create needs secretKey.value (or use secretKey.existingSecret)" }}
+{{- end }}
+{{- $sasl := .Values.kafka.sasl }}
+{{- if $sasl.mechanism }}
+{{- if not $sasl.username }}{{ fail "kafka.sasl.username is required with kafka.sasl.mechanism" }}{{ end }}
+{{- if not (or $sasl.existingSecret $sasl.password) }}{{ fail "kafka.sasl needs existingSecret or password" }}{{ end }}
+{{- end }}
+{{- $tls := .Values.kafka.tls }}
+{{- if and $tls.enabled (ne (empty $tls.certKey) (empty $tls.keyKey)) }}
+{{- fail "kafka.tls.certKey and kafka.tls.keyKey go together (mutual TLS needs both)" }}
+{{- end }}
+{{- if and $tls.enabled (or $tls.certKey $tls.keyKey) (not $tls.existingSecret) }}
+{{- fail "kafka.tls.existingSecret is required for a client certificate" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the pod mounts secrets. */}}
+{{- define "chatgroupd.secretKeyDir" -}}/etc/chatgroupd/secret-key{{- end }}
+{{- define "chatgroupd.tlsDir" -}}/etc/chatgroupd/kafka-tls{{- end }}
+
+{{/*
+Connection settings every chatgroupd command shares, as CHATGROUPD_* environment variables. The
+DLQ replay Job uses them: a command ignores variables of flags it does not have, where an unknown
+flag would be an error.
+*/}}
+{{- define "chatgroupd.connectionEnv" -}}
+- name: CHATGROUPD_BROKERS
+  value: {{ join "," .Values.kafka.brokers | quote }}
+- name: CHATGROUPD_TOPIC
+  value: {{ .Values.kafka.topic | quote }}
+- name: CHATGROUPD_GROUP
+  value: {{ .Values.kafka.group | quote }}
+- name: CHATGROUPD_DLQ_TOPIC
+  value: {{ include "chatgroupd.dlqTopic" . | quote }}
+- name: CHATGROUPD_IM_REGION
+  value: {{ .Values.im.region | quote }}
+{{- with .Values.im.endpoint }}
+- name: CHATGROUPD_IM_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: CHATGROUPD_SDKAPPID
+  value: {{ include "chatgroupd.sdkappid" . | quote }}
+- name: CHATGROUPD_ADMIN
+  value: {{ .Values.im.admin | quote }}
+- name: CHATGROUPD_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: CHATGROUPD_LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+{{- include "chatgroupd.kafkaSecurityEnv" . }}
+{{- include "chatgroupd.secretEnv" . }}
+{{- end }}
+
+{{/* Kafka TLS/SASL as environment variables (shared by the service and the Job). */}}
+{{- define "chatgroupd.kafkaSecurityEnv" -}}
+{{- $tls := .Values.kafka.tls }}
+{{- if $tls.enabled }}
+- name: CHATGROUPD_KAFKA_TLS
+  value: "true"
+{{- if and $tls.existingSecret $tls.caKey }}
+- name: CHATGROUPD_KAFKA_TLS_CA_FILE
+  value: {{ printf "%s/%s" (include "chatgroupd.tlsDir" .) $tls.caKey | quote }}
+{{- end }}
+{{- if $tls.certKey }}
+- name: CHATGROUPD_KAFKA_TLS_CERT_FILE
+  value: {{ printf "%s/%s" (include "chatgroupd.tlsDir" .) $tls.certKey | quote }}
+- name: CHATGROUPD_KAFKA_TLS_KEY_FILE
+  value: {{ printf "%s/%s" (include "chatgroupd.tlsDir" .) $tls.keyKey | quote }}
+{{- end }}
+{{- if $tls.insecureSkipVerify }}
+- name: CHATGROUPD_KAFKA_TLS_INSECURE_SKIP_VERIFY
+  value: "true"
+{{- end }}
+{{- end }}
+{{- with .Values.kafka.sasl }}
+{{- if .mechanism }}
+- name: CHATGROUPD_KAFKA_SASL_MECHANISM
+  value: {{ .mechanism | quote }}
+- name: CHATGROUPD_KAFKA_SASL_USERNAME
+  value: {{ .username | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The secrets: the key file's path when mounted, and the values read from Secrets. */}}
+{{- define "chatgroupd.secretEnv" -}}
+{{- if .Values.secretKey.mountAsFile }}
+- name: CHATGROUPD_SECRET_KEY_FILE
+  value: {{ printf "%s/%s" (include "chatgroupd.secretKeyDir" .) .Values.secretKey.key | quote }}
+{{- end }}
+{{- include "chatgroupd.runSecretEnv" . }}
+{{- end }}
+
+{{/* Volumes for the secret key file and the Kafka TLS files. */}}
+{{- define "chatgroupd.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.secretKey.mountAsFile }}
+- name: secret-key
+  secret:
+    secretName: {{ include "chatgroupd.secretKeySecret" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.secretKey.key }}
+        path: {{ .Values.secretKey.key }}
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "chatgroupd.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.secretKey.mountAsFile }}
+- name: secret-key
+  mountPath: {{ include "chatgroupd.secretKeyDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ include "chatgroupd.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Flags of `chatgroupd run` (CONTRACT §4). Secrets never appear here. */}}
+{{- define "chatgroupd.runArgs" -}}
+- run
+- --brokers={{ join "," .Values.kafka.brokers }}
+- --topic={{ .Values.kafka.topic }}
+- --group={{ .Values.kafka.group }}
+- --dlq-topic={{ include "chatgroupd.dlqTopic" . }}
+- --im-region={{ .Values.im.region }}
+{{- with .Values.im.endpoint }}
+- --im-endpoint={{ . }}
+{{- end }}
+- --sdkappid={{ include "chatgroupd.sdkappid" . }}
+- --admin={{ .Values.im.admin }}
+- --rate-limit={{ .Values.im.rateLimit }}
+- --metrics-addr=:{{ .Values.metrics.port }}
+- --reorder-window={{ .Values.config.reorderWindow }}
+- --retry-budget={{ .Values.config.retryBudget }}
+- --shutdown-timeout={{ .Values.config.shutdownTimeoutSeconds }}s
+- --log-level={{ .Values.config.logLevel }}
+- --log-format={{ .Values.config.logFormat }}
+{{- if .Values.secretKey.mountAsFile }}
+- --secret-key-file={{ include "chatgroupd.secretKeyDir" . }}/{{ .Values.secretKey.key }}
+{{- end }}
+{{- $tls := .Values.kafka.tls }}
+{{- if $tls.enabled }}
+- --kafka-tls=true
+{{- if and $tls.existingSecret $tls.caKey }}
+- --kafka-tls-ca-file={{ include "chatgroupd.tlsDir" . }}/{{ $tls.caKey }}
+{{- end }}
+{{- if $tls.certKey }}
+- --kafka-tls-cert-file={{ include "chatgroupd.tlsDir" . }}/{{ $tls.certKey }}
+- --kafka-tls-key-file={{ include "chatgroupd.tlsDir" . }}/{{ $tls.keyKey }}
+{{- end }}
+{{- if $tls.insecureSkipVerify }}
+- --kafka-tls-insecure-skip-verify=true
+{{- end }}
+{{- end }}
+{{- with .Values.kafka.sasl }}
+{{- if .mechanism }}
+- --kafka-sasl-mechanism={{ .mechanism }}
+- --kafka-sasl-username={{ .username }}
+{{- end }}
+{{- end }}
+{{- range .Values.config.extraArgs }}
+- {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Secrets of `chatgroupd run`, as environment variables read from Secrets. */}}
+{{- define "chatgroupd.runSecretEnv" -}}
+{{- if .Values.kafka.sasl.mechanism }}
+- name: CHATGROUPD_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chatgroupd.saslSecret" . }}
+      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- if not .Values.secretKey.mountAsFile }}
+- name: CHATGROUPD_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chatgroupd.secretKeySecret" . }}
+      key: {{ .Values.secretKey.key }}
+{{- end }}
+{{- end }}
