@@ -25,7 +25,7 @@ type topicInfo struct {
 func topicPartitions(ctx context.Context, c *kafka.Client, topic string) (topicInfo, error) {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return topicInfo{}, fmt.Errorf("metadata from %s: %w", c.Addr, err)
+		return topicInfo{}, fmt.Errorf("cannot reach Kafka at %s: %w", c.Addr, err)
 	}
 	for _, t := range md.Topics {
 		if t.Name != topic {

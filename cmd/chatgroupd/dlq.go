@@ -2,10 +2,339 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
+	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
+const dlqUsage = `Usage: chatgroupd dlq <list|replay> [flags]
+
+  list    print the dead-lettered events matching the filters (table or --output json)
+  replay  put the matching dead-lettered events back on --topic, each at most once
+
+Run "chatgroupd dlq list --help" or "chatgroupd dlq replay --help" for the flags.
+`
+
+var dlqAbout = map[string]string{
+	"list": "Reads the dead-letter topic from the start to its current end and prints the records\n" +
+		"matching the filters, marking those already replayed.",
+	"replay": "Re-produces the matching dead-letter records to --topic (key, value and headers as they were,\n" +
+		"replay-count = dlq-replay-count+1, replay-of = <dlq-topic>/<partition>/<offset>) and records each\n" +
+		"in the ledger topic <dlq-topic>.replays once acknowledged: running it twice replays nothing twice.",
+}
+
+// runDLQ is "chatgroupd dlq": the operator's view of the dead-letter topic.
 func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	return errors.New("dlq: not implemented yet")
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		io.WriteString(stderr, dlqUsage)
+		if len(args) == 0 {
+			return errors.New("dlq: no subcommand given (list or replay)")
+		}
+		return errHelp
+	}
+	sub, rest := args[0], args[1:]
+	if sub != "list" && sub != "replay" {
+		io.WriteString(stderr, dlqUsage)
+		return fmt.Errorf("dlq: unknown subcommand %q (want list or replay)", sub)
+	}
+	o := &dlqOptions{}
+	fs := newFlagSet("dlq "+sub, stderr)
+	o.register(fs, sub == "replay")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: chatgroupd dlq %s [flags]\n\n%s\n\nFlags (each also from CHATGROUPD_<FLAG>):\n", sub, dlqAbout[sub])
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, rest, getenv); err != nil {
+		return err
+	}
+	cfg, filter, closeConn, err := o.resolve(sub == "replay", stderr)
+	if err != nil {
+		return fmt.Errorf("dlq %s: %w", sub, err)
+	}
+	defer closeConn()
+	if sub == "list" {
+		return dlqList(ctx, cfg, filter, o.output, stdout)
+	}
+	return dlqReplay(ctx, cfg, dlq.ReplayOptions{
+		Filter: filter, DryRun: o.dryRun, Limit: o.limit, MaxReplays: o.maxReplays, Again: o.again,
+	}, o.output, stdout)
+}
+
+// dlqOptions are the flags of both subcommands.
+type dlqOptions struct {
+	brokers       string
+	topic         string
+	dlqTopic      string
+	group         string
+	codes         string
+	reasons       string
+	account       string
+	since         string
+	until         string
+	output        string
+	logLevel      string
+	skipMalformed bool
+	// replay only
+	dryRun     bool
+	limit      int
+	maxReplays int
+	again      bool
+}
+
+func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
+	fs.StringVar(&o.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
+	fs.StringVar(&o.topic, "topic", "chat.contact-groups", "the event topic (replays go here)")
+	fs.StringVar(&o.dlqTopic, "dlq-topic", "", "the dead-letter topic (default <topic>.dlq)")
+	fs.StringVar(&o.group, "group", "chatgroupd", `only records dead-lettered by this consumer group ("" for all)`)
+	fs.StringVar(&o.codes, "code", "", "only these IM error codes, comma-separated (0 = invalid events)")
+	fs.StringVar(&o.reasons, "reason", "", "only these reasons, comma-separated: "+strings.Join(dlq.Reasons, ", "))
+	fs.StringVar(&o.account, "account", "", "only this account (from_account)")
+	fs.StringVar(&o.since, "since", "", "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
+	fs.StringVar(&o.until, "until", "", "only records dead-lettered before this RFC 3339 time, or this long ago")
+	fs.StringVar(&o.output, "output", "table", "output format: table or json")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.BoolVar(&o.skipMalformed, "skip-malformed", false, "skip records without chatgroupd's dlq-* headers instead of failing")
+	if replay {
+		fs.BoolVar(&o.dryRun, "dry-run", false, "report what would be replayed, change nothing")
+		fs.IntVar(&o.limit, "limit", 0, "replay at most this many records (0 = no limit)")
+		fs.IntVar(&o.maxReplays, "max-replays", dlq.DefaultMaxReplays, "skip records already replayed this many times (dlq-replay-count)")
+		fs.BoolVar(&o.again, "again", false, "replay records the ledger says were already replayed")
+	}
+}
+
+// resolve checks every flag before anything touches Kafka, so bad input changes nothing.
+func (o *dlqOptions) resolve(replay bool, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
+	var f dlq.Filter
+	nop := func() {}
+	if strings.TrimSpace(o.brokers) == "" {
+		return dlq.ToolConfig{}, f, nop, errors.New("--brokers is required")
+	}
+	if o.topic == "" {
+		return dlq.ToolConfig{}, f, nop, errors.New("--topic must not be empty")
+	}
+	if o.output != "table" && o.output != "json" {
+		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--output %q: want table or json", o.output)
+	}
+	if o.limit < 0 {
+		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--limit %d: must be >= 0", o.limit)
+	}
+	if replay && o.maxReplays < 1 {
+		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--max-replays %d: must be >= 1", o.maxReplays)
+	}
+	var err error
+	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
+	for _, r := range dlqSplit(o.reasons) {
+		if !dlq.ValidReason(r) {
+			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons, ", "))
+		}
+		f.Reasons = append(f.Reasons, r)
+	}
+	f.Account, f.Group = o.account, o.group
+	now := time.Now()
+	if f.Since, err = dlqParseTime("--since", o.since, now); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
+	if f.Until, err = dlqParseTime("--until", o.until, now); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
+	if err := f.Validate(); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
+	log, err := logging.New(o.logLevel, logging.FormatConsole, stderr)
+	if err != nil {
+		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--log-level: %w", err)
+	}
+	// TLS/SASL hook: the shared Kafka connection flags plug in here by filling this Config.
+	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: dlqSplit(o.brokers), DialTimeout: 5 * time.Second})
+	if err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
+	cfg := dlq.ToolConfig{
+		Brokers: conn.Brokers, Topic: o.topic, DLQTopic: o.dlqTopic,
+		Transport: conn.Transport, SkipMalformed: o.skipMalformed, Logger: log,
+	}
+	return cfg, f, func() { conn.Transport.CloseIdleConnections(); _ = log.Sync() }, nil
+}
+
+func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output string, stdout io.Writer) error {
+	entries, err := dlq.List(ctx, cfg, f)
+	if err != nil {
+		return fmt.Errorf("dlq list: %w", err)
+	}
+	if output == "json" {
+		views := make([]dlqEntryView, len(entries))
+		for i := range entries {
+			views[i] = newDLQEntryView(&entries[i])
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(views)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tPARTITION/OFFSET\tACCOUNT\tREASON\tCODE\tINFO\tATTEMPTS\tREPLAYED")
+	for i := range entries {
+		e := &entries[i]
+		replayed := "no"
+		if e.Replayed {
+			replayed = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%d\t%s\t%d\t%s\n",
+			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
+			e.Reason, e.Code, dlqCell(e.Info, 60), e.Attempts, replayed)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%d record(s)\n", len(entries))
+	return err
+}
+
+func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, output string, stdout io.Writer) error {
+	sum, err := dlq.Replay(ctx, cfg, opts)
+	// The summary is printed on failure too: it says what was done before the error.
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if perr := enc.Encode(sum); perr != nil && err == nil {
+			err = perr
+		}
+	} else {
+		dlqPrintSummary(stdout, sum, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("dlq replay: %w", err)
+	}
+	return nil
+}
+
+func dlqPrintSummary(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
+	maxReplays := opts.MaxReplays
+	if maxReplays == 0 {
+		maxReplays = dlq.DefaultMaxReplays
+	}
+	replayed, note := "replayed", "produced to the topic and recorded in the ledger"
+	if s.DryRun {
+		replayed, note = "would replay", "dry run: nothing was produced, the ledger was not touched"
+		fmt.Fprintln(w, "DRY RUN: nothing was produced and the ledger was not touched.")
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "read\t%d\tDLQ records up to the current end\n", s.Scanned)
+	if s.Malformed > 0 {
+		fmt.Fprintf(tw, "malformed\t%d\tskipped: not chatgroupd DLQ records (--skip-malformed)\n", s.Malformed)
+	}
+	fmt.Fprintf(tw, "filtered out\t%d\tdid not match the filters\n", s.FilteredOut)
+	fmt.Fprintf(tw, "matched\t%d\t\n", s.Matched)
+	fmt.Fprintf(tw, "%s\t%d\t%s\n", replayed, s.Replayed, note)
+	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
+	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
+	if s.OverLimit > 0 {
+		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
+	}
+	tw.Flush()
+	for _, c := range s.OverMaxRecords {
+		fmt.Fprintf(w, "over max replays: %s\n", c)
+	}
+}
+
+// dlqEntryView is the JSON shape of one record in "dlq list --output json".
+type dlqEntryView struct {
+	dlq.Entry
+	Account string `json:"account"`
+	Key     string `json:"key"`
+	// Value is the record value when it is UTF-8 (it is JSON for all but some invalid events);
+	// otherwise ValueBase64 holds it.
+	Value       string          `json:"value,omitempty"`
+	ValueBase64 string          `json:"value_base64,omitempty"`
+	Headers     []dlqHeaderView `json:"headers"`
+}
+
+type dlqHeaderView struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func newDLQEntryView(e *dlq.Entry) dlqEntryView {
+	v := dlqEntryView{Entry: *e, Account: e.Account(), Key: string(e.Key), Headers: []dlqHeaderView{}}
+	if utf8.Valid(e.Value) {
+		v.Value = string(e.Value)
+	} else {
+		v.ValueBase64 = base64.StdEncoding.EncodeToString(e.Value)
+	}
+	for _, h := range e.Headers {
+		v.Headers = append(v.Headers, dlqHeaderView{Key: h.Key, Value: string(h.Value)})
+	}
+	return v
+}
+
+// dlqSplit splits a comma list, dropping blanks.
+func dlqSplit(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func dlqParseCodes(s string) ([]int, error) {
+	var out []int
+	for _, p := range dlqSplit(s) {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("--code %q: not an integer IM code", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// dlqParseTime reads an RFC 3339 time, or a duration meaning that long before now ("24h", "90m",
+// and days as "7d"). Empty means no bound.
+func dlqParseTime(flagName, s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-11-29T08:00:00Z) or a duration ago (24h, 7d)", flagName, s)
+}
+
+// dlqCell makes s fit one table cell: control characters become spaces, and it is cut to n runes.
+func dlqCell(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
