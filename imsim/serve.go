@@ -1,0 +1,54 @@
+package imsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// shutdownTimeout bounds the graceful shutdown once Serve's context ends. Hung requests are
+// released first (Close), so in-flight calls finish quickly.
+const shutdownTimeout = 5 * time.Second
+
+// Serve serves the simulator on ln until ctx ends, plus /metrics from g when g is not nil, then
+// releases hung requests and shuts down gracefully. It closes ln and returns nil after a clean
+// shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, g prometheus.Gatherer) error {
+	mux := http.NewServeMux()
+	mux.Handle("/", s)
+	if g != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{Timeout: 10 * time.Second}))
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("imsim: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.Close()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	shutErr := srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("imsim: serve: %w", err)
+	}
+	if shutErr != nil {
+		srv.Close()
+		return fmt.Errorf("imsim: shutdown: %w", shutErr)
+	}
+	return nil
+}
