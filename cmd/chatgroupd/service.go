@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatgroupd/chatgroupd/consumer"
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// serviceConfig is everything the pipeline needs, already validated by the caller's flags.
+type serviceConfig struct {
+	flags     serviceFlags
+	conn      *kafkaconn.Conn
+	secretKey string
+	log       *zap.Logger
+	metrics   *metrics.Metrics
+	gatherer  prometheus.Gatherer
+	// metricsListener, when set, replaces listening on flags.metricsAddr (demo, tests).
+	metricsListener net.Listener
+}
+
+// service is the running pipeline:
+//
+//	Kafka ─▶ consumer ─▶ dispatcher ─▶ IM client ─▶ IM API
+//	            └────────▶ dlq.Writer ─▶ DLQ topic
+//
+// plus the metrics/health server. Run joins them with one errgroup.
+type service struct {
+	consumer   *consumer.Consumer
+	dispatcher *dispatcher.Dispatcher
+	dlq        *dlq.Writer
+	http       *metrics.Server
+	ln         net.Listener
+	log        *zap.Logger
+}
+
+func newService(cfg serviceConfig) (*service, error) {
+	f := cfg.flags
+	client, err := im.New(im.Config{
+		SDKAppID: f.sdkAppID, Admin: f.admin, SecretKey: cfg.secretKey,
+		Region: f.imRegion, BaseURL: f.imEndpoint, Timeout: f.imTimeout,
+		Metrics: cfg.metrics, Logger: cfg.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	disp, err := dispatcher.New(dispatcher.Config{
+		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
+		ProbeAccount: f.admin, Logger: cfg.log, Metrics: cfg.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dw, err := dlq.NewWriter(dlq.Config{
+		Brokers: cfg.conn.Brokers, Topic: f.dlq(), GroupID: f.group, Transport: cfg.conn.Transport,
+		Logger: cfg.log, Metrics: cfg.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cons, err := consumer.New(consumer.Config{
+		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
+		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
+		Dispatcher: disp, DeadLetterer: dw, Share: disp,
+		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
+		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
+		Logger: cfg.log, Metrics: cfg.metrics,
+	})
+	if err != nil {
+		dw.Close()
+		return nil, err
+	}
+	s := &service{consumer: cons, dispatcher: disp, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+	s.http = metrics.NewServer(f.metricsAddr, cfg.gatherer, s.ready, cfg.log)
+	return s, nil
+}
+
+// errNotInGroup is the /readyz answer before the first generation and between generations.
+var errNotInGroup = errors.New("not a member of the consumer group")
+
+// ready is /readyz: in the group, and the API accepts our credentials.
+func (s *service) ready() error {
+	if !s.consumer.Ready() {
+		return errNotInGroup
+	}
+	if err := s.dispatcher.Ready(); err != nil {
+		return fmt.Errorf("im api: %w", err)
+	}
+	return nil
+}
+
+// Run runs every component until ctx ends or one of them fails, then shuts the rest down.
+// The consumer finishes in-flight work, commits and leaves the group before Run returns.
+func (s *service) Run(ctx context.Context) error {
+	defer s.dlq.Close()
+	if err := s.dlq.Check(ctx); err != nil {
+		// Not fatal: the consumer blocks on the first dead letter until the topic is writable,
+		// which is the contract; but say so now rather than at the first failure.
+		s.log.Error("dead-letter topic not usable yet; dead letters will wait for it", zap.Error(err))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	// The consumer owns the shutdown order: when ctx ends (or another component fails) it drains,
+	// commits and leaves the group; only then do the dispatcher's prober and the HTTP server stop,
+	// so /metrics and /readyz stay up while the consumer drains.
+	tail, cancelTail := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelTail()
+	g.Go(func() error {
+		defer cancelTail()
+		return s.consumer.Run(gctx)
+	})
+	g.Go(func() error { return s.dispatcher.Run(tail) })
+	g.Go(func() error {
+		if s.ln != nil {
+			return s.http.Serve(tail, s.ln)
+		}
+		return s.http.Run(tail)
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	s.log.Info("chatgroupd stopped", zap.Error(err))
+	return err
+}
