@@ -250,18 +250,15 @@ func (c *Client) refreshAfterReject(epoch uint64) {
 // CreateContactGroup creates one group. On a partial result (ErrorCode 0, some ResultCode != 0)
 // it returns the response and an *Error with Partial set.
 func (c *Client) CreateContactGroup(ctx context.Context, req *CreateRequest) (*CreateResponse, error) {
-	var resp CreateResponse
-	if err := c.call(ctx, APICreate, PathCreateContactGroup, req, &resp, &resp.BaseResponse); err != nil {
-		if e, ok := err.(*Error); ok {
-			e.Results = createResults(&resp)
-			e.Group = createGroup(&resp)
-		}
-		return nil, err
+	resp, e := call[CreateResponse](ctx, c, APICreate, PathCreateContactGroup, req)
+	if e != nil {
+		e.Results, e.Group = createResults(resp), createGroup(resp)
+		return nil, e
 	}
-	if res := createResults(&resp); firstFailed(res) >= 0 {
-		return &resp, partialError(APICreate, res, createGroup(&resp))
+	if res := createResults(resp); firstFailed(res) >= 0 {
+		return resp, partialError(APICreate, res, createGroup(resp))
 	}
-	return &resp, nil
+	return resp, nil
 }
 
 func createResults(r *CreateResponse) []ContactResult {
@@ -297,22 +294,23 @@ func partialError(api string, res []ContactResult, g *GroupItem) *Error {
 
 // GetContactGroup fetches one page of the account's groups and grouped conversations.
 func (c *Client) GetContactGroup(ctx context.Context, req *GetRequest) (*GetResponse, error) {
-	var resp GetResponse
-	if err := c.call(ctx, APIGet, PathGetContactGroup, req, &resp, &resp.BaseResponse); err != nil {
-		return nil, err
+	resp, e := call[GetResponse](ctx, c, APIGet, PathGetContactGroup, req)
+	if e != nil {
+		return nil, e
 	}
-	return &resp, nil
+	return resp, nil
 }
 
 // GetAllContactGroups pages through get_contact_group while CompleteFlag == 0 and returns every
-// group (deduplicated by id) and conversation. A server that never completes, or whose
+// group (deduplicated by id) and conversation (deduplicated). A server that never completes, or whose
 // NextStartIndex does not advance, yields an *Error of class transient.
 func (c *Client) GetAllContactGroups(ctx context.Context, account string) ([]GroupItem, []ContactInfo, error) {
 	var (
-		groups   []GroupItem
-		contacts []ContactInfo
-		seen     = map[int64]bool{}
-		start    = 0
+		groups      []GroupItem
+		contacts    []ContactInfo
+		seen        = map[int64]bool{}
+		seenContact = map[string]bool{}
+		start       = 0
 	)
 	for range maxGetPages {
 		page, err := c.GetContactGroup(ctx, &GetRequest{FromAccount: account, StartIndex: start})
@@ -325,7 +323,13 @@ func (c *Client) GetAllContactGroups(ctx context.Context, account string) ([]Gro
 				groups = append(groups, g)
 			}
 		}
-		contacts = append(contacts, page.ContactItem...)
+		for _, ci := range page.ContactItem {
+			// Pages can overlap when the account changes between them; keep the first copy.
+			if k := ci.Item().Key(); !seenContact[k] {
+				seenContact[k] = true
+				contacts = append(contacts, ci)
+			}
+		}
 		if page.CompleteFlag != 0 {
 			return groups, contacts, nil
 		}
@@ -342,18 +346,16 @@ func (c *Client) GetAllContactGroups(ctx context.Context, account string) ([]Gro
 // UpdateContactGroup renames a group or adds/removes conversations. Per-conversation failures
 // come back like a partial create: the response and an *Error with Partial set.
 func (c *Client) UpdateContactGroup(ctx context.Context, req *UpdateRequest) (*UpdateResponse, error) {
-	var resp UpdateResponse
-	if err := c.call(ctx, APIUpdate, PathUpdateContactGroup, req, &resp, &resp.BaseResponse); err != nil {
-		if e, ok := err.(*Error); ok {
-			e.Results = updateResults(&resp)
-		}
-		return nil, err
+	resp, e := call[UpdateResponse](ctx, c, APIUpdate, PathUpdateContactGroup, req)
+	if e != nil {
+		e.Results = updateResults(resp)
+		return nil, e
 	}
-	if res := updateResults(&resp); firstFailed(res) >= 0 {
+	if res := updateResults(resp); firstFailed(res) >= 0 {
 		g := &GroupItem{GroupName: resp.UpdateGroupResult.GroupName, GroupID: resp.UpdateGroupResult.GroupID}
-		return &resp, partialError(APIUpdate, res, g)
+		return resp, partialError(APIUpdate, res, g)
 	}
-	return &resp, nil
+	return resp, nil
 }
 
 func updateResults(r *UpdateResponse) []ContactResult {
@@ -366,33 +368,42 @@ func updateResults(r *UpdateResponse) []ContactResult {
 
 // DelContactGroup deletes groups by name; a missing group is code 51009 (permanent).
 func (c *Client) DelContactGroup(ctx context.Context, req *DeleteRequest) (*DeleteResponse, error) {
-	var resp DeleteResponse
-	if err := c.call(ctx, APIDelete, PathDelContactGroup, req, &resp, &resp.BaseResponse); err != nil {
-		return nil, err
+	resp, e := call[DeleteResponse](ctx, c, APIDelete, PathDelContactGroup, req)
+	if e != nil {
+		return nil, e
 	}
-	return &resp, nil
+	return resp, nil
 }
 
-// call performs one API call, re-signing and retrying once on 70001/70052. On failure it
-// returns an *Error; resp may still hold a decoded body (per-item results of a failed call).
-func (c *Client) call(ctx context.Context, api, path string, req, resp any, base *BaseResponse) error {
+// envelope is any response type: they all embed BaseResponse.
+type envelope interface{ envelope() *BaseResponse }
+
+func (b *BaseResponse) envelope() *BaseResponse { return b }
+
+// call performs one API call, re-signing and retrying once on 70001/70052. Each attempt decodes
+// into a fresh response, so nothing of a rejected attempt leaks into the answer. On failure the
+// *Error comes with whatever the last body held (per-item results of a failed call), never nil.
+func call[T any, PT interface {
+	*T
+	envelope
+}](ctx context.Context, c *Client, api, path string, req any) (PT, *Error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return &Error{API: api, Class: ClassPermanent, Err: fmt.Errorf("encode request: %w", err)}
+		return new(T), &Error{API: api, Class: ClassPermanent, Err: fmt.Errorf("encode request: %w", err)}
 	}
 	for attempt := 0; ; attempt++ {
 		sig, epoch := c.currentSig()
-		e := c.attempt(ctx, api, path, sig, body, resp, base)
+		resp := PT(new(T))
+		e := c.attempt(ctx, api, path, sig, body, resp, resp.envelope())
 		if e == nil {
-			return nil
+			return resp, nil
 		}
 		if e.Class == ClassCredentials && attempt == 0 && ctx.Err() == nil {
 			c.log.Warn("im: usersig rejected, regenerating", zap.String("api", api), zap.Int("code", e.Code))
 			c.refreshAfterReject(epoch)
-			*base = BaseResponse{}
 			continue
 		}
-		return e
+		return resp, e
 	}
 }
 
