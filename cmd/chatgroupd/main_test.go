@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunCommands(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		wantOut string
+	}{
+		{"no args", nil, "no command given", "Usage: chatgroupd"},
+		{"help", []string{"help"}, errHelp.Error(), "Commands:"},
+		{"unknown", []string{"frobnicate"}, `unknown command "frobnicate"`, "Usage"},
+		{"version", []string{"version"}, "", "chatgroupd dev"},
+		{"run without brokers", []string{"run", "--sdkappid", "1"}, "--brokers is required", ""},
+		{"run bad flag", []string{"run", "--no-such-flag"}, "flag provided but not defined", ""},
+		{"run stray args", []string{"run", "--brokers", "a:1", "extra"}, "unexpected arguments", ""},
+		{"run without key", []string{"run", "--brokers", "127.0.0.1:1", "--sdkappid", "1"}, "no secret key", ""},
+		{"run without sdkappid", []string{"run", "--brokers", "127.0.0.1:1"}, "", ""}, // key checked first
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, mapEnv(nil), &out, &out)
+			if tt.name == "run without sdkappid" {
+				if err == nil || !strings.Contains(err.Error(), "no secret key") {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if !strings.Contains(out.String(), tt.wantOut) {
+				t.Fatalf("output %q lacks %q", out.String(), tt.wantOut)
+			}
+		})
+	}
+}
+
+func TestParseFlagsEnvFallback(t *testing.T) {
+	fs := newFlagSet("x", &bytes.Buffer{})
+	rate := fs.Float64("rate-limit", 200, "")
+	topic := fs.String("topic", "t", "")
+	win := fs.Duration("reorder-window", time.Second, "")
+	getenv := mapEnv(map[string]string{"CHATGROUPD_RATE_LIMIT": "150", "CHATGROUPD_TOPIC": "from-env", "CHATGROUPD_REORDER_WINDOW": "3s"})
+	if err := parseFlags(fs, []string{"--topic", "from-flag"}, getenv); err != nil {
+		t.Fatal(err)
+	}
+	if *rate != 150 || *topic != "from-flag" || *win != 3*time.Second {
+		t.Fatalf("rate %v topic %q window %v: env must fill unset flags and flags must win", *rate, *topic, *win)
+	}
+	fs2 := newFlagSet("x", &bytes.Buffer{})
+	fs2.Float64("rate-limit", 200, "")
+	err := parseFlags(fs2, nil, mapEnv(map[string]string{"CHATGROUPD_RATE_LIMIT": "fast"}))
+	if err == nil || !strings.Contains(err.Error(), "CHATGROUPD_RATE_LIMIT") {
+		t.Fatalf("bad env value: err = %v", err)
+	}
+}
+
+func TestSecretKey(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "key")
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(good, []byte("  s3cret\n"), 0o600)
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	if k, err := secretKey(good, mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": "env"})); err != nil || k != "s3cret" {
+		t.Fatalf("file must win and be trimmed: %q %v", k, err)
+	}
+	if k, err := secretKey("", mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": "env"})); err != nil || k != "env" {
+		t.Fatalf("env: %q %v", k, err)
+	}
+	for _, tc := range []struct{ file, want string }{{empty, "is empty"}, {filepath.Join(dir, "nope"), "no such file"}, {"", "no secret key"}} {
+		if _, err := secretKey(tc.file, mapEnv(nil)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("secretKey(%q) err = %v, want %q", tc.file, err, tc.want)
+		}
+	}
+}
+
+func TestKafkaFlagsSASLPassword(t *testing.T) {
+	k := kafkaFlags{brokers: "a:1, b:2 ,", saslMechanism: "SCRAM-SHA-256", saslUsername: "u"}
+	c, err := k.conn(mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Brokers) != 2 || c.Dialer.SASLMechanism == nil {
+		t.Fatalf("brokers %v sasl %v", c.Brokers, c.Dialer.SASLMechanism)
+	}
+	k.saslPasswordFile = filepath.Join(t.TempDir(), "missing")
+	if _, err := k.conn(mapEnv(nil)); err == nil || !strings.Contains(err.Error(), "sasl password file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDemoSmall runs the whole demo path — embedded Kafka, simulator with faults, load with every
+// kind of record, the real pipeline — with small numbers, and requires its invariants to hold.
+func TestDemoSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo runs for a few seconds")
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"demo", "--count", "400", "--accounts", "10", "--latency", "1ms", "--jitter", "2ms",
+		"--fault-rate", "0.05", "--duplicate-rate", "0.05", "--invalid-rate", "0.05", "--seed", "7", "--timeout", "90s"},
+		mapEnv(nil), &out, &out)
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"SUMMARY", "reason=invalid", "reason=rejected", "code 51010", "duplicate creates", "OK: nothing lost"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestDemoBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"--count", "0"}, {"--partitions", "0"}, {"--fault-rate", "0.9"}, {"--invalid-rate", "0.9"}} {
+		err := run(context.Background(), append([]string{"demo"}, args...), mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil {
+			t.Errorf("demo %v: no error", args)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	if c := exitCode(errors.New("plain")); c != 1 {
+		t.Fatalf("plain error exit %d, want 1", c)
+	}
+	if c := exitCode(fmt.Errorf("wrapped: %w", &exitError{code: 2, err: errors.New("invariants")})); c != 2 {
+		t.Fatalf("exitError exit %d, want 2", c)
+	}
+}
