@@ -126,10 +126,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 
 	fetchCtx, fetchCancel := context.WithCancel(stopCtx)
 	defer fetchCancel()
-	var workers, fetchers, committer sync.WaitGroup
-	for range cfg.MaxInFlight {
-		workers.Go(e.worker)
-	}
+	var fetchers, committer sync.WaitGroup
 	for _, id := range ids {
 		p := e.parts[id]
 		fetchers.Go(func() { e.fetch(fetchCtx, p) })
@@ -172,7 +169,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		log.Warn("generation ending: abandoning in-flight events uncommitted", zap.Int("inflight", abandoned))
 	}
 	dcancel()
-	workers.Wait()
+	e.runners.Wait()
 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), 10*time.Second)
 	defer cancel()

@@ -22,9 +22,10 @@ type engine struct {
 	cfg *Config
 
 	mu       sync.Mutex
-	work     *sync.Cond // workers wait here for ready accounts
 	idle     *sync.Cond // drain waits here for inflight == 0
-	ready    []*account
+	runners  sync.WaitGroup
+	running  int        // goroutines in run
+	ready    []*account // picked, waiting for a free runner
 	parts    map[int]*part
 	stopping bool
 	inflight int
@@ -97,7 +98,6 @@ func (r *rec) seq() int64 {
 
 func newEngine(c *Consumer, dctx context.Context) *engine {
 	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx}
-	e.work = sync.NewCond(&e.mu)
 	e.idle = sync.NewCond(&e.mu)
 	return e
 }
@@ -178,7 +178,12 @@ func (e *engine) schedule(a *account) {
 	if off+p.ext/2 >= p.committedH {
 		e.requestCommit()
 	}
-	a.q = append(a.q[:i], a.q[i+1:]...)
+	if i == 0 {
+		a.q[0] = nil
+		a.q = a.q[1:]
+	} else {
+		a.q = append(a.q[:i], a.q[i+1:]...)
+	}
 	if s := r.seq(); s > 0 && a.lastSeq > 0 && s <= a.lastSeq {
 		e.metrics().LateEvents.Inc()
 	}
@@ -186,8 +191,13 @@ func (e *engine) schedule(a *account) {
 	p.sinceCommit++
 	a.next = r
 	a.queued = true
+	if e.running < e.cfg.MaxInFlight && len(e.ready) == 0 {
+		e.running++
+		e.runners.Add(1)
+		go e.run(a)
+		return
+	}
 	e.ready = append(e.ready, a)
-	e.work.Signal()
 }
 
 func (e *engine) block(a *account) {
@@ -273,20 +283,13 @@ func (e *engine) endIdx(p *part, idx uint64) {
 	}
 }
 
-// worker runs ready accounts' records until the engine stops.
-func (e *engine) worker() {
+// run drives accounts' records on one goroutine: it starts with a, and when a has nothing more
+// to run takes the next ready account, ending when none is ready. At most MaxInFlight run at once;
+// spawning on demand instead of keeping idle workers means no herd contends for the lock.
+func (e *engine) run(a *account) {
+	defer e.runners.Done()
 	e.mu.Lock()
 	for {
-		for len(e.ready) == 0 && !e.stopping {
-			e.work.Wait()
-		}
-		if e.stopping {
-			e.mu.Unlock()
-			return
-		}
-		a := e.ready[0]
-		e.ready[0] = nil
-		e.ready = e.ready[1:]
 		r := a.next
 		a.next, a.queued, a.running = nil, false, r
 		a.p.inflight++
@@ -306,11 +309,20 @@ func (e *engine) worker() {
 		} else {
 			a.halted = true
 		}
-		e.schedule(a)
-		e.gc(a)
 		if e.inflight == 0 {
 			e.idle.Broadcast()
 		}
+		e.running--
+		e.schedule(a) // back of the ready queue if it has more, for fairness
+		e.gc(a)
+		if e.stopping || len(e.ready) == 0 {
+			e.mu.Unlock()
+			return
+		}
+		a = e.ready[0]
+		e.ready[0] = nil
+		e.ready = e.ready[1:]
+		e.running++
 	}
 }
 
@@ -404,6 +416,5 @@ func (e *engine) stop() {
 		default:
 		}
 	}
-	e.work.Broadcast()
 	e.idle.Broadcast()
 }
