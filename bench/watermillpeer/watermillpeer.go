@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -46,7 +45,7 @@ func Run(ctx context.Context, cfg peer.Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("watermill peer: %w", err)
 	}
-	wlog := watermill.NopLogger{}
+	wlog := zapAdapter{log}
 	sc := kafka.DefaultSaramaSubscriberConfig()
 	sc.Version = sarama.V2_8_0_0
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -84,7 +83,7 @@ func Run(ctx context.Context, cfg peer.Config, log *zap.Logger) error {
 // waits for its tick, so the budget covers retries). Throttle is left out when the rate limit is
 // at or above peer.Unlimited.
 func NewRouter(cfg peer.Config, api creator, sub message.Subscriber, pub message.Publisher, log *zap.Logger) (*message.Router, error) {
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 20 * time.Second}, watermill.NopLogger{})
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 20 * time.Second}, zapAdapter{log})
 	if err != nil {
 		return nil, fmt.Errorf("watermill peer: router: %w", err)
 	}

@@ -1,0 +1,111 @@
+// Command chatgroupd-bench runs the chatgroupd benchmarks against the IM simulator and an embedded
+// Kafka (or the real broker in CHATGROUPD_TEST_BROKERS), with chatgroupd and the two peers as
+// child processes, and prints markdown tables. See BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/bench/harness"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "chatgroupd-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("chatgroupd-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		chatgroupd = fs.String("chatgroupd", "bin/chatgroupd", "chatgroupd binary (run as `<bin> run ...`); empty to skip")
+		naive      = fs.String("naive", "bin/naive", "naive peer binary; empty to skip")
+		watermill  = fs.String("watermill", "bin/watermill-peer", "Watermill peer binary; empty to skip")
+		subjects   = fs.String("subjects", "chatgroupd,naive,watermill", "subjects to run, in order (the first is compared with the others)")
+		scenarios  = fs.String("scenarios", "all", "comma-separated scenario name prefixes, or all: util, cpu, e2e, backlog, restart")
+		full       = fs.Bool("full", false, "the full-size set (longer windows) used for BENCHMARKS.md")
+		out        = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
+		timeout    = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
+		list       = fs.Bool("list", false, "list the scenarios and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	scale := harness.Quick
+	if *full {
+		scale = harness.Full
+	}
+	scs, err := harness.Select(harness.Scenarios(scale), *scenarios)
+	if err != nil {
+		return err
+	}
+	if *list {
+		for _, s := range scs {
+			fmt.Fprintf(stdout, "%-22s %-12s partitions=%d accounts=%d latency=%v limit=%g backlog=%d window=%v\n",
+				s.Name, s.Kind, s.Partitions, s.Accounts, s.Latency, s.RateLimit, s.Backlog, s.Window)
+		}
+		return nil
+	}
+	bins := map[string][]string{"chatgroupd": {*chatgroupd, "run"}, "naive": {*naive}, "watermill": {*watermill}}
+	var subs []harness.Subject
+	for _, name := range strings.Split(*subjects, ",") {
+		cmd, ok := bins[strings.TrimSpace(name)]
+		if !ok {
+			return fmt.Errorf("unknown subject %q (want chatgroupd, naive, watermill)", name)
+		}
+		if cmd[0] == "" {
+			continue
+		}
+		if _, err := os.Stat(cmd[0]); err != nil {
+			fmt.Fprintf(stderr, "skipping %s: %v\n", name, err)
+			continue
+		}
+		subs = append(subs, harness.Subject{Name: strings.TrimSpace(name), Command: cmd})
+	}
+	broker, err := harness.StartBroker(nil)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	r, err := harness.NewRunner(harness.Config{Broker: broker, Subjects: subs, OutDir: *out, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	fmt.Fprintf(stderr, "broker: %s; logs in %s\n", broker.Kind(), r.OutDir())
+	var results []harness.Result
+	for _, sc := range scs {
+		rs, err := r.Run(ctx, sc)
+		results = append(results, rs...)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", sc.Name, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	harness.WriteTables(stdout, results)
+	if b, err := json.MarshalIndent(results, "", "  "); err == nil {
+		if err := os.WriteFile(filepath.Join(r.OutDir(), "results.json"), b, 0o644); err != nil {
+			fmt.Fprintln(stderr, "results.json:", err)
+		}
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,136 @@
+// Package harness runs the chatgroupd benchmarks: for each scenario it fills a Kafka topic with
+// generated events, serves a fresh IM simulator, launches each subject (chatgroupd or a peer) as a
+// child process with the same flags, and measures API utilisation, CPU, memory and latency.
+package harness
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Kind is what a scenario measures.
+type Kind string
+
+// Kinds of scenario.
+const (
+	// KindUtil: a backlog at the rate limit; calls/s over a window after warm-up, and the
+	// simulator's highest one-second window over the whole run.
+	KindUtil Kind = "utilisation"
+	// KindCPU: a backlog with the limiter off and a zero-latency API; CPU-seconds and peak RSS
+	// until every event ended.
+	KindCPU Kind = "cpu"
+	// KindE2E: events produced live at LiveRate; occurred_at → simulator apply, p50/p99.
+	KindE2E Kind = "e2e"
+	// KindBacklog: a large backlog; peak RSS after running Window at the rate limit.
+	KindBacklog Kind = "backlog"
+	// KindRestart: SIGKILL at full rate, restart at once; time until the rate is back.
+	KindRestart Kind = "restart"
+)
+
+// Scenario is one benchmark workload; every subject runs it with the same events and settings.
+type Scenario struct {
+	Name       string
+	Kind       Kind
+	Partitions int
+	Accounts   int           // accounts active at once in the generated stream
+	Latency    time.Duration // added by the simulator to every call
+	// RateLimit is the subject's --rate-limit and the simulator's limit; at or above Unlimited
+	// both are off.
+	RateLimit float64
+	Backlog   int     // events produced before the subject starts
+	LiveRate  float64 // KindE2E: events/s produced while the subject runs
+	// Warmup is skipped before measuring (KindUtil); Window is the measured span (KindUtil),
+	// the live production span (KindE2E) or the run time (KindBacklog).
+	Warmup  time.Duration
+	Window  time.Duration
+	Timeout time.Duration // hard limit of one subject's run
+}
+
+// Unlimited is the rate limit meaning "limiter off" (peers skip pacing from 1e6 on).
+const Unlimited = 1e9
+
+// Validate reports an unusable scenario.
+func (s Scenario) Validate() error {
+	switch {
+	case s.Name == "":
+		return fmt.Errorf("scenario without a name")
+	case !slices.Contains([]Kind{KindUtil, KindCPU, KindE2E, KindBacklog, KindRestart}, s.Kind):
+		return fmt.Errorf("scenario %s: unknown kind %q", s.Name, s.Kind)
+	case s.Partitions < 1 || s.Accounts < 1 || s.RateLimit <= 0 || s.Timeout <= 0:
+		return fmt.Errorf("scenario %s: partitions, accounts, rate limit and timeout must be positive", s.Name)
+	case s.Kind == KindE2E && (s.LiveRate <= 0 || s.Window <= 0):
+		return fmt.Errorf("scenario %s: e2e needs a live rate and a window", s.Name)
+	case s.Kind != KindE2E && s.Backlog < 1:
+		return fmt.Errorf("scenario %s: needs a backlog", s.Name)
+	}
+	return nil
+}
+
+// Scale is the size of the scenario set: Quick for `make bench`, Full for the published numbers.
+type Scale int
+
+// Scales.
+const (
+	Quick Scale = iota
+	Full
+)
+
+// Scenarios returns the standard set at scale.
+func Scenarios(scale Scale) []Scenario {
+	warm, win := 3*time.Second, 10*time.Second
+	cpuEvents, backlog, e2eWin := 100_000, 1_000_000, 15*time.Second
+	if scale == Full {
+		warm, win = 5*time.Second, 30*time.Second
+		e2eWin = 30 * time.Second
+	}
+	var out []Scenario
+	for _, lat := range []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond} {
+		for _, acc := range []int{10, 1000} {
+			out = append(out, Scenario{
+				Name: fmt.Sprintf("util-%dms-%dacc", lat.Milliseconds(), acc), Kind: KindUtil,
+				Partitions: 6, Accounts: acc, Latency: lat, RateLimit: 200,
+				// Enough for the whole run at the limit, so the backlog never runs dry.
+				Backlog: int(200 * (warm + win + 30*time.Second).Seconds()),
+				Warmup:  warm, Window: win, Timeout: warm + win + 60*time.Second,
+			})
+		}
+	}
+	out = append(out,
+		Scenario{Name: "cpu-100k", Kind: KindCPU, Partitions: 6, Accounts: 1000, RateLimit: Unlimited,
+			Backlog: cpuEvents, Timeout: 5 * time.Minute},
+		Scenario{Name: "e2e-20eps", Kind: KindE2E, Partitions: 6, Accounts: 100, Latency: 20 * time.Millisecond,
+			RateLimit: 200, LiveRate: 20, Window: e2eWin, Timeout: e2eWin + 90*time.Second},
+		Scenario{Name: "backlog-1m", Kind: KindBacklog, Partitions: 6, Accounts: 1000, Latency: 100 * time.Millisecond,
+			RateLimit: 200, Backlog: backlog, Window: 20 * time.Second, Timeout: 2 * time.Minute},
+		Scenario{Name: "restart", Kind: KindRestart, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Backlog: 200 * 150, Timeout: 2 * time.Minute},
+	)
+	return out
+}
+
+// Select returns the scenarios whose names match one of the comma-separated patterns (a prefix
+// match: "util" selects every utilisation scenario; "all" or "" selects everything).
+func Select(all []Scenario, patterns string) ([]Scenario, error) {
+	if patterns == "" || patterns == "all" {
+		return all, nil
+	}
+	var out []Scenario
+	for _, p := range strings.Split(patterns, ",") {
+		found := false
+		for _, s := range all {
+			if !strings.HasPrefix(s.Name, strings.TrimSpace(p)) {
+				continue
+			}
+			found = true
+			if !slices.ContainsFunc(out, func(x Scenario) bool { return x.Name == s.Name }) {
+				out = append(out, s)
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("no scenario matches %q", p)
+		}
+	}
+	return out, nil
+}
