@@ -356,4 +356,3 @@ func header(hs []kafka.Header, key string) string {
 	}
 	return ""
 }
-
