@@ -21,16 +21,35 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// Regions maps a region name to its primary API domain (api-notes.md).
-var Regions = map[string]string{
-	"china":          "console.tim.qq.com",
-	"singapore":      "adminapisgp.im.qcloud.com",
-	"seoul":          "adminapikr.im.qcloud.com",
-	"tokyo":          "adminapijpn.im.qcloud.com",
-	"frankfurt":      "adminapiger.im.qcloud.com",
-	"mumbai":         "adminapiind.im.qcloud.com",
-	"silicon-valley": "adminapiusa.im.qcloud.com",
-	"jakarta":        "adminapiidn.im.qcloud.com",
+// regions are the primary API domains by region (api-notes.md), china first.
+var regions = [...]struct{ name, domain string }{
+	{"china", "console.tim.qq.com"},
+	{"singapore", "adminapisgp.im.qcloud.com"},
+	{"seoul", "adminapikr.im.qcloud.com"},
+	{"tokyo", "adminapijpn.im.qcloud.com"},
+	{"frankfurt", "adminapiger.im.qcloud.com"},
+	{"mumbai", "adminapiind.im.qcloud.com"},
+	{"silicon-valley", "adminapiusa.im.qcloud.com"},
+	{"jakarta", "adminapiidn.im.qcloud.com"},
+}
+
+// RegionDomain returns the API domain of a region name.
+func RegionDomain(region string) (string, bool) {
+	for _, r := range regions {
+		if r.name == region {
+			return r.domain, true
+		}
+	}
+	return "", false
+}
+
+// RegionNames lists the known regions, china first.
+func RegionNames() []string {
+	out := make([]string, len(regions))
+	for i, r := range regions {
+		out[i] = r.name
+	}
+	return out
 }
 
 // Defaults of Config.
@@ -122,15 +141,10 @@ func (c *Config) validate() error {
 		}
 		return nil
 	}
-	if _, ok := Regions[c.Region]; !ok {
+	if _, ok := RegionDomain(c.Region); !ok {
 		return fmt.Errorf("im config: unknown region %q (want one of %s)", c.Region, strings.Join(RegionNames(), ", "))
 	}
 	return nil
-}
-
-// RegionNames lists the known regions, china first.
-func RegionNames() []string {
-	return []string{"china", "singapore", "seoul", "tokyo", "frankfurt", "mumbai", "silicon-valley", "jakarta"}
 }
 
 // Client calls the conversation-group APIs. It is safe for concurrent use.
@@ -168,7 +182,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BaseURL != "" {
 		c.base = strings.TrimRight(cfg.BaseURL, "/")
 	} else {
-		c.base = "https://" + Regions[cfg.Region]
+		domain, _ := RegionDomain(cfg.Region)
+		c.base = "https://" + domain
 	}
 	if c.hc == nil {
 		c.hc = newHTTPClient()

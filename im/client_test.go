@@ -471,12 +471,13 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, r := range RegionNames() {
 		c, err := New(Config{SDKAppID: 1, SecretKey: "k", Region: r})
-		if err != nil || c.BaseURL() != "https://"+Regions[r] {
+		d, ok := RegionDomain(r)
+		if err != nil || !ok || c.BaseURL() != "https://"+d {
 			t.Errorf("region %s: %v %v", r, c, err)
 		}
 	}
-	if len(RegionNames()) != len(Regions) {
-		t.Error("RegionNames and Regions disagree")
+	if d, _ := RegionDomain("silicon-valley"); d != "adminapiusa.im.qcloud.com" || len(RegionNames()) != 8 {
+		t.Errorf("region table: %s %v", d, RegionNames())
 	}
 	c, _ := New(Config{SDKAppID: 1, SecretKey: "k", Region: "tokyo", BaseURL: "http://127.0.0.1:1/"})
 	if c.BaseURL() != "http://127.0.0.1:1" {

@@ -225,6 +225,7 @@ func TestSetFaultsConcurrent(t *testing.T) {
 				return
 			}
 			_ = h.sim.Faults()
+			time.Sleep(50 * time.Microsecond)
 		}
 	}()
 	var calls sync.WaitGroup
