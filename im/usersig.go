@@ -155,12 +155,25 @@ func decodeUserSig(sig string) (*sigDoc, error) {
 	return &doc, nil
 }
 
-// UserSigIssued returns when a well-formed sig was issued (TLS.time), without verifying it. The
-// simulator uses it to invalidate every sig issued before a moment (code 70052).
-func UserSigIssued(sig string) (time.Time, error) {
+// UserSigInfo is what a UserSig says about itself, unverified.
+type UserSigInfo struct {
+	Identifier string
+	SDKAppID   int64
+	Issued     time.Time
+	Expire     time.Duration
+}
+
+// Expires is the last instant the sig is valid (inclusive).
+func (i UserSigInfo) Expires() time.Time { return i.Issued.Add(i.Expire) }
+
+// DecodeUserSig reads a sig's fields without verifying its signature (VerifyUserSig does
+// that). The simulator uses it to invalidate sigs by issue time (70052) and to cache
+// verifications. Its error wraps ErrSigMalformed.
+func DecodeUserSig(sig string) (UserSigInfo, error) {
 	doc, err := decodeUserSig(sig)
 	if err != nil {
-		return time.Time{}, err
+		return UserSigInfo{}, err
 	}
-	return time.Unix(doc.Time, 0), nil
+	return UserSigInfo{Identifier: doc.Identifier, SDKAppID: doc.SDKAppID, Issued: time.Unix(doc.Time, 0),
+		Expire: time.Duration(doc.Expire) * time.Second}, nil
 }

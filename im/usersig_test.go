@@ -186,3 +186,17 @@ func FuzzVerifyUserSig(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeUserSig(t *testing.T) {
+	info, err := DecodeUserSig(katFullSig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Identifier != katFullID || info.SDKAppID != katAppID || info.Issued.Unix() != katTime ||
+		info.Expires().Unix() != katTime+katFullExp {
+		t.Errorf("info %+v", info)
+	}
+	if _, err := DecodeUserSig(katFullSig[:30]); !errors.Is(err, ErrSigMalformed) {
+		t.Errorf("truncated: %v", err)
+	}
+}

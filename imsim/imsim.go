@@ -21,6 +21,18 @@
 //     none fit, 51008 at top level and no group); a ToGroupId in Config.DismissedGroups → 51007
 //     per item; a duplicate group name per Config.DuplicateNames (default "reject" with
 //     Config.DuplicateCode, default 50002); update or delete of a missing group → 51009.
+//
+// Quota and windows: Stats().APIs[api].MaxWindow (gauge imsim_max_calls_per_second) is the most
+// calls of one API, admitted or not, seen in any sliding second; a client that respects the
+// limit keeps it at or below RateLimit.
+//
+// Admin endpoints, for driving a simulator in another process:
+//
+//	POST /admin/faults            body: Faults as JSON, e.g. {"error_rates":{"50004":0.1},"latency":"20ms"}
+//	GET  /admin/faults            the faults in force
+//	GET  /admin/state?account=a   {"account":"a","groups":[{"GroupName":…,"GroupId":…,"Contacts":[…]}]}
+//	GET  /admin/stats             Stats as JSON
+//	POST /admin/invalidate-sigs   sigs issued before now answer 70052
 package imsim
 
 import (
@@ -68,6 +80,7 @@ const (
 	DefaultPageSize           = 50
 	DefaultMaxHang            = 10 * time.Second
 	maxBodyBytes              = 1 << 20
+	maxSigCache               = 1024
 )
 
 var apiNames = []string{im.APICreate, im.APIGet, im.APIUpdate, im.APIDelete}
@@ -240,6 +253,7 @@ type Server struct {
 	faults        Faults
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
+	sigCache      map[string]im.UserSigInfo
 }
 
 // New validates cfg and returns a Server with empty state.
@@ -262,6 +276,7 @@ func New(cfg Config) (*Server, error) {
 		accounts: map[string]*account{},
 		windows:  map[string]*window{},
 		stats:    map[string]*APIStats{},
+		sigCache: map[string]im.UserSigInfo{},
 		faults:   cfg.Faults.clone(),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imsim", Name: "calls_total",
@@ -487,20 +502,32 @@ func (s *Server) authLocked(appid, identifier, sig string, now time.Time) *respo
 	if sig == "" {
 		return fail(im.CodeSigEmpty, "usersig is empty")
 	}
-	err := im.VerifyUserSig(s.cfg.SecretKey, s.cfg.SDKAppID, identifier, sig, now)
-	switch {
-	case errors.Is(err, im.ErrSigMalformed):
-		return fail(im.CodeSigMismatch, "usersig is invalid")
-	case errors.Is(err, im.ErrSigExpired):
-		return fail(im.CodeSigExpired, "usersig expired")
-	case errors.Is(err, im.ErrSigIdentifier):
-		return fail(im.CodeIdentifierInvalid, "identifier does not match the usersig")
-	case errors.Is(err, im.ErrSigAppID):
-		return fail(im.CodeAppIDMismatch, "sdkappid does not match the usersig")
-	case err != nil:
-		return fail(im.CodeSigKeyMismatch, "usersig verification failed")
+	info, cached := s.sigCache[sig]
+	if !cached || info.Identifier != identifier || now.After(info.Expires()) {
+		// Verifying inflates and hashes (~0.1 ms); a client reuses one sig for hours, so only
+		// the first use of a sig (and every failure) pays for it.
+		err := im.VerifyUserSig(s.cfg.SecretKey, s.cfg.SDKAppID, identifier, sig, now)
+		switch {
+		case errors.Is(err, im.ErrSigMalformed):
+			return fail(im.CodeSigMismatch, "usersig is invalid")
+		case errors.Is(err, im.ErrSigExpired):
+			return fail(im.CodeSigExpired, "usersig expired")
+		case errors.Is(err, im.ErrSigIdentifier):
+			return fail(im.CodeIdentifierInvalid, "identifier does not match the usersig")
+		case errors.Is(err, im.ErrSigAppID):
+			return fail(im.CodeAppIDMismatch, "sdkappid does not match the usersig")
+		case err != nil:
+			return fail(im.CodeSigKeyMismatch, "usersig verification failed")
+		}
+		if info, err = im.DecodeUserSig(sig); err != nil {
+			return fail(im.CodeSigMismatch, "usersig is invalid")
+		}
+		if len(s.sigCache) >= maxSigCache {
+			clear(s.sigCache)
+		}
+		s.sigCache[sig] = info
 	}
-	if issued, err := im.UserSigIssued(sig); err == nil && issued.Unix() < s.invalidBefore {
+	if info.Issued.Unix() < s.invalidBefore {
 		return fail(im.CodeSigInvalidated, "usersig invalidated")
 	}
 	return nil

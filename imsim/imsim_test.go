@@ -637,3 +637,30 @@ func TestStateFile(t *testing.T) {
 		t.Error("unreadable path accepted")
 	}
 }
+
+func TestSigCacheHonoursExpiryAndIdentity(t *testing.T) {
+	h := newHarness(t, Config{Admins: []string{DefaultAdmin, "ops"}})
+	s, err := im.GenUserSig(testKey, testAppID, DefaultAdmin, h.clock.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := h.query()
+	q.Set("usersig", s)
+	get := im.GetRequest{FromAccount: "a"}
+	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != 0 {
+		t.Fatalf("first use: %d", r.ErrorCode)
+	}
+	q.Set("identifier", "ops") // same (cached) sig, another admin
+	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != im.CodeIdentifierInvalid {
+		t.Fatalf("cached sig for another identifier: %d", r.ErrorCode)
+	}
+	q.Set("identifier", DefaultAdmin)
+	h.clock.Add(time.Hour)
+	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != 0 {
+		t.Fatalf("at expiry: %d", r.ErrorCode)
+	}
+	h.clock.Add(time.Second)
+	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != im.CodeSigExpired {
+		t.Fatalf("cached sig after expiry: %d", r.ErrorCode)
+	}
+}
