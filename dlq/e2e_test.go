@@ -71,10 +71,18 @@ type pipeline struct {
 
 func startPipeline(t *testing.T, simCfg imsim.Config, seed func(ctx context.Context, c *im.Client)) *pipeline {
 	t.Helper()
+	return startPipelineDLQ(t, simCfg, seed, true)
+}
+
+// startPipelineDLQ is startPipeline, leaving the DLQ topic uncreated unless createDLQ.
+func startPipelineDLQ(t *testing.T, simCfg imsim.Config, seed func(ctx context.Context, c *im.Client), createDLQ bool) *pipeline {
+	t.Helper()
 	k := kafkatest.New(t)
 	p := &pipeline{k: k, topic: "ev", m: metrics.NewNop()}
 	k.CreateTopic(t, "ev", 2)
-	k.CreateTopic(t, "ev.dlq", 2)
+	if createDLQ {
+		k.CreateTopic(t, "ev.dlq", 2)
+	}
 	p.tools = dlq.ToolConfig{Brokers: k.Brokers, Topic: "ev"}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 
@@ -345,6 +353,51 @@ func TestReplayEndToEnd(t *testing.T) {
 	sum = p.replay(t, dlq.ReplayOptions{Filter: dlq.Filter{Account: "ghost"}, MaxReplays: 1})
 	if sum.Replayed != 0 || sum.OverMax != 1 || sum.AlreadyReplayed != 1 {
 		t.Fatalf("max-replays guard %+v", sum)
+	}
+}
+
+// committed returns the group's committed offset of partition (-1 when none).
+func (p *pipeline) committed(t *testing.T, partition int) int64 {
+	t.Helper()
+	cl := &kafka.Client{Addr: kafka.TCP(p.k.Brokers...), Timeout: 5 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: "g", Topics: map[string][]int{p.topic: {partition}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range res.Topics[p.topic] {
+		if op.Partition == partition {
+			return op.CommittedOffset
+		}
+	}
+	return -1
+}
+
+// TestDLQUnwritableBlocksCommit: while the DLQ topic can't be written, the consumer keeps
+// retrying the dead letter and commits nothing past it; once the topic exists the record lands
+// there and the commit moves on.
+func TestDLQUnwritableBlocksCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: consumer group, simulator and DLQ")
+	}
+	p := startPipelineDLQ(t, imsim.Config{}, func(context.Context, *im.Client) {}, false)
+	p.k.Produce(t, p.topic, kafka.Message{Key: []byte("alice"), Value: []byte(`{"event_id":"bad-1"`)}) // invalid: to the DLQ
+	part := p.k.ReadAll(t, p.topic)[0].Partition
+	waitUntil(t, 30*time.Second, "the record consumed", func() bool {
+		return testutil.ToFloat64(p.m.EventsConsumed) == 1
+	})
+	time.Sleep(1500 * time.Millisecond) // several commit intervals
+	if c := p.committed(t, part); c > 0 {
+		t.Fatalf("committed offset %d past a record whose dead letter was not written", c)
+	}
+	p.k.CreateTopic(t, "ev.dlq", 2)
+	waitUntil(t, 60*time.Second, "the dead letter written once the topic exists", func() bool {
+		return len(p.list(t, dlq.Filter{})) == 1
+	})
+	waitUntil(t, 30*time.Second, "the commit to move past the record", func() bool { return p.committed(t, part) == 1 })
+	if e := p.list(t, dlq.Filter{})[0]; e.Reason != dlq.ReasonInvalid || string(e.Value) != `{"event_id":"bad-1"` {
+		t.Errorf("dead letter %+v", e)
 	}
 }
 
