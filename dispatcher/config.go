@@ -38,6 +38,7 @@ const (
 	DefaultOutageRatio       = 0.8
 	DefaultOutageAccounts    = 3
 	DefaultGroupCheckRetries = 2
+	DefaultSlowDownAfter     = 3
 	DefaultSlowDownFactor    = 0.7
 	DefaultRecoverStep       = 0.05
 	DefaultRecoverInterval   = time.Second
@@ -79,9 +80,12 @@ type Config struct {
 	// GroupCheckRetries is how often 51007 (a group conversation failed its check) is retried
 	// before it is taken as permanent.
 	GroupCheckRetries int
-	// SlowDownFactor multiplies the rate on a frequency-limit answer (at most once per second);
-	// the rate then grows back by RecoverStep of the share every RecoverInterval, and never
+	// SlowDownAfter frequency-limit answers within one window (and at least 5% of the window's
+	// calls) multiply the rate by SlowDownFactor, at most once per window; fewer answers are
+	// retried without slowing down.
+	// The rate then grows back by RecoverStep of the share every RecoverInterval, and never
 	// falls below MinRateFactor of the share.
+	SlowDownAfter   int
 	SlowDownFactor  float64
 	RecoverStep     float64
 	RecoverInterval time.Duration
@@ -111,6 +115,7 @@ func (c *Config) defaults() {
 	setDefault(&c.OutageRatio, DefaultOutageRatio)
 	setDefault(&c.OutageAccounts, DefaultOutageAccounts)
 	setDefault(&c.GroupCheckRetries, DefaultGroupCheckRetries)
+	setDefault(&c.SlowDownAfter, DefaultSlowDownAfter)
 	setDefault(&c.SlowDownFactor, DefaultSlowDownFactor)
 	setDefault(&c.RecoverStep, DefaultRecoverStep)
 	setDefault(&c.RecoverInterval, DefaultRecoverInterval)
@@ -162,6 +167,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("dispatcher config: outage ratio %g outside 0-1", c.OutageRatio)
 	case c.GroupCheckRetries < 0:
 		return fmt.Errorf("dispatcher config: group check retries %d is negative", c.GroupCheckRetries)
+	case c.SlowDownAfter < 0:
+		return fmt.Errorf("dispatcher config: slow-down-after %d is negative", c.SlowDownAfter)
 	case c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1:
 		return fmt.Errorf("dispatcher config: slow-down factor %g outside (0, 1)", c.SlowDownFactor)
 	case c.MinRateFactor <= 0 || c.MinRateFactor > 1:

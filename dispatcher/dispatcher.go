@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"time"
 
@@ -219,13 +220,14 @@ func (r *run) waitRunning(ctx context.Context) error {
 
 // call makes one rate-limited API call and feeds its result to readiness and outage detection.
 func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) error) error {
-	waited, err := l.acquire(ctx)
+	g, waited, err := l.acquire(ctx)
 	r.d.cfg.Metrics.RateLimitWait.Observe(waited.Seconds())
 	if err != nil {
 		return err
 	}
 	r.attempts++
-	err = fn(ctx)
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { l.wrote(g, r.d.cfg.Now()) }}
+	err = fn(httptrace.WithClientTrace(ctx, trace))
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -46,9 +46,15 @@ type limiter struct {
 	lastChange   time.Time
 	n            int // grants allowed per window
 	pace         *rate.Limiter
-	sent         []time.Time // grant times within the last window, oldest first
+	sent         []*grant    // grants within the last window, oldest first
+	limited      []time.Time // frequency-limit answers within the last window
 	changed      chan struct{}
 }
+
+// grant is one permitted call. at starts as the grant time and moves to the time the request was
+// written to the connection, which is closer to when the server counts it: a call that waited
+// for a connection or a scheduler slot after its grant must not let a later one into its window.
+type grant struct{ at time.Time }
 
 func newLimiter(api string, budget float64, cfg *Config, gauge bool) *limiter {
 	l := &limiter{
@@ -104,7 +110,9 @@ func (l *limiter) apply(now time.Time) {
 		l.pace.SetLimitAt(now, rate.Limit(eff/w))
 	default:
 		l.n = int(math.Floor(eff + 1e-9))
-		l.pace.SetBurstAt(now, min(3, l.n))
+		// The burst lets grants catch up after a late timer or a scheduler stall (up to a fifth
+		// of a second's worth); the window log, not the bucket, is what bounds every window.
+		l.pace.SetBurstAt(now, max(min(3, l.n), l.n/5))
 		l.pace.SetLimitAt(now, rate.Limit(float64(l.n)/w))
 	}
 	if l.gauge {
@@ -122,12 +130,25 @@ func (l *limiter) rateNow() float64 {
 	return l.effective()
 }
 
-// slowDown shrinks the rate after a frequency-limit answer. Answers within one window of the
-// last decrease are echoes of the same overrun and count once.
+// slowDown shrinks the rate after frequency-limit answers. A few answers within one window
+// (fewer than SlowDownAfter, or than 5% of the window's calls) are noise: a request delayed on
+// its way to the server can land in the server's previous second, and cutting the rate by 30%
+// for that would waste far more than the retried call; real overuse draws answers for a large
+// part of the calls. Answers within one window of the last decrease are echoes of the same
+// overrun and count once.
 func (l *limiter) slowDown() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now()
+	cut := now.Add(-l.window)
+	i := 0
+	for i < len(l.limited) && !l.limited[i].After(cut) {
+		i++
+	}
+	l.limited = append(l.limited[i:], now)
+	if len(l.limited) < max(l.cfg.SlowDownAfter, l.n/20) {
+		return
+	}
 	if !l.lastDecrease.IsZero() && now.Sub(l.lastDecrease) < l.window {
 		return
 	}
@@ -163,18 +184,18 @@ func (l *limiter) recover(now time.Time) {
 }
 
 // acquire blocks until this replica may make one call, and reports how long it waited.
-func (l *limiter) acquire(ctx context.Context) (time.Duration, error) {
+func (l *limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 	start := l.cfg.Now()
 	select {
 	case l.turn <- struct{}{}:
 	case <-ctx.Done():
-		return l.cfg.Now().Sub(start), ctx.Err()
+		return nil, l.cfg.Now().Sub(start), ctx.Err()
 	}
 	defer func() { <-l.turn }()
 	for {
-		wait, changed, ok := l.tryGrant()
-		if ok {
-			return l.cfg.Now().Sub(start), nil
+		g, wait, changed := l.tryGrant()
+		if g != nil {
+			return g, l.cfg.Now().Sub(start), nil
 		}
 		if wait <= 0 {
 			// No share: nothing may be sent until SetShare gives us one.
@@ -182,38 +203,64 @@ func (l *limiter) acquire(ctx context.Context) (time.Duration, error) {
 			case <-changed:
 				continue
 			case <-ctx.Done():
-				return l.cfg.Now().Sub(start), ctx.Err()
+				return nil, l.cfg.Now().Sub(start), ctx.Err()
 			}
 		}
 		if err := l.cfg.Sleep(ctx, wait); err != nil {
-			return l.cfg.Now().Sub(start), err
+			return nil, l.cfg.Now().Sub(start), err
 		}
 	}
 }
 
 // tryGrant records a grant now if both the window and the bucket allow it; otherwise it says
 // how long to wait (0 with changed to wait on when there is no share at all).
-func (l *limiter) tryGrant() (wait time.Duration, changed <-chan struct{}, ok bool) {
+func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now()
 	l.recover(now)
 	if !l.known || l.n == 0 {
-		return 0, l.changed, false
+		return nil, 0, l.changed
 	}
 	cut := now.Add(-l.window)
 	i := 0
-	for i < len(l.sent) && !l.sent[i].After(cut) {
+	for i < len(l.sent) && !l.sent[i].at.After(cut) {
 		i++
 	}
 	l.sent = l.sent[i:]
 	if len(l.sent) >= l.n {
-		return max(l.sent[len(l.sent)-l.n].Add(l.window).Sub(now), time.Microsecond), nil, false
+		return nil, max(l.sent[len(l.sent)-l.n].at.Add(l.window).Sub(now), time.Microsecond), nil
 	}
 	if l.pace.AllowN(now, 1) {
-		l.sent = append(l.sent, now)
-		return 0, nil, true
+		g := &grant{at: now}
+		l.sent = append(l.sent, g)
+		return g, 0, nil
 	}
 	missing := 1 - l.pace.TokensAt(now)
-	return max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), nil, false
+	return nil, max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), nil
+}
+
+// wrote moves g to t, the time its request was written, keeping sent ordered. A grant already
+// pruned (written more than a window after it was granted) is put back.
+func (l *limiter) wrote(g *grant, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !t.After(g.at) {
+		return
+	}
+	g.at = t
+	i := len(l.sent) - 1
+	for i >= 0 && l.sent[i] != g {
+		i--
+	}
+	if i >= 0 {
+		l.sent = append(l.sent[:i], l.sent[i+1:]...)
+	}
+	j := len(l.sent)
+	for j > 0 && l.sent[j-1].at.After(t) {
+		j--
+	}
+	l.sent = append(l.sent, nil)
+	copy(l.sent[j+1:], l.sent[j:])
+	l.sent[j] = g
 }

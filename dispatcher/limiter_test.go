@@ -1,0 +1,224 @@
+package dispatcher
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+func testLimiter(clock *fakeClock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
+	cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: sleep}
+	cfg.defaults()
+	return newLimiter("create_contact_group", budget, cfg, true), cfg
+}
+
+// maxWindow is the highest number of grants in any sliding window (t-w, t].
+func maxWindow(grants []time.Time, w time.Duration) int {
+	best, lo := 0, 0
+	for hi, t := range grants {
+		for !grants[lo].After(t.Add(-w)) {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+func TestLimiterWindowCeilingAndUtilisation(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		budget       float64
+		owned, total int
+		lateness     time.Duration // timer lateness: uniform [0, lateness) added to every sleep
+		wantCeiling  int
+		wantMinRate  float64
+	}{
+		{"whole budget", 200, 0, 0, 0, 200, 0.99 * 200},
+		{"whole budget, late timers", 200, 0, 0, 3 * time.Millisecond, 200, 0.99 * 200},
+		{"half", 200, 3, 6, time.Millisecond, 100, 0.99 * 100},
+		{"a third: floor(66.7) per window", 200, 2, 6, time.Millisecond, 66, 0.98 * 200 / 3},
+		{"one of seven", 200, 1, 7, 0, 28, 0.97 * 200 / 7},
+		{"below one call per second", 2, 1, 6, 0, 1, 0.99 * 2 / 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			rng := rand.New(rand.NewPCG(1, 2))
+			l, _ := testLimiter(clock, tc.budget, func(ctx context.Context, d time.Duration) error {
+				if tc.lateness > 0 {
+					d += time.Duration(rng.Int64N(int64(tc.lateness)))
+				}
+				clock.Advance(d)
+				return nil
+			})
+			l.setShare(tc.owned, tc.total)
+			span := 20 * time.Second
+			if tc.budget < 10 {
+				span = 10 * time.Minute
+			}
+			start := clock.Now()
+			var grants []time.Time
+			for clock.Now().Sub(start) < span {
+				if _, _, err := l.acquire(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				grants = append(grants, clock.Now())
+			}
+			if got := maxWindow(grants, time.Second); got > tc.wantCeiling {
+				t.Errorf("max calls in a one-second window = %d, want <= %d", got, tc.wantCeiling)
+			}
+			// The window log must also hold over the widened window.
+			if got := maxWindow(grants, l.window); got > tc.wantCeiling {
+				t.Errorf("max calls in a %v window = %d, want <= %d", l.window, got, tc.wantCeiling)
+			}
+			rate := float64(len(grants)-1) / grants[len(grants)-1].Sub(grants[0]).Seconds()
+			if rate < tc.wantMinRate {
+				t.Errorf("sustained rate = %.2f/s, want >= %.2f/s", rate, tc.wantMinRate)
+			}
+			t.Logf("rate %.2f/s, max window %d", rate, maxWindow(grants, time.Second))
+		})
+	}
+}
+
+func TestLimiterWaitsForShare(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, clock.Sleep)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := l.acquire(ctx); err == nil {
+		t.Fatal("acquire succeeded before any share was set")
+	}
+	l.setShare(0, 6)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := l.acquire(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("acquire with zero owned partitions returned %v", err)
+	case <-time.After(30 * time.Millisecond):
+	}
+	l.setShare(1, 6)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("acquire did not proceed after SetShare gave a share")
+	}
+}
+
+func TestLimiterAIMD(t *testing.T) {
+	clock := newFakeClock()
+	l, cfg := testLimiter(clock, 200, clock.Sleep)
+	reg := metrics.NewNop()
+	l.m, cfg.Metrics = reg, reg
+	l.setShare(1, 1)
+	l.slowDown()
+	clock.Advance(2 * time.Second)
+	l.slowDown()
+	l.slowDown()
+	if got := l.rateNow(); got != 200 {
+		t.Fatalf("after isolated frequency-limit answers rate = %v, want 200", got)
+	}
+	l.slowDown() // the third within a window
+	if got := l.rateNow(); math.Abs(got-140) > 1e-9 {
+		t.Fatalf("after three answers within a window rate = %v, want 140", got)
+	}
+	l.slowDown() // same window: an echo of the same overrun
+	if got := l.rateNow(); math.Abs(got-140) > 1e-9 {
+		t.Fatalf("another answer within the window changed the rate to %v", got)
+	}
+	if got := testutil.ToFloat64(reg.RateLimitLimit); math.Abs(got-140) > 1e-9 {
+		t.Errorf("gauge = %v, want 140", got)
+	}
+	for range 20 {
+		clock.Advance(2 * time.Second)
+		l.slowDown()
+		l.slowDown()
+		l.slowDown()
+	}
+	if got := l.rateNow(); math.Abs(got-200*DefaultMinRateFactor) > 1e-9 {
+		t.Fatalf("after a long storm rate = %v, want the floor %v", got, 200*DefaultMinRateFactor)
+	}
+	clock.Advance(DefaultRecoverInterval)
+	if got := l.rateNow(); math.Abs(got-200*(DefaultMinRateFactor+DefaultRecoverStep)) > 1e-9 {
+		t.Errorf("one interval later rate = %v, want one additive step up", got)
+	}
+	clock.Advance(time.Minute)
+	if got := l.rateNow(); got != 200 {
+		t.Errorf("a minute later rate = %v, want 200", got)
+	}
+	if down, up := testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("down")), testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("up")); down < 5 || up != 2 {
+		t.Errorf("changes down=%v up=%v", down, up)
+	}
+}
+
+func TestOutageDetector(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	for _, tc := range []struct {
+		name  string
+		calls func(record func(at time.Duration, account string, failed bool) bool) bool
+		want  bool
+	}{
+		{"all fail, many accounts", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 20 {
+				trip = rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%5)), true)
+			}
+			return trip
+		}, true},
+		{"all fail, one account", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 40 {
+				trip = trip || rec(time.Duration(i)*time.Millisecond, "a", true)
+			}
+			return trip
+		}, false},
+		{"fewer than the window", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 19 {
+				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i)), true)
+			}
+			return trip
+		}, false},
+		{"75% failing", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 100 {
+				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%7)), i%4 != 0)
+			}
+			return trip
+		}, false},
+		{"85% failing", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 100 {
+				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%7)), i%20 > 2)
+			}
+			return trip
+		}, true},
+		{"spread over more than the span", func(rec func(time.Duration, string, bool) bool) bool {
+			trip := false
+			for i := range 40 {
+				trip = trip || rec(time.Duration(i)*time.Second, string(rune('a'+i%7)), true)
+			}
+			return trip
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := outageDetector{size: 20, span: 10 * time.Second, ratio: 0.8, accounts: 3}
+			got := tc.calls(func(at time.Duration, account string, failed bool) bool {
+				return o.record(t0.Add(at), account, failed)
+			})
+			if got != tc.want {
+				t.Errorf("tripped = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
