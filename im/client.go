@@ -88,7 +88,8 @@ type Config struct {
 	MaxResponseBytes int64
 	// SigTTL is the admin UserSig validity; it is regenerated at 80% of it. Default 24h.
 	SigTTL time.Duration
-	// HTTPClient replaces the default keep-alive client; its Timeout is left as is.
+	// HTTPClient replaces the default keep-alive client; its Timeout is left as is. It should
+	// not follow redirects (the default refuses them): the UserSig is in the query string.
 	HTTPClient *http.Client
 	Metrics    *metrics.Metrics
 	Logger     *zap.Logger
