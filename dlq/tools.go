@@ -152,12 +152,15 @@ func (t *tools) close() {
 
 // scan is one pass over the DLQ topic and the ledger.
 type scan struct {
-	entries   []Entry // every well-formed DLQ record, in (partition, offset) order
-	malformed int
+	entries     []Entry // the well-formed DLQ records that matched, in (partition, offset) order
+	scanned     int     // records read, malformed ones included
+	malformed   int
+	filteredOut int
 }
 
-// read loads every DLQ record up to the current end, marking those the ledger says were replayed.
-func (t *tools) read(ctx context.Context) (*scan, error) {
+// read loads the DLQ records matching f up to the current end, marking those the ledger says
+// were replayed. Only matches are kept, so memory follows the selection, not the topic.
+func (t *tools) read(ctx context.Context, f Filter) (*scan, error) {
 	ti, err := topicPartitions(ctx, t.client, t.cfg.DLQTopic)
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
@@ -166,8 +169,9 @@ func (t *tools) read(ctx context.Context) (*scan, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &scan{}
+	s := &scan{entries: []Entry{}}
 	err = readTopic(ctx, t.client, t.cfg.DLQTopic, ti, func(m kafka.Message) error {
+		s.scanned++
 		e, err := Parse(m)
 		if err != nil {
 			if t.cfg.SkipMalformed {
@@ -176,6 +180,10 @@ func (t *tools) read(ctx context.Context) (*scan, error) {
 				return nil
 			}
 			return fmt.Errorf("dlq: %s: %w", t.cfg.DLQTopic, err)
+		}
+		if !f.Match(e) {
+			s.filteredOut++
+			return nil
 		}
 		if le, ok := ledger[Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset)]; ok && le.matches(e) {
 			e.Replayed, e.ReplayedAt = true, le.ReplayedAt
@@ -202,17 +210,11 @@ func List(ctx context.Context, cfg ToolConfig, f Filter) ([]Entry, error) {
 		return nil, err
 	}
 	defer t.close()
-	s, err := t.read(ctx)
+	s, err := t.read(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	out := []Entry{}
-	for i := range s.entries {
-		if f.Match(&s.entries[i]) {
-			out = append(out, s.entries[i])
-		}
-	}
-	return out, nil
+	return s.entries, nil
 }
 
 // ReplayOptions says which DLQ records to replay and how.
@@ -280,19 +282,16 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	if _, err := topicPartitions(ctx, t.client, t.cfg.Topic); err != nil {
 		return sum, fmt.Errorf("dlq: replay target: %w", err)
 	}
-	s, err := t.read(ctx)
+	s, err := t.read(ctx, opts.Filter)
 	if err != nil {
 		return sum, err
 	}
-	sum.Scanned, sum.Malformed = len(s.entries)+s.malformed, s.malformed
+	sum.Scanned, sum.Malformed, sum.FilteredOut = s.scanned, s.malformed, s.filteredOut
 
 	var todo []*Entry
 	for i := range s.entries {
 		e := &s.entries[i]
 		switch {
-		case !opts.Match(e):
-			sum.FilteredOut++
-			continue
 		case e.Replayed && !opts.Again:
 			sum.Matched++
 			sum.AlreadyReplayed++
