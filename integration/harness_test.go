@@ -175,6 +175,7 @@ type scenario struct {
 	located    bool
 	procs      []*consumer
 	start      time.Time
+	dir        string // process logs; created before the cleanup that prints them, so it outlives it
 }
 
 func newScenario(t *testing.T, name string, partitions, rateLimit int) *scenario {
@@ -183,7 +184,7 @@ func newScenario(t *testing.T, name string, partitions, rateLimit int) *scenario
 	s := &scenario{
 		t: t, name: name, c: c, sim: startSim(t, rateLimit),
 		topic: kafkatest.UniqueName("ft-" + name), group: kafkatest.UniqueName("ft-" + name),
-		partitions: partitions, rateLimit: rateLimit, start: time.Now(),
+		partitions: partitions, rateLimit: rateLimit, start: time.Now(), dir: t.TempDir(),
 	}
 	s.dlqTopic = s.topic + ".dlq"
 	c.CreateTopic(t, s.topic, partitions)
@@ -635,7 +636,7 @@ func (s *scenario) startConsumer(name string, extra ...string) *consumer {
 	s.t.Helper()
 	bin := chatgroupd(s.t)
 	c := &consumer{name: name, metricsAddr: freeAddr(s.t), done: make(chan struct{})}
-	c.logPath = filepath.Join(s.t.TempDir(), name+".log")
+	c.logPath = filepath.Join(s.dir, name+".log")
 	logf, err := os.Create(c.logPath)
 	if err != nil {
 		s.t.Fatal(err)
