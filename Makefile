@@ -41,3 +41,14 @@ demo:
 
 clean:
 	rm -rf bin
+
+.PHONY: chart-test alerts-test
+
+## chart-test: helm lint/template, promtool on the alert rules, and the deploytest module
+## (strict manifest decoding, dashboard and alert PromQL vs registered metrics). Needs promtool.
+chart-test:
+	./scripts/check-deploy.sh
+
+## alerts-test: just the promtool checks and unit tests of the alert rules.
+alerts-test:
+	cd charts/chatgroupd/files && promtool check rules alerts.yaml && promtool test rules alerts_test.yaml

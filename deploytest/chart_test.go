@@ -1,0 +1,747 @@
+package deploytest
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+func repo(t *testing.T) Repo {
+	t.Helper()
+	r, err := FindRepo(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// rendered is one decoded rendering of the chart.
+type rendered struct {
+	manifests []Manifest
+	objects   map[string]any // kind/name → typed object
+}
+
+func (r rendered) only(t *testing.T, kind string) any {
+	t.Helper()
+	var found []any
+	for k, o := range r.objects {
+		if strings.HasPrefix(k, kind+"/") {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want exactly one %s, got %d", kind, len(found))
+	}
+	return found[0]
+}
+
+func (r rendered) has(kind string) bool {
+	for k := range r.objects {
+		if strings.HasPrefix(k, kind+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// newObject returns the typed object for a kind and the apiVersion it must have.
+func newObject(kind string) (any, string) {
+	switch kind {
+	case "Deployment":
+		return &appsv1.Deployment{}, "apps/v1"
+	case "Service":
+		return &corev1.Service{}, "v1"
+	case "ServiceAccount":
+		return &corev1.ServiceAccount{}, "v1"
+	case "Secret":
+		return &corev1.Secret{}, "v1"
+	case "ConfigMap":
+		return &corev1.ConfigMap{}, "v1"
+	case "PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, "policy/v1"
+	case "Job":
+		return &batchv1.Job{}, "batch/v1"
+	case "ServiceMonitor":
+		return &monitoringv1.ServiceMonitor{}, "monitoring.coreos.com/v1"
+	case "PrometheusRule":
+		return &monitoringv1.PrometheusRule{}, "monitoring.coreos.com/v1"
+	}
+	return nil, ""
+}
+
+// decodeStrict renders the chart and decodes every manifest into its API type, failing on any
+// field the type does not have.
+func decodeStrict(t *testing.T, out []byte) rendered {
+	t.Helper()
+	ms, err := SplitManifests(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rendered{manifests: ms, objects: map[string]any{}}
+	for _, m := range ms {
+		obj, apiVersion := newObject(m.Kind)
+		if obj == nil {
+			t.Errorf("%s: kind %s has no decoder in this test; add it", m.Source, m.Kind)
+			continue
+		}
+		if m.APIVersion != apiVersion {
+			t.Errorf("%s: %s apiVersion %s, want %s", m.Source, m.Kind, m.APIVersion, apiVersion)
+		}
+		if err := yaml.UnmarshalStrict(m.YAML, obj); err != nil {
+			t.Errorf("%s: %s %s does not decode strictly: %v", m.Source, m.Kind, m.Name, err)
+			continue
+		}
+		key := m.Kind + "/" + m.Name
+		if _, dup := r.objects[key]; dup {
+			t.Errorf("%s rendered twice", key)
+		}
+		r.objects[key] = obj
+	}
+	return r
+}
+
+var renderCache sync.Map // values file → []byte
+
+// render renders the chart with a values file (relative to the chart; "" for the defaults).
+func render(t *testing.T, valuesFile string) rendered {
+	t.Helper()
+	r := repo(t)
+	out, ok := renderCache.Load(valuesFile)
+	if !ok {
+		var extra []string
+		if valuesFile != "" {
+			extra = []string{"-f", r.Path(valuesFile)}
+		}
+		b, err := r.Template(ctx(t), r.Chart(), extra...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		renderCache.Store(valuesFile, b)
+		out = b
+	}
+	return decodeStrict(t, out.([]byte))
+}
+
+var valuesFiles = []string{"", "ci/all-values.yaml"}
+
+func TestChartLint(t *testing.T) {
+	r := repo(t)
+	for _, vf := range valuesFiles {
+		t.Run(name(vf), func(t *testing.T) {
+			args := []string{"lint", "--strict", r.Chart()}
+			if vf != "" {
+				args = append(args, "-f", r.Path(vf))
+			}
+			if out, err := r.Helm(ctx(t), args...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+func name(vf string) string {
+	if vf == "" {
+		return "default"
+	}
+	return filepath.Base(vf)
+}
+
+func TestChartRendersExpectedKinds(t *testing.T) {
+	tests := []struct {
+		values string
+		want   []string
+		absent []string
+	}{
+		{"", []string{"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "ConfigMap"},
+			[]string{"Secret", "ServiceMonitor", "PrometheusRule", "Job"}},
+		{"ci/all-values.yaml", []string{"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
+			"ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule", "Job"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(name(tt.values), func(t *testing.T) {
+			r := render(t, tt.values)
+			for _, k := range tt.want {
+				if !r.has(k) {
+					t.Errorf("no %s rendered", k)
+				}
+			}
+			for _, k := range tt.absent {
+				if r.has(k) {
+					t.Errorf("%s rendered though its toggle is off", k)
+				}
+			}
+			for _, m := range r.manifests {
+				if m.Kind == "ConfigMap" && strings.HasSuffix(m.Name, "-dashboard") {
+					continue // may go to the Grafana namespace
+				}
+				obj := r.objects[m.Kind+"/"+m.Name]
+				if obj == nil {
+					continue
+				}
+				meta := objectMeta(obj)
+				if meta.Namespace != "chat" {
+					t.Errorf("%s %s in namespace %q, want the release namespace", m.Kind, m.Name, meta.Namespace)
+				}
+				if meta.Labels["app.kubernetes.io/instance"] != "chatgroupd" || meta.Labels["app.kubernetes.io/managed-by"] != "Helm" {
+					t.Errorf("%s %s lacks the standard labels: %v", m.Kind, m.Name, meta.Labels)
+				}
+			}
+		})
+	}
+}
+
+func objectMeta(o any) metav1.ObjectMeta {
+	return reflect.ValueOf(o).Elem().FieldByName("ObjectMeta").Interface().(metav1.ObjectMeta)
+}
+
+// flagValues parses --name=value arguments (a bare --name is "true").
+func flagValues(args []string) map[string]string {
+	out := map[string]string{}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !ok {
+			v = "true"
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func selects(t *testing.T, what string, sel *metav1.LabelSelector, podLabels map[string]string) {
+	t.Helper()
+	if sel == nil || (len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0) {
+		t.Errorf("%s: empty selector would match everything", what)
+		return
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if !s.Matches(labels.Set(podLabels)) {
+		t.Errorf("%s: selector %v does not match the pod labels %v", what, sel, podLabels)
+	}
+}
+
+func TestDeployment(t *testing.T) {
+	for _, vf := range valuesFiles {
+		t.Run(name(vf), func(t *testing.T) {
+			r := render(t, vf)
+			d := r.only(t, "Deployment").(*appsv1.Deployment)
+			pod := d.Spec.Template
+			selects(t, "Deployment", d.Spec.Selector, pod.Labels)
+			if len(pod.Spec.Containers) != 1 {
+				t.Fatalf("want one container, got %d", len(pod.Spec.Containers))
+			}
+			c := pod.Spec.Containers[0]
+			if len(c.Args) == 0 || c.Args[0] != "run" {
+				t.Fatalf("args must start with the run subcommand: %v", c.Args)
+			}
+			flags := flagValues(c.Args)
+
+			// Every flag of CONTRACT §4 that has a value in any configuration.
+			for _, f := range []string{"brokers", "topic", "group", "dlq-topic", "im-region", "sdkappid", "admin",
+				"rate-limit", "metrics-addr", "reorder-window", "retry-budget", "shutdown-timeout", "log-level", "log-format"} {
+				if flags[f] == "" {
+					t.Errorf("flag --%s missing from args %v", f, c.Args)
+				}
+			}
+			for _, a := range c.Args {
+				if strings.Contains(strings.ToLower(a), "secret-key=") || strings.Contains(strings.ToLower(a), "password") {
+					t.Errorf("a secret in the args: %q", a)
+				}
+			}
+
+			// Metrics port: the flag, the container port and both probes agree.
+			port := containerPort(t, c, "metrics")
+			if flags["metrics-addr"] != ":"+strconv.Itoa(int(port)) {
+				t.Errorf("--metrics-addr=%s but the metrics port is %d", flags["metrics-addr"], port)
+			}
+			for _, p := range []struct {
+				name  string
+				probe *corev1.Probe
+				path  string
+			}{{"liveness", c.LivenessProbe, "/healthz"}, {"readiness", c.ReadinessProbe, "/readyz"}} {
+				if p.probe == nil || p.probe.HTTPGet == nil {
+					t.Errorf("%s probe missing or not HTTP", p.name)
+					continue
+				}
+				if p.probe.HTTPGet.Path != p.path {
+					t.Errorf("%s probe path %s, want %s", p.name, p.probe.HTTPGet.Path, p.path)
+				}
+				if got := p.probe.HTTPGet.Port.String(); got != "metrics" && got != strconv.Itoa(int(port)) {
+					t.Errorf("%s probe port %s is not the metrics port %d", p.name, got, port)
+				}
+			}
+
+			// Grace period above the shutdown timeout.
+			shutdown, err := time.ParseDuration(flags["shutdown-timeout"])
+			if err != nil {
+				t.Fatalf("--shutdown-timeout: %v", err)
+			}
+			if pod.Spec.TerminationGracePeriodSeconds == nil ||
+				time.Duration(*pod.Spec.TerminationGracePeriodSeconds)*time.Second <= shutdown {
+				t.Errorf("terminationGracePeriodSeconds %v not above --shutdown-timeout %v", pod.Spec.TerminationGracePeriodSeconds, shutdown)
+			}
+			for _, f := range []string{"reorder-window", "retry-budget"} {
+				if _, err := time.ParseDuration(flags[f]); err != nil {
+					t.Errorf("--%s=%s is not a Go duration: %v", f, flags[f], err)
+				}
+			}
+
+			checkSecurity(t, pod.Spec)
+			checkMounts(t, pod.Spec)
+			checkSecretRefs(t, r, pod.Spec)
+
+			if len(pod.Spec.TopologySpreadConstraints) == 0 {
+				t.Error("no topologySpreadConstraints")
+			}
+			for _, tsc := range pod.Spec.TopologySpreadConstraints {
+				selects(t, "topology spread "+tsc.TopologyKey, tsc.LabelSelector, pod.Labels)
+			}
+			if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+				t.Error("the service account token should not be mounted")
+			}
+			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("resources incomplete: %+v", c.Resources)
+			}
+
+			pdb := r.only(t, "PodDisruptionBudget").(*policyv1.PodDisruptionBudget)
+			selects(t, "PodDisruptionBudget", pdb.Spec.Selector, pod.Labels)
+			if pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil {
+				t.Error("PodDisruptionBudget allows nothing")
+			}
+
+			svc := r.only(t, "Service").(*corev1.Service)
+			selects(t, "Service", &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, pod.Labels)
+			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || svc.Spec.Ports[0].TargetPort.String() != "metrics" {
+				t.Errorf("Service ports %+v: want one named metrics targeting the metrics container port", svc.Spec.Ports)
+			}
+
+			if sa := pod.Spec.ServiceAccountName; r.has("ServiceAccount") && r.objects["ServiceAccount/"+sa] == nil {
+				t.Errorf("pod uses service account %q which the chart does not render", sa)
+			}
+		})
+	}
+}
+
+// TestDeploymentAllFlags checks the TLS/SASL/endpoint flags appear when enabled, and that the
+// secrets reach the process only through Secrets.
+func TestDeploymentAllFlags(t *testing.T) {
+	r := render(t, "ci/all-values.yaml")
+	d := r.only(t, "Deployment").(*appsv1.Deployment)
+	c := d.Spec.Template.Spec.Containers[0]
+	flags := flagValues(c.Args)
+	want := map[string]string{
+		"im-endpoint":         "http://imsim.chat.svc:8080",
+		"im-region":           "singapore",
+		"sdkappid":            "1400000000",
+		"rate-limit":          "150",
+		"shutdown-timeout":    "25s",
+		"kafka-tls":           "true",
+		"kafka-tls-ca-file":   "/etc/chatgroupd/kafka-tls/ca.crt",
+		"kafka-tls-cert-file": "/etc/chatgroupd/kafka-tls/tls.crt",
+		"kafka-tls-key-file":  "/etc/chatgroupd/kafka-tls/tls.key",
+		"kafka-sasl-mechanism": "scram-sha-512",
+		"kafka-sasl-username":  "chatgroupd",
+		"brokers":              "kafka-0.kafka:9093,kafka-1.kafka:9093",
+		"dlq-topic":            "chat.contact-groups.dead",
+		"max-in-flight":        "512",
+	}
+	for k, v := range want {
+		if flags[k] != v {
+			t.Errorf("--%s=%q, want %q", k, flags[k], v)
+		}
+	}
+	if _, ok := flags["secret-key-file"]; ok {
+		t.Error("mountAsFile false must not pass --secret-key-file")
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	for _, n := range []string{"CHATGROUPD_SECRET_KEY", "CHATGROUPD_KAFKA_SASL_PASSWORD"} {
+		e, ok := env[n]
+		if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.Value != "" {
+			t.Errorf("%s must come from a secretKeyRef: %+v", n, e)
+		}
+	}
+	// The fake secrets of all-values.yaml appear in the Secret only.
+	for _, m := range r.manifests {
+		if m.Kind == "Secret" {
+			continue
+		}
+		for _, s := range []string{"not-a-real-key", "not-a-real-password"} {
+			if strings.Contains(string(m.YAML), s) {
+				t.Errorf("%s %s contains the secret %q", m.Kind, m.Name, s)
+			}
+		}
+	}
+	if d.Spec.Template.Annotations["checksum/secret"] == "" {
+		t.Error("no checksum/secret annotation: pods would not restart when the chart's Secret changes")
+	}
+}
+
+func containerPort(t *testing.T, c corev1.Container, name string) int32 {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	t.Fatalf("container %s has no port named %s", c.Name, name)
+	return 0
+}
+
+func checkSecurity(t *testing.T, spec corev1.PodSpec) {
+	t.Helper()
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
+		t.Error("pod securityContext.runAsNonRoot not true")
+	}
+	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Error("pod seccompProfile not RuntimeDefault")
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		if sc == nil {
+			t.Errorf("container %s: no securityContext", c.Name)
+			continue
+		}
+		if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("container %s: root filesystem writable", c.Name)
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("container %s: privilege escalation allowed", c.Name)
+		}
+		if sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("container %s: capabilities %+v, want drop ALL", c.Name, sc.Capabilities)
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("container %s: privileged", c.Name)
+		}
+	}
+}
+
+// checkMounts checks every mount names a volume and every file flag points into a mount.
+func checkMounts(t *testing.T, spec corev1.PodSpec) {
+	t.Helper()
+	vols := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = v
+	}
+	for _, c := range spec.Containers {
+		var mounts []string
+		for _, m := range c.VolumeMounts {
+			if _, ok := vols[m.Name]; !ok {
+				t.Errorf("container %s mounts unknown volume %s", c.Name, m.Name)
+			}
+			mounts = append(mounts, m.MountPath)
+		}
+		var files []string
+		for k, v := range flagValues(c.Args) {
+			if strings.HasSuffix(k, "-file") {
+				files = append(files, v)
+			}
+		}
+		for _, e := range c.Env {
+			if strings.HasSuffix(e.Name, "_FILE") {
+				files = append(files, e.Value)
+			}
+		}
+		for _, f := range files {
+			inside := false
+			for _, m := range mounts {
+				if strings.HasPrefix(f, m+"/") {
+					inside = true
+				}
+			}
+			if !inside {
+				t.Errorf("container %s: file %s is in no volume mount %v", c.Name, f, mounts)
+			}
+		}
+	}
+}
+
+// checkSecretRefs checks that references to the chart's own Secret name keys it renders.
+func checkSecretRefs(t *testing.T, r rendered, spec corev1.PodSpec) {
+	t.Helper()
+	own := map[string]*corev1.Secret{}
+	for k, o := range r.objects {
+		if s, ok := o.(*corev1.Secret); ok {
+			own[strings.TrimPrefix(k, "Secret/")] = s
+		}
+	}
+	check := func(where, name, key string) {
+		if s, ok := own[name]; ok {
+			if _, ok := s.Data[key]; !ok {
+				t.Errorf("%s refers to key %q the chart's Secret %s does not have", where, key, name)
+			}
+		}
+	}
+	for _, c := range spec.Containers {
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				check(c.Name+" env "+e.Name, e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
+			}
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			for _, it := range v.Secret.Items {
+				check("volume "+v.Name, v.Secret.SecretName, it.Key)
+			}
+		}
+	}
+}
+
+func TestServiceMonitorSelectsTheService(t *testing.T) {
+	r := render(t, "ci/all-values.yaml")
+	sm := r.only(t, "ServiceMonitor").(*monitoringv1.ServiceMonitor)
+	svc := r.only(t, "Service").(*corev1.Service)
+	selects(t, "ServiceMonitor", &sm.Spec.Selector, svc.Labels)
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name {
+		t.Errorf("ServiceMonitor endpoints %+v do not scrape the Service's port %s", sm.Spec.Endpoints, svc.Spec.Ports[0].Name)
+	}
+	if sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("scrape path %q", sm.Spec.Endpoints[0].Path)
+	}
+	// The alerts select job="chatgroupd"; the job label comes from this Service label.
+	if got := svc.Labels[sm.Spec.JobLabel]; got != "chatgroupd" {
+		t.Errorf("jobLabel %q gives job=%q, the alert rules expect chatgroupd", sm.Spec.JobLabel, got)
+	}
+	if !slicesContain(sm.Spec.NamespaceSelector.MatchNames, "chat") {
+		t.Errorf("namespaceSelector %+v misses the release namespace", sm.Spec.NamespaceSelector)
+	}
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDashboardConfigMap(t *testing.T) {
+	want, err := os.ReadFile(repo(t).Path("dashboards", "chatgroupd.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vf := range valuesFiles {
+		t.Run(name(vf), func(t *testing.T) {
+			cm := render(t, vf).only(t, "ConfigMap").(*corev1.ConfigMap)
+			if cm.Labels["grafana_dashboard"] != "1" {
+				t.Errorf("dashboard ConfigMap labels %v lack grafana_dashboard: \"1\"", cm.Labels)
+			}
+			got := cm.Data["chatgroupd.json"]
+			if strings.TrimSpace(got) != strings.TrimSpace(string(want)) {
+				t.Error("the ConfigMap's dashboard differs from dashboards/chatgroupd.json")
+			}
+			if !json.Valid([]byte(got)) {
+				t.Error("the ConfigMap's dashboard is not valid JSON")
+			}
+		})
+	}
+}
+
+func TestPrometheusRuleIsTheAlertsFile(t *testing.T) {
+	r := render(t, "ci/all-values.yaml")
+	pr := r.only(t, "PrometheusRule").(*monitoringv1.PrometheusRule)
+	file, err := os.ReadFile(repo(t).Path("files", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ParseRules(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := specAsRuleFile(t, pr)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("PrometheusRule spec differs from files/alerts.yaml:\n got %+v\nwant %+v", got, want)
+	}
+	if len(got.Groups) == 0 || len(got.Groups[0].Rules) == 0 {
+		t.Fatal("no rules rendered")
+	}
+}
+
+// specAsRuleFile turns a PrometheusRule's spec back into a rule file.
+func specAsRuleFile(t *testing.T, pr *monitoringv1.PrometheusRule) RuleFile {
+	t.Helper()
+	b, err := yaml.Marshal(pr.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseRules(b)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	return f
+}
+
+func TestDLQReplayJob(t *testing.T) {
+	r := render(t, "ci/all-values.yaml")
+	j := r.only(t, "Job").(*batchv1.Job)
+	d := r.only(t, "Deployment").(*appsv1.Deployment)
+	pod := j.Spec.Template.Spec
+	c := pod.Containers[0]
+	if c.Image != d.Spec.Template.Spec.Containers[0].Image {
+		t.Errorf("Job image %s differs from the Deployment's %s", c.Image, d.Spec.Template.Spec.Containers[0].Image)
+	}
+	if len(c.Args) < 2 || c.Args[0] != "dlq" || c.Args[1] != "replay" {
+		t.Fatalf("Job args %v, want dlq replay ...", c.Args)
+	}
+	flags := flagValues(c.Args)
+	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3"} {
+		if flags[k] != v {
+			t.Errorf("--%s=%q, want %q", k, flags[k], v)
+		}
+	}
+	env := map[string]bool{}
+	for _, e := range c.Env {
+		env[e.Name] = true
+	}
+	for _, n := range []string{"CHATGROUPD_BROKERS", "CHATGROUPD_TOPIC", "CHATGROUPD_DLQ_TOPIC", "CHATGROUPD_GROUP",
+		"CHATGROUPD_SDKAPPID", "CHATGROUPD_SECRET_KEY", "CHATGROUPD_KAFKA_TLS", "CHATGROUPD_KAFKA_SASL_PASSWORD"} {
+		if !env[n] {
+			t.Errorf("Job lacks %s", n)
+		}
+	}
+	if pod.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy %s: a replay must not be re-run behind the operator's back", pod.RestartPolicy)
+	}
+	// Its pods must not be counted by the service's selectors.
+	selector, _ := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if selector.Matches(labels.Set(j.Spec.Template.Labels)) {
+		t.Error("the Deployment's selector matches the Job's pods")
+	}
+	checkSecurity(t, pod)
+	checkMounts(t, pod)
+	checkSecretRefs(t, r, pod)
+}
+
+// TestValuesRejected checks that the schema and the chart's own checks refuse bad values.
+func TestValuesRejected(t *testing.T) {
+	r := repo(t)
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"unknown top-level key", []string{"--set", "replicas=3"}, "replicas"},
+		{"typo in a nested key", []string{"--set", "kafka.tls.enable=true"}, "enable"},
+		{"wrong type", []string{"--set", "replicaCount=two"}, "replicaCount"},
+		{"string where a number goes", []string{"--set-string", "im.rateLimit=fast"}, "rateLimit"},
+		{"unknown region", []string{"--set", "im.region=mars"}, "region"},
+		{"bad duration", []string{"--set", "config.retryBudget=1 hour"}, "retryBudget"},
+		{"bad log level", []string{"--set", "config.logLevel=verbose"}, "logLevel"},
+		{"bad sasl mechanism", []string{"--set", "kafka.sasl.mechanism=gssapi"}, "mechanism"},
+		{"broker without port", []string{"--set", "kafka.brokers={kafka}"}, "brokers"},
+		{"grace period not above shutdown", []string{"--set", "terminationGracePeriodSeconds=20"}, "terminationGracePeriodSeconds"},
+		{"sasl without username", []string{"--set", "kafka.sasl.mechanism=plain", "--set", "kafka.sasl.password=x"}, "username"},
+		{"create secret without value", []string{"--set", "secretKey.create=true"}, "secretKey.value"},
+		{"half a client certificate", []string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.existingSecret=s", "--set", "kafka.tls.certKey=tls.crt"}, "keyKey"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := r.Template(ctx(t), r.Chart(), tt.args...)
+			if err == nil {
+				t.Fatalf("rendered without error:\n%.400s", out)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error does not mention %q: %v", tt.wantErr, err)
+			}
+		})
+	}
+}
+
+// TestNotes renders NOTES.txt (helm template skips it) by wrapping it in a ConfigMap in a copy
+// of the chart.
+func TestNotes(t *testing.T) {
+	r := repo(t)
+	tests := []struct {
+		values  string
+		want    []string
+		wantNot []string
+	}{
+		{"", []string{"rollout status deployment/chatgroupd", "/readyz", "WARNING: im.sdkappid is not set",
+			"create secret generic chatgroupd", "replicas beyond the partition count sit idle"},
+			[]string{"DLQ replay Job", "ServiceMonitor"}},
+		{"ci/all-values.yaml", []string{"rollout status deployment/chatgroupd", "ServiceMonitor chatgroupd",
+			"logs -f job/chatgroupd-dlq-replay-1", "label grafana_dashboard=1"},
+			[]string{"WARNING", "create secret generic", "not-a-real"}},
+	}
+	for _, tt := range tests {
+		t.Run(name(tt.values), func(t *testing.T) {
+			chart := copyChart(t, r.Chart())
+			notes, err := os.ReadFile(filepath.Join(chart, "templates", "NOTES.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wrap := "{{- define \"deploytest.notes\" -}}\n" + string(notes) + "\n{{- end }}\n"
+			cm := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |-\n    {{- include \"deploytest.notes\" . | nindent 4 }}\n"
+			for p, s := range map[string]string{"_notes.tpl": wrap, "zz-notes.yaml": cm} {
+				if err := os.WriteFile(filepath.Join(chart, "templates", p), []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var extra []string
+			if tt.values != "" {
+				extra = []string{"-f", filepath.Join(chart, tt.values)}
+			}
+			out, err := r.Template(ctx(t), chart, append(extra, "--show-only", "templates/zz-notes.yaml")...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got corev1.ConfigMap
+			if err := yaml.UnmarshalStrict(out, &got); err != nil {
+				t.Fatal(err)
+			}
+			text := got.Data["notes"]
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, text)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(text, w) {
+					t.Errorf("NOTES contain %q:\n%s", w, text)
+				}
+			}
+		})
+	}
+}
+
+func copyChart(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "chatgroupd")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
