@@ -55,7 +55,9 @@ func fileExists(p string) bool {
 func (r Repo) Chart() string { return filepath.Join(r.Root, "charts", "chatgroupd") }
 
 // Path joins elements onto the chart directory.
-func (r Repo) Path(elem ...string) string { return filepath.Join(append([]string{r.Chart()}, elem...)...) }
+func (r Repo) Path(elem ...string) string {
+	return filepath.Join(append([]string{r.Chart()}, elem...)...)
+}
 
 // Helm runs helm with args and returns its standard output. It uses $HELM when set, else the
 // version pinned in tools/go.mod (`go -C tools tool helm`). A failure carries helm's stderr.
