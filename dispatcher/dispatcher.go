@@ -21,6 +21,9 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 )
 
+// errPaused ends an attempt that found the dispatcher paused after its rate-limiter wait.
+var errPaused = errors.New("paused")
+
 // maxGetPages bounds the paging of get_contact_group: a user has at most 1000 grouped
 // conversations, so a server that keeps saying "not complete" beyond this is broken.
 const maxGetPages = 200
@@ -191,6 +194,9 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", ctx.Err())
 		}
+		if err == errPaused {
+			continue
+		}
 		if o, err = r.failed(ctx, api, err); o != nil {
 			return *o, nil
 		}
@@ -224,6 +230,11 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	r.d.cfg.Metrics.RateLimitWait.Observe(waited.Seconds())
 	if err != nil {
 		return err
+	}
+	if reason, _ := r.d.paused(); reason != "" {
+		// Paused while we queued: with a backlog, hundreds of events wait here, and each would
+		// otherwise spend a call on an API we know refuses us. The unused grant only slows us.
+		return errPaused
 	}
 	r.attempts++
 	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { l.wrote(g, r.d.cfg.Now()) }}

@@ -655,3 +655,33 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPauseStopsCallsQueuedInTheLimiter(t *testing.T) {
+	// Real time at 50 calls/s: 20ms between grants, so most events are still queued in the
+	// limiter when the first answers arrive.
+	h := newHarness(t, func(c *Config) { c.RateLimit, c.Now, c.Sleep = 50, time.Now, sleep })
+	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigKeyMismatch))
+	gate := make(chan struct{})
+	h.api.gate = gate // the first creates hang until the rest have queued in the limiter
+	ctx, cancel := context.WithCancel(context.Background())
+	var results []<-chan result
+	for i := range 50 {
+		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
+	}
+	time.Sleep(100 * time.Millisecond)
+	h.api.mu.Lock()
+	inFlight := h.api.entered
+	h.api.mu.Unlock()
+	close(gate)
+	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	time.Sleep(300 * time.Millisecond)
+	if n := h.api.count(im.APICreate); n > inFlight+1 || n > 20 {
+		t.Errorf("creates = %d: events queued in the limiter kept calling after the pause", n)
+	}
+	cancel()
+	for _, ch := range results {
+		if r := <-ch; r.err == nil {
+			t.Fatalf("event ended while paused: %+v", r.o)
+		}
+	}
+}

@@ -32,6 +32,8 @@ type fakeAPI struct {
 	itemCodes map[string]int    // contact key → per-item code (partial results)
 	calls     map[string]int
 	refreshes int
+	gate      chan struct{} // when set, creates wait for it to close
+	entered   int           // creates that reached the fake, gated or not
 }
 
 type fakeGroup struct {
@@ -139,6 +141,13 @@ func (f *fakeAPI) addLocked(g *fakeGroup, c im.ContactItem) im.ContactResult {
 }
 
 func (f *fakeAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
+	f.mu.Lock()
+	gate := f.gate
+	f.entered++
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, scripted := f.next(im.APICreate)
