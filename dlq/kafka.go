@@ -25,6 +25,11 @@ type topicInfo struct {
 func topicPartitions(ctx context.Context, c *kafka.Client, topic string) (topicInfo, error) {
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// kafka-go's only sign of a TLS/SASL mismatch or a wrong password.
+			return topicInfo{}, fmt.Errorf("cannot reach Kafka at %s: the broker closed the connection "+
+				"(check the TLS/SASL settings and credentials): %w", c.Addr, err)
+		}
 		return topicInfo{}, fmt.Errorf("cannot reach Kafka at %s: %w", c.Addr, err)
 	}
 	for _, t := range md.Topics {
