@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
@@ -53,7 +54,7 @@ func MetricNames(q string) ([]string, error) {
 		name := vs.Name
 		if name == "" {
 			for _, m := range vs.LabelMatchers {
-				if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+				if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 					name = m.Value
 				}
 			}
@@ -213,16 +214,19 @@ func RegisteredNames() (map[string]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gather: %w", err)
 	}
+	gathered := map[string]bool{}
 	for _, f := range fams {
+		gathered[f.GetName()] = true
 		addFamily(f.GetName(), f.GetType())
 	}
 	// Vectors without children are not gathered: take their names from their descriptions.
+	// (Plain histograms and summaries always are, so only the vector types need telling apart.)
 	for _, c := range rec.collectors {
 		typ := dto.MetricType_UNTYPED
 		switch c.(type) {
-		case prometheus.Histogram, *prometheus.HistogramVec:
+		case *prometheus.HistogramVec:
 			typ = dto.MetricType_HISTOGRAM
-		case prometheus.Summary, *prometheus.SummaryVec:
+		case *prometheus.SummaryVec:
 			typ = dto.MetricType_SUMMARY
 		}
 		ch := make(chan *prometheus.Desc, 16)
@@ -232,7 +236,9 @@ func RegisteredNames() (map[string]bool, error) {
 			if err != nil {
 				return nil, err
 			}
-			addFamily(name, typ)
+			if !gathered[name] {
+				addFamily(name, typ)
+			}
 		}
 	}
 	return names, nil

@@ -56,8 +56,10 @@ func TestQueriesUseRegisteredMetrics(t *testing.T) {
 			t.Fatalf("RegisteredNames misses %s; the check below would be meaningless", must)
 		}
 	}
-	if registered["chatgroupd_api_request_duration_seconds"] {
-		t.Fatal("a histogram's bare name is not a series")
+	for _, h := range []string{"chatgroupd_api_request_duration_seconds", "chatgroupd_ratelimit_wait_seconds"} {
+		if registered[h] {
+			t.Fatalf("a histogram's bare name (%s) is not a series", h)
+		}
 	}
 
 	exprs := append(dashboardExprs(t), alertRules(t).Exprs()...)
@@ -339,4 +341,57 @@ func TestPromtoolOnShippedAndRenderedRules(t *testing.T) {
 		runPromtool(t, dir, "check", "rules", "alerts.yaml")
 		runPromtool(t, dir, "test", "rules", "alerts_test.yaml")
 	})
+}
+
+func TestExpandGrafana(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`rate(a{pod=~"$pod"}[$__rate_interval])`, `rate(a{pod=~"x"}[5m])`},
+		{`rate(a{ns="${namespace}"}[${__interval}])`, `rate(a{ns="x"}[5m])`},
+		{`increase(a[$__range]) and b{x="[[var]]"}`, `increase(a[5m]) and b{x="x"}`},
+		{`sum(a)`, `sum(a)`},
+	}
+	for _, tt := range tests {
+		if got := ExpandGrafana(tt.in); got != tt.want {
+			t.Errorf("ExpandGrafana(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestMetricNames(t *testing.T) {
+	tests := []struct {
+		q       string
+		want    string
+		wantErr bool
+	}{
+		{`sum(rate(a_total[5m])) / sum(b)`, "a_total,b", false},
+		{`histogram_quantile(0.9, sum by (le) (rate(h_bucket[5m])))`, "h_bucket", false},
+		{`{__name__="c"} and on (x) c`, "c", false},
+		{`absent(up{job="j"} == 1)`, "up", false},
+		{`{__name__=~"chatgroupd_.*"}`, "", true},
+		{`sum(rate(a[5m])`, "", true},
+	}
+	for _, tt := range tests {
+		got, err := MetricNames(tt.q)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("MetricNames(%q) error %v, wantErr %v", tt.q, err, tt.wantErr)
+			continue
+		}
+		if strings.Join(got, ",") != tt.want {
+			t.Errorf("MetricNames(%q) = %v, want %s", tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestSplitManifests(t *testing.T) {
+	out := "---\n# Source: c/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\n# Source: c/templates/empty.yaml\n# nothing\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n"
+	ms, err := SplitManifests([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 2 || ms[0].Kind != "ConfigMap" || ms[0].Source != "c/templates/a.yaml" || ms[1].Name != "b" {
+		t.Fatalf("got %+v", ms)
+	}
+	if _, err := SplitManifests([]byte("---\nfoo: bar\n")); err == nil {
+		t.Error("a document without kind was accepted")
+	}
 }
