@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatgroupd/chatgroupd/dlq"
-	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
@@ -60,7 +59,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	if err := parseFlags(fs, rest, getenv); err != nil {
 		return err
 	}
-	cfg, filter, closeConn, err := o.resolve(sub == "replay", stderr)
+	cfg, filter, closeConn, err := o.resolve(sub == "replay", getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("dlq %s: %w", sub, err)
 	}
@@ -75,7 +74,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 
 // dlqOptions are the flags of both subcommands.
 type dlqOptions struct {
-	brokers       string
+	kafka         kafkaFlags // --brokers and the shared TLS/SASL flags
 	topic         string
 	dlqTopic      string
 	group         string
@@ -95,7 +94,7 @@ type dlqOptions struct {
 }
 
 func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
-	fs.StringVar(&o.brokers, "brokers", "", "Kafka bootstrap brokers, comma-separated host:port (required)")
+	o.kafka.register(fs)
 	fs.StringVar(&o.topic, "topic", "chat.contact-groups", "the event topic (replays go here)")
 	fs.StringVar(&o.dlqTopic, "dlq-topic", "", "the dead-letter topic (default <topic>.dlq)")
 	fs.StringVar(&o.group, "group", "chatgroupd", `only records dead-lettered by this consumer group ("" for all)`)
@@ -116,10 +115,10 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 }
 
 // resolve checks every flag before anything touches Kafka, so bad input changes nothing.
-func (o *dlqOptions) resolve(replay bool, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
+func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
 	var f dlq.Filter
 	nop := func() {}
-	if strings.TrimSpace(o.brokers) == "" {
+	if strings.TrimSpace(o.kafka.brokers) == "" {
 		return dlq.ToolConfig{}, f, nop, errors.New("--brokers is required")
 	}
 	if o.topic == "" {
@@ -159,8 +158,7 @@ func (o *dlqOptions) resolve(replay bool, stderr io.Writer) (dlq.ToolConfig, dlq
 	if err != nil {
 		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--log-level: %w", err)
 	}
-	// TLS/SASL hook: the shared Kafka connection flags plug in here by filling this Config.
-	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: dlqSplit(o.brokers), DialTimeout: 5 * time.Second})
+	conn, err := o.kafka.conn(getenv)
 	if err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}

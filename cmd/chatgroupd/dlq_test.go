@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
@@ -301,5 +303,40 @@ func TestDLQParseTime(t *testing.T) {
 		if (err != nil) != tc.bad || !got.Equal(tc.want) {
 			t.Errorf("%q: %v %v, want %v bad=%v", tc.in, got, err, tc.want, tc.bad)
 		}
+	}
+}
+
+// The shared Kafka flags reach the tools: list and replay work against a SASL cluster with the
+// password from the environment, and fail clearly without it.
+func TestDLQOverSASL(t *testing.T) {
+	c := kafkatest.New(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "ops", "s3cret"), kfake.SeedTopics(1, "t", "t.dlq"))
+	rt := &kafka.Transport{SASL: plain.Mechanism{Username: "ops", Password: "s3cret"}}
+	defer rt.CloseIdleConnections()
+	w, err := dlq.NewWriter(dlq.Config{Brokers: c.Brokers, Topic: "t.dlq", GroupID: "chatgroupd", Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	orig := kafka.Message{Topic: "t", Key: []byte("alice"), Value: []byte(`{}`), Time: time.Now()}
+	if err := w.DeadLetter(ctx, orig, dlq.Letter{Reason: dlq.ReasonRejected, Code: 51010, FromAccount: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		return map[string]string{"CHATGROUPD_BROKERS": strings.Join(c.Brokers, ","), "CHATGROUPD_KAFKA_SASL_PASSWORD": "s3cret"}[k]
+	}
+	sasl := []string{"--topic", "t", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", "ops"}
+	out, _, err := runDLQTest(t, getenv, append([]string{"list"}, sasl...)...)
+	if err != nil || !strings.Contains(out, "alice") {
+		t.Fatalf("list over SASL: %v\n%s", err, out)
+	}
+	out, _, err = runDLQTest(t, getenv, append([]string{"replay"}, sasl...)...)
+	if err != nil || !dlqLineHas(out, "replayed", "1") {
+		t.Fatalf("replay over SASL: %v\n%s", err, out)
+	}
+	_, _, err = runDLQTest(t, getenv, "list", "--topic", "t")
+	if err == nil || !strings.Contains(err.Error(), "SASL") {
+		t.Fatalf("list without SASL flags: %v", err)
 	}
 }
