@@ -237,7 +237,7 @@ type Summary struct {
 	Malformed       int      `json:"malformed"`        // skipped: not a chatgroupd DLQ record
 	FilteredOut     int      `json:"filtered_out"`     // did not match the filter
 	Matched         int      `json:"matched"`          // matched the filter
-	Replayed        int      `json:"replayed"`         // produced to the main topic and recorded in the ledger
+	Replayed        int      `json:"replayed"`         // produced to the main topic and acknowledged (dry run: would be)
 	AlreadyReplayed int      `json:"already_replayed"` // skipped: in the ledger (use Again)
 	OverMax         int      `json:"over_max"`         // skipped: dlq-replay-count >= MaxReplays
 	OverLimit       int      `json:"over_limit"`       // skipped: past Limit
@@ -288,26 +288,21 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	}
 	sum.Scanned, sum.Malformed, sum.FilteredOut = s.scanned, s.malformed, s.filteredOut
 
+	sum.Matched = len(s.entries)
 	var todo []*Entry
 	for i := range s.entries {
 		e := &s.entries[i]
 		switch {
 		case e.Replayed && !opts.Again:
-			sum.Matched++
 			sum.AlreadyReplayed++
-			continue
 		case e.ReplayCount >= opts.MaxReplays:
-			sum.Matched++
 			sum.OverMax++
 			sum.OverMaxRecords = append(sum.OverMaxRecords, Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset))
-			continue
-		}
-		sum.Matched++
-		if opts.Limit > 0 && len(todo) >= opts.Limit {
+		case opts.Limit > 0 && len(todo) >= opts.Limit:
 			sum.OverLimit++
-			continue
+		default:
+			todo = append(todo, e)
 		}
-		todo = append(todo, e)
 	}
 	if opts.DryRun {
 		for _, e := range todo {
@@ -322,8 +317,8 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	if err := t.ensureLedger(ctx); err != nil {
 		return sum, err
 	}
-	main := newProducer(t.cfg.Brokers, t.cfg.Topic, t.rt, 0)
-	defer main.Close()
+	target := newProducer(t.cfg.Brokers, t.cfg.Topic, t.rt, 0)
+	defer target.Close()
 	led := newProducer(t.cfg.Brokers, t.cfg.LedgerTopic, t.rt, 0)
 	defer led.Close()
 
@@ -335,7 +330,7 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 		for i, e := range batch {
 			msgs[i] = ReplayMessage(e, t.cfg.DLQTopic)
 		}
-		werr := main.WriteMessages(ctx, msgs...)
+		werr := target.WriteMessages(ctx, msgs...)
 		acked := make([]*Entry, 0, len(batch))
 		var we kafka.WriteErrors
 		switch {
