@@ -66,9 +66,11 @@ type Config struct {
 	// ProbeAccount is the From_Account of the startup probe (later probes use the account of the
 	// event that caused the pause). The admin identifier is a good choice.
 	ProbeAccount string
-	// JitterMargin widens the limiter's window beyond one second, so that delays between our
-	// clock and the server's arrival times can't squeeze one window's calls into a shorter one.
-	// Utilisation is at most 1s/(1s+JitterMargin).
+	// JitterMargin widens the limiter's window beyond one second, so that differences in delay
+	// between our write of a request and its arrival at the server can't squeeze one window's
+	// calls into a shorter one. Utilisation is at most 1s/(1s+JitterMargin). A request delayed
+	// by more than the margin can land in the server's previous second; its 60007 is retried,
+	// and isolated ones don't slow the limiter down (see SlowDownAfter).
 	JitterMargin time.Duration
 	// OutageWindow, OutageSpan, OutageRatio and OutageAccounts define an outage: among the last
 	// OutageWindow calls, all made within OutageSpan, at least OutageRatio failed transiently,

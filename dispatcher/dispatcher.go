@@ -39,7 +39,12 @@ const maxGetPages = 200
 //
 // Pauses: a config/auth failure, or an outage (most recent calls failing transiently for many
 // accounts), pauses every Dispatch — each keeps its event and produces no outcome — until a
-// probe is accepted. Time spent paused does not count against an event's retry budget.
+// probe is accepted. Time spent paused does not count against an event's retry budget. Probes
+// use get_contact_group: if only creates fail, the dispatcher resumes after a probe and pauses
+// again after OutageWindow failed calls, which bounds what an outage of one API costs.
+//
+// Known limit: the im client re-signs and retries once on 70001/70052 inside one call, so such a
+// call may reach the server twice on one grant of the limiter.
 type Dispatcher struct {
 	cfg    Config
 	log    *zap.Logger
