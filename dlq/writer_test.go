@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +219,48 @@ func produceError(req kmsg.Request, topic string) (kmsg.Response, error, bool) {
 		resp.Topics = append(resp.Topics, st)
 	}
 	return resp, nil, true
+}
+
+// After Close a dead letter fails rather than being silently dropped.
+func TestWriterClose(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "d", 1)
+	w, err := NewWriter(Config{Brokers: c.Brokers, Topic: "d", GroupID: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 20*time.Second)
+	if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonInvalid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonInvalid}); err == nil {
+		t.Fatal("DeadLetter after Close returned nil")
+	}
+	if n := len(c.ReadAll(t, "d")); n != 1 {
+		t.Fatalf("%d DLQ records, want 1", n)
+	}
+}
+
+func ExampleNewWriter() {
+	w, err := NewWriter(Config{
+		Brokers: []string{"127.0.0.1:9092"},
+		Topic:   "chat.contact-groups.dlq",
+		GroupID: "chatgroupd",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// rec is the record the consumer could not apply; DeadLetter returns nil only once Kafka
+	// acknowledged the DLQ copy with acks=all, and only then may rec's offset be committed.
+	rec := kafka.Message{Topic: "chat.contact-groups", Partition: 3, Offset: 1207, Key: []byte("alice"), Value: []byte(`{}`)}
+	if err := w.DeadLetter(ctx, rec, Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}); err != nil {
+		fmt.Println("not dead-lettered, keep the offset uncommitted:", err)
+	}
 }
