@@ -685,3 +685,20 @@ func TestPauseStopsCallsQueuedInTheLimiter(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPagesThroughContacts(t *testing.T) {
+	h := newHarness(t, nil)
+	h.api.pageSize = 2
+	h.api.seed("alice", "other", item("a1"), item("a2"), item("a3"))
+	h.api.seed("alice", "friends", item("x1"), item("x2"), item("x3"))
+	o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("x1"), c2c("x2"), c2c("x3")), Uncertain: true})
+	if o.Result != Applied {
+		t.Fatalf("outcome = %+v", o)
+	}
+	if gets := h.api.count(im.APIGet); gets != 3 || o.Attempts != 3 {
+		t.Errorf("gets = %d, attempts = %d; want 3 pages of 2 for 6 conversations", gets, o.Attempts)
+	}
+	if n := h.api.count(im.APIUpdate) + h.api.count(im.APICreate); n != 0 {
+		t.Errorf("%d writes, want none: every conversation is on some page", n)
+	}
+}

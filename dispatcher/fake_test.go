@@ -3,6 +3,8 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +36,7 @@ type fakeAPI struct {
 	refreshes int
 	gate      chan struct{} // when set, creates wait for it to close
 	entered   int           // creates that reached the fake, gated or not
+	pageSize  int           // conversations per get page; 0: everything in one page
 }
 
 type fakeGroup struct {
@@ -203,6 +206,16 @@ func (f *fakeAPI) GetContactGroup(ctx context.Context, req *im.GetRequest) (*im.
 	}
 	for _, ci := range byKey {
 		resp.ContactItem = append(resp.ContactItem, *ci)
+	}
+	slices.SortFunc(resp.ContactItem, func(a, b im.ContactInfo) int { return strings.Compare(a.Item().Key(), b.Item().Key()) })
+	if f.pageSize > 0 {
+		all := resp.ContactItem
+		start := min(req.StartIndex, len(all))
+		end := min(start+f.pageSize, len(all))
+		resp.ContactItem, resp.NextStartIndex = all[start:end], end
+		if end < len(all) {
+			resp.CompleteFlag = 0
+		}
 	}
 	return resp, nil
 }

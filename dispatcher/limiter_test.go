@@ -240,3 +240,64 @@ func TestOutageDetector(t *testing.T) {
 		})
 	}
 }
+
+func TestLimiterShareChangeAppliesAtOnce(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, func(ctx context.Context, d time.Duration) error {
+		clock.Advance(d)
+		return nil
+	})
+	l.setShare(1, 1)
+	var grants []time.Time
+	take := func(d time.Duration) {
+		for end := clock.Now().Add(d); clock.Now().Before(end); {
+			if _, _, err := l.acquire(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			grants = append(grants, clock.Now())
+		}
+	}
+	take(2 * time.Second)
+	changed := len(grants)
+	l.setShare(1, 2) // a second replica joined
+	take(3 * time.Second)
+	lo := 0
+	for _, g := range grants[changed:] {
+		for !grants[lo].After(g.Add(-time.Second)) {
+			lo++
+		}
+		n := 0
+		for _, x := range grants[lo:] {
+			if !x.After(g) {
+				n++
+			}
+		}
+		if n > 100 {
+			t.Fatalf("a grant after the share halved saw %d calls in its second, want <= 100", n)
+		}
+	}
+	if got := len(grants) - changed; got < 200 {
+		t.Errorf("%d grants in 3s after the change, want about 300", got)
+	}
+}
+
+func TestLimiterCountsWriteTimes(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 1, func(ctx context.Context, d time.Duration) error {
+		clock.Advance(d)
+		return nil
+	})
+	l.setShare(1, 1)
+	g, _, err := l.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := clock.Now()
+	l.wrote(g, first.Add(500*time.Millisecond)) // the request sat half a second before it went out
+	if _, _, err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if waited := clock.Now().Sub(first); waited < 500*time.Millisecond+l.window {
+		t.Errorf("second grant after %v, want at least a window after the first write (%v)", waited, 500*time.Millisecond+l.window)
+	}
+}
