@@ -68,7 +68,15 @@ func New(cfg Config) (*Dispatcher, error) {
 	d.st.kick = make(chan struct{}, 1)
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
-	d.cfg.Metrics.Ready.Set(0)
+	// Export every label value from the start, so alerts and dashboards see zeros, not gaps.
+	m := d.cfg.Metrics
+	m.Ready.Set(0)
+	m.Paused.WithLabelValues(ReasonConfig).Set(0)
+	m.Paused.WithLabelValues(ReasonOutage).Set(0)
+	m.LimiterChanges.WithLabelValues("down").Add(0)
+	m.LimiterChanges.WithLabelValues("up").Add(0)
+	m.UncertainChecks.WithLabelValues("true").Add(0)
+	m.UncertainChecks.WithLabelValues("false").Add(0)
 	return d, nil
 }
 
