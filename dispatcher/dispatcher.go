@@ -207,7 +207,7 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", ctx.Err())
 		}
-		if err == errPaused {
+		if errors.Is(err, errPaused) {
 			continue
 		}
 		if o, err = r.failed(ctx, api, err); o != nil {

@@ -16,12 +16,14 @@ import (
 //
 // The share is budget × owned/total partitions, so the shares of all members add up to the
 // budget without coordination. Two mechanisms enforce it:
-//   - a sliding-window log: at most n = floor(share) grants in any window of 1s + JitterMargin.
-//     Integer per-window ceilings that sum to at most the budget are what keeps the group's
-//     total within the budget in every one-second window, whatever the replicas' phases; the
-//     margin absorbs the jitter between a grant here and the call's arrival at the server.
-//   - a token bucket (x/time/rate) at n per window with a small burst, which spaces the grants
-//     evenly (no bunching at window edges) and carries over timer lateness so it is not lost.
+//   - a sliding-window log: at most n = floor(share) calls in any window of 1s + JitterMargin,
+//     timed when each request was written (see grant). Integer per-window ceilings that sum to
+//     at most the budget are what keeps the group's total within the budget in every one-second
+//     window, whatever the replicas' phases; the margin absorbs differences in the delay from
+//     our write to the server's count.
+//   - a token bucket (x/time/rate) at n per window, which spaces the grants evenly instead of
+//     letting each window's calls out at its start; its burst (a fifth of n) lets grants catch
+//     up after late timers and scheduler stalls, which would otherwise be lost for good.
 //
 // Frequency-limit answers shrink the rate multiplicatively (slowDown); it grows back
 // additively towards the share (AIMD).
