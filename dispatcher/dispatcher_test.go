@@ -570,24 +570,25 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 func TestShutdownReturnsPromptly(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(h *harness)
+		tweak func(*Config)
+		setup func(*fakeAPI)
 	}{
-		{"paused", func(h *harness) {
-			h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigKeyMismatch))
-			h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
+		{"paused", nil, func(f *fakeAPI) {
+			f.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigKeyMismatch))
+			f.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
 		}},
-		{"backing off", func(h *harness) {
-			h.d.cfg.Sleep = sleep // real time: a 10-minute backoff
-			h.d.cfg.BackoffBase, h.d.cfg.BackoffMax = 10*time.Minute, 10*time.Minute
-			h.api.setAlways(im.APICreate, imErr(im.APICreate, 60008))
-		}},
-		{"no share yet", func(h *harness) {
-			h.d = mustNew(h.t, Config{API: h.api, Metrics: h.m}) // not standalone, no SetShare
-		}},
+		{"backing off", func(c *Config) {
+			c.Sleep = sleep // real time: a 10-minute backoff
+			c.BackoffBase, c.BackoffMax = 10*time.Minute, 10*time.Minute
+		}, func(f *fakeAPI) { f.setAlways(im.APICreate, imErr(im.APICreate, 60008)) }},
+		{"no share yet", func(c *Config) { c.Standalone = false }, nil},
+		{"call in flight", nil, func(f *fakeAPI) { f.gate = make(chan struct{}) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			tc.setup(h)
+			h := newHarness(t, tc.tweak)
+			if tc.setup != nil {
+				tc.setup(h.api)
+			}
 			h.run()
 			ctx, cancel := context.WithCancel(context.Background())
 			res := h.async(ctx, Task{Event: newEvent("alice", "friends")})

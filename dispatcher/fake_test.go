@@ -149,7 +149,11 @@ func (f *fakeAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest)
 	f.entered++
 	f.mu.Unlock()
 	if gate != nil {
-		<-gate
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: ctx.Err()}
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
