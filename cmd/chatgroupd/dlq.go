@@ -27,12 +27,15 @@ const dlqUsage = `Usage: chatgroupd dlq <list|replay> [flags]
 Run "chatgroupd dlq list --help" or "chatgroupd dlq replay --help" for the flags.
 `
 
-var dlqAbout = map[string]string{
-	"list": "Reads the dead-letter topic from the start to its current end and prints the records\n" +
-		"matching the filters, marking those already replayed.",
-	"replay": "Re-produces the matching dead-letter records to --topic (key, value and headers as they were,\n" +
+// dlqAbout is the help text of a subcommand.
+func dlqAbout(sub string) string {
+	if sub == "list" {
+		return "Reads the dead-letter topic from the start to its current end and prints the records\n" +
+			"matching the filters, marking those already replayed."
+	}
+	return "Re-produces the matching dead-letter records to --topic (key, value and headers as they were,\n" +
 		"replay-count = dlq-replay-count+1, replay-of = <dlq-topic>/<partition>/<offset>) and records each\n" +
-		"in the ledger topic <dlq-topic>.replays once acknowledged: running it twice replays nothing twice.",
+		"in the ledger topic <dlq-topic>.replays once acknowledged: running it twice replays nothing twice."
 }
 
 // runDLQ is "chatgroupd dlq": the operator's view of the dead-letter topic.
@@ -53,7 +56,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	fs := newFlagSet("dlq "+sub, stderr)
 	o.register(fs, sub == "replay")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: chatgroupd dlq %s [flags]\n\n%s\n\nFlags (each also from CHATGROUPD_<FLAG>):\n", sub, dlqAbout[sub])
+		fmt.Fprintf(stderr, "Usage: chatgroupd dlq %s [flags]\n\n%s\n\nFlags (each also from CHATGROUPD_<FLAG>):\n", sub, dlqAbout(sub))
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, rest, getenv); err != nil {
