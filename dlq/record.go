@@ -13,8 +13,10 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 )
 
-// Reasons lists every dlq-reason value, in the order operators usually read them.
-var Reasons = []string{ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted}
+// Reasons returns every dlq-reason value, in the order operators usually read them.
+func Reasons() []string {
+	return []string{ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted}
+}
 
 // ValidReason reports whether r is one of the four dlq-reason values.
 func ValidReason(r string) bool {
@@ -25,14 +27,20 @@ func ValidReason(r string) bool {
 	return false
 }
 
-// ourHeaders are the headers Record appends; Parse strips exactly these from the tail of a record
-// to recover the original headers.
-var ourHeaders = map[string]bool{
-	HeaderOriginalTopic: true, HeaderOriginalPartition: true, HeaderOriginalOffset: true,
-	HeaderOriginalTimestamp: true, HeaderReason: true, HeaderErrorCode: true, HeaderErrorInfo: true,
-	HeaderAttempts: true, HeaderFailedAt: true, HeaderEventID: true, HeaderFromAccount: true,
-	HeaderConsumerGroup: true, HeaderReplayCount: true, HeaderResult: true,
+// isOurHeader reports whether k is a header Record appends; Parse strips exactly these from the tail of
+// a record to recover the original headers.
+func isOurHeader(k string) bool {
+	switch k {
+	case HeaderOriginalTopic, HeaderOriginalPartition, HeaderOriginalOffset, HeaderOriginalTimestamp,
+		HeaderReason, HeaderErrorCode, HeaderErrorInfo, HeaderAttempts, HeaderFailedAt, HeaderEventID,
+		HeaderFromAccount, HeaderConsumerGroup, HeaderReplayCount, HeaderResult:
+		return true
+	}
+	return false
 }
+
+// ourHeaderCount is how many headers Record appends at most.
+const ourHeaderCount = 14
 
 // timeFormat is RFC 3339 with the sub-second digits Kafka timestamps carry (milliseconds), so the
 // original timestamp survives the round trip.
@@ -49,7 +57,7 @@ func Record(orig kafka.Message, l Letter, group string, failedAt time.Time) kafk
 			replayCount = n
 		}
 	}
-	hs := make([]kafka.Header, 0, len(orig.Headers)+len(ourHeaders))
+	hs := make([]kafka.Header, 0, len(orig.Headers)+ourHeaderCount)
 	for _, h := range orig.Headers {
 		hs = append(hs, kafka.Header{Key: h.Key, Value: cloneBytes(h.Value)})
 	}
@@ -195,7 +203,7 @@ func Parse(m kafka.Message) (*Entry, error) {
 		return nil, err
 	}
 	if !ValidReason(e.Reason) {
-		return nil, bad(HeaderReason, fmt.Sprintf("is %q, want one of %v", e.Reason, Reasons))
+		return nil, bad(HeaderReason, fmt.Sprintf("is %q, want one of %v", e.Reason, Reasons()))
 	}
 	if e.OriginalTopic, err = str(HeaderOriginalTopic); err != nil {
 		return nil, err
@@ -258,7 +266,7 @@ func splitHeaders(hs []kafka.Header) (orig []kafka.Header, ours map[string][]byt
 	i := len(hs)
 	for i > 0 {
 		h := hs[i-1]
-		if !ourHeaders[h.Key] {
+		if !isOurHeader(h.Key) {
 			break
 		}
 		if _, dup := ours[h.Key]; dup {

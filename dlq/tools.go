@@ -89,7 +89,7 @@ var ErrUnknownReason = errors.New("unknown reason")
 func (f Filter) Validate() error {
 	for _, r := range f.Reasons {
 		if !ValidReason(r) {
-			return fmt.Errorf("dlq filter: %w %q (want one of %v)", ErrUnknownReason, r, Reasons)
+			return fmt.Errorf("dlq filter: %w %q (want one of %v)", ErrUnknownReason, r, Reasons())
 		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {

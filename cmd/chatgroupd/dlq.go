@@ -102,7 +102,7 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 	fs.StringVar(&o.dlqTopic, "dlq-topic", "", "the dead-letter topic (default <topic>.dlq)")
 	fs.StringVar(&o.group, "group", "chatgroupd", `only records dead-lettered by this consumer group ("" for all)`)
 	fs.StringVar(&o.codes, "code", "", "only these IM error codes, comma-separated (0 = invalid events)")
-	fs.StringVar(&o.reasons, "reason", "", "only these reasons, comma-separated: "+strings.Join(dlq.Reasons, ", "))
+	fs.StringVar(&o.reasons, "reason", "", "only these reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "))
 	fs.StringVar(&o.account, "account", "", "only this account (from_account)")
 	fs.StringVar(&o.since, "since", "", "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
 	fs.StringVar(&o.until, "until", "", "only records dead-lettered before this RFC 3339 time, or this long ago")
@@ -142,7 +142,7 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 	}
 	for _, r := range dlqSplit(o.reasons) {
 		if !dlq.ValidReason(r) {
-			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons, ", "))
+			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
 		}
 		f.Reasons = append(f.Reasons, r)
 	}
