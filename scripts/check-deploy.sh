@@ -10,7 +10,10 @@ root=$PWD
 chart=$root/charts/chatgroupd
 kube_version=1.31.0 # the go-built helm would otherwise assume v1.20
 
-helm() { go -C "$root/tools" tool helm "$@"; }
+# Build (or find in the build cache) the pinned helm once; deploytest uses it through $HELM too.
+HELM=$(go -C "$root/tools" tool -n helm)
+export HELM
+helm() { "$HELM" "$@"; }
 
 if ! command -v promtool >/dev/null 2>&1; then
 	echo "check-deploy: promtool not found (apt-get install prometheus)" >&2
