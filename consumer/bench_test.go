@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -38,7 +39,8 @@ func produceBacklog(b *testing.B, k *kafkatest.Cluster, topic string, n, account
 
 // runBacklog consumes a backlog of n events with a zero-latency dispatcher and returns the
 // elapsed time from Run to the last event applied, and the peak Go heap seen meanwhile.
-func runBacklog(b *testing.B, n int, edit func(*Config)) (time.Duration, uint64, uint64) {
+// With sample set, a sampler forces a GC every 500ms and records the peak live heap.
+func runBacklog(b *testing.B, n int, sample bool, edit func(*Config)) (time.Duration, uint64, uint64) {
 	b.Helper()
 	k := kafkatest.New(b)
 	topic := kafkatest.UniqueName("bench")
@@ -64,7 +66,10 @@ func runBacklog(b *testing.B, n int, edit func(*Config)) (time.Duration, uint64,
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		t := time.NewTicker(50 * time.Millisecond)
+		if !sample {
+			return
+		}
+		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -72,6 +77,7 @@ func runBacklog(b *testing.B, n int, edit func(*Config)) (time.Duration, uint64,
 				return
 			case <-t.C:
 				var m runtime.MemStats
+				runtime.GC()
 				runtime.ReadMemStats(&m)
 				if m.HeapAlloc > peak.Load() {
 					peak.Store(m.HeapAlloc)
@@ -111,19 +117,102 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 	const n = 200_000
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
-		d, _, _ := runBacklog(b, n, nil)
+		d, _, _ := runBacklog(b, n, false, nil)
 		total += d
 	}
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "events/s")
 }
 
-// BenchmarkBacklogMemory consumes a 1M-event backlog and reports the peak Go heap above what the
-// embedded broker already holds: bounded by MaxBuffered per partition, not by the backlog.
+// BenchmarkBacklogMemory consumes 200k- and 1M-event backlogs and reports the peak live heap
+// above what the embedded broker already holds (sampled after forced GCs): it depends on
+// MaxBuffered, the partition count and the dedupe window, not on the backlog.
 func BenchmarkBacklogMemory(b *testing.B) {
-	const n = 1_000_000
+	for _, n := range []int{200_000, 1_000_000} {
+		b.Run(fmt.Sprintf("backlog=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				d, base, peak := runBacklog(b, n, true, nil)
+				b.ReportMetric(float64(n)/d.Seconds(), "events/s")
+				b.ReportMetric(float64(peak-min(base, peak))/(1<<20), "peak-live-MiB")
+			}
+		})
+	}
+}
+
+// BenchmarkMemoryPerEvent reports the bytes one buffered event (fetched, queued, not ended; the
+// ~170-byte record value included), one in-flight event (plus its runner goroutine) and one
+// remembered dedupe id cost.
+func BenchmarkMemoryPerEvent(b *testing.B) {
+	const n = 20000
+	b.ReportAllocs()
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = evMsg(fmt.Sprintf("ev-%d", i), fmt.Sprintf("account-%d", i%1000), 0)
+		msgs[i].Offset = int64(i)
+	}
+	measure := func(n int, fill func()) float64 {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		fill()
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		return float64(int64(m1.HeapAlloc+m1.StackInuse)-int64(m0.HeapAlloc+m0.StackInuse)) / float64(n)
+	}
 	for i := 0; i < b.N; i++ {
-		d, base, peak := runBacklog(b, n, func(c *Config) { c.MaxBuffered = 5000 })
-		b.ReportMetric(float64(n)/d.Seconds(), "events/s")
-		b.ReportMetric(float64(peak-min(base, peak))/(1<<20), "peak-heap-above-broker-MiB")
+		disp := newFakeDispatcher(b)
+		disp.block = make(chan struct{})
+		c, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", GroupID: "g", Dispatcher: disp,
+			DeadLetterer: &fakeDL{}, MaxInFlight: n, MaxBuffered: 2 * n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		newPart := func(e *engine, horizon int64) *part {
+			p := &part{win: newWindow(n), accounts: map[string]*account{}, pending: map[uint64]*rec{},
+				space: make(chan struct{}, 1), tr: newTracker(0), committedH: horizon, inherited: 0}
+			e.parts[0] = p
+			return p
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		// Buffered: the horizon is 0, so every record waits in its account's queue.
+		e := newEngine(c, ctx)
+		p := newPart(e, 0)
+		buffered := measure(n, func() {
+			for _, m := range msgs {
+				e.ingest(ctx, p, m)
+			}
+		})
+		// In flight: one account per record, all dispatched and blocked in the dispatcher. As
+		// many as the metadata bound lets run out of order in one partition (see pressured).
+		const nf = 200
+		e2 := newEngine(c, ctx)
+		p2 := newPart(e2, int64(n))
+		inflight := measure(nf, func() {
+			for j, m := range msgs[:nf] {
+				m.Key = []byte(fmt.Sprint("solo-", j))
+				m.Value = evMsg(fmt.Sprintf("ev-%d", j), fmt.Sprintf("solo-%d", j), 0).Value
+				e2.ingest(ctx, p2, m)
+			}
+			for disp.n.Load() < nf {
+				time.Sleep(time.Millisecond)
+			}
+		})
+		cancel()
+		e2.runners.Wait()
+		w := newWindow(n)
+		h := hasher{seed: maphash.MakeSeed()}
+		keys := make([]uint64, n)
+		for j := range keys {
+			keys[j] = h.id(fmt.Sprint("ev-", j), 0)
+		}
+		remembered := measure(n, func() {
+			for j, k := range keys {
+				w.add(k, uint64(j%1000+1), int64(j+1))
+			}
+		})
+		b.ReportMetric(buffered, "B/buffered-event")
+		b.ReportMetric(inflight, "B/inflight-event")
+		b.ReportMetric(remembered, "B/remembered-id")
+		runtime.KeepAlive(e)
+		runtime.KeepAlive(w)
 	}
 }

@@ -44,18 +44,22 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	cfg := e.cfg
 	now := cfg.Now()
 	e.mu.Lock()
-	elapsed := now.Sub(e.lastCommit)
-	if e.lastCommit.IsZero() || elapsed <= 0 {
-		elapsed = cfg.CommitInterval
+	elapsed := now.Sub(e.lastRate)
+	sample := elapsed >= 200*time.Millisecond // shorter intervals (early commits) give noisy rates
+	if sample {
+		e.lastRate = now
 	}
-	e.lastCommit = now
 	snaps := make([]commitSnap, 0, len(e.parts))
 	for _, p := range e.parts {
 		w := p.tr.watermark()
+		if sample {
+			r := float64(p.sinceCommit) / elapsed.Seconds()
+			p.rate = (p.rate + r) / 2
+			p.sinceCommit = 0
+		}
 		// Extend the horizon by what the partition dispatches in ~2s, so it rarely blocks, but
 		// no further: everything below it is uncertain (an existence check) for a successor.
-		ext := max(int64(2*cfg.MaxInFlight), int64(float64(p.sinceCommit)*2/elapsed.Seconds()))
-		p.sinceCommit = 0
+		ext := max(int64(2*cfg.MaxInFlight), int64(p.rate*2))
 		h := max(p.committedH, max(p.maxPicked+1, p.wantH, w)+ext)
 		if e.final {
 			// Nothing will be dispatched any more: the horizon can shrink to what really was,

@@ -24,6 +24,8 @@ type Consumer struct {
 	client *kafka.Client
 	hash   hasher
 	ready  atomic.Bool
+	// crash, for tests, ends generations like a killed process: no drain, no final commit.
+	crash bool
 }
 
 // New checks cfg and returns a Consumer; it does not connect until Run.
@@ -144,6 +146,11 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	fetchers.Wait()
 	committer.Wait()
 
+	if c.crash {
+		dcancel()
+		e.runners.Wait()
+		return
+	}
 	drain := cfg.ShutdownTimeout
 	why := "shutdown"
 	if runCtx.Err() == nil {

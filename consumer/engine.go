@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,10 +31,10 @@ type engine struct {
 	stopping bool
 	inflight int
 
-	commitNow  chan struct{} // asks the commit loop for an early (horizon) commit
-	lastCommit time.Time
-	final      bool // the generation is over: the next commit is the last
-	dctx       context.Context
+	commitNow chan struct{} // asks the commit loop for an early (horizon) commit
+	lastRate  time.Time     // when dispatch rates were last sampled
+	final     bool          // the generation is over: the next commit is the last
+	dctx      context.Context
 }
 
 // part is one assigned partition's state within a generation.
@@ -56,7 +57,8 @@ type part struct {
 	maxPicked   int64
 	wantH       int64
 	ext         int64
-	sinceCommit int
+	sinceCommit int     // records picked since the last rate sample
+	rate        float64 // smoothed records picked per second
 	blocked     []*account
 	space       chan struct{} // signalled when buffered records drop below MaxBuffered
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
@@ -97,7 +99,7 @@ func (r *rec) seq() int64 {
 }
 
 func newEngine(c *Consumer, dctx context.Context) *engine {
-	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx}
+	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx, lastRate: c.cfg.Now()}
 	e.idle = sync.NewCond(&e.mu)
 	return e
 }
@@ -277,9 +279,21 @@ func (e *engine) endIdx(p *part, idx uint64) {
 		default:
 		}
 	}
-	if len(p.blocked) > 0 && !e.pressured(p) {
+	if len(p.blocked) == 0 {
+		return
+	}
+	if !e.pressured(p) {
 		// Horizon-blocked accounts are re-checked too; they block again at once if still beyond.
 		e.unblock(p)
+		return
+	}
+	// Still pressured: the account now holding the watermark must run, or nothing moves.
+	if fa := e.frontAccount(p); fa != nil && fa.blocked {
+		if i := slices.Index(p.blocked, fa); i >= 0 {
+			p.blocked = slices.Delete(p.blocked, i, i+1)
+		}
+		fa.blocked = false
+		e.schedule(fa)
 	}
 }
 
