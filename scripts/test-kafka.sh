@@ -63,6 +63,18 @@ say "broker up in $((SECONDS - t0))s"
 read -r -a pkgs <<<"${TEST_KAFKA_PKGS:-./integration/... ./consumer/... ./dlq/...}"
 args=(-count=1 -p 1 -timeout 15m)
 [[ -n "${TEST_KAFKA_RUN:-}" ]] && args+=(-run "$TEST_KAFKA_RUN")
+# Verbose into a file; the console gets each test's verdict, the fault suite's FIGURES lines and
+# go test's closing lines, and the whole log's tail on failure.
+gotest_log="$KAFKA_STATE_DIR/go-test.log"
+set +e
 CHATGROUPD_TEST_BROKERS="127.0.0.1:$KAFKA_PORT" CHATGROUPD_KAFKA_LOCAL="$kl" \
-	go test "${args[@]}" "${pkgs[@]}"
+	go test -v "${args[@]}" "${pkgs[@]}" >"$gotest_log" 2>&1
+rc=$?
+set -e
+grep -E '^(--- (PASS|FAIL|SKIP)|ok |FAIL|PASS$|panic:)|FIGURES' "$gotest_log" | grep -v -- '--- PASS: .*/' || true
+if ((rc != 0)); then
+	say "go test failed (exit $rc); last 200 lines of $gotest_log:"
+	tail -n 200 "$gotest_log" >&2
+	exit "$rc"
+fi
 say "passed in $((SECONDS - t0))s"
