@@ -101,9 +101,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		s.p.committedW = s.w
 		s.p.committedH = max(s.p.committedH, s.h)
 		s.p.ext = s.ext
-		if len(s.p.blocked) > 0 {
-			e.unblock(s.p)
-		}
+		e.unblock(&s.p.hblocked)
 	}
 	e.mu.Unlock()
 	if len(failed) > 0 {

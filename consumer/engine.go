@@ -57,9 +57,10 @@ type part struct {
 	maxPicked   int64
 	wantH       int64
 	ext         int64
-	sinceCommit int     // records picked since the last rate sample
-	rate        float64 // smoothed records picked per second
-	blocked     []*account
+	sinceCommit int           // records picked since the last rate sample
+	rate        float64       // smoothed records picked per second
+	blocked     []*account    // waiting for metadata pressure to ease
+	hblocked    []*account    // waiting for the horizon to be extended by a commit
 	space       chan struct{} // signalled when buffered records drop below MaxBuffered
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 }
@@ -120,7 +121,7 @@ func (a *account) eligible(r *rec) bool {
 }
 
 // pick chooses the account's next record, or returns the time to look again.
-func (e *engine) pick(a *account, now time.Time) (int, time.Time) {
+func (e *engine) pick(a *account) (int, time.Time) {
 	if len(a.q) == 0 {
 		return -1, time.Time{}
 	}
@@ -130,7 +131,7 @@ func (e *engine) pick(a *account, now time.Time) (int, time.Time) {
 		}
 	}
 	deadline := a.q[0].arrived.Add(e.cfg.ReorderWindow)
-	if now.Before(deadline) {
+	if e.cfg.Now().Before(deadline) {
 		return -1, deadline
 	}
 	best := 0
@@ -150,11 +151,10 @@ func (e *engine) schedule(a *account) {
 	if a.running != nil || a.queued || a.blocked || a.halted || e.stopping {
 		return
 	}
-	now := e.cfg.Now()
-	i, wait := e.pick(a, now)
+	i, wait := e.pick(a)
 	if i < 0 {
 		if !wait.IsZero() && a.timer == nil {
-			a.timer = time.AfterFunc(wait.Sub(now), func() {
+			a.timer = time.AfterFunc(wait.Sub(e.cfg.Now()), func() {
 				e.mu.Lock()
 				a.timer = nil
 				e.schedule(a)
@@ -169,12 +169,14 @@ func (e *engine) schedule(a *account) {
 	off := r.msg.Offset
 	if off >= p.committedH {
 		p.wantH = max(p.wantH, off+1)
-		e.block(a)
+		a.blocked = true
+		p.hblocked = append(p.hblocked, a)
 		e.requestCommit()
 		return
 	}
 	if e.pressured(p) && a != e.frontAccount(p) {
-		e.block(a)
+		a.blocked = true
+		p.blocked = append(p.blocked, a)
 		return
 	}
 	if off+p.ext/2 >= p.committedH {
@@ -202,15 +204,10 @@ func (e *engine) schedule(a *account) {
 	e.ready = append(e.ready, a)
 }
 
-func (e *engine) block(a *account) {
-	a.blocked = true
-	a.p.blocked = append(a.p.blocked, a)
-}
-
-// unblock re-schedules the partition's blocked accounts. Called with mu held.
-func (e *engine) unblock(p *part) {
-	bl := p.blocked
-	p.blocked = nil
+// unblock re-schedules the accounts of list (p.blocked or p.hblocked). Called with mu held.
+func (e *engine) unblock(list *[]*account) {
+	bl := *list
+	*list = nil
 	for _, a := range bl {
 		a.blocked = false
 	}
@@ -283,8 +280,7 @@ func (e *engine) endIdx(p *part, idx uint64) {
 		return
 	}
 	if !e.pressured(p) {
-		// Horizon-blocked accounts are re-checked too; they block again at once if still beyond.
-		e.unblock(p)
+		e.unblock(&p.blocked)
 		return
 	}
 	// Still pressured: the account now holding the watermark must run, or nothing moves.
