@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks what operators deploy: the Helm chart (lint, render, strict decode), the Prometheus alert
 # rules (promtool check + unit tests, on the file and on the rendered PrometheusRule) and the
-# Grafana dashboard (every PromQL query parsed against the registered metrics).
+# Grafana dashboard (every PromQL query parsed against the registered metrics, then run on a real
+# Prometheus 2.42 on loopback that scrapes metrics.Server and evaluates the alert rules).
 # Installs nothing: needs Go (helm is the version pinned in tools/go.mod) and promtool (Debian
 # package `prometheus`; .ci/run installs it).
 set -euo pipefail
@@ -32,6 +33,6 @@ done
 echo "--- promtool check/test rules (charts/chatgroupd/files)"
 (cd "$chart/files" && promtool check rules alerts.yaml && promtool test rules alerts_test.yaml)
 
-echo "--- deploytest: strict decode, PromQL vs registered metrics, rendered PrometheusRule"
+echo "--- deploytest: strict decode, PromQL vs registered metrics, rendered PrometheusRule, live Prometheus"
 go -C deploytest vet ./...
 CHATGROUPD_REQUIRE_PROMTOOL=1 go -C deploytest test -count=1 ./...
