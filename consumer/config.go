@@ -116,18 +116,24 @@ func (c Config) Validate() error {
 	if c.DeadLetterer == nil {
 		errs = append(errs, errors.New("dead letterer: required"))
 	}
-	for name, v := range map[string]int{"max in-flight": c.MaxInFlight, "max buffered": c.MaxBuffered, "dedupe window": c.DedupeWindow} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", name, v))
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max in-flight", c.MaxInFlight}, {"max buffered", c.MaxBuffered}, {"dedupe window", c.DedupeWindow}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, f.v))
 		}
 	}
 	if c.MetadataMaxBytes != 0 && (c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096) {
 		errs = append(errs, fmt.Errorf("metadata max bytes: must be 64-4096, got %d", c.MetadataMaxBytes))
 	}
-	for name, v := range map[string]time.Duration{"reorder window": c.ReorderWindow, "commit interval": c.CommitInterval,
-		"shutdown timeout": c.ShutdownTimeout, "session timeout": c.SessionTimeout, "rebalance timeout": c.RebalanceTimeout} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", name, v))
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"reorder window", c.ReorderWindow}, {"commit interval", c.CommitInterval}, {"shutdown timeout", c.ShutdownTimeout},
+		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

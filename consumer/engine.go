@@ -261,7 +261,11 @@ func (e *engine) endRec(r *rec) {
 		}
 	}
 	if r.ev != nil {
+		before := p.win.len()
 		p.win.add(r.key, r.a.hash, r.ev.Seq)
+		if d := p.win.len() - before; d != 0 {
+			e.metrics().DedupeEntries.Add(float64(d))
+		}
 		r.a.lastSeq = max(r.a.lastSeq, r.ev.Seq)
 	}
 }

@@ -1,0 +1,143 @@
+package consumer
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+)
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Brokers: []string{"127.0.0.1:9092"}, Topic: "t", GroupID: "g", Dispatcher: newFakeDispatcher(t), DeadLetterer: &fakeDL{}}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string // "" means valid
+	}{
+		{"minimal", func(*Config) {}, ""},
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "brokers: required"},
+		{"no topic", func(c *Config) { c.Topic = "" }, "topic: required"},
+		{"no group", func(c *Config) { c.GroupID = "" }, "group id: required"},
+		{"no dispatcher", func(c *Config) { c.Dispatcher = nil }, "dispatcher: required"},
+		{"no dead letterer", func(c *Config) { c.DeadLetterer = nil }, "dead letterer: required"},
+		{"negative in-flight", func(c *Config) { c.MaxInFlight = -1 }, "max in-flight"},
+		{"metadata over broker default", func(c *Config) { c.MetadataMaxBytes = 5000 }, "metadata max bytes"},
+		{"negative window", func(c *Config) { c.ReorderWindow = -time.Second }, "reorder window"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.edit(&c)
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if _, err := New(c); err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want it to mention %q", err, tt.want)
+			}
+			if _, err := New(c); err == nil {
+				t.Fatal("New accepted an invalid config")
+			}
+		})
+	}
+	c, _ := New(ok)
+	if c.cfg.MaxInFlight != DefaultMaxInFlight || c.cfg.MetadataMaxBytes != DefaultMetadataMaxBytes || c.cfg.Logger == nil || c.cfg.Metrics == nil {
+		t.Errorf("defaults not applied: %+v", c.cfg)
+	}
+}
+
+type shareRec struct {
+	mu         sync.Mutex
+	owned, tot int
+	calls      int
+}
+
+func (s *shareRec) SetShare(owned, total int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.owned, s.tot, s.calls = owned, total, s.calls+1
+}
+
+// TestShareAndMetrics: the share setter learns the assignment, the lag gauge falls to 0 once all
+// is committed, and commits are counted.
+func TestShareAndMetrics(t *testing.T) {
+	e := newEnv(t, 3)
+	m := newMetricsEnv(e)
+	share := &shareRec{}
+	prev := e.cfgEdit
+	e.cfgEdit = func(c *Config) { prev(c); c.Share = share }
+	msgs, _ := makeEvents(300, 30, "m")
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 300 })
+	waitFor(t, 5*time.Second, "lag 0", func() bool {
+		sum := 0.0
+		for p := 0; p < 3; p++ {
+			sum += testutil.ToFloat64(m.ConsumerLag.WithLabelValues(e.topic, string(rune('0'+p))))
+		}
+		return sum == 0 && testutil.CollectAndCount(m.ConsumerLag) == 3
+	})
+	share.mu.Lock()
+	if share.owned != 3 || share.tot != 3 || share.calls != 1 {
+		t.Errorf("share (%d, %d) after %d calls, want (3, 3) once", share.owned, share.tot, share.calls)
+	}
+	share.mu.Unlock()
+	if n := counter(m.EventsConsumed); n != 300 {
+		t.Errorf("consumed %v", n)
+	}
+	if n := counter(m.EventsProcessed.WithLabelValues("applied")); n != 300 {
+		t.Errorf("applied %v", n)
+	}
+	if n := counter(m.Commits.WithLabelValues("ok")); n < 1 {
+		t.Errorf("commits %v", n)
+	}
+	if n := counter(m.Rebalances); n != 1 {
+		t.Errorf("rebalances %v", n)
+	}
+	if n := counter(m.DedupeEntries); n != 300 {
+		t.Errorf("dedupe entries %v, want 300", n)
+	}
+	if n := counter(m.AssignedParts); n != 3 {
+		t.Errorf("assigned partitions %v", n)
+	}
+}
+
+// TestCommitMetadataBrokerRoundTrip: metadata as this package writes it survives a real
+// OffsetCommit/OffsetFetch unchanged.
+func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
+	e := newEnv(t, 1)
+	var done []span
+	for i := int64(0); i < 300; i++ {
+		done = append(done, span{1000 + 7*i + 1, 1000 + 7*i + 4})
+	}
+	meta, kept := encodeMeta(1000, commitMeta{horizon: 9000, done: done}, DefaultMetadataMaxBytes)
+	if kept != len(done) {
+		t.Fatalf("kept %d of %d", kept, len(done))
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: e.group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{e.topic: {{Partition: 0, Offset: 1000, Metadata: meta}}}})
+	if err != nil || resp.Topics[e.topic][0].Error != nil {
+		t.Fatalf("commit: %v %+v", err, resp)
+	}
+	got := e.committed()[0]
+	if got.CommittedOffset != 1000 || got.Metadata != meta {
+		t.Fatalf("fetched %d %q", got.CommittedOffset, got.Metadata)
+	}
+	m, err := decodeMeta(got.CommittedOffset, got.Metadata)
+	if err != nil || m.horizon != 9000 || len(m.done) != len(done) || m.done[299] != done[299] {
+		t.Fatalf("decoded %+v, %v", m.horizon, err)
+	}
+}
