@@ -663,8 +663,10 @@ func TestValuesRejected(t *testing.T) {
 		{"bad sasl mechanism", []string{"--set", "kafka.sasl.mechanism=gssapi"}, "mechanism"},
 		{"broker without port", []string{"--set", "kafka.brokers={kafka}"}, "brokers"},
 		{"grace period not above shutdown", []string{"--set", "terminationGracePeriodSeconds=20"}, "terminationGracePeriodSeconds"},
-		{"sasl without username", []string{"--set", "kafka.sasl.mechanism=plain", "--set", "kafka.sasl.password=x"}, "username"},
+		{"sasl without username", []string{"--set", "kafka.sasl.mechanism=plain", "--set", "kafka.sasl.existingSecret=s"}, "username"},
 		{"create secret without value", []string{"--set", "secretKey.create=true"}, "secretKey.value"},
+		{"chart secret for sasl but key expected in it", []string{"--set", "kafka.sasl.mechanism=plain",
+			"--set", "kafka.sasl.username=u", "--set", "kafka.sasl.password=p"}, "secretKey.existingSecret"},
 		{"half a client certificate", []string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.existingSecret=s", "--set", "kafka.tls.certKey=tls.crt"}, "keyKey"},
 	}
 	for _, tt := range tests {

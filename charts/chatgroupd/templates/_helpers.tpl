@@ -97,6 +97,9 @@ app.kubernetes.io/part-of: chatgroupd
 {{- fail "secretKey.create needs secretKey.value (or use secretKey.existingSecret)" }}
 {{- end }}
 {{- $sasl := .Values.kafka.sasl }}
+{{- if and $sasl.password (not $sasl.existingSecret) (not .Values.secretKey.create) (not .Values.secretKey.existingSecret) }}
+{{- fail "kafka.sasl.password makes the chart own the Secret named like the release, where the IM key is expected: also set secretKey.create+value, or secretKey.existingSecret (or kafka.sasl.existingSecret)" }}
+{{- end }}
 {{- if $sasl.mechanism }}
 {{- if not $sasl.username }}{{ fail "kafka.sasl.username is required with kafka.sasl.mechanism" }}{{ end }}
 {{- if not (or $sasl.existingSecret $sasl.password) }}{{ fail "kafka.sasl needs existingSecret or password" }}{{ end }}
