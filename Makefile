@@ -33,8 +33,18 @@ test-kafka:
 lint: vet
 	$(GO) -C tools tool staticcheck $(CURDIR)/...
 
+## bench: the Go benchmarks once each, then chatgroupd against the naive kafka-go loop and a Watermill router, as child processes,
+## on the IM simulator and embedded Kafka (or CHATGROUPD_TEST_BROKERS). See BENCHMARKS.md.
+## BENCH_SCENARIOS=all (or util,cpu,e2e,backlog,restart) widens the set; BENCH_FLAGS=-full for
+## the published window sizes. The harness lives in bench/, a module of its own.
+BENCH_SCENARIOS ?= util-100ms,cpu,e2e,backlog
+BENCH_FLAGS     ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/chatgroupd ./cmd/chatgroupd
+	cd bench && $(GO) build -o ../bin/naive ./cmd/naive && $(GO) build -o ../bin/watermill-peer ./cmd/watermill-peer \
+		&& $(GO) build -o ../bin/chatgroupd-bench ./cmd/chatgroupd-bench
+	./bin/chatgroupd-bench -scenarios '$(BENCH_SCENARIOS)' $(BENCH_FLAGS)
 
 demo:
 	$(GO) run ./cmd/chatgroupd demo

@@ -123,16 +123,12 @@ func (p *proc) kill() {
 	<-p.exited
 }
 
-// usage returns the CPU time (user+system) and peak RSS of an exited process.
-func (p *proc) usage() (cpu time.Duration, maxRSS int64) {
-	st := p.cmd.ProcessState
-	if st == nil {
-		return 0, 0
+// cpu returns the CPU time (user+system) of an exited process, from wait4's rusage.
+func (p *proc) cpu() time.Duration {
+	if st := p.cmd.ProcessState; st != nil {
+		return st.UserTime() + st.SystemTime()
 	}
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		maxRSS = ru.Maxrss * 1024 // kilobytes on Linux
-	}
-	return st.UserTime() + st.SystemTime(), maxRSS
+	return 0
 }
 
 // liveStats reads CPU time and RSS of a running process from /proc (Linux); zeros elsewhere.
