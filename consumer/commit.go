@@ -100,6 +100,9 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		}
 		s.p.committedW = s.w
 		s.p.committedH = max(s.p.committedH, s.h)
+		if e.final {
+			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
+		}
 		s.p.ext = s.ext
 		e.unblock(&s.p.hblocked)
 	}

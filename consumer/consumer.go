@@ -26,6 +26,18 @@ type Consumer struct {
 	ready  atomic.Bool
 	// crash, for tests, ends generations like a killed process: no drain, no final commit.
 	crash bool
+
+	// kept holds, per partition, the dedupe window and the final commit of the last generation.
+	// When the next generation gets the partition back with that very commit, nobody else has
+	// moved it, and the window replaces the read-back: rebalances cost no history re-read.
+	// Only the Run goroutine's generations touch it, one at a time.
+	kept map[int]keptPart
+}
+
+type keptPart struct {
+	w    int64
+	meta string
+	win  *window
 }
 
 // New checks cfg and returns a Consumer; it does not connect until Run.
@@ -38,6 +50,7 @@ func New(cfg Config) (*Consumer, error) {
 		cfg:    cfg,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
 		hash:   hasher{seed: maphash.MakeSeed()},
+		kept:   map[int]keptPart{},
 	}, nil
 }
 
@@ -123,7 +136,8 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		cfg.Share.SetShare(len(ids), total)
 	}
 	log.Info("rebalance: partitions assigned", zap.String("group", cfg.GroupID), zap.Int32("generation", gen.ID),
-		zap.String("member", gen.MemberID), zap.Ints("partitions", ids), zap.Int("topic_partitions", total))
+		zap.String("member", gen.MemberID), zap.Ints("partitions", ids), zap.Int("topic_partitions", total),
+		zap.Ints("dedupe_kept", e.keptWindows))
 	c.ready.Store(true)
 
 	fetchCtx, fetchCancel := context.WithCancel(stopCtx)
@@ -305,12 +319,16 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, error) {
 		p.committedH = p.inherited
 		p.maxPicked = w - 1
 		e.parts[id] = p
-		readFrom := w
-		if p.hasPrev {
-			readFrom = max(b.FirstOffset, w-int64(cfg.DedupeWindow))
+		p.readFrom = w
+		if k, ok := e.c.kept[id]; ok && p.hasPrev && k.w == cp.CommittedOffset && k.meta == cp.Metadata {
+			p.win = k.win
+			e.keptWindows = append(e.keptWindows, id)
+			e.cfg.Metrics.DedupeEntries.Add(float64(p.win.len()))
+		} else if p.hasPrev {
+			p.readFrom = max(b.FirstOffset, w-int64(cfg.DedupeWindow))
 		}
-		p.readFrom = readFrom
 	}
+	clear(e.c.kept)
 	return total, nil
 }
 

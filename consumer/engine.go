@@ -34,7 +34,9 @@ type engine struct {
 	commitNow chan struct{} // asks the commit loop for an early (horizon) commit
 	lastRate  time.Time     // when dispatch rates were last sampled
 	final     bool          // the generation is over: the next commit is the last
-	dctx      context.Context
+	// keptWindows lists partitions whose dedupe window came from the previous generation.
+	keptWindows []int
+	dctx        context.Context
 }
 
 // part is one assigned partition's state within a generation.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
@@ -152,7 +154,7 @@ type env struct {
 func newEnv(t *testing.T, parts int) *env {
 	k := kafkatest.New(t)
 	e := &env{t: t, k: k, topic: kafkatest.UniqueName("ev"), group: kafkatest.UniqueName("g"), parts: parts,
-		disp: newFakeDispatcher(t), dl: &fakeDL{}, log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}
+		disp: newFakeDispatcher(t), dl: &fakeDL{}, log: zaptest.NewLogger(t, zaptest.Level(testLogLevel()))}
 	k.CreateTopic(t, e.topic, parts)
 	return e
 }
@@ -256,4 +258,12 @@ func ids(calls []call) map[string]int {
 		m[fmt.Sprintf("%s/%d", c.ID, c.Replay)]++
 	}
 	return m
+}
+
+// testLogLevel is warn, or info with CHATGROUPD_TEST_LOG=info for debugging.
+func testLogLevel() zapcore.Level {
+	if os.Getenv("CHATGROUPD_TEST_LOG") == "info" {
+		return zap.InfoLevel
+	}
+	return zap.WarnLevel
 }

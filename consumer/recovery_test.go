@@ -110,6 +110,14 @@ func TestRebalanceTwoConsumers(t *testing.T) {
 		}
 		last[c.Account] = max(last[c.Account], c.Seq)
 	}
+	// Both members' dedupe windows survived the rebalance (kept or read back): re-sent events
+	// are dropped, a new one is applied.
+	e.k.Produce(t, e.topic, append(msgs[:200:200], evMsg("fresh", "acct1", 0))...)
+	waitFor(t, 10*time.Second, "re-sent committed", func() bool { return e.committedTotal() == int64(len(all)+201) })
+	after := e.disp.snapshot()[len(calls):]
+	if len(after) != 1 || after[0].ID != "fresh" {
+		t.Fatalf("after re-sending 200 applied events, dispatched %+v, want only fresh", after)
+	}
 }
 
 // TestDeadLetterFailureBlocksCommit: while the DLQ can't be written, the rejected record stays
