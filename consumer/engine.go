@@ -46,7 +46,7 @@ type part struct {
 	win      *window
 	accounts map[string]*account
 	pending  map[uint64]*rec // dedupe key → record not yet ended
-	inflight int
+	inflight int             // records picked for dispatch and not yet back
 
 	// hasPrev: the partition had a committed offset, so a previous owner may have dispatched
 	// records in [watermark, inherited).
@@ -195,6 +195,7 @@ func (e *engine) schedule(a *account) {
 	}
 	p.maxPicked = max(p.maxPicked, off)
 	p.sinceCommit++
+	p.inflight++ // from now on it may end out of order
 	a.next = r
 	a.queued = true
 	if e.running < e.cfg.MaxInFlight && len(e.ready) == 0 {
@@ -308,7 +309,6 @@ func (e *engine) run(a *account) {
 	for {
 		r := a.next
 		a.next, a.queued, a.running = nil, false, r
-		a.p.inflight++
 		e.inflight++
 		e.metrics().InFlight.Inc()
 		e.mu.Unlock()
@@ -418,6 +418,7 @@ func (e *engine) stop() {
 	e.stopping = true
 	for _, a := range e.ready {
 		a.queued, a.next = false, nil
+		a.p.inflight--
 	}
 	e.ready = nil
 	for _, p := range e.parts {
