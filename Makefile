@@ -31,7 +31,7 @@ test-kafka:
 
 ## lint: staticcheck pinned in tools/go.mod.
 lint: vet
-	$(GO) -C tools tool staticcheck $(CURDIR)/...
+	"$$($(GO) -C tools tool -n staticcheck)" ./...
 
 ## bench: the Go benchmarks once each, then chatgroupd against the naive kafka-go loop and a Watermill router, as child processes,
 ## on the IM simulator and embedded Kafka (or CHATGROUPD_TEST_BROKERS). See BENCHMARKS.md.
