@@ -22,9 +22,11 @@ type Result struct {
 	Complete bool    // every expected event ended within the time limit
 
 	// From the simulator, over the whole run.
-	Calls            int // create calls that reached it
-	Accepted         int // admitted by its rate limiter
-	RateLimited      int // answered 60007 by its limiter: calls over the budget
+	Calls       int // create calls that reached it
+	Accepted    int // admitted by its rate limiter
+	RateLimited int // answered 60007 by its limiter: calls over the budget
+	// OverLimitAt are the times (s after the first call, 0.1 s resolution) when 60007s appeared.
+	OverLimitAt      []float64
 	MaxWindow        int // highest number of create calls in any sliding second
 	Created          int // groups created
 	DuplicateCreates int // creates naming a group that already existed
@@ -73,6 +75,9 @@ func (r Result) Summary() string {
 	case KindRestart:
 		fmt.Fprintf(&b, "steady %.1f/s, first call %v and full rate %v after SIGKILL, %d duplicate creates", r.CallsPerSec, r.RestartFirstCall.Round(time.Millisecond), r.RestartToFull.Round(time.Millisecond), r.RestartDuplicates)
 	}
+	if len(r.OverLimitAt) > 0 {
+		fmt.Fprintf(&b, "; 60007s at %v s after the first call", r.OverLimitAt)
+	}
 	if r.Err != "" {
 		b.WriteString("; error: " + r.Err)
 	}
@@ -96,10 +101,14 @@ func WriteTables(w io.Writer, results []Result) {
 		return out
 	}
 	note := func(r Result) string {
-		if r.Err != "" {
-			return "⚠ " + strings.ReplaceAll(r.Err, "|", "/")
+		var n []string
+		if len(r.OverLimitAt) > 0 {
+			n = append(n, fmt.Sprintf("60007s at %v s after the first call", r.OverLimitAt))
 		}
-		return ""
+		if r.Err != "" {
+			n = append(n, "⚠ "+strings.ReplaceAll(r.Err, "|", "/"))
+		}
+		return strings.Join(n, "; ")
 	}
 	if rs := byKind(KindUtil); len(rs) > 0 {
 		fmt.Fprintln(w, "\n### Utilisation of the create budget (6 partitions, backlog, limit 200/s)")

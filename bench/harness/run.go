@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,6 +223,7 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 	last := s.create()
 	res.Calls, res.Accepted, res.RateLimited, res.MaxWindow = last.Total, last.Accepted, last.RateLimited, last.MaxWindow
 	res.Created, res.DuplicateCreates = last.Created, last.DuplicateCreates
+	res.OverLimitAt = overLimitTimes(rn.hist, rn.firstCall())
 	return res
 }
 
@@ -494,6 +496,18 @@ func (rn *run) restart(ctx context.Context) error {
 	settle, _ := rn.poll(ctx, p2, false, func(s sample) bool { return s.t.Sub(full.t) >= 3*time.Second })
 	rn.res.RestartDuplicates = settle.duplicateCreates - before.duplicateCreates
 	return nil
+}
+
+// overLimitTimes lists, in seconds since the first call, the samples in which the simulator
+// answered calls with 60007 (over its limit); at most 20, to see whether they cluster at start-up.
+func overLimitTimes(hist []sample, first time.Time) []float64 {
+	var out []float64
+	for i := 1; i < len(hist) && len(out) < 20; i++ {
+		if hist[i].rateLimited > hist[i-1].rateLimited {
+			out = append(out, math.Round(hist[i].t.Sub(first).Seconds()*10)/10)
+		}
+	}
+	return out
 }
 
 // trailingRate is the accepted calls/s over the span ending at hist[i] and reaching back at
