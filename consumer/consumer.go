@@ -129,6 +129,11 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	if err != nil {
 		if stopCtx.Err() == nil {
 			log.Error("consumer: partition setup failed; leaving generation", zap.Int32("generation", gen.ID), zap.Error(err))
+			// Returning ends the generation and rejoins; pause so a lasting failure doesn't spin.
+			select {
+			case <-stopCtx.Done():
+			case <-time.After(time.Second):
+			}
 		}
 		return
 	}
