@@ -108,16 +108,18 @@ func alive(t *testing.T, c *consumer) {
 }
 
 // logRates logs what the simulator saw of the create API, and fails the test when the group as a
-// whole went well over its budget in some sliding second (a few calls over are logged: the
-// contract's strict bound is the dispatcher's own tests' business; this suite watches for
-// replicas that forgot to share the budget across rebalances).
+// whole went far over its budget in some sliding second: the signature of replicas that do not
+// share the budget (two members each at the full rate make 2×). The simulator counts calls when
+// its handler runs, in this test process, on a 2-core machine that also runs the broker and the
+// consumers, so a scheduling stall bunches well-spaced calls into one window; a few percent over
+// is logged as a figure, and the strict bound is the dispatcher's own tests' business.
 func logRates(t *testing.T, s *scenario) {
 	t.Helper()
 	st := s.sim.Stats().APIs[im.APICreate]
 	t.Logf("FIGURES %s: create calls=%d accepted=%d rate_limited_by_sim=%d max_calls_in_1s=%d (budget %d) codes=%v",
 		s.name, st.Total, st.Accepted, st.RateLimited, st.MaxWindow, s.rateLimit, st.Codes)
-	if float64(st.MaxWindow) > 1.1*float64(s.rateLimit) {
-		t.Errorf("%s: %d create calls in one sliding second, budget %d", s.name, st.MaxWindow, s.rateLimit)
+	if float64(st.MaxWindow) > 1.5*float64(s.rateLimit) {
+		t.Errorf("%s: %d create calls in one sliding second, budget %d: replicas are not sharing the budget", s.name, st.MaxWindow, s.rateLimit)
 	}
 }
 
