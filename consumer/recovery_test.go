@@ -1,11 +1,16 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/offsetcommit"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
@@ -262,4 +267,71 @@ func TestMetadataBackPressure(t *testing.T) {
 	// The stuck dispatches sleep an hour in the fake; they end when shutdown cancels them. Restart
 	// picks them up flagged uncertain instead.
 	t.Logf("%d events dispatched while 60 were stuck; metadata %d bytes", held, len(c.Metadata))
+}
+
+// failingCommits is a Transport that, while failing is set, answers every OffsetCommit itself
+// with a per-partition COORDINATOR_NOT_AVAILABLE.
+type failingCommits struct {
+	kafka.RoundTripper
+	failing atomic.Bool
+}
+
+func (f *failingCommits) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
+	oc, ok := req.(*offsetcommit.Request)
+	if !ok || !f.failing.Load() {
+		return f.RoundTripper.RoundTrip(ctx, addr, req)
+	}
+	// Answer without forwarding: a broker that refuses a commit does not store it.
+	resp := &offsetcommit.Response{}
+	for _, t := range oc.Topics {
+		rt := offsetcommit.ResponseTopic{Name: t.Name}
+		for _, p := range t.Partitions {
+			rt.Partitions = append(rt.Partitions, offsetcommit.ResponsePartition{PartitionIndex: p.PartitionIndex, ErrorCode: 15})
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp, nil
+}
+
+// TestCommitFailureHoldsHorizon: nothing is dispatched beyond a horizon the broker has not
+// accepted, and what was dispatched while commits failed comes back flagged uncertain.
+func TestCommitFailureHoldsHorizon(t *testing.T) {
+	e := newEnv(t, 1)
+	m := newMetricsEnv(e)
+	tr := &failingCommits{RoundTripper: kafka.DefaultTransport}
+	tr.failing.Store(true)
+	prev := e.cfgEdit
+	e.cfgEdit = func(c *Config) { prev(c); c.Transport = tr }
+	msgs, all := makeEvents(50, 5, "h")
+	e.k.Produce(t, e.topic, msgs...)
+	r := e.start()
+	waitFor(t, 10*time.Second, "failed commits", func() bool { return counter(m.Commits.WithLabelValues("error")) >= 2 })
+	if n := len(e.disp.snapshot()); n != 0 {
+		t.Fatalf("%d dispatched before any horizon was committed", n)
+	}
+	tr.failing.Store(false)
+	waitFor(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 50 })
+
+	// Commits fail again: dispatch goes on within the committed horizon, the watermark stays.
+	tr.failing.Store(true)
+	more, moreIDs := makeEvents(50, 5, "k")
+	e.k.Produce(t, e.topic, more...)
+	waitFor(t, 10*time.Second, "more applied", func() bool { return len(e.disp.snapshot()) == 100 })
+	r.stop(t)
+	if got := e.committedTotal(); got != 50 {
+		t.Fatalf("committed %d while commits fail, want 50", got)
+	}
+	tr.failing.Store(false)
+	e.start()
+	waitFor(t, 10*time.Second, "recommitted", func() bool { return e.committedTotal() == 100 })
+	calls := e.disp.snapshot()
+	checkOnce(t, calls, append(all, moreIDs...))
+	if len(calls) != 150 {
+		t.Fatalf("%d calls, want 150 (the 50 uncommitted again)", len(calls))
+	}
+	for _, c := range calls[100:] {
+		if !c.Uncertain {
+			t.Fatalf("%s re-dispatched without the uncertain flag", c.ID)
+		}
+	}
 }
