@@ -244,6 +244,7 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	if err != nil {
 		return err
 	}
+	defer l.finished(g)
 	if reason, _ := r.d.paused(); reason != "" {
 		// Paused while we queued: with a backlog, hundreds of events wait here, and each would
 		// otherwise spend a call on an API we know refuses us. The unused grant only slows us.

@@ -56,7 +56,16 @@ type limiter struct {
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
 // written to the connection, which is closer to when the server counts it: a call that waited
 // for a connection or a scheduler slot after its grant must not let a later one into its window.
-type grant struct{ at time.Time }
+// While pending (granted, neither written nor finished) it stays in the log whatever its age,
+// since it may still reach the server at any moment.
+type grant struct {
+	at      time.Time
+	pending bool
+}
+
+// pendingPoll is how often a waiter rechecks a window held full by calls granted more than a
+// window ago and still not written (stuck dialling, say); nothing signals their completion.
+const pendingPoll = 5 * time.Millisecond
 
 func newLimiter(api string, budget float64, cfg *Config, gauge bool) *limiter {
 	l := &limiter{
@@ -225,16 +234,23 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		return nil, 0, l.changed
 	}
 	cut := now.Add(-l.window)
-	i := 0
-	for i < len(l.sent) && !l.sent[i].at.After(cut) {
-		i++
+	keep := l.sent[:0]
+	for _, g := range l.sent {
+		if g.pending || g.at.After(cut) {
+			keep = append(keep, g)
+		}
 	}
-	l.sent = l.sent[i:]
+	clear(l.sent[len(keep):])
+	l.sent = keep
 	if len(l.sent) >= l.n {
-		return nil, max(l.sent[len(l.sent)-l.n].at.Add(l.window).Sub(now), time.Microsecond), nil
+		oldest := l.sent[len(l.sent)-l.n]
+		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
+			return nil, pendingPoll, nil
+		}
+		return nil, max(oldest.at.Add(l.window).Sub(now), time.Microsecond), nil
 	}
 	if l.pace.AllowN(now, 1) {
-		g := &grant{at: now}
+		g := &grant{at: now, pending: true}
 		l.sent = append(l.sent, g)
 		return g, 0, nil
 	}
@@ -242,11 +258,19 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	return nil, max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), nil
 }
 
+// finished marks g's call as over: a grant never written now ages out from its grant time.
+func (l *limiter) finished(g *grant) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g.pending = false
+}
+
 // wrote moves g to t, the time its request was written, keeping sent ordered. A grant already
-// pruned (written more than a window after it was granted) is put back.
+// pruned is put back.
 func (l *limiter) wrote(g *grant, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	g.pending = false
 	if !t.After(g.at) {
 		return
 	}

@@ -18,6 +18,15 @@ func testLimiter(clock *fakeClock, budget float64, sleep func(context.Context, t
 	return newLimiter("create_contact_group", budget, cfg, true), cfg
 }
 
+// take acquires a grant for a call that finishes at once without being written.
+func take(l *limiter) error {
+	g, _, err := l.acquire(context.Background())
+	if err == nil {
+		l.finished(g)
+	}
+	return err
+}
+
 // maxWindow is the highest number of grants in any sliding window (t-w, t].
 func maxWindow(grants []time.Time, w time.Duration) int {
 	best, lo := 0, 0
@@ -64,7 +73,7 @@ func TestLimiterWindowCeilingAndUtilisation(t *testing.T) {
 			start := clock.Now()
 			var grants []time.Time
 			for clock.Now().Sub(start) < span {
-				if _, _, err := l.acquire(context.Background()); err != nil {
+				if err := take(l); err != nil {
 					t.Fatal(err)
 				}
 				grants = append(grants, clock.Now())
@@ -251,7 +260,7 @@ func TestLimiterShareChangeAppliesAtOnce(t *testing.T) {
 	var grants []time.Time
 	take := func(d time.Duration) {
 		for end := clock.Now().Add(d); clock.Now().Before(end); {
-			if _, _, err := l.acquire(context.Background()); err != nil {
+			if err := take(l); err != nil {
 				t.Fatal(err)
 			}
 			grants = append(grants, clock.Now())
@@ -294,10 +303,41 @@ func TestLimiterCountsWriteTimes(t *testing.T) {
 	}
 	first := clock.Now()
 	l.wrote(g, first.Add(500*time.Millisecond)) // the request sat half a second before it went out
-	if _, _, err := l.acquire(context.Background()); err != nil {
+	if err := take(l); err != nil {
 		t.Fatal(err)
 	}
 	if waited := clock.Now().Sub(first); waited < 500*time.Millisecond+l.window {
 		t.Errorf("second grant after %v, want at least a window after the first write (%v)", waited, 500*time.Millisecond+l.window)
+	}
+}
+
+func TestLimiterHoldsWindowForUnwrittenCalls(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 1, clock.Sleep)
+	l.setShare(1, 1)
+	g, _, err := l.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Second) // the request is still stuck, say dialling
+	done := make(chan error, 1)
+	go func() { done <- take(l) }()
+	select {
+	case err := <-done:
+		t.Fatalf("second grant (%v) while the first call, granted 5s ago, may still be written any moment", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	written := clock.Now()
+	l.wrote(g, written)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second grant never came after the first call was written")
+	}
+	if got := clock.Now().Sub(written); got < l.window {
+		t.Errorf("second grant %v after the first write, want at least %v", got, l.window)
 	}
 }
