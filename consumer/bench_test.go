@@ -240,3 +240,45 @@ func BenchmarkMemoryPerEvent(b *testing.B) {
 		runtime.KeepAlive(w)
 	}
 }
+
+// BenchmarkReadBack measures what a newly assigned partition costs before its first live record:
+// re-reading DedupeWindow (100k) records before the committed offset into the dedupe window.
+func BenchmarkReadBack(b *testing.B) {
+	const n = 100_000
+	k := kafkatest.New(b)
+	topic := kafkatest.UniqueName("rb")
+	k.CreateTopic(b, topic, 1)
+	produceBacklog(b, k, topic, n, 10000)
+	disp := newFakeDispatcher(b)
+	disp.noLog = true
+	cfg := Config{Brokers: k.Brokers, Topic: topic, GroupID: kafkatest.UniqueName("g"), Dispatcher: disp,
+		DeadLetterer: &fakeDL{}, Logger: zap.NewNop(), SessionTimeout: 6 * time.Second, RebalanceTimeout: 4 * time.Second}
+	run := func(until int64) time.Duration {
+		c, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- c.Run(ctx) }()
+		for disp.n.Load() < until {
+			time.Sleep(time.Millisecond)
+		}
+		d := time.Since(start)
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	run(n)
+	b.ResetTimer()
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		k.Produce(b, topic, evMsg(fmt.Sprint("new-", i), "someone", 0))
+		total += run(int64(n + i + 1))
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/assignment")
+	b.ReportMetric(float64(n*b.N)/total.Seconds(), "readback-records/s")
+}

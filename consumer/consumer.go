@@ -454,9 +454,9 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	return e.waitSpace(ctx, p)
 }
 
-// waitSpace blocks the fetch while the partition holds MaxBuffered unended records. mu held.
+// waitSpace blocks the fetch while the partition is full. mu held.
 func (e *engine) waitSpace(ctx context.Context, p *part) bool {
-	if p.tr.unended < e.cfg.MaxBuffered {
+	if !e.full(p) {
 		return true
 	}
 	log := e.cfg.Logger
@@ -464,21 +464,24 @@ func (e *engine) waitSpace(ctx context.Context, p *part) bool {
 	logged := false
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for p.tr.unended >= e.cfg.MaxBuffered && !e.stopping {
+	for e.full(p) && !e.stopping {
 		e.mu.Unlock()
+		long := false
 		select {
 		case <-p.space:
 		case <-ctx.Done():
 		case <-tick.C:
-			if !logged {
-				// Brief pauses are the normal rhythm of a backlog; only a long one is news.
-				logged = true
-				log.Info("fetch paused: partition buffer full", zap.Int("partition", p.id), zap.Int("buffered", e.cfg.MaxBuffered))
-			}
+			long = true
 		}
 		e.mu.Lock()
 		if ctx.Err() != nil {
 			return false
+		}
+		if long && !logged {
+			// Brief pauses are the normal rhythm of a backlog; only a long one is news.
+			logged = true
+			log.Info("fetch paused: partition buffer full", zap.Int("partition", p.id),
+				zap.Int("unended", p.tr.unended), zap.Int("tracked", len(p.tr.ents)), zap.Int64("watermark", p.tr.watermark()))
 		}
 	}
 	if logged {

@@ -63,7 +63,7 @@ type part struct {
 	rate        float64       // smoothed records picked per second
 	blocked     []*account    // waiting for metadata pressure to ease
 	hblocked    []*account    // waiting for the horizon to be extended by a commit
-	space       chan struct{} // signalled when buffered records drop below MaxBuffered
+	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 }
 
@@ -273,11 +273,18 @@ func (e *engine) endRec(r *rec) {
 	}
 }
 
+// full: the partition's fetch must pause. Unended records are bounded by MaxBuffered, and so
+// are ended ones held above a stuck watermark (4×), or a record whose dead letter never succeeds
+// would let the tracker grow without end.
+func (e *engine) full(p *part) bool {
+	return p.tr.unended >= e.cfg.MaxBuffered || len(p.tr.ents) >= 4*e.cfg.MaxBuffered
+}
+
 // endIdx ends one tracker entry and releases fetch and metadata back-pressure. mu held.
 func (e *engine) endIdx(p *part, idx uint64) {
-	full := p.tr.unended >= e.cfg.MaxBuffered
+	full := e.full(p)
 	p.tr.end(idx)
-	if full && p.tr.unended < e.cfg.MaxBuffered {
+	if full && !e.full(p) {
 		select {
 		case p.space <- struct{}{}:
 		default:

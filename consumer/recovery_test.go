@@ -335,3 +335,29 @@ func TestCommitFailureHoldsHorizon(t *testing.T) {
 		}
 	}
 }
+
+// TestStuckWatermarkPausesFetch: behind a dead letter that can't be written, the partition goes
+// on only until its tracking bound (4×MaxBuffered records), then fetching pauses: memory stays
+// bounded however long the DLQ is down.
+func TestStuckWatermarkPausesFetch(t *testing.T) {
+	e := newEnv(t, 1)
+	e.cfgEdit = func(c *Config) { c.MaxBuffered = 20 }
+	e.disp.result["bad"] = dispatcher.Outcome{Result: dispatcher.Exhausted, Code: 70169, Info: "retry budget spent", Attempts: 9}
+	e.dl.failing.Store(true)
+	msgs := []kafka.Message{evMsg("bad", "b", 0)}
+	for i := 0; i < 199; i++ {
+		msgs = append(msgs, evMsg(fmt.Sprint("f", i), fmt.Sprint("acct", i%10), 0))
+	}
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	waitFor(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.disp.snapshot()); n > 80 || n < 40 {
+		t.Fatalf("%d dispatched behind a stuck watermark, want about 4×MaxBuffered (80)", n)
+	}
+	e.dl.failing.Store(false)
+	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 200 })
+	if l := e.dl.snapshot(); len(l) != 1 || l[0].l.Reason != dlq.ReasonExhausted || l[0].l.Attempts != 9 {
+		t.Fatalf("letters %+v", l)
+	}
+}
