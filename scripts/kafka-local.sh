@@ -9,6 +9,8 @@
 #   scripts/kafka-local.sh status           exit 0 when running and serving
 #   scripts/kafka-local.sh reset            stop and delete the data directory
 #   scripts/kafka-local.sh logs [N]         the last N lines of the broker log (default 100)
+#   scripts/kafka-local.sh create-topic NAME[:PARTITIONS]...   create topics (default 6 partitions;
+#                                           auto-create is off, as in production)
 #   scripts/kafka-local.sh env              print the settings in force
 #
 # Settings (environment):
@@ -257,6 +259,21 @@ stop_pid() {
 	say "stopped (pid $p, SIG$sig)"
 }
 
+# create_topics NAME[:PARTITIONS]... uses the Admin API of the jars already fetched (a single-file
+# Java program), since no Kafka CLI tools are fetched.
+create_topics() {
+	[[ $# -gt 0 ]] || die "create-topic needs at least one NAME[:PARTITIONS]"
+	status >/dev/null 2>&1 || die "broker not running: run start first"
+	local specs=() t
+	for t in "$@"; do
+		[[ "$t" == *:* ]] || t="$t:6"
+		specs+=("$t")
+	done
+	java -Xmx128m -cp "$libs/*" \
+		"$here/kafka/CreateTopics.java" "127.0.0.1:$KAFKA_PORT" "${specs[@]}" ||
+		die "could not create ${specs[*]}"
+}
+
 status() {
 	local p
 	if ! p="$(pid)"; then
@@ -294,6 +311,7 @@ reset)
 	say "data removed"
 	;;
 logs) tail -n "${1:-100}" "$logdir/server.log" ;;
+create-topic) create_topics "$@" ;;
 env)
 	for v in KAFKA_VERSION KAFKA_CACHE_DIR KAFKA_STATE_DIR KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS; do
 		echo "$v=${!v}"
@@ -302,7 +320,7 @@ env)
 	echo "KAFKA_LOG=$logdir/server.log"
 	;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 	;;
 esac
