@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 func TestDispatchApplied(t *testing.T) {
@@ -701,5 +702,54 @@ func TestCheckPagesThroughContacts(t *testing.T) {
 	}
 	if n := h.api.count(im.APIUpdate) + h.api.count(im.APICreate); n != 0 {
 		t.Errorf("%d writes, want none: every conversation is on some page", n)
+	}
+}
+
+// retryingAccount fails every create of one account.
+type retryingAccount struct {
+	*fakeAPI
+	account string
+}
+
+func (r retryingAccount) CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
+	if req.FromAccount == r.account {
+		return nil, imErr(im.APICreate, 60008)
+	}
+	return r.fakeAPI.CreateContactGroup(ctx, req)
+}
+
+func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
+	api := newFakeAPI()
+	m := metrics.NewNop()
+	d := mustNew(t, Config{API: retryingAccount{api, "slow"}, Standalone: true, Metrics: m,
+		BackoffBase: time.Minute, BackoffMax: time.Minute}) // real clock: "slow" sleeps for up to a minute
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := d.Dispatch(ctx, Task{Event: newEvent("slow", "friends")})
+		slow <- err
+	}()
+	waitFor(t, "the slow account's first retry", func() bool {
+		return testutil.ToFloat64(m.Retries.WithLabelValues(im.APICreate, "60008")) >= 1
+	})
+	start := time.Now()
+	for i := range 5 {
+		o, err := d.Dispatch(ctx, Task{Event: newEvent(fmt.Sprintf("fast%d", i), "friends")})
+		if err != nil || o.Result != Applied {
+			t.Fatalf("fast%d: %+v, %v", i, o, err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("other accounts took %v while one account backed off", took)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("slow account ended early: %v", err)
+	default:
+	}
+	cancel()
+	if err := <-slow; !errors.Is(err, context.Canceled) {
+		t.Errorf("slow account after cancel: %v", err)
 	}
 }
