@@ -233,15 +233,28 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	if !l.known || l.n == 0 {
 		return nil, 0, l.changed
 	}
+	// Entries are ordered by at, so the expired ones are a prefix; of those only pending ones
+	// (rare) stay, which keeps this amortised O(1) per grant.
 	cut := now.Add(-l.window)
-	keep := l.sent[:0]
-	for _, g := range l.sent {
-		if g.pending || g.at.After(cut) {
-			keep = append(keep, g)
+	p := 0
+	for p < len(l.sent) && !l.sent[p].at.After(cut) {
+		p++
+	}
+	kept := 0
+	for _, g := range l.sent[:p] {
+		if g.pending {
+			l.sent[kept] = g
+			kept++
 		}
 	}
-	clear(l.sent[len(keep):])
-	l.sent = keep
+	switch {
+	case kept == 0:
+		l.sent = l.sent[p:]
+	case kept < p:
+		n := copy(l.sent[kept:], l.sent[p:])
+		clear(l.sent[kept+n:])
+		l.sent = l.sent[:kept+n]
+	}
 	if len(l.sent) >= l.n {
 		oldest := l.sent[len(l.sent)-l.n]
 		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
