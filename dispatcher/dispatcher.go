@@ -90,6 +90,18 @@ func (d *Dispatcher) SetShare(owned, total int) {
 		zap.Float64("create_calls_per_s", d.create.rateNow()))
 }
 
+// SetPartitions is SetShare for a caller that knows which partitions it owns (ids in
+// [0, total)). Partitions get whole calls per second, the remainder going to the lowest ids, so
+// the members' shares use the whole budget: three members of six partitions and a budget of 200
+// get 68, 66 and 66 rather than 66 each.
+func (d *Dispatcher) SetPartitions(ids []int, total int) {
+	for _, l := range []*limiter{d.create, d.get, d.update} {
+		l.setPartitions(ids, total)
+	}
+	d.log.Info("rate share set", zap.Ints("partitions", ids), zap.Int("total", total),
+		zap.Float64("create_calls_per_s", d.create.rateNow()))
+}
+
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
 // when a probe is accepted. It returns nil when ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {

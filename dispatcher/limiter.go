@@ -95,6 +95,38 @@ func (l *limiter) setShare(owned, total int) {
 		owned = min(max(owned, 0), total)
 		share = l.budget * float64(owned) / float64(total)
 	}
+	l.set(share)
+}
+
+// setPartitions sets the share from the partitions this replica owns. Each partition's part
+// of the budget is a whole number of calls: budget/total rounded down, plus one for the
+// budget%total lowest partition ids. The members' per-window ceilings then add up to the whole
+// budget, where proportional shares would each be rounded down (3 × 66 of 200). With more
+// partitions than calls per second it falls back to the proportional share.
+func (l *limiter) setPartitions(ids []int, total int) {
+	owned := map[int]bool{}
+	for _, id := range ids {
+		if id >= 0 && id < total {
+			owned[id] = true
+		}
+	}
+	whole := int(math.Floor(l.budget + 1e-9))
+	if total <= 0 || whole < total {
+		l.setShare(len(owned), total)
+		return
+	}
+	base, extra := whole/total, whole%total
+	share := 0
+	for id := range owned {
+		share += base
+		if id < extra {
+			share++
+		}
+	}
+	l.set(float64(share))
+}
+
+func (l *limiter) set(share float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.known = true

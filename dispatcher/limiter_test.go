@@ -341,3 +341,36 @@ func TestLimiterHoldsWindowForUnwrittenCalls(t *testing.T) {
 		t.Errorf("second grant %v after the first write, want at least %v", got, l.window)
 	}
 }
+
+func TestLimiterSetPartitionsUsesWholeBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		budget float64
+		total  int
+		owners [][]int
+		want   []float64
+	}{
+		{"three of six", 200, 6, [][]int{{0, 1}, {2, 3}, {4, 5}}, []float64{68, 66, 66}},
+		{"uneven", 200, 6, [][]int{{5}, {0, 2, 4}, {1, 3}}, []float64{33, 100, 67}},
+		{"seven", 200, 7, [][]int{{0, 1, 2, 3}, {4, 5, 6}}, []float64{116, 84}},
+		{"one owns all", 200, 6, [][]int{{0, 1, 2, 3, 4, 5}}, []float64{200}},
+		{"ids out of range ignored", 200, 2, [][]int{{0, 0, 7, -1}, {1}}, []float64{100, 100}},
+		{"more partitions than calls: proportional", 4, 8, [][]int{{0, 1, 2}, {3, 4, 5, 6, 7}}, []float64{1.5, 2.5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum := 0.0
+			for i, ids := range tc.owners {
+				l, _ := testLimiter(newFakeClock(), tc.budget, nil)
+				l.setPartitions(ids, tc.total)
+				got := l.rateNow()
+				sum += got
+				if math.Abs(got-tc.want[i]) > 1e-9 {
+					t.Errorf("member %d (%v): share %v, want %v", i, ids, got, tc.want[i])
+				}
+			}
+			if math.Abs(sum-tc.budget) > 1e-9 {
+				t.Errorf("shares add up to %v, want the budget %v", sum, tc.budget)
+			}
+		})
+	}
+}

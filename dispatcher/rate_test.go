@@ -77,6 +77,9 @@ func (w *wireLog) arrivals(next http.Handler) http.Handler {
 type rateRun struct {
 	budget   int
 	replicas int
+	// byPartition has the replicas learn their partitions (SetPartitions) instead of only how
+	// many they own (SetShare).
+	byPartition bool
 	accounts int
 	duration time.Duration
 	latency  time.Duration
@@ -127,7 +130,16 @@ func (r rateRun) run(tb testing.TB) rateResult {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		d.SetShare(6/r.replicas, 6) // six partitions spread evenly
+		// Six partitions spread evenly: replica i owns i, i+replicas, ...
+		if r.byPartition {
+			var ids []int
+			for p := len(ds); p < 6; p += r.replicas {
+				ids = append(ids, p)
+			}
+			d.SetPartitions(ids, 6)
+		} else {
+			d.SetShare(6/r.replicas, 6)
+		}
 		ds = append(ds, d)
 	}
 
@@ -222,20 +234,24 @@ func TestRateAgainstSimulator(t *testing.T) {
 		duration = 1500 * time.Millisecond
 	}
 	for _, tc := range []struct {
-		replicas int
-		minUtil  float64
+		name        string
+		replicas    int
+		byPartition bool
+		minUtil     float64
 	}{
-		{1, 0.99},
-		{2, 0.99},
-		// 200×2/6 = 66.7/s each, but each replica's per-window ceiling must be a whole number
-		// that the three sum to within 200 whatever their phases: 66 per 1.005s, so at most
-		// 98.5%.
-		{3, 0.975},
+		{"1 replica", 1, false, 0.99},
+		{"2 replicas", 2, false, 0.99},
+		// SetShare: 200×2/6 = 66.7/s each, but each replica's per-window ceiling must be a
+		// whole number that the three sum to within 200 whatever their phases: 66 per 1.005s,
+		// so at most 98.5%.
+		{"3 replicas, SetShare", 3, false, 0.975},
+		// SetPartitions: 67 + 67 + 66 per window.
+		{"3 replicas, SetPartitions", 3, true, 0.99},
 	} {
-		t.Run(fmt.Sprintf("%d replicas", tc.replicas), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			const budget = 200
-			res := rateRun{budget: budget, replicas: tc.replicas, accounts: 1000, duration: duration,
-				latency: 40 * time.Millisecond}.run(t)
+			res := rateRun{budget: budget, replicas: tc.replicas, byPartition: tc.byPartition, accounts: 1000,
+				duration: duration, latency: 40 * time.Millisecond}.run(t)
 			t.Log(res)
 			if res.writeWindow > budget {
 				t.Errorf("replicas wrote %d creates within one second, budget %d", res.writeWindow, budget)
@@ -266,14 +282,18 @@ func TestRateAgainstSimulator(t *testing.T) {
 	}
 }
 
-// BenchmarkUtilisation reports how much of the 200/s budget one and three replicas use against
-// the simulator with 40 ms latency and 1,000 accounts. Run with -benchtime 1x.
+// BenchmarkUtilisation reports how much of the 200/s budget one and three replicas (sharing by
+// SetShare or SetPartitions) use against the simulator with 40 ms latency and 1,000 accounts.
+// Run with -benchtime 1x.
 func BenchmarkUtilisation(b *testing.B) {
-	for _, replicas := range []int{1, 3} {
-		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+	for _, tc := range []struct {
+		replicas    int
+		byPartition bool
+	}{{1, false}, {3, false}, {3, true}} {
+		b.Run(fmt.Sprintf("replicas=%d/partitions=%v", tc.replicas, tc.byPartition), func(b *testing.B) {
 			for range b.N {
-				res := rateRun{budget: 200, replicas: replicas, accounts: 1000, duration: 3 * time.Second,
-					latency: 40 * time.Millisecond}.run(b)
+				res := rateRun{budget: 200, replicas: tc.replicas, byPartition: tc.byPartition, accounts: 1000,
+					duration: 3 * time.Second, latency: 40 * time.Millisecond}.run(b)
 				b.Log(res)
 				b.ReportMetric(100*res.utilisation(200), "%budget")
 				b.ReportMetric(float64(res.maxWindow), "max-window")
