@@ -80,9 +80,9 @@ type rateRun struct {
 	// byPartition has the replicas learn their partitions (SetPartitions) instead of only how
 	// many they own (SetShare).
 	byPartition bool
-	accounts int
-	duration time.Duration
-	latency  time.Duration
+	accounts    int
+	duration    time.Duration
+	latency     time.Duration
 }
 
 type rateResult struct {
