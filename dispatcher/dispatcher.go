@@ -348,7 +348,7 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 			e.Group = group
 		}
 		return r.partial(e), "", nil
-	case !e.Partial && e.Class == im.ClassPermanent && !r.groupCheckRetry(e.Code):
+	case !e.Partial && e.Class == im.ClassPermanent && !r.groupCheckRetry(e.Code) && e.Code != im.CodeGroupNotFound:
 		// The group exists without these conversations: partly applied.
 		e.Group = group
 		e.Results = nil
@@ -436,11 +436,16 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 			r.check = true
 		}
 	default:
-		if !r.groupCheckRetry(e.Code) {
+		switch {
+		case api == im.APIUpdate && e.Code == im.CodeGroupNotFound:
+			// Deleted between our look-up and the update: look again (and create it then).
+			r.check = true
+		case r.groupCheckRetry(e.Code):
+			r.groupChecks++
+		default:
 			o := r.rejected(e)
 			return &o, nil
 		}
-		r.groupChecks++
 	}
 	return r.retry(ctx, api, e)
 }

@@ -495,6 +495,18 @@ func TestUncertainTask(t *testing.T) {
 			t.Fatalf("outcome = %+v (%s), want partial listing carol", o, o.Detail)
 		}
 	})
+	t.Run("update answers 51009: look again", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.api.seed("alice", "friends", item("bob"))
+		h.api.failCodes(im.APIUpdate, im.CodeGroupNotFound, 1) // as if deleted and re-created meanwhile
+		o := h.dispatch(Task{Event: newEvent("alice", "friends", c2c("bob"), c2c("carol")), Uncertain: true})
+		if o.Result != Applied {
+			t.Fatalf("outcome = %+v, want applied after looking again", o)
+		}
+		if u, g := h.api.count(im.APIUpdate), h.api.count(im.APIGet); u < 2 || g < 2 {
+			t.Errorf("updates %d, gets %d; want the update retried after a second look", u, g)
+		}
+	})
 	t.Run("get transient then found", func(t *testing.T) {
 		h := newHarness(t, nil)
 		h.api.seed("alice", "friends", item("bob"))
