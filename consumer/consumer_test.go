@@ -209,3 +209,18 @@ func TestSlowAccountDoesNotDelayOthers(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 }
+
+// TestDispatchErrorRetried: a Dispatcher error outside shutdown doesn't lose the record: it is
+// retried, flagged uncertain, and the account's later events wait for it.
+func TestDispatchErrorRetried(t *testing.T) {
+	e := newEnv(t, 1)
+	e.disp.errs["e1"] = 1
+	e.k.Produce(t, e.topic, evMsg("e1", "a", 1), evMsg("e2", "a", 2))
+	e.start()
+	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
+	calls := e.disp.snapshot()
+	want := []call{{"e1!error", "a", 1, 0, false}, {"e1", "a", 1, 0, true}, {"e2", "a", 2, 0, false}}
+	if !reflect.DeepEqual(calls, want) {
+		t.Fatalf("calls %+v, want %+v", calls, want)
+	}
+}

@@ -361,11 +361,30 @@ func (e *engine) process(r *rec) bool {
 		m.EventsProcessed.WithLabelValues(metrics.OutcomeInvalid).Inc()
 		return true
 	}
-	out, err := e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
-		Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time,
-	})
-	if err != nil {
-		return false
+	var out dispatcher.Outcome
+	for {
+		var err error
+		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
+			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time,
+		})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		// Outside shutdown a Dispatcher should never fail; don't lose the record over it. The
+		// failed call may have created the group, so the retry checks first.
+		r.uncertain = true
+		e.cfg.Logger.Error("dispatch failed without an outcome; retrying",
+			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset), zap.Error(err))
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
 	}
 	if out.Result == dispatcher.Applied {
 		m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()

@@ -41,12 +41,14 @@ type fakeDispatcher struct {
 	delay  map[string]time.Duration
 	result map[string]dispatcher.Outcome // by event id; default applied
 	block  chan struct{}                 // when set, every dispatch waits for it (or ctx)
+	errs   map[string]int                // event id → calls to fail with an error first
 	n      atomic.Int64
 	noLog  bool // benchmark mode: count only
 }
 
 func newFakeDispatcher(t testing.TB) *fakeDispatcher {
-	return &fakeDispatcher{t: t, active: map[string]int{}, delay: map[string]time.Duration{}, result: map[string]dispatcher.Outcome{}}
+	return &fakeDispatcher{t: t, active: map[string]int{}, delay: map[string]time.Duration{},
+		result: map[string]dispatcher.Outcome{}, errs: map[string]int{}}
 }
 
 func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (dispatcher.Outcome, error) {
@@ -62,6 +64,13 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 	}
 	d := f.delay[acct]
 	out, ok := f.result[task.Event.EventID]
+	if f.errs[task.Event.EventID] > 0 {
+		f.errs[task.Event.EventID]--
+		f.calls = append(f.calls, call{task.Event.EventID + "!error", acct, task.Event.Seq, task.ReplayCount, task.Uncertain})
+		f.active[acct]--
+		f.mu.Unlock()
+		return dispatcher.Outcome{}, errors.New("fake: dispatcher bug")
+	}
 	block := f.block
 	f.mu.Unlock()
 	defer func() {
