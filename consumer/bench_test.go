@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -60,7 +61,7 @@ func cpuTime() time.Duration {
 // runBacklogCPU is runBacklog that also returns the CPU time the process spent consuming.
 func runBacklogCPU(b *testing.B, n int, sample bool, edit func(*Config)) (time.Duration, uint64, uint64, time.Duration) {
 	b.Helper()
-	k := kafkatest.New(b)
+	k := benchCluster(b)
 	topic := kafkatest.UniqueName("bench")
 	k.CreateTopic(b, topic, 4)
 	produceBacklog(b, k, topic, n, 10000)
@@ -159,6 +160,10 @@ func BenchmarkBacklogMemory(b *testing.B) {
 				d, base, peak := runBacklog(b, n, true, func(c *Config) { c.DedupeWindow = dedupeWindowForBench() })
 				b.ReportMetric(float64(n)/d.Seconds(), "events/s")
 				b.ReportMetric(float64(peak-min(base, peak))/(1<<20), "peak-live-MiB")
+				if rss := peakRSS(); rss > 0 {
+					// Whole process, embedded broker included unless CHATGROUPD_TEST_BROKERS is set.
+					b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+				}
 			}
 		})
 	}
@@ -283,6 +288,29 @@ func BenchmarkReadBack(b *testing.B) {
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/assignment")
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "readback-records/s")
+}
+
+// benchCluster is the embedded cluster, or the real broker named by CHATGROUPD_TEST_BROKERS.
+func benchCluster(b *testing.B) *kafkatest.Cluster {
+	if os.Getenv(kafkatest.EnvBrokers) != "" {
+		return kafkatest.Real(b)
+	}
+	return kafkatest.New(b)
+}
+
+// peakRSS is the process's peak resident set (VmHWM) in bytes, or 0 when unknown.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // dedupeWindowForBench lets BenchmarkBacklogMemory run with another window

@@ -160,8 +160,17 @@ type env struct {
 	cfgEdit func(*Config)
 }
 
+// newEnv uses an embedded cluster, or the real broker named by CHATGROUPD_TEST_BROKERS (every
+// test makes its own topic and group, so they can share one).
 func newEnv(t *testing.T, parts int) *env {
-	k := kafkatest.New(t)
+	k := kafkatest.Real
+	if os.Getenv(kafkatest.EnvBrokers) == "" {
+		k = func(t testing.TB) *kafkatest.Cluster { return kafkatest.New(t) }
+	}
+	return newEnvOn(t, k(t), parts)
+}
+
+func newEnvOn(t *testing.T, k *kafkatest.Cluster, parts int) *env {
 	e := &env{t: t, k: k, topic: kafkatest.UniqueName("ev"), group: kafkatest.UniqueName("g"), parts: parts,
 		disp: newFakeDispatcher(t), dl: &fakeDL{}, log: zaptest.NewLogger(t, zaptest.Level(testLogLevel()))}
 	k.CreateTopic(t, e.topic, parts)
