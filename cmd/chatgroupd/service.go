@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -82,7 +83,17 @@ func newService(cfg serviceConfig) (*service, error) {
 		return nil, err
 	}
 	s := &service{consumer: cons, dispatcher: disp, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
-	s.http = metrics.NewServer(f.metricsAddr, cfg.gatherer, s.ready, cfg.log)
+	// chatgroupd_ready is computed on each scrape from the same check /readyz uses, so the
+	// alert on the gauge and the probe can never disagree.
+	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		if s.ready() == nil {
+			cfg.metrics.Ready.Set(1)
+		} else {
+			cfg.metrics.Ready.Set(0)
+		}
+		return cfg.gatherer.Gather()
+	})
+	s.http = metrics.NewServer(f.metricsAddr, gather, s.ready, cfg.log)
 	return s, nil
 }
 

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/loadgen"
+	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
+)
+
+const testAppID = 1400000001
+
+// harness is a running service against an embedded Kafka and the IM simulator.
+type harness struct {
+	t       *testing.T
+	kafka   *kafkatest.Cluster
+	sim     *imsim.Server
+	topic   string
+	url     string // http://host:port of the metrics server
+	done    chan error
+	cancel  context.CancelFunc
+	reg     *prometheus.Registry
+	flags   serviceFlags
+	simURL  string
+	simSrv  *httptest.Server
+	started time.Time
+}
+
+func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *harness {
+	t.Helper()
+	h := &harness{t: t, kafka: kafkatest.New(t), topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
+	h.kafka.CreateTopic(t, h.topic, 3)
+	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
+	var err error
+	h.sim, err = imsim.New(imsim.Config{SDKAppID: testAppID, SecretKey: simKey, Faults: faults, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.simSrv = httptest.NewServer(h.sim)
+	t.Cleanup(h.simSrv.Close)
+	t.Cleanup(h.sim.Close)
+
+	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: h.kafka.Brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.url = "http://" + ln.Addr().String()
+	h.reg = prometheus.NewRegistry()
+	h.flags = serviceFlags{
+		topic: h.topic, group: kafkatest.UniqueName("group"), imEndpoint: h.simSrv.URL, imTimeout: im.DefaultTimeout,
+		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
+		retryBudget: time.Hour, shutdownTimeout: 5 * time.Second, commitInterval: 200 * time.Millisecond,
+		maxInFlight: 64, dedupeWindow: 10000,
+	}
+	svc, err := newService(serviceConfig{flags: h.flags, conn: conn, secretKey: svcKey, log: zap.NewNop(),
+		metrics: metrics.New(h.reg, "test", true), gatherer: h.reg, metricsListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.started = time.Now()
+	go func() { h.done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(30 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+	return h
+}
+
+func (h *harness) scrape() metricstest.Samples {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := metricstest.Scrape(ctx, http.DefaultClient, h.url+"/metrics")
+	if err != nil {
+		h.t.Fatalf("scrape: %v", err)
+	}
+	return s
+}
+
+func (h *harness) get(path string) (int, string) {
+	h.t.Helper()
+	resp, err := http.Get(h.url + path)
+	if err != nil {
+		h.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (h *harness) waitFor(what string, d time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (h *harness) produce(n int, cfg loadgen.Config) loadgen.Expect {
+	h.t.Helper()
+	gen, err := loadgen.New(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		r := gen.Next()
+		msgs[i] = kafka.Message{Key: r.Key, Value: r.Value}
+	}
+	h.kafka.Produce(h.t, h.topic, msgs...)
+	return gen.Expect()
+}
+
+// committed sums the group's committed offsets over the topic's partitions.
+func (h *harness) committed() int64 {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...)}
+	resp, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: h.flags.group, Topics: map[string][]int{h.topic: {0, 1, 2}}})
+	if err != nil {
+		h.t.Fatalf("offset fetch: %v", err)
+	}
+	var sum int64
+	for _, p := range resp.Topics[h.topic] {
+		if p.CommittedOffset > 0 {
+			sum += p.CommittedOffset
+		}
+	}
+	return sum
+}
+
+// TestServiceMetricsMove scrapes a running service and sees every contract metric move as
+// events flow, then shuts it down and finds everything committed.
+func TestServiceMetricsMove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole pipeline")
+	}
+	h := startService(t, "k", "k", imsim.Faults{Latency: time.Millisecond, ErrorRates: map[int]float64{im.CodeInternal: 0.1}})
+	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	if code, _ := h.get("/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	before := h.scrape()
+	const n = 300
+	want := h.produce(n, loadgen.Config{Accounts: 5, DuplicateRate: 0.05, InvalidRate: 0.05, OverQuotaAccounts: 1, Seed: 11})
+	h.waitFor("every record to end", 60*time.Second, func() bool {
+		return h.scrape().Sum("chatgroupd_events_processed_total") >= n
+	})
+	h.waitFor("lag 0 after commit", 10*time.Second, func() bool {
+		s := h.scrape()
+		return s.Has("chatgroupd_consumer_lag") && s.Sum("chatgroupd_consumer_lag") == 0
+	})
+	after := h.scrape()
+
+	moved := func(name string, match ...string) {
+		t.Helper()
+		if b, a := before.Sum(name, match...), after.Sum(name, match...); a <= b {
+			t.Errorf("%s%v did not move: %v → %v", name, match, b, a)
+		}
+	}
+	moved("chatgroupd_events_consumed_total")
+	moved("chatgroupd_events_processed_total", "outcome", "applied")
+	moved("chatgroupd_events_processed_total", "outcome", "duplicate")
+	moved("chatgroupd_events_processed_total", "outcome", "invalid")
+	moved("chatgroupd_events_processed_total", "outcome", "rejected")
+	moved("chatgroupd_api_requests_total", "api", im.APICreate, "code", "0")
+	moved("chatgroupd_api_requests_total", "api", im.APICreate, "code", "50004")
+	moved("chatgroupd_api_request_duration_seconds_count", "api", im.APICreate)
+	moved("chatgroupd_dlq_records_total", "reason", "invalid", "code", "0")
+	moved("chatgroupd_dlq_records_total", "reason", "rejected", "code", "51010")
+	moved("chatgroupd_ratelimit_wait_seconds_count")
+	moved("chatgroupd_retries_total", "api", im.APICreate, "code", "50004")
+	moved("chatgroupd_event_e2e_seconds_count")
+	for _, name := range []string{"chatgroupd_consumer_lag", "chatgroupd_oldest_unfinished_age_seconds"} {
+		if len(after.Find(name, "topic", h.topic)) != 3 {
+			t.Errorf("%s: want one series per partition, got %v", name, after.Find(name))
+		}
+	}
+	if got := after.Sum("chatgroupd_ratelimit_limit"); got <= 0 || got > 200 {
+		t.Errorf("ratelimit_limit %v, want this replica's share of 200", got)
+	}
+	if after.Sum("chatgroupd_build_info") != 1 || after.Sum("chatgroupd_ready") != 1 {
+		t.Errorf("build_info %v ready %v", after.Sum("chatgroupd_build_info"), after.Sum("chatgroupd_ready"))
+	}
+	if got := after.Sum("chatgroupd_events_processed_total", "outcome", "applied"); got != float64(want.Valid) {
+		t.Errorf("applied %v, want %d", got, want.Valid)
+	}
+	if st := h.sim.Stats(); st.DuplicateCreates != 0 || st.GroupsCreated != want.Valid {
+		t.Errorf("simulator: %d groups, %d duplicate creates; want %d and 0", st.GroupsCreated, st.DuplicateCreates, want.Valid)
+	}
+
+	// Graceful shutdown: Run returns nil promptly and everything is committed.
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("service did not shut down")
+	}
+	h.done <- nil // for the cleanup
+	if c := h.committed(); c != n {
+		t.Fatalf("committed %d offsets after shutdown, want %d", c, n)
+	}
+}
+
+// TestServiceWrongKeyNotReady: with a key the API rejects, the service reports not-ready with the
+// reason, dead-letters nothing and commits nothing; and the key never shows.
+func TestServiceWrongKeyNotReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole pipeline")
+	}
+	const wrongKey = "wrong-key-0123456789abcdef"
+	h := startService(t, "right-key", wrongKey, imsim.Faults{})
+	h.produce(20, loadgen.Config{Accounts: 4, Seed: 5})
+	h.waitFor("/readyz 503 naming the API", 30*time.Second, func() bool {
+		code, body := h.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "im api")
+	})
+	_, body := h.get("/readyz")
+	if strings.Contains(body, wrongKey) || strings.Contains(strings.ToLower(body), "usersig=") {
+		t.Fatalf("/readyz leaks a secret: %q", body)
+	}
+	h.waitFor("paused gauge", 10*time.Second, func() bool {
+		return h.scrape().Sum("chatgroupd_paused", "reason", "config") == 1
+	})
+	time.Sleep(500 * time.Millisecond) // a few commit intervals
+	s := h.scrape()
+	if s.Sum("chatgroupd_dlq_records_total") != 0 || s.Sum("chatgroupd_events_processed_total", "outcome", "applied") != 0 {
+		t.Fatalf("paused service ended events: %v", s.Find("chatgroupd_events_processed_total"))
+	}
+	if c := h.committed(); c != 0 {
+		t.Fatalf("paused service committed %d offsets", c)
+	}
+	if s.Sum("chatgroupd_ready") != 0 {
+		t.Fatal("chatgroupd_ready must be 0 while /readyz is 503")
+	}
+}
+
+func TestServiceBadConfig(t *testing.T) {
+	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200}
+	for name, mutate := range map[string]func(*serviceFlags){
+		"unknown region": func(f *serviceFlags) { f.imRegion = "atlantis" },
+		"short timeout":  func(f *serviceFlags) { f.imTimeout = time.Second },
+		"bad endpoint":   func(f *serviceFlags) { f.imEndpoint = "ftp://x" },
+		"negative rate":  func(f *serviceFlags) { f.rateLimit = -1 },
+	} {
+		f := base
+		mutate(&f)
+		_, err := newService(serviceConfig{flags: f, conn: conn, secretKey: "k", log: zap.NewNop(), metrics: metrics.NewNop(), gatherer: prometheus.NewRegistry()})
+		if err == nil {
+			t.Errorf("%s: newService accepted it", name)
+		}
+	}
+}
