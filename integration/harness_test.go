@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -191,6 +192,11 @@ func newScenario(t *testing.T, name string, partitions, rateLimit int) *scenario
 	t.Cleanup(func() {
 		for _, p := range s.procs {
 			p.kill()
+		}
+		for _, p := range s.procs {
+			if err := secretsIn(p.logPath); err != nil {
+				t.Errorf("%s log: %v", p.name, err)
+			}
 		}
 		if t.Failed() {
 			for _, p := range s.procs {
@@ -754,6 +760,26 @@ func (c *consumer) metric(name string) (float64, error) {
 		}
 	}
 	return sum, sc.Err()
+}
+
+// usersigRe finds a UserSig in a request URL that reached a log line.
+var usersigRe = regexp.MustCompile(`(?i)usersig=([^&\s"\\]+)`)
+
+// secretsIn reports a log that carries the IM secret key or an unredacted UserSig (CONTRACT §5).
+func secretsIn(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if bytes.Contains(b, []byte(simKey)) {
+		return errors.New("contains the IM secret key")
+	}
+	for _, m := range usersigRe.FindAllSubmatch(b, -1) {
+		if string(m[1]) != "REDACTED" {
+			return fmt.Errorf("contains a UserSig: %.40s…", m[0])
+		}
+	}
+	return nil
 }
 
 // tail returns the last n lines of the file at path.

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -99,3 +101,24 @@ func TestInvalidVariantsAreInvalid(t *testing.T) {
 }
 
 func parseEvent(v []byte) (*event.Event, error) { return event.Parse(v) }
+
+func TestSecretsIn(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		log  string
+		fail bool
+	}{
+		{`{"msg":"call failed","error":"Post \"http://127.0.0.1:1/v4/x?sdkappid=1&usersig=REDACTED&random=3\": EOF"}`, false},
+		{`{"msg":"call failed","error":"Post \"http://127.0.0.1:1/v4/x?sdkappid=1&usersig=eJwtzE0LgjAcx&random=3\": EOF"}`, true},
+		{`key ` + simKey, true},
+		{`nothing to see`, false},
+	} {
+		p := filepath.Join(dir, "log")
+		if err := os.WriteFile(p, []byte(tc.log), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := secretsIn(p); (err != nil) != tc.fail {
+			t.Errorf("secretsIn(%.60q) = %v, want failure %v", tc.log, err, tc.fail)
+		}
+	}
+}
