@@ -63,6 +63,13 @@ type grant struct {
 	pending bool
 }
 
+// A stall of this process (a starved CPU, a long GC pause) that makes our timers oversleep
+// also holds the requests written just before it, when the server runs in this process (tests,
+// the demo): they are counted up to the stall's length late, together with the calls after it.
+// So an oversleep of at least stallNoise moves the grants written since the sleep began (and
+// JitterMargin before) later by the oversleep. Shorter oversleeps are ordinary timer noise, covered by JitterMargin.
+const stallNoise = time.Millisecond
+
 // pendingPoll is how often a waiter rechecks a window held full by calls granted more than a
 // window ago and still not written (stuck dialling, say); nothing signals their completion.
 const pendingPoll = 5 * time.Millisecond
@@ -249,8 +256,33 @@ func (l *limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 				return nil, l.cfg.Now().Sub(start), ctx.Err()
 			}
 		}
+		before := l.cfg.Now()
 		if err := l.cfg.Sleep(ctx, wait); err != nil {
 			return nil, l.cfg.Now().Sub(start), err
+		}
+		l.overslept(before, l.cfg.Now().Sub(before)-wait)
+	}
+}
+
+// overslept records that a sleep of ours that began at start returned late: see stallNoise.
+// The stall may have begun as soon as the sleep did.
+func (l *limiter) overslept(start time.Time, late time.Duration) {
+	if late < stallNoise {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	end := l.cfg.Now()
+	from := start.Add(-l.cfg.JitterMargin)
+	// A request held by the stall reaches the server at most late after it was written (and not
+	// after the stall's end). Moving the tail of sent by the same amount keeps it ordered.
+	for i := len(l.sent) - 1; i >= 0 && !l.sent[i].at.Before(from); i-- {
+		at := l.sent[i].at.Add(late)
+		if at.After(end) {
+			at = end
+		}
+		if at.After(l.sent[i].at) {
+			l.sent[i].at = at
 		}
 	}
 }
