@@ -68,7 +68,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		Brokers:           cfg.Brokers,
 		Dialer:            cfg.Dialer,
 		Topics:            []string{cfg.Topic},
-		HeartbeatInterval: min(3*time.Second, cfg.SessionTimeout/3),
+		HeartbeatInterval: c.heartbeat(),
 		SessionTimeout:    cfg.SessionTimeout,
 		RebalanceTimeout:  cfg.RebalanceTimeout,
 		JoinGroupBackoff:  time.Second,
@@ -104,6 +104,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	log.Info("consumer stopped", zap.String("group", cfg.GroupID))
 	return nil
 }
+
+func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
 
 // runGeneration owns one generation: set up each partition, fetch and dispatch until the
 // generation ends or ctx is cancelled, then drain, commit with this generation's id and return.
@@ -173,7 +175,10 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	drain := cfg.ShutdownTimeout
 	why := "shutdown"
 	if runCtx.Err() == nil {
-		drain = min(drain, cfg.RebalanceTimeout/2)
+		// The coordinator evicts a member that doesn't rejoin within RebalanceTimeout of the
+		// rebalance start, which we learn of up to a heartbeat late; evicted, its partitions would
+		// be processed by the next owner while it still drains.
+		drain = max(100*time.Millisecond, min(drain, cfg.RebalanceTimeout/2, cfg.RebalanceTimeout-c.heartbeat()-time.Second))
 		why = "revoke"
 	}
 	log.Info("generation ending: draining in-flight events", zap.String("why", why), zap.Int32("generation", gen.ID),

@@ -42,13 +42,14 @@ type fakeDispatcher struct {
 	result map[string]dispatcher.Outcome // by event id; default applied
 	block  chan struct{}                 // when set, every dispatch waits for it (or ctx)
 	errs   map[string]int                // event id → calls to fail with an error first
+	hold   map[string]chan struct{}      // account → dispatches wait until it is closed (or ctx)
 	n      atomic.Int64
 	noLog  bool // benchmark mode: count only
 }
 
 func newFakeDispatcher(t testing.TB) *fakeDispatcher {
 	return &fakeDispatcher{t: t, active: map[string]int{}, delay: map[string]time.Duration{},
-		result: map[string]dispatcher.Outcome{}, errs: map[string]int{}}
+		result: map[string]dispatcher.Outcome{}, errs: map[string]int{}, hold: map[string]chan struct{}{}}
 }
 
 func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (dispatcher.Outcome, error) {
@@ -72,6 +73,9 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 		return dispatcher.Outcome{}, errors.New("fake: dispatcher bug")
 	}
 	block := f.block
+	if h := f.hold[acct]; h != nil {
+		block = h
+	}
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
