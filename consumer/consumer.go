@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // Consumer reads the event topic as a member of a consumer group and drives every record to an
@@ -433,7 +434,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 				}
 			}
 		} else {
-			cfg.Metrics.EventsProcessed.WithLabelValues("duplicate").Inc()
+			e.outcomes[metrics.OutcomeDuplicate].Inc()
 		}
 		return true
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -31,9 +32,10 @@ type engine struct {
 	stopping bool
 	inflight int
 
-	commitNow chan struct{} // asks the commit loop for an early (horizon) commit
-	lastRate  time.Time     // when dispatch rates were last sampled
-	final     bool          // the generation is over: the next commit is the last
+	outcomes  map[string]prometheus.Counter // EventsProcessed by outcome, looked up once
+	commitNow chan struct{}                 // asks the commit loop for an early (horizon) commit
+	lastRate  time.Time                     // when dispatch rates were last sampled
+	final     bool                          // the generation is over: the next commit is the last
 	// keptWindows lists partitions whose dedupe window came from the previous generation.
 	keptWindows []int
 	dctx        context.Context
@@ -104,6 +106,11 @@ func (r *rec) seq() int64 {
 func newEngine(c *Consumer, dctx context.Context) *engine {
 	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx, lastRate: c.cfg.Now()}
 	e.idle = sync.NewCond(&e.mu)
+	e.outcomes = map[string]prometheus.Counter{}
+	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
+		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
+		e.outcomes[o] = c.cfg.Metrics.EventsProcessed.WithLabelValues(o)
+	}
 	return e
 }
 
@@ -255,7 +262,7 @@ func (e *engine) endRec(r *rec) {
 	e.endIdx(p, r.idx)
 	for _, d := range r.dups {
 		e.endIdx(p, d)
-		e.metrics().EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate).Inc()
+		e.outcomes[metrics.OutcomeDuplicate].Inc()
 	}
 	r.dups = nil
 	if r.key != 0 {
@@ -358,7 +365,7 @@ func (e *engine) process(r *rec) bool {
 		if !e.deadLetter(ctx, r, l) {
 			return false
 		}
-		m.EventsProcessed.WithLabelValues(metrics.OutcomeInvalid).Inc()
+		e.outcomes[metrics.OutcomeInvalid].Inc()
 		return true
 	}
 	var out dispatcher.Outcome
@@ -387,7 +394,7 @@ func (e *engine) process(r *rec) bool {
 		}
 	}
 	if out.Result == dispatcher.Applied {
-		m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()
+		e.outcomes[metrics.OutcomeApplied].Inc()
 		t := r.ev.OccurredAt
 		if t.IsZero() {
 			t = r.msg.Time
@@ -398,6 +405,11 @@ func (e *engine) process(r *rec) bool {
 		return true
 	}
 	reason := out.Result.String() // rejected, partial, exhausted: the dlq reasons and outcome labels
+	if e.outcomes[reason] == nil {
+		e.cfg.Logger.Error("dispatcher returned an unknown result; dead-lettering as rejected",
+			zap.Int("result", int(out.Result)), zap.Int64("offset", r.msg.Offset))
+		reason = dlq.ReasonRejected
+	}
 	l := dlq.Letter{
 		Reason: reason, Code: out.Code, Info: out.Info, Attempts: out.Attempts,
 		EventID: r.ev.EventID, FromAccount: r.ev.FromAccount, ReplayCount: r.replay, Result: out.Detail,
@@ -405,7 +417,7 @@ func (e *engine) process(r *rec) bool {
 	if !e.deadLetter(ctx, r, l) {
 		return false
 	}
-	m.EventsProcessed.WithLabelValues(reason).Inc()
+	e.outcomes[reason].Inc()
 	return true
 }
 
