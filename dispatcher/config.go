@@ -72,6 +72,11 @@ type Config struct {
 	// by more than the margin can land in the server's previous second; its 60007 is retried,
 	// and isolated ones don't slow the limiter down (see SlowDownAfter).
 	JitterMargin time.Duration
+	// WidenOnStall widens the limiter's window by how late its timers fire, for a few seconds
+	// after each oversleep of a millisecond or more. Set it when the IM server runs in this
+	// process (tests, the demo): a starved process then delays the server's count of our calls
+	// beyond JitterMargin. Against the real, remote API it would only cost rate.
+	WidenOnStall bool
 	// OutageWindow, OutageSpan, OutageRatio and OutageAccounts define an outage: among the last
 	// OutageWindow calls, all made within OutageSpan, at least OutageRatio failed transiently,
 	// for at least OutageAccounts different accounts.

@@ -50,6 +50,8 @@ type limiter struct {
 	pace         *rate.Limiter
 	sent         []*grant    // grants within the last window, oldest first
 	limited      []time.Time // frequency-limit answers within the last window
+	stall        time.Duration
+	stallAt      time.Time
 	changed      chan struct{}
 }
 
@@ -63,12 +65,17 @@ type grant struct {
 	pending bool
 }
 
-// A stall of this process (a starved CPU, a long GC pause) that makes our timers oversleep
-// also holds the requests written just before it, when the server runs in this process (tests,
-// the demo): they are counted up to the stall's length late, together with the calls after it.
-// So an oversleep of at least stallNoise moves the grants written since the sleep began (and
-// JitterMargin before) later by the oversleep. Shorter oversleeps are ordinary timer noise, covered by JitterMargin.
-const stallNoise = time.Millisecond
+// When the IM server runs in this process (tests, the demo), a stall of the process — a starved
+// CPU, goroutines queued behind busy ones — delays the server's count of our requests as much
+// as it delays our timers, and by more than JitterMargin. With Config.WidenOnStall an oversleep
+// of at least stallNoise widens the window by the oversleep for stallHold. Against a remote
+// server our own stalls delay nothing already written, so the widening would only cost rate.
+// Shorter oversleeps are ordinary timer noise, covered by JitterMargin.
+const (
+	stallNoise     = time.Millisecond
+	stallHold      = 3 * time.Second
+	maxStallMargin = 250 * time.Millisecond
+)
 
 // pendingPoll is how often a waiter rechecks a window held full by calls granted more than a
 // window ago and still not written (stuck dialling, say); nothing signals their completion.
@@ -260,31 +267,38 @@ func (l *limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 		if err := l.cfg.Sleep(ctx, wait); err != nil {
 			return nil, l.cfg.Now().Sub(start), err
 		}
-		l.overslept(before, l.cfg.Now().Sub(before)-wait)
+		l.overslept(l.cfg.Now().Sub(before) - wait)
 	}
 }
 
-// overslept records that a sleep of ours that began at start returned late: see stallNoise.
-// The stall may have begun as soon as the sleep did.
-func (l *limiter) overslept(start time.Time, late time.Duration) {
-	if late < stallNoise {
+// overslept records that a sleep of ours returned late (see stallNoise).
+func (l *limiter) overslept(late time.Duration) {
+	if !l.cfg.WidenOnStall || late < stallNoise {
 		return
 	}
+	late = min(late, maxStallMargin)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	end := l.cfg.Now()
-	from := start.Add(-l.cfg.JitterMargin)
-	// A request held by the stall reaches the server at most late after it was written (and not
-	// after the stall's end). Moving the tail of sent by the same amount keeps it ordered.
-	for i := len(l.sent) - 1; i >= 0 && !l.sent[i].at.Before(from); i-- {
-		at := l.sent[i].at.Add(late)
-		if at.After(end) {
-			at = end
-		}
-		if at.After(l.sent[i].at) {
-			l.sent[i].at = at
-		}
+	now := l.cfg.Now()
+	if late >= l.stall || !l.stalledAt(now) {
+		l.stall, l.stallAt = late, now
 	}
+}
+
+// stalledAt reports whether the last stall still widens the window. The hold is longer than
+// the window the stall's calls need, because a starved process stalls again and again, and
+// not every stall of the server's goroutines shows in our timers. Callers hold mu.
+func (l *limiter) stalledAt(now time.Time) bool {
+	return now.Sub(l.stallAt) < stallHold
+}
+
+// windowAt is the window the log enforces at now: 1s + JitterMargin, widened by a recent stall.
+// Callers hold mu.
+func (l *limiter) windowAt(now time.Time) time.Duration {
+	if l.stalledAt(now) {
+		return l.window + l.stall
+	}
+	return l.window
 }
 
 // tryGrant records a grant now if both the window and the bucket allow it; otherwise it says
@@ -299,7 +313,8 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	}
 	// Entries are ordered by at, so the expired ones are a prefix; of those only pending ones
 	// (rare) stay, which keeps this amortised O(1) per grant.
-	cut := now.Add(-l.window)
+	window := l.windowAt(now)
+	cut := now.Add(-window)
 	p := 0
 	for p < len(l.sent) && !l.sent[p].at.After(cut) {
 		p++
@@ -324,7 +339,7 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
 			return nil, pendingPoll, nil
 		}
-		return nil, max(oldest.at.Add(l.window).Sub(now), time.Microsecond), nil
+		return nil, max(oldest.at.Add(window).Sub(now), time.Microsecond), nil
 	}
 	if l.pace.AllowN(now, 1) {
 		g := &grant{at: now, pending: true}
