@@ -83,7 +83,6 @@ type rateRun struct {
 	accounts    int
 	duration    time.Duration
 	latency     time.Duration
-	faults      *imsim.Faults // replaces Latency-only faults when set
 }
 
 type rateResult struct {
@@ -111,12 +110,8 @@ func (rr rateResult) String() string {
 // the consumer would, until duration passes.
 func (r rateRun) run(tb testing.TB) rateResult {
 	tb.Helper()
-	faults := imsim.Faults{Latency: r.latency}
-	if r.faults != nil {
-		faults = *r.faults
-	}
 	sim, err := imsim.New(imsim.Config{SDKAppID: simAppID, SecretKey: simKey, RateLimit: r.budget,
-		Faults: faults, Seed: 1})
+		Faults: imsim.Faults{Latency: r.latency}, Seed: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
