@@ -15,6 +15,7 @@ import (
 const (
 	DefaultMaxInFlight      = 256
 	DefaultMaxBuffered      = 10000
+	DefaultMaxBufferedBytes = 64 << 20
 	DefaultReorderWindow    = time.Second
 	DefaultCommitInterval   = time.Second
 	DefaultDedupeWindow     = 100000
@@ -43,6 +44,9 @@ type Config struct {
 	MaxInFlight int
 	// MaxBuffered bounds records fetched but not ended per partition; fetching pauses beyond it.
 	MaxBuffered int
+	// MaxBufferedBytes bounds the key and value bytes of those records per partition, since a
+	// value may be up to 1 MiB.
+	MaxBufferedBytes int
 	// ReorderWindow is how long an event whose seq is ahead waits for the missing ones.
 	ReorderWindow time.Duration
 	// CommitInterval is the period of watermark commits (plus one on revoke and on shutdown).
@@ -76,6 +80,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.MaxInFlight, DefaultMaxInFlight)
 	def(&c.MaxBuffered, DefaultMaxBuffered)
+	def(&c.MaxBufferedBytes, DefaultMaxBufferedBytes)
 	def(&c.DedupeWindow, DefaultDedupeWindow)
 	def(&c.MetadataMaxBytes, DefaultMetadataMaxBytes)
 	defd(&c.ReorderWindow, DefaultReorderWindow)
@@ -119,7 +124,8 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max in-flight", c.MaxInFlight}, {"max buffered", c.MaxBuffered}, {"dedupe window", c.DedupeWindow}} {
+	}{{"max in-flight", c.MaxInFlight}, {"max buffered", c.MaxBuffered}, {"max buffered bytes", c.MaxBufferedBytes},
+		{"dedupe window", c.DedupeWindow}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, f.v))
 		}

@@ -350,7 +350,7 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Partition: p.id, Dialer: cfg.Dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 250 * time.Millisecond, ReadBatchTimeout: 2 * time.Second,
-		QueueCapacity: 1000, ReadLagInterval: -1,
+		QueueCapacity: 256, ReadLagInterval: -1,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
 			cfg.Logger.Debug("kafka reader", zap.Int("partition", p.id), zap.String("msg", fmt.Sprintf(f, a...)))
 		}),
@@ -455,6 +455,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		}
 		p.pending[key] = r
 	}
+	p.bytes += r.size()
 	a.q = append(a.q, r)
 	e.schedule(a)
 	return e.waitSpace(ctx, p)

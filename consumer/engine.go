@@ -49,6 +49,7 @@ type part struct {
 	accounts map[string]*account
 	pending  map[uint64]*rec // dedupe key → record not yet ended
 	inflight int             // records picked for dispatch and not yet back
+	bytes    int             // key and value bytes of records held, not yet ended
 
 	// hasPrev: the partition had a committed offset, so a previous owner may have dispatched
 	// records in [watermark, inherited).
@@ -95,6 +96,8 @@ type rec struct {
 	dups      []uint64 // tracker indexes of duplicates waiting on this record
 	a         *account
 }
+
+func (r *rec) size() int { return len(r.msg.Key) + len(r.msg.Value) }
 
 func (r *rec) seq() int64 {
 	if r.ev == nil {
@@ -259,6 +262,11 @@ func (e *engine) gc(a *account) {
 // endRec records that r ended (applied or dead-lettered). Called with mu held.
 func (e *engine) endRec(r *rec) {
 	p := r.a.p
+	full := e.full(p)
+	p.bytes -= r.size()
+	if full && !e.full(p) {
+		e.signalSpace(p)
+	}
 	e.endIdx(p, r.idx)
 	for _, d := range r.dups {
 		e.endIdx(p, d)
@@ -284,7 +292,15 @@ func (e *engine) endRec(r *rec) {
 // are ended ones held above a stuck watermark (4×), or a record whose dead letter never succeeds
 // would let the tracker grow without end.
 func (e *engine) full(p *part) bool {
-	return p.tr.unended >= e.cfg.MaxBuffered || len(p.tr.ents) >= 4*e.cfg.MaxBuffered
+	return p.tr.unended >= e.cfg.MaxBuffered || len(p.tr.ents) >= 4*e.cfg.MaxBuffered ||
+		p.bytes >= e.cfg.MaxBufferedBytes
+}
+
+func (e *engine) signalSpace(p *part) {
+	select {
+	case p.space <- struct{}{}:
+	default:
+	}
 }
 
 // endIdx ends one tracker entry and releases fetch and metadata back-pressure. mu held.
@@ -292,10 +308,7 @@ func (e *engine) endIdx(p *part, idx uint64) {
 	full := e.full(p)
 	p.tr.end(idx)
 	if full && !e.full(p) {
-		select {
-		case p.space <- struct{}{}:
-		default:
-		}
+		e.signalSpace(p)
 	}
 	if len(p.blocked) == 0 {
 		return

@@ -398,3 +398,28 @@ func TestRevokeAbandonsStuckDispatch(t *testing.T) {
 		t.Errorf("handover took %s", d)
 	}
 }
+
+// TestBufferedBytesBound: large values fill MaxBufferedBytes before MaxBuffered; fetching pauses
+// there.
+func TestBufferedBytesBound(t *testing.T) {
+	e := newEnv(t, 1)
+	size := len(evMsg("f0", "acct0", 0).Value) + len("acct0")
+	e.cfgEdit = func(c *Config) { c.MaxBufferedBytes = 10 * size }
+	e.disp.block = make(chan struct{})
+	var msgs []kafka.Message
+	for i := 0; i < 100; i++ {
+		msgs = append(msgs, evMsg(fmt.Sprint("f", i), fmt.Sprint("acct", i), 0))
+	}
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	waitFor(t, 10*time.Second, "dispatch started", func() bool { return e.disp.n.Load() >= 5 })
+	time.Sleep(300 * time.Millisecond)
+	if n := e.disp.n.Load(); n > 11 {
+		t.Fatalf("%d in flight with room for 10 records' bytes", n)
+	}
+	e.disp.mu.Lock()
+	close(e.disp.block)
+	e.disp.block = nil
+	e.disp.mu.Unlock()
+	waitFor(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 100 })
+}
