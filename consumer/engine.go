@@ -17,8 +17,8 @@ import (
 )
 
 // engine schedules one generation's records: per account one at a time and in seq order, many
-// accounts at once through MaxInFlight workers. One mutex guards all of its state; the work done
-// under it is a few map and slice operations per record.
+// accounts at once through at most MaxInFlight runner goroutines. One mutex guards all of its
+// state; the work done under it is a few map and slice operations per record.
 type engine struct {
 	c   *Consumer
 	cfg *Config
