@@ -69,8 +69,8 @@ func New(cfg Config) (*Dispatcher, error) {
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
 	// Export every label value from the start, so alerts and dashboards see zeros, not gaps.
+	// (chatgroupd_ready is the service's: it also needs the consumer group; see Ready.)
 	m := d.cfg.Metrics
-	m.Ready.Set(0)
 	m.Paused.WithLabelValues(ReasonConfig).Set(0)
 	m.Paused.WithLabelValues(ReasonOutage).Set(0)
 	m.LimiterChanges.WithLabelValues("down").Add(0)

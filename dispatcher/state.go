@@ -65,7 +65,6 @@ func (d *Dispatcher) pause(reason string, cause error, account string) {
 	}
 	st.outage.reset()
 	d.cfg.Metrics.Paused.WithLabelValues(reason).Set(1)
-	d.setReadyGauge()
 	if reason == ReasonConfig {
 		d.log.Error("im api refuses our configuration or credentials: paused, nothing is dead-lettered; fix the sdkappid, admin, key or region and it resumes by itself",
 			zap.Error(cause), zap.Duration("probe_interval", d.cfg.ProbeInterval))
@@ -93,7 +92,6 @@ func (d *Dispatcher) resume() {
 	st.reason, st.cause = "", nil
 	st.verified, st.lastErr = true, nil
 	close(st.resumed)
-	d.setReadyGauge()
 }
 
 // accepted records that the API accepted a call (success or an answer about the request itself).
@@ -105,16 +103,6 @@ func (d *Dispatcher) accepted() {
 		return
 	}
 	st.verified, st.lastErr = true, nil
-	d.setReadyGauge()
-}
-
-// setReadyGauge mirrors Ready into metrics.Ready. Callers hold st.mu.
-func (d *Dispatcher) setReadyGauge() {
-	if d.readyLocked() == nil {
-		d.cfg.Metrics.Ready.Set(1)
-	} else {
-		d.cfg.Metrics.Ready.Set(0)
-	}
 }
 
 // Ready returns nil when the API accepts our credentials, else an error wrapping ErrConfig (paused
