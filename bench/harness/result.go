@@ -102,8 +102,12 @@ func WriteTables(w io.Writer, results []Result) {
 	}
 	note := func(r Result) string {
 		var n []string
-		if len(r.OverLimitAt) > 0 {
-			n = append(n, fmt.Sprintf("60007s at %v s after the first call", r.OverLimitAt))
+		if at := r.OverLimitAt; len(at) > 0 {
+			more := ""
+			if len(at) > 6 {
+				at, more = at[:6], " …"
+			}
+			n = append(n, fmt.Sprintf("60007s at %v%s s after the first call", at, more))
 		}
 		if r.Err != "" {
 			n = append(n, "⚠ "+strings.ReplaceAll(r.Err, "|", "/"))
@@ -120,10 +124,10 @@ func WriteTables(w io.Writer, results []Result) {
 	}
 	if rs := byKind(KindCPU); len(rs) > 0 {
 		fmt.Fprintln(w, "\n### Cost: limiter off, zero-latency API")
-		fmt.Fprintln(w, "\n| scenario | subject | events ended | wall time | events/s | CPU-s | CPU-s per 100k | peak RSS | note |")
-		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---|")
+		fmt.Fprintln(w, "\n| scenario | subject | events ended | wall time | events/s | CPU-s | CPU-s per 100k | peak RSS | duplicate creates | note |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 		for _, r := range rs {
-			fmt.Fprintf(w, "| %s | %s | %d/%d | %.1fs | %.0f | %.2f | %.2f | %s | %s |\n", r.Scenario, r.Subject, r.Ended, r.Expected, r.Elapsed.Seconds(), r.CreatedPerSec, r.CPU.Seconds(), r.CPUPer100k(), mb(r.PeakRSS), note(r))
+			fmt.Fprintf(w, "| %s | %s | %d/%d | %.1fs | %.0f | %.2f | %.2f | %s | %d | %s |\n", r.Scenario, r.Subject, r.Ended, r.Expected, r.Elapsed.Seconds(), r.CreatedPerSec, r.CPU.Seconds(), r.CPUPer100k(), mb(r.PeakRSS), r.DuplicateCreates, note(r))
 		}
 	}
 	if rs := byKind(KindE2E); len(rs) > 0 {

@@ -43,9 +43,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		out        = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
 		timeout    = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
 		list       = fs.Bool("list", false, "list the scenarios and exit")
+		render     = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *render != "" {
+		results, err := loadResults(strings.Split(*render, ","))
+		if err != nil {
+			return err
+		}
+		harness.WriteTables(stdout, results)
+		return nil
 	}
 	scale := harness.Quick
 	if *full {
@@ -108,4 +117,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// loadResults merges results files, keeping the first-seen order of scenarios and subjects.
+func loadResults(paths []string) ([]harness.Result, error) {
+	var out []harness.Result
+	index := map[[2]string]int{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var rs []harness.Result
+		if err := json.Unmarshal(b, &rs); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		for _, r := range rs {
+			k := [2]string{r.Scenario, r.Subject}
+			if i, ok := index[k]; ok {
+				out[i] = r
+				continue
+			}
+			index[k] = len(out)
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
