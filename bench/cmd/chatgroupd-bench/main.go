@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		out        = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
 		timeout    = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
 		list       = fs.Bool("list", false, "list the scenarios and exit")
+		priority   = fs.Int("priority", 10, "raise the harness (simulator and embedded Kafka) this many nice levels above the subjects; needs root, 0 to keep everything equal")
 		render     = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +87,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		subs = append(subs, harness.Subject{Name: strings.TrimSpace(name), Command: cmd})
+	}
+	if *priority > 0 {
+		if err := harness.RaisePriority(*priority); err != nil {
+			fmt.Fprintf(stderr, "not raising the harness's priority: %v\n", err)
+		} else {
+			for i := range subs {
+				subs[i] = subs[i].Deprioritised(*priority)
+			}
+		}
 	}
 	broker, err := harness.StartBroker(nil)
 	if err != nil {
