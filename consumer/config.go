@@ -21,7 +21,7 @@ const (
 	DefaultDedupeWindow     = 100000
 	DefaultMetadataMaxBytes = 3000
 	DefaultShutdownTimeout  = 20 * time.Second
-	DefaultSessionTimeout   = 30 * time.Second
+	DefaultSessionTimeout   = 10 * time.Second
 	DefaultRebalanceTimeout = 30 * time.Second
 )
 
@@ -57,7 +57,10 @@ type Config struct {
 	// offset.metadata.max.bytes (4096 by default).
 	MetadataMaxBytes int
 	// ShutdownTimeout bounds how long shutdown waits for in-flight events.
-	ShutdownTimeout  time.Duration
+	ShutdownTimeout time.Duration
+	// SessionTimeout is how long the coordinator waits for a silent member before handing its
+	// partitions on; it bounds recovery after a crash. kafka-go heartbeats independently of
+	// processing, so slow API calls never make a live member look dead.
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
 

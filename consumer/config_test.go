@@ -62,10 +62,10 @@ type shareRec struct {
 	calls      int
 }
 
-func (s *shareRec) SetShare(owned, total int) {
+func (s *shareRec) SetPartitions(ids []int, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.owned, s.tot, s.calls = owned, total, s.calls+1
+	s.owned, s.tot, s.calls = len(ids), total, s.calls+1
 }
 
 // TestShareAndMetrics: the share setter learns the assignment, the lag gauge falls to 0 once all

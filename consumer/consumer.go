@@ -141,7 +141,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		return
 	}
 	if cfg.Share != nil {
-		cfg.Share.SetShare(len(ids), total)
+		cfg.Share.SetPartitions(ids, total)
 	}
 	log.Info("rebalance: partitions assigned", zap.String("group", cfg.GroupID), zap.Int32("generation", gen.ID),
 		zap.String("member", gen.MemberID), zap.Ints("partitions", ids), zap.Int("topic_partitions", total),

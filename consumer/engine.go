@@ -441,11 +441,7 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 	for attempt := 1; ; attempt++ {
 		err := e.cfg.DeadLetterer.DeadLetter(ctx, r.msg, l)
 		if err == nil {
-			e.cfg.Logger.Info("dead-lettered",
-				zap.String("topic", r.msg.Topic), zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
-				zap.String("reason", l.Reason), zap.Int("code", l.Code), zap.String("info", l.Info),
-				zap.String("event_id", l.EventID), zap.Int("attempts", l.Attempts))
-			return true
+			return true // the DeadLetterer logs the one line per dead letter
 		}
 		if ctx.Err() != nil {
 			return false

@@ -27,8 +27,9 @@ type DeadLetterer interface {
 	DeadLetter(ctx context.Context, rec kafka.Message, l dlq.Letter) error
 }
 
-// ShareSetter learns, on every rebalance, how many of the topic's partitions this member owns,
-// so the dispatcher can take its proportional share of the group's rate budget.
+// ShareSetter learns, on every rebalance, which of the topic's total partitions this member owns,
+// so the dispatcher can take its share of the group's rate budget. Ids rather than a count let
+// the shares of all members be whole numbers of calls that still add up to the budget.
 type ShareSetter interface {
-	SetShare(owned, total int)
+	SetPartitions(ids []int, total int)
 }

@@ -174,7 +174,7 @@ func (d *demo) run(ctx context.Context) error {
 		topic: demoTopic, group: "chatgroupd-demo", imEndpoint: "http://" + simLn.Addr().String(),
 		imTimeout: im.DefaultTimeout, sdkAppID: demoAppID, admin: im.DefaultAdmin, rateLimit: f.rateLimit,
 		reorderWindow: f.reorderWindow, retryBudget: time.Hour, shutdownTimeout: 10 * time.Second,
-		commitInterval: 500 * time.Millisecond, maxInFlight: 256, dedupeWindow: 100000,
+		commitInterval: 500 * time.Millisecond, maxInFlight: 256, dedupeWindow: 100000, inProcessAPI: true,
 	}
 	svc, err := newService(serviceConfig{flags: sf, conn: conn, secretKey: key, log: d.log, metrics: m, gatherer: d.reg, metricsListener: metricsLn})
 	if err != nil {
@@ -209,12 +209,12 @@ func (d *demo) run(ctx context.Context) error {
 	})
 
 	drained, waitErr := d.watch(ctx, gctx, produceDone)
+	elapsed := time.Since(d.start) // up to the drain, not the shutdown
 	stopSvc()
 	runErr := g.Wait()
 	if errors.Is(runErr, context.Canceled) {
 		runErr = nil
 	}
-	elapsed := time.Since(d.start)
 	if waitErr != nil {
 		return waitErr
 	}

@@ -41,6 +41,9 @@ type serviceFlags struct {
 	dedupeWindow    int
 	logLevel        string
 	logFormat       string
+	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
+	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
+	inProcessAPI bool
 }
 
 func (f *serviceFlags) register(fs interface {

@@ -58,7 +58,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	}
 	disp, err := dispatcher.New(dispatcher.Config{
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
-		ProbeAccount: f.admin, Logger: cfg.log, Metrics: cfg.metrics,
+		ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI, Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		return nil, err

@@ -69,7 +69,7 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 		topic: h.topic, group: kafkatest.UniqueName("group"), imEndpoint: h.simSrv.URL, imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, shutdownTimeout: 5 * time.Second, commitInterval: 200 * time.Millisecond,
-		maxInFlight: 64, dedupeWindow: 10000,
+		maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
 	}
 	svc, err := newService(serviceConfig{flags: h.flags, conn: conn, secretKey: svcKey, log: zap.NewNop(),
 		metrics: metrics.New(h.reg, "test", true), gatherer: h.reg, metricsListener: ln})

@@ -81,7 +81,7 @@ app.kubernetes.io/part-of: chatgroupd
 {{- define "chatgroupd.gracePeriod" -}}
 {{- $shutdown := int .Values.config.shutdownTimeoutSeconds }}
 {{- $grace := int .Values.terminationGracePeriodSeconds }}
-{{- if eq $grace 0 }}{{ $grace = add $shutdown 10 }}{{ end }}
+{{- if eq $grace 0 }}{{ $grace = add $shutdown 20 }}{{ end }}
 {{- if le $grace $shutdown }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be larger than config.shutdownTimeoutSeconds (%d): Kubernetes would kill the pod before it commits and leaves the group" $grace $shutdown) }}
 {{- end }}
