@@ -443,7 +443,13 @@ func (rn *run) e2e(ctx context.Context, rec *applyRecorder) error {
 		}
 	}
 	rn.res.Expected = gen.Expect().Valid
-	done, err := rn.poll(ctx, p, true, func(s sample) bool { return ended(s) >= rn.res.Expected })
+	produced := time.Now()
+	// Done when every live event was applied; or, if some were dead-lettered instead (ended
+	// counts those too), once the count of ended events is reached and a grace period passed.
+	done, err := rn.poll(ctx, p, true, func(s sample) bool {
+		_, _, n := rec.percentiles()
+		return n >= total || ended(s) >= rn.res.Expected && s.t.Sub(produced) >= 5*time.Second
+	})
 	rn.res.Ended = ended(done)
 	rn.res.Complete = err == nil
 	rn.res.E2EP50, rn.res.E2EP99, rn.res.E2ESamples = rec.percentiles()
