@@ -3,7 +3,6 @@ package harness
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -177,14 +176,4 @@ func readLive(pid int) (liveStats, error) {
 		}
 	}
 	return ls, sc.Err()
-}
-
-// waitExit waits for the process to exit or ctx to end.
-func (p *proc) waitExit(ctx context.Context) error {
-	select {
-	case <-p.exited:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

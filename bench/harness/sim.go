@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -139,5 +138,3 @@ func (t *teeWriter) Write(b []byte) (int, error) {
 	t.buf.Write(b)
 	return t.ResponseWriter.Write(b)
 }
-
-var errIncomplete = errors.New("not every event ended before the time limit")
