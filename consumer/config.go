@@ -14,8 +14,8 @@ import (
 // Defaults applied by New to zero Config fields.
 const (
 	DefaultMaxInFlight      = 256
-	DefaultMaxBuffered      = 10000
-	DefaultMaxBufferedBytes = 64 << 20
+	DefaultMaxBuffered      = 2000
+	DefaultMaxBufferedBytes = 16 << 20
 	DefaultReorderWindow    = time.Second
 	DefaultCommitInterval   = time.Second
 	DefaultDedupeWindow     = 100000
