@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -624,7 +622,6 @@ type consumer struct {
 	metricsAddr string
 	done        chan struct{}
 	err         error // valid after done is closed
-	once        sync.Once
 }
 
 func freeAddr(t *testing.T) string {
@@ -737,29 +734,6 @@ func (c *consumer) stop(t *testing.T, timeout time.Duration) time.Duration {
 		c.kill()
 	}
 	return time.Since(start)
-}
-
-// metric returns the sum of every sample of a counter or gauge family from /metrics (0 when absent).
-func (c *consumer) metric(name string) (float64, error) {
-	resp, err := http.Get("http://" + c.metricsAddr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != '{' && line[len(name)] != ' ') {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum, sc.Err()
 }
 
 // usersigRe finds a UserSig in a request URL that reached a log line.

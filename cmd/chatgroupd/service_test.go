@@ -27,18 +27,16 @@ const testAppID = 1400000001
 
 // harness is a running service against an embedded Kafka and the IM simulator.
 type harness struct {
-	t       *testing.T
-	kafka   *kafkatest.Cluster
-	sim     *imsim.Server
-	topic   string
-	url     string // http://host:port of the metrics server
-	done    chan error
-	cancel  context.CancelFunc
-	reg     *prometheus.Registry
-	flags   serviceFlags
-	simURL  string
-	simSrv  *httptest.Server
-	started time.Time
+	t      *testing.T
+	kafka  *kafkatest.Cluster
+	sim    *imsim.Server
+	topic  string
+	url    string // http://host:port of the metrics server
+	done   chan error
+	cancel context.CancelFunc
+	reg    *prometheus.Registry
+	flags  serviceFlags
+	simSrv *httptest.Server
 }
 
 func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *harness {
@@ -78,7 +76,6 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
-	h.started = time.Now()
 	go func() { h.done <- svc.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
