@@ -128,7 +128,8 @@ type Generator struct {
 	recent   []Record // ring of recent valid records, source of duplicates
 	pending  []Record // the swapped partner waiting to be emitted
 	quotaLen int      // over-quota accounts still to start
-	expect   Expect
+	invalids int      // invalid records made, to rotate their kinds
+	expect   Expect   // of the records Next has returned
 }
 
 // New returns a generator for cfg (zero fields take defaults).
@@ -156,20 +157,35 @@ func (g *Generator) newAccount() *account {
 // Expect returns the expectation for everything generated so far.
 func (g *Generator) Expect() Expect { return g.expect }
 
-// Next returns the next record.
+// Next returns the next record. The expectation counts a record when Next returns it, so a
+// swapped partner still held back is not expected until it is emitted.
 func (g *Generator) Next() Record {
+	r := g.next()
+	switch r.Kind {
+	case Valid:
+		g.expect.Valid++
+	case Duplicate:
+		g.expect.Duplicates++
+	case Invalid:
+		g.expect.Invalid++
+	case OverQuota:
+		g.expect.OverQuota++
+	}
+	return r
+}
+
+func (g *Generator) next() Record {
 	if len(g.pending) > 0 {
 		r := g.pending[0]
 		g.pending = g.pending[1:]
+		g.expect.Swapped++ // the pair is complete, in swapped order
 		return r
 	}
 	x := g.rng.Float64()
 	switch {
 	case x < g.cfg.InvalidRate:
-		g.expect.Invalid++
 		return g.invalid()
 	case x < g.cfg.InvalidRate+g.cfg.DuplicateRate && len(g.recent) > 0:
-		g.expect.Duplicates++
 		r := g.recent[g.rng.IntN(len(g.recent))]
 		r.Kind = Duplicate
 		return r
@@ -179,7 +195,6 @@ func (g *Generator) Next() Record {
 	first := g.valid(a)
 	if g.rng.Float64() < g.cfg.SwapRate && g.accounts[i] == a {
 		second := g.valid(a)
-		g.expect.Swapped++
 		g.pending = append(g.pending, first)
 		return second
 	}
@@ -193,9 +208,6 @@ func (g *Generator) valid(a *account) Record {
 	kind := Valid
 	if a.groups > 20 {
 		kind = OverQuota
-		g.expect.OverQuota++
-	} else {
-		g.expect.Valid++
 	}
 	n := 1 + g.rng.IntN(g.cfg.MaxContacts)
 	ev := event.Event{
@@ -241,8 +253,9 @@ func (g *Generator) valid(a *account) Record {
 var invalidKinds = []string{"bad_json", "bad_utf8", "missing_field", "long_name", "too_many_contacts", "unknown_type", "wrong_contact_type"}
 
 func (g *Generator) invalid() Record {
-	kind := invalidKinds[g.expect.Invalid%len(invalidKinds)]
-	id := fmt.Sprintf("bad-%d-%016x", g.expect.Invalid, g.rng.Uint64())
+	kind := invalidKinds[g.invalids%len(invalidKinds)]
+	id := fmt.Sprintf("bad-%d-%016x", g.invalids, g.rng.Uint64())
+	g.invalids++
 	acct := g.cfg.Prefix + "-invalid"
 	base := map[string]any{
 		"event_id": id, "event_type": event.TypeContactGroupCreated, "from_account": acct,

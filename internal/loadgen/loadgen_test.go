@@ -72,6 +72,23 @@ func TestGeneratorMatchesExpectation(t *testing.T) {
 	}
 }
 
+// TestExpectCountsOnlyEmitted: whatever the stream's length, the expectation covers exactly the
+// records returned, even when the last call held back a swapped partner.
+func TestExpectCountsOnlyEmitted(t *testing.T) {
+	for n := 1; n <= 300; n++ {
+		g, err := New(Config{Accounts: 3, SwapRate: 0.5, DuplicateRate: 0.1, InvalidRate: 0.1, OverQuotaAccounts: 1, Seed: uint64(n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			g.Next()
+		}
+		if got := g.Expect().Total(); got != n {
+			t.Fatalf("after %d records the expectation covers %d (%+v)", n, got, g.Expect())
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{
 		{Accounts: -1},
