@@ -2,7 +2,6 @@ package imsim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/internal/httpserve"
 )
 
 // shutdownTimeout bounds the graceful shutdown once Serve's context ends. Hung requests are
@@ -32,23 +33,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, g prometheus.Gather
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          zap.NewStdLog(s.log),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("imsim: serve: %w", err)
-	case <-ctx.Done():
-	}
-	s.Close()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	shutErr := srv.Shutdown(sctx)
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("imsim: serve: %w", err)
-	}
-	if shutErr != nil {
-		srv.Close()
-		return fmt.Errorf("imsim: shutdown: %w", shutErr)
+	if err := httpserve.Serve(ctx, srv, ln, shutdownTimeout, s.Close); err != nil {
+		return fmt.Errorf("imsim: %w", err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/internal/httpserve"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
@@ -92,27 +92,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          zap.NewStdLog(s.log),
 	}
 	s.log.Info("metrics server listening", zap.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("metrics: serve: %w", err)
-	case <-ctx.Done():
-	}
 	timeout := s.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = DefaultShutdownTimeout
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	shutErr := srv.Shutdown(sctx)
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics: serve: %w", err)
-	}
-	if shutErr != nil {
-		_ = srv.Close()
-		return fmt.Errorf("metrics: shutdown: %w", shutErr)
+	if err := httpserve.Serve(ctx, srv, ln, timeout, nil); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
 	s.log.Info("metrics server stopped")
 	return nil

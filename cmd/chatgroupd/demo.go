@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -161,7 +160,6 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: simulator listener: %w", err)
 	}
-	simSrv := &http.Server{Handler: d.sim, ReadHeaderTimeout: 5 * time.Second}
 	metricsLn, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
 		simLn.Close()
@@ -191,18 +189,7 @@ func (d *demo) run(ctx context.Context) error {
 	svcCtx, stopSvc := context.WithCancel(ctx)
 	defer stopSvc()
 	g, gctx := errgroup.WithContext(svcCtx)
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 5*time.Second)
-		defer cancel()
-		return simSrv.Shutdown(sctx)
-	})
-	g.Go(func() error {
-		if err := simSrv.Serve(simLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return d.sim.Serve(gctx, simLn, nil) })
 	g.Go(func() error { return svc.Run(gctx) })
 	d.start = time.Now()
 	produceDone := make(chan error, 1)
