@@ -442,6 +442,7 @@ func (d *demo) summary(elapsed time.Duration, drained bool, dlqCount int64) erro
 		check(c.outcomes[metrics.OutcomeDuplicate] == float64(want.Duplicates), "duplicates %.0f, want %d", c.outcomes[metrics.OutcomeDuplicate], want.Duplicates)
 		check(c.outcomes[metrics.OutcomeInvalid] == float64(want.Invalid), "invalid %.0f, want %d", c.outcomes[metrics.OutcomeInvalid], want.Invalid)
 		check(c.dlq["rejected 51010"] == float64(want.OverQuota), "rejected with 51010: %.0f, want %d", c.dlq["rejected 51010"], want.OverQuota)
+		check(deadLettered == float64(want.Invalid+want.OverQuota), "dead-lettered %.0f, want %d (the invalid and over-quota records, nothing else)", deadLettered, want.Invalid+want.OverQuota)
 		check(st.GroupsCreated == want.Valid, "simulator holds %d created groups, want %d", st.GroupsCreated, want.Valid)
 	}
 	check(c.processed <= float64(produced), "%.0f records ended but only %d produced", c.processed, produced)
