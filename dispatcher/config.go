@@ -33,6 +33,7 @@ const (
 	DefaultProbeInterval     = 2 * time.Second
 	DefaultProbeAccount      = "administrator"
 	DefaultJitterMargin      = 5 * time.Millisecond
+	DefaultFreshConnMargin   = 20 * time.Millisecond
 	DefaultOutageWindow      = 20
 	DefaultOutageSpan        = 10 * time.Second
 	DefaultOutageRatio       = 0.8
@@ -72,6 +73,11 @@ type Config struct {
 	// by more than the margin can land in the server's previous second; its 60007 is retried,
 	// and isolated ones don't slow the limiter down (see SlowDownAfter).
 	JitterMargin time.Duration
+	// FreshConnMargin is added to the write time of a call made on a newly dialled connection:
+	// the server accepts, reads and counts such a request later than one on a warm keep-alive
+	// connection, so a window that mixes both is squeezed at the server. Only the pool's
+	// warm-up (the first seconds of a run, or a pool that grows) pays it.
+	FreshConnMargin time.Duration
 	// WidenOnStall widens the limiter's window by how late its timers fire, for a few seconds
 	// after each oversleep of a millisecond or more. Set it when the IM server runs in this
 	// process (tests, the demo): a starved process then delays the server's count of our calls
@@ -117,6 +123,7 @@ func (c *Config) defaults() {
 	setDefault(&c.ProbeInterval, DefaultProbeInterval)
 	setDefault(&c.ProbeAccount, DefaultProbeAccount)
 	setDefault(&c.JitterMargin, DefaultJitterMargin)
+	setDefault(&c.FreshConnMargin, DefaultFreshConnMargin)
 	setDefault(&c.OutageWindow, DefaultOutageWindow)
 	setDefault(&c.OutageSpan, DefaultOutageSpan)
 	setDefault(&c.OutageRatio, DefaultOutageRatio)
@@ -168,6 +175,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("dispatcher config: probe interval %v is negative", c.ProbeInterval)
 	case c.JitterMargin < 0 || c.JitterMargin > 500*time.Millisecond:
 		return fmt.Errorf("dispatcher config: jitter margin %v outside 0-500ms", c.JitterMargin)
+	case c.FreshConnMargin < 0 || c.FreshConnMargin > 500*time.Millisecond:
+		return fmt.Errorf("dispatcher config: fresh connection margin %v outside 0-500ms", c.FreshConnMargin)
 	case c.OutageWindow < 0 || c.OutageAccounts < 0 || c.OutageSpan < 0:
 		return errors.New("dispatcher config: outage window, span and accounts must be positive")
 	case c.OutageRatio < 0 || c.OutageRatio > 1:

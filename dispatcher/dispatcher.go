@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -263,7 +264,17 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 		return errPaused
 	}
 	r.attempts++
-	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { l.wrote(g, r.d.cfg.Now()) }}
+	var fresh atomic.Bool // GotConn runs on this goroutine, WroteRequest on the transport's
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { fresh.Store(!info.Reused) },
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			t := r.d.cfg.Now()
+			if fresh.Load() {
+				t = t.Add(r.d.cfg.FreshConnMargin)
+			}
+			l.wrote(g, t)
+		},
+	}
 	err = fn(httptrace.WithClientTrace(ctx, trace))
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()

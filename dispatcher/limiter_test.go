@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"net/http/httptrace"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatgroupd/chatgroupd/metrics"
+
+	"github.com/chatgroupd/chatgroupd/im"
 )
 
 func testLimiter(clock *fakeClock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
@@ -414,5 +417,46 @@ func TestLimiterWidenOnStall(t *testing.T) {
 	rate := float64(len(writes)-1) / writes[len(writes)-1].Sub(writes[0]).Seconds()
 	if rate < 0.98*200 {
 		t.Errorf("rate %.2f/s: one stall should cost little", rate)
+	}
+}
+
+// tracingAPI fires the HTTP trace hooks the real client's transport would, reporting whether
+// the call reused a keep-alive connection.
+type tracingAPI struct {
+	*fakeAPI
+	reused bool
+}
+
+func (a tracingAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
+	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
+		tr.GotConn(httptrace.GotConnInfo{Reused: a.reused})
+		tr.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+	return a.fakeAPI.CreateContactGroup(ctx, req)
+}
+
+// TestFreshConnectionHoldsItsSlotLonger: a call on a newly dialled connection is logged at its
+// write time plus FreshConnMargin (the server counts it later than a warm one), a reused one at
+// its write time.
+func TestFreshConnectionHoldsItsSlotLonger(t *testing.T) {
+	for _, reused := range []bool{true, false} {
+		h := newHarness(t, func(c *Config) {
+			c.API = tracingAPI{fakeAPI: newFakeAPI(), reused: reused}
+			c.FreshConnMargin = 20 * time.Millisecond
+		})
+		now := h.clock.Now()
+		out, err := h.d.Dispatch(context.Background(), Task{Event: newEvent("alice", "g")})
+		if err != nil || out.Result != Applied {
+			t.Fatalf("reused=%v: %v %v", reused, out, err)
+		}
+		want := now
+		if !reused {
+			want = now.Add(20 * time.Millisecond)
+		}
+		h.d.create.mu.Lock()
+		if len(h.d.create.sent) != 1 || !h.d.create.sent[0].at.Equal(want) {
+			t.Errorf("reused=%v: logged %v, want the slot at %v", reused, h.d.create.sent, want)
+		}
+		h.d.create.mu.Unlock()
 	}
 }
