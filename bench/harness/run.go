@@ -276,6 +276,16 @@ func (rn *run) snap(ctx context.Context, p *proc, withDLQ bool) sample {
 // errExited means the subject died during the measurement.
 var errExited = errors.New("subject exited early (see its log)")
 
+// waitFirstCall waits for the subject's first accepted call and records how long it took to come.
+func (rn *run) waitFirstCall(ctx context.Context, p *proc) (sample, error) {
+	first, err := rn.poll(ctx, p, false, func(s sample) bool { return s.accepted > 0 })
+	if err != nil {
+		return first, fmt.Errorf("waiting for the first call: %w", err)
+	}
+	rn.res.FirstCall = first.t.Sub(p.started)
+	return first, nil
+}
+
 // poll samples every SampleEvery until done returns true, the subject exits, or ctx ends.
 func (rn *run) poll(ctx context.Context, p *proc, withDLQ bool, done func(sample) bool) (sample, error) {
 	t := time.NewTicker(rn.r.cfg.SampleEvery)
@@ -321,11 +331,10 @@ func (rn *run) util(ctx context.Context) error {
 		return err
 	}
 	defer rn.finish(p)
-	first, err := rn.poll(ctx, p, false, func(s sample) bool { return s.accepted > 0 })
+	first, err := rn.waitFirstCall(ctx, p)
 	if err != nil {
-		return fmt.Errorf("waiting for the first call: %w", err)
+		return err
 	}
-	rn.res.FirstCall = first.t.Sub(p.started)
 	a, err := rn.poll(ctx, p, false, func(s sample) bool { return s.t.Sub(first.t) >= rn.sc.Warmup })
 	if err != nil {
 		return err
@@ -390,11 +399,10 @@ func (rn *run) backlog(ctx context.Context) error {
 		return err
 	}
 	defer rn.finish(p)
-	first, err := rn.poll(ctx, p, false, func(s sample) bool { return s.accepted > 0 })
+	first, err := rn.waitFirstCall(ctx, p)
 	if err != nil {
-		return fmt.Errorf("waiting for the first call: %w", err)
+		return err
 	}
-	rn.res.FirstCall = first.t.Sub(p.started)
 	b, err := rn.poll(ctx, p, false, func(s sample) bool { return s.t.Sub(first.t) >= rn.sc.Window })
 	rn.window(first, b)
 	return err
@@ -463,12 +471,11 @@ func (rn *run) restart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	first, err := rn.poll(ctx, p, false, func(s sample) bool { return s.accepted > 0 })
+	first, err := rn.waitFirstCall(ctx, p)
 	if err != nil {
 		rn.finish(p)
-		return fmt.Errorf("waiting for the first call: %w", err)
+		return err
 	}
-	rn.res.FirstCall = first.t.Sub(p.started)
 	// Steady state: the rate over 5-8 s after the first call.
 	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.t.Sub(first.t) >= 8*time.Second }); err != nil {
 		rn.finish(p)

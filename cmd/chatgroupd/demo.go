@@ -217,48 +217,17 @@ func (d *demo) run(ctx context.Context) error {
 }
 
 // produce writes the generated stream: all at once, or at --produce-rate (forever, or until
-// --count).
+// --count), publishing progress to the watcher after each acknowledged write.
 func (d *demo) produce(ctx context.Context) error {
-	w := &kafka.Writer{Addr: kafka.TCP(d.brokers...), Topic: demoTopic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 500}
+	w := eventWriter(d.brokers, demoTopic, nil)
 	defer w.Close()
-	batch := make([]kafka.Message, 0, 500)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := w.WriteMessages(ctx, batch...); err != nil {
-			return fmt.Errorf("produce: %w", err)
-		}
-		d.mu.Lock()
-		d.produced += len(batch)
-		d.expect = d.gen.Expect() // everything generated so far is in this batch or earlier ones
-		d.mu.Unlock()
-		batch = batch[:0]
-		return nil
-	}
-	var tick *time.Ticker
-	if d.flags.produceRate > 0 {
-		tick = time.NewTicker(time.Duration(float64(time.Second) / d.flags.produceRate))
-		defer tick.Stop()
-	}
-	for n := 0; d.flags.forever || n < d.flags.events; n++ {
-		if tick != nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-tick.C:
-			}
-		}
-		r := d.gen.Next()
-		batch = append(batch, kafka.Message{Key: r.Key, Value: r.Value})
-		if tick != nil || len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
+	_, _, err := produceStream(ctx, w, d.gen, d.flags.events, d.flags.forever, d.flags.produceRate,
+		func(produced int, e loadgen.Expect) {
+			d.mu.Lock()
+			d.produced, d.expect = produced, e
+			d.mu.Unlock()
+		})
+	return err
 }
 
 // counts is a snapshot of the service's own counters.

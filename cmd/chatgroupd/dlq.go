@@ -140,7 +140,7 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}
-	for _, r := range dlqSplit(o.reasons) {
+	for _, r := range splitList(o.reasons) {
 		if !dlq.ValidReason(r) {
 			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
 		}
@@ -282,20 +282,9 @@ func newDLQEntryView(e *dlq.Entry) dlqEntryView {
 	return v
 }
 
-// dlqSplit splits a comma list, dropping blanks.
-func dlqSplit(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 func dlqParseCodes(s string) ([]int, error) {
 	var out []int
-	for _, p := range dlqSplit(s) {
+	for _, p := range splitList(s) {
 		n, err := strconv.Atoi(p)
 		if err != nil {
 			return nil, fmt.Errorf("--code %q: not an integer IM code", p)
