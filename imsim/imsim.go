@@ -215,17 +215,29 @@ func dropOld(ts []time.Time, cut time.Time) []time.Time {
 	return ts[i:]
 }
 
-// admit records a call at now and says whether it fits in the limit.
+// admit records a call at now and says whether it fits in the limit. Handlers read the clock
+// before they take the lock that admit runs under, so now may be a little older than the last
+// call recorded; it is inserted in order, because a call out of order at the front of the window
+// would outstay its second and be counted against calls it never shared a second with.
 func (w *window) admit(now time.Time, limit int) bool {
 	cut := now.Add(-time.Second)
-	w.all = append(dropOld(w.all, cut), now)
+	w.all = insertOrdered(dropOld(w.all, cut), now)
 	w.max = max(w.max, len(w.all))
 	w.accepted = dropOld(w.accepted, cut)
 	if len(w.accepted) >= limit {
 		return false
 	}
-	w.accepted = append(w.accepted, now)
+	w.accepted = insertOrdered(w.accepted, now)
 	return true
+}
+
+// insertOrdered inserts t into the ordered ts after any equal times.
+func insertOrdered(ts []time.Time, t time.Time) []time.Time {
+	i := len(ts)
+	for i > 0 && ts[i-1].After(t) {
+		i--
+	}
+	return slices.Insert(ts, i, t)
 }
 
 // Server simulates the API. It is an http.Handler; create it with New. Its methods are safe for

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -569,6 +570,32 @@ func TestRateLimitSlidingWindow(t *testing.T) {
 	}
 	if r := h.post(im.PathGetContactGroup, q, im.GetRequest{FromAccount: "a"}); r.ErrorCode != im.CodeFrequency {
 		t.Fatalf("second call after the slide: %d", r.ErrorCode)
+	}
+}
+
+// TestWindowOutOfOrder records calls whose clock readings reach the window out of order, as
+// concurrent handlers do: the window must still hold exactly the calls of the last second.
+func TestWindowOutOfOrder(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	var w window
+	for _, at := range []int{0, 2, 1, 500, 999} {
+		if !w.admit(ms(at), 5) {
+			t.Fatalf("call at %d ms refused", at)
+		}
+	}
+	// At 1001.5 ms the calls at 0 and 1 ms have left (t-1s, t]: 2, 500, 999 and this one remain.
+	if !w.admit(t0.Add(1001500*time.Microsecond), 5) {
+		t.Fatal("call at 1001.5 ms refused")
+	}
+	if len(w.all) != 4 || len(w.accepted) != 4 {
+		t.Fatalf("window holds %d calls (%d accepted), want 4: %v", len(w.all), len(w.accepted), w.all)
+	}
+	if !slices.IsSortedFunc(w.all, func(a, b time.Time) int { return a.Compare(b) }) {
+		t.Fatalf("window out of order: %v", w.all)
+	}
+	if w.max != 5 {
+		t.Fatalf("max %d, want 5", w.max)
 	}
 }
 
