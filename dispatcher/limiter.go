@@ -25,6 +25,11 @@ import (
 //     letting each window's calls out at its start; its burst (a fifth of n) lets grants catch
 //     up after late timers and scheduler stalls, which would otherwise be lost for good.
 //
+// A share that shrinks applies at once; one that grows applies one window after it was set
+// (setShare). The partitions gained were someone else's a moment ago, and that member's calls
+// of the last second are not in this log: taking them over at once is how a rebalance would
+// put the group over its budget for a second.
+//
 // Frequency-limit answers shrink the rate multiplicatively (slowDown); it grows back
 // additively towards the share (AIMD).
 //
@@ -42,7 +47,10 @@ type limiter struct {
 
 	mu           sync.Mutex
 	known        bool    // a share was set (or Standalone)
-	share        float64 // budget × owned/total
+	share        float64 // budget × owned/total, in force
+	growTo       float64 // a larger share, in force from growAt (when growing)
+	growAt       time.Time
+	growing      bool
 	factor       float64 // AIMD multiplier in [MinRateFactor, 1]
 	lastDecrease time.Time
 	lastChange   time.Time
@@ -96,7 +104,9 @@ func newLimiter(api string, budget float64, cfg *Config, gauge bool) *limiter {
 		changed: make(chan struct{}),
 	}
 	if cfg.Standalone {
-		l.setShare(1, 1)
+		// Alone by configuration: nobody else's calls can share our windows.
+		l.known, l.share = true, budget
+		l.apply(cfg.Now())
 	}
 	return l
 }
@@ -140,12 +150,41 @@ func (l *limiter) setPartitions(ids []int, total int) {
 	l.set(float64(share))
 }
 
+// set makes share this replica's share: at once if it is no larger than the share in force,
+// else one window from now (see limiter). A replica's first share counts as growth from zero,
+// since the previous owner of its partitions may have called a moment ago. A later set
+// restarts the wait, so the share in force is never above any share set within the window.
 func (l *limiter) set(share float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.known = true
-	l.share = share
-	l.apply(l.cfg.Now())
+	now := l.cfg.Now()
+	if !l.known {
+		l.known, l.share = true, 0
+	}
+	if share <= l.share {
+		l.share, l.growing = share, false
+		l.apply(now)
+		return
+	}
+	l.growTo, l.growAt, l.growing = share, now.Add(l.window), true
+	l.apply(now) // wakes waiters, which now wait for growAt
+}
+
+// grow puts a pending larger share in force once its window has passed. Callers hold mu.
+func (l *limiter) grow(now time.Time) {
+	if l.growing && !now.Before(l.growAt) {
+		l.share, l.growing = l.growTo, false
+		l.apply(now)
+	}
+}
+
+// untilGrowth is how long until a pending larger share is in force; 0 when none is pending.
+// Callers hold mu.
+func (l *limiter) untilGrowth(now time.Time) time.Duration {
+	if !l.growing {
+		return 0
+	}
+	return max(l.growAt.Sub(now), time.Microsecond)
 }
 
 // effective is the current rate in calls/s. Callers hold mu.
@@ -183,7 +222,9 @@ func (l *limiter) apply(now time.Time) {
 func (l *limiter) rateNow() float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.recover(l.cfg.Now())
+	now := l.cfg.Now()
+	l.grow(now)
+	l.recover(now)
 	return l.effective()
 }
 
@@ -197,6 +238,7 @@ func (l *limiter) slowDown() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now()
+	l.grow(now)
 	cut := now.Add(-l.window)
 	i := 0
 	for i < len(l.limited) && !l.limited[i].After(cut) {
@@ -307,9 +349,10 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now()
+	l.grow(now)
 	l.recover(now)
 	if !l.known || l.n == 0 {
-		return nil, 0, l.changed
+		return nil, l.untilGrowth(now), l.changed
 	}
 	// Entries are ordered by at, so the expired ones are a prefix; of those only pending ones
 	// (rare) stay, which keeps this amortised O(1) per grant.
@@ -337,9 +380,9 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	if len(l.sent) >= l.n {
 		oldest := l.sent[len(l.sent)-l.n]
 		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
-			return nil, pendingPoll, nil
+			return nil, soonest(pendingPoll, l.untilGrowth(now)), nil
 		}
-		return nil, max(oldest.at.Add(window).Sub(now), time.Microsecond), nil
+		return nil, soonest(max(oldest.at.Add(window).Sub(now), time.Microsecond), l.untilGrowth(now)), nil
 	}
 	if l.pace.AllowN(now, 1) {
 		g := &grant{at: now, pending: true}
@@ -347,7 +390,15 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		return g, 0, nil
 	}
 	missing := 1 - l.pace.TokensAt(now)
-	return nil, max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), nil
+	return nil, soonest(max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), l.untilGrowth(now)), nil
+}
+
+// soonest is the shorter of two waits, a zero b meaning none.
+func soonest(a, b time.Duration) time.Duration {
+	if b > 0 {
+		return min(a, b)
+	}
+	return a
 }
 
 // finished marks g's call as over: a grant never written now ages out from its grant time.

@@ -181,6 +181,7 @@ func TestLimiterSlowDownThresholdScalesWithRate(t *testing.T) {
 	clock := newFakeClock()
 	l, _ := testLimiter(clock, 200, clock.Sleep)
 	l.setShare(1, 1)
+	clock.Advance(l.window) // the first share is in force one window after it was set
 	for range 9 { // under 5% of 200 calls per window: jitter at window edges, not overuse
 		l.slowDown()
 	}
@@ -347,6 +348,40 @@ func TestLimiterHoldsWindowForUnwrittenCalls(t *testing.T) {
 	}
 }
 
+// TestLimiterShareGrowsAfterAWindow replays a rebalance: a share that shrinks is in force at
+// once, one that grows (including a replica's first) only a window later, and a second set
+// within that window restarts the wait.
+func TestLimiterShareGrowsAfterAWindow(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, nil)
+	step := func(d time.Duration, want float64) {
+		t.Helper()
+		clock.Advance(d)
+		if got := l.rateNow(); got != want {
+			t.Fatalf("at %v: rate %v, want %v", clock.Now().Sub(time.Unix(0, 0)), got, want)
+		}
+	}
+	if g, wait, _ := l.tryGrant(); g != nil || wait != 0 {
+		t.Fatalf("before any share: grant %v, wait %v; want none until a share is set", g, wait)
+	}
+	l.setShare(3, 6) // first assignment: growth from nothing
+	if g, wait, _ := l.tryGrant(); g != nil || wait != l.window {
+		t.Fatalf("first share: grant %v, wait %v; want a wait of one window (%v)", g, wait, l.window)
+	}
+	step(l.window-time.Millisecond, 0)
+	step(time.Millisecond, 100)
+	l.setShare(1, 6) // shrinks: at once
+	step(0, 200.0/6)
+	l.setShare(6, 6) // grows: later
+	step(l.window/2, 200.0/6)
+	l.setShare(3, 6) // grows again within the wait: the wait restarts
+	step(l.window/2+time.Millisecond, 200.0/6)
+	step(l.window/2, 100)
+	l.setShare(6, 6)
+	l.setShare(2, 6) // a shrink cancels the pending growth
+	step(2*l.window, 200.0/3)
+}
+
 func TestLimiterSetPartitionsUsesWholeBudget(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -365,8 +400,10 @@ func TestLimiterSetPartitionsUsesWholeBudget(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sum := 0.0
 			for i, ids := range tc.owners {
-				l, _ := testLimiter(newFakeClock(), tc.budget, nil)
+				clock := newFakeClock()
+				l, _ := testLimiter(clock, tc.budget, nil)
 				l.setPartitions(ids, tc.total)
+				clock.Advance(l.window)
 				got := l.rateNow()
 				sum += got
 				if math.Abs(got-tc.want[i]) > 1e-9 {

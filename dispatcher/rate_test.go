@@ -143,7 +143,9 @@ func (r rateRun) run(tb testing.TB) rateResult {
 		ds = append(ds, d)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), r.duration)
+	// The shares just set are in force one window from now (limiter.set); the run's duration
+	// starts then.
+	ctx, cancel := context.WithTimeout(context.Background(), ds[0].create.window+r.duration)
 	defer cancel()
 	var (
 		mu       sync.Mutex
