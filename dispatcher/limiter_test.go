@@ -181,7 +181,8 @@ func TestLimiterSlowDownThresholdScalesWithRate(t *testing.T) {
 	clock := newFakeClock()
 	l, _ := testLimiter(clock, 200, clock.Sleep)
 	l.setShare(1, 1)
-	clock.Advance(l.window) // the first share is in force one window after it was set
+	// The first share is in force one window after it was set.
+	clock.Advance(l.window)
 	for range 9 { // under 5% of 200 calls per window: jitter at window edges, not overuse
 		l.slowDown()
 	}
