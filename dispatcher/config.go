@@ -34,6 +34,7 @@ const (
 	DefaultProbeAccount      = "administrator"
 	DefaultJitterMargin      = 5 * time.Millisecond
 	DefaultFreshConnMargin   = 20 * time.Millisecond
+	DefaultLateArrivalMax    = 10 * time.Millisecond
 	DefaultOutageWindow      = 20
 	DefaultOutageSpan        = 10 * time.Second
 	DefaultOutageRatio       = 0.8
@@ -78,6 +79,14 @@ type Config struct {
 	// connection, so a window that mixes both is squeezed at the server. Only the pool's
 	// warm-up (the first seconds of a run, or a pool that grows) pays it.
 	FreshConnMargin time.Duration
+	// LateArrivalMax bounds how much later than its write a call's slot is held when its round
+	// trip was slower than usual. A request that reached the server late comes back late, so a
+	// round trip longer than the median of recent ones by d may mean it was counted up to d
+	// after we wrote it; its time in the window log moves d later, up to LateArrivalMax. Where
+	// round trips vary little (a steady API) this costs next to nothing and covers arrival
+	// delays beyond JitterMargin; where they vary a lot, slow processing is taken for late
+	// arrival and rate is lost, at most LateArrivalMax per call. Negative turns it off.
+	LateArrivalMax time.Duration
 	// WidenOnStall widens the limiter's window by how late its timers fire, for a few seconds
 	// after each oversleep of a millisecond or more. Set it when the IM server runs in this
 	// process (tests, the demo): a starved process then delays the server's count of our calls
@@ -124,6 +133,7 @@ func (c *Config) defaults() {
 	setDefault(&c.ProbeAccount, DefaultProbeAccount)
 	setDefault(&c.JitterMargin, DefaultJitterMargin)
 	setDefault(&c.FreshConnMargin, DefaultFreshConnMargin)
+	setDefault(&c.LateArrivalMax, DefaultLateArrivalMax)
 	setDefault(&c.OutageWindow, DefaultOutageWindow)
 	setDefault(&c.OutageSpan, DefaultOutageSpan)
 	setDefault(&c.OutageRatio, DefaultOutageRatio)
@@ -177,6 +187,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("dispatcher config: jitter margin %v outside 0-500ms", c.JitterMargin)
 	case c.FreshConnMargin < 0 || c.FreshConnMargin > 500*time.Millisecond:
 		return fmt.Errorf("dispatcher config: fresh connection margin %v outside 0-500ms", c.FreshConnMargin)
+	case c.LateArrivalMax > 500*time.Millisecond:
+		return fmt.Errorf("dispatcher config: late arrival max %v over 500ms", c.LateArrivalMax)
 	case c.OutageWindow < 0 || c.OutageAccounts < 0 || c.OutageSpan < 0:
 		return errors.New("dispatcher config: outage window, span and accounts must be positive")
 	case c.OutageRatio < 0 || c.OutageRatio > 1:

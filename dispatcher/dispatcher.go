@@ -268,11 +268,12 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	trace := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) { fresh.Store(!info.Reused) },
 		WroteRequest: func(httptrace.WroteRequestInfo) {
-			t := r.d.cfg.Now()
+			now := r.d.cfg.Now()
+			t := now
 			if fresh.Load() {
 				t = t.Add(r.d.cfg.FreshConnMargin)
 			}
-			l.wrote(g, t)
+			l.wrote(g, now, t)
 		},
 	}
 	err = fn(httptrace.WithClientTrace(ctx, trace))

@@ -655,6 +655,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative rate", Config{API: api, RateLimit: -1}, false},
 		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, false},
 		{"huge margin", Config{API: api, JitterMargin: time.Second}, false},
+		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, false},
+		{"late arrival shift off", Config{API: api, LateArrivalMax: -1}, true},
 		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, false},
 		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, false},
 	} {

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 // The share is budget × owned/total partitions, so the shares of all members add up to the
 // budget without coordination. Two mechanisms enforce it:
 //   - a sliding-window log: at most n = floor(share) calls in any window of 1s + JitterMargin,
-//     timed when each request was written (see grant). Integer per-window ceilings that sum to
+//     timed when each request was written, or later when its round trip shows it may have
+//     reached the server late (see grant). Integer per-window ceilings that sum to
 //     at most the budget are what keeps the group's total within the budget in every one-second
 //     window, whatever the replicas' phases; the margin absorbs differences in the delay from
 //     our write to the server's count.
@@ -61,7 +63,16 @@ type limiter struct {
 	stall        time.Duration
 	stallAt      time.Time
 	changed      chan struct{}
+	rtts         []time.Duration // recent round trips, a ring of rttSamples
+	rttNext      int
 }
+
+// rttSamples is how many recent round trips the median is taken over; minRTTSamples are needed
+// before a round trip counts as slow.
+const (
+	rttSamples    = 64
+	minRTTSamples = 8
+)
 
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
 // written to the connection, which is closer to when the server counts it: a call that waited
@@ -70,6 +81,7 @@ type limiter struct {
 // since it may still reach the server at any moment.
 type grant struct {
 	at      time.Time
+	wrote   time.Time // when the request was last written; zero if never
 	pending bool
 }
 
@@ -402,18 +414,51 @@ func soonest(a, b time.Duration) time.Duration {
 }
 
 // finished marks g's call as over: a grant never written now ages out from its grant time.
+// A written call whose round trip (write to now) exceeded the median of recent ones moves later
+// by the excess, up to LateArrivalMax (see Config.LateArrivalMax).
 func (l *limiter) finished(g *grant) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g.pending = false
+	if g.wrote.IsZero() || l.cfg.LateArrivalMax <= 0 {
+		return
+	}
+	rtt := l.cfg.Now().Sub(g.wrote)
+	if len(l.rtts) >= minRTTSamples {
+		if late := min(rtt-l.medianRTT(), l.cfg.LateArrivalMax); late > 0 {
+			l.moveLocked(g, g.wrote.Add(late))
+		}
+	}
+	if len(l.rtts) < rttSamples {
+		l.rtts = append(l.rtts, rtt)
+	} else {
+		l.rtts[l.rttNext] = rtt
+		l.rttNext = (l.rttNext + 1) % rttSamples
+	}
 }
 
-// wrote moves g to t, the time its request was written, keeping sent ordered. A grant already
-// pruned is put back.
-func (l *limiter) wrote(g *grant, t time.Time) {
+// medianRTT is the median of the recent round trips. Callers hold mu.
+func (l *limiter) medianRTT() time.Duration {
+	var buf [rttSamples]time.Duration
+	r := buf[:len(l.rtts)]
+	copy(r, l.rtts)
+	slices.Sort(r)
+	return r[len(r)/2]
+}
+
+// wrote records that g's request was written at now, and moves g to t (now, or later for a
+// fresh connection).
+func (l *limiter) wrote(g *grant, now, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g.pending = false
+	g.wrote = now
+	l.moveLocked(g, t)
+}
+
+// moveLocked moves g to t if that is later, keeping sent ordered. A grant already pruned is
+// put back. Callers hold mu.
+func (l *limiter) moveLocked(g *grant, t time.Time) {
 	if !t.After(g.at) {
 		return
 	}

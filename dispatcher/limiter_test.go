@@ -309,12 +309,58 @@ func TestLimiterCountsWriteTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := clock.Now()
-	l.wrote(g, first.Add(500*time.Millisecond)) // the request sat half a second before it went out
+	l.wrote(g, first.Add(500*time.Millisecond), first.Add(500*time.Millisecond)) // the request sat half a second before it went out
 	if err := take(l); err != nil {
 		t.Fatal(err)
 	}
 	if waited := clock.Now().Sub(first); waited < 500*time.Millisecond+l.window {
 		t.Errorf("second grant after %v, want at least a window after the first write (%v)", waited, 500*time.Millisecond+l.window)
+	}
+}
+
+// TestLimiterHoldsSlotOfLateRoundTrip: with round trips of 100 ms, a call that took 106 ms
+// may have reached the server 6 ms late, so the call a window later waits 6 ms more; one that
+// took a second moves by LateArrivalMax only, and with the shift turned off nothing moves.
+func TestLimiterHoldsSlotOfLateRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		max       time.Duration
+		rtt       time.Duration
+		wantShift time.Duration
+	}{
+		{"usual round trip", 0, 100 * time.Millisecond, 0},
+		{"6ms slow", 0, 106 * time.Millisecond, 6 * time.Millisecond},
+		{"far too slow: capped", 0, time.Second, DefaultLateArrivalMax},
+		{"turned off", -1, 300 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: clock.Sleep, LateArrivalMax: tc.max}
+			cfg.defaults()
+			l := newLimiter("create_contact_group", 1, cfg, false)
+			l.setShare(1, 1)
+			clock.Advance(l.window)
+			call := func(rtt time.Duration) time.Time {
+				t.Helper()
+				g, _, err := l.acquire(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				at := clock.Now()
+				l.wrote(g, at, at)
+				clock.Advance(rtt)
+				l.finished(g)
+				return at
+			}
+			for range minRTTSamples {
+				call(100 * time.Millisecond)
+			}
+			last := call(tc.rtt)
+			next := call(100 * time.Millisecond)
+			if got, want := next.Sub(last), l.window+tc.wantShift; got != want {
+				t.Errorf("next call %v after the %v one, want %v (window %v + shift %v)", got, tc.rtt, want, l.window, tc.wantShift)
+			}
+		})
 	}
 }
 
@@ -335,7 +381,7 @@ func TestLimiterHoldsWindowForUnwrittenCalls(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	written := clock.Now()
-	l.wrote(g, written)
+	l.wrote(g, written, written)
 	select {
 	case err := <-done:
 		if err != nil {
