@@ -65,12 +65,7 @@ func startProc(s Subject, f runFlags, secretKey, logPath string) (*proc, error) 
 	args := append(append(append([]string{}, s.Command[1:]...), f.args()...), s.Extra...)
 	cmd := exec.Command(s.Command[0], args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CHATGROUPD_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "CHATGROUPD_SECRET_KEY="+secretKey)
+	cmd.Env = append(withoutChatgroupdEnv(os.Environ()), "CHATGROUPD_SECRET_KEY="+secretKey)
 	// Its own process group, so a Ctrl-C of the harness does not hit the child first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -176,4 +171,16 @@ func readLive(pid int) (liveStats, error) {
 		}
 	}
 	return ls, sc.Err()
+}
+
+// withoutChatgroupdEnv drops the CHATGROUPD_* variables from env: in a child they would
+// override the flags the harness gives it.
+func withoutChatgroupdEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "CHATGROUPD_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -33,6 +33,10 @@ type Config struct {
 	SampleEvery time.Duration
 	// StopGrace is how long a subject may take to shut down after SIGTERM; default 25s.
 	StopGrace time.Duration
+	// Simulator, when set, is the command that serves the IM simulator in a process of its own
+	// (["bin/chatgroupd", "imsim"]; see startSimProcess); empty runs it inside the harness. The
+	// e2e scenario always runs it inside, where each success can be timed as it happens.
+	Simulator []string
 }
 
 // Validate reports an unusable configuration.
@@ -192,8 +196,15 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 	if sc.RateLimit >= Unlimited {
 		simLimit = 1 << 30
 	}
-	s, err := startSim(imsim.Config{SDKAppID: r.sdkAppID, SecretKey: r.secret, RateLimit: simLimit,
-		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed}, rec)
+	simCfg := imsim.Config{SDKAppID: r.sdkAppID, SecretKey: r.secret, RateLimit: simLimit,
+		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed}
+	var s *sim
+	var err error
+	if len(r.cfg.Simulator) > 0 && rec == nil {
+		s, err = startSimProcess(r.cfg.Simulator, simCfg, filepath.Join(r.cfg.OutDir, sc.Name+"-"+name+"-imsim.log"))
+	} else {
+		s, err = startSim(simCfg, rec)
+	}
 	if err != nil {
 		res.Err = err.Error()
 		return res
@@ -220,7 +231,7 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 	if merr != nil {
 		res.Err = merr.Error()
 	}
-	last := s.create()
+	last := s.create(context.Background())
 	res.Calls, res.Accepted, res.RateLimited, res.MaxWindow = last.Total, last.Accepted, last.RateLimited, last.MaxWindow
 	res.Created, res.DuplicateCreates = last.Created, last.DuplicateCreates
 	res.OverLimitAt = overLimitTimes(rn.hist, rn.firstCall())
@@ -250,7 +261,7 @@ type sample struct {
 
 // snap samples the simulator, the DLQ and (when p is running) the subject.
 func (rn *run) snap(ctx context.Context, p *proc, withDLQ bool) sample {
-	c := rn.sim.create()
+	c := rn.sim.create(ctx)
 	s := sample{t: time.Now(), accepted: c.Accepted, created: c.Created, duplicateCreates: c.DuplicateCreates,
 		rateLimited: c.RateLimited, total: c.Total}
 	if p != nil && p.alive() {

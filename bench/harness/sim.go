@@ -1,31 +1,39 @@
 package harness
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 )
 
-// sim is the IM simulator of one run, served on a loopback port.
+// sim is the IM simulator of one run, served on a loopback port, in this process or in a
+// child process of its own.
 type sim struct {
-	*imsim.Server
-	URL string
-	srv *http.Server
-	rec *applyRecorder
+	URL   string
+	stats func(context.Context) (imsim.Stats, error)
+	stop  func()
+	last  createStats
 }
 
-// startSim serves a fresh simulator on 127.0.0.1. With rec set, successful creates are timed
-// against the events' occurred_at.
+// startSim serves a fresh simulator on 127.0.0.1 inside the harness. With rec set, successful
+// creates are timed against the events' occurred_at.
 func startSim(cfg imsim.Config, rec *applyRecorder) (*sim, error) {
 	s, err := imsim.New(cfg)
 	if err != nil {
@@ -41,26 +49,142 @@ func startSim(cfg imsim.Config, rec *applyRecorder) (*sim, error) {
 	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln) //nolint:errcheck // ends with ErrServerClosed at close
-	return &sim{Server: s, URL: "http://" + ln.Addr().String(), srv: hs, rec: rec}, nil
+	return &sim{
+		URL:   "http://" + ln.Addr().String(),
+		stats: func(context.Context) (imsim.Stats, error) { return s.Stats(), nil },
+		stop: func() {
+			s.Close() // releases hung requests first
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(ctx)
+		},
+	}, nil
 }
 
-func (s *sim) close() {
-	s.Server.Close() // releases hung requests first
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.srv.Shutdown(ctx)
+// simProcessStartup bounds how long a simulator process may take to print its address.
+const simProcessStartup = 15 * time.Second
+
+// startSimProcess runs the simulator as `<command> --addr 127.0.0.1:0 ...` (command is, say,
+// ["bin/chatgroupd", "imsim"]) and reads its counters from /admin/stats. Its log goes to
+// logPath. Only the settings a scenario uses are passed on: the app, the key, the rate limit,
+// the latency and the seed.
+//
+// In a process of its own the simulator's clock, which the one-second windows are counted
+// with, no longer waits for the embedded Kafka's goroutines: in this process a request could
+// sit read-ready for several milliseconds behind them (Go preempts a busy goroutine only every
+// 10 ms), so calls sent more than a second apart were counted in one window. The real API does
+// not share a CPU with our broker either.
+func startSimProcess(command []string, cfg imsim.Config, logPath string) (*sim, error) {
+	return startSimProcessWithin(command, cfg, logPath, simProcessStartup)
 }
+
+// startSimProcessWithin is startSimProcess with the bound on its start-up.
+func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, startup time.Duration) (*sim, error) {
+	if len(command) == 0 {
+		return nil, errors.New("imsim process: no command")
+	}
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("imsim log: %w", err)
+	}
+	args := append(append([]string{}, command[1:]...),
+		"--addr", "127.0.0.1:0", "--sdkappid", strconv.FormatInt(cfg.SDKAppID, 10),
+		"--rate-limit", strconv.Itoa(cfg.RateLimit), "--latency", cfg.Faults.Latency.String(),
+		"--seed", strconv.FormatUint(cfg.Seed, 10), "--log-level", "warn")
+	cmd := exec.Command(command[0], args...)
+	cmd.Env = append(withoutChatgroupdEnv(os.Environ()), "CHATGROUPD_SECRET_KEY="+cfg.SecretKey)
+	cmd.Stderr = lf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("imsim process: %w", err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("imsim process: start %s: %w", command[0], err)
+	}
+	exited := make(chan struct{})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "imsim listening on "); ok {
+				select {
+				case addr <- u:
+				default:
+				}
+			}
+		}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		lf.Close()
+		close(exited)
+	}()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	var url string
+	select {
+	case url = <-addr:
+	case <-exited:
+		return nil, fmt.Errorf("imsim process: exited before listening (log: %s)", logPath)
+	case <-time.After(startup):
+		stop()
+		return nil, fmt.Errorf("imsim process: no address within %v (log: %s)", startup, logPath)
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	return &sim{URL: url, stop: stop, stats: func(ctx context.Context) (imsim.Stats, error) {
+		return fetchStats(ctx, hc, url)
+	}}, nil
+}
+
+// fetchStats reads a simulator's /admin/stats.
+func fetchStats(ctx context.Context, hc *http.Client, base string) (imsim.Stats, error) {
+	var st imsim.Stats
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/stats", nil)
+	if err != nil {
+		return st, fmt.Errorf("imsim stats: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("imsim stats: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("imsim stats: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("imsim stats: %w", err)
+	}
+	return st, nil
+}
+
+func (s *sim) close() { s.stop() }
 
 // createStats is the create API's part of the simulator's stats.
 type createStats struct {
 	Total, Accepted, RateLimited, MaxWindow, Created, DuplicateCreates int
 }
 
-func (s *sim) create() createStats {
-	st := s.Stats()
+// create reads the create API's counters. A simulator process that does not answer keeps the
+// last counters it gave: a missed sample only makes the next one cover a longer time.
+func (s *sim) create(ctx context.Context) createStats {
+	st, err := s.stats(ctx)
+	if err != nil {
+		return s.last
+	}
 	c := st.APIs[im.APICreate]
-	return createStats{Total: c.Total, Accepted: c.Accepted, RateLimited: c.RateLimited, MaxWindow: c.MaxWindow,
+	s.last = createStats{Total: c.Total, Accepted: c.Accepted, RateLimited: c.RateLimited, MaxWindow: c.MaxWindow,
 		Created: st.GroupsCreated, DuplicateCreates: st.DuplicateCreates}
+	return s.last
 }
 
 // applyRecorder measures end-to-end latency: from an event's occurred_at to the moment the

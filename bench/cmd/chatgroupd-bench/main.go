@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		out        = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
 		timeout    = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
 		list       = fs.Bool("list", false, "list the scenarios and exit")
+		simulator  = fs.String("simulator", "bin/chatgroupd", "binary whose `imsim` subcommand serves the IM simulator in a process of its own (at the harness's priority); empty to serve it inside the harness")
 		priority   = fs.Int("priority", 10, "raise the harness (simulator and embedded Kafka) this many nice levels above the subjects; needs root, 0 to keep everything equal")
 		render     = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
 	)
@@ -102,7 +103,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer broker.Close()
-	r, err := harness.NewRunner(harness.Config{Broker: broker, Subjects: subs, OutDir: *out, Progress: stderr})
+	var simCmd []string
+	if *simulator != "" {
+		if _, err := os.Stat(*simulator); err != nil {
+			return fmt.Errorf("simulator: %w (build it, or pass -simulator= to serve it inside the harness)", err)
+		}
+		simCmd = []string{*simulator, "imsim"}
+	}
+	r, err := harness.NewRunner(harness.Config{Broker: broker, Subjects: subs, OutDir: *out, Progress: stderr, Simulator: simCmd})
 	if err != nil {
 		return err
 	}
