@@ -82,13 +82,15 @@ func New(cfg Config) (*Dispatcher, error) {
 }
 
 // SetShare gives this replica owned/total of every API's budget; the consumer calls it on each
-// rebalance. total <= 0 means standalone: the whole budget.
+// rebalance. total <= 0 means standalone: the whole budget. A smaller share applies at once, a
+// larger one (including the first) one second later, when the calls the partitions' previous
+// owner made have left every window this replica's calls can share.
 func (d *Dispatcher) SetShare(owned, total int) {
 	for _, l := range []*limiter{d.create, d.get, d.update} {
 		l.setShare(owned, total)
 	}
 	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
-		zap.Float64("create_calls_per_s", d.create.rateNow()))
+		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
 }
 
 // SetPartitions is SetShare for a caller that knows which partitions it owns (ids in
@@ -100,7 +102,7 @@ func (d *Dispatcher) SetPartitions(ids []int, total int) {
 		l.setPartitions(ids, total)
 	}
 	d.log.Info("rate share set", zap.Ints("partitions", ids), zap.Int("total", total),
-		zap.Float64("create_calls_per_s", d.create.rateNow()))
+		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
 }
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch

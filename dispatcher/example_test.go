@@ -36,7 +36,8 @@ func Example() {
 		panic(err)
 	}
 	// The consumer calls SetShare on every rebalance: here this replica owns 3 of 6 partitions,
-	// so it may make 100 of the group's 200 creates per second.
+	// so it may make 100 of the group's 200 creates per second, from a second from now (the
+	// partitions' previous owner may have called a moment ago).
 	d.SetShare(3, 6)
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -182,6 +182,16 @@ func (l *limiter) set(share float64) {
 	l.apply(now) // wakes waiters, which now wait for growAt
 }
 
+// target is the rate once a pending larger share is in force (for logs).
+func (l *limiter) target() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.growing {
+		return l.growTo * l.factor
+	}
+	return l.effective()
+}
+
 // grow puts a pending larger share in force once its window has passed. Callers hold mu.
 func (l *limiter) grow(now time.Time) {
 	if l.growing && !now.Before(l.growAt) {
