@@ -429,6 +429,65 @@ func TestLimiterShareGrowsAfterAWindow(t *testing.T) {
 	step(2*l.window, 200.0/3)
 }
 
+// TestLimitersStayWithinBudgetAcrossRebalance runs two replicas' create limiters on one clock:
+// a alone at the whole budget, then b joins and each takes half. However the new shares are
+// timed, no one-second window of the two together may hold more than the budget: a shrinks at
+// once and b waits out the calls a made before the rebalance.
+func TestLimitersStayWithinBudgetAcrossRebalance(t *testing.T) {
+	for _, skew := range []time.Duration{0, 10 * time.Millisecond, 300 * time.Millisecond} {
+		t.Run("b set "+skew.String()+" before a", func(t *testing.T) {
+			clock := newFakeClock()
+			a, _ := testLimiter(clock, 200, nil)
+			b, _ := testLimiter(clock, 200, nil)
+			start := clock.Now()
+			a.setShare(6, 6)
+			var grants []time.Time
+			events := []struct {
+				at time.Duration
+				do func()
+			}{
+				{3*time.Second - skew, func() { b.setShare(3, 6) }},
+				{3 * time.Second, func() { a.setShare(3, 6) }},
+			}
+			for clock.Now().Sub(start) < 6*time.Second {
+				for len(events) > 0 && clock.Now().Sub(start) >= events[0].at {
+					events[0].do()
+					events = events[1:]
+				}
+				next := time.Duration(math.MaxInt64)
+				for _, l := range []*limiter{a, b} {
+					for {
+						g, wait, _ := l.tryGrant()
+						if g == nil {
+							if wait > 0 {
+								next = min(next, wait)
+							}
+							break
+						}
+						now := clock.Now()
+						l.wrote(g, now, now)
+						l.finished(g)
+						grants = append(grants, now)
+					}
+				}
+				if len(events) > 0 {
+					next = min(next, events[0].at-clock.Now().Sub(start))
+				}
+				clock.Advance(max(next, time.Microsecond))
+			}
+			slices.SortFunc(grants, func(x, y time.Time) int { return x.Compare(y) })
+			if got := maxWindow(grants, time.Second); got > 200 {
+				t.Errorf("%d calls in one second across the rebalance, budget 200", got)
+			}
+			// a calls from its start-up hold's end (1s) at 199/s; after the rebalance a first lets
+			// its log drain below its new 100 and b waits out its hold: about 860-900 calls.
+			if len(grants) < 800 {
+				t.Errorf("%d calls in 6s, want over 800: a limiter stalled", len(grants))
+			}
+		})
+	}
+}
+
 func TestLimiterSetPartitionsUsesWholeBudget(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
