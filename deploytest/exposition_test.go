@@ -34,6 +34,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.Paused.WithLabelValues("config").Set(0)
 	m.Commits.WithLabelValues("ok").Inc()
 	m.LimiterChanges.WithLabelValues("down").Inc()
+	m.RateLimitHeld.WithLabelValues("create_contact_group", "fresh_conn").Add(0.02)
 	m.UncertainChecks.WithLabelValues("false").Inc()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -65,6 +65,7 @@ func TestRealPrometheus(t *testing.T) {
 		m.Commits.WithLabelValues("ok").Inc()
 		m.DedupeEntries.Set(42)
 		m.LimiterChanges.WithLabelValues("down").Inc()
+		m.RateLimitHeld.WithLabelValues(im.APICreate, "late_arrival").Add(0.002)
 		m.UncertainChecks.WithLabelValues("true").Inc()
 	}
 	feed()

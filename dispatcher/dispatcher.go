@@ -76,6 +76,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	m.Paused.WithLabelValues(ReasonOutage).Set(0)
 	m.LimiterChanges.WithLabelValues("down").Add(0)
 	m.LimiterChanges.WithLabelValues("up").Add(0)
+	for _, l := range []*limiter{d.create, d.get, d.update} {
+		m.RateLimitHeld.WithLabelValues(l.api, heldFreshConn).Add(0)
+		m.RateLimitHeld.WithLabelValues(l.api, heldLateArrival).Add(0)
+	}
 	m.UncertainChecks.WithLabelValues("true").Add(0)
 	m.UncertainChecks.WithLabelValues("false").Add(0)
 	return d, nil

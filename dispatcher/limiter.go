@@ -436,7 +436,9 @@ func (l *limiter) finished(g *grant) {
 	rtt := l.cfg.Now().Sub(g.wrote)
 	if len(l.rtts) >= minRTTSamples {
 		if late := min(rtt-l.medianRTT(), l.cfg.LateArrivalMax); late > 0 {
-			l.moveLocked(g, g.wrote.Add(late))
+			if held := l.moveLocked(g, g.wrote.Add(late)); held > 0 {
+				l.m.RateLimitHeld.WithLabelValues(l.api, heldLateArrival).Add(held.Seconds())
+			}
 		}
 	}
 	if len(l.rtts) < rttSamples {
@@ -464,14 +466,24 @@ func (l *limiter) wrote(g *grant, now, t time.Time) {
 	g.pending = false
 	g.wrote = now
 	l.moveLocked(g, t)
+	if t.After(now) {
+		l.m.RateLimitHeld.WithLabelValues(l.api, heldFreshConn).Add(t.Sub(now).Seconds())
+	}
 }
 
-// moveLocked moves g to t if that is later, keeping sent ordered. A grant already pruned is
-// put back. Callers hold mu.
-func (l *limiter) moveLocked(g *grant, t time.Time) {
+// Reasons of metrics.RateLimitHeld.
+const (
+	heldFreshConn   = "fresh_conn"
+	heldLateArrival = "late_arrival"
+)
+
+// moveLocked moves g to t if that is later, keeping sent ordered, and returns how much later.
+// A grant already pruned is put back. Callers hold mu.
+func (l *limiter) moveLocked(g *grant, t time.Time) time.Duration {
 	if !t.After(g.at) {
-		return
+		return 0
 	}
+	moved := t.Sub(g.at)
 	g.at = t
 	i := len(l.sent) - 1
 	for i >= 0 && l.sent[i] != g {
@@ -487,4 +499,5 @@ func (l *limiter) moveLocked(g *grant, t time.Time) {
 	l.sent = append(l.sent, nil)
 	copy(l.sent[j+1:], l.sent[j:])
 	l.sent[j] = g
+	return moved
 }

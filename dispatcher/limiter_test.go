@@ -360,6 +360,9 @@ func TestLimiterHoldsSlotOfLateRoundTrip(t *testing.T) {
 			if got, want := next.Sub(last), l.window+tc.wantShift; got != want {
 				t.Errorf("next call %v after the %v one, want %v (window %v + shift %v)", got, tc.rtt, want, l.window, tc.wantShift)
 			}
+			if got := testutil.ToFloat64(cfg.Metrics.RateLimitHeld.WithLabelValues("create_contact_group", heldLateArrival)); got != tc.wantShift.Seconds() {
+				t.Errorf("held late_arrival %vs, want %vs", got, tc.wantShift.Seconds())
+			}
 		})
 	}
 }
@@ -601,5 +604,9 @@ func TestFreshConnectionHoldsItsSlotLonger(t *testing.T) {
 			t.Errorf("reused=%v: logged %v, want the slot at %v", reused, h.d.create.sent, want)
 		}
 		h.d.create.mu.Unlock()
+		held := testutil.ToFloat64(h.m.RateLimitHeld.WithLabelValues(im.APICreate, heldFreshConn))
+		if held != want.Sub(now).Seconds() {
+			t.Errorf("reused=%v: held fresh_conn %vs, want %vs", reused, held, want.Sub(now).Seconds())
+		}
 	}
 }

@@ -48,6 +48,7 @@ type Metrics struct {
 	Commits         *prometheus.CounterVec // result: ok, error
 	DedupeEntries   prometheus.Gauge
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
+	RateLimitHeld   *prometheus.CounterVec // api, reason: fresh_conn, late_arrival
 	UncertainChecks *prometheus.CounterVec // found: true, false
 }
 
@@ -76,16 +77,19 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			prometheus.ExponentialBuckets(0.01, 2, 16)),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
 
-		SeqGaps:         f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
-		LateEvents:      f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
-		InFlight:        f.gauge("inflight_events", "Events dispatched and not yet ended."),
-		Ready:           f.gauge("ready", "1 when in the group and the API accepts our credentials."),
-		Paused:          f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
-		Rebalances:      f.counter("rebalances_total", "Consumer group generations joined."),
-		AssignedParts:   f.gauge("assigned_partitions", "Partitions this replica owns."),
-		Commits:         f.counterVec("commits_total", "Offset commit requests by result.", "result"),
-		DedupeEntries:   f.gauge("dedupe_entries", "Event ids remembered by the dedupe window."),
-		LimiterChanges:  f.counterVec("ratelimit_changes_total", "Adaptive limiter adjustments.", "direction"),
+		SeqGaps:        f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
+		LateEvents:     f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
+		InFlight:       f.gauge("inflight_events", "Events dispatched and not yet ended."),
+		Ready:          f.gauge("ready", "1 when in the group and the API accepts our credentials."),
+		Paused:         f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
+		Rebalances:     f.counter("rebalances_total", "Consumer group generations joined."),
+		AssignedParts:  f.gauge("assigned_partitions", "Partitions this replica owns."),
+		Commits:        f.counterVec("commits_total", "Offset commit requests by result.", "result"),
+		DedupeEntries:  f.gauge("dedupe_entries", "Event ids remembered by the dedupe window."),
+		LimiterChanges: f.counterVec("ratelimit_changes_total", "Adaptive limiter adjustments.", "direction"),
+		RateLimitHeld: f.counterVec("ratelimit_held_seconds_total",
+			"Time calls' slots were held in the limiter's window beyond their write, by api and reason (fresh_conn, late_arrival); while saturated its rate is about the share of the budget given up.",
+			"api", "reason"),
 		UncertainChecks: f.counterVec("uncertain_checks_total", "Existence checks before a create, by whether the group was found.", "found"),
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
