@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
@@ -175,8 +176,8 @@ func (d *demo) run(ctx context.Context) error {
 	sf := serviceFlags{
 		topic: demoTopic, group: "chatgroupd-demo", imEndpoint: "http://" + simLn.Addr().String(),
 		imTimeout: im.DefaultTimeout, sdkAppID: demoAppID, admin: im.DefaultAdmin, rateLimit: f.rateLimit,
-		reorderWindow: f.reorderWindow, retryBudget: time.Hour, shutdownTimeout: 10 * time.Second,
-		commitInterval: 500 * time.Millisecond, maxInFlight: 256, dedupeWindow: 100000, inProcessAPI: true,
+		reorderWindow: f.reorderWindow, retryBudget: time.Hour, lateArrivalMax: dispatcher.DefaultLateArrivalMax,
+		shutdownTimeout: 10 * time.Second, commitInterval: 500 * time.Millisecond, maxInFlight: 256, dedupeWindow: 100000, inProcessAPI: true,
 	}
 	svc, err := newService(serviceConfig{flags: sf, conn: conn, secretKey: key, log: d.log, metrics: m, gatherer: d.reg, metricsListener: metricsLn})
 	if err != nil {

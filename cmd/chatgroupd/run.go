@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -35,6 +36,7 @@ type serviceFlags struct {
 	metricsAddr     string
 	reorderWindow   time.Duration
 	retryBudget     time.Duration
+	lateArrivalMax  time.Duration
 	shutdownTimeout time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
@@ -66,6 +68,7 @@ func (f *serviceFlags) register(fs interface {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "listen address of /metrics, /healthz and /readyz")
 	fs.DurationVar(&f.reorderWindow, "reorder-window", time.Second, "how long an event ahead of its account's seq waits for the missing ones")
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
+	fs.DurationVar(&f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")

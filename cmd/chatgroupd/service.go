@@ -56,9 +56,14 @@ func newService(cfg serviceConfig) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	lateArrivalMax := f.lateArrivalMax
+	if lateArrivalMax <= 0 {
+		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
+	}
 	disp, err := dispatcher.New(dispatcher.Config{
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
-		ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI, Logger: cfg.log, Metrics: cfg.metrics,
+		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
+		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		return nil, err

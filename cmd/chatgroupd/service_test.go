@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
@@ -66,8 +67,8 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 	h.flags = serviceFlags{
 		topic: h.topic, group: kafkatest.UniqueName("group"), imEndpoint: h.simSrv.URL, imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
-		retryBudget: time.Hour, shutdownTimeout: 5 * time.Second, commitInterval: 200 * time.Millisecond,
-		maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
+		retryBudget: time.Hour, lateArrivalMax: dispatcher.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
+		commitInterval: 200 * time.Millisecond, maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
 	}
 	svc, err := newService(serviceConfig{flags: h.flags, conn: conn, secretKey: svcKey, log: zap.NewNop(),
 		metrics: metrics.New(h.reg, "test", true), gatherer: h.reg, metricsListener: ln})
@@ -272,10 +273,11 @@ func TestServiceBadConfig(t *testing.T) {
 	}
 	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200}
 	for name, mutate := range map[string]func(*serviceFlags){
-		"unknown region": func(f *serviceFlags) { f.imRegion = "atlantis" },
-		"short timeout":  func(f *serviceFlags) { f.imTimeout = time.Second },
-		"bad endpoint":   func(f *serviceFlags) { f.imEndpoint = "ftp://x" },
-		"negative rate":  func(f *serviceFlags) { f.rateLimit = -1 },
+		"unknown region":              func(f *serviceFlags) { f.imRegion = "atlantis" },
+		"short timeout":               func(f *serviceFlags) { f.imTimeout = time.Second },
+		"bad endpoint":                func(f *serviceFlags) { f.imEndpoint = "ftp://x" },
+		"negative rate":               func(f *serviceFlags) { f.rateLimit = -1 },
+		"late arrival max over 500ms": func(f *serviceFlags) { f.lateArrivalMax = time.Second },
 	} {
 		f := base
 		mutate(&f)
