@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -71,26 +72,16 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	defd := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&c.MaxInFlight, DefaultMaxInFlight)
-	def(&c.MaxBuffered, DefaultMaxBuffered)
-	def(&c.MaxBufferedBytes, DefaultMaxBufferedBytes)
-	def(&c.DedupeWindow, DefaultDedupeWindow)
-	def(&c.MetadataMaxBytes, DefaultMetadataMaxBytes)
-	defd(&c.ReorderWindow, DefaultReorderWindow)
-	defd(&c.CommitInterval, DefaultCommitInterval)
-	defd(&c.ShutdownTimeout, DefaultShutdownTimeout)
-	defd(&c.SessionTimeout, DefaultSessionTimeout)
-	defd(&c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.MaxBuffered = cmp.Or(c.MaxBuffered, DefaultMaxBuffered)
+	c.MaxBufferedBytes = cmp.Or(c.MaxBufferedBytes, DefaultMaxBufferedBytes)
+	c.DedupeWindow = cmp.Or(c.DedupeWindow, DefaultDedupeWindow)
+	c.MetadataMaxBytes = cmp.Or(c.MetadataMaxBytes, DefaultMetadataMaxBytes)
+	c.ReorderWindow = cmp.Or(c.ReorderWindow, DefaultReorderWindow)
+	c.CommitInterval = cmp.Or(c.CommitInterval, DefaultCommitInterval)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
+	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
 	}

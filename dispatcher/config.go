@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -127,26 +128,26 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	setDefault(&c.RateLimit, DefaultRateLimit)
-	setDefault(&c.GetRateLimit, DefaultGetRateLimit)
-	setDefault(&c.RetryBudget, DefaultRetryBudget)
-	setDefault(&c.BackoffBase, DefaultBackoffBase)
-	setDefault(&c.BackoffMax, DefaultBackoffMax)
-	setDefault(&c.ProbeInterval, DefaultProbeInterval)
-	setDefault(&c.ProbeAccount, DefaultProbeAccount)
-	setDefault(&c.JitterMargin, DefaultJitterMargin)
-	setDefault(&c.FreshConnMargin, DefaultFreshConnMargin)
-	setDefault(&c.LateArrivalMax, DefaultLateArrivalMax)
-	setDefault(&c.OutageWindow, DefaultOutageWindow)
-	setDefault(&c.OutageSpan, DefaultOutageSpan)
-	setDefault(&c.OutageRatio, DefaultOutageRatio)
-	setDefault(&c.OutageAccounts, DefaultOutageAccounts)
-	setDefault(&c.GroupCheckRetries, DefaultGroupCheckRetries)
-	setDefault(&c.SlowDownAfter, DefaultSlowDownAfter)
-	setDefault(&c.SlowDownFactor, DefaultSlowDownFactor)
-	setDefault(&c.RecoverStep, DefaultRecoverStep)
-	setDefault(&c.RecoverInterval, DefaultRecoverInterval)
-	setDefault(&c.MinRateFactor, DefaultMinRateFactor)
+	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
+	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultGetRateLimit)
+	c.RetryBudget = cmp.Or(c.RetryBudget, DefaultRetryBudget)
+	c.BackoffBase = cmp.Or(c.BackoffBase, DefaultBackoffBase)
+	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultBackoffMax)
+	c.ProbeInterval = cmp.Or(c.ProbeInterval, DefaultProbeInterval)
+	c.ProbeAccount = cmp.Or(c.ProbeAccount, DefaultProbeAccount)
+	c.JitterMargin = cmp.Or(c.JitterMargin, DefaultJitterMargin)
+	c.FreshConnMargin = cmp.Or(c.FreshConnMargin, DefaultFreshConnMargin)
+	c.LateArrivalMax = cmp.Or(c.LateArrivalMax, DefaultLateArrivalMax)
+	c.OutageWindow = cmp.Or(c.OutageWindow, DefaultOutageWindow)
+	c.OutageSpan = cmp.Or(c.OutageSpan, DefaultOutageSpan)
+	c.OutageRatio = cmp.Or(c.OutageRatio, DefaultOutageRatio)
+	c.OutageAccounts = cmp.Or(c.OutageAccounts, DefaultOutageAccounts)
+	c.GroupCheckRetries = cmp.Or(c.GroupCheckRetries, DefaultGroupCheckRetries)
+	c.SlowDownAfter = cmp.Or(c.SlowDownAfter, DefaultSlowDownAfter)
+	c.SlowDownFactor = cmp.Or(c.SlowDownFactor, DefaultSlowDownFactor)
+	c.RecoverStep = cmp.Or(c.RecoverStep, DefaultRecoverStep)
+	c.RecoverInterval = cmp.Or(c.RecoverInterval, DefaultRecoverInterval)
+	c.MinRateFactor = cmp.Or(c.MinRateFactor, DefaultMinRateFactor)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -158,13 +159,6 @@ func (c *Config) defaults() {
 	}
 	if c.Sleep == nil {
 		c.Sleep = sleep
-	}
-}
-
-func setDefault[T comparable](p *T, v T) {
-	var zero T
-	if *p == zero {
-		*p = v
 	}
 }
 

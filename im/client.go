@@ -2,6 +2,7 @@ package im
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,21 +104,11 @@ func (c Config) Validate() error {
 }
 
 func (c *Config) defaults() {
-	if c.Admin == "" {
-		c.Admin = DefaultAdmin
-	}
-	if c.Region == "" {
-		c.Region = DefaultRegion
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxResponseBytes == 0 {
-		c.MaxResponseBytes = DefaultMaxResponseBytes
-	}
-	if c.SigTTL == 0 {
-		c.SigTTL = DefaultSigTTL
-	}
+	c.Admin = cmp.Or(c.Admin, DefaultAdmin)
+	c.Region = cmp.Or(c.Region, DefaultRegion)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.MaxResponseBytes = cmp.Or(c.MaxResponseBytes, DefaultMaxResponseBytes)
+	c.SigTTL = cmp.Or(c.SigTTL, DefaultSigTTL)
 }
 
 func (c *Config) validate() error {

@@ -37,6 +37,7 @@ package imsim
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -130,30 +131,20 @@ func (c *Config) defaults() {
 	if len(c.Admins) == 0 {
 		c.Admins = []string{DefaultAdmin}
 	}
-	setDefault(&c.RateLimit, DefaultRateLimit)
-	setDefault(&c.MaxGroups, DefaultMaxGroups)
-	setDefault(&c.MaxContacts, DefaultMaxContacts)
-	setDefault(&c.MaxNameBytes, DefaultMaxNameBytes)
-	setDefault(&c.MaxContactsPerCall, DefaultMaxContactsPerCall)
-	setDefault(&c.PageSize, DefaultPageSize)
-	setDefault(&c.DuplicateCode, im.CodeBadParams)
-	if c.DuplicateNames == "" {
-		c.DuplicateNames = DuplicateReject
-	}
-	if c.MaxHang == 0 {
-		c.MaxHang = DefaultMaxHang
-	}
+	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
+	c.MaxGroups = cmp.Or(c.MaxGroups, DefaultMaxGroups)
+	c.MaxContacts = cmp.Or(c.MaxContacts, DefaultMaxContacts)
+	c.MaxNameBytes = cmp.Or(c.MaxNameBytes, DefaultMaxNameBytes)
+	c.MaxContactsPerCall = cmp.Or(c.MaxContactsPerCall, DefaultMaxContactsPerCall)
+	c.PageSize = cmp.Or(c.PageSize, DefaultPageSize)
+	c.DuplicateCode = cmp.Or(c.DuplicateCode, im.CodeBadParams)
+	c.DuplicateNames = cmp.Or(c.DuplicateNames, DuplicateReject)
+	c.MaxHang = cmp.Or(c.MaxHang, DefaultMaxHang)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
-	}
-}
-
-func setDefault(p *int, v int) {
-	if *p == 0 {
-		*p = v
 	}
 }
 

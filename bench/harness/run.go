@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -56,18 +57,12 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) defaults() error {
-	if c.Seed == 0 {
-		c.Seed = 1
-	}
+	c.Seed = cmp.Or(c.Seed, 1)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
-	if c.SampleEvery == 0 {
-		c.SampleEvery = 100 * time.Millisecond
-	}
-	if c.StopGrace == 0 {
-		c.StopGrace = 25 * time.Second
-	}
+	c.SampleEvery = cmp.Or(c.SampleEvery, 100*time.Millisecond)
+	c.StopGrace = cmp.Or(c.StopGrace, 25*time.Second)
 	if c.OutDir == "" {
 		d, err := os.MkdirTemp("", "chatgroupd-bench-")
 		if err != nil {

@@ -4,6 +4,7 @@
 package peer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -46,30 +47,14 @@ const Unlimited = 1e6
 
 // Defaults fills the zero fields.
 func (c *Config) Defaults() {
-	if c.Topic == "" {
-		c.Topic = "chat.contact-groups"
-	}
-	if c.Group == "" {
-		c.Group = "chatgroupd"
-	}
-	if c.DLQTopic == "" {
-		c.DLQTopic = c.Topic + ".dlq"
-	}
-	if c.Admin == "" {
-		c.Admin = im.DefaultAdmin
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = 200
-	}
-	if c.MaxRetries == 0 {
-		c.MaxRetries = 5
-	}
-	if c.Backoff == 0 {
-		c.Backoff = 100 * time.Millisecond
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = 5 * time.Second
-	}
+	c.Topic = cmp.Or(c.Topic, "chat.contact-groups")
+	c.Group = cmp.Or(c.Group, "chatgroupd")
+	c.DLQTopic = cmp.Or(c.DLQTopic, c.Topic+".dlq")
+	c.Admin = cmp.Or(c.Admin, im.DefaultAdmin)
+	c.RateLimit = cmp.Or(c.RateLimit, 200)
+	c.MaxRetries = cmp.Or(c.MaxRetries, 5)
+	c.Backoff = cmp.Or(c.Backoff, 100*time.Millisecond)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, 5*time.Second)
 }
 
 // Validate reports every configuration error.

@@ -5,6 +5,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,21 +81,11 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) defaults() {
-	if c.Accounts == 0 {
-		c.Accounts = 100
-	}
-	if c.GroupsPerAccount == 0 {
-		c.GroupsPerAccount = 15
-	}
-	if c.MaxContacts == 0 {
-		c.MaxContacts = 5
-	}
-	if c.OverQuotaExtra == 0 {
-		c.OverQuotaExtra = 3
-	}
-	if c.Prefix == "" {
-		c.Prefix = "user"
-	}
+	c.Accounts = cmp.Or(c.Accounts, 100)
+	c.GroupsPerAccount = cmp.Or(c.GroupsPerAccount, 15)
+	c.MaxContacts = cmp.Or(c.MaxContacts, 5)
+	c.OverQuotaExtra = cmp.Or(c.OverQuotaExtra, 3)
+	c.Prefix = cmp.Or(c.Prefix, "user")
 	if c.Now == nil {
 		c.Now = time.Now
 	}
