@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -266,42 +267,15 @@ func (f *fakeAPI) RefreshSig() {
 	f.refreshes++
 }
 
-// fakeClock advances only when something sleeps, so retry budgets of an hour pass in
-// milliseconds. Sleep still yields for a moment so that goroutines waiting on the clock (the
-// prober) don't spin.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1800000000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c.Advance(d)
-	time.Sleep(50 * time.Microsecond)
-	return ctx.Err()
-}
+// newFakeClock returns a clock that advances only when something sleeps, so retry budgets of
+// an hour pass in milliseconds.
+func newFakeClock() *fakeclock.Clock { return fakeclock.New(time.Unix(1800000000, 0)) }
 
 // harness is a Dispatcher on a fake API and clock, with its own metrics registry.
 type harness struct {
 	t     *testing.T
 	api   *fakeAPI
-	clock *fakeClock
+	clock *fakeclock.Clock
 	reg   *prometheus.Registry
 	m     *metrics.Metrics
 	d     *Dispatcher

@@ -14,9 +14,10 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 )
 
-func testLimiter(clock *fakeClock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
+func testLimiter(clock *fakeclock.Clock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
 	cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: sleep}
 	cfg.defaults()
 	return newLimiter("create_contact_group", budget, cfg, true), cfg

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 )
 
 const (
@@ -19,23 +19,11 @@ const (
 	simAppID = 1400000000
 )
 
-type simClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *simClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *simClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // startSim runs a simulator and returns a client for it; the simulator's clock is the client's
 // clock shifted by skew.
-func startSim(t *testing.T, cfg imsim.Config, skew time.Duration) (*im.Client, *imsim.Server, *simClock) {
+func startSim(t *testing.T, cfg imsim.Config, skew time.Duration) (*im.Client, *imsim.Server, *fakeclock.Clock) {
 	t.Helper()
-	clk := &simClock{t: time.Unix(1700000000, 0)}
+	clk := fakeclock.New(time.Unix(1700000000, 0))
 	cfg.SDKAppID, cfg.SecretKey, cfg.Seed = simAppID, simKey, 1
 	cfg.Now = func() time.Time { return clk.Now().Add(skew) }
 	sim, err := imsim.New(cfg)
@@ -149,7 +137,7 @@ func TestClientResignsAfterInvalidation(t *testing.T) {
 	if _, err := c.GetContactGroup(ctx, &im.GetRequest{FromAccount: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	sim.InvalidateSigs()
 	if _, err := c.GetContactGroup(ctx, &im.GetRequest{FromAccount: "a"}); err != nil {
 		t.Fatalf("after invalidation: %v", err)

@@ -305,7 +305,7 @@ func TestAdminHTTP(t *testing.T) {
 		t.Errorf("stats %+v", stats)
 	}
 	q := h.query()
-	h.clock.Add(5 * time.Second)
+	h.clock.Advance(5 * time.Second)
 	if r := post("/admin/invalidate-sigs", ""); r.StatusCode != http.StatusNoContent {
 		t.Errorf("invalidate: %d", r.StatusCode)
 	}

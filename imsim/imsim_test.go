@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 )
 
 const (
@@ -27,37 +27,14 @@ const (
 	testAppID = 1400000000
 )
 
-// clock is a settable time source shared by the simulator and the test's signer.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Unix(1700000000, 0)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// newClock is the settable time source shared by the simulator and the test's signer.
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Unix(1700000000, 0)) }
 
 type harness struct {
 	t     *testing.T
 	sim   *Server
 	srv   *httptest.Server
-	clock *clock
+	clock *fakeclock.Clock
 }
 
 func newHarness(t *testing.T, cfg Config) *harness {
@@ -223,7 +200,7 @@ func TestAuthCodes(t *testing.T) {
 func TestInvalidateSigs(t *testing.T) {
 	h := newHarness(t, Config{})
 	q := h.query() // issued at t0
-	h.clock.Add(10 * time.Second)
+	h.clock.Advance(10 * time.Second)
 	h.sim.InvalidateSigs()
 	if r := h.post(im.PathGetContactGroup, q, im.GetRequest{FromAccount: "a"}); r.ErrorCode != im.CodeSigInvalidated {
 		t.Fatalf("old sig: code %d", r.ErrorCode)
@@ -682,11 +659,11 @@ func TestSigCacheHonoursExpiryAndIdentity(t *testing.T) {
 		t.Fatalf("cached sig for another identifier: %d", r.ErrorCode)
 	}
 	q.Set("identifier", DefaultAdmin)
-	h.clock.Add(time.Hour)
+	h.clock.Advance(time.Hour)
 	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != 0 {
 		t.Fatalf("at expiry: %d", r.ErrorCode)
 	}
-	h.clock.Add(time.Second)
+	h.clock.Advance(time.Second)
 	if r := h.post(im.PathGetContactGroup, q, get); r.ErrorCode != im.CodeSigExpired {
 		t.Fatalf("cached sig after expiry: %d", r.ErrorCode)
 	}
