@@ -133,10 +133,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		if stopCtx.Err() == nil {
 			log.Error("consumer: partition setup failed; leaving generation", zap.Int32("generation", gen.ID), zap.Error(err))
 			// Returning ends the generation and rejoins; pause so a lasting failure doesn't spin.
-			select {
-			case <-stopCtx.Done():
-			case <-time.After(time.Second):
-			}
+			sleepCtx(stopCtx, time.Second)
 		}
 		return
 	}
@@ -242,10 +239,8 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, error) {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
-			select {
-			case <-ctx.Done():
+			if !sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond) {
 				return 0, ctx.Err()
-			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 			}
 		}
 		of, err = cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.GroupID, Topics: map[string][]int{cfg.Topic: ids}})
@@ -368,10 +363,8 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 				return
 			}
 			cfg.Logger.Warn("fetch failed, retrying", zap.Int("partition", p.id), zap.Error(err))
-			select {
-			case <-ctx.Done():
+			if !sleepCtx(ctx, time.Second) {
 				return
-			case <-time.After(time.Second):
 			}
 			continue
 		}
@@ -517,4 +510,16 @@ func replayCount(hs []kafka.Header) int {
 		}
 	}
 	return 0
+}
+
+// sleepCtx waits d and reports true, or false as soon as ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

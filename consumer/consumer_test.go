@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strings"
@@ -222,5 +223,20 @@ func TestDispatchErrorRetried(t *testing.T) {
 	want := []call{{"e1!error", "a", 1, 0, false}, {"e1", "a", 1, 0, true}, {"e2", "a", 2, 0, false}}
 	if !reflect.DeepEqual(calls, want) {
 		t.Fatalf("calls %+v, want %+v", calls, want)
+	}
+}
+
+func TestSleepCtx(t *testing.T) {
+	if !sleepCtx(context.Background(), time.Millisecond) {
+		t.Error("a sleep that ran its course reported false")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if sleepCtx(ctx, time.Hour) {
+		t.Error("a sleep on an ended context reported true")
+	}
+	if time.Since(start) > time.Second {
+		t.Error("a sleep on an ended context waited")
 	}
 }

@@ -398,12 +398,8 @@ func (e *engine) process(r *rec) bool {
 		r.uncertain = true
 		e.cfg.Logger.Error("dispatch failed without an outcome; retrying",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset), zap.Error(err))
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, time.Second) {
 			return false
-		case <-t.C:
 		}
 	}
 	if out.Result == dispatcher.Applied {
@@ -449,12 +445,8 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
 			zap.Int("attempt", attempt), zap.Error(err))
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, backoff) {
 			return false
-		case <-t.C:
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}

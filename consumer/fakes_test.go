@@ -47,6 +47,13 @@ type fakeDispatcher struct {
 	noLog  bool // benchmark mode: count only
 }
 
+// undelay makes every later dispatch answer at once.
+func (d *fakeDispatcher) undelay() {
+	d.mu.Lock()
+	d.delay = map[string]time.Duration{}
+	d.mu.Unlock()
+}
+
 func newFakeDispatcher(t testing.TB) *fakeDispatcher {
 	return &fakeDispatcher{t: t, active: map[string]int{}, delay: map[string]time.Duration{},
 		result: map[string]dispatcher.Outcome{}, errs: map[string]int{}, hold: map[string]chan struct{}{}}

@@ -18,6 +18,24 @@ import (
 
 // checkOnce fails unless every id in want was applied, and every repeat dispatch of an id was
 // flagged uncertain (the dispatcher checks before creating it).
+// restartToEnd starts a consumer with every dispatch undelayed and waits until all is
+// committed. It checks each event in all was applied once and returns the calls with how many
+// of those after the first before were flagged uncertain.
+func (e *env) restartToEnd(t *testing.T, all []string, before int) (calls []call, uncertain int) {
+	t.Helper()
+	e.disp.undelay()
+	e.start()
+	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+	calls = e.disp.snapshot()
+	checkOnce(t, calls, all)
+	for _, c := range calls[before:] {
+		if c.Uncertain {
+			uncertain++
+		}
+	}
+	return calls, uncertain
+}
+
 func checkOnce(t *testing.T, calls []call, want []string) {
 	t.Helper()
 	seen := map[string]bool{}
@@ -66,19 +84,7 @@ func TestRestartMidStream(t *testing.T) {
 	if before >= len(all) {
 		t.Fatalf("stop came too late to test anything (%d applied)", before)
 	}
-	e.disp.mu.Lock()
-	e.disp.delay = map[string]time.Duration{}
-	e.disp.mu.Unlock()
-	e.start()
-	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
-	calls := e.disp.snapshot()
-	checkOnce(t, calls, all)
-	uncertain := 0
-	for _, c := range calls[before:] {
-		if c.Uncertain {
-			uncertain++
-		}
-	}
+	calls, uncertain := e.restartToEnd(t, all, before)
 	if uncertain == 0 {
 		t.Error("no record dispatched as uncertain after an abandoned shutdown")
 	}
@@ -176,9 +182,7 @@ func TestShutdownPromptAndCommits(t *testing.T) {
 		t.Errorf("horizon %d below dispatched offsets", m.horizon)
 	}
 	// Restart: only the stuck one runs again, flagged uncertain.
-	e.disp.mu.Lock()
-	e.disp.delay = map[string]time.Duration{}
-	e.disp.mu.Unlock()
+	e.disp.undelay()
 	r = e.start()
 	waitFor(t, 10*time.Second, "stuck applied", func() bool { return len(e.disp.snapshot()) == 4 })
 	r.stop(t)
@@ -215,19 +219,7 @@ func TestCrashUncertainBoundedByHorizon(t *testing.T) {
 		}
 		window += m.horizon - c.CommittedOffset
 	}
-	e.disp.mu.Lock()
-	e.disp.delay = map[string]time.Duration{}
-	e.disp.mu.Unlock()
-	e.start()
-	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
-	calls := e.disp.snapshot()
-	checkOnce(t, calls, all)
-	uncertain := 0
-	for _, c := range calls[before:] {
-		if c.Uncertain {
-			uncertain++
-		}
-	}
+	_, uncertain := e.restartToEnd(t, all, before)
 	if int64(uncertain) > window {
 		t.Errorf("%d uncertain dispatches, more than the committed horizons allow (%d)", uncertain, window)
 	}
@@ -261,9 +253,7 @@ func TestMetadataBackPressure(t *testing.T) {
 	if held >= 300 {
 		t.Fatalf("%d fast events dispatched past stuck ones: no back-pressure", held)
 	}
-	e.disp.mu.Lock()
-	e.disp.delay = map[string]time.Duration{}
-	e.disp.mu.Unlock()
+	e.disp.undelay()
 	// The stuck dispatches sleep an hour in the fake; they end when shutdown cancels them. Restart
 	// picks them up flagged uncertain instead.
 	t.Logf("%d events dispatched while 60 were stuck; metadata %d bytes", held, len(c.Metadata))

@@ -237,14 +237,7 @@ func TestCredentialsPersistingPausesLikeConfig(t *testing.T) {
 	}
 	h.api.setAlways(im.APICreate, nil)
 	h.api.setAlways(im.APIGet, nil)
-	select {
-	case r := <-res:
-		if r.err != nil || r.o.Result != Applied {
-			t.Fatalf("Dispatch = %+v, %v; want applied after the sig is accepted", r.o, r.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Dispatch did not resume")
-	}
+	wantApplied(t, "Dispatch after the sig is accepted", res, 5*time.Second)
 }
 
 func TestConfigFailurePausesUntilFixed(t *testing.T) {
@@ -283,14 +276,7 @@ func TestConfigFailurePausesUntilFixed(t *testing.T) {
 	h.api.setAlways(im.APICreate, nil)
 	h.api.setAlways(im.APIGet, nil)
 	for i, ch := range results {
-		select {
-		case r := <-ch:
-			if r.err != nil || r.o.Result != Applied {
-				t.Fatalf("event %d = %+v, %v; want applied", i, r.o, r.err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("event %d did not resume", i)
-		}
+		wantApplied(t, fmt.Sprintf("event %d", i), ch, 5*time.Second)
 	}
 	if err := h.d.Ready(); err != nil {
 		t.Errorf("Ready after fix = %v", err)
@@ -318,14 +304,7 @@ func TestConfigFailureMidStreamHoldsTheEvent(t *testing.T) {
 	}
 	h.api.setAlways(im.APIGet, nil)
 	h.api.setAlways(im.APICreate, nil)
-	select {
-	case r := <-res:
-		if r.err != nil || r.o.Result != Applied {
-			t.Fatalf("Dispatch = %+v, %v; want applied", r.o, r.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Dispatch did not resume")
-	}
+	wantApplied(t, "Dispatch", res, 5*time.Second)
 }
 
 func TestPermanentRejected(t *testing.T) {
@@ -563,14 +542,7 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 	h.api.setAlways(im.APICreate, nil)
 	h.api.setAlways(im.APIGet, nil)
 	for i, ch := range results {
-		select {
-		case r := <-ch:
-			if r.err != nil || r.o.Result != Applied {
-				t.Fatalf("event %d = %+v, %v; want applied after the outage", i, r.o, r.err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("event %d did not resume", i)
-		}
+		wantApplied(t, fmt.Sprintf("event %d after the outage", i), ch, 10*time.Second)
 	}
 	if got := testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)); got != 0 {
 		t.Errorf("paused{outage} = %v after recovery", got)

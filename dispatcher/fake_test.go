@@ -343,6 +343,20 @@ type result struct {
 	err error
 }
 
+// wantApplied waits up to within for the Dispatch behind ch (from async) to end, and fails the
+// test unless it ended applied. what names it in the failure.
+func wantApplied(t *testing.T, what string, ch <-chan result, within time.Duration) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.err != nil || r.o.Result != Applied {
+			t.Fatalf("%s = %+v, %v; want applied", what, r.o, r.err)
+		}
+	case <-time.After(within):
+		t.Fatalf("%s did not resume within %v", what, within)
+	}
+}
+
 // waitFor polls cond for up to 5s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
