@@ -3,7 +3,6 @@ package naive
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,28 +10,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatgroupd/chatgroupd/bench/peer"
-	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/bench/peer/peertest"
 	"github.com/chatgroupd/chatgroupd/im"
 )
-
-// fakeAPI answers each create from a script keyed by group name; an exhausted script succeeds.
-type fakeAPI struct {
-	mu     sync.Mutex
-	script map[string][]error
-	calls  map[string]int
-}
-
-func (f *fakeAPI) CreateContactGroup(_ context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	name := req.GroupContactItem[0].GroupName
-	f.calls[name]++
-	if s := f.script[name]; len(s) > 0 {
-		f.script[name] = s[1:]
-		return nil, s[0]
-	}
-	return &im.CreateResponse{}, nil
-}
 
 type fakeDLQ struct{ msgs []kafka.Message }
 
@@ -68,8 +48,7 @@ func (f *fakeReader) CommitMessages(_ context.Context, msgs ...kafka.Message) er
 
 func record(t *testing.T, offset int64, group string) kafka.Message {
 	t.Helper()
-	ev := event.Event{EventID: "e-" + group, EventType: event.TypeContactGroupCreated, FromAccount: "alice",
-		GroupName: group, Contacts: []event.Contact{{Type: event.ContactC2C, ToAccount: "bob"}}}
+	ev := peertest.Event("e-"+group, group)
 	v, err := ev.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +58,11 @@ func record(t *testing.T, offset int64, group string) kafka.Message {
 
 func TestWorkerRetriesDeadLettersAndCommitsInOrder(t *testing.T) {
 	transient := &im.Error{Class: im.ClassTransient, Code: 70500}
-	api := &fakeAPI{calls: map[string]int{}, script: map[string][]error{
+	api := peertest.NewScriptedAPI(map[string][]error{
 		"flaky":    {transient, transient},                                             // applied on the 3rd attempt
 		"rejected": {&im.Error{Class: im.ClassPermanent, Code: 50001}},                 // dead-lettered at once
 		"hopeless": {transient, transient, transient, transient, transient, transient}, // past MaxRetries
-	}}
+	})
 	dlq := &fakeDLQ{}
 	cfg := peer.Config{MaxRetries: 3, RateLimit: peer.Unlimited}
 	cfg.Defaults()
@@ -102,8 +81,9 @@ func TestWorkerRetriesDeadLettersAndCommitsInOrder(t *testing.T) {
 	if want := []int64{0, 1, 2, 3, 4}; len(r.committed) != 5 || r.committed[4] != 4 {
 		t.Fatalf("committed %v, want %v", r.committed, want)
 	}
-	if api.calls["ok"] != 1 || api.calls["flaky"] != 3 || api.calls["rejected"] != 1 || api.calls["hopeless"] != 4 {
-		t.Fatalf("calls %v", api.calls)
+	if api.Calls("ok") != 1 || api.Calls("flaky") != 3 || api.Calls("rejected") != 1 || api.Calls("hopeless") != 4 {
+		t.Fatalf("calls ok %d, flaky %d, rejected %d, hopeless %d; want 1, 3, 1, 4",
+			api.Calls("ok"), api.Calls("flaky"), api.Calls("rejected"), api.Calls("hopeless"))
 	}
 	reasons := []string{}
 	for _, m := range dlq.msgs {

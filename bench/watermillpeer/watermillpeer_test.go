@@ -2,7 +2,6 @@ package watermillpeer
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,38 +11,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatgroupd/chatgroupd/bench/peer"
-	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/bench/peer/peertest"
 	"github.com/chatgroupd/chatgroupd/im"
 )
 
-type fakeAPI struct {
-	mu     sync.Mutex
-	script map[string][]error
-	calls  map[string]int
-}
-
-func (f *fakeAPI) CreateContactGroup(_ context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	name := req.GroupContactItem[0].GroupName
-	f.calls[name]++
-	if s := f.script[name]; len(s) > 0 {
-		f.script[name] = s[1:]
-		return nil, s[0]
-	}
-	return &im.CreateResponse{}, nil
-}
-
-func (f *fakeAPI) count(name string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls[name]
-}
-
 func payload(t *testing.T, id, group string) []byte {
 	t.Helper()
-	ev := event.Event{EventID: id, EventType: event.TypeContactGroupCreated, FromAccount: "alice",
-		GroupName: group, Contacts: []event.Contact{{Type: event.ContactC2C, ToAccount: "bob"}}}
+	ev := peertest.Event(id, group)
 	v, err := ev.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -53,10 +27,10 @@ func payload(t *testing.T, id, group string) []byte {
 
 func TestRouterRetriesDedupesAndPoisons(t *testing.T) {
 	transient := &im.Error{Class: im.ClassTransient, Code: 70500}
-	api := &fakeAPI{calls: map[string]int{}, script: map[string][]error{
+	api := peertest.NewScriptedAPI(map[string][]error{
 		"flaky":    {transient, transient},
 		"rejected": {&im.Error{Class: im.ClassPermanent, Code: 50001}},
-	}}
+	})
 	ps := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
 	defer ps.Close()
 	cfg := peer.Config{Topic: "events", Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, RateLimit: 1000}
@@ -94,7 +68,7 @@ func TestRouterRetriesDedupesAndPoisons(t *testing.T) {
 			t.Fatalf("poison queue got %d messages, want 2", len(bad))
 		}
 	}
-	for api.count("flaky") < 3 && ctx.Err() == nil {
+	for api.Calls("flaky") < 3 && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	if err := r.Close(); err != nil {
@@ -103,7 +77,7 @@ func TestRouterRetriesDedupesAndPoisons(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if api.count("ok") != 1 || api.count("flaky") != 3 || api.count("rejected") != 1 {
-		t.Fatalf("calls %v, want ok 1, flaky 3, rejected 1", api.calls)
+	if api.Calls("ok") != 1 || api.Calls("flaky") != 3 || api.Calls("rejected") != 1 {
+		t.Fatalf("calls ok %d, flaky %d, rejected %d; want 1, 3, 1", api.Calls("ok"), api.Calls("flaky"), api.Calls("rejected"))
 	}
 }
