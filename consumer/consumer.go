@@ -108,6 +108,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
 
+// revokeDrain bounds the wait for requests in flight once a generation ended. The member stops
+// heartbeating then (kafka-go heartbeats only within a generation), so the coordinator evicts it
+// SessionTimeout after its last heartbeat, which may be a heartbeat before we learn of the end;
+// it also evicts a member that does not rejoin within RebalanceTimeout. Evicted, its partitions
+// go to the next owner while its calls still run: two calls of one account at once, and a final
+// commit refused. A second is left for that commit.
+func (c *Consumer) revokeDrain() time.Duration {
+	cfg := &c.cfg
+	hb := c.heartbeat()
+	d := min(cfg.ShutdownTimeout, cfg.RebalanceTimeout/2, cfg.RebalanceTimeout-hb-time.Second)
+	if !cfg.TestLegacyDrain {
+		d = min(d, cfg.SessionTimeout-hb-time.Second)
+	}
+	return max(100*time.Millisecond, d)
+}
+
 // runGeneration owns one generation: set up each partition, fetch and dispatch until the
 // generation ends or ctx is cancelled, then drain, commit with this generation's id and return.
 func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Generation) {
@@ -157,6 +173,19 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 
 	<-stopCtx.Done()
 	c.ready.Store(false)
+	shutdown := runCtx.Err() != nil
+	if !c.crash {
+		// From now on a successor may own these partitions: the rate share goes to zero for new
+		// grants, and dispatches that have not sent their request give up at once (their records
+		// stay uncommitted and are dispatched again, as uncertain, by whoever owns them next).
+		// Only requests already sent are waited for, within the drain bound below.
+		if cfg.Share != nil {
+			cfg.Share.SetPartitions(nil, total)
+		}
+		if !cfg.TestLegacyDrain {
+			e.endClaim()
+		}
+	}
 	fetchCancel()
 	e.mu.Lock()
 	e.stop()
@@ -170,23 +199,31 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		e.runners.Wait()
 		return
 	}
-	drain := cfg.ShutdownTimeout
-	why := "shutdown"
-	if runCtx.Err() == nil {
-		// The coordinator evicts a member that doesn't rejoin within RebalanceTimeout of the
-		// rebalance start, which we learn of up to a heartbeat late; evicted, its partitions would
-		// be processed by the next owner while it still drains.
-		drain = max(100*time.Millisecond, min(drain, cfg.RebalanceTimeout/2, cfg.RebalanceTimeout-c.heartbeat()-time.Second))
-		why = "revoke"
+	drain, why := cfg.ShutdownTimeout, "shutdown"
+	if !shutdown {
+		drain, why = c.revokeDrain(), "revoke"
 	}
 	log.Info("generation ending: draining in-flight events", zap.String("why", why), zap.Int32("generation", gen.ID),
 		zap.Int("inflight", inflight), zap.Duration("timeout", drain))
-	t := time.AfterFunc(drain, func() {
+	expire := func() {
 		dcancel()
 		e.mu.Lock()
 		e.idle.Broadcast()
 		e.mu.Unlock()
-	})
+	}
+	t := time.AfterFunc(drain, expire)
+	if shutdown && !cfg.TestLegacyDrain {
+		// A shutdown drain runs while the member still heartbeats; if the generation ends
+		// meanwhile (another member joined), the member goes silent and the revoke bound
+		// applies from that moment.
+		began := time.Now()
+		stopAfter := context.AfterFunc(gctx, func() {
+			if rest := c.revokeDrain(); time.Since(began)+rest < drain {
+				t.Reset(rest)
+			}
+		})
+		defer stopAfter()
+	}
 	e.mu.Lock()
 	for e.inflight > 0 && dctx.Err() == nil {
 		e.idle.Wait()

@@ -39,6 +39,10 @@ type engine struct {
 	// keptWindows lists partitions whose dedupe window came from the previous generation.
 	keptWindows []int
 	dctx        context.Context
+	// claim ends with the generation: dispatches not yet sent, dead-letter retries and retry
+	// sleeps stop at once, while dctx still bounds what is already on its way.
+	claim    context.Context
+	endClaim context.CancelFunc
 }
 
 // part is one assigned partition's state within a generation.
@@ -108,6 +112,7 @@ func (r *rec) seq() int64 {
 
 func newEngine(c *Consumer, dctx context.Context) *engine {
 	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx, lastRate: c.cfg.Now()}
+	e.claim, e.endClaim = context.WithCancel(dctx)
 	e.idle = sync.NewCond(&e.mu)
 	e.outcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
@@ -385,12 +390,12 @@ func (e *engine) process(r *rec) bool {
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
-			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time,
+			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
 		})
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || e.claim.Err() != nil {
 			return false
 		}
 		// Outside shutdown a Dispatcher should never fail; don't lose the record over it. The
@@ -398,7 +403,7 @@ func (e *engine) process(r *rec) bool {
 		r.uncertain = true
 		e.cfg.Logger.Error("dispatch failed without an outcome; retrying",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset), zap.Error(err))
-		if !sleepCtx(ctx, time.Second) {
+		if !sleepCtx(e.claim, time.Second) {
 			return false
 		}
 	}
@@ -445,7 +450,7 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
 			zap.Int("attempt", attempt), zap.Error(err))
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(e.claim, backoff) { // no new attempt once the generation ended
 			return false
 		}
 		backoff = min(backoff*2, 10*time.Second)

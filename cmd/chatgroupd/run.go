@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
@@ -38,6 +39,8 @@ type serviceFlags struct {
 	retryBudget     time.Duration
 	lateArrivalMax  time.Duration
 	shutdownTimeout time.Duration
+	sessionTimeout  time.Duration
+	rebalTimeout    time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
 	dedupeWindow    int
@@ -46,6 +49,9 @@ type serviceFlags struct {
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
+	// testBreak is CHATGROUPD_TEST_BREAK, deliberately not a flag: the chaos suite sets it to
+	// run a known-broken variant and prove its checker catches it. Never set in production.
+	testBreak string
 }
 
 func (f *serviceFlags) register(fs interface {
@@ -70,6 +76,8 @@ func (f *serviceFlags) register(fs interface {
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
 	fs.DurationVar(&f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
+	fs.DurationVar(&f.rebalTimeout, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")
@@ -92,6 +100,7 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
+	f.testBreak = getenv(envTestBreak)
 	log, err := logging.New(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		return err
