@@ -466,7 +466,9 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		} else {
 			e.outcomes[metrics.OutcomeDuplicate].Inc()
 		}
-		return true
+		// Ended at once, but tracked until the watermark passes it: it counts toward the
+		// fetch bound like any record, or a stuck watermark lets the tracker grow without end.
+		return e.waitSpace(ctx, p)
 	}
 	a := p.accounts[name]
 	if a == nil {

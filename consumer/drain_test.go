@@ -115,3 +115,33 @@ func TestShareDroppedWhenGenerationEnds(t *testing.T) {
 	close(hold)
 	r.stop(t)
 }
+
+// TestEndedOnArrivalCountTowardFetchBound: duplicates (and inherited completed records) end the
+// moment they arrive, but stay tracked above a stuck watermark: they must pause the fetch at the
+// bound like any record (4×MaxBuffered tracked), not let it read the whole backlog into memory.
+func TestEndedOnArrivalCountTowardFetchBound(t *testing.T) {
+	e := newEnv(t, 1)
+	m := newMetricsEnv(e)
+	prev := e.cfgEdit
+	e.cfgEdit = func(c *Config) { prev(c); c.MaxBuffered = 10 }
+	msgs := []kafka.Message{evMsg("d1", "fast", 1), evMsg("stuck1", "stuck", 1)}
+	for range 500 {
+		msgs = append(msgs, evMsg("d1", "fast", 1))
+	}
+	hold := make(chan struct{})
+	e.disp.mu.Lock()
+	e.disp.hold["stuck"] = hold
+	e.disp.mu.Unlock()
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	waitFor(t, 15*time.Second, "the fetch reaching the bound", func() bool { return counter(m.EventsConsumed) >= 40 })
+	time.Sleep(time.Second) // were the bound ignored, the other 460 arrive within it
+	if n := counter(m.EventsConsumed); n > 45 {
+		t.Errorf("%v records fetched above a stuck watermark, bound is 4×10 tracked", n)
+	}
+	close(hold)
+	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	if n := counter(m.EventsProcessed.WithLabelValues("duplicate")); n != 500 {
+		t.Errorf("%v duplicates counted, want 500", n)
+	}
+}

@@ -124,7 +124,8 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 
 func (e *engine) metrics() *metrics.Metrics { return e.cfg.Metrics }
 
-// eligible: r may run now without breaking seq order.
+// eligible: r may run now without breaking seq order. s-1 rather than lastSeq+1: a seq of
+// 2^63-1 must not overflow into "everything later waits".
 func (a *account) eligible(r *rec) bool {
 	s := r.seq()
 	switch {
@@ -133,27 +134,35 @@ func (a *account) eligible(r *rec) bool {
 	case a.lastSeq == 0:
 		return s == 1
 	default:
-		return s <= a.lastSeq+1
+		return s-1 <= a.lastSeq
 	}
 }
 
-// pick chooses the account's next record, or returns the time to look again.
+// pick chooses the account's next record, or returns the time to look again. A record without
+// seq keeps its place in arrival order: it never overtakes an earlier record waiting for its
+// seq gap to fill.
 func (e *engine) pick(a *account) (int, time.Time) {
 	if len(a.q) == 0 {
 		return -1, time.Time{}
 	}
+	waiting := false // an earlier record is still held back by its seq
 	for i, r := range a.q {
+		if r.seq() == 0 && waiting {
+			continue
+		}
 		if a.eligible(r) {
 			return i, time.Time{}
 		}
+		waiting = true
 	}
 	deadline := a.q[0].arrived.Add(e.cfg.ReorderWindow)
 	if e.cfg.Now().Before(deadline) {
 		return -1, deadline
 	}
-	best := 0
+	// The wait is over: the lowest seq goes next (records without seq wait their turn).
+	best := -1
 	for i, r := range a.q {
-		if r.seq() < a.q[best].seq() {
+		if s := r.seq(); s > 0 && (best < 0 || s < a.q[best].seq()) {
 			best = i
 		}
 	}
