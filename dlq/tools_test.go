@@ -236,7 +236,7 @@ func TestReplay(t *testing.T) {
 	want := Summary{DryRun: true, Source: "t.dlq", Target: "t", TargetPartitions: 3, Partitioner: "murmur2",
 		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
 		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
-		OverMaxRecords: sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
+		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
 	if fmt.Sprint(sum) != fmt.Sprint(want) || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
 		t.Fatalf("dry run summary %+v, want %+v", sum, want)
 	}
