@@ -115,6 +115,11 @@ func TestReplayCRC32ProducerKeepsPartitionOrder(t *testing.T) {
 	if got := groupNames(p.sim.Groups(acct)); !slices.Equal(got, []string{"g1", "g3", "g2", "g4"}) {
 		t.Fatalf("groups applied in the order %v, want g1 g3 g2 g4", got)
 	}
+	// The consumer, configured with the default murmur2, sees the CRC32 producer: all five of the
+	// account's records are counted as misrouted.
+	if n := testutil.ToFloat64(p.m.EventsMisrouted.WithLabelValues(p.topic)); n != 5 {
+		t.Errorf("chatgroupd_events_misrouted_total{topic=%s} = %v, want 5", p.topic, n)
+	}
 
 	// A double replay: the ledger is bypassed (--again), the copy lands in the same partition
 	// with the same replay-count and is dropped as a duplicate.

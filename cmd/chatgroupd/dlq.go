@@ -134,8 +134,8 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 		fs.IntVar(&o.limit, "limit", 0, "replay at most this many records (0 = no limit)")
 		fs.IntVar(&o.maxReplays, "max-replays", dlq.DefaultMaxReplays, "skip records already replayed this many times (dlq-replay-count)")
 		fs.BoolVar(&o.again, "again", false, "replay records the ledger says were already replayed")
-		fs.BoolVar(&o.yes, "yes", false, "replay: without it (or --dry-run) only the plan is printed and the command fails")
-		fs.BoolVar(&o.force, "force", false, "replay letters whose dlq-original-topic is not --topic (refused otherwise)")
+		fs.BoolVar(&o.yes, "yes", false, "replay: without it (or --dry-run) only the plan is printed and the command fails; never read from CHATGROUPD_YES")
+		fs.BoolVar(&o.force, "force", false, "replay letters whose dlq-original-topic is not --topic (refused otherwise); never read from CHATGROUPD_FORCE")
 		fs.StringVar(&o.partitioner, "partitioner", string(event.DefaultPartitioner),
 			"the producers' partitioner (murmur2, crc32, fnv1a), used when a replay can't go to its original partition")
 	}
