@@ -428,6 +428,14 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 				break
 			}
 		}
+		// A frequency-limit code on an item is the server saying the same thing as one on the
+		// whole call: the call counted, and we are over the quota.
+		for _, res := range e.Results {
+			if im.Classify(res.ResultCode) == im.ClassRateLimited {
+				r.d.limiterFor(api).slowDown()
+				break
+			}
+		}
 		return r.retry(ctx, api, e)
 	}
 	switch e.Class {
