@@ -15,7 +15,7 @@ import (
 var updateReadme = flag.Bool("update-readme", false, "rewrite README.md's configuration reference from --help")
 
 // documented lists every command whose flags README.md's configuration reference shows.
-var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
+var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
 
 type helpFlag struct{ name, typ, usage, def string }
 
@@ -126,7 +126,7 @@ func TestREADMEFlagsExist(t *testing.T) {
 			known[key][f.name] = true
 		}
 	}
-	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
+	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|imcheck|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
 	flagRe := regexp.MustCompile(`--([a-z0-9-]+)`)
 	checked := 0
 	for _, m := range cmdLine.FindAllStringSubmatch(string(readme), -1) {
