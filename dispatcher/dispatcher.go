@@ -201,8 +201,11 @@ type run struct {
 	failures    int // retries so far, for the backoff exponent
 	groupChecks int // 51007 retries so far
 	credRetried bool
-	start       time.Time
-	paused      time.Duration
+	// dupErr is a create refused with Config.DuplicateCode: the look-up it triggers decides
+	// whether the name exists (the policy applies) or the code meant other bad parameters.
+	dupErr *im.Error
+	start  time.Time
+	paused time.Duration
 }
 
 func (r *run) do(ctx context.Context) (Outcome, error) {
@@ -363,12 +366,22 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 	}
 	r.d.cfg.Metrics.UncertainChecks.WithLabelValues(strconv.FormatBool(group != nil)).Inc()
 	if group == nil {
+		if r.dupErr != nil {
+			// Refused with the duplicate code, yet no group has the name: the code meant
+			// other bad parameters.
+			o := r.rejected(r.dupErr)
+			return &o, "", nil
+		}
 		r.check = false
 		return nil, "", nil
 	}
 	missing := missingContacts(r.ev.Contacts, contacts, group.GroupID)
 	if len(missing) == 0 {
 		return r.applied(), "", nil
+	}
+	if r.d.cfg.DuplicateNames == DuplicateReject {
+		o := r.duplicate(group, missing)
+		return &o, "", nil
 	}
 	req := &im.UpdateRequest{FromAccount: r.ev.FromAccount, UpdateType: im.UpdateTypeGroup, UpdateGroup: im.UpdateGroup{
 		UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: r.ev.GroupName}}
@@ -491,6 +504,12 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 		}
 	default:
 		switch {
+		case api == im.APICreate && e.Code == r.d.cfg.DuplicateCode && r.dupErr == nil:
+			// The name may exist: look it up and apply the duplicate-name policy, at once
+			// (nothing to wait for).
+			r.dupErr = e
+			r.check = true
+			return nil, nil
 		case api == im.APIUpdate && e.Code == im.CodeGroupNotFound:
 			// Deleted between our look-up and the update: look again (and create it then).
 			r.check = true
@@ -573,6 +592,19 @@ func (r *run) rejected(e *im.Error) Outcome {
 		}
 	}
 	return Outcome{Result: Rejected, Code: errCode(e), Info: e.Error(), Attempts: r.attempts, Detail: mustJSON(det)}
+}
+
+// duplicate is the outcome under DuplicateReject of an event naming group, which its user
+// already has without the missing conversations.
+func (r *run) duplicate(group *im.GroupItem, missing []im.ContactItem) Outcome {
+	code := r.d.cfg.DuplicateCode
+	info := fmt.Sprintf("group %q already exists for %q without %d of the event's conversations (duplicate names: reject)",
+		r.ev.GroupName, r.ev.FromAccount, len(missing))
+	det := ResultDetail{GroupName: r.ev.GroupName, GroupID: group.GroupID}
+	for _, c := range missing {
+		det.Failed = append(det.Failed, failedContact(c, code, "group name already exists"))
+	}
+	return Outcome{Result: Rejected, Code: code, Info: info, Attempts: r.attempts, Detail: mustJSON(det)}
 }
 
 // partial is the outcome of a group that exists without some of its conversations.

@@ -38,6 +38,8 @@ type serviceFlags struct {
 	reorderWindow   time.Duration
 	retryBudget     time.Duration
 	lateArrivalMax  time.Duration
+	duplicateNames  string
+	duplicateCode   int
 	shutdownTimeout time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
@@ -71,6 +73,8 @@ func (f *serviceFlags) register(fs interface {
 	fs.DurationVar(&f.reorderWindow, "reorder-window", time.Second, "how long an event ahead of its account's seq waits for the missing ones")
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
 	fs.DurationVar(&f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
+	fs.StringVar(&f.duplicateNames, "duplicate-names", dispatcher.DefaultDuplicateNames, "an event naming a group its user already has: merge (add its conversations; applied) or reject (dead-letter as rejected unless the group already holds them all)")
+	fs.IntVar(&f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")

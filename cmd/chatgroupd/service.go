@@ -68,6 +68,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	disp, err := dispatcher.New(dispatcher.Config{
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
+		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
