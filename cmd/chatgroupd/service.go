@@ -80,7 +80,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
 		Dispatcher: disp, DeadLetterer: dw, Share: disp,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
-		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
+		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
@@ -105,10 +105,14 @@ func newService(cfg serviceConfig) (*service, error) {
 // errNotInGroup is the /readyz answer before the first generation and between generations.
 var errNotInGroup = errors.New("not a member of the consumer group")
 
-// ready is /readyz: in the group, and the API accepts our credentials.
+// ready is /readyz: in the group, the API accepts our credentials, and dead letters can be
+// written (else their partitions are stuck).
 func (s *service) ready() error {
 	if !s.consumer.Ready() {
 		return errNotInGroup
+	}
+	if err := s.consumer.DeadLetterHealth(); err != nil {
+		return err
 	}
 	if err := s.dispatcher.Ready(); err != nil {
 		return fmt.Errorf("im api: %w", err)
