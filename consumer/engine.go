@@ -434,6 +434,12 @@ func (e *engine) process(r *rec) bool {
 // a record must never be committed past before its dead letter is durable.
 func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 	backoff := 100 * time.Millisecond
+	failed := false
+	defer func() {
+		if failed {
+			e.c.dlqH.done(r.msg.Partition)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		err := e.cfg.DeadLetterer.DeadLetter(ctx, r.msg, l)
 		if err == nil {
@@ -442,6 +448,8 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		e.c.dlqH.failing(r.msg.Partition, err, !failed, e.cfg.Now())
+		failed = true
 		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
 			zap.Int("attempt", attempt), zap.Error(err))

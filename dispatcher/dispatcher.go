@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -627,8 +629,21 @@ func (r *run) partial(e *im.Error) *Outcome {
 
 // exhausted is the outcome of transient failures past the retry budget.
 func (r *run) exhausted(e *im.Error) Outcome {
-	return Outcome{Result: Exhausted, Code: errCode(e), Attempts: r.attempts,
+	return Outcome{Result: Exhausted, Code: exhaustedCode(e), Attempts: r.attempts,
 		Info: fmt.Sprintf("retry budget %v spent after %d attempts; last: %v", r.d.cfg.RetryBudget, r.attempts, e)}
+}
+
+// exhaustedCode is errCode, except that a last failure with no answer at all gets
+// dlq.CodeTimeout or dlq.CodeNetwork: 0 is the code of invalid events.
+func exhaustedCode(e *im.Error) int {
+	if c := errCode(e); c != 0 {
+		return c
+	}
+	var ne net.Error
+	if errors.Is(e, context.DeadlineExceeded) || errors.As(e, &ne) && ne.Timeout() {
+		return dlq.CodeTimeout
+	}
+	return dlq.CodeNetwork
 }
 
 // errCode is the IM code of e, or its HTTP status when there is none (0 for network failures).

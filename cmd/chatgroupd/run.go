@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
@@ -44,6 +45,7 @@ type serviceFlags struct {
 	commitInterval  time.Duration
 	maxInFlight     int
 	dedupeWindow    int
+	keyMismatch     string
 	logLevel        string
 	logFormat       string
 	partitioner     string
@@ -79,6 +81,7 @@ func (f *serviceFlags) register(fs interface {
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")
+	fs.StringVar(&f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&f.partitioner, "partitioner", string(event.DefaultPartitioner), "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total")

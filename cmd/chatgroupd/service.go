@@ -86,7 +86,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
 		Dispatcher: disp, DeadLetterer: dw, Share: disp, Partitioner: partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
-		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
+		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
@@ -111,10 +111,14 @@ func newService(cfg serviceConfig) (*service, error) {
 // errNotInGroup is the /readyz answer before the first generation and between generations.
 var errNotInGroup = errors.New("not a member of the consumer group")
 
-// ready is /readyz: in the group, and the API accepts our credentials.
+// ready is /readyz: in the group, the API accepts our credentials, and dead letters can be
+// written (else their partitions are stuck).
 func (s *service) ready() error {
 	if !s.consumer.Ready() {
 		return errNotInGroup
+	}
+	if err := s.consumer.DeadLetterHealth(); err != nil {
+		return err
 	}
 	if err := s.dispatcher.Ready(); err != nil {
 		return fmt.Errorf("im api: %w", err)
