@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
@@ -38,6 +39,8 @@ type serviceFlags struct {
 	retryBudget     time.Duration
 	lateArrivalMax  time.Duration
 	shutdownTimeout time.Duration
+	sessionTimeout  time.Duration
+	rebalanceTime   time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
 	dedupeWindow    int
@@ -70,6 +73,8 @@ func (f *serviceFlags) register(fs interface {
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
 	fs.DurationVar(&f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "how long the group coordinator waits for a silent member before handing its partitions on (crash recovery time)")
+	fs.DurationVar(&f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the coordinator waits for members to rejoin during a rebalance")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")

@@ -81,6 +81,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		Dispatcher: disp, DeadLetterer: dw, Share: disp,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
