@@ -161,13 +161,16 @@ type generator struct {
 	n     int
 	busy  []time.Duration // a slot is left alone until then (paused, or stopped and restarted)
 	steps []Step
+	// Lasting faults do not overlap their own kind, so each end step ends its own fault.
+	stormUntil, dlqUntil time.Duration
+	slowUntil            map[string]time.Duration
 }
 
 // NewSchedule draws the schedule of o.Seed. Every seed gets at least one graceful stop, one
 // SIGKILL and one pause longer than the session timeout.
 func NewSchedule(o Options) *Schedule {
 	o = o.withDefaults()
-	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}}
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{}}
 	if o.Replicas <= 0 {
 		g.o.Replicas = 3 + g.rng.IntN(3)
 	}
@@ -217,18 +220,26 @@ func (g *generator) step(t time.Duration) {
 		g.lifecycle(t, KindPause)
 	case u < 0.80:
 		acct := g.account()
-		d := time.Duration(float64(g.o.SessionTimeout) * (1.2 + 0.6*g.rng.Float64())).Round(100 * time.Millisecond)
-		g.add(Step{At: t, Kind: KindSlow, Account: acct, Latency: d})
-		g.add(Step{At: t + 6*time.Second + time.Duration(g.rng.Int64N(int64(6*time.Second))), Kind: KindSlowEnd, Account: acct})
+		if g.slowUntil[acct] < t {
+			d := time.Duration(float64(g.o.SessionTimeout) * (1.2 + 0.6*g.rng.Float64())).Round(100 * time.Millisecond)
+			end := t + 6*time.Second + time.Duration(g.rng.Int64N(int64(6*time.Second)))
+			g.add(Step{At: t, Kind: KindSlow, Account: acct, Latency: d})
+			g.add(Step{At: end, Kind: KindSlowEnd, Account: acct})
+			g.slowUntil[acct] = end
+		}
 		g.burst(t) // work for the slow account and the rest
 	case u < 0.90:
-		g.add(Step{At: t, Kind: KindStorm})
-		g.add(Step{At: t + 3*time.Second + time.Duration(g.rng.Int64N(int64(5*time.Second))), Kind: KindStormEnd})
+		if g.stormUntil < t {
+			g.stormUntil = t + 3*time.Second + time.Duration(g.rng.Int64N(int64(5*time.Second)))
+			g.add(Step{At: t, Kind: KindStorm})
+			g.add(Step{At: g.stormUntil, Kind: KindStormEnd})
+		}
 		g.burst(t)
 	default:
-		if g.o.DLQFaults {
+		if g.o.DLQFaults && g.dlqUntil < t {
+			g.dlqUntil = t + 3*time.Second + time.Duration(g.rng.Int64N(int64(5*time.Second)))
 			g.add(Step{At: t, Kind: KindDLQDown})
-			g.add(Step{At: t + 3*time.Second + time.Duration(g.rng.Int64N(int64(5*time.Second))), Kind: KindDLQUp})
+			g.add(Step{At: g.dlqUntil, Kind: KindDLQUp})
 		}
 		g.burst(t)
 	}

@@ -26,6 +26,22 @@ func TestNewSchedule(t *testing.T) {
 		}
 		// Replay the fleet: stop, kill and pause only a replica that is up and not paused;
 		// start only one that is down; never all replicas out at once.
+		// Lasting faults alternate with their ends.
+		storm, dlqDown, slow := false, false, map[string]bool{}
+		for _, st := range s.Steps {
+			bad := false
+			switch st.Kind {
+			case KindStorm, KindStormEnd:
+				bad, storm = storm == (st.Kind == KindStorm), st.Kind == KindStorm
+			case KindDLQDown, KindDLQUp:
+				bad, dlqDown = dlqDown == (st.Kind == KindDLQDown), st.Kind == KindDLQDown
+			case KindSlow, KindSlowEnd:
+				bad, slow[st.Account] = slow[st.Account] == (st.Kind == KindSlow), st.Kind == KindSlow
+			}
+			if bad {
+				t.Fatalf("seed %d: %s at %v overlaps or ends nothing\n%s", seed, st.Kind, st.At, s)
+			}
+		}
 		up := make([]bool, s.Replicas)
 		paused := make([]bool, s.Replicas)
 		for i := range up {
