@@ -214,40 +214,42 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 	t.Logf("caught: %v", r.Err())
 }
 
-// legacyDrainSchedule: two replicas, one down at first; eight accounts whose calls take 1.6×
-// the session, each with a queue of events; then the second replica joins (the first drains
-// while its slow calls run), leaves gracefully, and joins again.
+// legacyDrainSchedule: two replicas, the second killed at once (the first owns everything once
+// the session evicts it); sixteen accounts whose calls take 2.5× the session get a queue of
+// events each; then the second replica joins while their calls run. The first must drain, and
+// with the old bound it drains past its session: it is evicted, and the joiner dispatches the
+// same accounts while the old calls are still in flight. Twice.
 func legacyDrainSchedule(seed uint64) *Schedule {
-	o := Options{Seed: seed, Duration: 40 * time.Second, Replicas: 2, SessionTimeout: 4 * time.Second}.withDefaults()
+	o := Options{Seed: seed, Duration: 50 * time.Second, Replicas: 2, SessionTimeout: 4 * time.Second}.withDefaults()
 	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
-	slowLatency := o.SessionTimeout * 8 / 5
-	var steps []Step
+	slowLatency := o.SessionTimeout * 5 / 2
 	var accts []string
-	for i := range 8 {
+	for i := range 16 {
 		accts = append(accts, fmt.Sprintf("%s%02d", userPrefix, i))
 	}
 	burst := func(at time.Duration) Step {
 		var recs []Record
-		for range 4 {
+		for range 3 {
 			for _, a := range accts {
 				recs = append(recs, g.valid(a))
 			}
 		}
 		for range 40 {
-			recs = append(recs, g.valid(g.account()))
+			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, 16+g.rng.IntN(accountPool-16))))
 		}
-		return Step{At: at, Kind: KindBurst, Records: recs, Note: "8 slow accounts × 4, 40 others"}
+		return Step{At: at, Kind: KindBurst, Records: recs, Note: "16 slow accounts × 3, 40 others"}
 	}
-	steps = append(steps, Step{At: 0, Kind: KindKill, Slot: 1})
+	var steps []Step
 	for _, a := range accts {
 		steps = append(steps, Step{At: 0, Kind: KindSlow, Account: a, Latency: slowLatency})
 	}
 	steps = append(steps,
-		burst(time.Second),
-		Step{At: 4 * time.Second, Kind: KindStart, Slot: 1},
-		burst(16*time.Second),
-		Step{At: 19 * time.Second, Kind: KindStop, Slot: 1},
-		Step{At: 24 * time.Second, Kind: KindStart, Slot: 1},
+		Step{At: 0, Kind: KindKill, Slot: 1},
+		burst(8*time.Second),
+		Step{At: 9500 * time.Millisecond, Kind: KindStart, Slot: 1},
+		Step{At: 25 * time.Second, Kind: KindKill, Slot: 1},
+		burst(33*time.Second),
+		Step{At: 34500 * time.Millisecond, Kind: KindStart, Slot: 1},
 	)
 	for _, a := range accts {
 		steps = append(steps, Step{At: o.Duration, Kind: KindSlowEnd, Account: a})
