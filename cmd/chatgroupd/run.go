@@ -42,6 +42,8 @@ type serviceFlags struct {
 	duplicateNames  string
 	duplicateCode   int
 	shutdownTimeout time.Duration
+	sessionTimeout  time.Duration
+	rebalanceTime   time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
 	dedupeWindow    int
@@ -78,6 +80,8 @@ func (f *serviceFlags) register(fs interface {
 	fs.StringVar(&f.duplicateNames, "duplicate-names", dispatcher.DefaultDuplicateNames, "an event naming a group its user already has: merge (add its conversations; applied) or reject (dead-letter as rejected unless the group already holds them all)")
 	fs.IntVar(&f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "how long the group coordinator waits for a silent member before handing its partitions on (crash recovery time)")
+	fs.DurationVar(&f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the coordinator waits for members to rejoin during a rebalance")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")

@@ -87,6 +87,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		Dispatcher: disp, DeadLetterer: dw, Share: disp, Partitioner: partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
