@@ -50,6 +50,10 @@ type Metrics struct {
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
 	RateLimitHeld   *prometheus.CounterVec // api, reason: fresh_conn, late_arrival
 	UncertainChecks *prometheus.CounterVec // found: true, false
+	// CommitMetaBytes is the size of the last commit metadata per partition, against the
+	// consumer's MetadataMaxBytes; CommitMetaRefused counts encodings that failed their round trip.
+	CommitMetaBytes   *prometheus.GaugeVec // topic, partition
+	CommitMetaRefused prometheus.Counter
 }
 
 // New registers every collector on reg (plus the Go runtime and process collectors when
@@ -91,6 +95,10 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Time calls' slots were held in the limiter's window beyond their write, by api and reason (fresh_conn, late_arrival); while saturated its rate is about the share of the budget given up.",
 			"api", "reason"),
 		UncertainChecks: f.counterVec("uncertain_checks_total", "Existence checks before a create, by whether the group was found.", "found"),
+		CommitMetaBytes: f.gaugeVec("commit_metadata_bytes",
+			"Size of the last commit metadata (completed offsets above the watermark).", "topic", "partition"),
+		CommitMetaRefused: f.counter("commit_metadata_refused_total",
+			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {
