@@ -66,6 +66,7 @@ type part struct {
 	rate        float64       // smoothed records picked per second
 	blocked     []*account    // waiting for metadata pressure to ease
 	hblocked    []*account    // waiting for the horizon to be extended by a commit
+	mb          metaBudget    // what pressured knows of the commit metadata's size
 	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 }
@@ -238,7 +239,7 @@ func (e *engine) requestCommit() {
 
 // pressured: the metadata could outgrow its limit if every record in flight ended out of order.
 func (e *engine) pressured(p *part) bool {
-	return p.tr.metaEstimate(p.committedH, p.inflight+1+len(p.done)) > e.cfg.MetadataMaxBytes
+	return p.metaPressured(p.inflight+1, e.cfg.MetadataMaxBytes)
 }
 
 // frontAccount is the account holding the partition's watermark record, the one that must be

@@ -57,6 +57,10 @@ type Metrics struct {
 	DLQTruncated     prometheus.Counter
 	DLQBlockedParts  prometheus.Gauge
 	KeyMismatches    prometheus.Counter
+	// CommitMetaBytes is the size of the last commit metadata per partition, against the
+	// consumer's MetadataMaxBytes; CommitMetaRefused counts encodings that failed their round trip.
+	CommitMetaBytes   *prometheus.GaugeVec // topic, partition
+	CommitMetaRefused prometheus.Counter
 }
 
 // Reasons of DLQWriteFailures.
@@ -118,6 +122,11 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Partitions whose progress waits on a dead letter that could not be written (retrying)."),
 		KeyMismatches: f.counter("key_mismatch_total",
 			"Valid events whose record key is not their from_account (their order across partitions is not guaranteed)."),
+
+		CommitMetaBytes: f.gaugeVec("commit_metadata_bytes",
+			"Size of the last commit metadata (completed offsets above the watermark).", "topic", "partition"),
+		CommitMetaRefused: f.counter("commit_metadata_refused_total",
+			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
 	}
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
