@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
@@ -33,6 +34,11 @@ type Consumer struct {
 	// moved it, and the window replaces the read-back: rebalances cost no history re-read.
 	// Only the Run goroutine's generations touch it, one at a time.
 	kept map[int]keptPart
+	// route counts records the configured partitioner would not put where they are.
+	route routeCheck
+
+	keys *keyGuard
+	dlqH *dlqHealth
 }
 
 type keptPart struct {
@@ -52,11 +58,18 @@ func New(cfg Config) (*Consumer, error) {
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
 		hash:   hasher{seed: maphash.MakeSeed()},
 		kept:   map[int]keptPart{},
+		keys:   newKeyGuard(&cfg),
+		dlqH:   newDLQHealth(cfg.Metrics),
 	}, nil
 }
 
 // Ready reports whether the consumer is a member of the group with a current generation.
 func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// DeadLetterHealth returns nil, or while some partition waits on a dead letter the DLQ topic
+// does not accept (deleted, ACL changed, brokers refusing), an error naming the partitions, since
+// when and the last failure. It clears by itself once the letters are written.
+func (c *Consumer) DeadLetterHealth() error { return c.dlqH.err() }
 
 // Run consumes until ctx is cancelled, then stops fetching, lets in-flight events finish within
 // ShutdownTimeout, commits, leaves the group and returns nil. It returns an error only when the
@@ -153,6 +166,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		}
 		return
 	}
+	c.route.partitions.Store(int64(total))
 	if cfg.Share != nil {
 		cfg.Share.SetPartitions(ids, total)
 	}
@@ -550,6 +564,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	cfg := e.cfg
 	now := cfg.Now()
 	ev, verr := event.Parse(m.Value)
+	ev, verr = e.c.keys.check(m, ev, verr)
 	replay := replayCount(m.Headers)
 	var key uint64
 	name := string(m.Key)
@@ -558,6 +573,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		name = ev.FromAccount
 	}
 	cfg.Metrics.EventsConsumed.Inc()
+	e.c.route.check(cfg, m)
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -653,18 +669,9 @@ func (p *part) popDone(off int64) bool {
 	return len(p.done) > 0 && p.done[0].start <= off
 }
 
-func replayCount(hs []kafka.Header) int {
-	for _, h := range hs {
-		if h.Key == event.HeaderReplayCount {
-			n, err := strconv.Atoi(string(h.Value))
-			if err == nil && n > 0 {
-				return n
-			}
-			return 0
-		}
-	}
-	return 0
-}
+// replayCount is the trusted replay-count of a record: the one dlq.Record writes into
+// dlq-replay-count, read by the same function from the same headers.
+func replayCount(hs []kafka.Header) int { return dlq.ReplayCount(hs) }
 
 // sleepCtx waits d and reports true, or false as soon as ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -70,6 +70,7 @@ type part struct {
 	rate        float64       // smoothed records picked per second
 	blocked     []*account    // waiting for metadata pressure to ease
 	hblocked    []*account    // waiting for the horizon to be extended by a commit
+	mb          metaBudget    // what pressured knows of the commit metadata's size
 	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 }
@@ -252,7 +253,7 @@ func (e *engine) requestCommit() {
 
 // pressured: the metadata could outgrow its limit if every record in flight ended out of order.
 func (e *engine) pressured(p *part) bool {
-	return p.tr.metaEstimate(p.committedH, p.inflight+1+len(p.done)) > e.cfg.MetadataMaxBytes
+	return p.metaPressured(p.inflight+1, e.cfg.MetadataMaxBytes)
 }
 
 // frontAccount is the account holding the partition's watermark record, the one that must be
@@ -448,6 +449,12 @@ func (e *engine) process(r *rec) bool {
 // a record must never be committed past before its dead letter is durable.
 func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 	backoff := 100 * time.Millisecond
+	failed := false
+	defer func() {
+		if failed {
+			e.c.dlqH.done(r.msg.Partition)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		err := e.cfg.DeadLetterer.DeadLetter(ctx, r.msg, l)
 		if err == nil {
@@ -456,6 +463,8 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		e.c.dlqH.failing(r.msg.Partition, err, !failed, e.cfg.Now())
+		failed = true
 		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
 			zap.Int("attempt", attempt), zap.Error(err))

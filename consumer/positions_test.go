@@ -124,7 +124,7 @@ func TestCommittedBeyondLogEnd(t *testing.T) {
 	m := newMetricsEnv(e)
 	old, oldIDs := makeEvents(10, 2, "old")
 	e.k.Produce(t, e.topic, old...)
-	meta, _ := encodeMeta(50, commitMeta{horizon: 60, done: []span{{52, 55}}}, DefaultMetadataMaxBytes)
+	meta := encodeMeta(50, commitMeta{horizon: 60, done: []span{{52, 55}}}, DefaultMetadataMaxBytes).s
 	e.commitRaw(0, 50, meta)
 	r := e.start()
 	waitFor(t, 15*time.Second, "ready", r.c.Ready)
