@@ -88,6 +88,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	for i, s := range snaps {
 		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
 	}
+	sent := time.Now()
 	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
 		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits},
@@ -127,6 +128,8 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
 		return fmt.Errorf("commit: %w", err)
 	}
+	// The coordinator took a commit of this generation: the member was one when it was sent.
+	e.renewLease(sent)
 	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
 	return nil
 }
