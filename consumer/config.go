@@ -73,6 +73,12 @@ type Config struct {
 	// another partition than it gives their key are counted in EventsMisrouted.
 	Partitioner event.Partitioner
 
+	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
+	// revoked generation as it was before the session bound (rebalance timeout only, calls
+	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its
+	// checker catches the member evicted while its calls still run.
+	TestLegacyDrain bool
+
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.

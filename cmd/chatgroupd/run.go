@@ -54,6 +54,9 @@ type serviceFlags struct {
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
+	// testBreak is CHATGROUPD_TEST_BREAK, deliberately not a flag: the chaos suite sets it to
+	// run a known-broken variant and prove its checker catches it. Never set in production.
+	testBreak string
 }
 
 func (f *serviceFlags) register(fs interface {
@@ -80,8 +83,8 @@ func (f *serviceFlags) register(fs interface {
 	fs.StringVar(&f.duplicateNames, "duplicate-names", dispatcher.DefaultDuplicateNames, "an event naming a group its user already has: merge (add its conversations; applied) or reject (dead-letter as rejected unless the group already holds them all)")
 	fs.IntVar(&f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
-	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "how long the group coordinator waits for a silent member before handing its partitions on (crash recovery time)")
-	fs.DurationVar(&f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the coordinator waits for members to rejoin during a rebalance")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
+	fs.DurationVar(&f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")
@@ -106,6 +109,7 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
+	f.testBreak = getenv(envTestBreak)
 	log, err := logging.New(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		return err
