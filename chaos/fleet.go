@@ -388,7 +388,7 @@ func (r *run) startSim(ctx context.Context) error {
 		"--rate-limit", strconv.Itoa(r.cfg.RateLimit), "--max-groups", "1000000", "--max-contacts", "1073741824",
 		"--not-imported", strings.Join(ghosts, ","), "--seed", strconv.FormatUint(r.cfg.Schedule.Seed, 10),
 		"--latency", baseFaults.Latency.String(), "--jitter", baseFaults.Jitter.String(),
-		"--max-hang", (r.cfg.Schedule.SessionTimeout * 3 / 2).String(), "--call-log", "--log-level", "warn"}, baseEnv(), pw)
+		"--max-hang", (r.cfg.Schedule.SessionTimeout * 3 / 2).String(), "--call-log", "--admin-api", "--log-level", "warn"}, baseEnv(), pw)
 	if err != nil {
 		return err
 	}
@@ -430,6 +430,7 @@ func (r *run) simPost(ctx context.Context, path string, body any) error {
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("imsim %s: %w", path, err)
