@@ -241,6 +241,7 @@ type Summary struct {
 	AlreadyReplayed int      `json:"already_replayed"` // skipped: in the ledger (use Again)
 	OverMax         int      `json:"over_max"`         // skipped: dlq-replay-count >= MaxReplays
 	OverLimit       int      `json:"over_limit"`       // skipped: past Limit
+	Truncated       int      `json:"truncated"`        // skipped: the letter lacks the value (dlq-truncated)
 	OverMaxRecords  []string `json:"over_max_records,omitempty"`
 	// ReplayedRecords names the DLQ records replayed (or that would be, in a dry run).
 	ReplayedRecords []string `json:"replayed_records,omitempty"`
@@ -293,6 +294,8 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	for i := range s.entries {
 		e := &s.entries[i]
 		switch {
+		case e.Truncated != "":
+			sum.Truncated++ // replaying a record without its value would only dead-letter it again
 		case e.Replayed && !opts.Again:
 			sum.AlreadyReplayed++
 		case e.ReplayCount >= opts.MaxReplays:
