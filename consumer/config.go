@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -68,6 +69,16 @@ type Config struct {
 	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
 	KeyMismatch string
 
+	// Partitioner is the producers' partitioner (default event.DefaultPartitioner): records in
+	// another partition than it gives their key are counted in EventsMisrouted.
+	Partitioner event.Partitioner
+
+	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
+	// revoked generation as it was before the session bound (rebalance timeout only, calls
+	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its
+	// checker catches the member evicted while its calls still run.
+	TestLegacyDrain bool
+
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
@@ -85,6 +96,7 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
@@ -141,6 +153,11 @@ func (c Config) Validate() error {
 		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
+		}
+	}
+	if c.Partitioner != "" {
+		if err := c.Partitioner.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("partitioner: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

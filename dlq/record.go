@@ -32,6 +32,8 @@ func ValidReason(r string) bool {
 // a record to recover the original headers.
 func isOurHeader(k string) bool {
 	switch k {
+	case HeaderOriginalPartitionCount:
+		return true
 	case HeaderOriginalTopic, HeaderOriginalPartition, HeaderOriginalOffset, HeaderOriginalTimestamp,
 		HeaderReason, HeaderErrorCode, HeaderErrorInfo, HeaderAttempts, HeaderFailedAt, HeaderEventID,
 		HeaderFromAccount, HeaderConsumerGroup, HeaderReplayCount, HeaderResult, HeaderTruncated:
@@ -186,6 +188,9 @@ func record(orig kafka.Message, l Letter, group string, failedAt time.Time, k ke
 	add := func(k, v string) { hs = append(hs, kafka.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderOriginalTopic, bound(orig.Topic, maxIDBytes))
 	add(HeaderOriginalPartition, strconv.Itoa(orig.Partition))
+	if l.OriginalPartitions > 0 {
+		add(HeaderOriginalPartitionCount, strconv.Itoa(l.OriginalPartitions))
+	}
 	add(HeaderOriginalOffset, strconv.FormatInt(orig.Offset, 10))
 	add(HeaderOriginalTimestamp, bound(orig.Time.UTC().Format(timeFormat), maxTimeBytes))
 	add(HeaderReason, bound(l.Reason, 16))
@@ -272,6 +277,9 @@ type Entry struct {
 	OriginalPartition int       `json:"original_partition"`
 	OriginalOffset    int64     `json:"original_offset"`
 	OriginalTime      time.Time `json:"original_time"`
+	// OriginalPartitions is dlq-original-partition-count: the original topic's partition count
+	// when the letter was written, 0 when the letter does not say.
+	OriginalPartitions int `json:"original_partitions,omitempty"`
 
 	Reason        string          `json:"reason"`
 	Code          int             `json:"code"`
@@ -290,6 +298,9 @@ type Entry struct {
 	// Replayed is true when the replay ledger records a replay of this DLQ record.
 	Replayed   bool      `json:"replayed"`
 	ReplayedAt time.Time `json:"replayed_at,omitzero"`
+	// Duplicates counts further letters for the same original record (a retried DLQ write),
+	// which List and Replay collapse into this one.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // Account is the account the record belongs to: dlq-from-account, or the record key when the
@@ -436,6 +447,12 @@ func Parse(m kafka.Message) (*Entry, error) {
 			return nil, bad(HeaderResult, "is not valid JSON")
 		}
 		e.Result = json.RawMessage(v)
+	}
+	if _, ok := ours[HeaderOriginalPartitionCount]; ok {
+		if n, err = integer(HeaderOriginalPartitionCount, 1); err != nil {
+			return nil, err
+		}
+		e.OriginalPartitions = int(n)
 	}
 	return e, nil
 }

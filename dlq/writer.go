@@ -60,6 +60,8 @@ type Writer struct {
 	log *zap.Logger
 	m   *metrics.Metrics
 	now func() time.Time
+	// counts fills dlq-original-partition-count.
+	counts *partitionCounts
 }
 
 // NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
@@ -83,6 +85,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 		rt = w.own
 	}
 	w.w = newProducer(cfg.Brokers, cfg.Topic, rt, cfg.WriteTimeout)
+	w.counts = newPartitionCounts(cfg.Brokers, rt, w.log, w.now)
 	return w, nil
 }
 
@@ -140,6 +143,9 @@ func (w *Writer) Check(ctx context.Context) error {
 // dlq-truncated header saying so: a retry at full size could never succeed and would hold the
 // partition forever. Every refused write counts in chatgroupd_dlq_write_failures_total{reason}.
 func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
+	if l.OriginalPartitions == 0 {
+		l.OriginalPartitions = w.counts.get(ctx, rec.Topic)
+	}
 	now := w.now()
 	var err error
 	for k := keepAll; k <= dropAll; k++ {

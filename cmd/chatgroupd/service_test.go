@@ -278,6 +278,8 @@ func TestServiceBadConfig(t *testing.T) {
 		"bad endpoint":                func(f *serviceFlags) { f.imEndpoint = "ftp://x" },
 		"negative rate":               func(f *serviceFlags) { f.rateLimit = -1 },
 		"late arrival max over 500ms": func(f *serviceFlags) { f.lateArrivalMax = time.Second },
+		"unknown partitioner":         func(f *serviceFlags) { f.partitioner = "murmur3" },
+		"unknown duplicate policy":    func(f *serviceFlags) { f.duplicateNames = "allow" },
 	} {
 		f := base
 		mutate(&f)
