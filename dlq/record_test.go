@@ -527,7 +527,7 @@ func TestRecordTruncated(t *testing.T) {
 // MaxAddedBytes larger than the record, parses back with the original key, value and headers,
 // and its dlq-replay-count is the trusted one.
 func FuzzDeadLetterRecord(f *testing.F) {
-	f.Add([]byte("alice"), []byte(`{"event_id":"e","seq":"`+strings.Repeat("A", 5000)+`"}`), "replay-count", []byte("3"), "replay-of", []byte("d/0/1"))
+	f.Add([]byte("alice"), []byte(`{"event_id":"e","event_type":"contact_group.created","from_account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}],"seq":"`+strings.Repeat("A", 64<<10)+`"}`), "replay-count", []byte("3"), "replay-of", []byte("d/0/1"))
 	f.Add([]byte(nil), []byte{}, "x", []byte{0, 0xff}, "replay-count", []byte("999999"))
 	f.Add([]byte("k"), []byte(`{"from_account":"a","FROM_ACCOUNT":"b"}`), "dlq-reason", []byte("invalid"), "dlq-original-topic", []byte("t"))
 	f.Fuzz(func(t *testing.T, key, value []byte, hk1 string, hv1 []byte, hk2 string, hv2 []byte) {
