@@ -324,6 +324,7 @@ type Summary struct {
 	AlreadyReplayed int            `json:"already_replayed"` // skipped: in the ledger (use Again)
 	OverMax         int            `json:"over_max"`         // skipped: dlq-replay-count >= MaxReplays
 	OverLimit       int            `json:"over_limit"`       // skipped: past Limit
+	Truncated       int            `json:"truncated"`        // skipped: the letter lacks the value (dlq-truncated)
 	// ToOriginalPartition counts replays (planned) to their dlq-original-partition; ByPartitioner
 	// those placed by Partitioner instead, FallbackReasons saying why (reason → count).
 	ToOriginalPartition int            `json:"to_original_partition"`
@@ -425,6 +426,8 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 			sum.OtherTopics[e.OriginalTopic]++
 		}
 		switch {
+		case e.Truncated != "":
+			sum.Truncated++ // replaying a record without its value would only dead-letter it again
 		case e.Replayed && !opts.Again:
 			sum.AlreadyReplayed++
 		case e.ReplayCount >= opts.MaxReplays:

@@ -316,6 +316,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	}
 	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
 	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
+	if s.Truncated > 0 {
+		fmt.Fprintf(tw, "skipped: truncated letters\t%d\twritten without their value (dlq-truncated); read the originals from the event topic\n", s.Truncated)
+	}
 	if s.OverLimit > 0 {
 		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
 	}
