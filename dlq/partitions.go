@@ -9,8 +9,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// partitionCountTTL is how long the Writer trusts a topic's partition count. Partitions are added
-// rarely and by hand; a minute-old count costs at most a fallback at replay (the plan says so).
+// partitionCountTTL is how long the Writer trusts a topic's partition count (kafka-go's transport
+// adds its own metadata cache, 6s by default). Partitions are added rarely and by hand; a count a
+// minute old costs at most a needless original-partition replay or fallback, which the plan shows.
 const partitionCountTTL = time.Minute
 
 // partitionCounts remembers each original topic's partition count for dlq-original-partition-count.

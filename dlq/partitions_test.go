@@ -7,6 +7,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -85,5 +86,46 @@ func TestWriterRecordsPartitionCount(t *testing.T) {
 	}
 	if counts["ev"] != 5 || counts["nowhere"] != 0 {
 		t.Fatalf("recorded partition counts %v, want ev:5 nowhere:0", counts)
+	}
+}
+
+// The count is asked again once older than partitionCountTTL; when the cluster can't answer
+// then, the last known count is used rather than none.
+func TestPartitionCountsRefreshAndKeepLastKnown(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "ev", 3)
+	now := t0
+	// kafka-go's transport caches metadata too (MetadataTTL); keep that out of the way here by
+	// letting its short TTL pass before each expected refresh.
+	const transportTTL = 20 * time.Millisecond
+	rt := &kafka.Transport{MetadataTTL: transportTTL, DialTimeout: 5 * time.Second}
+	defer rt.CloseIdleConnections()
+	p := newPartitionCounts(c.Brokers, rt, zaptest.NewLogger(t), func() time.Time { return now })
+	ctx := testCtx(t, 30*time.Second)
+	if n := p.get(ctx, "ev"); n != 3 {
+		t.Fatalf("count %d, want 3", n)
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	if res, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: "ev", Count: 4}}}); err != nil || res.Errors["ev"] != nil {
+		t.Fatalf("grow: %v %v", err, res)
+	}
+	if n := p.get(ctx, "ev"); n != 3 {
+		t.Fatalf("count %d within the TTL, want the remembered 3", n)
+	}
+	now = now.Add(partitionCountTTL)
+	time.Sleep(2 * transportTTL)
+	if n := p.get(ctx, "ev"); n != 4 {
+		t.Fatalf("count %d after the TTL, want 4", n)
+	}
+	if res, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{"ev"}}); err != nil || res.Errors["ev"] != nil {
+		t.Fatalf("delete: %v %v", err, res)
+	}
+	now = now.Add(partitionCountTTL)
+	time.Sleep(2 * transportTTL)
+	if n := p.get(ctx, "ev"); n != 4 {
+		t.Fatalf("count %d when the cluster can't tell, want the last known 4", n)
+	}
+	if n := p.get(ctx, ""); n != 0 {
+		t.Fatalf("count %d for no topic", n)
 	}
 }
