@@ -65,10 +65,19 @@ type Config struct {
 	// processing, so slow API calls never make a live member look dead.
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
+	// KeyMismatch is what happens to a valid event whose record key is not its from_account:
+	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
+	KeyMismatch string
 
 	// Partitioner is the producers' partitioner (default event.DefaultPartitioner): records in
 	// another partition than it gives their key are counted in EventsMisrouted.
 	Partitioner event.Partitioner
+
+	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
+	// revoked generation as it was before the session bound (rebalance timeout only, calls
+	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its
+	// checker catches the member evicted while its calls still run.
+	TestLegacyDrain bool
 
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
@@ -88,6 +97,7 @@ func (c Config) withDefaults() Config {
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
+	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
 	}
@@ -129,6 +139,9 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, f.v))
 		}
+	}
+	if c.KeyMismatch != "" && c.KeyMismatch != KeyMismatchCount && c.KeyMismatch != KeyMismatchDeadLetter {
+		errs = append(errs, fmt.Errorf("key mismatch: must be %q or %q, got %q", KeyMismatchCount, KeyMismatchDeadLetter, c.KeyMismatch))
 	}
 	if c.MetadataMaxBytes != 0 && (c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096) {
 		errs = append(errs, fmt.Errorf("metadata max bytes: must be 64-4096, got %d", c.MetadataMaxBytes))

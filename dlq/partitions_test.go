@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -92,40 +93,38 @@ func TestWriterRecordsPartitionCount(t *testing.T) {
 // The count is asked again once older than partitionCountTTL; when the cluster can't answer
 // then, the last known count is used rather than none.
 func TestPartitionCountsRefreshAndKeepLastKnown(t *testing.T) {
-	c := kafkatest.New(t)
-	c.CreateTopic(t, "ev", 3)
 	now := t0
-	// kafka-go's transport caches metadata too (MetadataTTL); keep that out of the way here by
-	// letting its short TTL pass before each expected refresh.
-	const transportTTL = 20 * time.Millisecond
-	rt := &kafka.Transport{MetadataTTL: transportTTL, DialTimeout: 5 * time.Second}
-	defer rt.CloseIdleConnections()
-	p := newPartitionCounts(c.Brokers, rt, zaptest.NewLogger(t), func() time.Time { return now })
-	ctx := testCtx(t, 30*time.Second)
-	if n := p.get(ctx, "ev"); n != 3 {
-		t.Fatalf("count %d, want 3", n)
+	answers := []struct {
+		n   int
+		err error
+	}{{3, nil}, {4, nil}, {0, ErrTopicNotFound}}
+	asked := 0
+	p := &partitionCounts{log: zaptest.NewLogger(t), now: func() time.Time { return now }, counts: map[string]countAt{},
+		lookup: func(_ context.Context, topic string) (int, error) {
+			if topic != "ev" {
+				t.Fatalf("asked about %q", topic)
+			}
+			a := answers[min(asked, len(answers)-1)]
+			asked++
+			return a.n, a.err
+		}}
+	ctx := testCtx(t, 10*time.Second)
+	for _, step := range []struct {
+		advance time.Duration
+		want    int
+		asked   int
+	}{
+		{0, 3, 1},                               // first use: asked
+		{partitionCountTTL - time.Second, 3, 1}, // within the TTL: remembered
+		{time.Second, 4, 2},                     // TTL passed: asked again, the topic grew
+		{partitionCountTTL, 4, 3},               // asked again, the cluster can't tell: last known
+	} {
+		now = now.Add(step.advance)
+		if n := p.get(ctx, "ev"); n != step.want || asked != step.asked {
+			t.Fatalf("after %s: count %d (asked %d times), want %d (asked %d)", step.advance, n, asked, step.want, step.asked)
+		}
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
-	if res, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: "ev", Count: 4}}}); err != nil || res.Errors["ev"] != nil {
-		t.Fatalf("grow: %v %v", err, res)
-	}
-	if n := p.get(ctx, "ev"); n != 3 {
-		t.Fatalf("count %d within the TTL, want the remembered 3", n)
-	}
-	now = now.Add(partitionCountTTL)
-	time.Sleep(2 * transportTTL)
-	if n := p.get(ctx, "ev"); n != 4 {
-		t.Fatalf("count %d after the TTL, want 4", n)
-	}
-	if res, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{"ev"}}); err != nil || res.Errors["ev"] != nil {
-		t.Fatalf("delete: %v %v", err, res)
-	}
-	now = now.Add(partitionCountTTL)
-	time.Sleep(2 * transportTTL)
-	if n := p.get(ctx, "ev"); n != 4 {
-		t.Fatalf("count %d when the cluster can't tell, want the last known 4", n)
-	}
-	if n := p.get(ctx, ""); n != 0 {
-		t.Fatalf("count %d for no topic", n)
+	if n := p.get(ctx, ""); n != 0 || asked != 3 {
+		t.Fatalf("count %d for no topic (asked %d)", n, asked)
 	}
 }
