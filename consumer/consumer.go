@@ -53,6 +53,7 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	cfg.Metrics.EventsMisrouted.WithLabelValues(cfg.Topic) // exposed at 0 from the start: it should stay there
 	return &Consumer{
 		cfg:    cfg,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},

@@ -254,7 +254,7 @@ func dlqListNotes(l dlq.Listing) string {
 }
 
 // errNotConfirmed is the refusal to replay without --yes.
-var errNotConfirmed = errors.New("nothing replayed: this needs --yes")
+var errNotConfirmed = errors.New("not confirmed")
 
 func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, yes bool, output string, stdout io.Writer) error {
 	planned := false
@@ -266,7 +266,7 @@ func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, 
 		if opts.DryRun || yes || (plan.OtherTopic > 0 && !opts.Force) { // the last: Replay refuses next
 			return nil
 		}
-		return fmt.Errorf("%w: re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
+		return fmt.Errorf("%w: nothing was replayed; re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
 			errNotConfirmed, plan.Replayed, plan.Source, plan.Target)
 	}
 	sum, err := dlq.Replay(ctx, cfg, opts)
