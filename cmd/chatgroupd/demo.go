@@ -116,11 +116,12 @@ func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(f.logLevel, "console", stderr)
+	key := randomKey()
+	log, err := logging.New(f.logLevel, "console", stderr, key)
 	if err != nil {
 		return err
 	}
-	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log}
+	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key}
 	return d.run(ctx)
 }
 
@@ -130,6 +131,7 @@ type demo struct {
 	out   io.Writer
 	tty   bool
 	log   *zap.Logger
+	key   string // the simulator's secret key, redacted from the log
 
 	reg     *prometheus.Registry
 	sim     *imsim.Server
@@ -159,7 +161,7 @@ func (d *demo) run(ctx context.Context) error {
 	defer cluster.Close()
 	d.brokers = cluster.ListenAddrs()
 
-	key := randomKey()
+	key := d.key
 	d.sim, err = imsim.New(imsim.Config{
 		SDKAppID: demoAppID, SecretKey: key, RateLimit: 200, Seed: f.seed,
 		Faults: imsim.Faults{
