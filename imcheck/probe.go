@@ -192,6 +192,9 @@ func Run(ctx context.Context, cfg Config) (*Transcript, error) {
 		Admin: cmp.Or(cfg.Client.Admin, im.DefaultAdmin), Accounts: p.accounts(), Prefix: p.prefix,
 		Started: cfg.Now().UTC().Truncate(time.Second), Calls: []Call{}, Observations: []Observation{}, Leftover: []string{}}
 	err = p.run(ctx)
+	if ctx.Err() != nil && p.touched {
+		p.log.Warn("imcheck: interrupted; deleting the groups it created", zap.Duration("within", cfg.CleanupTimeout))
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CleanupTimeout)
 	defer cancel()
 	if p.touched {
@@ -354,8 +357,10 @@ func (p *prober) cleanup(ctx context.Context, acct string) []string {
 		groups, _, err := p.c.GetAllContactGroups(ctx, acct)
 		if err != nil {
 			p.log.Warn("imcheck: cleanup listing failed", zap.String("account", acct), zap.Error(err))
+			// Unknown is not clean: report it, whatever an earlier round saw.
+			mine = []string{"(unknown: could not list the groups: " + err.Error() + ")"}
 			if ctx.Err() != nil {
-				return []string{"(unknown: could not list: " + err.Error() + ")"}
+				break
 			}
 			continue
 		}

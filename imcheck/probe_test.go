@@ -273,6 +273,9 @@ func TestTranscriptStableAndRedacted(t *testing.T) {
 	if _, err := ReadTranscript(strings.NewReader(`{"format":"` + Format + `","surprise":1}`)); err == nil {
 		t.Fatal("unknown field accepted")
 	}
+	if _, err := ReadTranscript(strings.NewReader(`{"format":"` + Format + `","accounts":[]}`)); err == nil {
+		t.Fatal("transcript without accounts accepted")
+	}
 }
 
 func TestRecorderRedactsErrors(t *testing.T) {
@@ -327,5 +330,28 @@ func TestIMSimFlags(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("flags %q lack %q", got, want)
 		}
+	}
+}
+
+// TestCleanupUnlistableIsNotClean: when the groups can't be listed, the clean-up reports the
+// account as unknown rather than clean, and the run fails with ErrLeftover.
+func TestCleanupUnlistableIsNotClean(t *testing.T) {
+	tg := newTarget(t, imsim.Config{})
+	cfg := tg.config()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg.OnCall = func(n int) {
+		if n == 6 { // groups exist by now; from here every get_contact_group fails
+			tg.sim.SetFaults(imsim.Faults{ErrorRates: map[int]float64{im.CodeInternal: 1}, APIs: []string{im.APIGet}})
+			cancel()
+		}
+	}
+	cfg.CleanupTimeout = 2 * time.Second
+	tr, err := Run(ctx, cfg)
+	if !errors.Is(err, ErrLeftover) || len(tr.Leftover) == 0 || !strings.Contains(tr.Leftover[0], "unknown") {
+		t.Fatalf("err %v, leftover %v", err, tr.Leftover)
+	}
+	if tg.groups("probe-a") == 0 {
+		t.Fatal("no group was left, so the test proves nothing")
 	}
 }

@@ -211,5 +211,8 @@ func ReadTranscript(rd io.Reader) (*Transcript, error) {
 	if t.Format != Format {
 		return nil, fmt.Errorf("%w %q (want %q)", ErrFormat, t.Format, Format)
 	}
+	if len(t.Accounts) < 1 || len(t.Accounts) > 2 || t.Accounts[0] == "" {
+		return nil, fmt.Errorf("imcheck transcript: %d accounts, want one or two", len(t.Accounts))
+	}
 	return &t, nil
 }
