@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -65,6 +66,10 @@ type Config struct {
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
 
+	// Partitioner is the producers' partitioner (default event.DefaultPartitioner): records in
+	// another partition than it gives their key are counted in EventsMisrouted.
+	Partitioner event.Partitioner
+
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
@@ -82,6 +87,7 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
 	}
@@ -134,6 +140,11 @@ func (c Config) Validate() error {
 		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
+		}
+	}
+	if c.Partitioner != "" {
+		if err := c.Partitioner.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("partitioner: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

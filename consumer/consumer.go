@@ -33,6 +33,8 @@ type Consumer struct {
 	// moved it, and the window replaces the read-back: rebalances cost no history re-read.
 	// Only the Run goroutine's generations touch it, one at a time.
 	kept map[int]keptPart
+	// route counts records the configured partitioner would not put where they are.
+	route routeCheck
 }
 
 type keptPart struct {
@@ -137,6 +139,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		}
 		return
 	}
+	c.route.partitions.Store(int64(total))
 	if cfg.Share != nil {
 		cfg.Share.SetPartitions(ids, total)
 	}
@@ -406,6 +409,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		name = ev.FromAccount
 	}
 	cfg.Metrics.EventsConsumed.Inc()
+	e.c.route.check(cfg, m)
 
 	e.mu.Lock()
 	defer e.mu.Unlock()

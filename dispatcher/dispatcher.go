@@ -20,6 +20,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // errPaused ends an attempt that found the dispatcher paused after its rate-limiter wait.
@@ -44,8 +45,8 @@ const maxGetPages = 200
 // use get_contact_group: if only creates fail, the dispatcher resumes after a probe and pauses
 // again after OutageWindow failed calls, which bounds what an outage of one API costs.
 //
-// Known limit: the im client re-signs and retries once on 70001/70052 inside one call, so such a
-// call may reach the server twice on one grant of the limiter.
+// The im client re-signs and retries once on 70001/70052 inside one call; that second request
+// takes a slot of its own through the call's im.Gate.
 type Dispatcher struct {
 	cfg    Config
 	log    *zap.Logger
@@ -266,7 +267,9 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	if err != nil {
 		return err
 	}
-	defer l.finished(g)
+	gate := &slotGate{l: l, m: r.d.cfg.Metrics}
+	gate.cur.Store(g)
+	defer func() { l.finished(gate.cur.Load()) }()
 	if reason, _ := r.d.paused(); reason != "" {
 		// Paused while we queued: with a backlog, hundreds of events wait here, and each would
 		// otherwise spend a call on an API we know refuses us. The unused grant only slows us.
@@ -282,10 +285,10 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 			if fresh.Load() {
 				t = t.Add(r.d.cfg.FreshConnMargin)
 			}
-			l.wrote(g, now, t)
+			l.wrote(gate.cur.Load(), now, t)
 		},
 	}
-	err = fn(httptrace.WithClientTrace(ctx, trace))
+	err = fn(im.WithGate(httptrace.WithClientTrace(ctx, trace), gate))
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -295,6 +298,31 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	}
 	r.d.recordCall(r.ev.FromAccount, e)
 	return err
+}
+
+// slotGate is the im.Gate of one call. Its first request uses the slot the call acquired;
+// every later one (the client re-signs and sends again after 70001/70052) reaches the server
+// too, so it takes a slot of its own, and the previous one is finished.
+type slotGate struct {
+	l     *limiter
+	m     *metrics.Metrics
+	cur   atomic.Pointer[grant] // the slot of the request being sent; read by the trace hooks
+	extra bool                  // the first request has passed
+}
+
+// Wait admits the call's next request.
+func (s *slotGate) Wait(ctx context.Context) error {
+	if !s.extra {
+		s.extra = true
+		return nil
+	}
+	g, waited, err := s.l.acquire(ctx)
+	s.m.RateLimitWait.Observe(waited.Seconds())
+	if err != nil {
+		return err
+	}
+	s.l.finished(s.cur.Swap(g))
+	return nil
 }
 
 // create sends create_contact_group. It returns an outcome, or the failure to handle.
@@ -438,6 +466,14 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 		for _, res := range e.Results {
 			if res.ResultCode == im.CodeGroupCheckFailed {
 				r.groupChecks++
+				break
+			}
+		}
+		// A frequency-limit code on an item is the server saying the same thing as one on the
+		// whole call: the call counted, and we are over the quota.
+		for _, res := range e.Results {
+			if im.Classify(res.ResultCode) == im.ClassRateLimited {
+				r.d.limiterFor(api).slowDown()
 				break
 			}
 		}

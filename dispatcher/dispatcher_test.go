@@ -738,3 +738,53 @@ func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
 		t.Errorf("slow account after cancel: %v", err)
 	}
 }
+
+// TestFrequencyLimitInItemResultsSlowsDown: 60007 inside the per-conversation results of an
+// answer whose ErrorCode is 0 is the server saying we are over the quota, as much as a 60007 on
+// the whole call; the limiter must slow down for it too.
+func TestFrequencyLimitInItemResultsSlowsDown(t *testing.T) {
+	for _, api := range []string{im.APICreate, im.APIUpdate} {
+		t.Run(api, func(t *testing.T) {
+			var (
+				d      *Dispatcher
+				mu     sync.Mutex
+				lowest = 20.0
+			)
+			h := newHarness(t, func(c *Config) {
+				c.RateLimit, c.GetRateLimit = 20, 20
+				c.RetryBudget = 3 * time.Second
+				c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
+				sleep := c.Sleep
+				c.Sleep = func(ctx context.Context, dur time.Duration) error {
+					if d != nil {
+						r := d.limiterFor(api).rateNow()
+						mu.Lock()
+						lowest = min(lowest, r)
+						mu.Unlock()
+					}
+					return sleep(ctx, dur)
+				}
+			})
+			d = h.d
+			h.api.itemCodes[item("carol").Key()] = im.CodeFrequency
+			// Four accounts at once: each one's first create is answered with a 60007 item, and
+			// its retries go through update (the group exists).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var results []<-chan result
+			for i := range 4 {
+				results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends", c2c("bob"), c2c("carol"))}))
+			}
+			for _, ch := range results {
+				if r := <-ch; r.err != nil || r.o.Result != Exhausted {
+					t.Fatalf("outcome = %+v, %v; want exhausted (60007 items are retried)", r.o, r.err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if lowest > 20*DefaultSlowDownFactor+1e-9 {
+				t.Errorf("lowest %s rate while items were answered 60007 = %v, want <= %v", api, lowest, 20*DefaultSlowDownFactor)
+			}
+		})
+	}
+}

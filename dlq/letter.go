@@ -27,6 +27,10 @@ const (
 	HeaderConsumerGroup     = "dlq-consumer-group"
 	HeaderReplayCount       = "dlq-replay-count"
 	HeaderResult            = "dlq-result"
+	// HeaderOriginalPartitionCount is how many partitions the original topic had when the letter
+	// was written. Replay puts the event back in dlq-original-partition only while the topic still
+	// has that many: with another count, the account's live events hash elsewhere.
+	HeaderOriginalPartitionCount = "dlq-original-partition-count"
 )
 
 // Letter is why a record is dead-lettered. The consumer fills it; Record turns it and the original
@@ -40,4 +44,7 @@ type Letter struct {
 	FromAccount string // when known
 	ReplayCount int
 	Result      []byte // dlq-result JSON for partial/rejected, else nil
+	// OriginalPartitions is the original topic's partition count; 0 (unknown) omits
+	// dlq-original-partition-count. The Writer fills it when zero.
+	OriginalPartitions int
 }

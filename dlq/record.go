@@ -31,6 +31,8 @@ func ValidReason(r string) bool {
 // a record to recover the original headers.
 func isOurHeader(k string) bool {
 	switch k {
+	case HeaderOriginalPartitionCount:
+		return true
 	case HeaderOriginalTopic, HeaderOriginalPartition, HeaderOriginalOffset, HeaderOriginalTimestamp,
 		HeaderReason, HeaderErrorCode, HeaderErrorInfo, HeaderAttempts, HeaderFailedAt, HeaderEventID,
 		HeaderFromAccount, HeaderConsumerGroup, HeaderReplayCount, HeaderResult:
@@ -40,7 +42,7 @@ func isOurHeader(k string) bool {
 }
 
 // ourHeaderCount is how many headers Record appends at most.
-const ourHeaderCount = 14
+const ourHeaderCount = 15
 
 // timeFormat is RFC 3339 with the sub-second digits Kafka timestamps carry (milliseconds), so the
 // original timestamp survives the round trip.
@@ -64,6 +66,9 @@ func Record(orig kafka.Message, l Letter, group string, failedAt time.Time) kafk
 	add := func(k, v string) { hs = append(hs, kafka.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderOriginalTopic, orig.Topic)
 	add(HeaderOriginalPartition, strconv.Itoa(orig.Partition))
+	if l.OriginalPartitions > 0 {
+		add(HeaderOriginalPartitionCount, strconv.Itoa(l.OriginalPartitions))
+	}
 	add(HeaderOriginalOffset, strconv.FormatInt(orig.Offset, 10))
 	add(HeaderOriginalTimestamp, orig.Time.UTC().Format(timeFormat))
 	add(HeaderReason, l.Reason)
@@ -101,6 +106,9 @@ type Entry struct {
 	OriginalPartition int       `json:"original_partition"`
 	OriginalOffset    int64     `json:"original_offset"`
 	OriginalTime      time.Time `json:"original_time"`
+	// OriginalPartitions is dlq-original-partition-count: the original topic's partition count
+	// when the letter was written, 0 when the letter does not say.
+	OriginalPartitions int `json:"original_partitions,omitempty"`
 
 	Reason        string          `json:"reason"`
 	Code          int             `json:"code"`
@@ -116,6 +124,9 @@ type Entry struct {
 	// Replayed is true when the replay ledger records a replay of this DLQ record.
 	Replayed   bool      `json:"replayed"`
 	ReplayedAt time.Time `json:"replayed_at,omitzero"`
+	// Duplicates counts further letters for the same original record (a retried DLQ write),
+	// which List and Replay collapse into this one.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // Account is the account the record belongs to: dlq-from-account, or the record key when the
@@ -254,6 +265,12 @@ func Parse(m kafka.Message) (*Entry, error) {
 			return nil, bad(HeaderResult, "is not valid JSON")
 		}
 		e.Result = json.RawMessage(v)
+	}
+	if _, ok := ours[HeaderOriginalPartitionCount]; ok {
+		if n, err = integer(HeaderOriginalPartitionCount, 1); err != nil {
+			return nil, err
+		}
+		e.OriginalPartitions = int(n)
 	}
 	return e, nil
 }

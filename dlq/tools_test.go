@@ -233,8 +233,10 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Summary{DryRun: true, Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1,
-		OverMaxRecords: sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
+	want := Summary{DryRun: true, Source: "t.dlq", Target: "t", TargetPartitions: 3, Partitioner: "murmur2",
+		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
+		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
+		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
 	if fmt.Sprint(sum) != fmt.Sprint(want) || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
 		t.Fatalf("dry run summary %+v, want %+v", sum, want)
 	}
@@ -457,7 +459,9 @@ func TestToolsOverSASL(t *testing.T) {
 	if err := w.Check(ctx); err != nil {
 		t.Fatalf("Check over SASL: %v", err)
 	}
-	if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonRejected, Code: 51010, FromAccount: "alice"}); err != nil {
+	orig := origMessage()
+	orig.Topic, orig.Partition = "t", 1
+	if err := w.DeadLetter(ctx, orig, Letter{Reason: ReasonRejected, Code: 51010, FromAccount: "alice"}); err != nil {
 		t.Fatalf("DeadLetter over SASL: %v", err)
 	}
 	cfg := ToolConfig{Brokers: c.Brokers, Topic: "t", Transport: rt}
@@ -466,7 +470,7 @@ func TestToolsOverSASL(t *testing.T) {
 		t.Fatalf("List over SASL: %v %v", es, err)
 	}
 	sum, err := Replay(ctx, cfg, ReplayOptions{})
-	if err != nil || sum.Replayed != 1 {
+	if err != nil || sum.Replayed != 1 || sum.ToOriginalPartition != 1 {
 		t.Fatalf("Replay over SASL: %+v %v", sum, err)
 	}
 	if sum, err = Replay(ctx, cfg, ReplayOptions{}); err != nil || sum.AlreadyReplayed != 1 {

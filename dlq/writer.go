@@ -60,6 +60,8 @@ type Writer struct {
 	log *zap.Logger
 	m   *metrics.Metrics
 	now func() time.Time
+	// counts fills dlq-original-partition-count.
+	counts *partitionCounts
 }
 
 // NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
@@ -83,6 +85,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 		rt = w.own
 	}
 	w.w = newProducer(cfg.Brokers, cfg.Topic, rt, cfg.WriteTimeout)
+	w.counts = newPartitionCounts(cfg.Brokers, rt, w.log, w.now)
 	return w, nil
 }
 
@@ -134,6 +137,9 @@ func (w *Writer) Check(ctx context.Context) error {
 // rec meanwhile. A retried write may duplicate the record: the dlq-original-* coordinate is the
 // dedupe key.
 func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
+	if l.OriginalPartitions == 0 {
+		l.OriginalPartitions = w.counts.get(ctx, rec.Topic)
+	}
 	msg := Record(rec, l, w.cfg.GroupID, w.now())
 	if err := w.w.WriteMessages(ctx, msg); err != nil {
 		return fmt.Errorf("dlq: write %s/%d/%d to %s: %w", rec.Topic, rec.Partition, rec.Offset, w.cfg.Topic, firstWriteError(err))

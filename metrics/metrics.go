@@ -50,6 +50,7 @@ type Metrics struct {
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
 	RateLimitHeld   *prometheus.CounterVec // api, reason: fresh_conn, late_arrival
 	UncertainChecks *prometheus.CounterVec // found: true, false
+	EventsMisrouted *prometheus.CounterVec // topic
 }
 
 // New registers every collector on reg (plus the Go runtime and process collectors when
@@ -91,6 +92,8 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Time calls' slots were held in the limiter's window beyond their write, by api and reason (fresh_conn, late_arrival); while saturated its rate is about the share of the budget given up.",
 			"api", "reason"),
 		UncertainChecks: f.counterVec("uncertain_checks_total", "Existence checks before a create, by whether the group was found.", "found"),
+		EventsMisrouted: f.counterVec("events_misrouted_total",
+			"Records in another partition than the configured producer partitioner gives their key (a producer with another partitioner).", "topic"),
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {

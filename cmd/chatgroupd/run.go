@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -45,6 +46,7 @@ type serviceFlags struct {
 	dedupeWindow    int
 	logLevel        string
 	logFormat       string
+	partitioner     string
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
@@ -79,6 +81,7 @@ func (f *serviceFlags) register(fs interface {
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&f.partitioner, "partitioner", string(event.DefaultPartitioner), "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total")
 }
 
 func (f *serviceFlags) dlq() string {

@@ -14,6 +14,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -48,6 +49,10 @@ type service struct {
 
 func newService(cfg serviceConfig) (*service, error) {
 	f := cfg.flags
+	partitioner, err := event.ParsePartitioner(f.partitioner)
+	if err != nil {
+		return nil, fmt.Errorf("--partitioner: %w", err)
+	}
 	client, err := im.New(im.Config{
 		SDKAppID: f.sdkAppID, Admin: f.admin, SecretKey: cfg.secretKey,
 		Region: f.imRegion, BaseURL: f.imEndpoint, Timeout: f.imTimeout,
@@ -79,7 +84,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Dispatcher: disp, DeadLetterer: dw, Share: disp,
+		Dispatcher: disp, DeadLetterer: dw, Share: disp, Partitioner: partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
 		Logger: cfg.log, Metrics: cfg.metrics,

@@ -279,6 +279,7 @@ func TestServiceBadConfig(t *testing.T) {
 		"negative rate":               func(f *serviceFlags) { f.rateLimit = -1 },
 		"late arrival max over 500ms": func(f *serviceFlags) { f.lateArrivalMax = time.Second },
 		"unknown duplicate policy":    func(f *serviceFlags) { f.duplicateNames = "allow" },
+		"unknown partitioner":         func(f *serviceFlags) { f.partitioner = "murmur3" },
 	} {
 		f := base
 		mutate(&f)
