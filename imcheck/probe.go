@@ -198,8 +198,8 @@ func Run(ctx context.Context, cfg Config) (*Transcript, error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CleanupTimeout)
 	defer cancel()
 	if p.touched {
-		t.Leftover = p.cleanupAll(withStep(cctx, "cleanup"))
-		if len(t.Leftover) > 0 {
+		if left := p.cleanupAll(withStep(cctx, "cleanup")); len(left) > 0 {
+			t.Leftover = left
 			err = errors.Join(err, fmt.Errorf("%w: %s", ErrLeftover, strings.Join(t.Leftover, ", ")))
 		}
 	}

@@ -251,8 +251,13 @@ func TestTranscriptStableAndRedacted(t *testing.T) {
 			t.Fatalf("transcript holds the usersig %q", sig)
 		}
 	}
-	if !strings.Contains(b.String(), `"usersig": "REDACTED"`) {
+	if !strings.Contains(b.String(), `"usersig":"REDACTED"`) {
 		t.Fatal("transcript does not show the redaction")
+	}
+	for _, want := range []string{"\n  \"calls\": [\n    {\"seq\":1,\"step\":\"preflight\"", "\n  \"leftover\": []\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("transcript lacks %q:\n%.600s", want, b.String())
+		}
 	}
 	back, err := ReadTranscript(bytes.NewReader(b.Bytes()))
 	if err != nil {
