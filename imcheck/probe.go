@@ -536,10 +536,18 @@ func (p *prober) duplicateName(ctx context.Context) error {
 	case second.top != 0:
 		p.observe(RowDuplicateName, "refused: code "+strconv.Itoa(second.top),
 			"--duplicate-names=reject", "--duplicate-code="+strconv.Itoa(second.top))
-	case second.group.GroupID != 0 && second.group.GroupID == first.group.GroupID:
-		p.observe(RowDuplicateName, "merged into the existing group", "--duplicate-names=merge")
 	default:
-		p.observe(RowDuplicateName, "a second group with the same name", "--duplicate-names=allow")
+		// Accepted: count the groups of that name rather than trust the answer's GroupId.
+		switch count, err := p.countNamed(ctx, p.cfg.Account, n); {
+		case err != nil:
+			p.observe(RowDuplicateName, "accepted, then listing failed: "+classify(err, nil, nil).String())
+		case count == 1:
+			p.observe(RowDuplicateName, "merged into the existing group", "--duplicate-names=merge")
+		case count == 2:
+			p.observe(RowDuplicateName, "a second group with the same name", "--duplicate-names=allow")
+		default:
+			p.observe(RowDuplicateName, fmt.Sprintf("accepted, then %d groups with the name", count))
+		}
 	}
 	if p.cfg.Account2 == "" {
 		p.observe(RowNamesPerUser, notProbedPrefix+"no second account (--account2)")
@@ -551,6 +559,21 @@ func (p *prober) duplicateName(ctx context.Context) error {
 		p.observe(RowNamesPerUser, "no: "+other.String())
 	}
 	return ctx.Err()
+}
+
+// countNamed counts acct's groups called name.
+func (p *prober) countNamed(ctx context.Context, acct, name string) (int, error) {
+	groups, _, err := p.c.GetAllContactGroups(ctx, acct)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range groups {
+		if g.GroupName == name {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (p *prober) renameOntoExisting(ctx context.Context) error {
