@@ -360,3 +360,18 @@ func TestCleanupUnlistableIsNotClean(t *testing.T) {
 		t.Fatal("no group was left, so the test proves nothing")
 	}
 }
+
+// TestPreflightFailureChangesNothing: an account the API refuses (not imported) ends the run
+// with the API's code before anything is created.
+func TestPreflightFailureChangesNothing(t *testing.T) {
+	tg := newTarget(t, imsim.Config{NotImported: []string{"probe-b"}})
+	tr, err := Run(context.Background(), tg.config())
+	if err == nil || !strings.Contains(err.Error(), "50001") || !strings.Contains(err.Error(), "probe-b") {
+		t.Fatalf("err %v", err)
+	}
+	for _, c := range tr.Calls {
+		if c.API != im.APIGet {
+			t.Fatalf("a %s call after a failed preflight", c.API)
+		}
+	}
+}

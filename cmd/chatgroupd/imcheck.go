@@ -106,6 +106,12 @@ func runIMCheck(ctx context.Context, args []string, getenv env, stdout, stderr i
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
+		if f.transcript != "-" {
+			// Find out now, not after the API calls, that the transcript can't be written.
+			if err := checkWritable(f.transcript); err != nil {
+				return err
+			}
+		}
 		tr, runErr = imcheck.Run(ctx, cfg)
 		if tr == nil {
 			return runErr
@@ -148,6 +154,17 @@ func second(accts []string) string {
 		return accts[1]
 	}
 	return ""
+}
+
+// checkWritable fails unless a file can be created beside path (writeTranscript's temp file).
+func checkWritable(path string) error {
+	tmp := path + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("imcheck transcript: %w", err)
+	}
+	fh.Close()
+	return os.Remove(tmp)
 }
 
 // writeTranscript writes t to path through a temporary file, so a crash leaves no half a file.

@@ -107,6 +107,7 @@ func TestIMCheckCommandErrors(t *testing.T) {
 		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "0"}, "must be positive"},
 		{[]string{"--sdkappid", "1", "--account", "a", "--account2", "a"}, "must differ"},
 		{[]string{"--from-transcript", "/nonexistent/t.json"}, "no such file"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--im-endpoint", "http://127.0.0.1:1", "--transcript", "/nonexistent/dir/t.json"}, "imcheck transcript"},
 	} {
 		err := run(context.Background(), append([]string{"imcheck"}, c.args...), keyEnv, &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
