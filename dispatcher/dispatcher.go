@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -188,7 +190,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now()}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx}
+	if t.Drain != nil {
+		// Waits (grant, pause, backoff) end with Drain as well as ctx; API calls only with ctx.
+		wctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := context.AfterFunc(t.Drain, func() { cancel(ErrDrained) })
+		defer stop()
+		r.wait = wctx
+	}
 	return r.do(ctx)
 }
 
@@ -206,12 +216,22 @@ type run struct {
 	dupErr *im.Error
 	start  time.Time
 	paused time.Duration
+	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
+	wait context.Context
+}
+
+// drained returns the error to end the dispatch with once the wait context ended, else nil.
+func (r *run) drained() error {
+	if r.wait.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("dispatcher: %w", context.Cause(r.wait))
 }
 
 func (r *run) do(ctx context.Context) (Outcome, error) {
 	for {
-		if err := r.waitRunning(ctx); err != nil {
-			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
+		if err := r.waitRunning(r.wait); err != nil {
+			return Outcome{}, fmt.Errorf("dispatcher: %w", context.Cause(r.wait))
 		}
 		var (
 			o   *Outcome
@@ -230,11 +250,17 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", ctx.Err())
 		}
+		if err := r.drained(); err != nil {
+			return Outcome{}, err
+		}
 		if errors.Is(err, errPaused) {
 			continue
 		}
 		if o, err = r.failed(ctx, api, err); o != nil {
 			return *o, nil
+		}
+		if err := r.drained(); err != nil {
+			return Outcome{}, err
 		}
 		if err != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
@@ -262,14 +288,18 @@ func (r *run) waitRunning(ctx context.Context) error {
 
 // call makes one rate-limited API call and feeds its result to readiness and outage detection.
 func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) error) error {
-	g, waited, err := l.acquire(ctx)
+	g, waited, err := l.acquire(r.wait)
 	r.d.cfg.Metrics.RateLimitWait.Observe(waited.Seconds())
 	if err != nil {
-		return err
+		return context.Cause(r.wait)
 	}
 	gate := &slotGate{l: l, m: r.d.cfg.Metrics}
 	gate.cur.Store(g)
 	defer func() { l.finished(gate.cur.Load()) }()
+	if r.wait.Err() != nil {
+		// Drained as the grant came: not sent yet, so not sent at all.
+		return context.Cause(r.wait)
+	}
 	if reason, _ := r.d.paused(); reason != "" {
 		// Paused while we queued: with a backlog, hundreds of events wait here, and each would
 		// otherwise spend a call on an API we know refuses us. The unused grant only slows us.
@@ -541,7 +571,7 @@ func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, err
 	wait := min(rand.N(min(ceil, r.d.cfg.BackoffMax)+1), left)
 	r.d.log.Debug("retrying", zap.String("api", api), zap.String("code", e.MetricCode()),
 		zap.String("account", r.ev.FromAccount), zap.Int("attempts", r.attempts), zap.Duration("backoff", wait))
-	return nil, r.d.cfg.Sleep(ctx, wait)
+	return nil, r.d.cfg.Sleep(r.wait, wait)
 }
 
 func (r *run) countRetry(api string, e *im.Error) {
@@ -627,8 +657,21 @@ func (r *run) partial(e *im.Error) *Outcome {
 
 // exhausted is the outcome of transient failures past the retry budget.
 func (r *run) exhausted(e *im.Error) Outcome {
-	return Outcome{Result: Exhausted, Code: errCode(e), Attempts: r.attempts,
+	return Outcome{Result: Exhausted, Code: exhaustedCode(e), Attempts: r.attempts,
 		Info: fmt.Sprintf("retry budget %v spent after %d attempts; last: %v", r.d.cfg.RetryBudget, r.attempts, e)}
+}
+
+// exhaustedCode is errCode, except that a last failure with no answer at all gets
+// dlq.CodeTimeout or dlq.CodeNetwork: 0 is the code of invalid events.
+func exhaustedCode(e *im.Error) int {
+	if c := errCode(e); c != 0 {
+		return c
+	}
+	var ne net.Error
+	if errors.Is(e, context.DeadlineExceeded) || errors.As(e, &ne) && ne.Timeout() {
+		return dlq.CodeTimeout
+	}
+	return dlq.CodeNetwork
 }
 
 // errCode is the IM code of e, or its HTTP status when there is none (0 for network failures).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -92,6 +94,37 @@ func TestTransientPastBudgetExhausted(t *testing.T) {
 		t.Errorf("info %q does not name the last code", o.Info)
 	}
 }
+
+// TestExhaustedCodeNetworkAndTimeout: an event exhausted by failures that got no answer is told
+// apart from an invalid event (code 0) and from each other: dlq-error-code network or timeout.
+func TestExhaustedCodeNetworkAndTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"refused", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: errors.New("connect: connection refused")}, dlq.CodeNetwork},
+		{"malformed", &im.Error{API: im.APICreate, Class: im.ClassTransient, Malformed: true, HTTPStatus: 200, Err: im.ErrMalformedResponse}, dlq.CodeNetwork},
+		{"deadline", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, dlq.CodeTimeout},
+		{"net timeout", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: &net.OpError{Op: "read", Err: timeoutErr{}}}, dlq.CodeTimeout},
+		{"http 503", &im.Error{API: im.APICreate, Class: im.ClassTransient, HTTPStatus: 503}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.RetryBudget = time.Minute })
+			h.api.setAlways(im.APICreate, tc.err)
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Exhausted || o.Code != tc.want {
+				t.Fatalf("outcome %v code %d, want exhausted with %d", o.Result, o.Code, tc.want)
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
 
 func TestBackoffIsExponentialAndCapped(t *testing.T) {
 	var mu sync.Mutex

@@ -41,6 +41,8 @@
 //	GET  /admin/state?account=a   {"account":"a","groups":[{"GroupName":…,"GroupId":…,"Contacts":[…]}]}
 //	GET  /admin/stats             Stats as JSON
 //	POST /admin/invalidate-sigs   sigs issued before now answer 70052
+//	GET  /admin/calls             the call log (Config.CallLog) as a JSON array of Call
+//	POST /admin/account-latency   body {"account":"a","latency":"5s"}: a's calls wait 5s first
 package imsim
 
 import (
@@ -167,6 +169,9 @@ type Config struct {
 	Admin AdminConfig
 	// Seed makes fault draws reproducible; 0 seeds from the clock.
 	Seed uint64
+	// CallLog keeps every API call (account, request, start, end, answer) for Calls and
+	// GET /admin/calls; off by default, as it grows with every call.
+	CallLog bool
 	// Now is the clock of rate windows and sig expiry; default time.Now.
 	Now func() time.Time
 	// Registerer receives the simulator's metrics (imsim_*); nil registers nowhere.
@@ -331,6 +336,8 @@ type Server struct {
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
 	sigCache      map[string]im.UserSigInfo
+
+	cs callState // call log and per-account latency (calllog.go)
 }
 
 // New validates cfg and returns a Server with empty state.
@@ -354,6 +361,7 @@ func New(cfg Config) (*Server, error) {
 		windows:  map[string]*window{},
 		stats:    map[string]*APIStats{},
 		sigCache: map[string]im.UserSigInfo{},
+		cs:       callState{latency: map[string]time.Duration{}},
 		faults:   cfg.Faults.clone(),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imsim", Name: "calls_total",
@@ -468,7 +476,7 @@ func ok() *response { return &response{BaseResponse: im.BaseResponse{ActionStatu
 // ServeHTTP serves the API under /v4/recentcontact/ and the admin endpoints under /admin/.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if api, found := apiByPath[r.URL.Path]; found {
-		s.serveAPI(w, r, api)
+		s.serveLogged(w, r, api)
 		return
 	}
 	if !strings.HasPrefix(r.URL.Path, "/admin/") {
@@ -480,6 +488,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.URL.Path {
+	case "/admin/calls":
+		s.serveCalls(w, r)
+	case "/admin/account-latency":
+		s.serveAccountLatency(w, r)
 	case "/admin/faults":
 		s.serveFaults(w, r)
 	case "/admin/state":
@@ -577,6 +589,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		return
 	}
 	resp = s.apply(api, body)
+	markApplied(r.Context(), api, resp)
 	switch kind {
 	case faultApplyFail:
 		s.answer(w, api, fail(im.CodeTimeout, "injected fault: applied, then timed out"), true)

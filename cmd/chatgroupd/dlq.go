@@ -121,7 +121,7 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 	fs.StringVar(&o.topic, "topic", "chat.contact-groups", "the event topic (replays go here)")
 	fs.StringVar(&o.dlqTopic, "dlq-topic", "", "the dead-letter topic (default <topic>.dlq)")
 	fs.StringVar(&o.group, "group", "chatgroupd", `only records dead-lettered by this consumer group ("" for all)`)
-	fs.StringVar(&o.codes, "code", "", "only these IM error codes, comma-separated (0 = invalid events)")
+	fs.StringVar(&o.codes, "code", "", "only these error codes, comma-separated: IM codes, HTTP statuses, network, timeout (0 = invalid events)")
 	fs.StringVar(&o.reasons, "reason", "", "only these reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "))
 	fs.StringVar(&o.account, "account", "", "only this account (from_account)")
 	fs.StringVar(&o.since, "since", "", "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
@@ -224,9 +224,9 @@ func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output strin
 		if e.Replayed {
 			replayed = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%d\t%s\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
-			e.Reason, e.Code, dlqCell(e.Info, 60), e.Attempts, replayed)
+			e.Reason, dlq.FormatCode(e.Code), dlqCell(e.Info, 60), e.Attempts, replayed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -254,7 +254,7 @@ func dlqListNotes(l dlq.Listing) string {
 }
 
 // errNotConfirmed is the refusal to replay without --yes.
-var errNotConfirmed = errors.New("nothing replayed: this needs --yes")
+var errNotConfirmed = errors.New("not confirmed")
 
 func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, yes bool, output string, stdout io.Writer) error {
 	planned := false
@@ -266,7 +266,7 @@ func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, 
 		if opts.DryRun || yes || (plan.OtherTopic > 0 && !opts.Force) { // the last: Replay refuses next
 			return nil
 		}
-		return fmt.Errorf("%w: re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
+		return fmt.Errorf("%w: nothing was replayed; re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
 			errNotConfirmed, plan.Replayed, plan.Source, plan.Target)
 	}
 	sum, err := dlq.Replay(ctx, cfg, opts)
@@ -316,6 +316,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	}
 	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
 	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
+	if s.Truncated > 0 {
+		fmt.Fprintf(tw, "skipped: truncated letters\t%d\twritten without their value (dlq-truncated); read the originals from the event topic\n", s.Truncated)
+	}
 	if s.OverLimit > 0 {
 		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
 	}
@@ -399,9 +402,9 @@ func newDLQEntryView(e *dlq.Entry) dlqEntryView {
 func dlqParseCodes(s string) ([]int, error) {
 	var out []int
 	for _, p := range splitList(s) {
-		n, err := strconv.Atoi(p)
+		n, err := dlq.ParseCode(p)
 		if err != nil {
-			return nil, fmt.Errorf("--code %q: not an integer IM code", p)
+			return nil, fmt.Errorf("--code %q: not an IM code, HTTP status, network or timeout", p)
 		}
 		out = append(out, n)
 	}

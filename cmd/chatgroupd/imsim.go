@@ -58,6 +58,7 @@ type imsimFlags struct {
 	applyFailRate  float64
 	applyHangRate  float64
 	faultAPIs      string
+	callLog        bool
 	logLevel       string
 	logFormat      string
 }
@@ -101,6 +102,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	fs.Float64Var(&f.applyFailRate, "apply-then-fail-rate", 0, "fraction of create/update/delete calls applied, then answered 50005")
 	fs.Float64Var(&f.applyHangRate, "apply-then-hang-rate", 0, "fraction of create/update/delete calls applied, then held")
 	fs.StringVar(&f.faultAPIs, "fault-apis", "", "APIs the fault rates apply to, comma-separated (default all), e.g. create_contact_group")
+	fs.BoolVar(&f.callLog, "call-log", false, "keep every API call (account, request, start, end, answer) in memory for GET /admin/calls (tests; grows with every call)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -145,6 +147,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 		RenameDuplicates: f.renameDups, AddExistingCode: f.addExisting, RemoveMissingCode: f.removeMissing,
 		MissingGroupCode: f.missingGroup, DeleteMissingOK: f.deleteMissOK, MaxNameBytes: f.maxNameLen,
 		NameUnit: f.nameUnit, RateWindow: f.rateWindow, Admin: admin,
+		CallLog: f.callLog,
 		Faults: imsim.Faults{
 			Latency: f.latency, Jitter: f.jitter, LogNormalMean: f.latencyMean, LogNormalP99: f.latencyP99,
 			ErrorRates: rates, HTTP502Rate: f.http502Rate, HangRate: f.hangRate,

@@ -131,6 +131,8 @@ flag would be an error.
   value: {{ .Values.kafka.group | quote }}
 - name: CHATGROUPD_DLQ_TOPIC
   value: {{ include "chatgroupd.dlqTopic" . | quote }}
+- name: CHATGROUPD_PARTITIONER
+  value: {{ .Values.kafka.partitioner | default "murmur2" | quote }}
 - name: CHATGROUPD_IM_REGION
   value: {{ .Values.im.region | quote }}
 {{- with .Values.im.endpoint }}
