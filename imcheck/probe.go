@@ -107,8 +107,8 @@ type Config struct {
 	Account string
 	// Account2 is an optional second test account (checks that names are per user).
 	Account2 string
-	// Rate is calls per second, at most MaxRate; default DefaultRate. Negative: unpaced (only
-	// for a simulator in this process).
+	// Rate is calls per second, 1 to MaxRate; default DefaultRate. Negative: unpaced (only for
+	// a simulator in this process).
 	Rate float64
 	// AllowExistingGroups lets the probe run on an account that has groups. It then touches
 	// only its own and skips the limit and paging rows, whose counts the groups would skew.
@@ -161,6 +161,9 @@ func (c *Config) validate() error {
 		return errors.New("imcheck config: accounts are at most 32 bytes")
 	case c.Rate > MaxRate:
 		return fmt.Errorf("imcheck config: rate %g over %g calls/s", c.Rate, MaxRate)
+	case c.Rate > 0 && c.Rate < 1:
+		// A call waits for its turn inside the client's per-call timeout.
+		return fmt.Errorf("imcheck config: rate %g below 1 call/s", c.Rate)
 	case c.WindowLimit < 1:
 		return fmt.Errorf("imcheck config: window limit %d below 1", c.WindowLimit)
 	case c.CleanupTimeout <= 0:

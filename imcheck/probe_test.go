@@ -311,6 +311,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Client: ok, Account: "a", Account2: "a"}, "must differ"},
 		{Config{Client: ok, Account: strings.Repeat("a", 33)}, "32 bytes"},
 		{Config{Client: ok, Account: "a", Rate: 51}, "over 50"},
+		{Config{Client: ok, Account: "a", Rate: 0.5}, "below 1"},
 		{Config{Client: im.Config{}, Account: "a"}, "sdkappid"},
 	} {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -53,7 +53,7 @@ func runIMCheck(ctx context.Context, args []string, getenv env, stdout, stderr i
 	fs.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the IM secret key (else CHATGROUPD_SECRET_KEY)")
 	fs.StringVar(&f.account, "account", "", "test account the script runs on (required; must have no groups)")
 	fs.StringVar(&f.account2, "account2", "", "optional second test account (checks that group names are per user)")
-	fs.Float64Var(&f.rate, "rate", imcheck.DefaultRate, "calls per second, at most 50 (the API allows 200 per API)")
+	fs.Float64Var(&f.rate, "rate", imcheck.DefaultRate, "calls per second, 1 to 50 (the API allows 200 per API)")
 	fs.BoolVar(&f.allowExisting, "allow-existing-groups", false, "probe accounts that have groups (their groups are left alone; the limit and paging rows are skipped)")
 	fs.BoolVar(&f.probeWindow, "probe-rate-window", false, "also tell a sliding rate window from calendar seconds: spends one second's whole get_contact_group budget of the app, twice")
 	fs.IntVar(&f.windowLimit, "window-limit", imcheck.DefaultWindowLimit, "get_contact_group calls per second the app is allowed (the burst of --probe-rate-window)")
