@@ -69,7 +69,7 @@ func newIMCheckFlags(f *imcheckFlags) *flag.FlagSet {
 	stringFlag(fs, &f.secretKeyFile, "secret-key-file", "", anyString, "file holding the IM secret key (else CHATGROUPD_SECRET_KEY)")
 	stringFlag(fs, &f.account, "account", "", anyString, "test account the script runs on (required; must have no groups)")
 	stringFlag(fs, &f.account2, "account2", "", anyString, "optional second test account (checks that group names are per user)")
-	floatFlag(fs, &f.rate, "rate", imcheck.DefaultRate, 0.1, 50, "calls per second, at most 50 (the API allows 200 per API)")
+	floatFlag(fs, &f.rate, "rate", imcheck.DefaultRate, 1, imcheck.MaxRate, "calls per second, 1 to 50 (the API allows 200 per API)")
 	boolFlag(fs, &f.allowExisting, "allow-existing-groups", false, "probe accounts that have groups (their groups are left alone; the limit and paging rows are skipped)")
 	boolFlag(fs, &f.probeWindow, "probe-rate-window", false, "also tell a sliding rate window from calendar seconds: spends one second's whole get_contact_group budget of the app, twice")
 	intFlag(fs, &f.windowLimit, "window-limit", imcheck.DefaultWindowLimit, 1, 100000, "get_contact_group calls per second the app is allowed (the burst of --probe-rate-window)")
@@ -125,6 +125,12 @@ func runIMCheck(ctx context.Context, args []string, getenv env, stdout, stderr i
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
+		if f.transcript != "-" {
+			// Find out now, not after the API calls, that the transcript can't be written.
+			if err := checkWritable(f.transcript); err != nil {
+				return err
+			}
+		}
 		tr, runErr = imcheck.Run(ctx, cfg)
 		if tr == nil {
 			return runErr
@@ -167,6 +173,17 @@ func second(accts []string) string {
 		return accts[1]
 	}
 	return ""
+}
+
+// checkWritable fails unless a file can be created beside path (writeTranscript's temp file).
+func checkWritable(path string) error {
+	tmp := path + ".tmp"
+	fh, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("imcheck transcript: %w", err)
+	}
+	fh.Close()
+	return os.Remove(tmp)
 }
 
 // writeTranscript writes t to path through a temporary file, so a crash leaves no half a file.
