@@ -116,6 +116,10 @@ type Config struct {
 	RecoverStep     float64
 	RecoverInterval time.Duration
 	MinRateFactor   float64
+	// FleetBudget: the create limiter's ceiling comes from SetCeiling (package budget, shared
+	// through Kafka) instead of from the partitions; SetShare and SetPartitions then set only
+	// the get and update limiters. Until the first SetCeiling no create call is made.
+	FleetBudget bool
 	// Standalone starts with the whole budget. Otherwise no call is made until the first
 	// SetShare, so a replica that has not learned its share can't overrun the group's budget.
 	Standalone bool

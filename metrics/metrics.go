@@ -50,6 +50,11 @@ type Metrics struct {
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
 	RateLimitHeld   *prometheus.CounterVec // api, reason: fresh_conn, late_arrival
 	UncertainChecks *prometheus.CounterVec // found: true, false
+
+	// Fleet budget (package budget).
+	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
+	FleetPeers      prometheus.Gauge       // other replicas with a live entry in the budget topic
+	FleetRecords    *prometheus.CounterVec // op: published, read, publish_error, read_error, invalid
 }
 
 // New registers every collector on reg (plus the Go runtime and process collectors when
@@ -72,7 +77,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		RateLimitWait: f.histogram("ratelimit_wait_seconds", "Time spent waiting for the rate limiter.",
 			[]float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 		RateLimitLimit: f.gauge("ratelimit_limit", "This replica's current share of the create budget (calls/s)."),
-		Retries:        f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
+		FleetBudgetMode: f.gaugeVec("fleet_budget_mode",
+			"How the create budget is shared among replicas: 1 for the mode in use (static, kafka).", "mode"),
+		FleetPeers: f.gauge("fleet_budget_peers", "Other replicas with a live entry in the budget topic (kafka mode)."),
+		FleetRecords: f.counterVec("fleet_budget_records_total",
+			"Budget topic records by op: published, read, publish_error, read_error, invalid.", "op"),
+		Retries: f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
 		EventE2E: f.histogram("event_e2e_seconds", "From occurred_at (or the record time) to applied.",
 			prometheus.ExponentialBuckets(0.01, 2, 16)),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
