@@ -33,6 +33,7 @@ type serviceFlags struct {
 	admin           string
 	secretKeyFile   string
 	rateLimit       float64
+	fleetBudget     string
 	metricsAddr     string
 	reorderWindow   time.Duration
 	retryBudget     time.Duration
@@ -65,6 +66,7 @@ func (f *serviceFlags) register(fs interface {
 	fs.StringVar(&f.admin, "admin", im.DefaultAdmin, "IM app admin identifier")
 	fs.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the IM secret key (else CHATGROUPD_SECRET_KEY)")
 	fs.Float64Var(&f.rateLimit, "rate-limit", 200, "create calls/s budget of the whole consumer group (all replicas together)")
+	fs.StringVar(&f.fleetBudget, "fleet-budget", fleetStatic, "how replicas share --rate-limit: static (each the share of its partitions) or kafka (budget flows to backlog, coordinated through the topic <topic>.budget; every replica must use the same mode)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "listen address of /metrics, /healthz and /readyz")
 	fs.DurationVar(&f.reorderWindow, "reorder-window", time.Second, "how long an event ahead of its account's seq waits for the missing ones")
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
