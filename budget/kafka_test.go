@@ -191,6 +191,19 @@ func BenchmarkFleetSkew(b *testing.B) {
 		u := float64(len(calls)) / (200 * math.Max(span, 1e-9))
 		b.ReportMetric(u, "utilisation")
 		b.ReportMetric(float64(maxWindow(calls)), "max_calls/s")
-		b.Logf("fleet-skew: %d calls in %.2fs: utilisation %.3f, highest second %d", len(calls), span, u, maxWindow(calls))
+		b.Logf("fleet-skew: %d calls in %.2fs: utilisation %.3f, highest second %d; calls per second: %v", len(calls), span, u, maxWindow(calls), perSecond(calls))
 	}
+}
+
+// perSecond counts calls in consecutive seconds from the first.
+func perSecond(calls []time.Time) []int {
+	var out []int
+	for _, c := range calls {
+		i := int(c.Sub(calls[0]) / time.Second)
+		for len(out) <= i {
+			out = append(out, 0)
+		}
+		out[i]++
+	}
+	return out
 }
