@@ -107,7 +107,9 @@ func (l *Ledger) Apply(r Record) Applied {
 		held = min(r.Held, e.grant) // a member never holds more than it was granted
 	}
 	grant := r.Want
-	if r.Want > held {
+	if r.Want <= held {
+		held = r.Want // a shrink: the member applied it before publishing
+	} else {
 		others := 0
 		for m, o := range l.es {
 			if m != r.Member {
