@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+
 	"github.com/chatgroupd/chatgroupd/budget"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/event"
@@ -207,3 +210,64 @@ func perSecond(calls []time.Time) []int {
 	}
 	return out
 }
+
+// TestKafkaRunnerSkipsInvalidRecords: records on the budget topic that no member could have
+// written (not JSON, no member, negative numbers) are counted and skipped; the member still
+// gets its grant from the valid ones around them.
+func TestKafkaRunnerSkipsInvalidRecords(t *testing.T) {
+	cluster := kafkatest.New(t)
+	topic := kafkatest.UniqueName("chat") + ".budget"
+	cluster.CreateTopic(t, topic, 1)
+	cluster.Produce(t, topic,
+		kafka.Message{Value: []byte("not json")},
+		kafka.Message{Value: []byte(`{"m":"","s":1}`)},
+		kafka.Message{Value: []byte(`{"m":"x","s":1,"h":-5}`)})
+	sink := &ceilingSink{}
+	m := metrics.NewNop()
+	r, err := budget.NewRunner(budget.KafkaConfig{Brokers: cluster.Brokers, Topic: topic, Metrics: m},
+		budget.Config{Member: "a", Budget: 50}, sink, demandOf(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for sink.get() != 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ceiling %d after 30s, want the whole budget of 50", sink.get())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.FleetRecords.WithLabelValues("invalid")); got != 3 {
+		t.Errorf("invalid records counted %v, want 3", got)
+	}
+	if sink.get() != 0 {
+		t.Errorf("ceiling %d after Run returned, want 0 (it left)", sink.get())
+	}
+}
+
+type ceilingSink struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (s *ceilingSink) SetCeiling(n int) {
+	s.mu.Lock()
+	s.n = n
+	s.mu.Unlock()
+}
+
+func (s *ceilingSink) get() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+type demandOf int
+
+func (d demandOf) Demand() int { return int(d) }
