@@ -349,3 +349,72 @@ func TestSimulationWorkConserving(t *testing.T) {
 		t.Errorf("%d calls in the second to %v", worst, at)
 	}
 }
+
+// TestSimulationMembershipChanges measures, on the simulated clock, how long the busy members
+// take to reach their new share after another joins, leaves gracefully or crashes (all with a
+// backlog): a join or a leave costs about a second, a crash the entry's TTL.
+func TestSimulationMembershipChanges(t *testing.T) {
+	const budget = 200
+	until := func(w *simWorld, cond func() bool) time.Duration {
+		from := w.now
+		for w.now.Sub(from) < 10*time.Second {
+			w.step()
+			if cond() {
+				return w.now.Sub(from)
+			}
+		}
+		t.Fatal("not reached within 10s")
+		return 0
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(w *simWorld, ms []*simMember) []*simMember // returns the members left busy
+		within time.Duration
+	}{
+		{"join", func(w *simWorld, ms []*simMember) []*simMember {
+			n := w.join()
+			n.backlog = 1e9
+			return append(ms, n)
+		}, 2 * time.Second},
+		{"graceful leave", func(w *simWorld, ms []*simMember) []*simMember {
+			r := ms[0].m.Leave(w.now.Add(ms[0].skew))
+			w.publish(ms[0], &r)
+			ms[0].gone = true
+			return ms[1:]
+		}, 2 * time.Second},
+		{"crash", func(w *simWorld, ms []*simMember) []*simMember {
+			ms[0].gone = true
+			return ms[1:]
+		}, DefaultTTL + 2*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 3, budget)
+			var ms []*simMember
+			for range 3 {
+				m := w.join()
+				m.backlog = 1e9
+				ms = append(ms, m)
+			}
+			w.run(5 * time.Second)
+			start := len(w.calls)
+			busy := tc.change(w, ms)
+			share := budget / len(busy)
+			took := until(w, func() bool {
+				for _, m := range busy {
+					if m.lim.share < share-1 {
+						return false
+					}
+				}
+				return true
+			})
+			t.Logf("%s: every busy member at its new share of %d after %v", tc.name, share, took)
+			if took > tc.within {
+				t.Errorf("%s took %v, want within %v", tc.name, took, tc.within)
+			}
+			w.run(3 * time.Second)
+			if worst, at := maxWindow(w.calls[start:]); worst > budget {
+				t.Errorf("%d calls in the second to %v", worst, at)
+			}
+		})
+	}
+}
