@@ -505,43 +505,68 @@ func TestMetaBudget(t *testing.T) {
 // still leaves metadata within the limit. Random fetch gaps and completion orders.
 func TestMetaPressured(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	checks, measures := 0, 0
-	for round := 0; round < 40; round++ {
+	checks, near, measures := 0, 0, 0
+	for round := 0; round < 60; round++ {
 		limit := 64 + rng.IntN(400)
 		p := &part{tr: newTracker(int64(rng.IntN(1 << 20)))}
 		var idxs []uint64
 		var offs []int64
 		off := p.tr.next
-		for step := 0; step < 1500; step++ {
-			if rng.IntN(2) == 0 {
-				off += 1 + int64(rng.IntN(4)/3*rng.IntN(300)) // sometimes skip offsets
+		// worst is the unended record whose end adds the most: the middle of the longest run
+		// of unended records, which it splits.
+		worst := func() int {
+			best, bestLen, runStart := 0, 0, 0
+			for i := range offs {
+				if i > 0 && offs[i] != offs[i-1]+1 {
+					runStart = i
+				}
+				if l := i - runStart + 1; l > bestLen {
+					best, bestLen = (runStart+i)/2, l
+				}
+			}
+			return best
+		}
+		for step := 0; step < 3000; step++ {
+			if rng.IntN(4) != 0 {
+				off += 1 + int64(rng.IntN(20)/19*rng.IntN(300)) // now and then skip offsets
 				idxs = append(idxs, p.tr.add(off, 0, nil))
 				offs = append(offs, off)
 				continue
 			}
+			// Under pressure records still end (as the account at the watermark does in the
+			// engine), at random and unchecked; when not, the ones whose ends add the most.
 			extra := 1 + rng.IntN(4)
-			if p.metaPressured(extra, limit) {
-				continue
-			}
-			checks++
+			free := !p.metaPressured(extra, limit)
 			for range extra {
 				if len(idxs) == 0 {
 					break
 				}
 				i := rng.IntN(len(idxs))
+				if free {
+					i = worst()
+				}
 				p.tr.end(idxs[i])
 				idxs = slices.Delete(idxs, i, i+1)
+				offs = slices.Delete(offs, i, i+1)
 			}
-			h := p.tr.next + int64(rng.IntN(1<<20))
-			if n := metaLen(p.tr.watermark(), commitMeta{horizon: h, done: p.doneAbove()}); n > limit {
+			if !free {
+				continue
+			}
+			checks++
+			h := int64(1<<62 - 1) // a commit may extend the horizon: the longest varint
+			n := metaLen(p.tr.watermark(), commitMeta{horizon: h, done: p.doneAbove()})
+			if n > limit {
 				t.Fatalf("round %d step %d: not pressured with %d to spare, then %d bytes, limit %d", round, step, extra, n, limit)
+			}
+			if n > limit*9/10 {
+				near++
 			}
 		}
 		measures += p.mb.measures
 	}
-	t.Logf("%d checks, %d exact measurements", checks, measures)
-	if checks < 1000 {
-		t.Fatalf("only %d checks ran", checks)
+	t.Logf("%d checks (%d within a tenth of the limit), %d exact measurements", checks, near, measures)
+	if checks < 1000 || near < 100 {
+		t.Fatalf("only %d checks ran, %d near the limit", checks, near)
 	}
 }
 
