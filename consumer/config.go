@@ -69,6 +69,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// metaEncoder, for tests, replaces the commit metadata encoder; nil means encodeMeta.
+	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }
 
 func (c Config) withDefaults() Config {
