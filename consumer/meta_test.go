@@ -644,7 +644,8 @@ func TestTrackerRanges(t *testing.T) {
 }
 
 // BenchmarkMeta reports, per shape, how many gaps fit in 4096 bytes and what encoding (with the
-// round-trip check a commit makes) and decoding that full metadata cost.
+// round-trip check a commit makes) and decoding that full metadata cost; cpu-ns/op is the
+// process's CPU time per operation, steadier than ns/op on a shared machine.
 //
 //	go test -run '^$' -bench Meta ./consumer/
 func BenchmarkMeta(b *testing.B) {
@@ -655,19 +656,23 @@ func BenchmarkMeta(b *testing.B) {
 		s := encodeMeta(w, m, 4096).s
 		name := strings.ReplaceAll(sc.name, " ", "_")
 		b.Run("encode/"+name, func(b *testing.B) {
+			cpu := cpuTime()
 			for b.Loop() {
 				if _, ok, err := verifiedMeta(encodeMeta, w, m, 4096); !ok || err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(n), "gaps/4096B")
 		})
 		b.Run("decode/"+name, func(b *testing.B) {
+			cpu := cpuTime()
 			for b.Loop() {
 				if _, err := decodeMeta(w, s); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(n), "gaps/4096B")
 		})
 	}
@@ -685,9 +690,11 @@ func BenchmarkMetaPressured(b *testing.B) {
 		p.tr.end(idxs[i])
 	}
 	var pressured bool
+	cpu := cpuTime()
 	for b.Loop() {
 		pressured = p.metaPressured(1, 4096)
 	}
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(p.mb.measures), "measurements")
 	b.Logf("pressured %v", pressured)
 }
