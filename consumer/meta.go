@@ -145,7 +145,15 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	if n == 0 {
 		kind = metaKindNone
 	}
-	raw := make([]byte, 0, hdr+max(runs.size(n), bm.size(n)))
+	body := 0
+	switch kind {
+	case metaKindRuns:
+		body = runs.size(n)
+	case metaKindBitmap:
+		body = bm.size(n)
+	}
+	// Sized by the kind written: the other may be huge (a bitmap across a far range).
+	raw := make([]byte, 0, hdr+body)
 	raw = binary.AppendUvarint(raw, uint64(w))
 	raw = binary.AppendUvarint(raw, uint64(h-w))
 	raw = append(raw, byte(kind))

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -697,4 +698,22 @@ func BenchmarkMetaPressured(b *testing.B) {
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(p.mb.measures), "measurements")
 	b.Logf("pressured %v", pressured)
+}
+
+// TestMetaEncodeFarRangeAllocates: a completed range far above the watermark is written as runs;
+// the encoder must not size its buffer by the bitmap it did not choose (found by
+// FuzzMetaRoundTrip: gigabytes for a range 2^34 offsets away).
+func TestMetaEncodeFarRangeAllocates(t *testing.T) {
+	m := commitMeta{horizon: 1 << 40, done: []span{{1 << 34, 1<<34 + 1}}}
+	allocs := testing.AllocsPerRun(5, func() { encodeMeta(0, m, 4096) })
+	var ms1, ms2 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	enc := encodeMeta(0, m, 4096)
+	runtime.ReadMemStats(&ms2)
+	if grew := ms2.TotalAlloc - ms1.TotalAlloc; grew > 1<<16 {
+		t.Fatalf("encoding one far range allocated %d bytes (%v allocs)", grew, allocs)
+	}
+	if got, err := decodeMeta(0, enc.s); err != nil || !slices.Equal(got.done, m.done) {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
 }
