@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,17 @@ type imsimFlags struct {
 	dismissed      string
 	duplicateNames string
 	duplicateCode  int
+	renameDups     string
+	addExisting    int
+	removeMissing  int
+	missingGroup   int
+	deleteMissOK   bool
+	maxNameLen     int
+	nameUnit       string
+	rateWindow     string
+	adminAPI       bool
+	adminHosts     string
+	adminTokenFile string
 	stateFile      string
 	seed           uint64
 	maxHang        time.Duration
@@ -46,6 +58,7 @@ type imsimFlags struct {
 	applyFailRate  float64
 	applyHangRate  float64
 	faultAPIs      string
+	callLog        bool
 	logLevel       string
 	logFormat      string
 }
@@ -65,6 +78,17 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	fs.StringVar(&f.dismissed, "dismissed-groups", "", "ToGroupId values that fail with 51007 per item, comma-separated")
 	fs.StringVar(&f.duplicateNames, "duplicate-names", imsim.DuplicateReject, "create with an existing group name: reject, merge or allow")
 	fs.IntVar(&f.duplicateCode, "duplicate-code", im.CodeBadParams, "code answering a rejected duplicate name")
+	fs.StringVar(&f.renameDups, "rename-duplicates", imsim.DuplicateReject, "rename onto a name the user already has: reject (with --duplicate-code) or allow")
+	fs.IntVar(&f.addExisting, "add-existing-code", 0, "per-item code of adding a conversation already in the group (0: success)")
+	fs.IntVar(&f.removeMissing, "remove-missing-code", 0, "per-item code of removing a conversation not in the group (0: success)")
+	fs.IntVar(&f.missingGroup, "missing-group-code", im.CodeGroupNotFound, "code answering an update or delete of a missing group")
+	fs.BoolVar(&f.deleteMissOK, "delete-missing-ok", false, "a delete of a missing group succeeds instead of answering --missing-group-code")
+	fs.IntVar(&f.maxNameLen, "max-name-length", imsim.DefaultMaxNameBytes, "longest group name, in --name-unit (51011 beyond)")
+	fs.StringVar(&f.nameUnit, "name-unit", imsim.NameBytes, "what --max-name-length counts: bytes (of UTF-8) or chars")
+	fs.StringVar(&f.rateWindow, "rate-window", imsim.WindowSliding, "how --rate-limit is counted: sliding (any second) or calendar (each clock second)")
+	fs.BoolVar(&f.adminAPI, "admin-api", false, "serve /admin/ (faults, state, stats, sig invalidation); off by default")
+	fs.StringVar(&f.adminHosts, "admin-host", "", "host names accepted in the Host header of /admin/ besides loopback, comma-separated")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding a token /admin/ requests must send as \"Authorization: Bearer <token>\"")
 	fs.StringVar(&f.stateFile, "state-file", "", "JSON file to load groups from at start and save them to at shutdown")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of fault draws (0: from the clock)")
 	fs.DurationVar(&f.maxHang, "max-hang", imsim.DefaultMaxHang, "how long a hung request is held before it answers 50005")
@@ -78,6 +102,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	fs.Float64Var(&f.applyFailRate, "apply-then-fail-rate", 0, "fraction of create/update/delete calls applied, then answered 50005")
 	fs.Float64Var(&f.applyHangRate, "apply-then-hang-rate", 0, "fraction of create/update/delete calls applied, then held")
 	fs.StringVar(&f.faultAPIs, "fault-apis", "", "APIs the fault rates apply to, comma-separated (default all), e.g. create_contact_group")
+	fs.BoolVar(&f.callLog, "call-log", false, "keep every API call (account, request, start, end, answer) in memory for GET /admin/calls (tests; grows with every call)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -99,6 +124,19 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	admin := imsim.AdminConfig{Enabled: f.adminAPI, Hosts: splitList(f.adminHosts)}
+	if f.adminTokenFile != "" {
+		if !f.adminAPI {
+			return errors.New("imsim: --admin-token-file without --admin-api")
+		}
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("imsim: admin token: %w", err)
+		}
+		if admin.Token = strings.TrimSpace(string(b)); admin.Token == "" {
+			return fmt.Errorf("imsim: admin token file %s is empty", f.adminTokenFile)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sim, err := imsim.New(imsim.Config{
@@ -106,6 +144,10 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 		MaxGroups: f.maxGroups, MaxContacts: f.maxContacts, PageSize: f.pageSize,
 		NotImported: splitList(f.notImported), DismissedGroups: splitList(f.dismissed),
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode, MaxHang: f.maxHang, Seed: f.seed,
+		RenameDuplicates: f.renameDups, AddExistingCode: f.addExisting, RemoveMissingCode: f.removeMissing,
+		MissingGroupCode: f.missingGroup, DeleteMissingOK: f.deleteMissOK, MaxNameBytes: f.maxNameLen,
+		NameUnit: f.nameUnit, RateWindow: f.rateWindow, Admin: admin,
+		CallLog: f.callLog,
 		Faults: imsim.Faults{
 			Latency: f.latency, Jitter: f.jitter, LogNormalMean: f.latencyMean, LogNormalP99: f.latencyP99,
 			ErrorRates: rates, HTTP502Rate: f.http502Rate, HangRate: f.hangRate,
@@ -128,7 +170,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	}
 	fmt.Fprintf(stdout, "imsim listening on http://%s\n", ln.Addr())
 	log.Info("imsim listening", zap.String("addr", ln.Addr().String()), zap.Int64("sdkappid", f.sdkAppID),
-		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames))
+		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames), zap.Bool("admin_api", f.adminAPI))
 	serveErr := sim.Serve(ctx, ln, reg)
 	if f.stateFile != "" {
 		if err := sim.SaveState(f.stateFile); err != nil {

@@ -9,7 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -37,15 +39,24 @@ type serviceFlags struct {
 	reorderWindow   time.Duration
 	retryBudget     time.Duration
 	lateArrivalMax  time.Duration
+	duplicateNames  string
+	duplicateCode   int
 	shutdownTimeout time.Duration
+	sessionTimeout  time.Duration
+	rebalanceTime   time.Duration
 	commitInterval  time.Duration
 	maxInFlight     int
 	dedupeWindow    int
+	keyMismatch     string
 	logLevel        string
 	logFormat       string
+	partitioner     string
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
+	// testBreak is CHATGROUPD_TEST_BREAK, deliberately not a flag: the chaos suite sets it to
+	// run a known-broken variant and prove its checker catches it. Never set in production.
+	testBreak string
 }
 
 func (f *serviceFlags) register(fs interface {
@@ -69,12 +80,18 @@ func (f *serviceFlags) register(fs interface {
 	fs.DurationVar(&f.reorderWindow, "reorder-window", time.Second, "how long an event ahead of its account's seq waits for the missing ones")
 	fs.DurationVar(&f.retryBudget, "retry-budget", time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
 	fs.DurationVar(&f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
+	fs.StringVar(&f.duplicateNames, "duplicate-names", dispatcher.DefaultDuplicateNames, "an event naming a group its user already has: merge (add its conversations; applied) or reject (dead-letter as rejected unless the group already holds them all)")
+	fs.IntVar(&f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long shutdown waits for in-flight calls before leaving them uncommitted")
+	fs.DurationVar(&f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
+	fs.DurationVar(&f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
 	fs.DurationVar(&f.commitInterval, "commit-interval", time.Second, "how often offsets are committed")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 256, "events dispatched at once across accounts")
 	fs.IntVar(&f.dedupeWindow, "dedupe-window", 100000, "event ids remembered per partition for dedupe")
+	fs.StringVar(&f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&f.partitioner, "partitioner", string(event.DefaultPartitioner), "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total")
 }
 
 func (f *serviceFlags) dlq() string {
@@ -92,6 +109,7 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
+	f.testBreak = getenv(envTestBreak)
 	log, err := logging.New(f.logLevel, f.logFormat, stderr)
 	if err != nil {
 		return err
