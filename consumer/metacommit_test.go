@@ -65,7 +65,12 @@ func TestInheritedRangeAtWatermarkDecodes(t *testing.T) {
 // offset, or records nobody ran are skipped as done.
 func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 	e := newEnv(t, 1)
-	e.cfgEdit = func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond; c.CommitInterval = time.Hour }
+	m := metrics.NewNop()
+	e.cfgEdit = func(c *Config) {
+		c.ShutdownTimeout = 500 * time.Millisecond
+		c.CommitInterval = time.Hour
+		c.Metrics = m
+	}
 	e.disp.delay["stuck"] = time.Hour
 	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
 	r := e.start()
@@ -91,6 +96,9 @@ func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 		return n == len(want)
 	})
 	r.stop(t)
+	if n := counter(m.OffsetResets.WithLabelValues("moved_offset")); n != 1 {
+		t.Errorf("offset resets for a moved offset: %v, want 1", n)
+	}
 	for _, c := range e.disp.snapshot()[3:] {
 		if c.ID == "s3" && !c.Uncertain {
 			t.Errorf("s3 (applied before the move) dispatched again without the uncertain flag")
