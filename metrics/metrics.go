@@ -61,7 +61,7 @@ type Metrics struct {
 	// consumer's MetadataMaxBytes; CommitMetaRefused counts encodings that failed their round trip.
 	CommitMetaBytes   *prometheus.GaugeVec // topic, partition
 	CommitMetaRefused prometheus.Counter
-	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, beyond_log_end, below_log_start
+	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start
 
 	// Fleet budget (package budget).
 	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
@@ -139,7 +139,7 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		CommitMetaRefused: f.counter("commit_metadata_refused_total",
 			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
 		OffsetResets: f.counterVec("offset_resets_total",
-			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, beyond_log_end, below_log_start).", "reason"),
+			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start).", "reason"),
 	}
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
