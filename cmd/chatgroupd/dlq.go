@@ -319,6 +319,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	if s.OverLimit > 0 {
 		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
 	}
+	if s.Truncated > 0 {
+		fmt.Fprintf(tw, "skipped: truncated\t%d\tthe letter lacks the event (dlq-truncated); read it at its dlq-original-* coordinates\n", s.Truncated)
+	}
 	fmt.Fprintf(tw, "would replay\t%d\t\n", s.Replayed)
 	fmt.Fprintf(tw, "  to the original partition\t%d\t%s still has the partition count the letter records\n", s.ToOriginalPartition, s.Target)
 	fmt.Fprintf(tw, "  by %s\t%d\tthe account's partition under --partitioner %s instead\n", s.Partitioner, s.ByPartitioner, s.Partitioner)
@@ -333,6 +336,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	}
 	for _, c := range s.OverMaxRecords {
 		fmt.Fprintf(w, "over max replays: %s\n", c)
+	}
+	for _, c := range s.TruncatedRecords {
+		fmt.Fprintf(w, "truncated, not replayable: %s\n", c)
 	}
 	if s.DryRun {
 		fmt.Fprintf(w, "DRY RUN: nothing was produced to %s and the ledger was not touched.\n", s.Target)
