@@ -160,8 +160,38 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("partitioner: %w", err))
 		}
 	}
+	errs = append(errs, c.timeoutRelations()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
 	}
 	return nil
+}
+
+// minDrain is the least time a revoked generation must get to let its calls in flight finish
+// and commit before the coordinator evicts the member.
+const minDrain = time.Second
+
+// timeoutRelations checks the timeouts against each other, defaults applied. A revoked member
+// stops heartbeating and is evicted a session after its last heartbeat, or when it does not
+// rejoin within the rebalance timeout; the drain must end (with its final commit, a second)
+// before either, a heartbeat early since that is how late the member learns of the end.
+// The messages name the chatgroupd run flags.
+func (c Config) timeoutRelations() []error {
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 {
+		return nil // reported above
+	}
+	d := c.withDefaults()
+	cons := Consumer{cfg: d}
+	hb := cons.heartbeat()
+	var errs []error
+	if d.SessionTimeout-hb-time.Second < minDrain {
+		errs = append(errs, fmt.Errorf("session timeout %s (--session-timeout): a revoked member would have under %s to finish its calls "+
+			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least 3s", d.SessionTimeout, minDrain, hb))
+	}
+	if d.RebalanceTimeout-hb-time.Second < minDrain {
+		errs = append(errs, fmt.Errorf("rebalance timeout %s (--rebalance-timeout): a revoked member would have under %s to finish its calls "+
+			"and commit before the group gives up on it (rebalance timeout − heartbeat %s − 1s); raise --rebalance-timeout to at least %s",
+			d.RebalanceTimeout, minDrain, hb, hb+time.Second+minDrain))
+	}
+	return errs
 }

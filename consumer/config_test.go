@@ -27,6 +27,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative in-flight", func(c *Config) { c.MaxInFlight = -1 }, "max in-flight"},
 		{"metadata over broker default", func(c *Config) { c.MetadataMaxBytes = 5000 }, "metadata max bytes"},
 		{"negative window", func(c *Config) { c.ReorderWindow = -time.Second }, "reorder window"},
+		{"session too short to drain", func(c *Config) { c.SessionTimeout = 2 * time.Second }, "raise --session-timeout"},
+		{"shortest session", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 3*time.Second, 3*time.Second }, ""},
+		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 4 * time.Second }, "raise --rebalance-timeout to at least 5s"},
+		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

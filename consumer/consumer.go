@@ -513,6 +513,10 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Partition: p.id, Dialer: cfg.Dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 250 * time.Millisecond, ReadBatchTimeout: 2 * time.Second,
 		QueueCapacity: 256, ReadLagInterval: -1,
+		// Records of a transaction still open are not read until it commits. kafka-go v0.4.51
+		// does not drop the records of aborted transactions nor the markers, though (see
+		// DESIGN.md): transactional producers are not supported on the event topic.
+		IsolationLevel: kafka.ReadCommitted,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
 			cfg.Logger.Debug("kafka reader", zap.Int("partition", p.id), zap.String("msg", fmt.Sprintf(f, a...)))
 		}),

@@ -101,8 +101,8 @@ func TestIMCheckCommandErrors(t *testing.T) {
 	}{
 		{[]string{"--sdkappid", "1", "--im-endpoint", "http://127.0.0.1:1"}, "test account is required"},
 		{[]string{"--account", "a", "--im-endpoint", "http://127.0.0.1:1"}, "--sdkappid is required"},
-		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "100"}, "over 50"},
-		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "0"}, "must be positive"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "100"}, "--rate \"100\": want a number from 0.1 to 50"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "0"}, "--rate \"0\": want a number from 0.1 to 50"},
 		{[]string{"--sdkappid", "1", "--account", "a", "--account2", "a"}, "must differ"},
 		{[]string{"--from-transcript", "/nonexistent/t.json"}, "no such file"},
 	} {
