@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -121,7 +122,7 @@ func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key}
+	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key, getenv: getenv}
 	return d.run(ctx)
 }
 
@@ -132,6 +133,8 @@ type demo struct {
 	tty   bool
 	log   *zap.Logger
 	key   string // the simulator's secret key, redacted from the log
+	// getenv reads COLUMNS when the terminal's size can't be asked.
+	getenv env
 
 	reg     *prometheus.Registry
 	sim     *imsim.Server
@@ -343,20 +346,75 @@ func (d *demo) watch(ctx, svcCtx context.Context, produceDone <-chan error) (dra
 
 func (d *demo) printProgress(produced int, c counts) {
 	el := time.Since(d.start).Seconds()
-	line := fmt.Sprintf("%5.1fs  produced %d  consumed %.0f  ended %.0f  applied %.0f  duplicates %.0f  dead-lettered %.0f  create calls %.0f/s",
-		el, produced, c.consumed, c.processed, c.outcomes[metrics.OutcomeApplied], c.outcomes[metrics.OutcomeDuplicate],
-		c.outcomes[metrics.OutcomeInvalid]+c.outcomes[metrics.OutcomeRejected]+c.outcomes[metrics.OutcomePartial]+c.outcomes[metrics.OutcomeExhausted],
-		c.creates/max(el, 0.001))
+	p := progressFigures{
+		elapsed: el, produced: produced, consumed: c.consumed, ended: c.processed,
+		applied: c.outcomes[metrics.OutcomeApplied], duplicates: c.outcomes[metrics.OutcomeDuplicate],
+		deadLettered: c.outcomes[metrics.OutcomeInvalid] + c.outcomes[metrics.OutcomeRejected] + c.outcomes[metrics.OutcomePartial] + c.outcomes[metrics.OutcomeExhausted],
+		rate:         c.creates / max(el, 0.001),
+	}
 	if d.tty {
-		width := 24
-		done := 0
-		if produced > 0 {
-			done = int(float64(width) * min(c.processed/float64(produced), 1))
-		}
-		fmt.Fprintf(d.out, "\r[%s%s] %s\x1b[K", strings.Repeat("#", done), strings.Repeat(".", width-done), line)
+		// One redraw is one terminal line: cut to the width (read again each time, so a resized
+		// window is followed), or the terminal wraps it and every redraw scrolls a new line.
+		fmt.Fprintf(d.out, "\r%s\x1b[K", fitProgress(terminalWidth(d.out, d.getenv), p))
 		return
 	}
-	fmt.Fprintln(d.out, line)
+	fmt.Fprintln(d.out, p.full(0))
+}
+
+// progressFigures is one progress report.
+type progressFigures struct {
+	elapsed                                            float64
+	produced                                           int
+	consumed, ended, applied, duplicates, deadLettered float64
+	rate                                               float64
+}
+
+func (p progressFigures) bar(width int) string {
+	if width <= 0 {
+		return ""
+	}
+	done := 0
+	if p.produced > 0 {
+		done = int(float64(width) * min(p.ended/float64(p.produced), 1))
+	}
+	return "[" + strings.Repeat("#", done) + strings.Repeat(".", width-done) + "] "
+}
+
+func (p progressFigures) full(bar int) string {
+	return p.bar(bar) + fmt.Sprintf("%5.1fs  produced %d  consumed %.0f  ended %.0f  applied %.0f  duplicates %.0f  dead-lettered %.0f  create calls %.0f/s",
+		p.elapsed, p.produced, p.consumed, p.ended, p.applied, p.duplicates, p.deadLettered, p.rate)
+}
+
+// fitProgress returns the longest form of p that fits a terminal width columns wide, leaving the
+// last column free (writing it makes some terminals wrap). Every form is ASCII: bytes are columns.
+func fitProgress(width int, p progressFigures) string {
+	forms := []string{
+		p.full(24),
+		p.bar(16) + fmt.Sprintf("%5.1fs  ended %.0f/%d  applied %.0f  dup %.0f  dlq %.0f  %.0f calls/s",
+			p.elapsed, p.ended, p.produced, p.applied, p.duplicates, p.deadLettered, p.rate),
+		p.bar(10) + fmt.Sprintf("%5.1fs ended %.0f/%d %.0f/s", p.elapsed, p.ended, p.produced, p.rate),
+		fmt.Sprintf("%.0fs %.0f/%d", p.elapsed, p.ended, p.produced),
+	}
+	for _, f := range forms {
+		if len(f) <= width-1 {
+			return f
+		}
+	}
+	last := forms[len(forms)-1]
+	return last[:max(0, min(len(last), width-1))]
+}
+
+// terminalWidth is the column count of the terminal w writes to, else $COLUMNS, else 80.
+func terminalWidth(w io.Writer, getenv env) int {
+	if n := ttyColumns(w); n > 0 {
+		return n
+	}
+	if getenv != nil {
+		if n, err := strconv.Atoi(getenv("COLUMNS")); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 80
 }
 
 // countDLQ sums the DLQ topic's end offsets: how many dead letters Kafka acknowledged.
