@@ -144,6 +144,9 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
 	}
+	for _, r := range []string{"no_commit", "bad_metadata", "moved_offset", "beyond_log_end", "below_log_start"} {
+		m.OffsetResets.WithLabelValues(r) // the same: "alert on any increase" needs the zero first
+	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
