@@ -54,13 +54,19 @@ type Report struct {
 	DLQRepeats        int // extra letters for one record (at-least-once across crashes: counted, allowed)
 	Lag               int64
 
-	Problems []string // the first few, for the failure message
+	Problems []string // the first few of each kind, for the failure message
+	kinds    map[string]int
 }
 
-const maxProblems = 25
+// maxProblems bounds the examples kept of each kind of violation, so one flood does not hide
+// the others.
+const maxProblems = 6
 
-func (r *Report) problem(format string, args ...any) {
-	if len(r.Problems) < maxProblems {
+func (r *Report) problem(kind, format string, args ...any) {
+	if r.kinds == nil {
+		r.kinds = map[string]int{}
+	}
+	if r.kinds[kind]++; r.kinds[kind] <= maxProblems {
 		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 	}
 }
@@ -146,19 +152,19 @@ func Check(ev Evidence) Report {
 			switch {
 			case len(ls) > 0:
 				r.WrongOutcome++
-				r.problem("%s: dead-lettered (%s %d: %s)", where, ls[0].Reason, ls[0].Code, ls[0].Info)
+				r.problem("outcome", "%s: dead-lettered (%s %d: %s)", where, ls[0].Reason, ls[0].Code, ls[0].Info)
 			case rec.Kind == Duplicate:
 				if len(calls) > 0 {
 					r.DuplicatesDropped++
 				} // else its original is not applied either, and is counted lost
 			case len(calls) == 0:
 				r.Lost++
-				r.problem("%s: not applied (account %s seq %d group %s)", where, rec.Account, rec.Seq, rec.Group)
+				r.problem("lost", "%s: not applied (account %s seq %d group %s)", where, rec.Account, rec.Seq, rec.Group)
 			default:
 				r.Applied++
 				if !sameContacts(calls[0].Contacts, rec.Contacts) {
 					r.WrongOutcome++
-					r.problem("%s: group %s created with %v, want %v", where, rec.Group, calls[0].Contacts, rec.Contacts)
+					r.problem("outcome", "%s: group %s created with %v, want %v", where, rec.Group, calls[0].Contacts, rec.Contacts)
 				}
 			}
 		case Invalid, Rejected:
@@ -169,26 +175,26 @@ func Check(ev Evidence) Report {
 			switch {
 			case len(ls) == 0:
 				r.Lost++
-				r.problem("%s: not dead-lettered", where)
+				r.problem("lost", "%s: not dead-lettered", where)
 			case ls[0].Reason != want:
 				r.WrongOutcome++
-				r.problem("%s: dead-lettered as %s, want %s", where, ls[0].Reason, want)
+				r.problem("outcome", "%s: dead-lettered as %s, want %s", where, ls[0].Reason, want)
 			case !bytes.Equal(ls[0].Value, rec.Value) || !bytes.Equal(ls[0].Key, rec.Key) || ls[0].OriginalTopic != ev.Topic:
 				r.WrongOutcome++
-				r.problem("%s: the letter's key, value or topic differ from the original", where)
+				r.problem("outcome", "%s: the letter's key, value or topic differ from the original", where)
 			default:
 				r.DeadLettered++
 			}
 			if rec.Group != "" && len(applied[groupKey{rec.Account, rec.Group}]) > 0 {
 				r.WrongOutcome++
-				r.problem("%s: created group %s", where, rec.Group)
+				r.problem("outcome", "%s: created group %s", where, rec.Group)
 			}
 		}
 	}
 	for c, ls := range letters {
 		if !known[c] {
 			r.DLQStrays += len(ls)
-			r.problem("dead letter for %d/%d (%s) matches no produced record", c.p, c.o, ls[0].Reason)
+			r.problem("stray", "dead letter for %d/%d (%s) matches no produced record", c.p, c.o, ls[0].Reason)
 		}
 	}
 	checkConcurrency(&r, ev.Calls, ev.Exempt)
@@ -208,7 +214,7 @@ func appliedCreates(r *Report, calls []imsim.Call) map[groupKey][]imsim.Call {
 		}
 		if !c.Applied && c.Code != 0 && strings.Contains(c.Info, "already exists") {
 			r.DuplicateCreates++
-			r.problem("create of existing group %s/%s at %s (answered %d)", c.Account, c.Group, c.Start.Format("15:04:05.000"), c.Code)
+			r.problem("dup", "create of existing group %s/%s at %s (answered %d)", c.Account, c.Group, c.Start.Format("15:04:05.000"), c.Code)
 		}
 		if c.Applied {
 			k := groupKey{c.Account, c.Group}
@@ -219,7 +225,7 @@ func appliedCreates(r *Report, calls []imsim.Call) map[groupKey][]imsim.Call {
 		sort.Slice(cs, func(i, j int) bool { return cs[i].Start.Before(cs[j].Start) })
 		if len(cs) > 1 {
 			r.DuplicateCreates += len(cs) - 1
-			r.problem("group %s/%s created %d times", k.account, k.group, len(cs))
+			r.problem("dup", "group %s/%s created %d times", k.account, k.group, len(cs))
 		}
 		seen := map[string]int{}
 		for _, c := range cs {
@@ -230,7 +236,7 @@ func appliedCreates(r *Report, calls []imsim.Call) map[groupKey][]imsim.Call {
 		for key, n := range seen {
 			if n > 1 {
 				r.ContactsTwice += n - 1
-				r.problem("conversation %s added to %s/%s %d times", key, k.account, k.group, n)
+				r.problem("contacts", "conversation %s added to %s/%s %d times", key, k.account, k.group, n)
 			}
 		}
 	}
@@ -252,7 +258,7 @@ func checkConcurrency(r *Report, calls []imsim.Call, exempt []string) {
 		for i, c := range cs {
 			if i > 0 && c.Start.Before(last.End) {
 				r.ConcurrentCalls++
-				r.problem("account %s: %s %s began at %s while %s %s ran %s–%s", acct, c.API, c.Group, c.Start.Format("15:04:05.000"),
+				r.problem("concurrent", "account %s: %s %s began at %s while %s %s ran %s–%s", acct, c.API, c.Group, c.Start.Format("15:04:05.000"),
 					last.API, last.Group, last.Start.Format("15:04:05.000"), last.End.Format("15:04:05.000"))
 			}
 			if i == 0 || c.End.After(last.End) {
@@ -297,7 +303,7 @@ func checkOrder(r *Report, recs []Record, applied map[groupKey][]imsim.Call, win
 				continue
 			}
 			r.OrderViolations++
-			r.problem("account %s: seq %d (%s) applied after seq %d (%s)", acct, a.rec.Seq, a.rec.EventID, ahead.Seq, ahead.EventID)
+			r.problem("order", "account %s: seq %d (%s) applied after seq %d (%s)", acct, a.rec.Seq, a.rec.EventID, ahead.Seq, ahead.EventID)
 		}
 	}
 }
@@ -330,7 +336,7 @@ func checkBudget(r *Report, calls []imsim.Call, budget int) {
 			}
 		}
 		if worst > 0 {
-			r.problem("%s: %d calls in the second before %s (budget %d)", api, worst, worstAt.Format("15:04:05.000"), budget)
+			r.problem("budget", "%s: %d calls in the second before %s (budget %d)", api, worst, worstAt.Format("15:04:05.000"), budget)
 		}
 	}
 }

@@ -203,6 +203,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Report = Check(ev)
+	// The call log stays with the process logs, for whoever reads a failure.
+	if b, err := json.Marshal(ev.Calls); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "calls.json"), b, 0o600)
+	}
 	r.uncleanMu.Lock()
 	res.UncleanExits = r.unclean
 	r.uncleanMu.Unlock()

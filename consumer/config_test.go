@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -122,13 +123,14 @@ func TestShareAndMetrics(t *testing.T) {
 // OffsetCommit/OffsetFetch unchanged.
 func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 	e := newEnv(t, 1)
-	var done []span
-	for i := int64(0); i < 300; i++ {
-		done = append(done, span{1000 + 7*i + 1, 1000 + 7*i + 4})
-	}
-	enc := encodeMeta(1000, commitMeta{horizon: 9000, done: done}, DefaultMetadataMaxBytes)
-	if enc.dropped != 0 {
-		t.Fatalf("dropped %d of %d", enc.dropped, len(done))
+	// As many gaps as fit: the string is DefaultMetadataMaxBytes long, which the broker accepts.
+	sc := metaScenarios[1]
+	n := metaGapsFit(sc, 1, 1000, DefaultMetadataMaxBytes)
+	done := sc.set(1, 1000, n)
+	h := done[n-1].end + 10_000
+	enc := encodeMeta(1000, commitMeta{horizon: h, done: done}, DefaultMetadataMaxBytes)
+	if enc.dropped != 0 || len(enc.s) < DefaultMetadataMaxBytes-8 {
+		t.Fatalf("dropped %d of %d, %d bytes", enc.dropped, len(done), len(enc.s))
 	}
 	meta := enc.s
 	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
@@ -144,7 +146,7 @@ func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 		t.Fatalf("fetched %d %q", got.CommittedOffset, got.Metadata)
 	}
 	m, err := decodeMeta(got.CommittedOffset, got.Metadata)
-	if err != nil || m.horizon != 9000 || len(m.done) != len(done) || m.done[299] != done[299] {
+	if err != nil || m.horizon != h || !slices.Equal(m.done, done) {
 		t.Fatalf("decoded %+v, %v", m.horizon, err)
 	}
 }

@@ -54,6 +54,7 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	cfg.Metrics.EventsMisrouted.WithLabelValues(cfg.Topic) // exposed at 0 from the start: it should stay there
 	return &Consumer{
 		cfg:    cfg,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
@@ -488,7 +489,11 @@ func (e *engine) initPart(id int, st position) {
 			// have dispatched anything it had fetched. Everything up to the log end is uncertain.
 			log.Error("commit metadata unusable: every record up to the log end will be dispatched as uncertain",
 				zap.Int("partition", id), zap.Int64("offset", w), zap.Int64("log_end", end), zap.Error(err))
-			resets.WithLabelValues("bad_metadata").Inc()
+			reason := "bad_metadata"
+			if errors.Is(err, errMetaWatermarkMismatch) {
+				reason = "moved_offset" // intact metadata of ours, beside an offset a tool moved
+			}
+			resets.WithLabelValues(reason).Inc()
 			m = commitMeta{horizon: max(w+int64(cfg.MaxBuffered), end)}
 		}
 		if w > end {

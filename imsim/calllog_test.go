@@ -15,7 +15,7 @@ import (
 // The call log records every API call with its account, request and answer, including calls
 // applied then failed, 502s and calls the client abandoned.
 func TestCallLog(t *testing.T) {
-	h := newHarness(t, Config{CallLog: true})
+	h := newHarness(t, Config{CallLog: true, Admin: AdminConfig{Enabled: true}})
 	h.call(im.PathCreateContactGroup, createReq("alice", "g1", c2c(1)))
 	h.call(im.PathCreateContactGroup, createReq("alice", "g1", c2c(2))) // duplicate name
 	h.call(im.PathGetContactGroup, im.GetRequest{FromAccount: "bob"})
@@ -91,7 +91,7 @@ func TestCallLog(t *testing.T) {
 }
 
 func TestCallLogOff(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, Config{Admin: AdminConfig{Enabled: true}})
 	h.call(im.PathCreateContactGroup, createReq("alice", "g1", c2c(1)))
 	if n := len(h.sim.Calls()); n != 0 {
 		t.Fatalf("%d calls logged with the log off", n)
@@ -107,7 +107,7 @@ func TestCallLogOff(t *testing.T) {
 }
 
 func TestAdminAccountLatency(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, Config{Admin: AdminConfig{Enabled: true}})
 	for _, tc := range []struct {
 		method, body string
 		status       int
@@ -121,6 +121,7 @@ func TestAdminAccountLatency(t *testing.T) {
 		{http.MethodGet, ``, http.StatusMethodNotAllowed},
 	} {
 		req, _ := http.NewRequest(tc.method, h.srv.URL+"/admin/account-latency", strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := h.srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
