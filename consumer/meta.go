@@ -759,6 +759,7 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 type metaBudget struct {
 	measured   bool
 	mut        uint64 // the tracker's mutation count when measured
+	shrink     uint64 // and its count of mutations that may shrink the set
 	runs       int    // raw bytes of the run-length body then (0: no ranges)
 	kGap, kLen int
 	measures   int // measurements taken (tests and the benchmark read it)
@@ -788,16 +789,21 @@ func (p *part) metaPressured(extra, maxBytes int) bool {
 		return metaChars(hdr + b.runs + int((changes*per+7)/8))
 	}
 	if d := p.tr.mut - b.mut; !b.measured || d > 0 && bound(d+uint64(extra)) > maxBytes {
-		b.measure(w, p.doneAbove(), p.tr.mut)
+		if b.measured && p.tr.shrink == b.shrink && bound(uint64(extra)) > maxBytes {
+			// Only records were fetched since (no end, the watermark did not move): the set and
+			// the span only grew, so the last size is a lower bound and the answer stands.
+			return true
+		}
+		b.measure(w, p.doneAbove(), p.tr.mut, p.tr.shrink)
 	}
 	return bound(uint64(extra)) > maxBytes
 }
 
-func (b *metaBudget) measure(w int64, done []span, mut uint64) {
+func (b *metaBudget) measure(w int64, done []span, mut, shrink uint64) {
 	w, done = normalizeMeta(w, done)
 	plan := planRuns(w, done)
-	*b = metaBudget{measured: true, mut: mut, runs: plan.size(len(done)), kGap: plan.kGap, kLen: plan.kLen,
-		measures: b.measures + 1}
+	*b = metaBudget{measured: true, mut: mut, shrink: shrink, runs: plan.size(len(done)), kGap: plan.kGap,
+		kLen: plan.kLen, measures: b.measures + 1}
 }
 
 func uvarintLen(v uint64) int {

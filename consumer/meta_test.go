@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // encodeMetaV1 is the v1 encoder as it shipped (gap-0 bug included), so old strings can be made
@@ -680,24 +681,62 @@ func BenchmarkMeta(b *testing.B) {
 }
 
 // BenchmarkMetaPressured is the per-record back-pressure check on a partition whose metadata is
-// near its limit (bitmap too big, run-length body measured once and bounded after).
+// near its limit (bitmap too big), 8 000 tracked records (the fetch bound with the defaults):
+// "steady" with nothing changed since the last measurement, "after_a_fetch" with a record fetched
+// before every check (the set only grew: answered from the last measurement), "after_an_end"
+// with a record ended before every check (measured again: O(tracked records)).
 func BenchmarkMetaPressured(b *testing.B) {
-	p := &part{tr: newTracker(0)}
-	var idxs []uint64
-	for i := int64(0); i < 40_000; i++ {
-		idxs = append(idxs, p.tr.add(i*7, 0, nil)) // skipped offsets: a range per record
+	setup := func() (*part, []uint64) {
+		p := &part{tr: newTracker(0)}
+		var idxs []uint64
+		for i := int64(0); i < 8000; i++ {
+			idxs = append(idxs, p.tr.add(i*7, 0, nil)) // skipped offsets: a range per record
+		}
+		for i := 1; i < len(idxs); i += 2 {
+			p.tr.end(idxs[i])
+		}
+		return p, idxs
 	}
-	for i := 1; i < len(idxs); i += 2 {
-		p.tr.end(idxs[i])
+	report := func(b *testing.B, p *part, cpu time.Duration) {
+		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(p.mb.measures)/float64(b.N), "measurements/op")
 	}
-	var pressured bool
-	cpu := cpuTime()
-	for b.Loop() {
-		pressured = p.metaPressured(1, 4096)
-	}
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
-	b.ReportMetric(float64(p.mb.measures), "measurements")
-	b.Logf("pressured %v", pressured)
+	b.Run("steady", func(b *testing.B) {
+		p, _ := setup()
+		cpu := cpuTime()
+		for b.Loop() {
+			if !p.metaPressured(1, 1024) {
+				b.Fatal("not pressured")
+			}
+		}
+		report(b, p, cpu)
+	})
+	b.Run("after_a_fetch", func(b *testing.B) {
+		p, _ := setup()
+		off := p.tr.next
+		cpu := cpuTime()
+		for b.Loop() {
+			off += 7
+			p.tr.add(off, 0, nil)
+			if !p.metaPressured(1, 1024) {
+				b.Fatal("not pressured")
+			}
+		}
+		report(b, p, cpu)
+	})
+	b.Run("after_an_end", func(b *testing.B) {
+		p, idxs := setup()
+		i := 2
+		cpu := cpuTime()
+		for b.Loop() {
+			p.tr.end(idxs[i%len(idxs)]) // ends every other unended record, then no-ops
+			i += 2
+			if !p.metaPressured(1, 1024) {
+				b.Fatal("not pressured")
+			}
+		}
+		report(b, p, cpu)
+	})
 }
 
 // TestMetaEncodeFarRangeAllocates: a completed range far above the watermark is written as runs;
