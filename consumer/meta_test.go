@@ -507,7 +507,7 @@ func TestMetaBudget(t *testing.T) {
 // still leaves metadata within the limit. Random fetch gaps and completion orders.
 func TestMetaPressured(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	checks, near, measures := 0, 0, 0
+	checks, near, measures, pressured := 0, 0, 0, 0
 	for round := 0; round < 60; round++ {
 		limit := 64 + rng.IntN(400)
 		p := &part{tr: newTracker(int64(rng.IntN(1 << 20)))}
@@ -539,6 +539,14 @@ func TestMetaPressured(t *testing.T) {
 			// engine), at random and unchecked; when not, the ones whose ends add the most.
 			extra := 1 + rng.IntN(4)
 			free := !p.metaPressured(extra, limit)
+			if !free {
+				// A cached "pressured" must be what a fresh measurement says too, or a partition
+				// could stay held back for nothing.
+				if fresh := (&part{tr: p.tr, done: p.done}).metaPressured(extra, limit); !fresh {
+					t.Fatalf("round %d step %d: pressured from the cache, not when measured afresh", round, step)
+				}
+				pressured++
+			}
 			for range extra {
 				if len(idxs) == 0 {
 					break
@@ -566,8 +574,8 @@ func TestMetaPressured(t *testing.T) {
 		}
 		measures += p.mb.measures
 	}
-	t.Logf("%d checks (%d within a tenth of the limit), %d exact measurements", checks, near, measures)
-	if checks < 1000 || near < 100 {
+	t.Logf("%d checks (%d within a tenth of the limit), %d pressured, %d exact measurements", checks, near, pressured, measures)
+	if checks < 1000 || near < 100 || pressured < 1000 {
 		t.Fatalf("only %d checks ran, %d near the limit", checks, near)
 	}
 }
