@@ -764,3 +764,33 @@ func TestMetaEncodeFarRangeAllocates(t *testing.T) {
 		t.Fatalf("decoded %+v, %v", got, err)
 	}
 }
+
+func TestNormalizeMeta(t *testing.T) {
+	tests := []struct {
+		name  string
+		w     int64
+		in    []span
+		wantW int64
+		want  []span
+	}{
+		{"none", 5, nil, 5, []span{}},
+		{"above", 5, []span{{7, 9}}, 5, []span{{7, 9}}},
+		{"at the watermark", 5, []span{{5, 9}, {11, 12}}, 9, []span{{11, 12}}},
+		{"straddling it", 5, []span{{3, 9}}, 9, []span{}},
+		{"below it", 5, []span{{1, 3}, {7, 8}}, 5, []span{{7, 8}}},
+		{"touching", 5, []span{{7, 9}, {9, 12}, {12, 13}}, 5, []span{{7, 13}}},
+		{"overlapping", 5, []span{{7, 10}, {8, 9}, {9, 12}}, 5, []span{{7, 12}}},
+		{"empty ones", 5, []span{{7, 7}, {9, 8}, {10, 11}}, 5, []span{{10, 11}}},
+		{"unsorted", 5, []span{{20, 21}, {7, 9}, {5, 6}, {9, 10}}, 6, []span{{7, 10}, {20, 21}}},
+	}
+	for _, tt := range tests {
+		in := slices.Clone(tt.in)
+		w, got := normalizeMeta(tt.w, tt.in)
+		if w != tt.wantW || !slices.Equal(got, tt.want) {
+			t.Errorf("%s: normalizeMeta(%d, %v) = %d, %v; want %d, %v", tt.name, tt.w, tt.in, w, got, tt.wantW, tt.want)
+		}
+		if !slices.Equal(in, tt.in) {
+			t.Errorf("%s: input modified", tt.name)
+		}
+	}
+}
