@@ -214,6 +214,21 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 	t.Logf("caught: %v", r.Err())
 }
 
+// TestChaosLegacyDrainControl runs the self-test's schedule on the consumer as built, without
+// the break: it must pass, so what the self-test catches is the broken drain and not the
+// schedule. It runs with the seeds of `make chaos` (CHAOS_SEEDS set).
+func TestChaosLegacyDrainControl(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := legacyDrainSchedule(99)
+	verify(t, s, play(t, c, s))
+}
+
 // legacyDrainSchedule: two replicas, the second killed at once (the first owns everything once
 // the session evicts it); sixteen accounts whose calls take 2.5× the session get a queue of
 // events each; then the second replica joins while their calls run. The first must drain, and
