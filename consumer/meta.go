@@ -58,7 +58,8 @@ var (
 	errMetaWatermarkMismatch = errors.New("commit metadata written for another offset")
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
+// metaCRC is the v2 checksum: CRC-32C (the table is built once by the standard library).
+func metaCRC(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
 // span is a half-open offset range [start, end).
 type span struct{ start, end int64 }
@@ -163,7 +164,7 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	case metaKindBitmap:
 		raw = bm.append(raw, w, done[:n])
 	}
-	raw = binary.LittleEndian.AppendUint32(raw, crc32.Checksum(raw, crcTable))
+	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
 	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n,
 		s: metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)}
 }
@@ -479,7 +480,7 @@ func decodeMetaV2(w int64, s string) (commitMeta, error) {
 		return commitMeta{}, fmt.Errorf("%w: too short", errBadMeta)
 	}
 	body, sum := raw[:len(raw)-metaCRCLen], binary.LittleEndian.Uint32(raw[len(raw)-metaCRCLen:])
-	if crc32.Checksum(body, crcTable) != sum {
+	if metaCRC(body) != sum {
 		return commitMeta{}, fmt.Errorf("%w: checksum mismatch", errBadMeta)
 	}
 	d := metaDecoder{raw: body}

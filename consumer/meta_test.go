@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -31,7 +30,7 @@ func encodeMetaV1(w int64, m commitMeta) string {
 // v2String wraps raw bytes (watermark onwards) as a v2 string with a valid checksum, for
 // decoder tests that need a well-formed envelope around a malformed body.
 func v2String(raw []byte) string {
-	raw = binary.LittleEndian.AppendUint32(slices.Clone(raw), crc32.Checksum(raw, crcTable))
+	raw = binary.LittleEndian.AppendUint32(slices.Clone(raw), metaCRC(raw))
 	return metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)
 }
 
