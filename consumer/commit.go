@@ -123,7 +123,10 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		}
 		s.p.committedW = s.w
 		s.p.committedH = max(s.p.committedH, s.h)
-		if e.final {
+		// The window may stand in for the read-back only if it saw every record below the
+		// committed offset: the encoder advances that offset over an inherited completed range
+		// the fetch may not have reached, whose events the read-back would remember.
+		if e.final && s.w <= s.p.tr.next {
 			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
 		}
 		s.p.ext = s.ext
