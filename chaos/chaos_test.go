@@ -21,9 +21,9 @@ import (
 
 // Environment of the seeded runs.
 const (
-	envSeeds     = "CHAOS_SEEDS"    // "1-30" or "3,7,12": TestChaos runs these
-	envDuration  = "CHAOS_DURATION" // schedule length per seed, default 60s
-	envReplicas  = "CHAOS_REPLICAS" // fleet size, default drawn 3–5 per seed
+	envSeeds     = "CHAOS_SEEDS"          // "1-30" or "3,7,12": TestChaos runs these
+	envDuration  = "CHAOS_DURATION"       // schedule length per seed, default 60s
+	envReplicas  = "CHAOS_REPLICAS"       // fleet size, default drawn 3–5 per seed
 	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
 	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
 	shortSeeds   = "1,2,3"
