@@ -4,12 +4,17 @@ PKGS      := ./...
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-short test-kafka chaos lint vet fmt-check bench demo clean
+.PHONY: all build docker test test-short test-kafka chaos lint vet fmt-check bench demo clean
 
 all: build test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatgroupd ./cmd/chatgroupd
+
+## docker: the chart's image, carrying the same version as `make build`. IMAGE=<registry>/chatgroupd:<tag>.
+IMAGE ?= chatgroupd:$(VERSION)
+docker:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 ## test: vet, format check and the race-enabled unit + embedded-Kafka suite.
 test: vet fmt-check

@@ -145,3 +145,37 @@ func TestEndedOnArrivalCountTowardFetchBound(t *testing.T) {
 		t.Errorf("%v duplicates counted, want 500", n)
 	}
 }
+
+// TestShutdownDrainCutWhenGenerationEnds: a shutdown drain runs while the member still
+// heartbeats, so it may take ShutdownTimeout; but when another member joins meanwhile the
+// generation ends, the member goes silent, and it is evicted a session later. The drain must then
+// be cut to the session bound, or the joiner dispatches the account whose call still runs.
+func TestShutdownDrainCutWhenGenerationEnds(t *testing.T) {
+	e := newEnv(t, 1)
+	e.disp.countOverlaps = true
+	e.cfgEdit = func(c *Config) {
+		c.SessionTimeout, c.RebalanceTimeout, c.ShutdownTimeout = 6*time.Second, 20*time.Second, 20*time.Second
+	}
+	e.k.Produce(t, e.topic, evMsg("s1", "slow", 1), evMsg("s2", "slow", 2))
+	hold := make(chan struct{})
+	e.disp.mu.Lock()
+	e.disp.hold["slow"] = hold
+	e.disp.mu.Unlock()
+	a := e.start()
+	waitFor(t, 15*time.Second, "the slow call in flight", func() bool {
+		e.disp.mu.Lock()
+		defer e.disp.mu.Unlock()
+		return e.disp.active["slow"] == 1
+	})
+	a.cancel() // shutdown: drains up to 20s while heartbeating
+	b := e.start()
+	waitFor(t, 30*time.Second, "the joiner ready", b.c.Ready)
+	time.Sleep(3 * time.Second) // past an eviction of the first member, had it drained on
+	close(hold)
+	waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
+	a.stop(t)
+	if n := e.disp.overlaps.Load(); n != 0 {
+		t.Errorf("%d dispatches of one account in flight at once", n)
+	}
+	checkOnce(t, e.disp.snapshot(), []string{"s1", "s2"})
+}

@@ -93,7 +93,7 @@ func New(cfg Config) (*Dispatcher, error) {
 // larger one (including the first) one second later, when the calls the partitions' previous
 // owner made have left every window this replica's calls can share.
 func (d *Dispatcher) SetShare(owned, total int) {
-	for _, l := range []*limiter{d.create, d.get, d.update} {
+	for _, l := range d.partitionLimiters() {
 		l.setShare(owned, total)
 	}
 	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
@@ -105,12 +105,32 @@ func (d *Dispatcher) SetShare(owned, total int) {
 // the members' shares use the whole budget: three members of six partitions and a budget of 200
 // get 68, 66 and 66 rather than 66 each.
 func (d *Dispatcher) SetPartitions(ids []int, total int) {
-	for _, l := range []*limiter{d.create, d.get, d.update} {
+	for _, l := range d.partitionLimiters() {
 		l.setPartitions(ids, total)
 	}
 	d.log.Info("rate share set", zap.Ints("partitions", ids), zap.Int("total", total),
 		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
 }
+
+// partitionLimiters are the limiters whose share follows the partitions owned.
+func (d *Dispatcher) partitionLimiters() []*limiter {
+	if d.cfg.FleetBudget {
+		return []*limiter{d.get, d.update}
+	}
+	return []*limiter{d.create, d.get, d.update}
+}
+
+// SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
+// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once, a larger
+// one a window later, which is what the fleet protocol's safety rests on.
+func (d *Dispatcher) SetCeiling(n int) {
+	d.create.setCeiling(float64(max(n, 0)))
+	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n))
+}
+
+// Demand is how many create calls per window this replica could use now (budget.Source): the
+// whole budget while calls queue at a saturated limiter, else its recent use with headroom.
+func (d *Dispatcher) Demand() int { return d.create.demand() }
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
 // when a probe is accepted. It returns nil when ctx ends.

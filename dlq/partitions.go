@@ -9,13 +9,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// partitionCountTTL is how long the Writer trusts a topic's partition count. Partitions are added
-// rarely and by hand; a minute-old count costs at most a fallback at replay (the plan says so).
+// partitionCountTTL is how long the Writer trusts a topic's partition count (kafka-go's transport
+// adds its own metadata cache, 6s by default). Partitions are added rarely and by hand; a count a
+// minute old costs at most a needless original-partition replay or fallback, which the plan shows.
 const partitionCountTTL = time.Minute
 
 // partitionCounts remembers each original topic's partition count for dlq-original-partition-count.
 type partitionCounts struct {
-	client *kafka.Client
+	// lookup asks the cluster for a topic's partition count.
+	lookup func(ctx context.Context, topic string) (int, error)
 	log    *zap.Logger
 	now    func() time.Time
 
@@ -29,10 +31,12 @@ type countAt struct {
 }
 
 func newPartitionCounts(brokers []string, rt kafka.RoundTripper, log *zap.Logger, now func() time.Time) *partitionCounts {
-	return &partitionCounts{
-		client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: rt, Timeout: 5 * time.Second},
-		log:    log, now: now, counts: map[string]countAt{},
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: rt, Timeout: 5 * time.Second}
+	lookup := func(ctx context.Context, topic string) (int, error) {
+		ti, err := topicPartitions(ctx, client, topic)
+		return len(ti.partitions), err
 	}
+	return &partitionCounts{lookup: lookup, log: log, now: now, counts: map[string]countAt{}}
 }
 
 // get returns topic's partition count, asking the cluster when the remembered one is older than
@@ -51,13 +55,12 @@ func (p *partitionCounts) get(ctx context.Context, topic string) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ti, err := topicPartitions(ctx, p.client, topic)
+	n, err := p.lookup(ctx, topic)
 	if err != nil {
 		p.log.Warn("dlq: cannot read the original topic's partition count; the letter goes without it",
 			zap.String("topic", topic), zap.Error(err))
 		return c.n
 	}
-	n := len(ti.partitions)
 	p.mu.Lock()
 	p.counts[topic] = countAt{n: n, at: p.now()}
 	p.mu.Unlock()

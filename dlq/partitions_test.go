@@ -1,12 +1,14 @@
 package dlq
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -85,5 +87,44 @@ func TestWriterRecordsPartitionCount(t *testing.T) {
 	}
 	if counts["ev"] != 5 || counts["nowhere"] != 0 {
 		t.Fatalf("recorded partition counts %v, want ev:5 nowhere:0", counts)
+	}
+}
+
+// The count is asked again once older than partitionCountTTL; when the cluster can't answer
+// then, the last known count is used rather than none.
+func TestPartitionCountsRefreshAndKeepLastKnown(t *testing.T) {
+	now := t0
+	answers := []struct {
+		n   int
+		err error
+	}{{3, nil}, {4, nil}, {0, ErrTopicNotFound}}
+	asked := 0
+	p := &partitionCounts{log: zaptest.NewLogger(t), now: func() time.Time { return now }, counts: map[string]countAt{},
+		lookup: func(_ context.Context, topic string) (int, error) {
+			if topic != "ev" {
+				t.Fatalf("asked about %q", topic)
+			}
+			a := answers[min(asked, len(answers)-1)]
+			asked++
+			return a.n, a.err
+		}}
+	ctx := testCtx(t, 10*time.Second)
+	for _, step := range []struct {
+		advance time.Duration
+		want    int
+		asked   int
+	}{
+		{0, 3, 1},                               // first use: asked
+		{partitionCountTTL - time.Second, 3, 1}, // within the TTL: remembered
+		{time.Second, 4, 2},                     // TTL passed: asked again, the topic grew
+		{partitionCountTTL, 4, 3},               // asked again, the cluster can't tell: last known
+	} {
+		now = now.Add(step.advance)
+		if n := p.get(ctx, "ev"); n != step.want || asked != step.asked {
+			t.Fatalf("after %s: count %d (asked %d times), want %d (asked %d)", step.advance, n, asked, step.want, step.asked)
+		}
+	}
+	if n := p.get(ctx, ""); n != 0 || asked != 3 {
+		t.Fatalf("count %d for no topic (asked %d)", n, asked)
 	}
 }

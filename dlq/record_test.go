@@ -439,6 +439,12 @@ func TestRecordOverheadBound(t *testing.T) {
 	if v := header(t, m.Headers, HeaderErrorInfo); len(v) > MaxInfoBytes || !utf8.ValidString(v) {
 		t.Errorf("dlq-error-info is %d bytes", len(v))
 	}
+	typical := origMessage()
+	tl := Record(typical, Letter{Reason: ReasonInvalid, Info: "invalid event: group_name: 33 bytes, at most 32 allowed"}, "chatgroupd", failTime)
+	pl := Record(typical, Letter{Reason: ReasonPartial, Code: 51008, Attempts: 2, EventID: "6f1c2a9e-0c55-4a1e-9b7e-2f3f8c1d4e77", FromAccount: "alice",
+		Info:   `group "g" exists but 1 of 2 conversations failed: first code 51008: contact count exceeds the limit`,
+		Result: []byte(`{"GroupName":"g","GroupId":12,"Failed":[{"Type":1,"To_Account":"bob","ResultCode":51008,"ResultInfo":"contact count exceeds the limit"}]}`)}, "chatgroupd", failTime)
+	t.Logf("typical letters add %d (invalid) and %d (partial) bytes", encodedSize(tl)-encodedSize(typical), encodedSize(pl)-encodedSize(typical))
 	if _, err := Parse(m); err == nil {
 		t.Error("a letter with a 1 MiB reason parsed") // reason is not one of the four: sanity of the test input
 	}
@@ -521,7 +527,7 @@ func TestRecordTruncated(t *testing.T) {
 // MaxAddedBytes larger than the record, parses back with the original key, value and headers,
 // and its dlq-replay-count is the trusted one.
 func FuzzDeadLetterRecord(f *testing.F) {
-	f.Add([]byte("alice"), []byte(`{"event_id":"e","seq":"`+strings.Repeat("A", 5000)+`"}`), "replay-count", []byte("3"), "replay-of", []byte("d/0/1"))
+	f.Add([]byte("alice"), []byte(`{"event_id":"e","event_type":"contact_group.created","from_account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}],"seq":"`+strings.Repeat("A", 64<<10)+`"}`), "replay-count", []byte("3"), "replay-of", []byte("d/0/1"))
 	f.Add([]byte(nil), []byte{}, "x", []byte{0, 0xff}, "replay-count", []byte("999999"))
 	f.Add([]byte("k"), []byte(`{"from_account":"a","FROM_ACCOUNT":"b"}`), "dlq-reason", []byte("invalid"), "dlq-original-topic", []byte("t"))
 	f.Fuzz(func(t *testing.T, key, value []byte, hk1 string, hv1 []byte, hk2 string, hv2 []byte) {

@@ -324,6 +324,10 @@ type Summary struct {
 	AlreadyReplayed int            `json:"already_replayed"` // skipped: in the ledger (use Again)
 	OverMax         int            `json:"over_max"`         // skipped: dlq-replay-count >= MaxReplays
 	OverLimit       int            `json:"over_limit"`       // skipped: past Limit
+	// Truncated counts letters skipped because they lack the event (dlq-truncated); the event is
+	// at TruncatedRecords' dlq-original-* coordinates while the event topic still holds it.
+	Truncated        int      `json:"truncated"`
+	TruncatedRecords []string `json:"truncated_records,omitempty"`
 	// ToOriginalPartition counts replays (planned) to their dlq-original-partition; ByPartitioner
 	// those placed by Partitioner instead, FallbackReasons saying why (reason → count).
 	ToOriginalPartition int            `json:"to_original_partition"`
@@ -339,10 +343,24 @@ type Summary struct {
 // are dropped by the consumer's dedupe on event_id and replay-count).
 const replayBatch = 200
 
-// route is where one replay goes.
+// route is where one replay goes, and why when not to its original partition.
 type route struct {
 	e         *Entry
 	partition int
+	fallback  string
+}
+
+// count adds r to the placement counts of s.
+func (s *Summary) count(r route) {
+	if r.fallback == "" {
+		s.ToOriginalPartition++
+		return
+	}
+	s.ByPartitioner++
+	if s.FallbackReasons == nil {
+		s.FallbackReasons = map[string]int{}
+	}
+	s.FallbackReasons[r.fallback]++
 }
 
 // placement picks the partition of e's replay in target (n partitions): its original partition
@@ -425,6 +443,11 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 			sum.OtherTopics[e.OriginalTopic]++
 		}
 		switch {
+		case e.Truncated != "":
+			// The DLQ topic refused the full letter: the event's value is not in it, and a replay
+			// would only come back as invalid.
+			sum.Truncated++
+			sum.TruncatedRecords = append(sum.TruncatedRecords, Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset))
 		case e.Replayed && !opts.Again:
 			sum.AlreadyReplayed++
 		case e.ReplayCount >= opts.MaxReplays:
@@ -434,19 +457,13 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 			sum.OverLimit++
 		default:
 			p, why := placement(e, t.cfg.Topic, len(tti.partitions), opts.Partitioner)
-			if why == "" {
-				sum.ToOriginalPartition++
-			} else {
-				sum.ByPartitioner++
-				if sum.FallbackReasons == nil {
-					sum.FallbackReasons = map[string]int{}
-				}
-				sum.FallbackReasons[why]++
-			}
-			todo = append(todo, route{e: e, partition: p})
+			todo = append(todo, route{e: e, partition: p, fallback: why})
 		}
 	}
 	plan := sum
+	for _, r := range todo {
+		plan.count(r)
+	}
 	plan.Replayed = len(todo)
 	for _, r := range todo {
 		plan.ReplayedRecords = append(plan.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
@@ -464,7 +481,6 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	if opts.DryRun || len(todo) == 0 {
 		return plan, nil
 	}
-	sum.ToOriginalPartition, sum.ByPartitioner, sum.FallbackReasons = 0, 0, nil
 	if err := t.ensureLedger(ctx); err != nil {
 		return sum, err
 	}
@@ -487,30 +503,14 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 		}
 		werr := target.WriteMessages(ctx, msgs...)
 		acked := make([]*Entry, 0, len(batch))
-		var ackedRoutes []route
 		var we kafka.WriteErrors
-		switch {
-		case werr == nil:
-			ackedRoutes = batch
-		case errors.As(werr, &we) && len(we) == len(batch):
-			for i, r := range batch {
-				if we[i] == nil {
-					ackedRoutes = append(ackedRoutes, r)
-				}
-			}
-		}
-		for _, r := range ackedRoutes {
-			acked = append(acked, r.e)
-			sum.Replayed++
-			sum.ReplayedRecords = append(sum.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
-			if _, why := placement(r.e, t.cfg.Topic, len(tti.partitions), opts.Partitioner); why == "" {
-				sum.ToOriginalPartition++
-			} else {
-				sum.ByPartitioner++
-				if sum.FallbackReasons == nil {
-					sum.FallbackReasons = map[string]int{}
-				}
-				sum.FallbackReasons[why]++
+		for i, r := range batch {
+			// On a partial failure kafka-go reports each message's own error.
+			if werr == nil || (errors.As(werr, &we) && len(we) == len(batch) && we[i] == nil) {
+				acked = append(acked, r.e)
+				sum.Replayed++
+				sum.ReplayedRecords = append(sum.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
+				sum.count(r)
 			}
 		}
 		if err := t.writeLedger(ctx, led, acked); err != nil {

@@ -107,8 +107,8 @@ type Config struct {
 	Account string
 	// Account2 is an optional second test account (checks that names are per user).
 	Account2 string
-	// Rate is calls per second, at most MaxRate; default DefaultRate. Negative: unpaced (only
-	// for a simulator in this process).
+	// Rate is calls per second, 1 to MaxRate; default DefaultRate. Negative: unpaced (only for
+	// a simulator in this process).
 	Rate float64
 	// AllowExistingGroups lets the probe run on an account that has groups. It then touches
 	// only its own and skips the limit and paging rows, whose counts the groups would skew.
@@ -161,6 +161,9 @@ func (c *Config) validate() error {
 		return errors.New("imcheck config: accounts are at most 32 bytes")
 	case c.Rate > MaxRate:
 		return fmt.Errorf("imcheck config: rate %g over %g calls/s", c.Rate, MaxRate)
+	case c.Rate > 0 && c.Rate < 1:
+		// A call waits for its turn inside the client's per-call timeout.
+		return fmt.Errorf("imcheck config: rate %g below 1 call/s", c.Rate)
 	case c.WindowLimit < 1:
 		return fmt.Errorf("imcheck config: window limit %d below 1", c.WindowLimit)
 	case c.CleanupTimeout <= 0:
@@ -192,11 +195,14 @@ func Run(ctx context.Context, cfg Config) (*Transcript, error) {
 		Admin: cmp.Or(cfg.Client.Admin, im.DefaultAdmin), Accounts: p.accounts(), Prefix: p.prefix,
 		Started: cfg.Now().UTC().Truncate(time.Second), Calls: []Call{}, Observations: []Observation{}, Leftover: []string{}}
 	err = p.run(ctx)
+	if ctx.Err() != nil && p.touched {
+		p.log.Warn("imcheck: interrupted; deleting the groups it created", zap.Duration("within", cfg.CleanupTimeout))
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CleanupTimeout)
 	defer cancel()
 	if p.touched {
-		t.Leftover = p.cleanupAll(withStep(cctx, "cleanup"))
-		if len(t.Leftover) > 0 {
+		if left := p.cleanupAll(withStep(cctx, "cleanup")); len(left) > 0 {
+			t.Leftover = left
 			err = errors.Join(err, fmt.Errorf("%w: %s", ErrLeftover, strings.Join(t.Leftover, ", ")))
 		}
 	}
@@ -354,8 +360,10 @@ func (p *prober) cleanup(ctx context.Context, acct string) []string {
 		groups, _, err := p.c.GetAllContactGroups(ctx, acct)
 		if err != nil {
 			p.log.Warn("imcheck: cleanup listing failed", zap.String("account", acct), zap.Error(err))
+			// Unknown is not clean: report it, whatever an earlier round saw.
+			mine = []string{"(unknown: could not list the groups: " + err.Error() + ")"}
 			if ctx.Err() != nil {
-				return []string{"(unknown: could not list: " + err.Error() + ")"}
+				break
 			}
 			continue
 		}
@@ -531,10 +539,18 @@ func (p *prober) duplicateName(ctx context.Context) error {
 	case second.top != 0:
 		p.observe(RowDuplicateName, "refused: code "+strconv.Itoa(second.top),
 			"--duplicate-names=reject", "--duplicate-code="+strconv.Itoa(second.top))
-	case second.group.GroupID != 0 && second.group.GroupID == first.group.GroupID:
-		p.observe(RowDuplicateName, "merged into the existing group", "--duplicate-names=merge")
 	default:
-		p.observe(RowDuplicateName, "a second group with the same name", "--duplicate-names=allow")
+		// Accepted: count the groups of that name rather than trust the answer's GroupId.
+		switch count, err := p.countNamed(ctx, p.cfg.Account, n); {
+		case err != nil:
+			p.observe(RowDuplicateName, "accepted, then listing failed: "+classify(err, nil, nil).String())
+		case count == 1:
+			p.observe(RowDuplicateName, "merged into the existing group", "--duplicate-names=merge")
+		case count == 2:
+			p.observe(RowDuplicateName, "a second group with the same name", "--duplicate-names=allow")
+		default:
+			p.observe(RowDuplicateName, fmt.Sprintf("accepted, then %d groups with the name", count))
+		}
 	}
 	if p.cfg.Account2 == "" {
 		p.observe(RowNamesPerUser, notProbedPrefix+"no second account (--account2)")
@@ -546,6 +562,21 @@ func (p *prober) duplicateName(ctx context.Context) error {
 		p.observe(RowNamesPerUser, "no: "+other.String())
 	}
 	return ctx.Err()
+}
+
+// countNamed counts acct's groups called name.
+func (p *prober) countNamed(ctx context.Context, acct, name string) (int, error) {
+	groups, _, err := p.c.GetAllContactGroups(ctx, acct)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range groups {
+		if g.GroupName == name {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (p *prober) renameOntoExisting(ctx context.Context) error {

@@ -251,8 +251,13 @@ func TestTranscriptStableAndRedacted(t *testing.T) {
 			t.Fatalf("transcript holds the usersig %q", sig)
 		}
 	}
-	if !strings.Contains(b.String(), `"usersig": "REDACTED"`) {
+	if !strings.Contains(b.String(), `"usersig":"REDACTED"`) {
 		t.Fatal("transcript does not show the redaction")
+	}
+	for _, want := range []string{"\n  \"calls\": [\n    {\"seq\":1,\"step\":\"preflight\"", "\n  \"leftover\": []\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("transcript lacks %q:\n%.600s", want, b.String())
+		}
 	}
 	back, err := ReadTranscript(bytes.NewReader(b.Bytes()))
 	if err != nil {
@@ -272,6 +277,9 @@ func TestTranscriptStableAndRedacted(t *testing.T) {
 	}
 	if _, err := ReadTranscript(strings.NewReader(`{"format":"` + Format + `","surprise":1}`)); err == nil {
 		t.Fatal("unknown field accepted")
+	}
+	if _, err := ReadTranscript(strings.NewReader(`{"format":"` + Format + `","accounts":[]}`)); err == nil {
+		t.Fatal("transcript without accounts accepted")
 	}
 }
 
@@ -303,6 +311,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Client: ok, Account: "a", Account2: "a"}, "must differ"},
 		{Config{Client: ok, Account: strings.Repeat("a", 33)}, "32 bytes"},
 		{Config{Client: ok, Account: "a", Rate: 51}, "over 50"},
+		{Config{Client: ok, Account: "a", Rate: 0.5}, "below 1"},
 		{Config{Client: im.Config{}, Account: "a"}, "sdkappid"},
 	} {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -326,6 +335,44 @@ func TestIMSimFlags(t *testing.T) {
 		"--name-unit=bytes", "--max-groups=20", "--max-contacts=1000", "--rate-window=sliding"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("flags %q lack %q", got, want)
+		}
+	}
+}
+
+// TestCleanupUnlistableIsNotClean: when the groups can't be listed, the clean-up reports the
+// account as unknown rather than clean, and the run fails with ErrLeftover.
+func TestCleanupUnlistableIsNotClean(t *testing.T) {
+	tg := newTarget(t, imsim.Config{})
+	cfg := tg.config()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg.OnCall = func(n int) {
+		if n == 6 { // groups exist by now; from here every get_contact_group fails
+			tg.sim.SetFaults(imsim.Faults{ErrorRates: map[int]float64{im.CodeInternal: 1}, APIs: []string{im.APIGet}})
+			cancel()
+		}
+	}
+	cfg.CleanupTimeout = 2 * time.Second
+	tr, err := Run(ctx, cfg)
+	if !errors.Is(err, ErrLeftover) || len(tr.Leftover) == 0 || !strings.Contains(tr.Leftover[0], "unknown") {
+		t.Fatalf("err %v, leftover %v", err, tr.Leftover)
+	}
+	if tg.groups("probe-a") == 0 {
+		t.Fatal("no group was left, so the test proves nothing")
+	}
+}
+
+// TestPreflightFailureChangesNothing: an account the API refuses (not imported) ends the run
+// with the API's code before anything is created.
+func TestPreflightFailureChangesNothing(t *testing.T) {
+	tg := newTarget(t, imsim.Config{NotImported: []string{"probe-b"}})
+	tr, err := Run(context.Background(), tg.config())
+	if err == nil || !strings.Contains(err.Error(), "50001") || !strings.Contains(err.Error(), "probe-b") {
+		t.Fatalf("err %v", err)
+	}
+	for _, c := range tr.Calls {
+		if c.API != im.APIGet {
+			t.Fatalf("a %s call after a failed preflight", c.API)
 		}
 	}
 }

@@ -186,12 +186,39 @@ func redactSig(s, sig string) string {
 	return strings.ReplaceAll(s, sig, Redacted)
 }
 
-// WriteJSON writes t indented, the form committed as a fixture.
+// WriteJSON writes t as indented JSON with one call per line, so that a committed fixture
+// diffs call by call.
 func (t *Transcript) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
+	head := *t
+	head.Calls = nil
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(t); err != nil {
+	if err := enc.Encode(head); err != nil {
+		return fmt.Errorf("imcheck transcript: %w", err)
+	}
+	var calls bytes.Buffer
+	calls.WriteString(`"calls": [`)
+	for i, c := range t.Calls {
+		var line bytes.Buffer
+		ce := json.NewEncoder(&line)
+		ce.SetEscapeHTML(false)
+		if err := ce.Encode(c); err != nil {
+			return fmt.Errorf("imcheck transcript: %w", err)
+		}
+		if i > 0 {
+			calls.WriteString(",")
+		}
+		calls.WriteString("\n    ")
+		calls.Write(bytes.TrimRight(line.Bytes(), "\n"))
+	}
+	if len(t.Calls) > 0 {
+		calls.WriteString("\n  ")
+	}
+	calls.WriteString("]")
+	out := bytes.Replace(b.Bytes(), []byte(`"calls": null`), calls.Bytes(), 1)
+	if _, err := w.Write(out); err != nil {
 		return fmt.Errorf("imcheck transcript: %w", err)
 	}
 	return nil
@@ -210,6 +237,9 @@ func ReadTranscript(rd io.Reader) (*Transcript, error) {
 	}
 	if t.Format != Format {
 		return nil, fmt.Errorf("%w %q (want %q)", ErrFormat, t.Format, Format)
+	}
+	if len(t.Accounts) < 1 || len(t.Accounts) > 2 || t.Accounts[0] == "" {
+		return nil, fmt.Errorf("imcheck transcript: %d accounts, want one or two", len(t.Accounts))
 	}
 	return &t, nil
 }

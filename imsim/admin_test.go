@@ -46,6 +46,9 @@ func TestAdminAPIGuards(t *testing.T) {
 		{"token right", tok, "POST", "/admin/faults", "127.0.0.1", "application/json", "Bearer s3cret", faults, 200},
 		{"latency over cap", on, "POST", "/admin/faults", "127.0.0.1", "application/json", "", `{"latency":"31s"}`, 400},
 		{"lognormal over cap", on, "POST", "/admin/faults", "127.0.0.1", "application/json", "", `{"lognormal_mean":"20s","lognormal_p99":"40s"}`, 400},
+		{"account latency over cap", on, "POST", "/admin/account-latency", "127.0.0.1", "application/json", "", `{"account":"a","latency":"31s"}`, 400},
+		{"account latency at cap", on, "POST", "/admin/account-latency", "127.0.0.1", "application/json", "", `{"account":"a","latency":"30s"}`, 204},
+		{"account latency cross-site", on, "POST", "/admin/account-latency", "127.0.0.1", "text/plain", "", `{"account":"a","latency":"1s"}`, 415},
 		{"api unaffected when disabled", base, "GET", "/v4/recentcontact/get_contact_group", "evil.example", "", "", "", 405},
 		{"unknown path", on, "GET", "/nothing", "127.0.0.1", "", "", "", 404},
 	}
@@ -93,7 +96,7 @@ func TestServerTimeouts(t *testing.T) {
 	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {
 		t.Fatalf("timeouts %v %v %v %v", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout)
 	}
-	if srv.WriteTimeout <= DefaultMaxHang+MaxLatency {
-		t.Fatalf("write timeout %v cuts a held answer (hang %v + latency %v)", srv.WriteTimeout, DefaultMaxHang, MaxLatency)
+	if srv.WriteTimeout <= DefaultMaxHang+2*MaxLatency {
+		t.Fatalf("write timeout %v cuts a held answer (hang %v + account and injected latency 2×%v)", srv.WriteTimeout, DefaultMaxHang, MaxLatency)
 	}
 }

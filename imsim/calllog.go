@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -193,6 +194,9 @@ func (s *Server) serveAccountLatency(w http.ResponseWriter, r *http.Request) {
 		return
 	case al.Account == "" || d < 0:
 		http.Error(w, "imsim: account is required and latency must not be negative", http.StatusBadRequest)
+		return
+	case d > MaxLatency:
+		http.Error(w, fmt.Sprintf("imsim: latency over %v", MaxLatency), http.StatusBadRequest)
 		return
 	}
 	s.SetAccountLatency(al.Account, d)

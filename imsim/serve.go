@@ -42,8 +42,9 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: 5 * time.Second,
 		// Bodies are at most 1 MiB; a client that trickles one in ties up a goroutine only so long.
 		ReadTimeout: 30 * time.Second,
-		// A response may be held by injected latency and then a hang; past both it is abandoned.
-		WriteTimeout: s.cfg.MaxHang + MaxLatency + 10*time.Second,
+		// A response may be held by an account's latency, injected latency and then a hang;
+		// past all three it is abandoned.
+		WriteTimeout: s.cfg.MaxHang + 2*MaxLatency + 10*time.Second,
 		IdleTimeout:  90 * time.Second,
 		ErrorLog:     zap.NewStdLog(s.log),
 	}

@@ -60,12 +60,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 		return fmt.Errorf("dlq: unknown subcommand %q (want list or replay)", sub)
 	}
 	o := &dlqOptions{}
-	fs := newFlagSet("dlq "+sub, stderr)
-	o.register(fs, sub == "replay")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: chatgroupd dlq %s [flags]\n\n%s\n\nFlags (each also from CHATGROUPD_<FLAG>):\n", sub, dlqAbout(sub))
-		fs.PrintDefaults()
-	}
+	fs := newDLQFlags(o, sub)
 	// A confirmation must be given on this command line, not inherited from an exported variable.
 	flagEnv := func(k string) string {
 		if k == envName("yes") || k == envName("force") {
@@ -73,8 +68,11 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 		}
 		return getenv(k)
 	}
-	if err := parseFlags(fs, rest, flagEnv); err != nil {
+	if err := parseFlags(fs, rest, flagEnv, stdout, dlqHelp(sub)); err != nil {
 		return err
+	}
+	if err := o.kafka.check(); err != nil {
+		return usageError("dlq "+sub, err)
 	}
 	cfg, filter, closeConn, err := o.resolve(sub == "replay", getenv, stderr)
 	if err != nil {
@@ -116,28 +114,64 @@ type dlqOptions struct {
 	partitionerName event.Partitioner
 }
 
+// dlqHelp is `chatgroupd dlq <sub> --help` besides the flags.
+func dlqHelp(sub string) help {
+	h := help{
+		usage: "chatgroupd dlq " + sub + " [flags]",
+		about: dlqAbout(sub),
+		env:   []string{"CHATGROUPD_KAFKA_SASL_PASSWORD   the Kafka SASL password (or --kafka-sasl-password-file)"},
+	}
+	if sub == "list" {
+		h.example = []string{"chatgroupd dlq list --brokers kafka-0:9092 --since 24h --reason rejected,partial --code 51010"}
+	} else {
+		h.example = []string{
+			"chatgroupd dlq replay --brokers kafka-0:9092 --code 51010 --account alice --dry-run",
+			"chatgroupd dlq replay --brokers kafka-0:9092 --code 51010 --account alice --yes",
+		}
+	}
+	return h
+}
+
+// newDLQFlags declares the flags of `chatgroupd dlq list` or `dlq replay`.
+func newDLQFlags(o *dlqOptions, sub string) *flag.FlagSet {
+	fs := newFlagSet("dlq "+sub, nil)
+	o.register(fs, sub == "replay")
+	return fs
+}
+
 func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 	o.kafka.register(fs)
-	fs.StringVar(&o.topic, "topic", "chat.contact-groups", "the event topic (replays go here)")
-	fs.StringVar(&o.dlqTopic, "dlq-topic", "", "the dead-letter topic (default <topic>.dlq)")
-	fs.StringVar(&o.group, "group", "chatgroupd", `only records dead-lettered by this consumer group ("" for all)`)
-	fs.StringVar(&o.codes, "code", "", "only these error codes, comma-separated: IM codes, HTTP statuses, network, timeout (0 = invalid events)")
-	fs.StringVar(&o.reasons, "reason", "", "only these reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "))
-	fs.StringVar(&o.account, "account", "", "only this account (from_account)")
-	fs.StringVar(&o.since, "since", "", "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
-	fs.StringVar(&o.until, "until", "", "only records dead-lettered before this RFC 3339 time, or this long ago")
-	fs.StringVar(&o.output, "output", "table", "output format: table or json")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	fs.BoolVar(&o.skipMalformed, "skip-malformed", false, "skip records without chatgroupd's dlq-* headers instead of failing")
+	stringFlag(fs, &o.topic, "topic", "chat.contact-groups", topicName, "the event topic (replays go here)")
+	stringFlag(fs, &o.dlqTopic, "dlq-topic", "", topicName, "the dead-letter topic (default <topic>.dlq)")
+	stringFlag(fs, &o.group, "group", "chatgroupd", anyString, `only records dead-lettered by this consumer group ("" for all)`)
+	checkedFlag(fs, &o.codes, "code", "", "IM codes, HTTP statuses, network or timeout, comma-separated", func(s string) error {
+		_, err := dlqParseCodes(s)
+		return err
+	}, "only these error codes, comma-separated: IM codes, HTTP statuses, network, timeout (0 = invalid events)")
+	checkedFlag(fs, &o.reasons, "reason", "", "reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "), func(s string) error {
+		for _, r := range splitList(s) {
+			if !dlq.ValidReason(r) {
+				return fmt.Errorf("unknown reason %q", r)
+			}
+		}
+		return nil
+	}, "only these reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "))
+	stringFlag(fs, &o.account, "account", "", anyString, "only this account (from_account)")
+	timeCheck := func(s string) error { _, err := dlqParseTime("", s, time.Now()); return err }
+	checkedFlag(fs, &o.since, "since", "", "an RFC 3339 time or a duration ago (24h, 7d)", timeCheck, "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
+	checkedFlag(fs, &o.until, "until", "", "an RFC 3339 time or a duration ago (24h, 7d)", timeCheck, "only records dead-lettered before this RFC 3339 time, or this long ago")
+	stringFlag(fs, &o.output, "output", "table", oneOf, "output format: table or json", "table", "json")
+	stringFlag(fs, &o.logLevel, "log-level", "warn", oneOf, "log level: debug, info, warn, error", logLevels()...)
+	boolFlag(fs, &o.skipMalformed, "skip-malformed", false, "skip records without chatgroupd's dlq-* headers instead of failing")
 	if replay {
-		fs.BoolVar(&o.dryRun, "dry-run", false, "report what would be replayed, change nothing")
-		fs.IntVar(&o.limit, "limit", 0, "replay at most this many records (0 = no limit)")
-		fs.IntVar(&o.maxReplays, "max-replays", dlq.DefaultMaxReplays, "skip records already replayed this many times (dlq-replay-count)")
-		fs.BoolVar(&o.again, "again", false, "replay records the ledger says were already replayed")
-		fs.BoolVar(&o.yes, "yes", false, "replay: without it (or --dry-run) only the plan is printed and the command fails; never read from CHATGROUPD_YES")
-		fs.BoolVar(&o.force, "force", false, "replay letters whose dlq-original-topic is not --topic (refused otherwise); never read from CHATGROUPD_FORCE")
-		fs.StringVar(&o.partitioner, "partitioner", string(event.DefaultPartitioner),
-			"the producers' partitioner (murmur2, crc32, fnv1a), used when a replay can't go to its original partition")
+		boolFlag(fs, &o.dryRun, "dry-run", false, "report what would be replayed, change nothing")
+		intFlag(fs, &o.limit, "limit", 0, 0, 1000000000, "replay at most this many records (0 = no limit)")
+		intFlag(fs, &o.maxReplays, "max-replays", dlq.DefaultMaxReplays, 1, 1000, "skip records already replayed this many times (dlq-replay-count)")
+		boolFlag(fs, &o.again, "again", false, "replay records the ledger says were already replayed")
+		boolFlag(fs, &o.yes, "yes", false, "replay: without it (or --dry-run) only the plan is printed and the command fails; never read from CHATGROUPD_YES")
+		boolFlag(fs, &o.force, "force", false, "replay letters whose dlq-original-topic is not --topic (refused otherwise); never read from CHATGROUPD_FORCE")
+		stringFlag(fs, &o.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the producers' partitioner (murmur2, crc32, fnv1a), used when a replay can't go to its original partition",
+			string(event.PartitionerMurmur2), string(event.PartitionerCRC32), string(event.PartitionerFNV1a))
 	}
 }
 
@@ -190,10 +224,16 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 	if err != nil {
 		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--log-level: %w", err)
 	}
-	conn, err := o.kafka.conn(getenv)
+	conn, secrets, err := o.kafka.conn(getenv)
 	if err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}
+	if len(secrets) > 0 {
+		if log, err = logging.New(o.logLevel, logging.FormatConsole, stderr, secrets...); err != nil {
+			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--log-level: %w", err)
+		}
+	}
+	o.kafka.warn(log)
 	cfg := dlq.ToolConfig{
 		Brokers: conn.Brokers, Topic: o.topic, DLQTopic: o.dlqTopic,
 		Transport: conn.Transport, SkipMalformed: o.skipMalformed, Logger: log,
@@ -254,7 +294,7 @@ func dlqListNotes(l dlq.Listing) string {
 }
 
 // errNotConfirmed is the refusal to replay without --yes.
-var errNotConfirmed = errors.New("nothing replayed: this needs --yes")
+var errNotConfirmed = errors.New("not confirmed")
 
 func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, yes bool, output string, stdout io.Writer) error {
 	planned := false
@@ -266,7 +306,7 @@ func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, 
 		if opts.DryRun || yes || (plan.OtherTopic > 0 && !opts.Force) { // the last: Replay refuses next
 			return nil
 		}
-		return fmt.Errorf("%w: re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
+		return fmt.Errorf("%w: nothing was replayed; re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
 			errNotConfirmed, plan.Replayed, plan.Source, plan.Target)
 	}
 	sum, err := dlq.Replay(ctx, cfg, opts)
@@ -316,6 +356,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	}
 	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
 	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
+	if s.Truncated > 0 {
+		fmt.Fprintf(tw, "skipped: truncated letters\t%d\twritten without their value (dlq-truncated); read the originals from the event topic\n", s.Truncated)
+	}
 	if s.OverLimit > 0 {
 		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
 	}
@@ -333,6 +376,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	}
 	for _, c := range s.OverMaxRecords {
 		fmt.Fprintf(w, "over max replays: %s\n", c)
+	}
+	for _, c := range s.TruncatedRecords {
+		fmt.Fprintf(w, "truncated, not replayable: %s\n", c)
 	}
 	if s.DryRun {
 		fmt.Fprintf(w, "DRY RUN: nothing was produced to %s and the ledger was not touched.\n", s.Target)

@@ -197,7 +197,7 @@ func TestDLQReplayPartitionCountChangedCommand(t *testing.T) {
 		}
 	}
 	if _, _, err := runDLQTest(t, nil, "replay", "--brokers", b, "--partitioner", "random", "--dry-run"); err == nil ||
-		!strings.Contains(err.Error(), `--partitioner: event: unknown partitioner "random"`) {
+		!strings.Contains(err.Error(), `--partitioner "random": want one of murmur2, crc32, fnv1a`) {
 		t.Errorf("bad --partitioner: %v", err)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imcheck"
 )
 
@@ -101,14 +103,66 @@ func TestIMCheckCommandErrors(t *testing.T) {
 	}{
 		{[]string{"--sdkappid", "1", "--im-endpoint", "http://127.0.0.1:1"}, "test account is required"},
 		{[]string{"--account", "a", "--im-endpoint", "http://127.0.0.1:1"}, "--sdkappid is required"},
-		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "100"}, "over 50"},
-		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "0"}, "must be positive"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "100"}, "--rate \"100\": want a number from 1 to 50"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--rate", "0"}, "--rate \"0\": want a number from 1 to 50"},
 		{[]string{"--sdkappid", "1", "--account", "a", "--account2", "a"}, "must differ"},
 		{[]string{"--from-transcript", "/nonexistent/t.json"}, "no such file"},
+		{[]string{"--sdkappid", "1", "--account", "a", "--im-endpoint", "http://127.0.0.1:1", "--transcript", "/nonexistent/dir/t.json"}, "imcheck transcript"},
 	} {
 		err := run(context.Background(), append([]string{"imcheck"}, c.args...), keyEnv, &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestIMCheckFixturesReproduced: every transcript in testdata/imcheck (a real API's, once one is
+// recorded; for now one made against a simulator with two behaviours changed) is reproduced by
+// `chatgroupd imsim` started with the flags the transcript's findings emit. A finding no flag
+// can express fails here: the simulator then needs a new behaviour.
+func TestIMCheckFixturesReproduced(t *testing.T) {
+	files, err := filepath.Glob("testdata/imcheck/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			fh, err := os.Open(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := imcheck.ReadTranscript(fh)
+			fh.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--log-level", "warn"},
+				imcheck.IMSimFlags(want.Observations)...)
+			base, _ := startIMSim(t, args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			got, err := imcheck.Run(ctx, imcheck.Config{
+				Client:  im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base},
+				Account: want.Accounts[0], Account2: second(want.Accounts), Rate: imcheck.MaxRate,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows := imcheck.Compare(want.Observations, got.Observations)
+			if d := imcheck.Differing(rows); len(d) > 0 {
+				var b bytes.Buffer
+				imcheck.WriteTable(&b, rows)
+				t.Fatalf("the simulator does not reproduce %v:\n%s", d, b.String())
+			}
+			probed := 0
+			for _, r := range rows {
+				if r.Match == imcheck.MatchYes {
+					probed++
+				}
+			}
+			if probed < 10 {
+				t.Fatalf("only %d rows compared", probed)
+			}
+		})
 	}
 }

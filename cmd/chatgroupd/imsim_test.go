@@ -238,4 +238,15 @@ func TestIMSimAdminAPIFlags(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "without --admin-api") {
 		t.Errorf("token without --admin-api: %v", err)
 	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{empty: "is empty", "/nonexistent/token": "admin token"} {
+		err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
+			mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("token file %s: %v, want %q", file, err, want)
+		}
+	}
 }

@@ -24,7 +24,7 @@ var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen
 type helpFlag struct{ name, typ, usage, def string }
 
 var (
-	flagLine = regexp.MustCompile(`^  -(\S+)(?: (\S+))?$`)
+	flagLine = regexp.MustCompile(`^  --?(\S+)(?: (\S+))?$`)
 	defPart  = regexp.MustCompile(`\s*\(default (.*)\)$`)
 )
 

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"net"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chatgroupd/chatgroupd/budget"
 	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
@@ -42,6 +47,7 @@ type service struct {
 	consumer   *consumer.Consumer
 	dispatcher *dispatcher.Dispatcher
 	dlq        *dlq.Writer
+	fleet      *budget.Runner // nil in static mode
 	http       *metrics.Server
 	ln         net.Listener
 	log        *zap.Logger
@@ -61,6 +67,10 @@ func newService(cfg serviceConfig) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.fleetBudget = cmp.Or(f.fleetBudget, fleetStatic)
+	if f.fleetBudget != fleetStatic && f.fleetBudget != fleetKafka {
+		return nil, fmt.Errorf("--fleet-budget %q: want %s or %s", f.fleetBudget, fleetStatic, fleetKafka)
+	}
 	lateArrivalMax := f.lateArrivalMax
 	if lateArrivalMax <= 0 {
 		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
@@ -69,8 +79,12 @@ func newService(cfg serviceConfig) (*service, error) {
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
 	})
+	if err != nil {
+		return nil, err
+	}
+	fleet, err := newFleetBudget(f, cfg, disp)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +117,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		dw.Close()
 		return nil, err
 	}
-	s := &service{consumer: cons, dispatcher: disp, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+	s := &service{consumer: cons, dispatcher: disp, dlq: dw, fleet: fleet, ln: cfg.metricsListener, log: cfg.log}
 	// chatgroupd_ready is computed on each scrape from the same check /readyz uses, so the
 	// alert on the gauge and the probe can never disagree.
 	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
@@ -116,6 +130,33 @@ func newService(cfg serviceConfig) (*service, error) {
 	})
 	s.http = metrics.NewServer(f.metricsAddr, gather, s.ready, cfg.log)
 	return s, nil
+}
+
+// Values of --fleet-budget.
+const (
+	fleetStatic = "static"
+	fleetKafka  = "kafka"
+)
+
+// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static) and
+// exports the mode.
+func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatcher) (*budget.Runner, error) {
+	for _, mode := range []string{fleetStatic, fleetKafka} {
+		v := 0.0
+		if mode == f.fleetBudget {
+			v = 1
+		}
+		cfg.metrics.FleetBudgetMode.WithLabelValues(mode).Set(v)
+	}
+	if f.fleetBudget != fleetKafka {
+		return nil, nil
+	}
+	host, _ := os.Hostname()
+	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
+	return budget.NewRunner(budget.KafkaConfig{
+		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
+		Logger: cfg.log, Metrics: cfg.metrics,
+	}, budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}, disp, disp)
 }
 
 // errNotInGroup is the /readyz answer before the first generation and between generations.
@@ -156,6 +197,10 @@ func (s *service) Run(ctx context.Context) error {
 		return s.consumer.Run(gctx)
 	})
 	g.Go(func() error { return s.dispatcher.Run(tail) })
+	if s.fleet != nil {
+		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
+		g.Go(func() error { return s.fleet.Run(tail) })
+	}
 	g.Go(func() error {
 		if s.ln != nil {
 			return s.http.Serve(tail, s.ln)
