@@ -15,11 +15,6 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// Source reports how many calls per window this replica could use now (the dispatcher).
-type Source interface {
-	Demand() int
-}
-
 // KafkaConfig is how a Runner reaches the budget topic.
 type KafkaConfig struct {
 	Brokers []string
@@ -147,7 +142,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.mu.Unlock()
 		case <-tick.C:
 			r.mu.Lock()
-			out, _ := member.Tick(r.now(), r.src.Demand())
+			out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
 			r.mu.Unlock()
 			if out != nil {
 				select {
@@ -163,7 +158,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // leave publishes the member's last record, best effort: without it the entry expires by TTL.
 func (r *Runner) leave(w *kafka.Writer) {
 	r.mu.Lock()
-	rec := r.member.Leave(r.now())
+	rec := r.member.Leave(r.now(), r.src.Used())
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -256,7 +256,7 @@ type ceilingSink struct {
 	n  int
 }
 
-func (s *ceilingSink) SetCeiling(n int) {
+func (s *ceilingSink) SetCeiling(n, _ int) {
 	s.mu.Lock()
 	s.n = n
 	s.mu.Unlock()
@@ -271,3 +271,5 @@ func (s *ceilingSink) get() int {
 type demandOf int
 
 func (d demandOf) Demand() int { return int(d) }
+
+func (d demandOf) Used() int { return 0 }
