@@ -34,6 +34,7 @@ type commitSnap struct {
 	p    *part
 	w, h int64
 	ext  int64
+	done []span // completed ranges above w, until encoded into meta
 	meta string
 }
 
@@ -66,10 +67,31 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.maxPicked+1, w)
 		}
-		meta, _ := encodeMeta(w, commitMeta{horizon: h, done: p.doneAbove()}, cfg.MetadataMaxBytes)
-		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, meta: meta})
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove()})
 	}
 	e.mu.Unlock()
+	// Encoding and the round trip before the commit are O(ranges): outside the lock.
+	encode := encodeMeta
+	if cfg.metaEncoder != nil {
+		encode = cfg.metaEncoder
+	}
+	verified := snaps[:0]
+	for _, s := range snaps {
+		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done}, cfg.MetadataMaxBytes)
+		if err != nil {
+			// Never write what a successor would reject or misread; only "done" knowledge is lost.
+			cfg.Metrics.CommitMetaRefused.Inc()
+			cfg.Logger.Error("commit metadata failed its round trip; committing without completed ranges",
+				zap.Int("partition", s.p.id), zap.Int64("watermark", s.w), zap.Bool("skipped", !ok), zap.Error(err))
+			if !ok {
+				continue
+			}
+		}
+		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(s.p.id)).Set(float64(len(enc.s)))
+		s.w, s.h, s.meta, s.done = enc.w, enc.h, enc.s, nil
+		verified = append(verified, s)
+	}
+	snaps = verified
 	if len(snaps) == 0 {
 		return nil
 	}

@@ -3,6 +3,7 @@ package deploytest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -83,6 +85,8 @@ func newObject(kind string) (any, string) {
 		return &policyv1.PodDisruptionBudget{}, "policy/v1"
 	case "Job":
 		return &batchv1.Job{}, "batch/v1"
+	case "NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, "networking.k8s.io/v1"
 	case "ServiceMonitor":
 		return &monitoringv1.ServiceMonitor{}, "monitoring.coreos.com/v1"
 	case "PrometheusRule":
@@ -175,9 +179,9 @@ func TestChartRendersExpectedKinds(t *testing.T) {
 		absent []string
 	}{
 		{"", []string{"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "ConfigMap"},
-			[]string{"Secret", "ServiceMonitor", "PrometheusRule", "Job"}},
+			[]string{"Secret", "ServiceMonitor", "PrometheusRule", "Job", "NetworkPolicy"}},
 		{"ci/all-values.yaml", []string{"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
-			"ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule", "Job"}, nil},
+			"ConfigMap", "Secret", "ServiceMonitor", "PrometheusRule", "Job", "NetworkPolicy"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(name(tt.values), func(t *testing.T) {
@@ -617,7 +621,8 @@ func TestDLQReplayJob(t *testing.T) {
 		t.Fatalf("Job args %v, want dlq replay ...", c.Args)
 	}
 	flags := flagValues(c.Args)
-	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3"} {
+	// --yes: replay refuses to run without it, and a Job has nobody to ask.
+	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3", "yes": "true"} {
 		if flags[k] != v {
 			t.Errorf("--%s=%q, want %q", k, flags[k], v)
 		}
@@ -627,11 +632,12 @@ func TestDLQReplayJob(t *testing.T) {
 		env[e.Name] = true
 	}
 	for _, n := range []string{"CHATGROUPD_BROKERS", "CHATGROUPD_TOPIC", "CHATGROUPD_DLQ_TOPIC", "CHATGROUPD_GROUP",
-		"CHATGROUPD_SDKAPPID", "CHATGROUPD_SECRET_KEY", "CHATGROUPD_KAFKA_TLS", "CHATGROUPD_KAFKA_SASL_PASSWORD"} {
+		"CHATGROUPD_KAFKA_TLS", "CHATGROUPD_KAFKA_SASL_PASSWORD", "CHATGROUPD_PARTITIONER"} {
 		if !env[n] {
 			t.Errorf("Job lacks %s", n)
 		}
 	}
+	noIMKey(t, r, pod)
 	if pod.RestartPolicy != corev1.RestartPolicyNever {
 		t.Errorf("restartPolicy %s: a replay must not be re-run behind the operator's back", pod.RestartPolicy)
 	}
@@ -667,6 +673,9 @@ func TestValuesRejected(t *testing.T) {
 		{"create secret without value", []string{"--set", "secretKey.create=true"}, "secretKey.value"},
 		{"chart secret for sasl but key expected in it", []string{"--set", "kafka.sasl.mechanism=plain",
 			"--set", "kafka.sasl.username=u", "--set", "kafka.sasl.password=p"}, "secretKey.existingSecret"},
+		{"sasl plain without tls", []string{"--set", "kafka.sasl.mechanism=plain", "--set", "kafka.sasl.username=u", "--set", "kafka.sasl.existingSecret=s"}, "allowPlaintext"},
+		{"http endpoint off loopback", []string{"--set", "im.endpoint=http://im.example.com"}, "allowInsecureHTTP"},
+		{"code not a number", []string{"--set", "dlqReplay.code=fifty"}, "code"},
 		{"half a client certificate", []string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.existingSecret=s", "--set", "kafka.tls.certKey=tls.crt"}, "keyKey"},
 	}
 	for _, tt := range tests {
@@ -746,4 +755,189 @@ func copyChart(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// noIMKey fails when a replay Job's pod can read the IM secret key or carries IM settings: a
+// replay only moves records between Kafka topics.
+func noIMKey(t *testing.T, r rendered, pod corev1.PodSpec) {
+	t.Helper()
+	d := r.only(t, "Deployment").(*appsv1.Deployment)
+	keySecrets := map[string]bool{}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name == "secret-key" && v.Secret != nil {
+			keySecrets[v.Secret.SecretName] = true
+		}
+	}
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "CHATGROUPD_SECRET_KEY" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			keySecrets[e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key] = true
+		}
+	}
+	for _, c := range pod.Containers {
+		for _, e := range c.Env {
+			if strings.HasPrefix(e.Name, "CHATGROUPD_SECRET_KEY") || strings.HasPrefix(e.Name, "CHATGROUPD_IM_") || e.Name == "CHATGROUPD_SDKAPPID" {
+				t.Errorf("replay Job gets %s: it never calls the IM API", e.Name)
+			}
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && keySecrets[e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key] {
+				t.Errorf("replay Job env %s reads the IM key", e.Name)
+			}
+		}
+		for _, a := range c.Args {
+			if strings.Contains(a, "secret-key") {
+				t.Errorf("replay Job arg %q names the IM key", a)
+			}
+		}
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == "secret-key" || (v.Secret != nil && keySecrets[v.Secret.SecretName] && v.Secret.SecretName != saslSecretOf(r)) {
+			t.Errorf("replay Job mounts %s (Secret %v), which holds the IM key", v.Name, v.Secret)
+		}
+	}
+}
+
+// saslSecretOf is the Secret the Deployment reads the SASL password from ("" without SASL): it
+// may be the same Secret as the IM key's, and then mounting one item of it is fine.
+func saslSecretOf(r rendered) string {
+	d := r.objects
+	for _, o := range d {
+		if dep, ok := o.(*appsv1.Deployment); ok {
+			for _, e := range dep.Spec.Template.Spec.Containers[0].Env {
+				if e.Name == "CHATGROUPD_KAFKA_SASL_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					return e.ValueFrom.SecretKeyRef.Name
+				}
+			}
+			for _, v := range dep.Spec.Template.Spec.Volumes {
+				if v.Name == "kafka-sasl" && v.Secret != nil {
+					return v.Secret.SecretName
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// renderWith renders the chart with --set style arguments and decodes it strictly.
+func renderWith(t *testing.T, args ...string) rendered {
+	t.Helper()
+	r := repo(t)
+	out, err := r.Template(ctx(t), r.Chart(), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeStrict(t, out)
+}
+
+// TestReplayCommandFromREADME renders exactly the helm replay line README.md gives (a number
+// for dlqReplay.code, which the schema refused when it wanted a string), and the filter code 0
+// (invalid events), which a truthiness test would drop.
+func TestReplayCommandFromREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repo(t).Root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "--set dlqReplay.enabled=true --set dlqReplay.code=51010 --set dlqReplay.dryRun=true"
+	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), line) {
+		t.Fatalf("README.md no longer shows %q; keep this test on the command README gives", line)
+	}
+	for _, tc := range []struct {
+		args []string
+		code string
+	}{
+		{strings.Fields(line), "51010"},
+		{[]string{"--set", "dlqReplay.enabled=true", "--set", "dlqReplay.code=0"}, "0"},
+		{[]string{"--set", "dlqReplay.enabled=true", "--set-string", `dlqReplay.code=51010\,51008`}, "51010,51008"},
+	} {
+		j := renderWith(t, tc.args...).only(t, "Job").(*batchv1.Job)
+		flags := flagValues(j.Spec.Template.Spec.Containers[0].Args)
+		if flags["code"] != tc.code {
+			t.Errorf("%v: --code=%q, want %q (args %v)", tc.args, flags["code"], tc.code, j.Spec.Template.Spec.Containers[0].Args)
+		}
+	}
+	// The default replay Job (IM key mounted as a file in the Deployment) gets no key either.
+	r := renderWith(t, "--set", "dlqReplay.enabled=true")
+	noIMKey(t, r, r.only(t, "Job").(*batchv1.Job).Spec.Template.Spec)
+}
+
+// TestSASLPasswordFile: with kafka.sasl.mountAsFile the password reaches the service and the
+// replay Job as a mounted file, never as an environment variable.
+func TestSASLPasswordFile(t *testing.T) {
+	r := renderWith(t, "--set", "kafka.sasl.mechanism=scram-sha-512", "--set", "kafka.sasl.username=u",
+		"--set", "kafka.sasl.existingSecret=kafka-pw", "--set", "kafka.sasl.mountAsFile=true", "--set", "dlqReplay.enabled=true")
+	d := r.only(t, "Deployment").(*appsv1.Deployment)
+	j := r.only(t, "Job").(*batchv1.Job)
+	const file = "/etc/chatgroupd/kafka-sasl/kafka-sasl-password"
+	if got := flagValues(d.Spec.Template.Spec.Containers[0].Args)["kafka-sasl-password-file"]; got != file {
+		t.Errorf("Deployment --kafka-sasl-password-file=%q, want %s", got, file)
+	}
+	jobFile := ""
+	for _, e := range j.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "CHATGROUPD_KAFKA_SASL_PASSWORD_FILE" {
+			jobFile = e.Value
+		}
+	}
+	if jobFile != file {
+		t.Errorf("Job CHATGROUPD_KAFKA_SASL_PASSWORD_FILE=%q, want %s", jobFile, file)
+	}
+	for _, pod := range []corev1.PodSpec{d.Spec.Template.Spec, j.Spec.Template.Spec} {
+		for _, e := range pod.Containers[0].Env {
+			if e.Name == "CHATGROUPD_KAFKA_SASL_PASSWORD" {
+				t.Errorf("%s: the password is in the environment too", pod.Containers[0].Name)
+			}
+		}
+		found := false
+		for _, v := range pod.Volumes {
+			if v.Name == "kafka-sasl" && v.Secret != nil && v.Secret.SecretName == "kafka-pw" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no kafka-sasl volume from Secret kafka-pw", pod.Containers[0].Name)
+		}
+		checkMounts(t, pod)
+	}
+}
+
+// TestImageByDigest: image.digest pins the service and the replay Job to one image.
+func TestImageByDigest(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	r := renderWith(t, "--set", "image.repository=registry.example.com/chatgroupd", "--set", "image.tag=v1",
+		"--set", "image.digest="+digest, "--set", "dlqReplay.enabled=true")
+	want := "registry.example.com/chatgroupd@" + digest
+	if got := r.only(t, "Deployment").(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Image; got != want {
+		t.Errorf("Deployment image %s, want %s", got, want)
+	}
+	if got := r.only(t, "Job").(*batchv1.Job).Spec.Template.Spec.Containers[0].Image; got != want {
+		t.Errorf("Job image %s, want %s", got, want)
+	}
+}
+
+// TestNetworkPolicy: the policy selects the service's pods (not the replay Job's), lets in only
+// the metrics port, and lets out only DNS, Kafka and the IM API plus what extraEgress adds.
+func TestNetworkPolicy(t *testing.T) {
+	r := render(t, "ci/all-values.yaml")
+	np := r.only(t, "NetworkPolicy").(*networkingv1.NetworkPolicy)
+	d := r.only(t, "Deployment").(*appsv1.Deployment)
+	j := r.only(t, "Job").(*batchv1.Job)
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Error("the NetworkPolicy does not select the service's pods")
+	}
+	if sel.Matches(labels.Set(j.Spec.Template.Labels)) {
+		t.Error("the NetworkPolicy selects the replay Job's pods, whose traffic it does not describe")
+	}
+	if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != 9191 {
+		t.Errorf("ingress %+v, want only the metrics port 9191", np.Spec.Ingress)
+	}
+	var egressPorts []int
+	for _, e := range np.Spec.Egress {
+		for _, p := range e.Ports {
+			egressPorts = append(egressPorts, p.Port.IntValue())
+		}
+	}
+	if fmt.Sprint(egressPorts) != "[53 53 9093 8080 3128]" {
+		t.Errorf("egress ports %v, want DNS, Kafka 9093, IM 8080 and the extra 3128", egressPorts)
+	}
 }

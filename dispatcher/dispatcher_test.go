@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -92,6 +94,37 @@ func TestTransientPastBudgetExhausted(t *testing.T) {
 		t.Errorf("info %q does not name the last code", o.Info)
 	}
 }
+
+// TestExhaustedCodeNetworkAndTimeout: an event exhausted by failures that got no answer is told
+// apart from an invalid event (code 0) and from each other: dlq-error-code network or timeout.
+func TestExhaustedCodeNetworkAndTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"refused", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: errors.New("connect: connection refused")}, dlq.CodeNetwork},
+		{"malformed", &im.Error{API: im.APICreate, Class: im.ClassTransient, Malformed: true, HTTPStatus: 200, Err: im.ErrMalformedResponse}, dlq.CodeNetwork},
+		{"deadline", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, dlq.CodeTimeout},
+		{"net timeout", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: &net.OpError{Op: "read", Err: timeoutErr{}}}, dlq.CodeTimeout},
+		{"http 503", &im.Error{API: im.APICreate, Class: im.ClassTransient, HTTPStatus: 503}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.RetryBudget = time.Minute })
+			h.api.setAlways(im.APICreate, tc.err)
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Exhausted || o.Code != tc.want {
+				t.Fatalf("outcome %v code %d, want exhausted with %d", o.Result, o.Code, tc.want)
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
 
 func TestBackoffIsExponentialAndCapped(t *testing.T) {
 	var mu sync.Mutex
@@ -313,8 +346,13 @@ func TestPermanentRejected(t *testing.T) {
 			h := newHarness(t, nil)
 			h.api.failCodes(im.APICreate, code, 1)
 			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
-			if o.Result != Rejected || o.Code != code || o.Attempts != 1 {
-				t.Fatalf("outcome = %+v, want rejected with %d after 1 attempt", o, code)
+			// 50002 is also the duplicate-name code: one look-up finds no such group first.
+			lookups := 0
+			if code == im.CodeBadParams {
+				lookups = 1
+			}
+			if o.Result != Rejected || o.Code != code || o.Attempts != 1+lookups {
+				t.Fatalf("outcome = %+v, want rejected with %d after %d attempts", o, code, 1+lookups)
 			}
 			var det ResultDetail
 			if err := json.Unmarshal(o.Detail, &det); err != nil {
@@ -326,8 +364,8 @@ func TestPermanentRejected(t *testing.T) {
 			if !strings.Contains(string(o.Detail), `"To_Account":"bob"`) || !strings.Contains(string(o.Detail), `"ToGroupId":"@TGS#1"`) {
 				t.Errorf("detail %s lacks the conversations in API form", o.Detail)
 			}
-			if h.api.count(im.APIGet) != 0 {
-				t.Errorf("a permanent failure needs no lookup")
+			if h.api.count(im.APIGet) != lookups || h.api.count(im.APICreate) != 1 {
+				t.Errorf("%d lookups and %d creates, want %d and 1", h.api.count(im.APIGet), h.api.count(im.APICreate), lookups)
 			}
 		})
 	}

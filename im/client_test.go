@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -547,4 +548,27 @@ func TestClientGateAdmitsEveryRequest(t *testing.T) {
 			t.Errorf("%d requests reached the server, want 1", n)
 		}
 	})
+}
+
+// TestErrorBoundsServerText: ErrorInfo/ResultInfo are the server's words, as long as the response
+// cap allows; an Error's message, which reaches logs and dlq-error-info, carries at most
+// MaxInfoBytes of them, and control characters only escaped.
+func TestErrorBoundsServerText(t *testing.T) {
+	huge := strings.Repeat("界", 1<<20)
+	for _, e := range []*Error{
+		{API: APICreate, Class: ClassPermanent, Code: 50002, Info: huge},
+		{API: APICreate, Class: ClassPermanent, Code: 51008, Info: huge, Partial: true},
+		{API: APICreate, Class: ClassPermanent, Code: 50002, Info: "line\r\nforged: entry\x07\u202e"},
+	} {
+		msg := e.Error()
+		if len(msg) > MaxInfoBytes+64 {
+			t.Errorf("message is %d bytes", len(msg))
+		}
+		if strings.ContainsAny(msg, "\r\n\x07\u202e") {
+			t.Errorf("message carries raw control characters: %q", msg)
+		}
+		if !utf8.ValidString(msg) {
+			t.Errorf("message cut inside a rune")
+		}
+	}
 }

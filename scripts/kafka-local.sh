@@ -16,20 +16,23 @@
 # Settings (environment):
 #   KAFKA_VERSION      broker version (default 4.1.1; see RELIABILITY.md for why)
 #   KAFKA_CACHE_DIR    where jars are cached (default ${XDG_CACHE_HOME:-$HOME/.cache}/chatgroupd)
-#   KAFKA_STATE_DIR    data, config, log and pid file (default ${TMPDIR:-/tmp}/chatgroupd-kafka)
+#   KAFKA_STATE_DIR    data, config, log and pid file (default .kafka-local/ in this checkout, so
+#                      two checkouts never share a broker and `stop` never stops another's)
 #   KAFKA_PORT         client listener port on 127.0.0.1 (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1 (default 19093)
 #   KAFKA_HEAP_OPTS    JVM heap (default -Xms256m -Xmx512m)
 #   KAFKA_START_TIMEOUT seconds to wait for the broker to serve (default 90)
 #   KAFKA_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 30)
 #
-# The broker listens on 127.0.0.1 only. Needs java (17+) and, for `fetch`, mvn.
+# The broker listens on 127.0.0.1 only. Needs java (17+) and, for `fetch`, mvn. A PID file whose
+# process is not the broker of this state directory (a reused PID, another broker) is ignored and
+# never signalled.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 KAFKA_CACHE_DIR="${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chatgroupd}"
-KAFKA_STATE_DIR="${KAFKA_STATE_DIR:-${TMPDIR:-/tmp}/chatgroupd-kafka}"
+KAFKA_STATE_DIR="${KAFKA_STATE_DIR:-$(cd "$here/.." && pwd)/.kafka-local}"
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
@@ -157,11 +160,24 @@ format() {
 	fi
 }
 
+# pid prints the broker's PID when the PID file names a live process that is this state
+# directory's broker: its command line must carry our server.properties. Anything else (a PID
+# reused by another program, a broker started from another directory) is not ours to signal.
 pid() {
 	[[ -f "$pidfile" ]] || return 1
 	local p
 	p="$(cat "$pidfile")"
-	[[ -n "$p" ]] && kill -0 "$p" 2>/dev/null && echo "$p"
+	[[ "$p" =~ ^[0-9]+$ ]] && kill -0 "$p" 2>/dev/null || return 1
+	if [[ -r "/proc/$p/cmdline" ]]; then
+		if ! tr '\0' '\n' <"/proc/$p/cmdline" | grep -qxF "$conf"; then
+			say "pid file $pidfile names pid $p, which is not the broker of $KAFKA_STATE_DIR; ignoring it"
+			return 1
+		fi
+	elif ! ps -o args= -p "$p" 2>/dev/null | grep -qF "$conf"; then
+		say "pid file $pidfile names pid $p, which is not the broker of $KAFKA_STATE_DIR; ignoring it"
+		return 1
+	fi
+	echo "$p"
 }
 
 port_open() {

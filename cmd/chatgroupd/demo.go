@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -56,38 +58,53 @@ const demoAppID = 1400000000
 // in-process simulator: 5% over the 200/s limit (see summary).
 const demoWindowTolerance = 210
 
+// demoHelp is `chatgroupd demo --help` besides the flags.
+func demoHelp() help {
+	return help{
+		usage: "chatgroupd demo [flags]",
+		about: `Runs the whole pipeline on this machine: an embedded Kafka broker, the IM simulator (with
+transient faults), a load of events with duplicates, invalid records, an account over its
+group quota and out-of-order seqs, and the real service between them. Shows progress, then a
+summary; exits 0 only when nothing was lost and no group was created twice (2 otherwise).`,
+		example: []string{
+			"chatgroupd demo",
+			"chatgroupd demo --forever --produce-rate 150 --metrics-addr 127.0.0.1:9090",
+		},
+	}
+}
+
+// newDemoFlags declares the flags of `chatgroupd demo`.
+func newDemoFlags(f *demoFlags) *flag.FlagSet {
+	fs := newFlagSet("demo", nil)
+	intFlag(fs, &f.events, "count", 3000, 1, 10000000, "events to produce")
+	boolFlag(fs, &f.forever, "forever", false, "keep producing at --produce-rate until interrupted")
+	floatFlag(fs, &f.produceRate, "produce-rate", 0, 0, 100000, "events/s produced (0: the whole --count up front, a backlog); --forever defaults to 150")
+	intFlag(fs, &f.partitions, "partitions", 6, 1, 1000, "partitions of the event topic")
+	floatFlag(fs, &f.rateLimit, "rate-limit", 200, 1, 1000, "create calls/s budget (the simulator enforces 200/s)")
+	durationFlag(fs, &f.latency, "latency", 20*time.Millisecond, 0, 10*time.Second, "simulated API latency")
+	durationFlag(fs, &f.jitter, "jitter", 20*time.Millisecond, 0, 10*time.Second, "extra uniform random API latency")
+	floatFlag(fs, &f.faultRate, "fault-rate", 0.03, 0, 0.5, "share of API calls that fail transiently (50004, HTTP 502, applied-then-50005)")
+	intFlag(fs, &f.gen.Accounts, "accounts", 50, 1, 100000, "accounts active at once")
+	floatFlag(fs, &f.gen.DuplicateRate, "duplicate-rate", 0.03, 0, 0.5, "share of records that re-send an earlier event")
+	floatFlag(fs, &f.gen.InvalidRate, "invalid-rate", 0.02, 0, 0.5, "share of records that break the event contract")
+	floatFlag(fs, &f.gen.SwapRate, "swap-rate", 0.05, 0, 0.5, "share of events emitted after their successor")
+	intFlag(fs, &f.gen.OverQuotaAccounts, "over-quota-accounts", 1, 0, 100000, "accounts that go past the 20-group quota (51010)")
+	durationFlag(fs, &f.reorderWindow, "reorder-window", 200*time.Millisecond, time.Millisecond, time.Minute, "seq reorder window")
+	stringFlag(fs, &f.metricsAddr, "metrics-addr", "127.0.0.1:0", hostPort, "listen address of /metrics, /healthz, /readyz")
+	durationFlag(fs, &f.timeout, "timeout", 3*time.Minute, time.Second, 24*time.Hour, "give up when the pipeline hasn't drained by then")
+	stringFlag(fs, &f.logLevel, "log-level", "error", oneOf, "service log level (logs go to stderr)", logLevels()...)
+	seedFlag(fs, &f.seed, "random seed (0: time-based)")
+	return fs
+}
+
 func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", stderr)
 	var f demoFlags
-	fs.IntVar(&f.events, "count", 3000, "events to produce")
-	fs.BoolVar(&f.forever, "forever", false, "keep producing at --produce-rate until interrupted")
-	fs.Float64Var(&f.produceRate, "produce-rate", 0, "events/s produced (0: the whole --count up front, a backlog); --forever defaults to 150")
-	fs.IntVar(&f.partitions, "partitions", 6, "partitions of the event topic")
-	fs.Float64Var(&f.rateLimit, "rate-limit", 200, "create calls/s budget (the simulator enforces 200/s)")
-	fs.DurationVar(&f.latency, "latency", 20*time.Millisecond, "simulated API latency")
-	fs.DurationVar(&f.jitter, "jitter", 20*time.Millisecond, "extra uniform random API latency")
-	fs.Float64Var(&f.faultRate, "fault-rate", 0.03, "share of API calls that fail transiently (50004, HTTP 502, applied-then-50005)")
-	fs.IntVar(&f.gen.Accounts, "accounts", 50, "accounts active at once")
-	fs.Float64Var(&f.gen.DuplicateRate, "duplicate-rate", 0.03, "share of records that re-send an earlier event")
-	fs.Float64Var(&f.gen.InvalidRate, "invalid-rate", 0.02, "share of records that break the event contract")
-	fs.Float64Var(&f.gen.SwapRate, "swap-rate", 0.05, "share of events emitted after their successor")
-	fs.IntVar(&f.gen.OverQuotaAccounts, "over-quota-accounts", 1, "accounts that go past the 20-group quota (51010)")
-	fs.DurationVar(&f.reorderWindow, "reorder-window", 200*time.Millisecond, "seq reorder window")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:0", "listen address of /metrics, /healthz, /readyz")
-	fs.DurationVar(&f.timeout, "timeout", 3*time.Minute, "give up when the pipeline hasn't drained by then")
-	fs.StringVar(&f.logLevel, "log-level", "error", "service log level (logs go to stderr)")
-	fs.Uint64Var(&f.seed, "seed", 0, "random seed (0: time-based)")
-	if err := parseFlags(fs, args, getenv); err != nil {
+	fs := newDemoFlags(&f)
+	if err := parseFlags(fs, args, getenv, stdout, demoHelp()); err != nil {
 		return err
 	}
-	if f.events < 1 && !f.forever {
-		return errors.New("--count must be >= 1")
-	}
-	if f.partitions < 1 {
-		return errors.New("--partitions must be >= 1")
-	}
-	if f.faultRate < 0 || f.faultRate > 0.5 {
-		return errors.New("--fault-rate must be within 0-0.5")
+	if f.gen.OverQuotaAccounts > f.gen.Accounts {
+		return usageError("demo", fmt.Errorf("--over-quota-accounts %d: at most --accounts (%d)", f.gen.OverQuotaAccounts, f.gen.Accounts))
 	}
 	if f.forever && f.produceRate == 0 {
 		f.produceRate = 150
@@ -100,11 +117,12 @@ func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(f.logLevel, "console", stderr)
+	key := randomKey()
+	log, err := logging.New(f.logLevel, "console", stderr, key)
 	if err != nil {
 		return err
 	}
-	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log}
+	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key, getenv: getenv}
 	return d.run(ctx)
 }
 
@@ -114,6 +132,9 @@ type demo struct {
 	out   io.Writer
 	tty   bool
 	log   *zap.Logger
+	key   string // the simulator's secret key, redacted from the log
+	// getenv reads COLUMNS when the terminal's size can't be asked.
+	getenv env
 
 	reg     *prometheus.Registry
 	sim     *imsim.Server
@@ -143,7 +164,7 @@ func (d *demo) run(ctx context.Context) error {
 	defer cluster.Close()
 	d.brokers = cluster.ListenAddrs()
 
-	key := randomKey()
+	key := d.key
 	d.sim, err = imsim.New(imsim.Config{
 		SDKAppID: demoAppID, SecretKey: key, RateLimit: 200, Seed: f.seed,
 		Faults: imsim.Faults{
@@ -325,20 +346,75 @@ func (d *demo) watch(ctx, svcCtx context.Context, produceDone <-chan error) (dra
 
 func (d *demo) printProgress(produced int, c counts) {
 	el := time.Since(d.start).Seconds()
-	line := fmt.Sprintf("%5.1fs  produced %d  consumed %.0f  ended %.0f  applied %.0f  duplicates %.0f  dead-lettered %.0f  create calls %.0f/s",
-		el, produced, c.consumed, c.processed, c.outcomes[metrics.OutcomeApplied], c.outcomes[metrics.OutcomeDuplicate],
-		c.outcomes[metrics.OutcomeInvalid]+c.outcomes[metrics.OutcomeRejected]+c.outcomes[metrics.OutcomePartial]+c.outcomes[metrics.OutcomeExhausted],
-		c.creates/max(el, 0.001))
+	p := progressFigures{
+		elapsed: el, produced: produced, consumed: c.consumed, ended: c.processed,
+		applied: c.outcomes[metrics.OutcomeApplied], duplicates: c.outcomes[metrics.OutcomeDuplicate],
+		deadLettered: c.outcomes[metrics.OutcomeInvalid] + c.outcomes[metrics.OutcomeRejected] + c.outcomes[metrics.OutcomePartial] + c.outcomes[metrics.OutcomeExhausted],
+		rate:         c.creates / max(el, 0.001),
+	}
 	if d.tty {
-		width := 24
-		done := 0
-		if produced > 0 {
-			done = int(float64(width) * min(c.processed/float64(produced), 1))
-		}
-		fmt.Fprintf(d.out, "\r[%s%s] %s\x1b[K", strings.Repeat("#", done), strings.Repeat(".", width-done), line)
+		// One redraw is one terminal line: cut to the width (read again each time, so a resized
+		// window is followed), or the terminal wraps it and every redraw scrolls a new line.
+		fmt.Fprintf(d.out, "\r%s\x1b[K", fitProgress(terminalWidth(d.out, d.getenv), p))
 		return
 	}
-	fmt.Fprintln(d.out, line)
+	fmt.Fprintln(d.out, p.full(0))
+}
+
+// progressFigures is one progress report.
+type progressFigures struct {
+	elapsed                                            float64
+	produced                                           int
+	consumed, ended, applied, duplicates, deadLettered float64
+	rate                                               float64
+}
+
+func (p progressFigures) bar(width int) string {
+	if width <= 0 {
+		return ""
+	}
+	done := 0
+	if p.produced > 0 {
+		done = int(float64(width) * min(p.ended/float64(p.produced), 1))
+	}
+	return "[" + strings.Repeat("#", done) + strings.Repeat(".", width-done) + "] "
+}
+
+func (p progressFigures) full(bar int) string {
+	return p.bar(bar) + fmt.Sprintf("%5.1fs  produced %d  consumed %.0f  ended %.0f  applied %.0f  duplicates %.0f  dead-lettered %.0f  create calls %.0f/s",
+		p.elapsed, p.produced, p.consumed, p.ended, p.applied, p.duplicates, p.deadLettered, p.rate)
+}
+
+// fitProgress returns the longest form of p that fits a terminal width columns wide, leaving the
+// last column free (writing it makes some terminals wrap). Every form is ASCII: bytes are columns.
+func fitProgress(width int, p progressFigures) string {
+	forms := []string{
+		p.full(24),
+		p.bar(16) + fmt.Sprintf("%5.1fs  ended %.0f/%d  applied %.0f  dup %.0f  dlq %.0f  %.0f calls/s",
+			p.elapsed, p.ended, p.produced, p.applied, p.duplicates, p.deadLettered, p.rate),
+		p.bar(10) + fmt.Sprintf("%5.1fs ended %.0f/%d %.0f/s", p.elapsed, p.ended, p.produced, p.rate),
+		fmt.Sprintf("%.0fs %.0f/%d", p.elapsed, p.ended, p.produced),
+	}
+	for _, f := range forms {
+		if len(f) <= width-1 {
+			return f
+		}
+	}
+	last := forms[len(forms)-1]
+	return last[:max(0, min(len(last), width-1))]
+}
+
+// terminalWidth is the column count of the terminal w writes to, else $COLUMNS, else 80.
+func terminalWidth(w io.Writer, getenv env) int {
+	if n := ttyColumns(w); n > 0 {
+		return n
+	}
+	if getenv != nil {
+		if n, err := strconv.Atoi(getenv("COLUMNS")); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 80
 }
 
 // countDLQ sums the DLQ topic's end offsets: how many dead letters Kafka acknowledged.

@@ -141,7 +141,7 @@ func TestDLQListJSON(t *testing.T) {
 func TestDLQReplayCommand(t *testing.T) {
 	c := dlqTestCluster(t)
 	b := strings.Join(c.Brokers, ",")
-	args := []string{"replay", "--brokers", b, "--topic", "t", "--code", "51010"}
+	args := []string{"replay", "--brokers", b, "--topic", "t", "--code", "51010", "--yes"}
 
 	out, _, err := runDLQTest(t, nil, append(args, "--dry-run")...)
 	if err != nil {
@@ -225,16 +225,16 @@ func TestDLQBadInput(t *testing.T) {
 		{"no subcommand", nil, "no subcommand"},
 		{"unknown subcommand", []string{"purge"}, `unknown subcommand "purge"`},
 		{"no brokers", []string{"list"}, "--brokers is required"},
-		{"unknown reason", []string{"list", "--brokers", b, "--reason", "rejected,lost"}, `--reason "lost": unknown reason`},
+		{"unknown reason", []string{"list", "--brokers", b, "--reason", "rejected,lost"}, `unknown reason "lost"`},
 		{"bad code", []string{"replay", "--brokers", b, "--code", "51010,x"}, `--code "x"`},
 		{"bad since", []string{"list", "--brokers", b, "--since", "yesterday"}, `--since "yesterday"`},
 		{"bad until", []string{"list", "--brokers", b, "--until", "2026-13-01"}, `--until "2026-13-01"`},
 		{"empty window", []string{"list", "--brokers", b, "--since", "1h", "--until", "2h"}, "is not before"},
 		{"bad output", []string{"list", "--brokers", b, "--output", "xml"}, `--output "xml"`},
 		{"bad log level", []string{"list", "--brokers", b, "--log-level", "loud"}, "--log-level"},
-		{"max replays 0", []string{"replay", "--brokers", b, "--max-replays", "0"}, "--max-replays 0"},
-		{"negative limit", []string{"replay", "--brokers", b, "--limit", "-1"}, "--limit -1"},
-		{"replay flag on list", []string{"list", "--brokers", b, "--dry-run"}, "flag provided but not defined"},
+		{"max replays 0", []string{"replay", "--brokers", b, "--max-replays", "0"}, `--max-replays "0": want an integer from 1 to 1000`},
+		{"negative limit", []string{"replay", "--brokers", b, "--limit", "-1"}, `--limit "-1": want an integer from 0`},
+		{"replay flag on list", []string{"list", "--brokers", b, "--dry-run"}, "unknown flag --dry-run"},
 		{"stray argument", []string{"list", "--brokers", b, "extra"}, "unexpected arguments"},
 		{"missing DLQ topic", []string{"list", "--brokers", b, "--topic", "nope"}, "nope.dlq: topic does not exist"},
 		{"missing replay target", []string{"replay", "--brokers", b, "--topic", "nope", "--dlq-topic", "t.dlq"}, "replay target: nope: topic does not exist"},
@@ -326,12 +326,12 @@ func TestDLQOverSASL(t *testing.T) {
 	getenv := func(k string) string {
 		return map[string]string{"CHATGROUPD_BROKERS": strings.Join(c.Brokers, ","), "CHATGROUPD_KAFKA_SASL_PASSWORD": "s3cret"}[k]
 	}
-	sasl := []string{"--topic", "t", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", "ops"}
+	sasl := []string{"--topic", "t", "--kafka-sasl-mechanism", "plain", "--kafka-sasl-username", "ops", "--kafka-sasl-allow-plaintext"}
 	out, _, err := runDLQTest(t, getenv, append([]string{"list"}, sasl...)...)
 	if err != nil || !strings.Contains(out, "alice") {
 		t.Fatalf("list over SASL: %v\n%s", err, out)
 	}
-	out, _, err = runDLQTest(t, getenv, append([]string{"replay"}, sasl...)...)
+	out, _, err = runDLQTest(t, getenv, append([]string{"replay", "--yes"}, sasl...)...)
 	if err != nil || !dlqLineHas(out, "replayed", "1") {
 		t.Fatalf("replay over SASL: %v\n%s", err, out)
 	}

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +36,17 @@ type imsimFlags struct {
 	dismissed      string
 	duplicateNames string
 	duplicateCode  int
+	renameDups     string
+	addExisting    int
+	removeMissing  int
+	missingGroup   int
+	deleteMissOK   bool
+	maxNameLen     int
+	nameUnit       string
+	rateWindow     string
+	adminAPI       bool
+	adminHosts     string
+	adminTokenFile string
 	stateFile      string
 	seed           uint64
 	maxHang        time.Duration
@@ -46,42 +60,81 @@ type imsimFlags struct {
 	applyFailRate  float64
 	applyHangRate  float64
 	faultAPIs      string
+	callLog        bool
 	logLevel       string
 	logFormat      string
 }
 
-func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	fs := newFlagSet("imsim", stderr)
-	var f imsimFlags
-	fs.StringVar(&f.addr, "addr", "127.0.0.1:8080", "listen address (127.0.0.1:0 picks a free port; the address is printed)")
-	fs.Int64Var(&f.sdkAppID, "sdkappid", 0, "SDKAppID the simulator accepts (required)")
-	fs.StringVar(&f.admins, "admin", im.DefaultAdmin, "app admin identifier(s) allowed to call, comma-separated")
-	fs.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the secret key (else CHATGROUPD_SECRET_KEY)")
-	fs.IntVar(&f.rateLimit, "rate-limit", imsim.DefaultRateLimit, "accepted calls per API in any sliding second; the rest answer 60007")
-	fs.IntVar(&f.maxGroups, "max-groups", imsim.DefaultMaxGroups, "conversation groups per user (51010)")
-	fs.IntVar(&f.maxContacts, "max-contacts", imsim.DefaultMaxContacts, "grouped conversations per user (51008)")
-	fs.IntVar(&f.pageSize, "page-size", imsim.DefaultPageSize, "conversations per get_contact_group page")
-	fs.StringVar(&f.notImported, "not-imported", "", "accounts that answer 50001 (not imported), comma-separated")
-	fs.StringVar(&f.dismissed, "dismissed-groups", "", "ToGroupId values that fail with 51007 per item, comma-separated")
-	fs.StringVar(&f.duplicateNames, "duplicate-names", imsim.DuplicateReject, "create with an existing group name: reject, merge or allow")
-	fs.IntVar(&f.duplicateCode, "duplicate-code", im.CodeBadParams, "code answering a rejected duplicate name")
-	fs.StringVar(&f.stateFile, "state-file", "", "JSON file to load groups from at start and save them to at shutdown")
-	fs.Uint64Var(&f.seed, "seed", 0, "seed of fault draws (0: from the clock)")
-	fs.DurationVar(&f.maxHang, "max-hang", imsim.DefaultMaxHang, "how long a hung request is held before it answers 50005")
-	fs.DurationVar(&f.latency, "latency", 0, "fixed latency added to every call")
-	fs.DurationVar(&f.jitter, "jitter", 0, "uniform random latency [0, jitter) added on top of --latency")
-	fs.DurationVar(&f.latencyMean, "latency-mean", 0, "lognormal latency mean (with --latency-p99; replaces --latency/--jitter)")
-	fs.DurationVar(&f.latencyP99, "latency-p99", 0, "lognormal latency 99th percentile")
-	fs.StringVar(&f.errorRates, "error-rates", "", "injected IM codes per call, e.g. 50004=0.01,60007=0.005")
-	fs.Float64Var(&f.http502Rate, "http502-rate", 0, "fraction of calls answered HTTP 502")
-	fs.Float64Var(&f.hangRate, "hang-rate", 0, "fraction of calls held until the client gives up (not applied)")
-	fs.Float64Var(&f.applyFailRate, "apply-then-fail-rate", 0, "fraction of create/update/delete calls applied, then answered 50005")
-	fs.Float64Var(&f.applyHangRate, "apply-then-hang-rate", 0, "fraction of create/update/delete calls applied, then held")
-	fs.StringVar(&f.faultAPIs, "fault-apis", "", "APIs the fault rates apply to, comma-separated (default all), e.g. create_contact_group")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or console")
-	if err := parseFlags(fs, args, getenv); err != nil {
+// imsimHelp is `chatgroupd imsim --help` besides the flags.
+func imsimHelp() help {
+	return help{
+		usage: "chatgroupd imsim [flags]",
+		about: `Serves a local simulator of the IM conversation-group REST API (create, get, update and delete
+contact groups) with the real API's limits, error codes and 200 calls/s per API, plus injected
+latency and faults. Point chatgroupd run's --im-endpoint at the address it prints.`,
+		env:     []string{"CHATGROUPD_SECRET_KEY   the secret key UserSigs are checked against (or --secret-key-file)"},
+		example: []string{"CHATGROUPD_SECRET_KEY=devkey chatgroupd imsim --sdkappid 1400000000 --addr 127.0.0.1:8080 --latency 40ms"},
+	}
+}
+
+// newIMSimFlags declares the flags of `chatgroupd imsim`.
+func newIMSimFlags(f *imsimFlags) *flag.FlagSet {
+	fs := newFlagSet("imsim", nil)
+	stringFlag(fs, &f.addr, "addr", "127.0.0.1:8080", hostPort, "listen address (127.0.0.1:0 picks a free port; the address is printed)")
+	int64Flag(fs, &f.sdkAppID, "sdkappid", 0, 1, math.MaxUint32, "SDKAppID the simulator accepts (required)")
+	stringFlag(fs, &f.admins, "admin", im.DefaultAdmin, nonEmpty, "app admin identifier(s) allowed to call, comma-separated")
+	stringFlag(fs, &f.secretKeyFile, "secret-key-file", "", anyString, "file holding the secret key (else CHATGROUPD_SECRET_KEY)")
+	intFlag(fs, &f.rateLimit, "rate-limit", imsim.DefaultRateLimit, 1, 1000000, "accepted calls per API in any sliding second; the rest answer 60007")
+	intFlag(fs, &f.maxGroups, "max-groups", imsim.DefaultMaxGroups, 1, 100000, "conversation groups per user (51010)")
+	intFlag(fs, &f.maxContacts, "max-contacts", imsim.DefaultMaxContacts, 1, 1000000, "grouped conversations per user (51008)")
+	intFlag(fs, &f.pageSize, "page-size", imsim.DefaultPageSize, 1, 10000, "conversations per get_contact_group page")
+	stringFlag(fs, &f.notImported, "not-imported", "", anyString, "accounts that answer 50001 (not imported), comma-separated")
+	stringFlag(fs, &f.dismissed, "dismissed-groups", "", anyString, "ToGroupId values that fail with 51007 per item, comma-separated")
+	stringFlag(fs, &f.duplicateNames, "duplicate-names", imsim.DuplicateReject, oneOf, "create with an existing group name: reject, merge or allow",
+		imsim.DuplicateReject, imsim.DuplicateMerge, imsim.DuplicateAllow)
+	intFlag(fs, &f.duplicateCode, "duplicate-code", im.CodeBadParams, 1, 999999, "code answering a rejected duplicate name")
+	stringFlag(fs, &f.renameDups, "rename-duplicates", imsim.DuplicateReject, oneOf, "rename onto a name the user already has: reject (with --duplicate-code) or allow",
+		imsim.DuplicateReject, imsim.DuplicateAllow)
+	intFlag(fs, &f.addExisting, "add-existing-code", 0, 0, 999999, "per-item code of adding a conversation already in the group (0: success)")
+	intFlag(fs, &f.removeMissing, "remove-missing-code", 0, 0, 999999, "per-item code of removing a conversation not in the group (0: success)")
+	intFlag(fs, &f.missingGroup, "missing-group-code", im.CodeGroupNotFound, 1, 999999, "code answering an update or delete of a missing group")
+	boolFlag(fs, &f.deleteMissOK, "delete-missing-ok", false, "a delete of a missing group succeeds instead of answering --missing-group-code")
+	intFlag(fs, &f.maxNameLen, "max-name-length", imsim.DefaultMaxNameBytes, 1, 4096, "longest group name, in --name-unit (51011 beyond)")
+	stringFlag(fs, &f.nameUnit, "name-unit", imsim.NameBytes, oneOf, "what --max-name-length counts: bytes (of UTF-8) or chars", imsim.NameBytes, imsim.NameChars)
+	stringFlag(fs, &f.rateWindow, "rate-window", imsim.WindowSliding, oneOf, "how --rate-limit is counted: sliding (any second) or calendar (each clock second)", imsim.WindowSliding, imsim.WindowCalendar)
+	boolFlag(fs, &f.adminAPI, "admin-api", false, "serve /admin/ (faults, state, stats, sig invalidation); off by default")
+	stringFlag(fs, &f.adminHosts, "admin-host", "", anyString, "host names accepted in the Host header of /admin/ besides loopback, comma-separated")
+	stringFlag(fs, &f.adminTokenFile, "admin-token-file", "", anyString, "file holding a token /admin/ requests must send as \"Authorization: Bearer <token>\"")
+	boolFlag(fs, &f.callLog, "call-log", false, "keep every API call (account, request, start, end, answer) in memory for GET /admin/calls (tests; grows with every call)")
+	stringFlag(fs, &f.stateFile, "state-file", "", anyString, "JSON file to load groups from at start and save them to at shutdown")
+	seedFlag(fs, &f.seed, "seed of fault draws (0: from the clock)")
+	durationFlag(fs, &f.maxHang, "max-hang", imsim.DefaultMaxHang, time.Millisecond, 10*time.Minute, "how long a hung request is held before it answers 50005")
+	durationFlag(fs, &f.latency, "latency", 0, 0, time.Minute, "fixed latency added to every call")
+	durationFlag(fs, &f.jitter, "jitter", 0, 0, time.Minute, "uniform random latency [0, jitter) added on top of --latency")
+	durationFlag(fs, &f.latencyMean, "latency-mean", 0, 0, time.Minute, "lognormal latency mean (with --latency-p99; replaces --latency/--jitter)")
+	durationFlag(fs, &f.latencyP99, "latency-p99", 0, 0, time.Minute, "lognormal latency 99th percentile")
+	checkedFlag(fs, &f.errorRates, "error-rates", "", "code=rate pairs, comma-separated, each rate from 0 to 1", func(s string) error {
+		_, err := parseErrorRates(s)
 		return err
+	}, "injected IM codes per call, e.g. 50004=0.01,60007=0.005")
+	floatFlag(fs, &f.http502Rate, "http502-rate", 0, 0, 1, "fraction of calls answered HTTP 502")
+	floatFlag(fs, &f.hangRate, "hang-rate", 0, 0, 1, "fraction of calls held until the client gives up (not applied)")
+	floatFlag(fs, &f.applyFailRate, "apply-then-fail-rate", 0, 0, 1, "fraction of create/update/delete calls applied, then answered 50005")
+	floatFlag(fs, &f.applyHangRate, "apply-then-hang-rate", 0, 0, 1, "fraction of create/update/delete calls applied, then held")
+	stringFlag(fs, &f.faultAPIs, "fault-apis", "", anyString, "APIs the fault rates apply to, comma-separated (default all), e.g. create_contact_group")
+	stringFlag(fs, &f.logLevel, "log-level", "info", oneOf, "log level: debug, info, warn, error", logLevels()...)
+	stringFlag(fs, &f.logFormat, "log-format", "json", oneOf, "log format: json or console", "json", "console")
+	return fs
+}
+
+func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
+	var f imsimFlags
+	fs := newIMSimFlags(&f)
+	if err := parseFlags(fs, args, getenv, stdout, imsimHelp()); err != nil {
+		return err
+	}
+	if f.sdkAppID <= 0 {
+		return usageError("imsim", errors.New("--sdkappid is required (an integer from 1 to 4294967295)"))
 	}
 	key, err := secretKey(f.secretKeyFile, getenv)
 	if err != nil {
@@ -92,12 +145,22 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // nothing useful to do at exit
-	if f.sdkAppID <= 0 {
-		return errors.New("imsim: --sdkappid is required")
-	}
 	rates, err := parseErrorRates(f.errorRates)
 	if err != nil {
 		return err
+	}
+	admin := imsim.AdminConfig{Enabled: f.adminAPI, Hosts: splitList(f.adminHosts)}
+	if f.adminTokenFile != "" {
+		if !f.adminAPI {
+			return errors.New("imsim: --admin-token-file without --admin-api")
+		}
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("imsim: admin token: %w", err)
+		}
+		if admin.Token = strings.TrimSpace(string(b)); admin.Token == "" {
+			return fmt.Errorf("imsim: admin token file %s is empty", f.adminTokenFile)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,6 +169,10 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 		MaxGroups: f.maxGroups, MaxContacts: f.maxContacts, PageSize: f.pageSize,
 		NotImported: splitList(f.notImported), DismissedGroups: splitList(f.dismissed),
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode, MaxHang: f.maxHang, Seed: f.seed,
+		RenameDuplicates: f.renameDups, AddExistingCode: f.addExisting, RemoveMissingCode: f.removeMissing,
+		MissingGroupCode: f.missingGroup, DeleteMissingOK: f.deleteMissOK, MaxNameBytes: f.maxNameLen,
+		NameUnit: f.nameUnit, RateWindow: f.rateWindow, Admin: admin,
+		CallLog: f.callLog,
 		Faults: imsim.Faults{
 			Latency: f.latency, Jitter: f.jitter, LogNormalMean: f.latencyMean, LogNormalP99: f.latencyP99,
 			ErrorRates: rates, HTTP502Rate: f.http502Rate, HangRate: f.hangRate,
@@ -128,7 +195,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	}
 	fmt.Fprintf(stdout, "imsim listening on http://%s\n", ln.Addr())
 	log.Info("imsim listening", zap.String("addr", ln.Addr().String()), zap.Int64("sdkappid", f.sdkAppID),
-		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames))
+		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames), zap.Bool("admin_api", f.adminAPI))
 	serveErr := sim.Serve(ctx, ln, reg)
 	if f.stateFile != "" {
 		if err := sim.SaveState(f.stateFile); err != nil {
@@ -150,8 +217,8 @@ func parseErrorRates(s string) (map[int]float64, error) {
 		code, rate, ok := strings.Cut(it, "=")
 		c, err1 := strconv.Atoi(strings.TrimSpace(code))
 		r, err2 := strconv.ParseFloat(strings.TrimSpace(rate), 64)
-		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("imsim: --error-rates item %q: want code=rate", it)
+		if !ok || err1 != nil || err2 != nil || !(r >= 0 && r <= 1) {
+			return nil, fmt.Errorf("imsim: --error-rates item %q: want code=rate, rate from 0 to 1", it)
 		}
 		rates[c] = r
 	}

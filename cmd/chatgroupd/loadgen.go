@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -9,35 +10,74 @@ import (
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/time/rate"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
+	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
+// loadgenFlags are the flags of `chatgroupd loadgen`.
+type loadgenFlags struct {
+	kafka   kafkaFlags
+	topic   string
+	count   int
+	forever bool
+	perSec  float64
+	gen     loadgen.Config
+	seed    uint64
+}
+
+// loadgenHelp is `chatgroupd loadgen --help` besides the flags.
+func loadgenHelp() help {
+	return help{
+		usage: "chatgroupd loadgen [flags]",
+		about: `Produces realistic events to a Kafka topic, keyed by account like a real producer: accounts that
+create groups in seq order, with a share of duplicates, invalid records, swapped pairs and
+accounts pushed past the 20-group quota. Prints what it produced.`,
+		env:     []string{"CHATGROUPD_KAFKA_SASL_PASSWORD   the Kafka SASL password (or --kafka-sasl-password-file)"},
+		example: []string{"chatgroupd loadgen --brokers 127.0.0.1:19092 --count 10000 --rate 150"},
+	}
+}
+
+// newLoadgenFlags declares the flags of `chatgroupd loadgen`.
+func newLoadgenFlags(f *loadgenFlags) *flag.FlagSet {
+	fs := newFlagSet("loadgen", nil)
+	f.kafka.register(fs)
+	stringFlag(fs, &f.topic, "topic", defaultTopic, topicName, "topic to produce to")
+	intFlag(fs, &f.count, "count", 10000, 1, 1000000000, "events to produce")
+	boolFlag(fs, &f.forever, "forever", false, "keep producing until interrupted (ignores --count)")
+	floatFlag(fs, &f.perSec, "rate", 0, 0, 1000000, "events per second (0: as fast as the broker takes them)")
+	intFlag(fs, &f.gen.Accounts, "accounts", 100, 1, 1000000, "accounts active at once")
+	intFlag(fs, &f.gen.GroupsPerAccount, "groups-per-account", 15, 1, 20, "groups an account creates before a fresh account replaces it (<= 20)")
+	intFlag(fs, &f.gen.MaxContacts, "max-contacts", 5, 1, event.MaxContacts, "contacts per event, 1..N")
+	floatFlag(fs, &f.gen.DuplicateRate, "duplicate-rate", 0.02, 0, 0.5, "fraction of records that re-send an earlier event")
+	floatFlag(fs, &f.gen.InvalidRate, "invalid-rate", 0.01, 0, 0.5, "fraction of records that break the event contract")
+	floatFlag(fs, &f.gen.SwapRate, "swap-rate", 0.05, 0, 0.5, "fraction of events emitted with their successor first")
+	intFlag(fs, &f.gen.OverQuotaAccounts, "over-quota-accounts", 0, 0, 1000000, "accounts that push past the 20-group quota (51010)")
+	stringFlag(fs, &f.gen.Prefix, "account-prefix", "user", nonEmpty, "account name prefix")
+	seedFlag(fs, &f.seed, "random seed (0: time-based)")
+	return fs
+}
+
 func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadgen", stderr)
-	var kf kafkaFlags
-	kf.register(fs)
-	topic := fs.String("topic", defaultTopic, "topic to produce to")
-	count := fs.Int("count", 10000, "events to produce")
-	forever := fs.Bool("forever", false, "keep producing until interrupted (ignores --count)")
-	perSec := fs.Float64("rate", 0, "events per second (0: as fast as the broker takes them)")
-	gc := loadgen.Config{}
-	fs.IntVar(&gc.Accounts, "accounts", 100, "accounts active at once")
-	fs.IntVar(&gc.GroupsPerAccount, "groups-per-account", 15, "groups an account creates before a fresh account replaces it (<= 20)")
-	fs.IntVar(&gc.MaxContacts, "max-contacts", 5, "contacts per event, 1..N")
-	fs.Float64Var(&gc.DuplicateRate, "duplicate-rate", 0.02, "fraction of records that re-send an earlier event")
-	fs.Float64Var(&gc.InvalidRate, "invalid-rate", 0.01, "fraction of records that break the event contract")
-	fs.Float64Var(&gc.SwapRate, "swap-rate", 0.05, "fraction of events emitted with their successor first")
-	fs.IntVar(&gc.OverQuotaAccounts, "over-quota-accounts", 0, "accounts that push past the 20-group quota (51010)")
-	fs.StringVar(&gc.Prefix, "account-prefix", "user", "account name prefix")
-	seed := fs.Uint64("seed", 0, "random seed (0: time-based)")
-	if err := parseFlags(fs, args, getenv); err != nil {
+	var f loadgenFlags
+	fs := newLoadgenFlags(&f)
+	if err := parseFlags(fs, args, getenv, stdout, loadgenHelp()); err != nil {
 		return err
 	}
-	conn, err := kf.conn(getenv)
+	if err := f.kafka.check(); err != nil {
+		return usageError("loadgen", err)
+	}
+	conn, secrets, err := f.kafka.conn(getenv)
 	if err != nil {
 		return err
 	}
-	gc.Seed = *seed
+	log, err := logging.New("warn", logging.FormatConsole, stderr, secrets...)
+	if err != nil {
+		return err
+	}
+	f.kafka.warn(log)
+	gc := f.gen
+	gc.Seed = f.seed
 	if gc.Seed == 0 {
 		gc.Seed = uint64(time.Now().UnixNano())
 	}
@@ -45,16 +85,16 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	w := eventWriter(conn.Brokers, *topic, conn.Transport)
+	w := eventWriter(conn.Brokers, f.topic, conn.Transport)
 	defer w.Close()
 	start := time.Now()
-	produced, e, err := produceStream(ctx, w, gen, *count, *forever, *perSec, nil)
+	produced, e, err := produceStream(ctx, w, gen, f.count, f.forever, f.perSec, nil)
 	if err != nil {
 		return err
 	}
 	el := time.Since(start)
 	fmt.Fprintf(stdout, "produced %d records to %s in %s (%.0f/s): valid %d, duplicates %d, invalid %d, over-quota %d, swapped pairs %d\n",
-		produced, *topic, el.Round(time.Millisecond), float64(produced)/el.Seconds(), e.Valid, e.Duplicates, e.Invalid, e.OverQuota, e.Swapped)
+		produced, f.topic, el.Round(time.Millisecond), float64(produced)/el.Seconds(), e.Valid, e.Duplicates, e.Invalid, e.OverQuota, e.Swapped)
 	return nil
 }
 

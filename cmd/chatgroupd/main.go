@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"run":     {"consume events and apply them to the IM API (the service)", runService},
 		"demo":    {"the whole pipeline on this machine: embedded Kafka, IM simulator, load, summary", runDemo},
 		"imsim":   {"a local simulator of the IM conversation-group REST API", runIMSim},
+		"imcheck": {"probe the real IM API's undocumented behaviours and compare them with imsim", runIMCheck},
 		"dlq":     {"inspect (list) and replay dead-lettered events", runDLQ},
 		"loadgen": {"produce realistic events to a Kafka topic", runLoadgen},
 		"version": {"print the version", runVersion},
@@ -68,17 +69,24 @@ func exitCode(err error) int {
 
 func run(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
 	cmds := commands()
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
 		usage(stderr, cmds)
-		if len(args) == 0 {
-			return errors.New("no command given")
+		return &exitError{code: 2, err: errors.New("no command given; see 'chatgroupd --help'")}
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		if args[0] == "help" && len(args) > 1 {
+			// `chatgroupd help run` is `chatgroupd run --help`; `help dlq list` is `dlq list --help`.
+			if _, ok := cmds[args[1]]; !ok {
+				return &exitError{code: 2, err: fmt.Errorf("help: unknown command %q; see 'chatgroupd --help'", args[1])}
+			}
+			return run(ctx, append(append([]string{}, args[1:]...), "--help"), getenv, stdout, stderr)
 		}
+		usage(stdout, cmds)
 		return errHelp
 	}
 	c, ok := cmds[args[0]]
 	if !ok {
-		usage(stderr, cmds)
-		return fmt.Errorf("unknown command %q", args[0])
+		return &exitError{code: 2, err: fmt.Errorf("unknown command %q; see 'chatgroupd --help'", args[0])}
 	}
 	return c.run(ctx, args[1:], getenv, stdout, stderr)
 }
@@ -95,11 +103,21 @@ func usage(w io.Writer, cmds map[string]command) {
 		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].summary)
 	}
 	b.WriteString("\nEvery flag --foo-bar may also be set as CHATGROUPD_FOO_BAR; flags win.\n")
-	b.WriteString("Run `chatgroupd <command> --help` for a command's flags.\n")
+	b.WriteString("Run `chatgroupd help <command>` (or `chatgroupd <command> --help`) for what a command does,\n")
+	b.WriteString("its flags and their ranges, its environment and an example.\n\n")
+	b.WriteString("Example:\n  chatgroupd demo\n")
 	io.WriteString(w, b.String())
 }
 
-func runVersion(_ context.Context, _ []string, _ env, stdout, _ io.Writer) error {
+func runVersion(_ context.Context, args []string, getenv env, stdout, _ io.Writer) error {
+	fs := newFlagSet("version", nil)
+	if err := parseFlags(fs, args, getenv, stdout, help{
+		usage:   "chatgroupd version",
+		about:   "Prints the version chatgroupd was built as (make build and docker build set it from git describe).",
+		example: []string{"chatgroupd version"},
+	}); err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, "chatgroupd", version)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,24 +22,18 @@ func TestRunCommands(t *testing.T) {
 	}{
 		{"no args", nil, "no command given", "Usage: chatgroupd"},
 		{"help", []string{"help"}, errHelp.Error(), "Commands:"},
-		{"unknown", []string{"frobnicate"}, `unknown command "frobnicate"`, "Usage"},
+		{"unknown", []string{"frobnicate"}, `unknown command "frobnicate"`, ""},
 		{"version", []string{"version"}, "", "chatgroupd dev"},
 		{"run without brokers", []string{"run", "--sdkappid", "1"}, "--brokers is required", ""},
-		{"run bad flag", []string{"run", "--no-such-flag"}, "flag provided but not defined", ""},
+		{"run bad flag", []string{"run", "--no-such-flag"}, "unknown flag --no-such-flag", ""},
 		{"run stray args", []string{"run", "--brokers", "a:1", "extra"}, "unexpected arguments", ""},
 		{"run without key", []string{"run", "--brokers", "127.0.0.1:1", "--sdkappid", "1"}, "no secret key", ""},
-		{"run without sdkappid", []string{"run", "--brokers", "127.0.0.1:1"}, "", ""}, // key checked first
+		{"run without sdkappid", []string{"run", "--brokers", "127.0.0.1:1"}, "--sdkappid is required (an integer from 1 to", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
 			err := run(context.Background(), tt.args, mapEnv(nil), &out, &out)
-			if tt.name == "run without sdkappid" {
-				if err == nil || !strings.Contains(err.Error(), "no secret key") {
-					t.Fatalf("err = %v", err)
-				}
-				return
-			}
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("err = %v", err)
 			}
@@ -53,22 +48,28 @@ func TestRunCommands(t *testing.T) {
 }
 
 func TestParseFlagsEnvFallback(t *testing.T) {
-	fs := newFlagSet("x", &bytes.Buffer{})
-	rate := fs.Float64("rate-limit", 200, "")
-	topic := fs.String("topic", "t", "")
-	win := fs.Duration("reorder-window", time.Second, "")
+	fs := newFlagSet("x", nil)
+	var rate float64
+	var topic string
+	var win time.Duration
+	floatFlag(fs, &rate, "rate-limit", 200, 1, 1000, "")
+	stringFlag(fs, &topic, "topic", "t", topicName, "")
+	durationFlag(fs, &win, "reorder-window", time.Second, time.Millisecond, time.Minute, "")
 	getenv := mapEnv(map[string]string{"CHATGROUPD_RATE_LIMIT": "150", "CHATGROUPD_TOPIC": "from-env", "CHATGROUPD_REORDER_WINDOW": "3s"})
-	if err := parseFlags(fs, []string{"--topic", "from-flag"}, getenv); err != nil {
+	if err := parseFlags(fs, []string{"--topic", "from-flag"}, getenv, io.Discard, help{}); err != nil {
 		t.Fatal(err)
 	}
-	if *rate != 150 || *topic != "from-flag" || *win != 3*time.Second {
-		t.Fatalf("rate %v topic %q window %v: env must fill unset flags and flags must win", *rate, *topic, *win)
+	if rate != 150 || topic != "from-flag" || win != 3*time.Second {
+		t.Fatalf("rate %v topic %q window %v: env must fill unset flags and flags must win", rate, topic, win)
 	}
-	fs2 := newFlagSet("x", &bytes.Buffer{})
-	fs2.Float64("rate-limit", 200, "")
-	err := parseFlags(fs2, nil, mapEnv(map[string]string{"CHATGROUPD_RATE_LIMIT": "fast"}))
-	if err == nil || !strings.Contains(err.Error(), "CHATGROUPD_RATE_LIMIT") {
-		t.Fatalf("bad env value: err = %v", err)
+	for _, v := range []string{"fast", "0", "NaN", "5000"} {
+		fs2 := newFlagSet("x", nil)
+		floatFlag(fs2, &rate, "rate-limit", 200, 1, 1000, "")
+		err := parseFlags(fs2, nil, mapEnv(map[string]string{"CHATGROUPD_RATE_LIMIT": v}), io.Discard, help{})
+		if err == nil || !strings.Contains(err.Error(), "CHATGROUPD_RATE_LIMIT") || !strings.Contains(err.Error(), "--rate-limit") ||
+			!strings.Contains(err.Error(), "from 1 to 1000") || exitCode(err) != 2 {
+			t.Errorf("CHATGROUPD_RATE_LIMIT=%s: err = %v (exit %d), want exit 2 naming the variable, the flag and the range", v, err, exitCode(err))
+		}
 	}
 }
 
@@ -93,15 +94,15 @@ func TestSecretKey(t *testing.T) {
 
 func TestKafkaFlagsSASLPassword(t *testing.T) {
 	k := kafkaFlags{brokers: "a:1, b:2 ,", saslMechanism: "SCRAM-SHA-256", saslUsername: "u"}
-	c, err := k.conn(mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw"}))
+	c, secrets, err := k.conn(mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Brokers) != 2 || c.Dialer.SASLMechanism == nil {
-		t.Fatalf("brokers %v sasl %v", c.Brokers, c.Dialer.SASLMechanism)
+	if len(c.Brokers) != 2 || c.Dialer.SASLMechanism == nil || len(secrets) != 1 || secrets[0] != "pw" {
+		t.Fatalf("brokers %v sasl %v secrets %q", c.Brokers, c.Dialer.SASLMechanism, secrets)
 	}
 	k.saslPasswordFile = filepath.Join(t.TempDir(), "missing")
-	if _, err := k.conn(mapEnv(nil)); err == nil || !strings.Contains(err.Error(), "sasl password file") {
+	if _, _, err := k.conn(mapEnv(nil)); err == nil || !strings.Contains(err.Error(), "sasl password file") {
 		t.Fatalf("err = %v", err)
 	}
 }

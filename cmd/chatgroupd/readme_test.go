@@ -7,20 +7,24 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 )
 
-var updateReadme = flag.Bool("update-readme", false, "rewrite README.md's configuration reference from --help")
+var updateReadme = flag.Bool("update-readme", false, "rewrite docs/configuration.md's flag reference from --help")
 
-// documented lists every command whose flags README.md's configuration reference shows.
-var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
+// configDoc is the generated flag reference; README.md links to it rather than carrying it.
+const configDoc = "../../docs/configuration.md"
+
+// documented lists every command whose flags docs/configuration.md shows.
+var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
 
 type helpFlag struct{ name, typ, usage, def string }
 
 var (
-	flagLine = regexp.MustCompile(`^  -(\S+)(?: (\S+))?$`)
+	flagLine = regexp.MustCompile(`^  --?(\S+)(?: (\S+))?$`)
 	defPart  = regexp.MustCompile(`\s*\(default (.*)\)$`)
 )
 
@@ -84,10 +88,11 @@ const (
 	refEnd   = "<!-- END GENERATED CONFIG -->\n"
 )
 
-// TestREADMEConfigReference keeps README.md's configuration reference equal to what the
-// commands accept: a flag added, renamed or re-documented without the README fails here.
+// TestREADMEConfigReference keeps docs/configuration.md (the flag reference README.md links to)
+// equal to what the commands accept: a flag added, renamed or re-documented without the
+// reference fails here.
 func TestREADMEConfigReference(t *testing.T) {
-	const path = "../../README.md"
+	const path = configDoc
 	readme, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +100,7 @@ func TestREADMEConfigReference(t *testing.T) {
 	s := string(readme)
 	i, j := strings.Index(s, refBegin), strings.Index(s, refEnd)
 	if i < 0 || j < i {
-		t.Fatalf("README.md lacks the generated configuration markers")
+		t.Fatalf("%s lacks the generated configuration markers", path)
 	}
 	want := configReference(t)
 	got := s[i+len(refBegin) : j]
@@ -108,15 +113,23 @@ func TestREADMEConfigReference(t *testing.T) {
 		}
 		return
 	}
-	t.Fatalf("README.md's configuration reference is stale; run: go test ./cmd/chatgroupd -run TestREADMEConfigReference -update-readme")
+	t.Fatalf("docs/configuration.md is stale; run: go test ./cmd/chatgroupd -run TestREADMEConfigReference -update-readme")
 }
 
-// TestREADMEFlagsExist fails when README.md shows a `chatgroupd` command line with a flag that
-// command doesn't accept (prose and examples drift too).
+// TestREADMEFlagsExist fails when README.md, docs/*.md or the chart's README shows a `chatgroupd`
+// command line with a flag that command doesn't accept (prose and examples drift too).
 func TestREADMEFlagsExist(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	docs, err := filepath.Glob("../../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
+	}
+	var readme []byte
+	for _, p := range append([]string{"../../README.md", "../../charts/chatgroupd/README.md"}, docs...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readme = append(append(readme, b...), '\n')
 	}
 	known := map[string]map[string]bool{}
 	for _, cmd := range documented {
@@ -126,7 +139,7 @@ func TestREADMEFlagsExist(t *testing.T) {
 			known[key][f.name] = true
 		}
 	}
-	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
+	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|imcheck|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
 	flagRe := regexp.MustCompile(`--([a-z0-9-]+)`)
 	checked := 0
 	for _, m := range cmdLine.FindAllStringSubmatch(string(readme), -1) {

@@ -5,10 +5,13 @@ package logging
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -146,12 +149,55 @@ type redactor struct {
 
 func newRedactor(secrets []string) *redactor {
 	r := &redactor{}
+	seen := map[string]bool{}
 	for _, s := range secrets {
-		if len(s) >= minSecretLen {
-			r.secrets = append(r.secrets, []byte(s))
+		if len(s) < minSecretLen {
+			continue
+		}
+		for _, f := range secretForms(s) {
+			if !seen[f] {
+				seen[f] = true
+				r.secrets = append(r.secrets, []byte(f))
+			}
 		}
 	}
+	// Longest first: an escaped form contains pieces of the raw one, and replacing the raw
+	// bytes first would leave the escape characters around a REDACTED that no longer matches.
+	sort.SliceStable(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
 	return r
+}
+
+// secretForms returns the ways s can appear in an encoded line: raw (console messages), as zap's
+// JSON encoder escapes it, as encoding/json escapes it (HTML-safe), as Go's %q quotes it, and
+// %q's form once more JSON-escaped (an error text quoting the secret, logged as a JSON field). A
+// secret holding '"', '\\', a control character or '<' differs between these, and matching the raw
+// bytes alone would let it through.
+func secretForms(s string) []string {
+	forms := []string{s, zapJSONEscape(s)}
+	if b, err := json.Marshal(s); err == nil {
+		forms = append(forms, string(b[1:len(b)-1]))
+	}
+	q := strconv.Quote(s)
+	q = q[1 : len(q)-1]
+	forms = append(forms, q, zapJSONEscape(q))
+	return forms
+}
+
+// zapJSONEscape returns s as zap's JSON encoder writes it inside a string value.
+func zapJSONEscape(s string) string {
+	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{})
+	buf, err := enc.EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.String("k", s)})
+	if err != nil {
+		return s
+	}
+	defer buf.Free()
+	out := buf.String()
+	const pre = `{"k":"`
+	i, j := strings.Index(out, pre), strings.LastIndex(out, `"}`)
+	if i < 0 || j < i+len(pre) {
+		return s
+	}
+	return out[i+len(pre) : j]
 }
 
 // apply returns the redacted line and whether anything changed.

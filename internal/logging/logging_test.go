@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -196,4 +197,69 @@ func FuzzRedact(f *testing.F) {
 func ExampleRedact() {
 	fmt.Println(Redact("POST https://console.tim.qq.com/v4/recentcontact/create_contact_group?sdkappid=1&usersig=eJw1j*secret_&random=7"))
 	// Output: POST https://console.tim.qq.com/v4/recentcontact/create_contact_group?sdkappid=1&usersig=REDACTED&random=7
+}
+
+// TestNewRedactsEscapedSecrets: a secret holding characters the encoders escape ('"', '\',
+// control characters, '<', non-ASCII) is redacted in every form it takes on the line — as a
+// field, in a message, quoted with %q inside an error, in a reflected map — in both formats.
+// Matching the raw bytes only (as before) leaks all but the first of these keys.
+func TestNewRedactsEscapedSecrets(t *testing.T) {
+	keys := []string{
+		`abc"def\ghi-0123456789`,
+		"tab\tnew\nline-0123456789",
+		`<script>&amp;-0123456789`,
+		"ключ-секрет-\u2028-0123456789",
+		`\\"\"""\\-0123456789`,
+	}
+	for _, key := range keys {
+		for _, format := range []string{"json", "console"} {
+			var buf bytes.Buffer
+			log, err := New("debug", format, &buf, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log.Info("message with the key " + key)
+			log.Info("field", zap.String("k", key))
+			log.Warn("quoted", zap.Error(fmt.Errorf("bad key %q", key)))
+			log.Info("reflected", zap.Any("m", map[string]string{"k": key}))
+			log.Info("quoted field", zap.String("q", fmt.Sprintf("%q", key)))
+			_ = log.Sync()
+			out := buf.String()
+			quoted := strconv.Quote(key)
+			for _, leak := range []string{key, quoted[1 : len(quoted)-1]} {
+				if strings.Contains(out, leak) {
+					t.Errorf("%s: key %q leaked in form %q:\n%s", format, key, leak, out)
+				}
+			}
+			if format != "json" {
+				continue
+			}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(line), &m); err != nil {
+					t.Fatalf("line is not JSON after redaction: %v\n%s", err, line)
+				}
+				walk(m, func(s string) {
+					if strings.Contains(s, key) || strings.Contains(s, quoted[1:len(quoted)-1]) {
+						t.Errorf("key %q readable after decoding the JSON line: %q", key, s)
+					}
+				})
+			}
+		}
+	}
+}
+
+func walk(v any, f func(string)) {
+	switch x := v.(type) {
+	case string:
+		f(x)
+	case map[string]any:
+		for _, e := range x {
+			walk(e, f)
+		}
+	case []any:
+		for _, e := range x {
+			walk(e, f)
+		}
+	}
 }

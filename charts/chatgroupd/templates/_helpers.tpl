@@ -104,6 +104,16 @@ app.kubernetes.io/part-of: chatgroupd
 {{- if not $sasl.username }}{{ fail "kafka.sasl.username is required with kafka.sasl.mechanism" }}{{ end }}
 {{- if not (or $sasl.existingSecret $sasl.password) }}{{ fail "kafka.sasl needs existingSecret or password" }}{{ end }}
 {{- end }}
+{{- if and (eq $sasl.mechanism "plain") (not .Values.kafka.tls.enabled) (not $sasl.allowPlaintext) }}
+{{- fail "kafka.sasl.mechanism plain without kafka.tls.enabled sends the password in clear text: enable TLS, or set kafka.sasl.allowPlaintext=true to accept that" }}
+{{- end }}
+{{- $ep := .Values.im.endpoint }}
+{{- if and (hasPrefix "http://" $ep) (not .Values.im.allowInsecureHTTP) }}
+{{- $host := regexReplaceAll "^http://(\\[[^]]*\\]|[^:/]*).*$" $ep "${1}" }}
+{{- if not (or (eq $host "localhost") (eq $host "[::1]") (hasPrefix "127." $host)) }}
+{{- fail (printf "im.endpoint %s is plain http off loopback: the admin UserSig would cross the network in clear text; use https, or set im.allowInsecureHTTP=true" $ep) }}
+{{- end }}
+{{- end }}
 {{- $tls := .Values.kafka.tls }}
 {{- if and $tls.enabled (ne (empty $tls.certKey) (empty $tls.keyKey)) }}
 {{- fail "kafka.tls.certKey and kafka.tls.keyKey go together (mutual TLS needs both)" }}
@@ -116,11 +126,13 @@ app.kubernetes.io/part-of: chatgroupd
 {{/* Where the pod mounts secrets. */}}
 {{- define "chatgroupd.secretKeyDir" -}}/etc/chatgroupd/secret-key{{- end }}
 {{- define "chatgroupd.tlsDir" -}}/etc/chatgroupd/kafka-tls{{- end }}
+{{- define "chatgroupd.saslDir" -}}/etc/chatgroupd/kafka-sasl{{- end }}
 
 {{/*
-Connection settings every chatgroupd command shares, as CHATGROUPD_* environment variables. The
-DLQ replay Job uses them: a command ignores variables of flags it does not have, where an unknown
-flag would be an error.
+The DLQ replay Job's settings as CHATGROUPD_* environment variables: Kafka only. A replay reads
+the DLQ topic and produces to the event topic; it never calls the IM API, so it gets neither the
+IM key nor the IM settings. (A command ignores variables of flags it does not have, where an
+unknown flag would be an error.)
 */}}
 {{- define "chatgroupd.connectionEnv" -}}
 - name: CHATGROUPD_BROKERS
@@ -131,22 +143,23 @@ flag would be an error.
   value: {{ .Values.kafka.group | quote }}
 - name: CHATGROUPD_DLQ_TOPIC
   value: {{ include "chatgroupd.dlqTopic" . | quote }}
-- name: CHATGROUPD_IM_REGION
-  value: {{ .Values.im.region | quote }}
-{{- with .Values.im.endpoint }}
-- name: CHATGROUPD_IM_ENDPOINT
-  value: {{ . | quote }}
-{{- end }}
-- name: CHATGROUPD_SDKAPPID
-  value: {{ include "chatgroupd.sdkappid" . | quote }}
-- name: CHATGROUPD_ADMIN
-  value: {{ .Values.im.admin | quote }}
+- name: CHATGROUPD_PARTITIONER
+  value: {{ .Values.kafka.partitioner | default "murmur2" | quote }}
 - name: CHATGROUPD_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
-- name: CHATGROUPD_LOG_FORMAT
-  value: {{ .Values.config.logFormat | quote }}
 {{- include "chatgroupd.kafkaSecurityEnv" . }}
-{{- include "chatgroupd.secretEnv" . }}
+{{- with .Values.kafka.sasl }}
+{{- if and .mechanism .mountAsFile }}
+- name: CHATGROUPD_KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "%s/%s" (include "chatgroupd.saslDir" $) .passwordKey | quote }}
+{{- else if .mechanism }}
+- name: CHATGROUPD_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chatgroupd.saslSecret" $ }}
+      key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Kafka TLS/SASL as environment variables (shared by the service and the Job). */}}
@@ -176,24 +189,54 @@ flag would be an error.
   value: {{ .mechanism | quote }}
 - name: CHATGROUPD_KAFKA_SASL_USERNAME
   value: {{ .username | quote }}
+{{- if .allowPlaintext }}
+- name: CHATGROUPD_KAFKA_SASL_ALLOW_PLAINTEXT
+  value: "true"
 {{- end }}
 {{- end }}
 {{- end }}
-
-{{/* The secrets: the key file's path when mounted, and the values read from Secrets. */}}
-{{- define "chatgroupd.secretEnv" -}}
-{{- if .Values.secretKey.mountAsFile }}
-- name: CHATGROUPD_SECRET_KEY_FILE
-  value: {{ printf "%s/%s" (include "chatgroupd.secretKeyDir" .) .Values.secretKey.key | quote }}
-{{- end }}
-{{- include "chatgroupd.runSecretEnv" . }}
 {{- end }}
 
-{{/* Volumes for the secret key file and the Kafka TLS files. */}}
-{{- define "chatgroupd.volumes" -}}
+{{/* Volumes of any chatgroupd pod: /tmp, the Kafka TLS files, the SASL password file. */}}
+{{- define "chatgroupd.kafkaVolumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.kafka.sasl.mechanism .Values.kafka.sasl.mountAsFile }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ include "chatgroupd.saslSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.kafka.sasl.passwordKey }}
+        path: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{- define "chatgroupd.kafkaVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ include "chatgroupd.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and .Values.kafka.sasl.mechanism .Values.kafka.sasl.mountAsFile }}
+- name: kafka-sasl
+  mountPath: {{ include "chatgroupd.saslDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the service's pods: the Kafka ones and the IM secret key file. */}}
+{{- define "chatgroupd.volumes" -}}
+{{ include "chatgroupd.kafkaVolumes" . }}
 {{- if .Values.secretKey.mountAsFile }}
 - name: secret-key
   secret:
@@ -203,30 +246,18 @@ flag would be an error.
       - key: {{ .Values.secretKey.key }}
         path: {{ .Values.secretKey.key }}
 {{- end }}
-{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
-- name: kafka-tls
-  secret:
-    secretName: {{ .Values.kafka.tls.existingSecret }}
-    defaultMode: 0440
-{{- end }}
 {{- end }}
 
 {{- define "chatgroupd.volumeMounts" -}}
-- name: tmp
-  mountPath: /tmp
+{{ include "chatgroupd.kafkaVolumeMounts" . }}
 {{- if .Values.secretKey.mountAsFile }}
 - name: secret-key
   mountPath: {{ include "chatgroupd.secretKeyDir" . }}
   readOnly: true
 {{- end }}
-{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.existingSecret }}
-- name: kafka-tls
-  mountPath: {{ include "chatgroupd.tlsDir" . }}
-  readOnly: true
-{{- end }}
 {{- end }}
 
-{{/* Flags of `chatgroupd run` (CONTRACT §4). Secrets never appear here. */}}
+{{/* Flags of `chatgroupd run`. Secrets never appear here. */}}
 {{- define "chatgroupd.runArgs" -}}
 - run
 - --brokers={{ join "," .Values.kafka.brokers }}
@@ -237,9 +268,13 @@ flag would be an error.
 {{- with .Values.im.endpoint }}
 - --im-endpoint={{ . }}
 {{- end }}
+{{- if .Values.im.allowInsecureHTTP }}
+- --im-allow-insecure-http=true
+{{- end }}
 - --sdkappid={{ include "chatgroupd.sdkappid" . }}
 - --admin={{ .Values.im.admin }}
 - --rate-limit={{ .Values.im.rateLimit }}
+- --partitioner={{ .Values.kafka.partitioner | default "murmur2" }}
 - --metrics-addr=:{{ .Values.metrics.port }}
 - --reorder-window={{ .Values.config.reorderWindow }}
 - --retry-budget={{ .Values.config.retryBudget }}
@@ -267,6 +302,12 @@ flag would be an error.
 {{- if .mechanism }}
 - --kafka-sasl-mechanism={{ .mechanism }}
 - --kafka-sasl-username={{ .username }}
+{{- if .mountAsFile }}
+- --kafka-sasl-password-file={{ include "chatgroupd.saslDir" $ }}/{{ .passwordKey }}
+{{- end }}
+{{- if .allowPlaintext }}
+- --kafka-sasl-allow-plaintext=true
+{{- end }}
 {{- end }}
 {{- end }}
 {{- range .Values.config.extraArgs }}
@@ -276,7 +317,7 @@ flag would be an error.
 
 {{/* Secrets of `chatgroupd run`, as environment variables read from Secrets. */}}
 {{- define "chatgroupd.runSecretEnv" -}}
-{{- if .Values.kafka.sasl.mechanism }}
+{{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.mountAsFile) }}
 - name: CHATGROUPD_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
