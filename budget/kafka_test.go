@@ -167,6 +167,49 @@ func fleetSkew(t testing.TB, total int) []time.Time {
 	return calls
 }
 
+// staticSkew is fleetSkew with static shares: each replica the share of its three of six
+// partitions, no budget topic.
+func staticSkew(t testing.TB, total int) []time.Time {
+	api := &countingAPI{latency: 20 * time.Millisecond}
+	var ds []*dispatcher.Dispatcher
+	for i := range 2 {
+		d, err := dispatcher.New(dispatcher.Config{API: api, RateLimit: 200, Metrics: metrics.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.SetPartitions([]int{3 * i, 3*i + 1, 3*i + 2}, 6)
+		ds = append(ds, d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var derr [2]error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); derr[0] = drain(ctx, ds[0], "a", total*7/10) }()
+	go func() { defer wg.Done(); derr[1] = drain(ctx, ds[1], "b", total-total*7/10) }()
+	wg.Wait()
+	for _, err := range derr {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := api.calls()
+	slices.SortFunc(calls, func(x, y time.Time) int { return x.Compare(y) })
+	return calls
+}
+
+// BenchmarkStaticSkew is BenchmarkFleetSkew with static shares, for comparison.
+func BenchmarkStaticSkew(b *testing.B) {
+	for range b.N {
+		calls := staticSkew(b, 4000)
+		span := calls[len(calls)-1].Sub(calls[0]).Seconds()
+		u := float64(len(calls)) / (200 * math.Max(span, 1e-9))
+		b.ReportMetric(u, "utilisation")
+		b.ReportMetric(float64(maxWindow(calls)), "max_calls/s")
+		b.Logf("static-skew: %d calls in %.2fs: utilisation %.3f, highest second %d", len(calls), span, u, maxWindow(calls))
+	}
+}
+
 // TestKafkaFleetBudgetFlowsToBacklog: on the embedded broker, the replica with the larger
 // backlog takes the budget the other one no longer needs, and the two together never make more
 // than the budget's calls in a second.
