@@ -215,7 +215,7 @@ func (l *limiter) setCeiling(share, now float64) {
 	t := l.cfg.Now()
 	l.grow(t)
 	if l.known && share > l.share && now > l.share {
-		l.share = min(now, share)
+		l.share, l.grewAt = min(now, share), t
 		if l.growing && l.growTo <= l.share {
 			l.growing = false
 		}
