@@ -459,3 +459,41 @@ func TestSimulationMembershipChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulationCutOffMember: a member cut off from the log (a partition between it and Kafka)
+// while it can still call the API stops within its fence; the others take its room only after
+// its entry expired, and no second holds more than the budget.
+func TestSimulationCutOffMember(t *testing.T) {
+	w := newWorld(t, 5, 200)
+	var ms []*simMember
+	for range 3 {
+		m := w.join()
+		m.backlog = 1e9
+		ms = append(ms, m)
+	}
+	w.run(5 * time.Second)
+	start := len(w.calls)
+	cut := ms[0]
+	cut.cutUntil = w.now.Add(10 * time.Second)
+	from := w.now
+	var stopped, taken time.Duration
+	for w.now.Sub(from) < 8*time.Second {
+		w.step()
+		if stopped == 0 && cut.lim.share == 0 {
+			stopped = w.now.Sub(from)
+		}
+		if taken == 0 && ms[1].lim.share >= 99 && ms[2].lim.share >= 99 {
+			taken = w.now.Sub(from)
+		}
+	}
+	t.Logf("cut off: stopped after %v; the others at half each after %v", stopped, taken)
+	if stopped == 0 || stopped > DefaultFence+DefaultResend {
+		t.Errorf("the cut-off member stopped after %v, want within its fence (%v)", stopped, DefaultFence)
+	}
+	if taken == 0 || taken < stopped {
+		t.Errorf("the others took its room after %v, before it stopped (%v)", taken, stopped)
+	}
+	if worst, at := maxWindow(w.calls[start:]); worst > 200 {
+		t.Errorf("%d calls in the second to %v", worst, at)
+	}
+}
