@@ -319,3 +319,39 @@ type demandOf int
 func (d demandOf) Demand() int { return int(d) }
 
 func (d demandOf) Used() int { return 0 }
+
+// TestKafkaRunnerCreatesTopic: a missing budget topic is created with one partition and the
+// replication of the event topic.
+func TestKafkaRunnerCreatesTopic(t *testing.T) {
+	cluster := kafkatest.New(t)
+	events := kafkatest.UniqueName("chat")
+	cluster.CreateTopic(t, events, 3)
+	sink := &ceilingSink{}
+	r, err := budget.NewRunner(budget.KafkaConfig{Brokers: cluster.Brokers, Topic: events + ".budget", ReplicationOf: events},
+		budget.Config{Member: "a", Budget: 10}, sink, demandOf(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for sink.get() != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no grant within 30s (ceiling %d)", sink.get())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	client := &kafka.Client{Addr: kafka.TCP(cluster.Brokers...)}
+	md, err := client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{events + ".budget"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(md.Topics) != 1 || len(md.Topics[0].Partitions) != 1 || len(md.Topics[0].Partitions[0].Replicas) != 1 {
+		t.Fatalf("budget topic metadata %+v, want one partition with the event topic's one replica", md.Topics)
+	}
+}
