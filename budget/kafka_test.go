@@ -128,7 +128,10 @@ func maxWindow(calls []time.Time) int {
 // fleetSkew runs two fleet-mode replicas on the embedded broker, one with 70% of the backlog
 // (half of it in one of six partitions), and returns the API's call times.
 func fleetSkew(t testing.TB, total int) []time.Time {
-	cluster := kafkatest.New(t)
+	return fleetSkewOn(t, kafkatest.New(t), total)
+}
+
+func fleetSkewOn(t testing.TB, cluster *kafkatest.Cluster, total int) []time.Time {
 	topic := kafkatest.UniqueName("chat") + ".budget"
 	api := &countingAPI{latency: 20 * time.Millisecond}
 	a := newReplica(t, cluster.Brokers, topic, "a", api, 200)
@@ -228,6 +231,22 @@ func TestKafkaFleetBudgetFlowsToBacklog(t *testing.T) {
 		float64(len(calls))/(200*span.Seconds()), maxWindow(calls))
 	if span > 8*time.Second {
 		t.Errorf("drain took %v: the idle replica's budget did not flow to the busy one (static shares take 8.4s)", span)
+	}
+}
+
+// TestKafkaFleetBudgetRealBroker is TestKafkaFleetBudgetFlowsToBacklog on the real broker of
+// CHATGROUPD_TEST_BROKERS (TEST_KAFKA_PKGS=./budget/ scripts/test-kafka.sh): topic creation,
+// reading by time and acks=all writes as Kafka itself does them.
+func TestKafkaFleetBudgetRealBroker(t *testing.T) {
+	calls := fleetSkewOn(t, kafkatest.Real(t), 1200)
+	span := calls[len(calls)-1].Sub(calls[0])
+	t.Logf("real broker: 1200 calls in %v: %.3f of the budget, highest second %d", span.Round(time.Millisecond),
+		float64(len(calls))/(200*span.Seconds()), maxWindow(calls))
+	if got := maxWindow(calls); got > 204 {
+		t.Errorf("%d calls in one second, budget 200", got)
+	}
+	if span > 8*time.Second {
+		t.Errorf("drain took %v: the idle replica's budget did not flow to the busy one", span)
 	}
 }
 
