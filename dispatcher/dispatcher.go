@@ -121,12 +121,16 @@ func (d *Dispatcher) partitionLimiters() []*limiter {
 }
 
 // SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
-// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once, a larger
-// one a window later, which is what the fleet protocol's safety rests on.
-func (d *Dispatcher) SetCeiling(n int) {
-	d.create.setCeiling(float64(max(n, 0)))
-	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n))
+// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
+// one up to now at once and the rest a window later, which is what the fleet protocol's safety
+// rests on.
+func (d *Dispatcher) SetCeiling(n, now int) {
+	d.create.setCeiling(float64(max(n, 0)), float64(max(now, 0)))
+	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now))
 }
+
+// Used is how many create calls this replica made in the last window (budget.Source).
+func (d *Dispatcher) Used() int { return d.create.used() }
 
 // Demand is how many create calls per window this replica could use now (budget.Source): the
 // whole budget while calls queue at a saturated limiter, else its recent use with headroom.

@@ -154,8 +154,8 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatch
 	host, _ := os.Hostname()
 	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
 	return budget.NewRunner(budget.KafkaConfig{
-		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
+		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
 	}, budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}, disp, disp)
 }
 
