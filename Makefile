@@ -4,7 +4,7 @@ PKGS      := ./...
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build docker test test-short test-kafka lint vet fmt-check bench demo clean
+.PHONY: all build docker test test-short test-kafka chaos lint vet fmt-check bench demo clean
 
 all: build test
 
@@ -33,6 +33,15 @@ fmt-check:
 ## test-kafka: start a real Apache Kafka broker, run the integration and fault suites, stop it.
 test-kafka:
 	./scripts/test-kafka.sh
+
+## chaos: the seeded chaos suite (chaos/): a fleet of chatgroupd processes on the embedded broker
+## and the IM simulator under a random schedule per seed, checked at the end; prints the totals.
+## CHAOS_SEEDS (e.g. 1-30 or 3,7) and CHAOS_DURATION pick the runs; CHAOS_REPLICAS fixes the fleet size.
+CHAOS_SEEDS    ?= 1-30
+CHAOS_DURATION ?= 60s
+chaos:
+	CHAOS_SEEDS='$(CHAOS_SEEDS)' CHAOS_DURATION='$(CHAOS_DURATION)' CHAOS_REPLICAS='$(CHAOS_REPLICAS)' \
+		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./chaos/
 
 ## lint: staticcheck pinned in tools/go.mod.
 lint: vet

@@ -66,8 +66,18 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.maxPicked+1, w)
 		}
-		meta, _ := encodeMeta(w, commitMeta{horizon: h, done: p.doneAbove()}, cfg.MetadataMaxBytes)
-		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, meta: meta})
+		enc, ok, err := verifiedMeta(encodeMeta, w, commitMeta{horizon: h, done: p.doneAbove()}, cfg.MetadataMaxBytes)
+		if err != nil {
+			// Never write what a successor would reject or misread; only "done" knowledge is lost.
+			cfg.Metrics.CommitMetaRefused.Inc()
+			cfg.Logger.Error("commit metadata failed its round trip; committing without completed ranges",
+				zap.Int("partition", p.id), zap.Int64("watermark", w), zap.Bool("skipped", !ok), zap.Error(err))
+			if !ok {
+				continue
+			}
+		}
+		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(p.id)).Set(float64(len(enc.s)))
+		snaps = append(snaps, commitSnap{p: p, w: enc.w, h: enc.h, ext: ext, meta: enc.s})
 	}
 	e.mu.Unlock()
 	if len(snaps) == 0 {

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -64,6 +65,19 @@ type Config struct {
 	// processing, so slow API calls never make a live member look dead.
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
+	// KeyMismatch is what happens to a valid event whose record key is not its from_account:
+	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
+	KeyMismatch string
+
+	// Partitioner is the producers' partitioner (default event.DefaultPartitioner): records in
+	// another partition than it gives their key are counted in EventsMisrouted.
+	Partitioner event.Partitioner
+
+	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
+	// revoked generation as it was before the session bound (rebalance timeout only, calls
+	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its
+	// checker catches the member evicted while its calls still run.
+	TestLegacyDrain bool
 
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
@@ -82,6 +96,8 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
+	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)
 	if c.Dialer == nil {
 		c.Dialer = kafka.DefaultDialer
 	}
@@ -124,6 +140,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, f.v))
 		}
 	}
+	if c.KeyMismatch != "" && c.KeyMismatch != KeyMismatchCount && c.KeyMismatch != KeyMismatchDeadLetter {
+		errs = append(errs, fmt.Errorf("key mismatch: must be %q or %q, got %q", KeyMismatchCount, KeyMismatchDeadLetter, c.KeyMismatch))
+	}
 	if c.MetadataMaxBytes != 0 && (c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096) {
 		errs = append(errs, fmt.Errorf("metadata max bytes: must be 64-4096, got %d", c.MetadataMaxBytes))
 	}
@@ -136,8 +155,43 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
 		}
 	}
+	if c.Partitioner != "" {
+		if err := c.Partitioner.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("partitioner: %w", err))
+		}
+	}
+	errs = append(errs, c.timeoutRelations()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
 	}
 	return nil
+}
+
+// minDrain is the least time a revoked generation must get to let its calls in flight finish
+// and commit before the coordinator evicts the member.
+const minDrain = time.Second
+
+// timeoutRelations checks the timeouts against each other, defaults applied. A revoked member
+// stops heartbeating and is evicted a session after its last heartbeat, or when it does not
+// rejoin within the rebalance timeout; the drain must end (with its final commit, a second)
+// before either, a heartbeat early since that is how late the member learns of the end.
+// The messages name the chatgroupd run flags.
+func (c Config) timeoutRelations() []error {
+	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 {
+		return nil // reported above
+	}
+	d := c.withDefaults()
+	cons := Consumer{cfg: d}
+	hb := cons.heartbeat()
+	var errs []error
+	if d.SessionTimeout-hb-time.Second < minDrain {
+		errs = append(errs, fmt.Errorf("session timeout %s (--session-timeout): a revoked member would have under %s to finish its calls "+
+			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least 3s", d.SessionTimeout, minDrain, hb))
+	}
+	if d.RebalanceTimeout-hb-time.Second < minDrain {
+		errs = append(errs, fmt.Errorf("rebalance timeout %s (--rebalance-timeout): a revoked member would have under %s to finish its calls "+
+			"and commit before the group gives up on it (rebalance timeout − heartbeat %s − 1s); raise --rebalance-timeout to at least %s",
+			d.RebalanceTimeout, minDrain, hb, hb+time.Second+minDrain))
+	}
+	return errs
 }

@@ -27,6 +27,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative in-flight", func(c *Config) { c.MaxInFlight = -1 }, "max in-flight"},
 		{"metadata over broker default", func(c *Config) { c.MetadataMaxBytes = 5000 }, "metadata max bytes"},
 		{"negative window", func(c *Config) { c.ReorderWindow = -time.Second }, "reorder window"},
+		{"session too short to drain", func(c *Config) { c.SessionTimeout = 2 * time.Second }, "raise --session-timeout"},
+		{"shortest session", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 3*time.Second, 3*time.Second }, ""},
+		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 4 * time.Second }, "raise --rebalance-timeout to at least 5s"},
+		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,10 +124,11 @@ func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 	for i := int64(0); i < 300; i++ {
 		done = append(done, span{1000 + 7*i + 1, 1000 + 7*i + 4})
 	}
-	meta, kept := encodeMeta(1000, commitMeta{horizon: 9000, done: done}, DefaultMetadataMaxBytes)
-	if kept != len(done) {
-		t.Fatalf("kept %d of %d", kept, len(done))
+	enc := encodeMeta(1000, commitMeta{horizon: 9000, done: done}, DefaultMetadataMaxBytes)
+	if enc.dropped != 0 {
+		t.Fatalf("dropped %d of %d", enc.dropped, len(done))
 	}
+	meta := enc.s
 	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

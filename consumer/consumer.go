@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
@@ -33,6 +34,11 @@ type Consumer struct {
 	// moved it, and the window replaces the read-back: rebalances cost no history re-read.
 	// Only the Run goroutine's generations touch it, one at a time.
 	kept map[int]keptPart
+	// route counts records the configured partitioner would not put where they are.
+	route routeCheck
+
+	keys *keyGuard
+	dlqH *dlqHealth
 }
 
 type keptPart struct {
@@ -47,16 +53,24 @@ func New(cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	cfg.Metrics.EventsMisrouted.WithLabelValues(cfg.Topic) // exposed at 0 from the start: it should stay there
 	return &Consumer{
 		cfg:    cfg,
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
 		hash:   hasher{seed: maphash.MakeSeed()},
 		kept:   map[int]keptPart{},
+		keys:   newKeyGuard(&cfg),
+		dlqH:   newDLQHealth(cfg.Metrics),
 	}, nil
 }
 
 // Ready reports whether the consumer is a member of the group with a current generation.
 func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// DeadLetterHealth returns nil, or while some partition waits on a dead letter the DLQ topic
+// does not accept (deleted, ACL changed, brokers refusing), an error naming the partitions, since
+// when and the last failure. It clears by itself once the letters are written.
+func (c *Consumer) DeadLetterHealth() error { return c.dlqH.err() }
 
 // Run consumes until ctx is cancelled, then stops fetching, lets in-flight events finish within
 // ShutdownTimeout, commits, leaves the group and returns nil. It returns an error only when the
@@ -108,6 +122,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
 
+// revokeDrain bounds the wait for requests in flight once a generation ended. The member stops
+// heartbeating then (kafka-go heartbeats only within a generation), so the coordinator evicts it
+// SessionTimeout after its last heartbeat, which may be a heartbeat before we learn of the end;
+// it also evicts a member that does not rejoin within RebalanceTimeout. Evicted, its partitions
+// go to the next owner while its calls still run: two calls of one account at once, and a final
+// commit refused. A second is left for that commit.
+func (c *Consumer) revokeDrain() time.Duration {
+	cfg := &c.cfg
+	hb := c.heartbeat()
+	d := min(cfg.ShutdownTimeout, cfg.RebalanceTimeout/2, cfg.RebalanceTimeout-hb-time.Second)
+	if !cfg.TestLegacyDrain {
+		d = min(d, cfg.SessionTimeout-hb-time.Second)
+	}
+	return max(100*time.Millisecond, d)
+}
+
 // runGeneration owns one generation: set up each partition, fetch and dispatch until the
 // generation ends or ctx is cancelled, then drain, commit with this generation's id and return.
 func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Generation) {
@@ -128,7 +158,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	cfg.Metrics.AssignedParts.Set(float64(len(ids)))
 
 	e := newEngine(c, dctx)
-	total, err := e.setup(stopCtx, ids)
+	total, late, err := e.setup(stopCtx, ids)
 	if err != nil {
 		if stopCtx.Err() == nil {
 			log.Error("consumer: partition setup failed; leaving generation", zap.Int32("generation", gen.ID), zap.Error(err))
@@ -137,6 +167,7 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		}
 		return
 	}
+	c.route.partitions.Store(int64(total))
 	if cfg.Share != nil {
 		cfg.Share.SetPartitions(ids, total)
 	}
@@ -149,6 +180,18 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	defer fetchCancel()
 	var fetchers, committer sync.WaitGroup
 	for _, id := range ids {
+		if slices.Contains(late, id) {
+			fetchers.Go(func() {
+				if e.setupLate(fetchCtx, id) {
+					e.mu.Lock()
+					p := e.parts[id]
+					e.mu.Unlock()
+					e.requestCommit()
+					e.fetch(fetchCtx, p)
+				}
+			})
+			continue
+		}
 		p := e.parts[id]
 		fetchers.Go(func() { e.fetch(fetchCtx, p) })
 	}
@@ -157,6 +200,19 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 
 	<-stopCtx.Done()
 	c.ready.Store(false)
+	shutdown := runCtx.Err() != nil
+	if !c.crash {
+		// From now on a successor may own these partitions: the rate share goes to zero for new
+		// grants, and dispatches that have not sent their request give up at once (their records
+		// stay uncommitted and are dispatched again, as uncertain, by whoever owns them next).
+		// Only requests already sent are waited for, within the drain bound below.
+		if cfg.Share != nil {
+			cfg.Share.SetPartitions(nil, total)
+		}
+		if !cfg.TestLegacyDrain {
+			e.endClaim()
+		}
+	}
 	fetchCancel()
 	e.mu.Lock()
 	e.stop()
@@ -170,23 +226,31 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		e.runners.Wait()
 		return
 	}
-	drain := cfg.ShutdownTimeout
-	why := "shutdown"
-	if runCtx.Err() == nil {
-		// The coordinator evicts a member that doesn't rejoin within RebalanceTimeout of the
-		// rebalance start, which we learn of up to a heartbeat late; evicted, its partitions would
-		// be processed by the next owner while it still drains.
-		drain = max(100*time.Millisecond, min(drain, cfg.RebalanceTimeout/2, cfg.RebalanceTimeout-c.heartbeat()-time.Second))
-		why = "revoke"
+	drain, why := cfg.ShutdownTimeout, "shutdown"
+	if !shutdown {
+		drain, why = c.revokeDrain(), "revoke"
 	}
 	log.Info("generation ending: draining in-flight events", zap.String("why", why), zap.Int32("generation", gen.ID),
 		zap.Int("inflight", inflight), zap.Duration("timeout", drain))
-	t := time.AfterFunc(drain, func() {
+	expire := func() {
 		dcancel()
 		e.mu.Lock()
 		e.idle.Broadcast()
 		e.mu.Unlock()
-	})
+	}
+	t := time.AfterFunc(drain, expire)
+	if shutdown && !cfg.TestLegacyDrain {
+		// A shutdown drain runs while the member still heartbeats; if the generation ends
+		// meanwhile (another member joined), the member goes silent and the revoke bound
+		// applies from that moment.
+		began := time.Now()
+		stopAfter := context.AfterFunc(gctx, func() {
+			if rest := c.revokeDrain(); time.Since(began)+rest < drain {
+				t.Reset(rest)
+			}
+		})
+		defer stopAfter()
+	}
 	e.mu.Lock()
 	for e.inflight > 0 && dctx.Err() == nil {
 		e.idle.Wait()
@@ -225,40 +289,23 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 }
 
 // setup reads each partition's committed offset and metadata and the log bounds, and returns the
-// topic's partition count.
-func (e *engine) setup(ctx context.Context, ids []int) (int, error) {
+// topic's partition count and the partitions it could not set up: an error on one partition's
+// offset or bounds must not cost the member all of them, so those are set up alone later
+// (setupLate) while the others run.
+func (e *engine) setup(ctx context.Context, ids []int) (int, []int, error) {
 	cfg := e.cfg
 	cl := e.c.client
 	var (
-		of    *kafka.OffsetFetchResponse
-		lo    *kafka.ListOffsetsResponse
 		md    *kafka.MetadataResponse
 		total int
+		err   error
 	)
 	// Retry briefly: a coordinator that moved or a broker that restarts is common at rebalance.
-	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
 			if !sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond) {
-				return 0, ctx.Err()
+				return 0, nil, ctx.Err()
 			}
-		}
-		of, err = cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.GroupID, Topics: map[string][]int{cfg.Topic: ids}})
-		if err == nil && of.Error != nil {
-			err = of.Error
-		}
-		if err != nil {
-			err = fmt.Errorf("offset fetch: %w", err)
-			continue
-		}
-		reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
-		for _, id := range ids {
-			reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
-		}
-		lo, err = cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{cfg.Topic: reqs}})
-		if err != nil {
-			err = fmt.Errorf("list offsets: %w", err)
-			continue
 		}
 		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
 		if err == nil && (len(md.Topics) != 1 || md.Topics[0].Error != nil) {
@@ -272,70 +319,190 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, error) {
 		break
 	}
 	if err != nil {
-		return 0, fmt.Errorf("consumer setup: %w", err)
+		return 0, nil, fmt.Errorf("consumer setup: %w", err)
 	}
-	committed := map[int]kafka.OffsetFetchPartition{}
-	for _, p := range of.Topics[cfg.Topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("consumer setup: offset fetch partition %d: %w", p.Partition, p.Error)
-		}
-		committed[p.Partition] = p
-	}
-	bounds := map[int]kafka.PartitionOffsets{}
-	for _, p := range lo.Topics[cfg.Topic] {
-		if p.Error != nil {
-			return 0, fmt.Errorf("consumer setup: list offsets partition %d: %w", p.Partition, p.Error)
-		}
-		bounds[p.Partition] = p
-	}
+	states, err := e.readPositions(ctx, ids)
+	var pending []int
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, id := range ids {
-		b := bounds[id]
-		cp, ok := committed[id]
-		p := &part{
-			id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
-			pending: map[uint64]*rec{}, space: make(chan struct{}, 1), ext: int64(2 * cfg.MaxInFlight),
+		st, ok := states[id]
+		if !ok {
+			pending = append(pending, id)
+			continue
 		}
-		w := b.FirstOffset
-		p.hasPrev = ok && cp.CommittedOffset >= 0
-		p.committedW = -1
-		if p.hasPrev {
-			w = cp.CommittedOffset
-			p.committedW = w
-			m, err := decodeMeta(w, cp.Metadata)
-			if err != nil {
-				// No metadata of ours (another tool reset the offset, or an older version): the
-				// previous owner may have dispatched anything ahead, as far as a full buffer.
-				e.cfg.Logger.Warn("commit metadata unusable; treating the next records as uncertain",
-					zap.Int("partition", id), zap.Int64("offset", w), zap.Int("uncertain", cfg.MaxBuffered), zap.Error(err))
-				m = commitMeta{horizon: w + int64(cfg.MaxBuffered)}
-			}
-			p.inherited = max(m.horizon, w)
-			p.done = m.done
-			if w < b.FirstOffset {
-				e.cfg.Logger.Warn("committed offset below the log start: records lost to retention",
-					zap.Int("partition", id), zap.Int64("committed", w), zap.Int64("log_start", b.FirstOffset))
-				w = b.FirstOffset
-			}
-		} else {
-			p.inherited = w
-		}
-		p.tr = newTracker(w)
-		p.committedH = p.inherited
-		p.maxPicked = w - 1
-		e.parts[id] = p
-		p.readFrom = w
-		if k, ok := e.c.kept[id]; ok && p.hasPrev && k.w == cp.CommittedOffset && k.meta == cp.Metadata {
-			p.win = k.win
-			e.keptWindows = append(e.keptWindows, id)
-			e.cfg.Metrics.DedupeEntries.Add(float64(p.win.len()))
-		} else if p.hasPrev {
-			p.readFrom = max(b.FirstOffset, w-int64(cfg.DedupeWindow))
-		}
+		e.initPart(id, st)
 	}
 	clear(e.c.kept)
-	return total, nil
+	if len(pending) > 0 {
+		cfg.Logger.Warn("consumer setup: some partitions not set up yet; retrying them alone",
+			zap.Ints("partitions", pending), zap.Error(err))
+	}
+	return total, pending, nil
+}
+
+// position is what setup learned of one partition: its committed offset and metadata (when the
+// group has one) and the log's bounds.
+type position struct {
+	commit    kafka.OffsetFetchPartition
+	hasCommit bool
+	bounds    kafka.PartitionOffsets
+}
+
+// readPositions fetches the committed offsets and log bounds of ids, retrying a few times, and
+// returns those it got without error, with the last error seen for the others.
+func (e *engine) readPositions(ctx context.Context, ids []int) (map[int]position, error) {
+	cfg := e.cfg
+	cl := e.c.client
+	out := map[int]position{}
+	var lastErr error
+	todo := ids
+	for attempt := 0; attempt < 5 && len(todo) > 0; attempt++ {
+		if attempt > 0 && !sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond) {
+			break
+		}
+		of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.GroupID, Topics: map[string][]int{cfg.Topic: todo}})
+		if err == nil && of.Error != nil {
+			err = of.Error
+		}
+		if err != nil {
+			lastErr = fmt.Errorf("offset fetch: %w", err)
+			continue
+		}
+		reqs := make([]kafka.OffsetRequest, 0, 2*len(todo))
+		for _, id := range todo {
+			reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
+		}
+		lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{cfg.Topic: reqs}})
+		if err != nil {
+			lastErr = fmt.Errorf("list offsets: %w", err)
+			continue
+		}
+		committed := map[int]kafka.OffsetFetchPartition{}
+		for _, p := range of.Topics[cfg.Topic] {
+			if p.Error != nil {
+				lastErr = fmt.Errorf("offset fetch partition %d: %w", p.Partition, p.Error)
+				continue
+			}
+			committed[p.Partition] = p
+		}
+		bounds := map[int]kafka.PartitionOffsets{}
+		for _, p := range lo.Topics[cfg.Topic] {
+			if p.Error != nil {
+				lastErr = fmt.Errorf("list offsets partition %d: %w", p.Partition, p.Error)
+				continue
+			}
+			bounds[p.Partition] = p
+		}
+		var again []int
+		for _, id := range todo {
+			cp, okC := committed[id]
+			b, okB := bounds[id]
+			if !okC || !okB {
+				again = append(again, id)
+				continue
+			}
+			out[id] = position{commit: cp, hasCommit: cp.CommittedOffset >= 0, bounds: b}
+		}
+		todo = again
+	}
+	return out, lastErr
+}
+
+// setupLate sets up one partition the batch could not, retrying with backoff until it succeeds
+// (true) or ctx ends (false).
+func (e *engine) setupLate(ctx context.Context, id int) bool {
+	backoff := time.Second
+	for {
+		states, err := e.readPositions(ctx, []int{id})
+		if st, ok := states[id]; ok {
+			e.mu.Lock()
+			e.initPart(id, st)
+			e.mu.Unlock()
+			e.cfg.Logger.Info("consumer setup: partition set up after retries", zap.Int("partition", id))
+			return true
+		}
+		e.cfg.Logger.Warn("consumer setup: partition still failing; retrying", zap.Int("partition", id),
+			zap.Duration("backoff", backoff), zap.Error(err))
+		if !sleepCtx(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// initPart sets up partition id from what setup read. Whatever makes the committed position
+// untrustworthy is taken conservatively: records that may already have been applied are
+// dispatched as uncertain (looked up before created), never skipped. mu held.
+func (e *engine) initPart(id int, st position) {
+	cfg := e.cfg
+	log := cfg.Logger
+	resets := cfg.Metrics.OffsetResets
+	b, cp := st.bounds, st.commit
+	first, end := b.FirstOffset, b.LastOffset
+	p := &part{
+		id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
+		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), ext: int64(2 * cfg.MaxInFlight),
+	}
+	w := first
+	p.committedW = -1
+	keep := st.hasCommit
+	switch {
+	case st.hasCommit:
+		w = cp.CommittedOffset
+		p.hasPrev = true
+		p.committedW = w
+		m, err := decodeMeta(w, cp.Metadata)
+		if err != nil {
+			// Not ours, corrupt, or from a tool that moved the offset: the previous owner may
+			// have dispatched anything it had fetched. Everything up to the log end is uncertain.
+			log.Error("commit metadata unusable: every record up to the log end will be dispatched as uncertain",
+				zap.Int("partition", id), zap.Int64("offset", w), zap.Int64("log_end", end), zap.Error(err))
+			resets.WithLabelValues("bad_metadata").Inc()
+			m = commitMeta{horizon: max(w+int64(cfg.MaxBuffered), end)}
+		}
+		if w > end {
+			// The log was truncated below our commit (unclean leader election): records now
+			// written from the log end on are new, and may repeat ones that were lost. Resume
+			// there, dispatching as uncertain as many as the old horizon covered; the completed
+			// ranges described records that no longer exist.
+			log.Error("committed offset beyond the log end: log truncated; resuming at the log end, records from there dispatched as uncertain",
+				zap.Int("partition", id), zap.Int64("committed", w), zap.Int64("log_end", end), zap.Int64("horizon", m.horizon))
+			resets.WithLabelValues("beyond_log_end").Inc()
+			m = commitMeta{horizon: max(m.horizon, w)}
+			w, keep = end, false
+		}
+		p.inherited = max(m.horizon, w)
+		p.done = m.done
+		if w < first {
+			log.Warn("committed offset below the log start: records lost to retention",
+				zap.Int("partition", id), zap.Int64("committed", w), zap.Int64("log_start", first))
+			resets.WithLabelValues("below_log_start").Inc()
+			w = first
+		}
+	case first > 0:
+		// No committed offset, yet records were deleted: the group's offsets expired or the
+		// group was deleted, not a new group. Whatever is retained may have been applied.
+		log.Error("no committed offset but the log does not start at 0 (offsets expired or group deleted): every retained record will be dispatched as uncertain",
+			zap.Int("partition", id), zap.Int64("log_start", first), zap.Int64("log_end", end))
+		resets.WithLabelValues("no_commit").Inc()
+		p.hasPrev = true
+		p.inherited = end
+	default:
+		p.inherited = w
+	}
+	p.tr = newTracker(w)
+	p.committedH = p.inherited
+	p.maxPicked = w - 1
+	e.parts[id] = p
+	p.readFrom = w
+	if k, ok := e.c.kept[id]; ok && keep && k.w == cp.CommittedOffset && k.meta == cp.Metadata {
+		p.win = k.win
+		e.keptWindows = append(e.keptWindows, id)
+		cfg.Metrics.DedupeEntries.Add(float64(p.win.len()))
+	} else if p.hasPrev {
+		p.readFrom = max(first, w-int64(cfg.DedupeWindow))
+	}
 }
 
 // fetch reads one partition: first the history before the watermark into the dedupe window, then
@@ -346,6 +513,10 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Partition: p.id, Dialer: cfg.Dialer,
 		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 250 * time.Millisecond, ReadBatchTimeout: 2 * time.Second,
 		QueueCapacity: 256, ReadLagInterval: -1,
+		// Records of a transaction still open are not read until it commits. kafka-go v0.4.51
+		// does not drop the records of aborted transactions nor the markers, though (see
+		// DESIGN.md): transactional producers are not supported on the event topic.
+		IsolationLevel: kafka.ReadCommitted,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
 			cfg.Logger.Debug("kafka reader", zap.Int("partition", p.id), zap.String("msg", fmt.Sprintf(f, a...)))
 		}),
@@ -398,6 +569,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	cfg := e.cfg
 	now := cfg.Now()
 	ev, verr := event.Parse(m.Value)
+	ev, verr = e.c.keys.check(m, ev, verr)
 	replay := replayCount(m.Headers)
 	var key uint64
 	name := string(m.Key)
@@ -406,6 +578,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		name = ev.FromAccount
 	}
 	cfg.Metrics.EventsConsumed.Inc()
+	e.c.route.check(cfg, m)
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -429,7 +602,9 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		} else {
 			e.outcomes[metrics.OutcomeDuplicate].Inc()
 		}
-		return true
+		// Ended at once, but tracked until the watermark passes it: it counts toward the
+		// fetch bound like any record, or a stuck watermark lets the tracker grow without end.
+		return e.waitSpace(ctx, p)
 	}
 	a := p.accounts[name]
 	if a == nil {
@@ -499,18 +674,9 @@ func (p *part) popDone(off int64) bool {
 	return len(p.done) > 0 && p.done[0].start <= off
 }
 
-func replayCount(hs []kafka.Header) int {
-	for _, h := range hs {
-		if h.Key == event.HeaderReplayCount {
-			n, err := strconv.Atoi(string(h.Value))
-			if err == nil && n > 0 {
-				return n
-			}
-			return 0
-		}
-	}
-	return 0
-}
+// replayCount is the trusted replay-count of a record: the one dlq.Record writes into
+// dlq-replay-count, read by the same function from the same headers.
+func replayCount(hs []kafka.Header) int { return dlq.ReplayCount(hs) }
 
 // sleepCtx waits d and reports true, or false as soon as ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -147,8 +147,10 @@ func TestInvalidDeadLettered(t *testing.T) {
 	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 }
 
+// withReplay marks m as dlq replay does: replay-count n alongside replay-of.
 func withReplay(m kafka.Message, n string) kafka.Message {
-	m.Headers = append(m.Headers, kafka.Header{Key: event.HeaderReplayCount, Value: []byte(n)})
+	m.Headers = append(m.Headers, kafka.Header{Key: event.HeaderReplayCount, Value: []byte(n)},
+		kafka.Header{Key: event.HeaderReplayOf, Value: []byte("ev.dlq/0/" + n)})
 	return m
 }
 

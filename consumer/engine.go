@@ -39,6 +39,10 @@ type engine struct {
 	// keptWindows lists partitions whose dedupe window came from the previous generation.
 	keptWindows []int
 	dctx        context.Context
+	// claim ends with the generation: dispatches not yet sent, dead-letter retries and retry
+	// sleeps stop at once, while dctx still bounds what is already on its way.
+	claim    context.Context
+	endClaim context.CancelFunc
 }
 
 // part is one assigned partition's state within a generation.
@@ -66,6 +70,7 @@ type part struct {
 	rate        float64       // smoothed records picked per second
 	blocked     []*account    // waiting for metadata pressure to ease
 	hblocked    []*account    // waiting for the horizon to be extended by a commit
+	mb          metaBudget    // what pressured knows of the commit metadata's size
 	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 }
@@ -108,6 +113,7 @@ func (r *rec) seq() int64 {
 
 func newEngine(c *Consumer, dctx context.Context) *engine {
 	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx, lastRate: c.cfg.Now()}
+	e.claim, e.endClaim = context.WithCancel(dctx)
 	e.idle = sync.NewCond(&e.mu)
 	e.outcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
@@ -119,7 +125,8 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 
 func (e *engine) metrics() *metrics.Metrics { return e.cfg.Metrics }
 
-// eligible: r may run now without breaking seq order.
+// eligible: r may run now without breaking seq order. s-1 rather than lastSeq+1: a seq of
+// 2^63-1 must not overflow into "everything later waits".
 func (a *account) eligible(r *rec) bool {
 	s := r.seq()
 	switch {
@@ -128,27 +135,35 @@ func (a *account) eligible(r *rec) bool {
 	case a.lastSeq == 0:
 		return s == 1
 	default:
-		return s <= a.lastSeq+1
+		return s-1 <= a.lastSeq
 	}
 }
 
-// pick chooses the account's next record, or returns the time to look again.
+// pick chooses the account's next record, or returns the time to look again. A record without
+// seq keeps its place in arrival order: it never overtakes an earlier record waiting for its
+// seq gap to fill.
 func (e *engine) pick(a *account) (int, time.Time) {
 	if len(a.q) == 0 {
 		return -1, time.Time{}
 	}
+	waiting := false // an earlier record is still held back by its seq
 	for i, r := range a.q {
+		if r.seq() == 0 && waiting {
+			continue
+		}
 		if a.eligible(r) {
 			return i, time.Time{}
 		}
+		waiting = true
 	}
 	deadline := a.q[0].arrived.Add(e.cfg.ReorderWindow)
 	if e.cfg.Now().Before(deadline) {
 		return -1, deadline
 	}
-	best := 0
+	// The wait is over: the lowest seq goes next (records without seq wait their turn).
+	best := -1
 	for i, r := range a.q {
-		if r.seq() < a.q[best].seq() {
+		if s := r.seq(); s > 0 && (best < 0 || s < a.q[best].seq()) {
 			best = i
 		}
 	}
@@ -238,7 +253,7 @@ func (e *engine) requestCommit() {
 
 // pressured: the metadata could outgrow its limit if every record in flight ended out of order.
 func (e *engine) pressured(p *part) bool {
-	return p.tr.metaEstimate(p.committedH, p.inflight+1+len(p.done)) > e.cfg.MetadataMaxBytes
+	return p.metaPressured(p.inflight+1, e.cfg.MetadataMaxBytes)
 }
 
 // frontAccount is the account holding the partition's watermark record, the one that must be
@@ -385,12 +400,12 @@ func (e *engine) process(r *rec) bool {
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
-			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time,
+			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
 		})
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || e.claim.Err() != nil {
 			return false
 		}
 		// Outside shutdown a Dispatcher should never fail; don't lose the record over it. The
@@ -398,7 +413,7 @@ func (e *engine) process(r *rec) bool {
 		r.uncertain = true
 		e.cfg.Logger.Error("dispatch failed without an outcome; retrying",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset), zap.Error(err))
-		if !sleepCtx(ctx, time.Second) {
+		if !sleepCtx(e.claim, time.Second) {
 			return false
 		}
 	}
@@ -434,6 +449,12 @@ func (e *engine) process(r *rec) bool {
 // a record must never be committed past before its dead letter is durable.
 func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 	backoff := 100 * time.Millisecond
+	failed := false
+	defer func() {
+		if failed {
+			e.c.dlqH.done(r.msg.Partition)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		err := e.cfg.DeadLetterer.DeadLetter(ctx, r.msg, l)
 		if err == nil {
@@ -442,10 +463,12 @@ func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		e.c.dlqH.failing(r.msg.Partition, err, !failed, e.cfg.Now())
+		failed = true
 		e.cfg.Logger.Warn("dead letter failed; retrying, partition blocked behind it",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset),
 			zap.Int("attempt", attempt), zap.Error(err))
-		if !sleepCtx(ctx, backoff) {
+		if !sleepCtx(e.claim, backoff) { // no new attempt once the generation ended
 			return false
 		}
 		backoff = min(backoff*2, 10*time.Second)

@@ -5,18 +5,60 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
+	"math/bits"
+	"slices"
 	"strings"
 )
 
-// metaPrefix versions the commit metadata so a later encoding can be told apart.
-const metaPrefix = "v1:"
+// The commit metadata, written beside every committed watermark W, says which offsets above W
+// already ended and how far a previous owner may have dispatched. Format v2 (see DESIGN.md):
+//
+//	"v2:" + base64url(raw), no padding
+//	raw = uvarint(W) uvarint(H−W) kind body crc32c(everything before it, 4 bytes little-endian)
+//	kind 0: no completed ranges; no body
+//	kind 1 (runs): uvarint(n) byte(kGap) byte(kLen), then a bit stream (most significant bit
+//	        first, zero-padded to a byte) of n pairs: expGolomb_kGap(start−prevEnd−1),
+//	        expGolomb_kLen(end−start−1), prevEnd starting at W
+//	kind 2 (bitmap): uvarint(nbits) and nbits bits (least significant first): bit i set when
+//	        offset W+1+i ended; the last bit is set, the padding is zero
+//
+// W is carried so that metadata kept beside a moved offset is detected (errMetaWatermarkMismatch)
+// rather than read as ranges shifted onto records nobody ran. The encoder writes whichever kind is
+// smaller. v1 strings (the previous format, which carried no watermark) are still read.
+const (
+	metaPrefixV1 = "v1:"
+	metaPrefixV2 = "v2:"
 
-// maxMetaRanges bounds what decodeMeta accepts, whatever the broker hands back.
-const maxMetaRanges = 1 << 16
+	metaKindNone   = 0
+	metaKindRuns   = 1
+	metaKindBitmap = 2
 
-// errBadMeta is returned (wrapped) for metadata that is not ours or is corrupt.
-var errBadMeta = errors.New("bad commit metadata")
+	// maxMetaLen bounds what decodeMeta reads, whatever the broker hands back: with it the
+	// decoded ranges are bounded too (at most 4 per encoded byte).
+	maxMetaLen = 1 << 16
+	// maxMetaRanges bounds the ranges of a v1 string.
+	maxMetaRanges = 1 << 16
+	// maxEGOrder bounds the exp-Golomb order a v2 string may use.
+	maxEGOrder = 62
+	// metaCRCLen is the checksum's size at the end of the raw bytes.
+	metaCRCLen = 4
+	// maxMetaOffset bounds offsets in decoded metadata so sums of them cannot overflow.
+	maxMetaOffset = math.MaxInt64 / 2
+)
+
+var (
+	// errBadMeta is returned (wrapped) for metadata that is not ours or is corrupt.
+	errBadMeta = errors.New("bad commit metadata")
+	// errMetaWatermarkMismatch is returned (wrapped, together with errBadMeta) when intact v2
+	// metadata was written for another offset than the one committed beside it: a tool moved
+	// the offset and kept our string. Its ranges say nothing reliable about the records above the
+	// committed offset, so the caller must treat them as unknown (uncertain), never as done.
+	errMetaWatermarkMismatch = errors.New("commit metadata written for another offset")
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // span is a half-open offset range [start, end).
 type span struct{ start, end int64 }
@@ -29,40 +71,521 @@ type commitMeta struct {
 	done    []span
 }
 
-// encodeMeta renders m for watermark w in at most maxBytes bytes: "v1:" + unpadded base64url of
-// uvarint(horizon-w) followed by, per completed range, uvarint(start-previousEnd) and
-// uvarint(length), where previousEnd starts at w. When the ranges do not fit, the highest ones are
-// left out: those offsets then count as uncertain for the next owner, which costs an existence
-// check each but loses nothing. It reports how many ranges it kept.
-func encodeMeta(w int64, m commitMeta, maxBytes int) (string, int) {
+// metaEnc is one commit's encoded metadata.
+type metaEnc struct {
+	w    int64  // the watermark to commit: the one asked for, advanced over a range starting at it
+	h    int64  // the horizon written, at least w
+	done []span // the ranges written: normalised, the highest left out when over the limit
+	s    string
+	// dropped counts ranges left out for size: their offsets are uncertain for a successor.
+	dropped int
+}
+
+// normalizeMeta returns the same knowledge in the one form the encoder writes: the watermark
+// advanced over every range that starts at (or below) it, ranges sorted, merged when they touch
+// and above the watermark, none empty. The watermark only moves over offsets known to be done.
+func normalizeMeta(w int64, done []span) (int64, []span) {
+	out := mergeSpans(done)
+	i := 0
+	for i < len(out) && out[i].start <= w {
+		w = max(w, out[i].end)
+		i++
+	}
+	return w, out[i:]
+}
+
+// mergeSpans returns done sorted, without empty ranges, and with touching ones merged.
+func mergeSpans(done []span) []span {
+	if !slices.IsSortedFunc(done, func(a, b span) int { return cmpInt64(a.start, b.start) }) {
+		done = slices.Clone(done)
+		slices.SortFunc(done, func(a, b span) int { return cmpInt64(a.start, b.start) })
+	}
+	out := make([]span, 0, len(done))
+	for _, r := range done {
+		if r.end <= r.start {
+			continue
+		}
+		if n := len(out); n > 0 && r.start <= out[n-1].end {
+			out[n-1].end = max(out[n-1].end, r.end)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// encodeMeta renders m for watermark w in at most maxBytes characters. The watermark is first
+// normalised (advanced over a completed range starting at it), so what is written never has an
+// empty gap. When the ranges do not fit, the highest are left out: those offsets then count as
+// uncertain for the next owner, which costs an existence check each but loses nothing.
+func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
+	w, done := normalizeMeta(w, m.done)
 	h := max(m.horizon, w)
-	buf := make([]byte, 0, 8+len(m.done)*4)
-	buf = binary.AppendUvarint(buf, uint64(h-w))
-	budget := (maxBytes-len(metaPrefix))*6/8 - 1 // raw bytes whose base64 fits
+	hdr := metaHeaderLen(w, h)
+	budget := metaRawBudget(maxBytes)
+
+	runs := planRuns(w, done)
+	bm := planBitmap(w, done)
+	nRuns := runs.fit(budget - hdr)
+	nBm := bm.fit(budget - hdr)
+	kind, n := metaKindRuns, nRuns
+	if nBm > nRuns || nBm == nRuns && bm.size(nBm) < runs.size(nRuns) {
+		kind, n = metaKindBitmap, nBm
+	}
+	if n == 0 {
+		kind = metaKindNone
+	}
+	raw := make([]byte, 0, hdr+max(runs.size(n), bm.size(n)))
+	raw = binary.AppendUvarint(raw, uint64(w))
+	raw = binary.AppendUvarint(raw, uint64(h-w))
+	raw = append(raw, byte(kind))
+	switch kind {
+	case metaKindRuns:
+		raw = runs.append(raw, w, done[:n])
+	case metaKindBitmap:
+		raw = bm.append(raw, w, done[:n])
+	}
+	raw = binary.LittleEndian.AppendUint32(raw, crc32.Checksum(raw, crcTable))
+	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n,
+		s: metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)}
+}
+
+// metaLen is the length of the string encodeMeta would write for m at w with no limit.
+func metaLen(w int64, m commitMeta) int {
+	w, done := normalizeMeta(w, m.done)
+	raw := metaHeaderLen(w, max(m.horizon, w))
+	if len(done) > 0 {
+		raw += min(planRuns(w, done).size(len(done)), planBitmap(w, done).size(len(done)))
+	}
+	return metaChars(raw)
+}
+
+// metaHeaderLen counts the raw bytes every v2 encoding has: watermark, horizon, kind, checksum.
+func metaHeaderLen(w, h int64) int {
+	return uvarintLen(uint64(w)) + uvarintLen(uint64(h-w)) + 1 + metaCRCLen
+}
+
+// metaChars is the length of the v2 string holding raw bytes.
+func metaChars(raw int) int { return len(metaPrefixV2) + (raw*8+5)/6 }
+
+// metaRawBudget is the most raw bytes whose v2 string fits in maxBytes characters.
+func metaRawBudget(maxBytes int) int { return max(maxBytes-len(metaPrefixV2), 0) * 6 / 8 }
+
+// egBits is the length of v in exp-Golomb code of order k.
+func egBits(v uint64, k int) int {
+	return 2*bits.Len64(v+1<<k) - 1 - k
+}
+
+// runsPlan is the run-length encoding of a set of ranges with its exp-Golomb orders and the
+// cumulative bit cost of each prefix.
+type runsPlan struct {
+	kGap, kLen int
+	cum        []int // cum[i]: bits of the first i ranges
+}
+
+func planRuns(w int64, done []span) runsPlan {
+	gaps := make([]uint64, len(done))
+	lens := make([]uint64, len(done))
 	prev := w
-	kept := 0
-	for _, r := range m.done {
-		n := len(buf)
-		buf = binary.AppendUvarint(buf, uint64(r.start-prev))
-		buf = binary.AppendUvarint(buf, uint64(r.end-r.start))
-		if len(buf) > budget {
-			buf = buf[:n]
+	for i, r := range done {
+		gaps[i] = uint64(r.start - prev - 1)
+		lens[i] = uint64(r.end - r.start - 1)
+		prev = r.end
+	}
+	p := runsPlan{kGap: bestEGOrder(gaps), kLen: bestEGOrder(lens), cum: make([]int, len(done)+1)}
+	for i := range done {
+		p.cum[i+1] = p.cum[i] + egBits(gaps[i], p.kGap) + egBits(lens[i], p.kLen)
+	}
+	return p
+}
+
+// size counts the body bytes of the first n ranges.
+func (p runsPlan) size(n int) int {
+	if n == 0 {
+		return 0
+	}
+	return uvarintLen(uint64(n)) + 2 + (p.cum[n]+7)/8
+}
+
+// fit is the most ranges whose body fits in budget bytes.
+func (p runsPlan) fit(budget int) int {
+	lo, hi := 0, len(p.cum)-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if p.size(mid) <= budget {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+func (p runsPlan) append(raw []byte, w int64, done []span) []byte {
+	raw = binary.AppendUvarint(raw, uint64(len(done)))
+	raw = append(raw, byte(p.kGap), byte(p.kLen))
+	bw := bitWriter{buf: raw}
+	prev := w
+	for _, r := range done {
+		bw.eg(uint64(r.start-prev-1), p.kGap)
+		bw.eg(uint64(r.end-r.start-1), p.kLen)
+		prev = r.end
+	}
+	return bw.buf
+}
+
+// bestEGOrder picks the exp-Golomb order that codes vals in the fewest bits: estimated for every
+// order from a histogram of bit lengths, then exact around the estimate.
+func bestEGOrder(vals []uint64) int {
+	if len(vals) == 0 {
+		return 0
+	}
+	var hist [65]int
+	for _, v := range vals {
+		hist[bits.Len64(v)]++
+	}
+	est, bestEst := 0, math.MaxInt
+	for k := 0; k <= maxEGOrder; k++ {
+		c := 0
+		for b, n := range hist {
+			if n > 0 {
+				c += n * (2*max(b, k+1) - 1 - k)
+			}
+		}
+		if c < bestEst {
+			est, bestEst = k, c
+		}
+	}
+	best, bestBits := est, math.MaxInt
+	for k := max(est-1, 0); k <= min(est+1, maxEGOrder); k++ {
+		c := 0
+		for _, v := range vals {
+			c += egBits(v, k)
+		}
+		if c < bestBits {
+			best, bestBits = k, c
+		}
+	}
+	return best
+}
+
+// bitmapPlan is the bitmap encoding of a set of ranges.
+type bitmapPlan struct{ ends []int64 } // ends[i]: bits needed to hold the first i+1 ranges
+
+func planBitmap(w int64, done []span) bitmapPlan {
+	p := bitmapPlan{ends: make([]int64, len(done))}
+	for i, r := range done {
+		p.ends[i] = r.end - w - 1
+	}
+	return p
+}
+
+func (p bitmapPlan) size(n int) int {
+	if n == 0 {
+		return 0
+	}
+	nb := p.ends[n-1]
+	if nb > math.MaxInt32*8 {
+		return math.MaxInt32 // never fits
+	}
+	return uvarintLen(uint64(nb)) + int((nb+7)/8)
+}
+
+func (p bitmapPlan) fit(budget int) int {
+	lo, hi := 0, len(p.ends)
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if p.size(mid) <= budget {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+func (p bitmapPlan) append(raw []byte, w int64, done []span) []byte {
+	nb := done[len(done)-1].end - w - 1
+	raw = binary.AppendUvarint(raw, uint64(nb))
+	at := len(raw)
+	raw = append(raw, make([]byte, (nb+7)/8)...)
+	bm := raw[at:]
+	for _, r := range done {
+		for o := r.start; o < r.end; o++ {
+			i := o - w - 1
+			bm[i/8] |= 1 << (i % 8)
+		}
+	}
+	return raw
+}
+
+// bitWriter appends bits, most significant first, to buf.
+type bitWriter struct {
+	buf  []byte
+	used uint // bits used in the last byte (0 = start a new one)
+}
+
+func (b *bitWriter) bit(one bool) {
+	if b.used == 0 {
+		b.buf = append(b.buf, 0)
+	}
+	if one {
+		b.buf[len(b.buf)-1] |= 0x80 >> b.used
+	}
+	b.used = (b.used + 1) % 8
+}
+
+// eg writes v in exp-Golomb code of order k: u = v+2^k has L bits; L−1−k zeros, then u.
+func (b *bitWriter) eg(v uint64, k int) {
+	u := v + 1<<k
+	l := bits.Len64(u)
+	for range l - 1 - k {
+		b.bit(false)
+	}
+	for i := l - 1; i >= 0; i-- {
+		b.bit(u>>i&1 == 1)
+	}
+}
+
+// bitReader reads what bitWriter wrote.
+type bitReader struct {
+	buf []byte
+	pos int // bit position
+}
+
+func (b *bitReader) left() int { return len(b.buf)*8 - b.pos }
+
+func (b *bitReader) bit() (bool, bool) {
+	if b.pos >= len(b.buf)*8 {
+		return false, false
+	}
+	one := b.buf[b.pos/8]&(0x80>>(b.pos%8)) != 0
+	b.pos++
+	return one, true
+}
+
+func (b *bitReader) eg(k int) (uint64, error) {
+	z := 0
+	for {
+		one, ok := b.bit()
+		if !ok {
+			return 0, fmt.Errorf("%w: truncated bit stream", errBadMeta)
+		}
+		if one {
 			break
 		}
-		prev = r.end
-		kept++
+		z++
+		if z+k > 63 {
+			return 0, fmt.Errorf("%w: oversized value", errBadMeta)
+		}
 	}
-	return metaPrefix + base64.RawURLEncoding.EncodeToString(buf), kept
+	u := uint64(1)
+	for range z + k {
+		one, ok := b.bit()
+		if !ok {
+			return 0, fmt.Errorf("%w: truncated bit stream", errBadMeta)
+		}
+		u <<= 1
+		if one {
+			u |= 1
+		}
+	}
+	return u - 1<<k, nil
 }
 
 // decodeMeta parses metadata committed at watermark w. It rejects anything malformed, since the
-// string comes from the broker and may have been written by another tool.
+// string comes from the broker and may have been written by another tool; intact v2 metadata
+// written for another offset gives an error matching both errBadMeta and
+// errMetaWatermarkMismatch.
 func decodeMeta(w int64, s string) (commitMeta, error) {
-	rest, ok := strings.CutPrefix(s, metaPrefix)
-	if !ok {
-		return commitMeta{}, fmt.Errorf("%w: unknown version", errBadMeta)
+	if w < 0 || w > maxMetaOffset {
+		return commitMeta{}, fmt.Errorf("%w: watermark %d out of range", errBadMeta, w)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(rest)
+	if len(s) > maxMetaLen {
+		return commitMeta{}, fmt.Errorf("%w: %d bytes, more than %d", errBadMeta, len(s), maxMetaLen)
+	}
+	if rest, ok := strings.CutPrefix(s, metaPrefixV2); ok {
+		return decodeMetaV2(w, rest)
+	}
+	if rest, ok := strings.CutPrefix(s, metaPrefixV1); ok {
+		return decodeMetaV1(w, rest)
+	}
+	return commitMeta{}, fmt.Errorf("%w: unknown version", errBadMeta)
+}
+
+func decodeMetaV2(w int64, s string) (commitMeta, error) {
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return commitMeta{}, fmt.Errorf("%w: %v", errBadMeta, err)
+	}
+	if len(raw) < metaCRCLen+3 {
+		return commitMeta{}, fmt.Errorf("%w: too short", errBadMeta)
+	}
+	body, sum := raw[:len(raw)-metaCRCLen], binary.LittleEndian.Uint32(raw[len(raw)-metaCRCLen:])
+	if crc32.Checksum(body, crcTable) != sum {
+		return commitMeta{}, fmt.Errorf("%w: checksum mismatch", errBadMeta)
+	}
+	d := metaDecoder{raw: body}
+	ew := d.uvarint()
+	dh := d.uvarint()
+	kind := d.byte()
+	if d.err != nil {
+		return commitMeta{}, d.err
+	}
+	if ew > maxMetaOffset || dh > maxMetaOffset-ew {
+		return commitMeta{}, fmt.Errorf("%w: offset overflow", errBadMeta)
+	}
+	if int64(ew) != w {
+		return commitMeta{}, fmt.Errorf("%w: %w: written for offset %d, committed at %d",
+			errBadMeta, errMetaWatermarkMismatch, ew, w)
+	}
+	m := commitMeta{horizon: w + int64(dh)}
+	switch kind {
+	case metaKindNone:
+	case metaKindRuns:
+		m.done, err = d.runs(w)
+	case metaKindBitmap:
+		m.done, err = d.bitmap(w)
+	default:
+		err = fmt.Errorf("%w: unknown kind %d", errBadMeta, kind)
+	}
+	if err != nil {
+		return commitMeta{}, err
+	}
+	if len(d.raw) != 0 {
+		return commitMeta{}, fmt.Errorf("%w: %d trailing bytes", errBadMeta, len(d.raw))
+	}
+	return m, nil
+}
+
+// metaDecoder reads raw bytes front to back, remembering the first error.
+type metaDecoder struct {
+	raw []byte
+	err error
+}
+
+func (d *metaDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.raw)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: truncated or oversized varint", errBadMeta)
+		return 0
+	}
+	d.raw = d.raw[n:]
+	return v
+}
+
+func (d *metaDecoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.raw) == 0 {
+		d.err = fmt.Errorf("%w: truncated", errBadMeta)
+		return 0
+	}
+	b := d.raw[0]
+	d.raw = d.raw[1:]
+	return b
+}
+
+func (d *metaDecoder) runs(w int64) ([]span, error) {
+	n := d.uvarint()
+	kGap, kLen := int(d.byte()), int(d.byte())
+	if d.err != nil {
+		return nil, d.err
+	}
+	if n == 0 || kGap > maxEGOrder || kLen > maxEGOrder {
+		return nil, fmt.Errorf("%w: bad run header", errBadMeta)
+	}
+	br := bitReader{buf: d.raw}
+	// Every range takes at least two bits, which bounds n by the input before allocating.
+	if n > uint64(br.left()/2) {
+		return nil, fmt.Errorf("%w: %d ranges in %d bytes", errBadMeta, n, len(d.raw))
+	}
+	done := make([]span, 0, n)
+	prev := w
+	for range n {
+		g, err := br.eg(kGap)
+		if err != nil {
+			return nil, err
+		}
+		l, err := br.eg(kLen)
+		if err != nil {
+			return nil, err
+		}
+		if g >= maxMetaOffset || l >= maxMetaOffset || prev > maxMetaOffset-int64(g)-int64(l)-2 {
+			return nil, fmt.Errorf("%w: offset overflow", errBadMeta)
+		}
+		start := prev + int64(g) + 1
+		end := start + int64(l) + 1
+		done = append(done, span{start, end})
+		prev = end
+	}
+	// Only zero padding may follow, within the last byte.
+	if br.left() >= 8 {
+		return nil, fmt.Errorf("%w: trailing bits", errBadMeta)
+	}
+	for br.left() > 0 {
+		if one, _ := br.bit(); one {
+			return nil, fmt.Errorf("%w: non-zero padding", errBadMeta)
+		}
+	}
+	d.raw = nil
+	return done, nil
+}
+
+func (d *metaDecoder) bitmap(w int64) ([]span, error) {
+	nb := d.uvarint()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if nb == 0 || nb > uint64(len(d.raw))*8 || uint64(len(d.raw)) != (nb+7)/8 {
+		return nil, fmt.Errorf("%w: bitmap of %d bits in %d bytes", errBadMeta, nb, len(d.raw))
+	}
+	if w > maxMetaOffset-int64(nb)-1 {
+		return nil, fmt.Errorf("%w: offset overflow", errBadMeta)
+	}
+	bm := d.raw
+	set := func(i uint64) bool { return bm[i/8]&(1<<(i%8)) != 0 }
+	if !set(nb - 1) {
+		return nil, fmt.Errorf("%w: bitmap does not end with a done offset", errBadMeta)
+	}
+	if nb%8 != 0 && bm[len(bm)-1]>>(nb%8) != 0 {
+		return nil, fmt.Errorf("%w: non-zero padding", errBadMeta)
+	}
+	var done []span
+	for i := uint64(0); i < nb; i++ {
+		if !set(i) {
+			continue
+		}
+		off := w + 1 + int64(i)
+		if n := len(done); n > 0 && done[n-1].end == off {
+			done[n-1].end++
+		} else {
+			done = append(done, span{off, off + 1})
+		}
+	}
+	d.raw = nil
+	return done, nil
+}
+
+// decodeMetaV1 reads the previous format: base64url(uvarint(horizon−w), then per completed range
+// uvarint(start−previousEnd), uvarint(length)). A gap of 0 (a range at the watermark, or touching
+// the one before) was written by the v1 encoder and is read as what it means.
+func decodeMetaV1(w int64, s string) (commitMeta, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return commitMeta{}, fmt.Errorf("%w: %v", errBadMeta, err)
 	}
@@ -78,9 +601,6 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	if err != nil {
 		return commitMeta{}, err
 	}
-	if w > math.MaxInt64/2 || w < 0 {
-		return commitMeta{}, fmt.Errorf("%w: watermark %d out of range", errBadMeta, w)
-	}
 	m := commitMeta{horizon: w + d}
 	prev := w
 	for len(raw) > 0 {
@@ -95,16 +615,142 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 		if err != nil {
 			return commitMeta{}, err
 		}
-		if gap < 1 || n < 1 {
-			return commitMeta{}, fmt.Errorf("%w: empty or adjacent range", errBadMeta)
+		if n < 1 {
+			return commitMeta{}, fmt.Errorf("%w: empty range", errBadMeta)
 		}
 		start := prev + gap
 		end := start + n
-		if start < prev || end < start || end > math.MaxInt64/2 {
+		if start < prev || end < start || end > maxMetaOffset {
 			return commitMeta{}, fmt.Errorf("%w: offset overflow", errBadMeta)
 		}
-		m.done = append(m.done, span{start, end})
+		if k := len(m.done); k > 0 && gap == 0 {
+			m.done[k-1].end = end
+		} else {
+			m.done = append(m.done, span{start, end})
+		}
 		prev = end
 	}
 	return m, nil
+}
+
+// verifiedMeta encodes m for a commit at w with encode and decodes the result before it may be
+// written: a string the next owner would reject, or read differently, is never committed. On a
+// mismatch it returns an error and, in its place, the watermark and horizon with no completed
+// ranges (only "done" knowledge is lost: those offsets become uncertain, an existence check each),
+// or, if even that does not round-trip, ok false: skip the partition in this commit and keep the
+// previous commit, which stays true.
+func verifiedMeta(encode func(int64, commitMeta, int) metaEnc, w int64, m commitMeta, maxBytes int) (enc metaEnc, ok bool, err error) {
+	enc = encode(w, m, maxBytes)
+	if err = checkMeta(w, m, enc, maxBytes); err == nil {
+		return enc, true, nil
+	}
+	plain := commitMeta{horizon: m.horizon}
+	fb := encode(w, plain, maxBytes)
+	if checkMeta(w, plain, fb, maxBytes) != nil {
+		return metaEnc{}, false, err
+	}
+	return fb, true, err
+}
+
+// checkMeta decodes enc as a successor would and checks it against what was asked: it may claim
+// done only offsets that are (the ranges of m, and everything below w), its horizon is m's (or the
+// advanced watermark), and it loses no range but the ones it counts as dropped.
+func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
+	if len(enc.s) > maxBytes {
+		return fmt.Errorf("commit metadata: %d bytes, limit %d", len(enc.s), maxBytes)
+	}
+	got, err := decodeMeta(enc.w, enc.s)
+	if err != nil {
+		return fmt.Errorf("commit metadata does not decode: %w", err)
+	}
+	in := mergeSpans(m.done)
+	covered := func(r span) bool {
+		if r.end <= w {
+			return true
+		}
+		r.start = max(r.start, w)
+		i, _ := slices.BinarySearchFunc(in, r.start, func(s span, off int64) int {
+			if s.end <= off {
+				return -1
+			}
+			if s.start > off {
+				return 1
+			}
+			return 0
+		})
+		return i < len(in) && in[i].start <= r.start && r.end <= in[i].end
+	}
+	if enc.w < w || enc.w > w && !covered(span{w, enc.w}) {
+		return fmt.Errorf("commit metadata moves the watermark from %d to %d over offsets not done", w, enc.w)
+	}
+	if want := max(m.horizon, enc.w); got.horizon != want {
+		return fmt.Errorf("commit metadata decodes to horizon %d, want %d", got.horizon, want)
+	}
+	prev := enc.w
+	for _, r := range got.done {
+		if r.start <= prev || !covered(r) {
+			return fmt.Errorf("commit metadata claims [%d,%d) done, which was not", r.start, r.end)
+		}
+		prev = r.end
+	}
+	_, want := normalizeMeta(w, m.done)
+	if len(got.done)+enc.dropped != len(want) || enc.dropped < 0 {
+		return fmt.Errorf("commit metadata holds %d ranges and drops %d of %d", len(got.done), enc.dropped, len(want))
+	}
+	return nil
+}
+
+// metaBudget lets the back-pressure check know, per record and without encoding, whether a
+// partition's commit metadata could outgrow its limit. It keeps the exact size of the run-length
+// body at the last measurement and its exp-Golomb orders: with those orders fixed, one change of the
+// completed set (a record ending inside an incomplete run splits it; a fetch past skipped offsets
+// adds a range) adds at most one gap and one length of at most the tracked span, and the encoder
+// only ever writes something smaller than that run-length body.
+type metaBudget struct {
+	measured   bool
+	mut        uint64 // the tracker's mutation count when measured
+	runs       int    // raw bytes of the run-length body then (0: no ranges)
+	kGap, kLen int
+	measures   int // measurements taken (tests and the benchmark read it)
+}
+
+// metaPressured reports whether p's commit metadata could pass maxBytes characters once extra
+// more records end out of order. A bitmap of the whole tracked span that fits answers at once;
+// otherwise the run-length bound, measured again when changes since the last measurement make
+// it too loose.
+func (p *part) metaPressured(extra, maxBytes int) bool {
+	w := p.tr.watermark()
+	end := p.tr.next
+	if n := len(p.done); n > 0 {
+		end = max(end, p.done[n-1].end)
+	}
+	// The header as the next commit writes it: the (normalised) watermark is at most end, the
+	// horizon may be extended by that commit, so its varint is taken at its longest.
+	hdr := uvarintLen(uint64(max(end, 0))) + binary.MaxVarintLen64 + 1 + metaCRCLen
+	nb := max(end-w-1, 0)
+	if nb < math.MaxInt32 && metaChars(hdr+uvarintLen(uint64(nb))+int((nb+7)/8)) <= maxBytes {
+		return false
+	}
+	b := &p.mb
+	span := uint64(max(end-w, 1))
+	bound := func(changes uint64) int {
+		per := uint64(egBits(span, b.kGap) + egBits(span, b.kLen) + 8) // + a byte for the count
+		return metaChars(hdr + b.runs + int((changes*per+7)/8))
+	}
+	if d := p.tr.mut - b.mut; !b.measured || d > 0 && bound(d+uint64(extra)) > maxBytes {
+		b.measure(w, p.doneAbove(), p.tr.mut)
+	}
+	return bound(uint64(extra)) > maxBytes
+}
+
+func (b *metaBudget) measure(w int64, done []span, mut uint64) {
+	w, done = normalizeMeta(w, done)
+	plan := planRuns(w, done)
+	*b = metaBudget{measured: true, mut: mut, runs: plan.size(len(done)), kGap: plan.kGap, kLen: plan.kLen,
+		measures: b.measures + 1}
+}
+
+func uvarintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
 }

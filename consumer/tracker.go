@@ -1,7 +1,5 @@
 package consumer
 
-import "encoding/binary"
-
 // tracker follows one partition's fetched records in offset order and knows the watermark (the
 // first offset not ended) and the shape of what ended above it. Offsets the fetch skipped
 // (compaction, transaction markers) count as ended. It keeps an exact count of the completed
@@ -14,6 +12,7 @@ type tracker struct {
 	cnt      int  // unended entries, other than the first, preceded by an ended offset
 	tailDone bool // the last entry has ended (a completed range reaches the fetch position)
 	unended  int
+	mut      uint64 // adds and ends so far: the commit metadata's size may have changed when it moves
 }
 
 type entry struct {
@@ -47,6 +46,7 @@ func (t *tracker) add(off, at int64, owner *account) uint64 {
 	t.ents = append(t.ents, e)
 	t.tailDone = false
 	t.unended++
+	t.mut++
 	t.next = off + 1
 	return idx
 }
@@ -74,6 +74,7 @@ func (t *tracker) end(idx uint64) {
 	}
 	e.ended = true
 	t.unended--
+	t.mut++
 	if i != 0 {
 		return
 	}
@@ -141,19 +142,4 @@ func (t *tracker) done() []span {
 		out = append(out, span{run, expected})
 	}
 	return out
-}
-
-// metaEstimate bounds the encoded metadata size if extra more ranges appeared, assuming every
-// delta is as large as the tracked span.
-func (t *tracker) metaEstimate(horizon int64, extra int) int {
-	w := t.watermark()
-	spanLen := max(t.next-w, 1)
-	vl := uvarintLen(uint64(spanLen))
-	raw := uvarintLen(uint64(max(horizon-w, 0))) + (t.ranges()+extra)*2*vl
-	return len(metaPrefix) + (raw*8+5)/6
-}
-
-func uvarintLen(v uint64) int {
-	var b [binary.MaxVarintLen64]byte
-	return binary.PutUvarint(b[:], v)
 }

@@ -621,7 +621,8 @@ func TestDLQReplayJob(t *testing.T) {
 		t.Fatalf("Job args %v, want dlq replay ...", c.Args)
 	}
 	flags := flagValues(c.Args)
-	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3"} {
+	// --yes: replay refuses to run without it, and a Job has nobody to ask.
+	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3", "yes": "true"} {
 		if flags[k] != v {
 			t.Errorf("--%s=%q, want %q", k, flags[k], v)
 		}
@@ -631,7 +632,7 @@ func TestDLQReplayJob(t *testing.T) {
 		env[e.Name] = true
 	}
 	for _, n := range []string{"CHATGROUPD_BROKERS", "CHATGROUPD_TOPIC", "CHATGROUPD_DLQ_TOPIC", "CHATGROUPD_GROUP",
-		"CHATGROUPD_KAFKA_TLS", "CHATGROUPD_KAFKA_SASL_PASSWORD"} {
+		"CHATGROUPD_KAFKA_TLS", "CHATGROUPD_KAFKA_SASL_PASSWORD", "CHATGROUPD_PARTITIONER"} {
 		if !env[n] {
 			t.Errorf("Job lacks %s", n)
 		}

@@ -36,6 +36,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.LimiterChanges.WithLabelValues("down").Inc()
 	m.RateLimitHeld.WithLabelValues("create_contact_group", "fresh_conn").Add(0.02)
 	m.UncertainChecks.WithLabelValues("false").Inc()
+	m.EventsMisrouted.WithLabelValues("chat.contact-groups")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

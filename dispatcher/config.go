@@ -24,6 +24,19 @@ type API interface {
 	RefreshSig()
 }
 
+// Duplicate-name policies (Config.DuplicateNames): what an event naming a group its user
+// already has does. Groups are addressed by name in the API, so a name identifies a user's group.
+const (
+	// DuplicateMerge (the default) adds the event's missing conversations to the existing group
+	// and ends applied. It is what an uncertain or replayed event must do anyway: its own earlier
+	// create can't be told from a group the user made.
+	DuplicateMerge = "merge"
+	// DuplicateReject dead-letters the event as rejected with Config.DuplicateCode, unless the
+	// existing group already holds every conversation of the event (then it is applied: that is
+	// the event's own earlier create, or indistinguishable from it).
+	DuplicateReject = "reject"
+)
+
 // Defaults of Config.
 const (
 	DefaultRateLimit         = 200
@@ -46,6 +59,8 @@ const (
 	DefaultRecoverStep       = 0.05
 	DefaultRecoverInterval   = time.Second
 	DefaultMinRateFactor     = 0.1
+	DefaultDuplicateNames    = DuplicateMerge
+	DefaultDuplicateCode     = im.CodeBadParams
 )
 
 // Config configures a Dispatcher. Zero values take the defaults above.
@@ -116,6 +131,15 @@ type Config struct {
 	RecoverStep     float64
 	RecoverInterval time.Duration
 	MinRateFactor   float64
+	// DuplicateNames is the one policy for an event naming a group its user already has, on
+	// every path: a plain create the API refuses with DuplicateCode, the look-up before creating
+	// of an uncertain event, and a replay. DuplicateMerge (default) or DuplicateReject. A group
+	// the user renamed no longer has the event's name: the event creates its group again.
+	DuplicateNames string
+	// DuplicateCode is the code the API answers a create naming an existing group (what
+	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
+	// dispatcher looks the group up before it takes the code for a duplicate).
+	DuplicateCode int
 	// Standalone starts with the whole budget. Otherwise no call is made until the first
 	// SetShare, so a replica that has not learned its share can't overrun the group's budget.
 	Standalone bool
@@ -148,6 +172,8 @@ func (c *Config) defaults() {
 	c.RecoverStep = cmp.Or(c.RecoverStep, DefaultRecoverStep)
 	c.RecoverInterval = cmp.Or(c.RecoverInterval, DefaultRecoverInterval)
 	c.MinRateFactor = cmp.Or(c.MinRateFactor, DefaultMinRateFactor)
+	c.DuplicateNames = cmp.Or(c.DuplicateNames, DefaultDuplicateNames)
+	c.DuplicateCode = cmp.Or(c.DuplicateCode, DefaultDuplicateCode)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -200,6 +226,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("dispatcher config: min rate factor %g outside (0, 1]", c.MinRateFactor)
 	case c.RecoverStep <= 0 || c.RecoverInterval < 0:
 		return errors.New("dispatcher config: recover step and interval must be positive")
+	case c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject:
+		return fmt.Errorf("dispatcher config: duplicate names %q: want merge or reject", c.DuplicateNames)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -18,8 +19,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // errPaused ends an attempt that found the dispatcher paused after its rate-limiter wait.
@@ -44,8 +47,8 @@ const maxGetPages = 200
 // use get_contact_group: if only creates fail, the dispatcher resumes after a probe and pauses
 // again after OutageWindow failed calls, which bounds what an outage of one API costs.
 //
-// Known limit: the im client re-signs and retries once on 70001/70052 inside one call, so such a
-// call may reach the server twice on one grant of the limiter.
+// The im client re-signs and retries once on 70001/70052 inside one call; that second request
+// takes a slot of its own through the call's im.Gate.
 type Dispatcher struct {
 	cfg    Config
 	log    *zap.Logger
@@ -187,7 +190,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now()}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx}
+	if t.Drain != nil {
+		// Waits (grant, pause, backoff) end with Drain as well as ctx; API calls only with ctx.
+		wctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := context.AfterFunc(t.Drain, func() { cancel(ErrDrained) })
+		defer stop()
+		r.wait = wctx
+	}
 	return r.do(ctx)
 }
 
@@ -200,14 +211,27 @@ type run struct {
 	failures    int // retries so far, for the backoff exponent
 	groupChecks int // 51007 retries so far
 	credRetried bool
-	start       time.Time
-	paused      time.Duration
+	// dupErr is a create refused with Config.DuplicateCode: the look-up it triggers decides
+	// whether the name exists (the policy applies) or the code meant other bad parameters.
+	dupErr *im.Error
+	start  time.Time
+	paused time.Duration
+	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
+	wait context.Context
+}
+
+// drained returns the error to end the dispatch with once the wait context ended, else nil.
+func (r *run) drained() error {
+	if r.wait.Err() == nil {
+		return nil
+	}
+	return fmt.Errorf("dispatcher: %w", context.Cause(r.wait))
 }
 
 func (r *run) do(ctx context.Context) (Outcome, error) {
 	for {
-		if err := r.waitRunning(ctx); err != nil {
-			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
+		if err := r.waitRunning(r.wait); err != nil {
+			return Outcome{}, fmt.Errorf("dispatcher: %w", context.Cause(r.wait))
 		}
 		var (
 			o   *Outcome
@@ -226,11 +250,17 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", ctx.Err())
 		}
+		if err := r.drained(); err != nil {
+			return Outcome{}, err
+		}
 		if errors.Is(err, errPaused) {
 			continue
 		}
 		if o, err = r.failed(ctx, api, err); o != nil {
 			return *o, nil
+		}
+		if err := r.drained(); err != nil {
+			return Outcome{}, err
 		}
 		if err != nil {
 			return Outcome{}, fmt.Errorf("dispatcher: %w", err)
@@ -258,12 +288,18 @@ func (r *run) waitRunning(ctx context.Context) error {
 
 // call makes one rate-limited API call and feeds its result to readiness and outage detection.
 func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) error) error {
-	g, waited, err := l.acquire(ctx)
+	g, waited, err := l.acquire(r.wait)
 	r.d.cfg.Metrics.RateLimitWait.Observe(waited.Seconds())
 	if err != nil {
-		return err
+		return context.Cause(r.wait)
 	}
-	defer l.finished(g)
+	gate := &slotGate{l: l, m: r.d.cfg.Metrics}
+	gate.cur.Store(g)
+	defer func() { l.finished(gate.cur.Load()) }()
+	if r.wait.Err() != nil {
+		// Drained as the grant came: not sent yet, so not sent at all.
+		return context.Cause(r.wait)
+	}
 	if reason, _ := r.d.paused(); reason != "" {
 		// Paused while we queued: with a backlog, hundreds of events wait here, and each would
 		// otherwise spend a call on an API we know refuses us. The unused grant only slows us.
@@ -279,10 +315,10 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 			if fresh.Load() {
 				t = t.Add(r.d.cfg.FreshConnMargin)
 			}
-			l.wrote(g, now, t)
+			l.wrote(gate.cur.Load(), now, t)
 		},
 	}
-	err = fn(httptrace.WithClientTrace(ctx, trace))
+	err = fn(im.WithGate(httptrace.WithClientTrace(ctx, trace), gate))
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -292,6 +328,31 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	}
 	r.d.recordCall(r.ev.FromAccount, e)
 	return err
+}
+
+// slotGate is the im.Gate of one call. Its first request uses the slot the call acquired;
+// every later one (the client re-signs and sends again after 70001/70052) reaches the server
+// too, so it takes a slot of its own, and the previous one is finished.
+type slotGate struct {
+	l     *limiter
+	m     *metrics.Metrics
+	cur   atomic.Pointer[grant] // the slot of the request being sent; read by the trace hooks
+	extra bool                  // the first request has passed
+}
+
+// Wait admits the call's next request.
+func (s *slotGate) Wait(ctx context.Context) error {
+	if !s.extra {
+		s.extra = true
+		return nil
+	}
+	g, waited, err := s.l.acquire(ctx)
+	s.m.RateLimitWait.Observe(waited.Seconds())
+	if err != nil {
+		return err
+	}
+	s.l.finished(s.cur.Swap(g))
+	return nil
 }
 
 // create sends create_contact_group. It returns an outcome, or the failure to handle.
@@ -335,12 +396,22 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 	}
 	r.d.cfg.Metrics.UncertainChecks.WithLabelValues(strconv.FormatBool(group != nil)).Inc()
 	if group == nil {
+		if r.dupErr != nil {
+			// Refused with the duplicate code, yet no group has the name: the code meant
+			// other bad parameters.
+			o := r.rejected(r.dupErr)
+			return &o, "", nil
+		}
 		r.check = false
 		return nil, "", nil
 	}
 	missing := missingContacts(r.ev.Contacts, contacts, group.GroupID)
 	if len(missing) == 0 {
 		return r.applied(), "", nil
+	}
+	if r.d.cfg.DuplicateNames == DuplicateReject {
+		o := r.duplicate(group, missing)
+		return &o, "", nil
 	}
 	req := &im.UpdateRequest{FromAccount: r.ev.FromAccount, UpdateType: im.UpdateTypeGroup, UpdateGroup: im.UpdateGroup{
 		UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: r.ev.GroupName}}
@@ -428,6 +499,14 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 				break
 			}
 		}
+		// A frequency-limit code on an item is the server saying the same thing as one on the
+		// whole call: the call counted, and we are over the quota.
+		for _, res := range e.Results {
+			if im.Classify(res.ResultCode) == im.ClassRateLimited {
+				r.d.limiterFor(api).slowDown()
+				break
+			}
+		}
 		return r.retry(ctx, api, e)
 	}
 	switch e.Class {
@@ -455,6 +534,12 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 		}
 	default:
 		switch {
+		case api == im.APICreate && e.Code == r.d.cfg.DuplicateCode && r.dupErr == nil:
+			// The name may exist: look it up and apply the duplicate-name policy, at once
+			// (nothing to wait for).
+			r.dupErr = e
+			r.check = true
+			return nil, nil
 		case api == im.APIUpdate && e.Code == im.CodeGroupNotFound:
 			// Deleted between our look-up and the update: look again (and create it then).
 			r.check = true
@@ -486,7 +571,7 @@ func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, err
 	wait := min(rand.N(min(ceil, r.d.cfg.BackoffMax)+1), left)
 	r.d.log.Debug("retrying", zap.String("api", api), zap.String("code", e.MetricCode()),
 		zap.String("account", r.ev.FromAccount), zap.Int("attempts", r.attempts), zap.Duration("backoff", wait))
-	return nil, r.d.cfg.Sleep(ctx, wait)
+	return nil, r.d.cfg.Sleep(r.wait, wait)
 }
 
 func (r *run) countRetry(api string, e *im.Error) {
@@ -539,6 +624,19 @@ func (r *run) rejected(e *im.Error) Outcome {
 	return Outcome{Result: Rejected, Code: errCode(e), Info: e.Error(), Attempts: r.attempts, Detail: mustJSON(det)}
 }
 
+// duplicate is the outcome under DuplicateReject of an event naming group, which its user
+// already has without the missing conversations.
+func (r *run) duplicate(group *im.GroupItem, missing []im.ContactItem) Outcome {
+	code := r.d.cfg.DuplicateCode
+	info := fmt.Sprintf("group %q already exists for %q without %d of the event's conversations (duplicate names: reject)",
+		r.ev.GroupName, r.ev.FromAccount, len(missing))
+	det := ResultDetail{GroupName: r.ev.GroupName, GroupID: group.GroupID}
+	for _, c := range missing {
+		det.Failed = append(det.Failed, failedContact(c, code, "group name already exists"))
+	}
+	return Outcome{Result: Rejected, Code: code, Info: info, Attempts: r.attempts, Detail: mustJSON(det)}
+}
+
 // partial is the outcome of a group that exists without some of its conversations.
 func (r *run) partial(e *im.Error) *Outcome {
 	det := ResultDetail{GroupName: r.ev.GroupName, Failed: failedResults(e.Results)}
@@ -559,8 +657,21 @@ func (r *run) partial(e *im.Error) *Outcome {
 
 // exhausted is the outcome of transient failures past the retry budget.
 func (r *run) exhausted(e *im.Error) Outcome {
-	return Outcome{Result: Exhausted, Code: errCode(e), Attempts: r.attempts,
+	return Outcome{Result: Exhausted, Code: exhaustedCode(e), Attempts: r.attempts,
 		Info: fmt.Sprintf("retry budget %v spent after %d attempts; last: %v", r.d.cfg.RetryBudget, r.attempts, e)}
+}
+
+// exhaustedCode is errCode, except that a last failure with no answer at all gets
+// dlq.CodeTimeout or dlq.CodeNetwork: 0 is the code of invalid events.
+func exhaustedCode(e *im.Error) int {
+	if c := errCode(e); c != 0 {
+		return c
+	}
+	var ne net.Error
+	if errors.Is(e, context.DeadlineExceeded) || errors.As(e, &ne) && ne.Timeout() {
+		return dlq.CodeTimeout
+	}
+	return dlq.CodeNetwork
 }
 
 // errCode is the IM code of e, or its HTTP status when there is none (0 for network failures).

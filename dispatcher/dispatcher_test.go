@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -92,6 +94,37 @@ func TestTransientPastBudgetExhausted(t *testing.T) {
 		t.Errorf("info %q does not name the last code", o.Info)
 	}
 }
+
+// TestExhaustedCodeNetworkAndTimeout: an event exhausted by failures that got no answer is told
+// apart from an invalid event (code 0) and from each other: dlq-error-code network or timeout.
+func TestExhaustedCodeNetworkAndTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"refused", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: errors.New("connect: connection refused")}, dlq.CodeNetwork},
+		{"malformed", &im.Error{API: im.APICreate, Class: im.ClassTransient, Malformed: true, HTTPStatus: 200, Err: im.ErrMalformedResponse}, dlq.CodeNetwork},
+		{"deadline", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: fmt.Errorf("post: %w", context.DeadlineExceeded)}, dlq.CodeTimeout},
+		{"net timeout", &im.Error{API: im.APICreate, Class: im.ClassTransient, Network: true, Err: &net.OpError{Op: "read", Err: timeoutErr{}}}, dlq.CodeTimeout},
+		{"http 503", &im.Error{API: im.APICreate, Class: im.ClassTransient, HTTPStatus: 503}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.RetryBudget = time.Minute })
+			h.api.setAlways(im.APICreate, tc.err)
+			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
+			if o.Result != Exhausted || o.Code != tc.want {
+				t.Fatalf("outcome %v code %d, want exhausted with %d", o.Result, o.Code, tc.want)
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
 
 func TestBackoffIsExponentialAndCapped(t *testing.T) {
 	var mu sync.Mutex
@@ -313,8 +346,13 @@ func TestPermanentRejected(t *testing.T) {
 			h := newHarness(t, nil)
 			h.api.failCodes(im.APICreate, code, 1)
 			o := h.dispatch(Task{Event: newEvent("alice", "friends")})
-			if o.Result != Rejected || o.Code != code || o.Attempts != 1 {
-				t.Fatalf("outcome = %+v, want rejected with %d after 1 attempt", o, code)
+			// 50002 is also the duplicate-name code: one look-up finds no such group first.
+			lookups := 0
+			if code == im.CodeBadParams {
+				lookups = 1
+			}
+			if o.Result != Rejected || o.Code != code || o.Attempts != 1+lookups {
+				t.Fatalf("outcome = %+v, want rejected with %d after %d attempts", o, code, 1+lookups)
 			}
 			var det ResultDetail
 			if err := json.Unmarshal(o.Detail, &det); err != nil {
@@ -326,8 +364,8 @@ func TestPermanentRejected(t *testing.T) {
 			if !strings.Contains(string(o.Detail), `"To_Account":"bob"`) || !strings.Contains(string(o.Detail), `"ToGroupId":"@TGS#1"`) {
 				t.Errorf("detail %s lacks the conversations in API form", o.Detail)
 			}
-			if h.api.count(im.APIGet) != 0 {
-				t.Errorf("a permanent failure needs no lookup")
+			if h.api.count(im.APIGet) != lookups || h.api.count(im.APICreate) != 1 {
+				t.Errorf("%d lookups and %d creates, want %d and 1", h.api.count(im.APIGet), h.api.count(im.APICreate), lookups)
 			}
 		})
 	}
@@ -731,5 +769,55 @@ func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
 	cancel()
 	if err := <-slow; !errors.Is(err, context.Canceled) {
 		t.Errorf("slow account after cancel: %v", err)
+	}
+}
+
+// TestFrequencyLimitInItemResultsSlowsDown: 60007 inside the per-conversation results of an
+// answer whose ErrorCode is 0 is the server saying we are over the quota, as much as a 60007 on
+// the whole call; the limiter must slow down for it too.
+func TestFrequencyLimitInItemResultsSlowsDown(t *testing.T) {
+	for _, api := range []string{im.APICreate, im.APIUpdate} {
+		t.Run(api, func(t *testing.T) {
+			var (
+				d      *Dispatcher
+				mu     sync.Mutex
+				lowest = 20.0
+			)
+			h := newHarness(t, func(c *Config) {
+				c.RateLimit, c.GetRateLimit = 20, 20
+				c.RetryBudget = 3 * time.Second
+				c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
+				sleep := c.Sleep
+				c.Sleep = func(ctx context.Context, dur time.Duration) error {
+					if d != nil {
+						r := d.limiterFor(api).rateNow()
+						mu.Lock()
+						lowest = min(lowest, r)
+						mu.Unlock()
+					}
+					return sleep(ctx, dur)
+				}
+			})
+			d = h.d
+			h.api.itemCodes[item("carol").Key()] = im.CodeFrequency
+			// Four accounts at once: each one's first create is answered with a 60007 item, and
+			// its retries go through update (the group exists).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var results []<-chan result
+			for i := range 4 {
+				results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends", c2c("bob"), c2c("carol"))}))
+			}
+			for _, ch := range results {
+				if r := <-ch; r.err != nil || r.o.Result != Exhausted {
+					t.Fatalf("outcome = %+v, %v; want exhausted (60007 items are retried)", r.o, r.err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if lowest > 20*DefaultSlowDownFactor+1e-9 {
+				t.Errorf("lowest %s rate while items were answered 60007 = %v, want <= %v", api, lowest, 20*DefaultSlowDownFactor)
+			}
+		})
 	}
 }

@@ -65,6 +65,7 @@ type limiter struct {
 	changed      chan struct{}
 	rtts         []time.Duration // recent round trips, a ring of rttSamples
 	rttNext      int
+	turns        *turns // set when the budget has fewer whole calls per second than partitions
 }
 
 // rttSamples is how many recent round trips the median is taken over; minRTTSamples are needed
@@ -126,6 +127,12 @@ func newLimiter(api string, budget float64, cfg *Config, gauge bool) *limiter {
 // setShare sets this replica's share to budget × owned/total; total <= 0 means standalone (the
 // whole budget).
 func (l *limiter) setShare(owned, total int) {
+	l.clearTurns()
+	l.setShareOnly(owned, total)
+}
+
+// setShareOnly is setShare keeping any turns: the share is then what the gauge and logs show.
+func (l *limiter) setShareOnly(owned, total int) {
 	share := l.budget
 	if total > 0 {
 		owned = min(max(owned, 0), total)
@@ -139,6 +146,11 @@ func (l *limiter) setShare(owned, total int) {
 // budget%total lowest partition ids. The members' per-window ceilings then add up to the whole
 // budget, where proportional shares would each be rounded down (3 × 66 of 200). With more
 // partitions than calls per second it falls back to the proportional share.
+//
+// With more partitions than whole calls per second, a partition's part is below one call per
+// second, and no member can be given a per-window ceiling: any member with a partition would
+// make at least one call in some window, and more members than calls would cross the budget.
+// The partitions then take turns instead (see turns).
 func (l *limiter) setPartitions(ids []int, total int) {
 	owned := map[int]bool{}
 	for _, id := range ids {
@@ -147,8 +159,14 @@ func (l *limiter) setPartitions(ids []int, total int) {
 		}
 	}
 	whole := int(math.Floor(l.budget + 1e-9))
-	if total <= 0 || whole < total {
-		l.setShare(len(owned), total)
+	if total > 0 && whole < total {
+		l.setTurns(owned, total, whole)
+		l.setShareOnly(len(owned), total)
+		return
+	}
+	l.clearTurns()
+	if total <= 0 {
+		l.setShareOnly(len(owned), total)
 		return
 	}
 	base, extra := whole/total, whole%total
@@ -373,13 +391,40 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	now := l.cfg.Now()
 	l.grow(now)
 	l.recover(now)
+	window := l.windowAt(now)
+	cut := now.Add(-window)
+	l.prune(cut)
+	if l.turns != nil {
+		g, wait := l.turns.try(now, l.factor)
+		if g != nil {
+			l.sent = append(l.sent, g)
+			return g, 0, nil
+		}
+		return nil, wait, l.changed
+	}
 	if !l.known || l.n == 0 {
 		return nil, l.untilGrowth(now), l.changed
 	}
-	// Entries are ordered by at, so the expired ones are a prefix; of those only pending ones
-	// (rare) stay, which keeps this amortised O(1) per grant.
-	window := l.windowAt(now)
-	cut := now.Add(-window)
+	if len(l.sent) >= l.n {
+		oldest := l.sent[len(l.sent)-l.n]
+		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
+			return nil, soonest(pendingPoll, l.untilGrowth(now)), nil
+		}
+		return nil, soonest(max(oldest.at.Add(window).Sub(now), time.Microsecond), l.untilGrowth(now)), nil
+	}
+	if l.pace.AllowN(now, 1) {
+		g := &grant{at: now, pending: true}
+		l.sent = append(l.sent, g)
+		return g, 0, nil
+	}
+	missing := 1 - l.pace.TokensAt(now)
+	return nil, soonest(max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), l.untilGrowth(now)), nil
+}
+
+// prune drops the grants logged at or before cut, except pending ones. Entries are ordered by
+// at, so the expired ones are a prefix; of those only pending ones (rare) stay, which keeps
+// this amortised O(1) per grant. Callers hold mu.
+func (l *limiter) prune(cut time.Time) {
 	p := 0
 	for p < len(l.sent) && !l.sent[p].at.After(cut) {
 		p++
@@ -399,20 +444,6 @@ func (l *limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		clear(l.sent[kept+n:])
 		l.sent = l.sent[:kept+n]
 	}
-	if len(l.sent) >= l.n {
-		oldest := l.sent[len(l.sent)-l.n]
-		if !oldest.at.After(cut) { // pending: expires when written, whenever that is
-			return nil, soonest(pendingPoll, l.untilGrowth(now)), nil
-		}
-		return nil, soonest(max(oldest.at.Add(window).Sub(now), time.Microsecond), l.untilGrowth(now)), nil
-	}
-	if l.pace.AllowN(now, 1) {
-		g := &grant{at: now, pending: true}
-		l.sent = append(l.sent, g)
-		return g, 0, nil
-	}
-	missing := 1 - l.pace.TokensAt(now)
-	return nil, soonest(max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), l.untilGrowth(now)), nil
 }
 
 // soonest is the shorter of two waits, a zero b meaning none.

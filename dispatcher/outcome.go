@@ -1,7 +1,9 @@
 package dispatcher
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/event"
@@ -19,7 +21,17 @@ type Task struct {
 	// RecordTime is the Kafka record timestamp, used for end-to-end latency when the event has no
 	// occurred_at.
 	RecordTime time.Time
+	// Drain, when set, ends when the caller's claim on the event ends (its consumer generation is
+	// over): from then on Dispatch starts no new API call. A call waiting for a rate-limit grant,
+	// a pause to lift or a retry backoff gives up at once and Dispatch returns an error wrapping
+	// ErrDrained; a request already on its way runs to its answer under ctx, and an answer that
+	// ends the event is still returned. A successor may own the account a moment later, so
+	// nothing not yet sent may be sent.
+	Drain context.Context
 }
+
+// ErrDrained is the cause Dispatch reports when Task.Drain ended before the event did.
+var ErrDrained = errors.New("dispatch drained: generation ended")
 
 // Result says how an event ended.
 type Result int

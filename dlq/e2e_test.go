@@ -65,6 +65,7 @@ type pipeline struct {
 	m       *metrics.Metrics
 	tools   dlq.ToolConfig
 	topic   string
+	cons    *consumer.Consumer
 	cancel  context.CancelFunc
 	stopped chan error
 }
@@ -77,11 +78,18 @@ func startPipeline(t *testing.T, simCfg imsim.Config, seed func(ctx context.Cont
 // startPipelineDLQ is startPipeline, leaving the DLQ topic uncreated unless createDLQ.
 func startPipelineDLQ(t *testing.T, simCfg imsim.Config, seed func(ctx context.Context, c *im.Client), createDLQ bool) *pipeline {
 	t.Helper()
+	return startPipelineTopics(t, simCfg, seed, nil, nil, createDLQ)
+}
+
+// startPipelineTopics is startPipelineDLQ with topic configs (name, value pairs) for the event
+// and DLQ topics.
+func startPipelineTopics(t *testing.T, simCfg imsim.Config, seed func(ctx context.Context, c *im.Client), evConfigs, dlqConfigs []string, createDLQ bool) *pipeline {
+	t.Helper()
 	k := kafkatest.New(t)
 	p := &pipeline{k: k, topic: "ev", m: metrics.NewNop()}
-	k.CreateTopic(t, "ev", 2)
+	k.CreateTopic(t, "ev", 2, evConfigs...)
 	if createDLQ {
-		k.CreateTopic(t, "ev.dlq", 2)
+		k.CreateTopic(t, "ev.dlq", 2, dlqConfigs...)
 	}
 	p.tools = dlq.ToolConfig{Brokers: k.Brokers, Topic: "ev"}
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
@@ -121,6 +129,7 @@ func startPipelineDLQ(t *testing.T, simCfg imsim.Config, seed func(ctx context.C
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.cons = cons
 	runCtx, runCancel := context.WithCancel(context.Background())
 	p.cancel, p.stopped = runCancel, make(chan error, 1)
 	go func() {

@@ -27,6 +27,37 @@ const (
 	HeaderConsumerGroup     = "dlq-consumer-group"
 	HeaderReplayCount       = "dlq-replay-count"
 	HeaderResult            = "dlq-result"
+	// HeaderOriginalPartitionCount is how many partitions the original topic had when the letter
+	// was written. Replay puts the event back in dlq-original-partition only while the topic still
+	// has that many: with another count, the account's live events hash elsewhere.
+	HeaderOriginalPartitionCount = "dlq-original-partition-count"
+	// HeaderTruncated is present only on a letter the DLQ topic refused at full size: it says
+	// what was left out (the value; if that was not enough, also the original key and headers
+	// and dlq-result) and how many bytes each had. The dlq-original-* coordinates still name the
+	// record, which stays readable in the event topic until its retention ends.
+	HeaderTruncated = "dlq-truncated"
+)
+
+// Bounds of the dlq-* header values Record writes, so that a letter is never larger than its
+// record plus MaxAddedBytes (see README, "DLQ sizing").
+const (
+	MaxInfoBytes   = 1024     // dlq-error-info
+	MaxResultBytes = 16 << 10 // dlq-result
+	maxIDBytes     = 255      // dlq-event-id, dlq-from-account, dlq-consumer-group, dlq-original-topic
+	maxTimeBytes   = 35       // RFC 3339 with nanoseconds and a zone offset
+	// MaxAddedBytes bounds how many bytes Record adds to a record's size in a Kafka record batch:
+	// the dlq-* headers at their bounds plus the growth of the record's length and header-count
+	// varints. TestRecordOverheadBound computes the exact worst case and checks it stays below.
+	MaxAddedBytes = 20 << 10
+)
+
+// Values of dlq-error-code that are not IM codes or HTTP statuses: an exhausted letter whose
+// last failure got no usable answer from the API. The header and the code label of
+// chatgroupd_dlq_records_total carry their names, "network" and "timeout" (as
+// chatgroupd_api_requests_total names such calls "network"); Entry.Code the numbers.
+const (
+	CodeNetwork = -1 // connection refused or reset, TLS failure, unreadable or malformed answer
+	CodeTimeout = -2 // no answer within the IM client's timeout
 )
 
 // Letter is why a record is dead-lettered. The consumer fills it; Record turns it and the original
@@ -40,4 +71,7 @@ type Letter struct {
 	FromAccount string // when known
 	ReplayCount int
 	Result      []byte // dlq-result JSON for partial/rejected, else nil
+	// OriginalPartitions is the original topic's partition count; 0 (unknown) omits
+	// dlq-original-partition-count. The Writer fills it when zero.
+	OriginalPartitions int
 }

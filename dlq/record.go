@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -31,58 +32,233 @@ func ValidReason(r string) bool {
 // a record to recover the original headers.
 func isOurHeader(k string) bool {
 	switch k {
+	case HeaderOriginalPartitionCount:
+		return true
 	case HeaderOriginalTopic, HeaderOriginalPartition, HeaderOriginalOffset, HeaderOriginalTimestamp,
 		HeaderReason, HeaderErrorCode, HeaderErrorInfo, HeaderAttempts, HeaderFailedAt, HeaderEventID,
-		HeaderFromAccount, HeaderConsumerGroup, HeaderReplayCount, HeaderResult:
+		HeaderFromAccount, HeaderConsumerGroup, HeaderReplayCount, HeaderResult, HeaderTruncated:
 		return true
 	}
 	return false
 }
 
 // ourHeaderCount is how many headers Record appends at most.
-const ourHeaderCount = 14
+const ourHeaderCount = 15
 
 // timeFormat is RFC 3339 with the sub-second digits Kafka timestamps carry (milliseconds), so the
 // original timestamp survives the round trip.
 const timeFormat = time.RFC3339Nano
 
-// Record builds the dead-letter record for orig: key, value and headers copied byte for byte, then
-// the dlq-* headers of CONTRACT §3. dlq-replay-count comes from orig's replay-count header when it
-// has a valid one (the contract's source of truth), else from l.ReplayCount. The returned message
-// has no Topic: the writer that sends it names the DLQ topic.
-func Record(orig kafka.Message, l Letter, group string, failedAt time.Time) kafka.Message {
-	replayCount := l.ReplayCount
-	if v, ok := lastHeader(orig.Headers, event.HeaderReplayCount); ok {
-		if n, err := strconv.Atoi(string(v)); err == nil && n >= 0 {
-			replayCount = n
+// MaxReplayCount caps the replay-count header chatgroupd trusts; dlq replay refuses to go past
+// --max-replays long before.
+const MaxReplayCount = 1000
+
+// ReplayCount is the replay-count of an event-topic record, the one value both the consumer's
+// dedupe and Record's dlq-replay-count use. It is trusted only as dlq replay writes it: exactly one
+// replay-count header, a decimal in 1..MaxReplayCount, alongside exactly one replay-of header
+// naming a DLQ record ("<topic>/<partition>/<offset>"). Anything else (a producer's own
+// replay-count, two of them, a huge number) counts as an original record: 0, so it can neither
+// dodge dedupe nor --max-replays.
+func ReplayCount(hs []kafka.Header) int {
+	var count, of []byte
+	nc, no := 0, 0
+	for _, h := range hs {
+		switch h.Key {
+		case event.HeaderReplayCount:
+			count, nc = h.Value, nc+1
+		case event.HeaderReplayOf:
+			of, no = h.Value, no+1
 		}
 	}
-	hs := make([]kafka.Header, 0, len(orig.Headers)+ourHeaderCount)
-	for _, h := range orig.Headers {
+	if nc != 1 || no != 1 || len(count) > 4 || !validCoordinate(string(of)) {
+		return 0
+	}
+	n, err := strconv.Atoi(string(count))
+	if err != nil || n < 1 || n > MaxReplayCount || strconv.Itoa(n) != string(count) {
+		return 0
+	}
+	return n
+}
+
+// validCoordinate reports whether s has the form Coordinate writes.
+func validCoordinate(s string) bool {
+	rest, off, ok := cutLast(s)
+	if !ok {
+		return false
+	}
+	topic, part, ok := cutLast(rest)
+	if !ok || topic == "" || len(topic) > 249 {
+		return false
+	}
+	p, err1 := strconv.ParseInt(part, 10, 32)
+	o, err2 := strconv.ParseInt(off, 10, 64)
+	return err1 == nil && err2 == nil && p >= 0 && o >= 0
+}
+
+func cutLast(s string) (before, after string, ok bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return "", "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
+// FormatCode is the dlq-error-code header value of code: "network" and "timeout" for
+// CodeNetwork and CodeTimeout, else the decimal number.
+func FormatCode(code int) string {
+	switch code {
+	case CodeNetwork:
+		return "network"
+	case CodeTimeout:
+		return "timeout"
+	}
+	return strconv.Itoa(code)
+}
+
+// ParseCode reads a dlq-error-code value (or a --code filter item) back: FormatCode's names or a
+// decimal integer.
+func ParseCode(s string) (int, error) {
+	switch s {
+	case "network":
+		return CodeNetwork, nil
+	case "timeout":
+		return CodeTimeout, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("code %.32q: want an integer, network or timeout", s)
+	}
+	return int(n), nil
+}
+
+// Record builds the dead-letter record for orig: key, value and headers copied byte for byte, then
+// the dlq-* headers of CONTRACT §3, each bounded (dlq-error-info to MaxInfoBytes, dlq-result to
+// MaxResultBytes), so the letter is at most MaxAddedBytes larger than orig. dlq-replay-count is
+// ReplayCount(orig.Headers) when that trusts one, else l.ReplayCount. The returned message has
+// no Topic: the writer that sends it names the DLQ topic.
+func Record(orig kafka.Message, l Letter, group string, failedAt time.Time) kafka.Message {
+	return record(orig, l, group, failedAt, keepAll)
+}
+
+// What a letter keeps of the original record.
+type keep int
+
+const (
+	keepAll   keep = iota // the whole record
+	dropValue             // the value left out
+	dropAll               // value, headers, dlq-result and a key over maxIDBytes left out
+)
+
+func record(orig kafka.Message, l Letter, group string, failedAt time.Time, k keep) kafka.Message {
+	replayCount := ReplayCount(orig.Headers)
+	if replayCount == 0 {
+		replayCount = min(max(l.ReplayCount, 0), MaxReplayCount)
+	}
+	key, value := cloneBytes(orig.Key), cloneBytes(orig.Value)
+	result := boundResult(l.Result)
+	var origHeaders []kafka.Header
+	var dropped []string
+	if k >= dropValue && orig.Value != nil {
+		value = nil
+		dropped = append(dropped, "value "+strconv.Itoa(len(orig.Value))+" bytes")
+	}
+	if k == dropAll {
+		if len(orig.Headers) > 0 {
+			n := 0
+			for _, h := range orig.Headers {
+				n += len(h.Key) + len(h.Value)
+			}
+			dropped = append(dropped, "headers "+strconv.Itoa(len(orig.Headers))+" ("+strconv.Itoa(n)+" bytes)")
+		}
+		if len(key) > maxIDBytes {
+			dropped = append(dropped, "key "+strconv.Itoa(len(key))+" bytes")
+			key = nil
+		}
+		if len(result) > 0 {
+			dropped = append(dropped, "dlq-result "+strconv.Itoa(len(result))+" bytes")
+			result = nil
+		}
+	} else {
+		origHeaders = orig.Headers
+	}
+	hs := make([]kafka.Header, 0, len(origHeaders)+ourHeaderCount)
+	for _, h := range origHeaders {
 		hs = append(hs, kafka.Header{Key: h.Key, Value: cloneBytes(h.Value)})
 	}
 	add := func(k, v string) { hs = append(hs, kafka.Header{Key: k, Value: []byte(v)}) }
-	add(HeaderOriginalTopic, orig.Topic)
+	add(HeaderOriginalTopic, bound(orig.Topic, maxIDBytes))
 	add(HeaderOriginalPartition, strconv.Itoa(orig.Partition))
+	if l.OriginalPartitions > 0 {
+		add(HeaderOriginalPartitionCount, strconv.Itoa(l.OriginalPartitions))
+	}
 	add(HeaderOriginalOffset, strconv.FormatInt(orig.Offset, 10))
-	add(HeaderOriginalTimestamp, orig.Time.UTC().Format(timeFormat))
-	add(HeaderReason, l.Reason)
-	add(HeaderErrorCode, strconv.Itoa(l.Code))
-	add(HeaderErrorInfo, l.Info)
-	add(HeaderAttempts, strconv.Itoa(l.Attempts))
-	add(HeaderFailedAt, failedAt.UTC().Format(timeFormat))
+	add(HeaderOriginalTimestamp, bound(orig.Time.UTC().Format(timeFormat), maxTimeBytes))
+	add(HeaderReason, bound(l.Reason, 16))
+	add(HeaderErrorCode, FormatCode(l.Code))
+	add(HeaderErrorInfo, bound(l.Info, MaxInfoBytes))
+	add(HeaderAttempts, strconv.Itoa(max(l.Attempts, 0)))
+	add(HeaderFailedAt, bound(failedAt.UTC().Format(timeFormat), maxTimeBytes))
 	if l.EventID != "" {
-		add(HeaderEventID, l.EventID)
+		add(HeaderEventID, bound(l.EventID, maxIDBytes))
 	}
 	if l.FromAccount != "" {
-		add(HeaderFromAccount, l.FromAccount)
+		add(HeaderFromAccount, bound(l.FromAccount, maxIDBytes))
 	}
-	add(HeaderConsumerGroup, group)
+	add(HeaderConsumerGroup, bound(group, maxIDBytes))
 	add(HeaderReplayCount, strconv.Itoa(replayCount))
-	if len(l.Result) > 0 {
-		hs = append(hs, kafka.Header{Key: HeaderResult, Value: cloneBytes(l.Result)})
+	if len(result) > 0 {
+		hs = append(hs, kafka.Header{Key: HeaderResult, Value: result})
 	}
-	return kafka.Message{Key: cloneBytes(orig.Key), Value: cloneBytes(orig.Value), Headers: hs}
+	if len(dropped) > 0 {
+		add(HeaderTruncated, "the DLQ topic refused the full letter as too large; left out: "+strings.Join(dropped, ", "))
+	}
+	return kafka.Message{Key: key, Value: value, Headers: hs}
+}
+
+// bound cuts s to at most n bytes on a rune boundary, ending a cut string with "…".
+func bound(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
+// boundResult keeps dlq-result valid JSON within MaxResultBytes: first every string in it (the
+// API's ResultInfo texts, ids) is cut to 64 bytes; if that is not enough, a small object says
+// how large it was.
+func boundResult(r []byte) []byte {
+	if len(r) <= MaxResultBytes {
+		return cloneBytes(r)
+	}
+	var v any
+	if json.Unmarshal(r, &v) == nil {
+		if b, err := json.Marshal(shortenStrings(v, 64)); err == nil && len(b) <= MaxResultBytes {
+			return b
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"dlq_result_dropped": "over the " + strconv.Itoa(MaxResultBytes) + "-byte bound", "bytes": len(r)})
+	return b
+}
+
+func shortenStrings(v any, n int) any {
+	switch x := v.(type) {
+	case string:
+		return bound(x, n)
+	case []any:
+		for i := range x {
+			x[i] = shortenStrings(x[i], n)
+		}
+	case map[string]any:
+		for k, e := range x {
+			x[k] = shortenStrings(e, n)
+		}
+	}
+	return v
 }
 
 // Entry is one dead-letter record read back from the DLQ topic.
@@ -101,6 +277,9 @@ type Entry struct {
 	OriginalPartition int       `json:"original_partition"`
 	OriginalOffset    int64     `json:"original_offset"`
 	OriginalTime      time.Time `json:"original_time"`
+	// OriginalPartitions is dlq-original-partition-count: the original topic's partition count
+	// when the letter was written, 0 when the letter does not say.
+	OriginalPartitions int `json:"original_partitions,omitempty"`
 
 	Reason        string          `json:"reason"`
 	Code          int             `json:"code"`
@@ -112,10 +291,16 @@ type Entry struct {
 	ConsumerGroup string          `json:"consumer_group"`
 	ReplayCount   int             `json:"replay_count"`
 	Result        json.RawMessage `json:"result,omitempty"`
+	// Truncated is dlq-truncated: what the letter left out because the DLQ topic refused it at
+	// full size ("" for a complete letter). Such a letter can't be replayed from the DLQ.
+	Truncated string `json:"truncated,omitempty"`
 
 	// Replayed is true when the replay ledger records a replay of this DLQ record.
 	Replayed   bool      `json:"replayed"`
 	ReplayedAt time.Time `json:"replayed_at,omitzero"`
+	// Duplicates counts further letters for the same original record (a retried DLQ write),
+	// which List and Replay collapse into this one.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // Account is the account the record belongs to: dlq-from-account, or the record key when the
@@ -177,7 +362,7 @@ func Parse(m kafka.Message) (*Entry, error) {
 		}
 		n, perr := strconv.ParseInt(s, 10, 64)
 		if perr != nil || n < min {
-			return 0, bad(h, fmt.Sprintf("is %q, want a decimal integer >= %d", s, min))
+			return 0, bad(h, fmt.Sprintf("is %.64q, want a decimal integer >= %d", s, min))
 		}
 		return n, nil
 	}
@@ -188,7 +373,7 @@ func Parse(m kafka.Message) (*Entry, error) {
 		}
 		t, perr := time.Parse(time.RFC3339Nano, s)
 		if perr != nil {
-			return time.Time{}, bad(h, fmt.Sprintf("is %q, want an RFC 3339 time", s))
+			return time.Time{}, bad(h, fmt.Sprintf("is %.64q, want an RFC 3339 time", s))
 		}
 		return t, nil
 	}
@@ -203,7 +388,7 @@ func Parse(m kafka.Message) (*Entry, error) {
 		return nil, err
 	}
 	if !ValidReason(e.Reason) {
-		return nil, bad(HeaderReason, fmt.Sprintf("is %q, want one of %v", e.Reason, Reasons()))
+		return nil, bad(HeaderReason, fmt.Sprintf("is %.64q, want one of %v", e.Reason, Reasons()))
 	}
 	if e.OriginalTopic, err = str(HeaderOriginalTopic); err != nil {
 		return nil, err
@@ -218,10 +403,13 @@ func Parse(m kafka.Message) (*Entry, error) {
 	if e.OriginalTime, err = timestamp(HeaderOriginalTimestamp); err != nil {
 		return nil, err
 	}
-	if n, err = integer(HeaderErrorCode, -1<<31); err != nil {
+	code, err := str(HeaderErrorCode)
+	if err != nil {
 		return nil, err
 	}
-	e.Code = int(n)
+	if e.Code, err = ParseCode(code); err != nil {
+		return nil, bad(HeaderErrorCode, fmt.Sprintf("is %.32q, want a decimal integer, network or timeout", code))
+	}
 	if e.Info, err = str(HeaderErrorInfo); err != nil {
 		return nil, err
 	}
@@ -249,11 +437,22 @@ func Parse(m kafka.Message) (*Entry, error) {
 			return nil, err
 		}
 	}
+	if _, ok := ours[HeaderTruncated]; ok {
+		if e.Truncated, err = str(HeaderTruncated); err != nil {
+			return nil, err
+		}
+	}
 	if v, ok := ours[HeaderResult]; ok {
 		if !json.Valid(v) {
 			return nil, bad(HeaderResult, "is not valid JSON")
 		}
 		e.Result = json.RawMessage(v)
+	}
+	if _, ok := ours[HeaderOriginalPartitionCount]; ok {
+		if n, err = integer(HeaderOriginalPartitionCount, 1); err != nil {
+			return nil, err
+		}
+		e.OriginalPartitions = int(n)
 	}
 	return e, nil
 }

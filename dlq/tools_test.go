@@ -233,8 +233,10 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Summary{DryRun: true, Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1,
-		OverMaxRecords: sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
+	want := Summary{DryRun: true, Source: "t.dlq", Target: "t", TargetPartitions: 3, Partitioner: "murmur2",
+		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
+		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
+		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
 	if fmt.Sprint(sum) != fmt.Sprint(want) || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
 		t.Fatalf("dry run summary %+v, want %+v", sum, want)
 	}
@@ -457,7 +459,9 @@ func TestToolsOverSASL(t *testing.T) {
 	if err := w.Check(ctx); err != nil {
 		t.Fatalf("Check over SASL: %v", err)
 	}
-	if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonRejected, Code: 51010, FromAccount: "alice"}); err != nil {
+	orig := origMessage()
+	orig.Topic, orig.Partition = "t", 1
+	if err := w.DeadLetter(ctx, orig, Letter{Reason: ReasonRejected, Code: 51010, FromAccount: "alice"}); err != nil {
 		t.Fatalf("DeadLetter over SASL: %v", err)
 	}
 	cfg := ToolConfig{Brokers: c.Brokers, Topic: "t", Transport: rt}
@@ -466,7 +470,7 @@ func TestToolsOverSASL(t *testing.T) {
 		t.Fatalf("List over SASL: %v %v", es, err)
 	}
 	sum, err := Replay(ctx, cfg, ReplayOptions{})
-	if err != nil || sum.Replayed != 1 {
+	if err != nil || sum.Replayed != 1 || sum.ToOriginalPartition != 1 {
 		t.Fatalf("Replay over SASL: %+v %v", sum, err)
 	}
 	if sum, err = Replay(ctx, cfg, ReplayOptions{}); err != nil || sum.AlreadyReplayed != 1 {
@@ -477,5 +481,30 @@ func TestToolsOverSASL(t *testing.T) {
 	_, err = List(ctx, ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: time.Second}, Filter{})
 	if err == nil || !strings.Contains(err.Error(), c.Brokers[0]) || !strings.Contains(err.Error(), "SASL") {
 		t.Fatalf("List without SASL: %v", err)
+	}
+}
+
+// TestReplaySkipsTruncated: a letter written without its value can't be replayed (it would only
+// come back as invalid); Replay counts it apart.
+func TestReplaySkipsTruncated(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "t", 1)
+	c.CreateTopic(t, "t.dlq", 1)
+	orig := kafka.Message{Topic: "t", Offset: 5, Time: t0, Key: []byte("alice"), Value: []byte(`{"big":1}`)}
+	l := Letter{Reason: ReasonExhausted, Code: CodeTimeout, Info: "budget", EventID: "e", FromAccount: "alice"}
+	whole := orig
+	whole.Offset = 6
+	c.Produce(t, "t.dlq", record(orig, l, "chatgroupd", t0, dropValue), Record(whole, l, "chatgroupd", t0))
+	sum, err := Replay(testCtx(t, 30*time.Second), ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: 2 * time.Second},
+		ReplayOptions{Filter: Filter{Codes: []int{CodeTimeout}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Truncated != 1 || sum.Replayed != 1 || sum.Matched != 2 {
+		t.Fatalf("summary %+v, want the truncated letter skipped and the whole one replayed", sum)
+	}
+	got := c.ReadAll(t, "t")
+	if len(got) != 1 || string(got[0].Value) != `{"big":1}` {
+		t.Fatalf("replayed %v", got)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"net"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -60,6 +60,8 @@ type Writer struct {
 	log *zap.Logger
 	m   *metrics.Metrics
 	now func() time.Time
+	// counts fills dlq-original-partition-count.
+	counts *partitionCounts
 }
 
 // NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
@@ -83,6 +85,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 		rt = w.own
 	}
 	w.w = newProducer(cfg.Brokers, cfg.Topic, rt, cfg.WriteTimeout)
+	w.counts = newPartitionCounts(cfg.Brokers, rt, w.log, w.now)
 	return w, nil
 }
 
@@ -133,26 +136,79 @@ func (w *Writer) Check(ctx context.Context) error {
 // acks=all. On error nothing may be assumed written; the caller retries and must not commit past
 // rec meanwhile. A retried write may duplicate the record: the dlq-original-* coordinate is the
 // dedupe key.
+//
+// When the DLQ topic refuses the letter as too large (a record near the event topic's size limit
+// plus the dlq-* headers, or a DLQ topic with a smaller max.message.bytes), it is written again
+// without the value, then if need be without the original key, headers and dlq-result, with a
+// dlq-truncated header saying so: a retry at full size could never succeed and would hold the
+// partition forever. Every refused write counts in chatgroupd_dlq_write_failures_total{reason}.
 func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
-	msg := Record(rec, l, w.cfg.GroupID, w.now())
-	if err := w.w.WriteMessages(ctx, msg); err != nil {
-		return fmt.Errorf("dlq: write %s/%d/%d to %s: %w", rec.Topic, rec.Partition, rec.Offset, w.cfg.Topic, firstWriteError(err))
+	if l.OriginalPartitions == 0 {
+		l.OriginalPartitions = w.counts.get(ctx, rec.Topic)
 	}
-	w.m.DLQRecords.WithLabelValues(l.Reason, strconv.Itoa(l.Code)).Inc()
+	now := w.now()
+	var err error
+	for k := keepAll; k <= dropAll; k++ {
+		err = w.w.WriteMessages(ctx, record(rec, l, w.cfg.GroupID, now, k))
+		if err == nil {
+			if k > keepAll {
+				w.m.DLQTruncated.Inc()
+			}
+			break
+		}
+		err = firstWriteError(err)
+		w.m.DLQWriteFailures.WithLabelValues(failureReason(err)).Inc()
+		if !tooLarge(err) || ctx.Err() != nil {
+			break
+		}
+		w.log.Warn("dead letter too large for the DLQ topic; writing it truncated",
+			zap.String("topic", rec.Topic), zap.Int("partition", rec.Partition), zap.Int64("offset", rec.Offset),
+			zap.Int("value_bytes", len(rec.Value)), zap.String("dlq_topic", w.cfg.Topic), zap.Error(err))
+	}
+	if err != nil {
+		return fmt.Errorf("dlq: write %s/%d/%d to %s: %w", rec.Topic, rec.Partition, rec.Offset, w.cfg.Topic, err)
+	}
+	code := FormatCode(l.Code)
+	w.m.DLQRecords.WithLabelValues(l.Reason, code).Inc()
 	w.log.Warn("dead-lettered",
 		zap.String("topic", rec.Topic),
 		zap.Int("partition", rec.Partition),
 		zap.Int64("offset", rec.Offset),
 		zap.String("reason", l.Reason),
 		zap.Int("code", l.Code),
-		zap.String("info", truncate(l.Info, 512)),
+		zap.String("info", bound(l.Info, 512)),
 		zap.Int("attempts", l.Attempts),
-		zap.String("event_id", l.EventID),
-		zap.String("account", l.FromAccount),
+		zap.String("event_id", bound(l.EventID, maxIDBytes)),
+		zap.String("account", bound(l.FromAccount, maxIDBytes)),
 		zap.Int("replay_count", l.ReplayCount),
 		zap.String("dlq_topic", w.cfg.Topic),
 	)
 	return nil
+}
+
+// tooLarge reports whether err says the letter exceeds a size limit: the broker's
+// (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE) or kafka-go's own batch limit.
+func tooLarge(err error) bool {
+	var mtl kafka.MessageTooLargeError
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) || errors.As(err, &mtl)
+}
+
+// failureReason is the reason label of chatgroupd_dlq_write_failures_total for err.
+func failureReason(err error) string {
+	var ne net.Error
+	switch {
+	case tooLarge(err):
+		return metrics.DLQFailTooLarge
+	case errors.Is(err, kafka.UnknownTopicOrPartition), errors.Is(err, kafka.InvalidTopic):
+		return metrics.DLQFailTopicMissing
+	case errors.Is(err, kafka.TopicAuthorizationFailed), errors.Is(err, kafka.ClusterAuthorizationFailed),
+		errors.Is(err, kafka.SASLAuthenticationFailed):
+		return metrics.DLQFailDenied
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, kafka.RequestTimedOut),
+		errors.As(err, &ne) && ne.Timeout():
+		return metrics.DLQFailTimeout
+	}
+	return metrics.DLQFailOther
 }
 
 // Close flushes nothing (writes are synchronous) and releases connections.
@@ -180,17 +236,3 @@ func firstWriteError(err error) error {
 	}
 	return err
 }
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

@@ -156,13 +156,17 @@ func TestWriterKeysByAccount(t *testing.T) {
 func TestWriterFailures(t *testing.T) {
 	t.Run("topic missing", func(t *testing.T) {
 		c := kafkatest.New(t)
-		w := newTestWriter(t, c, "nope", nil, nil)
+		m := metrics.NewNop()
+		w := newTestWriter(t, c, "nope", nil, m)
 		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonInvalid})
 		if err == nil {
 			t.Fatal("DeadLetter to a missing topic returned nil")
 		}
 		if !strings.Contains(err.Error(), "nope") {
 			t.Errorf("error %q does not name the DLQ topic", err)
+		}
+		if v := testutil.ToFloat64(m.DLQWriteFailures.WithLabelValues(metrics.DLQFailTopicMissing)); v < 1 {
+			t.Errorf("dlq_write_failures_total{reason=topic_missing} = %v, want >= 1", v)
 		}
 		if err := w.Check(testCtx(t, 10*time.Second)); !errors.Is(err, ErrTopicNotFound) {
 			t.Errorf("Check: %v, want ErrTopicNotFound", err)
@@ -185,6 +189,9 @@ func TestWriterFailures(t *testing.T) {
 		if v := testutil.ToFloat64(m.DLQRecords.WithLabelValues("rejected", "51010")); v != 0 {
 			t.Errorf("dlq_records_total counted a failed write: %v", v)
 		}
+		if v := testutil.ToFloat64(m.DLQWriteFailures.WithLabelValues(metrics.DLQFailOther)); v != 1 {
+			t.Errorf("dlq_write_failures_total{reason=other} = %v, want 1", v)
+		}
 	})
 	t.Run("context cancelled", func(t *testing.T) {
 		c := kafkatest.New(t)
@@ -196,6 +203,57 @@ func TestWriterFailures(t *testing.T) {
 			t.Fatal("DeadLetter with a cancelled context returned nil")
 		}
 	})
+}
+
+// TestWriterTruncatesTooLarge: a letter the DLQ topic refuses as too large is written without
+// the value (then, if still too large, without the original key, headers and dlq-result), so the
+// consumer can move on; the coordinates stay and dlq-truncated says what was left out.
+func TestWriterTruncatesTooLarge(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "d", 1, "max.message.bytes", "4096")
+	m := metrics.NewNop()
+	w := newTestWriter(t, c, "d", nil, m)
+
+	big := origMessage()
+	big.Value = bytes.Repeat([]byte("v"), 3850) // fits a 4096-byte event topic, not with ~300 bytes of dlq-* headers
+	if n := encodedSize(big) + 61; n > 4096 {
+		t.Fatalf("test record is %d bytes in a batch: would not fit the event topic either", n)
+	}
+	if err := w.DeadLetter(testCtx(t, 20*time.Second), big, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
+		t.Fatalf("value too large: %v", err)
+	}
+	heavy := origMessage()
+	heavy.Offset = 4243
+	heavy.Headers = append(heavy.Headers, kafka.Header{Key: "trace", Value: bytes.Repeat([]byte("h"), 5000)})
+	if err := w.DeadLetter(testCtx(t, 20*time.Second), heavy, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
+		t.Fatalf("headers too large: %v", err)
+	}
+	got := c.ReadAll(t, "d")
+	if len(got) != 2 {
+		t.Fatalf("%d letters, want 2", len(got))
+	}
+	for i, want := range []struct {
+		off       int64
+		truncated string
+		headers   int
+	}{{4242, "value 3850 bytes", 3}, {4243, "headers 4 (", 0}} {
+		e, err := Parse(got[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.OriginalOffset != want.off || e.Value != nil || !strings.Contains(e.Truncated, want.truncated) || len(e.Headers) != want.headers {
+			t.Errorf("letter %d: offset %d value %d bytes truncated %q headers %d", i, e.OriginalOffset, len(e.Value), e.Truncated, len(e.Headers))
+		}
+	}
+	if v := testutil.ToFloat64(m.DLQWriteFailures.WithLabelValues(metrics.DLQFailTooLarge)); v != 3 {
+		t.Errorf("dlq_write_failures_total{reason=too_large} = %v, want 3 (1 + 2 refused writes)", v)
+	}
+	if v := testutil.ToFloat64(m.DLQTruncated); v != 2 {
+		t.Errorf("dlq_truncated_total = %v, want 2", v)
+	}
+	if v := testutil.ToFloat64(m.DLQRecords.WithLabelValues("invalid", "0")); v != 2 {
+		t.Errorf("dlq_records_total{invalid,0} = %v, want 2", v)
+	}
 }
 
 // produceError answers a produce request to topic with NOT_ENOUGH_REPLICAS for every partition,

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -61,6 +62,22 @@ var invalidCases = []struct {
 	{"c2c without account", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_group_id":"x"}]}`, "contacts[0].to_group_id", "not allowed"},
 	{"group without id", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"},{"type":2}]}`, "contacts[1].to_group_id", "required"},
 	{"group with account", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":2,"to_group_id":"x","to_account":"b"}]}`, "contacts[0].to_account", "not allowed"},
+	// encoding/json matches keys case-insensitively (Unicode simple folding) and the last wins.
+	{"case-variant key overrides", `{"event_id":"e","event_type":"contact_group.created","from_account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}],"FROM_ACCOUNT":"mallory"}`, "from_account", "only in case"},
+	{"case-variant key alone", `{"event_id":"e","event_type":"contact_group.created","From_Account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "only in case"},
+	{"long-s variant of seq", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","ſeq":2,"group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "seq", "only in case"},
+	{"case-variant contact key", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b","TO_ACCOUNT":"admin"}]}`, "contacts[0].to_account", "only in case"},
+	{"duplicate key", `{"event_id":"e","event_type":"contact_group.created","from_account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}],"from_account":"mallory"}`, "from_account", "duplicate"},
+	{"duplicate key escaped", `{"event_id":"e","event_type":"contact_group.created","from_account":"alice","group_name":"g","contacts":[{"type":1,"to_account":"b"}],"from\u005faccount":"mallory"}`, "from_account", "duplicate"},
+	{"duplicate contact key", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"},{"type":1,"to_account":"b","to_account":"c"}]}`, "contacts[1].to_account", "duplicate"},
+	{"NUL in account", `{"event_id":"e","event_type":"contact_group.created","from_account":"al\u0000ice","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "U+0000"},
+	{"CRLF in name", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g\r\nX-Evil: 1","contacts":[{"type":1,"to_account":"b"}]}`, "group_name", "U+000D"},
+	{"BEL in to_account", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b\u0007"}]}`, "contacts[0].to_account", "U+0007"},
+	{"C1 NEL in account", `{"event_id":"e","event_type":"contact_group.created","from_account":"a\u0085","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "U+0085"},
+	{"RLO in name", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"\u202etxt.exe","contacts":[{"type":1,"to_account":"b"}]}`, "group_name", "U+202E"},
+	{"LRI in to_group_id", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":2,"to_group_id":"@TGS\u2066#1"}]}`, "contacts[0].to_group_id", "U+2066"},
+	{"RLM in account", `{"event_id":"e","event_type":"contact_group.created","from_account":"a\u200f","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "U+200F"},
+	{"line separator in name", `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"a\u2028b","contacts":[{"type":1,"to_account":"b"}]}`, "group_name", "U+2028"},
 }
 
 func TestParseInvalid(t *testing.T) {
@@ -73,6 +90,58 @@ func TestParseInvalid(t *testing.T) {
 			}
 			if ve.Field != tc.field || !strings.Contains(ve.Reason, tc.reason) {
 				t.Fatalf("got field %q reason %q, want field %q reason containing %q", ve.Field, ve.Reason, tc.field, tc.reason)
+			}
+		})
+	}
+}
+
+// TestParseValidNamesWithFormatCharacters: the zero-width joiner of emoji sequences and other
+// non-bidi format characters are legitimate in names.
+func TestParseValidNamesWithFormatCharacters(t *testing.T) {
+	v := `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"fam \u200d x","contacts":[{"type":1,"to_account":"b"}]}`
+	e, err := Parse([]byte(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.GroupName != "fam \u200d x" {
+		t.Fatalf("group name %q", e.GroupName)
+	}
+}
+
+// TestParseErrorEchoBounded: every place a raw value is echoed into the reason quotes and bounds
+// it, so a 700 KB value can't make a 700 KB dlq-error-info, and control characters can't reach a
+// log or a header raw.
+func TestParseErrorEchoBounded(t *testing.T) {
+	huge := strings.Repeat(`A\u0007\u202e`, 50000) // JSON escapes: valid JSON
+	digits := strings.Repeat("9", 300000)
+	base := func(field, raw string) string {
+		return `{"event_id":"e","event_type":"contact_group.created","from_account":"a","group_name":"g",` +
+			`"contacts":[{"type":1,"to_account":"b"}],` + `"` + field + `":` + raw + `}`
+	}
+	for name, v := range map[string]string{
+		"string seq":     base("seq", `"`+huge+`"`),
+		"long seq":       base("seq", digits),
+		"occurred_at":    base("occurred_at", `"`+huge+`"`),
+		"event_type":     strings.Replace(base("x", "1"), `"contact_group.created"`, `"`+huge+`"`, 1),
+		"contact type":   strings.Replace(base("x", "1"), `{"type":1,`, `{"type":"`+huge+`",`, 1),
+		"number account": strings.Replace(base("x", "1"), `"from_account":"a"`, `"from_account":`+digits, 1),
+		"raw BEL in key": base(strings.Repeat("\u0007", 1000)+"SEQ", "1"),
+		"bad json":       `{"event_id":"` + huge + `"` + "\u0001",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(v))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v", err)
+			}
+			msg := err.Error()
+			if len(msg) > MaxReasonBytes+64 {
+				t.Errorf("error is %d bytes: %.200s", len(msg), msg)
+			}
+			for _, r := range msg {
+				if forbiddenRune(r) {
+					t.Errorf("error carries raw %U: %.200q", r, msg)
+					break
+				}
 			}
 		})
 	}
@@ -116,9 +185,27 @@ func FuzzParse(f *testing.F) {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error not ErrInvalid: %v", err)
 			}
+			if n := len(err.Error()); n > MaxReasonBytes+64 {
+				t.Fatalf("error is %d bytes", n)
+			}
 			return
 		}
 		// Whatever parses must validate and survive a round trip.
+		// Its fields are what an exact-key JSON reader sees: no case-variant or duplicate key
+		// slipped a different value past the parser.
+		var exact map[string]json.RawMessage
+		if err := json.Unmarshal(b, &exact); err != nil {
+			t.Fatalf("parsed but not a JSON object: %v", err)
+		}
+		var acct string
+		if err := json.Unmarshal(exact["from_account"], &acct); err != nil || acct != e.FromAccount {
+			t.Fatalf("from_account %q, an exact-key reader sees %s", e.FromAccount, exact["from_account"])
+		}
+		for _, s := range []string{e.FromAccount, e.GroupName} {
+			if strings.ContainsFunc(s, forbiddenRune) {
+				t.Fatalf("forbidden character passed in %q", s)
+			}
+		}
 		v, err := e.Marshal()
 		if err != nil {
 			t.Fatalf("parsed event fails Marshal: %v", err)

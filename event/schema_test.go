@@ -30,13 +30,14 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 
 // TestSchemaAgreesWithParse keeps the published JSON Schema and the Go validator in step: every
 // record either both accept or both reject. The only cases skipped are those a JSON Schema can't
-// express (byte lengths of non-ASCII text, invalid UTF-8, the 1 MiB cap).
+// express (byte lengths of non-ASCII text, invalid UTF-8, the 1 MiB cap, duplicate keys: a schema
+// validates the parsed object, in which the last duplicate already won).
 func TestSchemaAgreesWithParse(t *testing.T) {
 	s := compileSchema(t)
 	var corpus []string
 	corpus = append(corpus, good)
 	for _, tc := range invalidCases {
-		if tc.name == "invalid utf8" || tc.name == "11 CJK chars is 33 bytes" {
+		if tc.name == "invalid utf8" || tc.name == "11 CJK chars is 33 bytes" || strings.HasPrefix(tc.name, "duplicate") {
 			continue
 		}
 		corpus = append(corpus, tc.value)

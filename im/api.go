@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 )
 
 // API paths of the conversation-group family, relative to the base URL.
@@ -300,9 +302,9 @@ func (e *Error) Error() string {
 	var s string
 	switch {
 	case e.Partial:
-		s = fmt.Sprintf("im %s: partial result: code %d: %s", e.API, e.Code, e.Info)
+		s = fmt.Sprintf("im %s: partial result: code %d: %s", e.API, e.Code, boundInfo(e.Info))
 	case e.Code != 0:
-		s = fmt.Sprintf("im %s: code %d (%s): %s", e.API, e.Code, e.Class, e.Info)
+		s = fmt.Sprintf("im %s: code %d (%s): %s", e.API, e.Code, e.Class, boundInfo(e.Info))
 	case e.HTTPStatus != 0 && e.HTTPStatus != 200:
 		s = fmt.Sprintf("im %s: http %d", e.API, e.HTTPStatus)
 	default:
@@ -315,6 +317,28 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// MaxInfoBytes bounds the server's ErrorInfo/ResultInfo text in an Error's message: the server
+// decides its length (up to the response cap), and the message reaches logs and DLQ headers.
+const MaxInfoBytes = 256
+
+// boundInfo cuts server text to MaxInfoBytes on a rune boundary, marking the cut, and quotes it
+// when it holds anything but printable text, so control characters never reach a log raw.
+func boundInfo(s string) string {
+	if len(s) > MaxInfoBytes {
+		n := MaxInfoBytes
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
 
 // MetricCode is the value of the `code` label for this failure: the IM code, "http_<status>" or
 // "network".

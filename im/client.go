@@ -382,12 +382,35 @@ func (c *Client) DelContactGroup(ctx context.Context, req *DeleteRequest) (*Dele
 	return resp, nil
 }
 
+// Gate admits the HTTP requests of one call: Wait blocks until the next request may be sent
+// (for example until a rate limiter has a slot for it), or returns an error to abandon the call.
+// A call can send more than one request (the re-sign retry after 70001/70052), and every one of
+// them reaches the server and counts against its quota, so every one passes the gate.
+type Gate interface {
+	Wait(ctx context.Context) error
+}
+
+type gateKey struct{}
+
+// WithGate returns a context whose calls pass each of their HTTP requests through g. The gate
+// travels with the context rather than the client because it belongs to one call: the caller's
+// limiter may already hold a slot for the first request, as with net/http/httptrace hooks.
+func WithGate(ctx context.Context, g Gate) context.Context {
+	return context.WithValue(ctx, gateKey{}, g)
+}
+
+func gateFrom(ctx context.Context) Gate {
+	g, _ := ctx.Value(gateKey{}).(Gate)
+	return g
+}
+
 // envelope is any response type: they all embed BaseResponse.
 type envelope interface{ envelope() *BaseResponse }
 
 func (b *BaseResponse) envelope() *BaseResponse { return b }
 
-// call performs one API call, re-signing and retrying once on 70001/70052. Each attempt decodes
+// call performs one API call, re-signing and retrying once on 70001/70052. The Gate carried by
+// ctx, if any, admits every HTTP request, the retry included. Each attempt decodes
 // into a fresh response, so nothing of a rejected attempt leaks into the answer. On failure the
 // *Error comes with whatever the last body held (per-item results of a failed call), never nil.
 func call[T any, PT interface {
@@ -398,7 +421,13 @@ func call[T any, PT interface {
 	if err != nil {
 		return new(T), &Error{API: api, Class: ClassPermanent, Err: fmt.Errorf("encode request: %w", err)}
 	}
+	gate := gateFrom(ctx)
 	for attempt := 0; ; attempt++ {
+		if gate != nil {
+			if err := gate.Wait(ctx); err != nil {
+				return PT(new(T)), &Error{API: api, Class: ClassTransient, Err: fmt.Errorf("rate gate: %w", err)}
+			}
+		}
 		sig, epoch := c.currentSig()
 		resp := PT(new(T))
 		e := c.attempt(ctx, api, path, sig, body, resp, resp.envelope())

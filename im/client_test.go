@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -501,5 +502,73 @@ func TestRedact(t *testing.T) {
 	}
 	if redact(nil, sig) != nil {
 		t.Error("nil not kept")
+	}
+}
+
+// countingGate records its Waits and the requests the server had seen at each.
+type countingGate struct {
+	rec   *recorder
+	seen  []int
+	err   error
+	after int // fail from this Wait on (0: never)
+}
+
+func (g *countingGate) Wait(ctx context.Context) error {
+	g.seen = append(g.seen, g.rec.calls())
+	if g.after > 0 && len(g.seen) >= g.after {
+		return g.err
+	}
+	return nil
+}
+
+// TestClientGateAdmitsEveryRequest: the re-sign retry is a second request to the server, so it
+// passes the gate like the first; a gate that refuses ends the call without sending.
+func TestClientGateAdmitsEveryRequest(t *testing.T) {
+	expired := reply{status: 200, body: `{"ActionStatus":"FAIL","ErrorCode":70001,"ErrorInfo":"expired"}`}
+	ok := reply{status: 200, body: `{"ActionStatus":"OK","ErrorCode":0,"GroupItem":[{"GroupName":"g","GroupId":1}],"CompleteFlag":1}`}
+	t.Run("retry waits", func(t *testing.T) {
+		f := newFixture(t, expired, ok)
+		g := &countingGate{rec: f.rec}
+		if _, err := f.c.GetContactGroup(WithGate(context.Background(), g), &GetRequest{FromAccount: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(g.seen) != "[0 1]" {
+			t.Errorf("gate waits saw %v requests sent before each, want [0 1] (one wait per request)", g.seen)
+		}
+	})
+	t.Run("refused retry is not sent", func(t *testing.T) {
+		f := newFixture(t, expired, ok)
+		g := &countingGate{rec: f.rec, err: context.Canceled, after: 2}
+		_, err := f.c.GetContactGroup(WithGate(context.Background(), g), &GetRequest{FromAccount: "a"})
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(err, context.Canceled) || e.Class != ClassTransient {
+			t.Fatalf("err = %v, want a transient *Error wrapping the gate's", err)
+		}
+		if n := f.rec.calls(); n != 1 {
+			t.Errorf("%d requests reached the server, want 1", n)
+		}
+	})
+}
+
+// TestErrorBoundsServerText: ErrorInfo/ResultInfo are the server's words, as long as the response
+// cap allows; an Error's message, which reaches logs and dlq-error-info, carries at most
+// MaxInfoBytes of them, and control characters only escaped.
+func TestErrorBoundsServerText(t *testing.T) {
+	huge := strings.Repeat("界", 1<<20)
+	for _, e := range []*Error{
+		{API: APICreate, Class: ClassPermanent, Code: 50002, Info: huge},
+		{API: APICreate, Class: ClassPermanent, Code: 51008, Info: huge, Partial: true},
+		{API: APICreate, Class: ClassPermanent, Code: 50002, Info: "line\r\nforged: entry\x07\u202e"},
+	} {
+		msg := e.Error()
+		if len(msg) > MaxInfoBytes+64 {
+			t.Errorf("message is %d bytes", len(msg))
+		}
+		if strings.ContainsAny(msg, "\r\n\x07\u202e") {
+			t.Errorf("message carries raw control characters: %q", msg)
+		}
+		if !utf8.ValidString(msg) {
+			t.Errorf("message cut inside a rune")
+		}
 	}
 }

@@ -42,6 +42,11 @@ type Faults struct {
 	APIs []string
 }
 
+// MaxLatency caps injected latency. A client gives up after a few seconds anyway, and an
+// uncapped value posted to the admin API would hold every request (and its goroutine) for as
+// long as the poster liked.
+const MaxLatency = 30 * time.Second
+
 type faultKind int
 
 const (
@@ -80,6 +85,9 @@ func (f Faults) Validate() error {
 	}
 	if f.Latency < 0 || f.Jitter < 0 {
 		errs = append(errs, errors.New("imsim faults: negative latency"))
+	}
+	if f.Latency+f.Jitter > MaxLatency || f.LogNormalP99 > MaxLatency || f.LogNormalMean > MaxLatency {
+		errs = append(errs, fmt.Errorf("imsim faults: latency over %v", MaxLatency))
 	}
 	if (f.LogNormalMean > 0) != (f.LogNormalP99 > 0) {
 		errs = append(errs, errors.New("imsim faults: set both lognormal mean and p99"))

@@ -247,7 +247,7 @@ func TestSetFaultsConcurrent(t *testing.T) {
 }
 
 func TestAdminHTTP(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, Config{Admin: AdminConfig{Enabled: true}})
 	post := func(path, body string) *http.Response {
 		resp, err := h.srv.Client().Post(h.srv.URL+path, "application/json", strings.NewReader(body))
 		if err != nil {

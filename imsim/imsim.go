@@ -21,33 +21,48 @@
 //     none fit, 51008 at top level and no group); a ToGroupId in Config.DismissedGroups → 51007
 //     per item; a duplicate group name per Config.DuplicateNames (default "reject" with
 //     Config.DuplicateCode, default 50002); update or delete of a missing group → 51009.
+//     Config's policy fields (RenameDuplicates, AddExistingCode, RemoveMissingCode,
+//     MissingGroupCode, DeleteMissingOK, NameUnit, RateWindow) change the answers the public
+//     documentation does not settle; `chatgroupd imcheck` finds the real API's.
 //
 // Quota and windows: Stats().APIs[api].MaxWindow (gauge imsim_max_calls_per_second) is the most
 // calls of one API, admitted or not, seen in any sliding second; a client that respects the
 // limit keeps it at or below RateLimit.
 //
-// Admin endpoints, for driving a simulator in another process:
+// Admin endpoints, for driving a simulator in another process. They answer 404 unless
+// Config.Admin.Enabled; then only a Host header naming a loopback address or one of
+// Config.Admin.Hosts is served (a web page can't reach them by DNS rebinding), a POST must be
+// Content-Type application/json (a cross-site form or text/plain POST can't send one without a
+// CORS preflight, which is never granted), and with Config.Admin.Token set every request must
+// carry "Authorization: Bearer <token>":
 //
 //	POST /admin/faults            body: Faults as JSON, e.g. {"error_rates":{"50004":0.1},"latency":"20ms"}
 //	GET  /admin/faults            the faults in force
 //	GET  /admin/state?account=a   {"account":"a","groups":[{"GroupName":…,"GroupId":…,"Contacts":[…]}]}
 //	GET  /admin/stats             Stats as JSON
 //	POST /admin/invalidate-sigs   sigs issued before now answer 70052
+//	GET  /admin/calls             the call log (Config.CallLog) as a JSON array of Call
+//	POST /admin/account-latency   body {"account":"a","latency":"5s"}: a's calls wait 5s first
 package imsim
 
 import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -68,6 +83,19 @@ const (
 	DuplicateMerge = "merge"
 	// DuplicateAllow creates a second group with the same name.
 	DuplicateAllow = "allow"
+)
+
+// Other behaviours the public documentation leaves open. `chatgroupd imcheck` probes each on the
+// real API and prints the Config (as imsim flags) that reproduces what it saw.
+const (
+	// NameBytes counts Config.MaxNameBytes in bytes of UTF-8 (the default); NameChars in
+	// characters (code points).
+	NameBytes = "bytes"
+	NameChars = "chars"
+	// WindowSliding counts the rate limit over any one-second window (t-1s, t] (the default);
+	// WindowCalendar over each calendar second [s, s+1).
+	WindowSliding  = "sliding"
+	WindowCalendar = "calendar"
 )
 
 // Defaults of Config.
@@ -115,11 +143,35 @@ type Config struct {
 	DuplicateNames string
 	// DuplicateCode answers a rejected duplicate name; default 50002.
 	DuplicateCode int
+	// RenameDuplicates is what a rename onto a name the user already has does: DuplicateReject
+	// (default; answers DuplicateCode) or DuplicateAllow (two groups then share the name).
+	RenameDuplicates string
+	// AddExistingCode is the per-item ResultCode of adding a conversation that is already in the
+	// group; 0 (default) is success, the add being idempotent.
+	AddExistingCode int
+	// RemoveMissingCode is the per-item ResultCode of removing a conversation that is not in the
+	// group; 0 (default) is success.
+	RemoveMissingCode int
+	// MissingGroupCode answers an update or delete of a group the user does not have; default
+	// 51009.
+	MissingGroupCode int
+	// DeleteMissingOK makes a delete of a missing group succeed instead (groups that exist among
+	// its names are still deleted).
+	DeleteMissingOK bool
+	// NameUnit is what MaxNameBytes counts: NameBytes (default) or NameChars.
+	NameUnit string
+	// RateWindow is how RateLimit is counted: WindowSliding (default) or WindowCalendar.
+	RateWindow string
 	// MaxHang bounds a hung request; default 10s, then it answers 50005.
 	MaxHang time.Duration
 	Faults  Faults
+	// Admin controls the /admin/ endpoints; off by default.
+	Admin AdminConfig
 	// Seed makes fault draws reproducible; 0 seeds from the clock.
 	Seed uint64
+	// CallLog keeps every API call (account, request, start, end, answer) for Calls and
+	// GET /admin/calls; off by default, as it grows with every call.
+	CallLog bool
 	// Now is the clock of rate windows and sig expiry; default time.Now.
 	Now func() time.Time
 	// Registerer receives the simulator's metrics (imsim_*); nil registers nowhere.
@@ -139,6 +191,10 @@ func (c *Config) defaults() {
 	c.PageSize = cmp.Or(c.PageSize, DefaultPageSize)
 	c.DuplicateCode = cmp.Or(c.DuplicateCode, im.CodeBadParams)
 	c.DuplicateNames = cmp.Or(c.DuplicateNames, DuplicateReject)
+	c.RenameDuplicates = cmp.Or(c.RenameDuplicates, DuplicateReject)
+	c.MissingGroupCode = cmp.Or(c.MissingGroupCode, im.CodeGroupNotFound)
+	c.NameUnit = cmp.Or(c.NameUnit, NameBytes)
+	c.RateWindow = cmp.Or(c.RateWindow, WindowSliding)
 	c.MaxHang = cmp.Or(c.MaxHang, DefaultMaxHang)
 	if c.Now == nil {
 		c.Now = time.Now
@@ -146,6 +202,17 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+}
+
+// AdminConfig guards the /admin/ endpoints, which change faults and invalidate sigs.
+type AdminConfig struct {
+	// Enabled serves them; otherwise they answer 404.
+	Enabled bool
+	// Hosts are host names (without port) accepted in the Host header besides loopback ones
+	// (localhost, 127.0.0.0/8, ::1).
+	Hosts []string
+	// Token, when set, must come as "Authorization: Bearer <token>".
+	Token string
 }
 
 // Validate reports the first configuration error, after applying defaults to a copy.
@@ -166,6 +233,12 @@ func (c *Config) validate() error {
 		return errors.New("imsim config: max hang must not be negative")
 	case !slices.Contains([]string{DuplicateReject, DuplicateMerge, DuplicateAllow}, c.DuplicateNames):
 		return fmt.Errorf("imsim config: duplicate names %q: want reject, merge or allow", c.DuplicateNames)
+	case c.RenameDuplicates != DuplicateReject && c.RenameDuplicates != DuplicateAllow:
+		return fmt.Errorf("imsim config: rename duplicates %q: want reject or allow", c.RenameDuplicates)
+	case c.NameUnit != NameBytes && c.NameUnit != NameChars:
+		return fmt.Errorf("imsim config: name unit %q: want bytes or chars", c.NameUnit)
+	case c.RateWindow != WindowSliding && c.RateWindow != WindowCalendar:
+		return fmt.Errorf("imsim config: rate window %q: want sliding or calendar", c.RateWindow)
 	}
 	return c.Faults.Validate()
 }
@@ -210,10 +283,16 @@ func dropOld(ts []time.Time, cut time.Time) []time.Time {
 // before they take the lock that admit runs under, so now may be a little older than the last
 // call recorded; it is inserted in order, because a call out of order at the front of the window
 // would outstay its second and be counted against calls it never shared a second with.
-func (w *window) admit(now time.Time, limit int) bool {
+//
+// With calendar set, admitted calls are counted per calendar second instead (MaxWindow stays a
+// sliding count: it measures the client, not the server's rule).
+func (w *window) admit(now time.Time, limit int, calendar bool) bool {
 	cut := now.Add(-time.Second)
 	w.all = insertOrdered(dropOld(w.all, cut), now)
 	w.max = max(w.max, len(w.all))
+	if calendar {
+		cut = now.Truncate(time.Second).Add(-time.Nanosecond)
+	}
 	w.accepted = dropOld(w.accepted, cut)
 	if len(w.accepted) >= limit {
 		return false
@@ -257,6 +336,8 @@ type Server struct {
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
 	sigCache      map[string]im.UserSigInfo
+
+	cs callState // call log and per-account latency (calllog.go)
 }
 
 // New validates cfg and returns a Server with empty state.
@@ -280,6 +361,7 @@ func New(cfg Config) (*Server, error) {
 		windows:  map[string]*window{},
 		stats:    map[string]*APIStats{},
 		sigCache: map[string]im.UserSigInfo{},
+		cs:       callState{latency: map[string]time.Duration{}},
 		faults:   cfg.Faults.clone(),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "imsim", Name: "calls_total",
@@ -394,10 +476,22 @@ func ok() *response { return &response{BaseResponse: im.BaseResponse{ActionStatu
 // ServeHTTP serves the API under /v4/recentcontact/ and the admin endpoints under /admin/.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if api, found := apiByPath[r.URL.Path]; found {
-		s.serveAPI(w, r, api)
+		s.serveLogged(w, r, api)
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, "/admin/") {
+		http.NotFound(w, r)
+		return
+	}
+	if status, msg := s.adminAllowed(r); status != 0 {
+		http.Error(w, msg, status)
 		return
 	}
 	switch r.URL.Path {
+	case "/admin/calls":
+		s.serveCalls(w, r)
+	case "/admin/account-latency":
+		s.serveAccountLatency(w, r)
 	case "/admin/faults":
 		s.serveFaults(w, r)
 	case "/admin/state":
@@ -414,6 +508,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// adminAllowed checks an /admin/ request against Config.Admin; a non-zero status refuses it.
+func (s *Server) adminAllowed(r *http.Request) (int, string) {
+	ac := s.cfg.Admin
+	if !ac.Enabled {
+		return http.StatusNotFound, "admin API disabled (start the simulator with --admin-api)"
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if !loopbackHost(host) && !slices.ContainsFunc(ac.Hosts, func(h string) bool { return strings.EqualFold(h, host) }) {
+		return http.StatusForbidden, "admin API: host not allowed"
+	}
+	if ac.Token != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(ac.Token)) != 1 {
+			return http.StatusUnauthorized, "admin API: bearer token required"
+		}
+	}
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			return http.StatusUnsupportedMediaType, "admin API: Content-Type must be application/json"
+		}
+	}
+	return 0, ""
+}
+
+// loopbackHost reports whether host is localhost or a loopback IP.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
@@ -457,6 +589,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		return
 	}
 	resp = s.apply(api, body)
+	markApplied(r.Context(), api, resp)
 	switch kind {
 	case faultApplyFail:
 		s.answer(w, api, fail(im.CodeTimeout, "injected fault: applied, then timed out"), true)
@@ -475,7 +608,7 @@ func (s *Server) gate(r *http.Request, api string, now time.Time) *response {
 	s.stats[api].Total++
 	auth := s.authLocked(q.Get("sdkappid"), q.Get("identifier"), q.Get("usersig"), now)
 	// Every call lands in the window, so MaxWindow shows what a client really sent.
-	admitted := s.windows[api].admit(now, s.cfg.RateLimit)
+	admitted := s.windows[api].admit(now, s.cfg.RateLimit, s.cfg.RateWindow == WindowCalendar)
 	s.maxWindow.WithLabelValues(api).Set(float64(s.windows[api].max))
 	if auth != nil {
 		if admitted { // auth failures do not use quota
@@ -631,8 +764,9 @@ func (s *Server) checkName(name, field string) *response {
 	switch {
 	case name == "" || !utf8.ValidString(name):
 		return fail(im.CodeBadParams, field+" must be non-empty UTF-8")
-	case len(name) > s.cfg.MaxNameBytes:
-		return fail(im.CodeNameTooLong, field+" over "+strconv.Itoa(s.cfg.MaxNameBytes)+" bytes")
+	case s.cfg.NameUnit == NameBytes && len(name) > s.cfg.MaxNameBytes,
+		s.cfg.NameUnit == NameChars && utf8.RuneCountInString(name) > s.cfg.MaxNameBytes:
+		return fail(im.CodeNameTooLong, field+" over "+strconv.Itoa(s.cfg.MaxNameBytes)+" "+s.cfg.NameUnit)
 	}
 	return nil
 }
@@ -651,6 +785,9 @@ func (s *Server) accountLocked(acct string, create bool) *account {
 func (s *Server) addItemLocked(a *account, g *Group, c im.ContactItem) (int, string) {
 	if c.Type == im.ContactGroup && s.dismiss[c.ToGroupID] {
 		return im.CodeGroupCheckFailed, "group dismissed or user not a member"
+	}
+	if g.has(c) && s.cfg.AddExistingCode != 0 {
+		return s.cfg.AddExistingCode, "conversation already in the group"
 	}
 	if !g.has(c) && a.refs[c.Key()] == 0 && len(a.refs) >= s.cfg.MaxContacts {
 		return im.CodeTooManyContacts, "grouped conversations would exceed " + strconv.Itoa(s.cfg.MaxContacts)
@@ -801,20 +938,23 @@ func (s *Server) update(req *im.UpdateRequest) *response {
 		g = a.find(u.OldGroupName)
 	}
 	if g == nil {
-		return fail(im.CodeGroupNotFound, "conversation group does not exist")
+		return fail(s.cfg.MissingGroupCode, "conversation group does not exist")
 	}
 	res := im.UpdateGroupResult{GroupID: g.ID}
 	if u.UpdateGroupType == im.UpdateGroupTypeRename {
-		if other := a.find(u.NewGroupName); other != nil && other != g && s.cfg.DuplicateNames == DuplicateReject {
+		if other := a.find(u.NewGroupName); other != nil && other != g && s.cfg.RenameDuplicates == DuplicateReject {
 			return fail(s.cfg.DuplicateCode, "NewGroupName already exists")
 		}
 		g.Name = u.NewGroupName
 	} else {
 		for _, it := range u.ContactUpdateItem {
 			code, info := 0, ""
-			if it.ContactOptType == im.ContactOptAdd {
+			switch {
+			case it.ContactOptType == im.ContactOptAdd:
 				code, info = s.addItemLocked(a, g, it.ContactItem)
-			} else {
+			case !g.has(it.ContactItem) && s.cfg.RemoveMissingCode != 0:
+				code, info = s.cfg.RemoveMissingCode, "conversation not in the group"
+			default:
 				a.remove(g, it.ContactItem)
 			}
 			res.ContactResultItem = append(res.ContactResultItem, im.ContactUpdateResult{
@@ -847,7 +987,10 @@ func (s *Server) del(req *im.DeleteRequest) *response {
 			g = a.find(name)
 		}
 		if g == nil {
-			return fail(im.CodeGroupNotFound, "conversation group does not exist")
+			if s.cfg.DeleteMissingOK {
+				continue
+			}
+			return fail(s.cfg.MissingGroupCode, "conversation group does not exist")
 		}
 		gs = append(gs, g)
 	}

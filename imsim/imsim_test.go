@@ -557,12 +557,12 @@ func TestWindowOutOfOrder(t *testing.T) {
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 	var w window
 	for _, at := range []int{0, 2, 1, 500, 999} {
-		if !w.admit(ms(at), 5) {
+		if !w.admit(ms(at), 5, false) {
 			t.Fatalf("call at %d ms refused", at)
 		}
 	}
 	// At 1001.5 ms the calls at 0 and 1 ms have left (t-1s, t]: 2, 500, 999 and this one remain.
-	if !w.admit(t0.Add(1001500*time.Microsecond), 5) {
+	if !w.admit(t0.Add(1001500*time.Microsecond), 5, false) {
 		t.Fatal("call at 1001.5 ms refused")
 	}
 	if len(w.all) != 4 || len(w.accepted) != 4 {

@@ -27,14 +27,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, g prometheus.Gather
 	if g != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{Timeout: 10 * time.Second}))
 	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log),
-	}
+	srv := s.httpServer(mux)
 	if err := httpserve.Serve(ctx, srv, ln, shutdownTimeout, s.Close); err != nil {
 		return fmt.Errorf("imsim: %w", err)
 	}
 	return nil
+}
+
+// httpServer is the server Serve runs, with every timeout set: nothing a client does (trickling
+// a header or a body, never reading the answer) holds a connection for long.
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		// Bodies are at most 1 MiB; a client that trickles one in ties up a goroutine only so long.
+		ReadTimeout: 30 * time.Second,
+		// A response may be held by an account's latency, injected latency and then a hang;
+		// past all three it is abandoned.
+		WriteTimeout: s.cfg.MaxHang + 2*MaxLatency + 10*time.Second,
+		IdleTimeout:  90 * time.Second,
+		ErrorLog:     zap.NewStdLog(s.log),
+	}
 }

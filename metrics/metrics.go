@@ -50,7 +50,28 @@ type Metrics struct {
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
 	RateLimitHeld   *prometheus.CounterVec // api, reason: fresh_conn, late_arrival
 	UncertainChecks *prometheus.CounterVec // found: true, false
+	EventsMisrouted *prometheus.CounterVec // topic
+
+	// Bad input and an unwritable DLQ.
+	DLQWriteFailures *prometheus.CounterVec // reason: too_large, topic_missing, denied, timeout, other
+	DLQTruncated     prometheus.Counter
+	DLQBlockedParts  prometheus.Gauge
+	KeyMismatches    prometheus.Counter
+	// CommitMetaBytes is the size of the last commit metadata per partition, against the
+	// consumer's MetadataMaxBytes; CommitMetaRefused counts encodings that failed their round trip.
+	CommitMetaBytes   *prometheus.GaugeVec // topic, partition
+	CommitMetaRefused prometheus.Counter
+	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, beyond_log_end, below_log_start
 }
+
+// Reasons of DLQWriteFailures.
+const (
+	DLQFailTooLarge     = "too_large"     // the DLQ topic refused the letter's size (it is retried truncated)
+	DLQFailTopicMissing = "topic_missing" // the DLQ topic does not exist (deleted, never created)
+	DLQFailDenied       = "denied"        // ACL or authentication refused the write
+	DLQFailTimeout      = "timeout"       // no acknowledgement in time
+	DLQFailOther        = "other"         // anything else: brokers unreachable, not enough replicas, …
+)
 
 // New registers every collector on reg (plus the Go runtime and process collectors when
 // withRuntime) and returns them. version is reported by chatgroupd_build_info.
@@ -91,6 +112,27 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Time calls' slots were held in the limiter's window beyond their write, by api and reason (fresh_conn, late_arrival); while saturated its rate is about the share of the budget given up.",
 			"api", "reason"),
 		UncertainChecks: f.counterVec("uncertain_checks_total", "Existence checks before a create, by whether the group was found.", "found"),
+		EventsMisrouted: f.counterVec("events_misrouted_total",
+			"Records in another partition than the configured producer partitioner gives their key (a producer with another partitioner).", "topic"),
+
+		DLQWriteFailures: f.counterVec("dlq_write_failures_total",
+			"Dead-letter writes Kafka did not acknowledge, by reason (too_large, topic_missing, denied, timeout, other).", "reason"),
+		DLQTruncated: f.counter("dlq_truncated_total",
+			"Dead letters written without the original value (and maybe key and headers) because the DLQ topic refused them at full size."),
+		DLQBlockedParts: f.gauge("dlq_blocked_partitions",
+			"Partitions whose progress waits on a dead letter that could not be written (retrying)."),
+		KeyMismatches: f.counter("key_mismatch_total",
+			"Valid events whose record key is not their from_account (their order across partitions is not guaranteed)."),
+
+		CommitMetaBytes: f.gaugeVec("commit_metadata_bytes",
+			"Size of the last commit metadata (completed offsets above the watermark).", "topic", "partition"),
+		CommitMetaRefused: f.counter("commit_metadata_refused_total",
+			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
+		OffsetResets: f.counterVec("offset_resets_total",
+			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, beyond_log_end, below_log_start).", "reason"),
+	}
+	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
+		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {

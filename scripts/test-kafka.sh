@@ -3,7 +3,7 @@
 # integration and fault suites against it, stop it.
 #
 # Settings (environment): those of kafka-local.sh (KAFKA_VERSION, KAFKA_PORT, ...), plus
-#   TEST_KAFKA_PKGS   packages to test (default ./integration/... ./consumer/... ./dlq/...)
+#   TEST_KAFKA_PKGS   packages to test (default ./integration/... ./consumer/... ./dlq/... ./chaos/...)
 #   TEST_KAFKA_RUN    a -run pattern (default: all tests)
 #   TEST_KAFKA_KEEP=1 leave the broker running afterwards
 set -euo pipefail
@@ -60,7 +60,7 @@ say "broker up in $((SECONDS - t0))s"
 
 # -p 1: the fault suite stops and restarts the broker, which must not happen under another
 # package's tests.
-read -r -a pkgs <<<"${TEST_KAFKA_PKGS:-./integration/... ./consumer/... ./dlq/...}"
+read -r -a pkgs <<<"${TEST_KAFKA_PKGS:-./integration/... ./consumer/... ./dlq/... ./chaos/...}"
 args=(-count=1 -p 1 -timeout 15m)
 [[ -n "${TEST_KAFKA_RUN:-}" ]] && args+=(-run "$TEST_KAFKA_RUN")
 # Verbose into a file; the console gets each test's verdict, the fault suite's FIGURES lines and

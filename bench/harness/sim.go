@@ -90,7 +90,7 @@ func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, s
 	args := append(append([]string{}, command[1:]...),
 		"--addr", "127.0.0.1:0", "--sdkappid", strconv.FormatInt(cfg.SDKAppID, 10),
 		"--rate-limit", strconv.Itoa(cfg.RateLimit), "--latency", cfg.Faults.Latency.String(),
-		"--seed", strconv.FormatUint(cfg.Seed, 10), "--log-level", "warn")
+		"--seed", strconv.FormatUint(cfg.Seed, 10), "--log-level", "warn", "--admin-api")
 	cmd := exec.Command(command[0], args...)
 	cmd.Env = append(withoutChatgroupdEnv(os.Environ()), "CHATGROUPD_SECRET_KEY="+cfg.SecretKey)
 	cmd.Stderr = lf

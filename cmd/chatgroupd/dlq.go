@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
@@ -35,7 +38,11 @@ func dlqAbout(sub string) string {
 	}
 	return "Re-produces the matching dead-letter records to --topic (key, value and headers as they were,\n" +
 		"replay-count = dlq-replay-count+1, replay-of = <dlq-topic>/<partition>/<offset>) and records each\n" +
-		"in the ledger topic <dlq-topic>.replays once acknowledged: running it twice replays nothing twice."
+		"in the ledger topic <dlq-topic>.replays once acknowledged: running it twice replays nothing twice.\n" +
+		"Each goes to its original partition while --topic has the partition count the letter records,\n" +
+		"else to the account's partition under --partitioner. It prints the plan (source, target, counts)\n" +
+		"first and changes nothing without --yes; letters from another topic than --topic need --force.\n" +
+		"--yes and --force are never taken from the environment."
 }
 
 // runDLQ is "chatgroupd dlq": the operator's view of the dead-letter topic.
@@ -54,7 +61,14 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	}
 	o := &dlqOptions{}
 	fs := newDLQFlags(o, sub)
-	if err := parseFlags(fs, rest, getenv, stdout, dlqHelp(sub)); err != nil {
+	// A confirmation must be given on this command line, not inherited from an exported variable.
+	flagEnv := func(k string) string {
+		if k == envName("yes") || k == envName("force") {
+			return ""
+		}
+		return getenv(k)
+	}
+	if err := parseFlags(fs, rest, flagEnv, stdout, dlqHelp(sub)); err != nil {
 		return err
 	}
 	if err := o.kafka.check(); err != nil {
@@ -70,7 +84,8 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	}
 	return dlqReplay(ctx, cfg, dlq.ReplayOptions{
 		Filter: filter, DryRun: o.dryRun, Limit: o.limit, MaxReplays: o.maxReplays, Again: o.again,
-	}, o.output, stdout)
+		Force: o.force, Partitioner: o.partitionerName,
+	}, o.yes, o.output, stdout)
 }
 
 // dlqOptions are the flags of both subcommands.
@@ -92,6 +107,11 @@ type dlqOptions struct {
 	limit      int
 	maxReplays int
 	again      bool
+	yes        bool
+	force      bool
+	// partitioner is the flag text, partitionerName its parsed value.
+	partitioner     string
+	partitionerName event.Partitioner
 }
 
 // dlqHelp is `chatgroupd dlq <sub> --help` besides the flags.
@@ -106,7 +126,7 @@ func dlqHelp(sub string) help {
 	} else {
 		h.example = []string{
 			"chatgroupd dlq replay --brokers kafka-0:9092 --code 51010 --account alice --dry-run",
-			"chatgroupd dlq replay --brokers kafka-0:9092 --code 51010 --account alice",
+			"chatgroupd dlq replay --brokers kafka-0:9092 --code 51010 --account alice --yes",
 		}
 	}
 	return h
@@ -124,10 +144,10 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 	stringFlag(fs, &o.topic, "topic", "chat.contact-groups", topicName, "the event topic (replays go here)")
 	stringFlag(fs, &o.dlqTopic, "dlq-topic", "", topicName, "the dead-letter topic (default <topic>.dlq)")
 	stringFlag(fs, &o.group, "group", "chatgroupd", anyString, `only records dead-lettered by this consumer group ("" for all)`)
-	checkedFlag(fs, &o.codes, "code", "", "integer IM codes, comma-separated", func(s string) error {
+	checkedFlag(fs, &o.codes, "code", "", "IM codes, HTTP statuses, network or timeout, comma-separated", func(s string) error {
 		_, err := dlqParseCodes(s)
 		return err
-	}, "only these IM error codes, comma-separated (0 = invalid events)")
+	}, "only these error codes, comma-separated: IM codes, HTTP statuses, network, timeout (0 = invalid events)")
 	checkedFlag(fs, &o.reasons, "reason", "", "reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "), func(s string) error {
 		for _, r := range splitList(s) {
 			if !dlq.ValidReason(r) {
@@ -148,6 +168,10 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 		intFlag(fs, &o.limit, "limit", 0, 0, 1000000000, "replay at most this many records (0 = no limit)")
 		intFlag(fs, &o.maxReplays, "max-replays", dlq.DefaultMaxReplays, 1, 1000, "skip records already replayed this many times (dlq-replay-count)")
 		boolFlag(fs, &o.again, "again", false, "replay records the ledger says were already replayed")
+		boolFlag(fs, &o.yes, "yes", false, "replay: without it (or --dry-run) only the plan is printed and the command fails; never read from CHATGROUPD_YES")
+		boolFlag(fs, &o.force, "force", false, "replay letters whose dlq-original-topic is not --topic (refused otherwise); never read from CHATGROUPD_FORCE")
+		stringFlag(fs, &o.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the producers' partitioner (murmur2, crc32, fnv1a), used when a replay can't go to its original partition",
+			string(event.PartitionerMurmur2), string(event.PartitionerCRC32), string(event.PartitionerFNV1a))
 	}
 }
 
@@ -171,6 +195,11 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--max-replays %d: must be >= 1", o.maxReplays)
 	}
 	var err error
+	if replay {
+		if o.partitionerName, err = event.ParsePartitioner(o.partitioner); err != nil {
+			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--partitioner: %w", err)
+		}
+	}
 	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}
@@ -213,10 +242,11 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 }
 
 func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output string, stdout io.Writer) error {
-	entries, err := dlq.List(ctx, cfg, f)
+	l, err := dlq.Scan(ctx, cfg, f)
 	if err != nil {
 		return fmt.Errorf("dlq list: %w", err)
 	}
+	entries := l.Entries
 	if output == "json" {
 		views := make([]dlqEntryView, len(entries))
 		for i := range entries {
@@ -234,28 +264,64 @@ func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output strin
 		if e.Replayed {
 			replayed = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%d\t%s\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
-			e.Reason, e.Code, dlqCell(e.Info, 60), e.Attempts, replayed)
+			e.Reason, dlq.FormatCode(e.Code), dlqCell(e.Info, 60), e.Attempts, replayed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%d record(s)\n", len(entries))
+	_, err = fmt.Fprintf(stdout, "%d record(s)%s\n", len(entries), dlqListNotes(l))
 	return err
 }
 
-func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, output string, stdout io.Writer) error {
-	sum, err := dlq.Replay(ctx, cfg, opts)
-	// The summary is printed on failure too: it says what was done before the error.
-	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if perr := enc.Encode(sum); perr != nil && err == nil {
-			err = perr
+// dlqListNotes says what list left out, so a short listing is not mistaken for the whole DLQ.
+func dlqListNotes(l dlq.Listing) string {
+	var notes []string
+	if l.Duplicates > 0 {
+		notes = append(notes, fmt.Sprintf("%d duplicate letter(s) of the same events shown once", l.Duplicates))
+	}
+	if l.Malformed > 0 {
+		notes = append(notes, fmt.Sprintf("%d malformed DLQ record(s) skipped", l.Malformed))
+	}
+	if l.LedgerMalformed > 0 {
+		notes = append(notes, fmt.Sprintf("%d unreadable replay-ledger record(s) skipped", l.LedgerMalformed))
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(notes, "; ")
+}
+
+// errNotConfirmed is the refusal to replay without --yes.
+var errNotConfirmed = errors.New("not confirmed")
+
+func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, yes bool, output string, stdout io.Writer) error {
+	planned := false
+	opts.Plan = func(plan dlq.Summary) error {
+		planned = true
+		if output != "json" {
+			dlqPrintPlan(stdout, plan, opts)
 		}
-	} else {
-		dlqPrintSummary(stdout, sum, opts)
+		if opts.DryRun || yes || (plan.OtherTopic > 0 && !opts.Force) { // the last: Replay refuses next
+			return nil
+		}
+		return fmt.Errorf("%w: nothing was replayed; re-run with --yes to replay these %d record(s) from %s to %s, or with --dry-run to only see the plan",
+			errNotConfirmed, plan.Replayed, plan.Source, plan.Target)
+	}
+	sum, err := dlq.Replay(ctx, cfg, opts)
+	// Before the plan nothing was read (a connection or input error): only the error is shown,
+	// not a table of zeros. After it, the result says what was done before any error.
+	if planned {
+		if output == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if perr := enc.Encode(sum); perr != nil && err == nil {
+				err = perr
+			}
+		} else {
+			dlqPrintResult(stdout, sum, err)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("dlq replay: %w", err)
@@ -263,33 +329,84 @@ func dlqReplay(ctx context.Context, cfg dlq.ToolConfig, opts dlq.ReplayOptions, 
 	return nil
 }
 
-func dlqPrintSummary(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
-	maxReplays := opts.MaxReplays
-	if maxReplays == 0 {
-		maxReplays = dlq.DefaultMaxReplays
-	}
-	replayed, note := "replayed", "produced to the topic and recorded in the ledger"
-	if s.DryRun {
-		replayed, note = "would replay", "dry run: nothing was produced, the ledger was not touched"
-		fmt.Fprintln(w, "DRY RUN: nothing was produced and the ledger was not touched.")
-	}
+// dlqPrintPlan prints what replay is about to do: from where, to where, and the counts.
+func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
+	maxReplays := cmp.Or(opts.MaxReplays, dlq.DefaultMaxReplays)
+	fmt.Fprintf(w, "source: DLQ topic %s\n", s.Source)
+	fmt.Fprintf(w, "target: topic %s (%d partitions)\n", s.Target, s.TargetPartitions)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "read\t%d\tDLQ records up to the current end\n", s.Scanned)
 	if s.Malformed > 0 {
 		fmt.Fprintf(tw, "malformed\t%d\tskipped: not chatgroupd DLQ records (--skip-malformed)\n", s.Malformed)
 	}
+	if s.Duplicates > 0 {
+		fmt.Fprintf(tw, "duplicates\t%d\tskipped: further letters for an event already counted (a retried DLQ write)\n", s.Duplicates)
+	}
+	if s.LedgerMalformed > 0 {
+		fmt.Fprintf(tw, "ledger malformed\t%d\tunreadable records in the replay ledger, skipped: their letters count as not replayed\n", s.LedgerMalformed)
+	}
 	fmt.Fprintf(tw, "filtered out\t%d\tdid not match the filters\n", s.FilteredOut)
 	fmt.Fprintf(tw, "matched\t%d\t\n", s.Matched)
-	fmt.Fprintf(tw, "%s\t%d\t%s\n", replayed, s.Replayed, note)
+	if s.OtherTopic > 0 {
+		note := "refused: pass --force to replay them into " + s.Target
+		if opts.Force {
+			note = "--force: replayed into " + s.Target
+		}
+		fmt.Fprintf(tw, "from another topic\t%d\tdlq-original-topic is %s; %s\n", s.OtherTopic, dlqTopicCounts(s.OtherTopics), note)
+	}
 	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
 	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
+	if s.Truncated > 0 {
+		fmt.Fprintf(tw, "skipped: truncated letters\t%d\twritten without their value (dlq-truncated); read the originals from the event topic\n", s.Truncated)
+	}
 	if s.OverLimit > 0 {
 		fmt.Fprintf(tw, "skipped: over --limit\t%d\trun again to replay the rest\n", s.OverLimit)
 	}
+	fmt.Fprintf(tw, "would replay\t%d\t\n", s.Replayed)
+	fmt.Fprintf(tw, "  to the original partition\t%d\t%s still has the partition count the letter records\n", s.ToOriginalPartition, s.Target)
+	fmt.Fprintf(tw, "  by %s\t%d\tthe account's partition under --partitioner %s instead\n", s.Partitioner, s.ByPartitioner, s.Partitioner)
 	tw.Flush()
+	reasons := make([]string, 0, len(s.FallbackReasons))
+	for r := range s.FallbackReasons {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(w, "  by %s because %s: %d\n", s.Partitioner, r, s.FallbackReasons[r])
+	}
 	for _, c := range s.OverMaxRecords {
 		fmt.Fprintf(w, "over max replays: %s\n", c)
 	}
+	if s.DryRun {
+		fmt.Fprintf(w, "DRY RUN: nothing was produced to %s and the ledger was not touched.\n", s.Target)
+	}
+}
+
+// dlqPrintResult prints what a replay that got past its plan did.
+func dlqPrintResult(w io.Writer, s dlq.Summary, err error) {
+	if s.DryRun || errors.Is(err, errNotConfirmed) || errors.Is(err, dlq.ErrOtherTopic) {
+		return // the plan said it all
+	}
+	note := fmt.Sprintf("produced to %s and recorded in the ledger", s.Target)
+	if err != nil {
+		note += ", before the error below"
+	}
+	fmt.Fprintf(w, "replayed %d record(s) from %s: %s (%d to the original partition, %d by %s)\n",
+		s.Replayed, s.Source, note, s.ToOriginalPartition, s.ByPartitioner, s.Partitioner)
+}
+
+// dlqTopicCounts renders topic → count as `"a" (3), "b" (1)`, sorted.
+func dlqTopicCounts(m map[string]int) string {
+	topics := make([]string, 0, len(m))
+	for k := range m {
+		topics = append(topics, k)
+	}
+	slices.Sort(topics)
+	parts := make([]string, len(topics))
+	for i, k := range topics {
+		parts[i] = fmt.Sprintf("%q (%d)", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // dlqEntryView is the JSON shape of one record in "dlq list --output json".
@@ -325,9 +442,9 @@ func newDLQEntryView(e *dlq.Entry) dlqEntryView {
 func dlqParseCodes(s string) ([]int, error) {
 	var out []int
 	for _, p := range splitList(s) {
-		n, err := strconv.Atoi(p)
+		n, err := dlq.ParseCode(p)
 		if err != nil {
-			return nil, fmt.Errorf("--code %q: not an integer IM code", p)
+			return nil, fmt.Errorf("--code %q: not an IM code, HTTP status, network or timeout", p)
 		}
 		out = append(out, n)
 	}

@@ -141,7 +141,7 @@ func TestDLQListJSON(t *testing.T) {
 func TestDLQReplayCommand(t *testing.T) {
 	c := dlqTestCluster(t)
 	b := strings.Join(c.Brokers, ",")
-	args := []string{"replay", "--brokers", b, "--topic", "t", "--code", "51010"}
+	args := []string{"replay", "--brokers", b, "--topic", "t", "--code", "51010", "--yes"}
 
 	out, _, err := runDLQTest(t, nil, append(args, "--dry-run")...)
 	if err != nil {
@@ -331,7 +331,7 @@ func TestDLQOverSASL(t *testing.T) {
 	if err != nil || !strings.Contains(out, "alice") {
 		t.Fatalf("list over SASL: %v\n%s", err, out)
 	}
-	out, _, err = runDLQTest(t, getenv, append([]string{"replay"}, sasl...)...)
+	out, _, err = runDLQTest(t, getenv, append([]string{"replay", "--yes"}, sasl...)...)
 	if err != nil || !dlqLineHas(out, "replayed", "1") {
 		t.Fatalf("replay over SASL: %v\n%s", err, out)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,17 @@ type imsimFlags struct {
 	dismissed      string
 	duplicateNames string
 	duplicateCode  int
+	renameDups     string
+	addExisting    int
+	removeMissing  int
+	missingGroup   int
+	deleteMissOK   bool
+	maxNameLen     int
+	nameUnit       string
+	rateWindow     string
+	adminAPI       bool
+	adminHosts     string
+	adminTokenFile string
 	stateFile      string
 	seed           uint64
 	maxHang        time.Duration
@@ -48,6 +60,7 @@ type imsimFlags struct {
 	applyFailRate  float64
 	applyHangRate  float64
 	faultAPIs      string
+	callLog        bool
 	logLevel       string
 	logFormat      string
 }
@@ -80,6 +93,19 @@ func newIMSimFlags(f *imsimFlags) *flag.FlagSet {
 	stringFlag(fs, &f.duplicateNames, "duplicate-names", imsim.DuplicateReject, oneOf, "create with an existing group name: reject, merge or allow",
 		imsim.DuplicateReject, imsim.DuplicateMerge, imsim.DuplicateAllow)
 	intFlag(fs, &f.duplicateCode, "duplicate-code", im.CodeBadParams, 1, 999999, "code answering a rejected duplicate name")
+	stringFlag(fs, &f.renameDups, "rename-duplicates", imsim.DuplicateReject, oneOf, "rename onto a name the user already has: reject (with --duplicate-code) or allow",
+		imsim.DuplicateReject, imsim.DuplicateAllow)
+	intFlag(fs, &f.addExisting, "add-existing-code", 0, 0, 999999, "per-item code of adding a conversation already in the group (0: success)")
+	intFlag(fs, &f.removeMissing, "remove-missing-code", 0, 0, 999999, "per-item code of removing a conversation not in the group (0: success)")
+	intFlag(fs, &f.missingGroup, "missing-group-code", im.CodeGroupNotFound, 1, 999999, "code answering an update or delete of a missing group")
+	boolFlag(fs, &f.deleteMissOK, "delete-missing-ok", false, "a delete of a missing group succeeds instead of answering --missing-group-code")
+	intFlag(fs, &f.maxNameLen, "max-name-length", imsim.DefaultMaxNameBytes, 1, 4096, "longest group name, in --name-unit (51011 beyond)")
+	stringFlag(fs, &f.nameUnit, "name-unit", imsim.NameBytes, oneOf, "what --max-name-length counts: bytes (of UTF-8) or chars", imsim.NameBytes, imsim.NameChars)
+	stringFlag(fs, &f.rateWindow, "rate-window", imsim.WindowSliding, oneOf, "how --rate-limit is counted: sliding (any second) or calendar (each clock second)", imsim.WindowSliding, imsim.WindowCalendar)
+	boolFlag(fs, &f.adminAPI, "admin-api", false, "serve /admin/ (faults, state, stats, sig invalidation); off by default")
+	stringFlag(fs, &f.adminHosts, "admin-host", "", anyString, "host names accepted in the Host header of /admin/ besides loopback, comma-separated")
+	stringFlag(fs, &f.adminTokenFile, "admin-token-file", "", anyString, "file holding a token /admin/ requests must send as \"Authorization: Bearer <token>\"")
+	boolFlag(fs, &f.callLog, "call-log", false, "keep every API call (account, request, start, end, answer) in memory for GET /admin/calls (tests; grows with every call)")
 	stringFlag(fs, &f.stateFile, "state-file", "", anyString, "JSON file to load groups from at start and save them to at shutdown")
 	seedFlag(fs, &f.seed, "seed of fault draws (0: from the clock)")
 	durationFlag(fs, &f.maxHang, "max-hang", imsim.DefaultMaxHang, time.Millisecond, 10*time.Minute, "how long a hung request is held before it answers 50005")
@@ -123,6 +149,19 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	admin := imsim.AdminConfig{Enabled: f.adminAPI, Hosts: splitList(f.adminHosts)}
+	if f.adminTokenFile != "" {
+		if !f.adminAPI {
+			return errors.New("imsim: --admin-token-file without --admin-api")
+		}
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("imsim: admin token: %w", err)
+		}
+		if admin.Token = strings.TrimSpace(string(b)); admin.Token == "" {
+			return fmt.Errorf("imsim: admin token file %s is empty", f.adminTokenFile)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sim, err := imsim.New(imsim.Config{
@@ -130,6 +169,10 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 		MaxGroups: f.maxGroups, MaxContacts: f.maxContacts, PageSize: f.pageSize,
 		NotImported: splitList(f.notImported), DismissedGroups: splitList(f.dismissed),
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode, MaxHang: f.maxHang, Seed: f.seed,
+		RenameDuplicates: f.renameDups, AddExistingCode: f.addExisting, RemoveMissingCode: f.removeMissing,
+		MissingGroupCode: f.missingGroup, DeleteMissingOK: f.deleteMissOK, MaxNameBytes: f.maxNameLen,
+		NameUnit: f.nameUnit, RateWindow: f.rateWindow, Admin: admin,
+		CallLog: f.callLog,
 		Faults: imsim.Faults{
 			Latency: f.latency, Jitter: f.jitter, LogNormalMean: f.latencyMean, LogNormalP99: f.latencyP99,
 			ErrorRates: rates, HTTP502Rate: f.http502Rate, HangRate: f.hangRate,
@@ -152,7 +195,7 @@ func runIMSim(ctx context.Context, args []string, getenv env, stdout, stderr io.
 	}
 	fmt.Fprintf(stdout, "imsim listening on http://%s\n", ln.Addr())
 	log.Info("imsim listening", zap.String("addr", ln.Addr().String()), zap.Int64("sdkappid", f.sdkAppID),
-		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames))
+		zap.Int("rate_limit", f.rateLimit), zap.String("duplicate_names", f.duplicateNames), zap.Bool("admin_api", f.adminAPI))
 	serveErr := sim.Serve(ctx, ln, reg)
 	if f.stateFile != "" {
 		if err := sim.SaveState(f.stateFile); err != nil {

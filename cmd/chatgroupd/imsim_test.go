@@ -78,7 +78,7 @@ func startIMSim(t *testing.T, args ...string) (string, func() error) {
 func TestIMSimCommand(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state.json")
 	base, stop := startIMSim(t, "--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--rate-limit", "50",
-		"--not-imported", "ghost,spook", "--state-file", state, "--log-level", "warn")
+		"--not-imported", "ghost,spook", "--state-file", state, "--log-level", "warn", "--admin-api")
 	if !strings.HasPrefix(base, "http://127.0.0.1:") {
 		t.Fatalf("base %q", base)
 	}
@@ -199,5 +199,54 @@ func TestIMSimCommandEnv(t *testing.T) {
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestIMSimAdminAPIFlags: /admin/ is off by default; --admin-api serves it to loopback callers,
+// and --admin-token-file makes it ask for the token.
+func TestIMSimAdminAPIFlags(t *testing.T) {
+	status := func(base, auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+"/admin/stats", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	base, _ := startIMSim(t, "--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--log-level", "warn")
+	if c := status(base, ""); c != http.StatusNotFound {
+		t.Errorf("admin API without --admin-api: %d", c)
+	}
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("t0ken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, _ = startIMSim(t, "--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--log-level", "warn",
+		"--admin-api", "--admin-token-file", tok)
+	if c := status(base, ""); c != http.StatusUnauthorized {
+		t.Errorf("no token: %d", c)
+	}
+	if c := status(base, "Bearer t0ken"); c != http.StatusOK {
+		t.Errorf("token: %d", c)
+	}
+	err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-token-file", tok},
+		mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "without --admin-api") {
+		t.Errorf("token without --admin-api: %v", err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{empty: "is empty", "/nonexistent/token": "admin token"} {
+		err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
+			mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("token file %s: %v, want %q", file, err, want)
+		}
 	}
 }

@@ -41,6 +41,7 @@ func commands() map[string]command {
 		"run":     {"consume events and apply them to the IM API (the service)", runService},
 		"demo":    {"the whole pipeline on this machine: embedded Kafka, IM simulator, load, summary", runDemo},
 		"imsim":   {"a local simulator of the IM conversation-group REST API", runIMSim},
+		"imcheck": {"probe the real IM API's undocumented behaviours and compare them with imsim", runIMCheck},
 		"dlq":     {"inspect (list) and replay dead-lettered events", runDLQ},
 		"loadgen": {"produce realistic events to a Kafka topic", runLoadgen},
 		"version": {"print the version", runVersion},

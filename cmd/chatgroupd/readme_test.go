@@ -19,7 +19,7 @@ var updateReadme = flag.Bool("update-readme", false, "rewrite docs/configuration
 const configDoc = "../../docs/configuration.md"
 
 // documented lists every command whose flags docs/configuration.md shows.
-var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
+var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
 
 type helpFlag struct{ name, typ, usage, def string }
 
@@ -139,7 +139,7 @@ func TestREADMEFlagsExist(t *testing.T) {
 			known[key][f.name] = true
 		}
 	}
-	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
+	cmdLine := regexp.MustCompile(`chatgroupd (run|demo|imsim|imcheck|loadgen|dlq list|dlq replay)((?: +(?:--?[a-z0-9-]+(?:[= ](?:"[^"]*"|'[^']*'|[^\s\\|]+))?|\\\n))*)`)
 	flagRe := regexp.MustCompile(`--([a-z0-9-]+)`)
 	checked := 0
 	for _, m := range cmdLine.FindAllStringSubmatch(string(readme), -1) {

@@ -15,7 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -51,9 +53,18 @@ type serviceFlags struct {
 	dedupeWindow        int
 	logLevel            string
 	logFormat           string
+	duplicateNames      string
+	duplicateCode       int
+	sessionTimeout      time.Duration
+	rebalanceTime       time.Duration
+	keyMismatch         string
+	partitioner         string
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
+	// testBreak is CHATGROUPD_TEST_BREAK, deliberately not a flag: the chaos suite sets it to
+	// run a known-broken variant and prove its checker catches it. Never set in production.
+	testBreak string
 }
 
 func (f *serviceFlags) register(fs *flag.FlagSet) {
@@ -77,6 +88,15 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &f.commitInterval, "commit-interval", time.Second, 10*time.Millisecond, 10*time.Minute, "how often offsets are committed")
 	intFlag(fs, &f.maxInFlight, "max-in-flight", 256, 1, 100000, "events dispatched at once across accounts")
 	intFlag(fs, &f.dedupeWindow, "dedupe-window", 100000, 1, 10000000, "event ids remembered per partition for dedupe")
+	stringFlag(fs, &f.duplicateNames, "duplicate-names", dispatcher.DefaultDuplicateNames, oneOf, "an event naming a group its user already has: merge (add its conversations; applied) or reject (dead-letter as rejected unless the group already holds them all)",
+		dispatcher.DuplicateMerge, dispatcher.DuplicateReject)
+	intFlag(fs, &f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, 1, 999999, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
+	durationFlag(fs, &f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, time.Second, 30*time.Minute, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
+	durationFlag(fs, &f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, time.Second, 30*time.Minute, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
+	stringFlag(fs, &f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, oneOf, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)",
+		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
+	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
+		string(event.PartitionerMurmur2), string(event.PartitionerCRC32), string(event.PartitionerFNV1a))
 	stringFlag(fs, &f.logLevel, "log-level", "info", oneOf, "log level: debug, info, warn, error", logLevels()...)
 	stringFlag(fs, &f.logFormat, "log-format", "json", oneOf, "log format: json or console", "json", "console")
 }
@@ -154,6 +174,7 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err := parseFlags(fs, args, getenv, stdout, runHelp()); err != nil {
 		return err
 	}
+	f.testBreak = getenv(envTestBreak)
 	if f.sdkAppID <= 0 {
 		return usageError("run", errors.New("--sdkappid is required (an integer from 1 to 4294967295)"))
 	}

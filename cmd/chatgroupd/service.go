@@ -14,6 +14,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -48,6 +49,10 @@ type service struct {
 
 func newService(cfg serviceConfig) (*service, error) {
 	f := cfg.flags
+	partitioner, err := event.ParsePartitioner(f.partitioner)
+	if err != nil {
+		return nil, fmt.Errorf("--partitioner: %w", err)
+	}
 	client, err := im.New(im.Config{
 		SDKAppID: f.sdkAppID, Admin: f.admin, SecretKey: cfg.secretKey,
 		Region: f.imRegion, BaseURL: f.imEndpoint, Timeout: f.imTimeout,
@@ -63,6 +68,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	disp, err := dispatcher.New(dispatcher.Config{
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
+		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
@@ -75,12 +81,22 @@ func newService(cfg serviceConfig) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	legacyDrain, err := testBreak(f.testBreak)
+	if err != nil {
+		dw.Close()
+		return nil, err
+	}
+	if legacyDrain {
+		cfg.log.Warn("TEST BREAK ACTIVE: revoke drain bound by the rebalance timeout only; this process can run two calls of one account at once",
+			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	}
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Dispatcher: disp, DeadLetterer: dw, Share: disp,
+		Dispatcher: disp, DeadLetterer: dw, Share: disp, Partitioner: partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
-		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout,
+		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: legacyDrain,
 		Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
@@ -105,10 +121,14 @@ func newService(cfg serviceConfig) (*service, error) {
 // errNotInGroup is the /readyz answer before the first generation and between generations.
 var errNotInGroup = errors.New("not a member of the consumer group")
 
-// ready is /readyz: in the group, and the API accepts our credentials.
+// ready is /readyz: in the group, the API accepts our credentials, and dead letters can be
+// written (else their partitions are stuck).
 func (s *service) ready() error {
 	if !s.consumer.Ready() {
 		return errNotInGroup
+	}
+	if err := s.consumer.DeadLetterHealth(); err != nil {
+		return err
 	}
 	if err := s.dispatcher.Ready(); err != nil {
 		return fmt.Errorf("im api: %w", err)
@@ -148,4 +168,20 @@ func (s *service) Run(ctx context.Context) error {
 	}
 	s.log.Info("chatgroupd stopped", zap.Error(err))
 	return err
+}
+
+// envTestBreak names the hidden switch a chaos suite sets to run a deliberately broken variant.
+const envTestBreak = "CHATGROUPD_TEST_BREAK"
+
+// testBreak maps CHATGROUPD_TEST_BREAK to the variant it selects: "legacy-drain" restores the
+// revoke drain bounded by the rebalance timeout only. Anything else non-empty is an error, so a
+// typo never passes for a test of the checker.
+func testBreak(v string) (legacyDrain bool, err error) {
+	switch v {
+	case "":
+		return false, nil
+	case "legacy-drain":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s=%q: unknown test break (known: legacy-drain)", envTestBreak, v)
 }

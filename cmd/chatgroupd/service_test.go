@@ -278,6 +278,8 @@ func TestServiceBadConfig(t *testing.T) {
 		"bad endpoint":                func(f *serviceFlags) { f.imEndpoint = "ftp://x" },
 		"negative rate":               func(f *serviceFlags) { f.rateLimit = -1 },
 		"late arrival max over 500ms": func(f *serviceFlags) { f.lateArrivalMax = time.Second },
+		"unknown partitioner":         func(f *serviceFlags) { f.partitioner = "murmur3" },
+		"unknown duplicate policy":    func(f *serviceFlags) { f.duplicateNames = "allow" },
 	} {
 		f := base
 		mutate(&f)
@@ -286,4 +288,36 @@ func TestServiceBadConfig(t *testing.T) {
 			t.Errorf("%s: newService accepted it", name)
 		}
 	}
+}
+
+// TestServiceDLQDeletedNotReady: with the DLQ topic gone, a dead letter can't be written; the pod
+// says so on /readyz and in chatgroupd_ready/chatgroupd_dlq_blocked_partitions, and recovers by
+// itself when the topic returns.
+func TestServiceDLQDeletedNotReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole pipeline")
+	}
+	h := startService(t, "right-key", "right-key", imsim.Faults{})
+	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...), Timeout: 10 * time.Second}
+	if res, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{h.topic + ".dlq"}}); err != nil || res.Errors[h.topic+".dlq"] != nil {
+		t.Fatalf("delete the DLQ topic: %v %v", err, res)
+	}
+	h.kafka.Produce(t, h.topic, kafka.Message{Key: []byte("alice"), Value: []byte(`{"event_id":`)})
+	h.waitFor("/readyz 503 naming the DLQ", 60*time.Second, func() bool {
+		code, body := h.get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "dead letters can't be written")
+	})
+	s := h.scrape()
+	if s.Sum("chatgroupd_ready") != 0 || s.Sum("chatgroupd_dlq_blocked_partitions") != 1 || s.Sum("chatgroupd_dlq_write_failures_total") == 0 {
+		t.Fatalf("ready %v blocked %v failures %v", s.Sum("chatgroupd_ready"), s.Sum("chatgroupd_dlq_blocked_partitions"),
+			s.Sum("chatgroupd_dlq_write_failures_total"))
+	}
+	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
+	h.waitFor("/readyz 200 again", 60*time.Second, func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
+	h.waitFor("the dead letter written", 30*time.Second, func() bool {
+		return h.scrape().Sum("chatgroupd_dlq_records_total", "reason", "invalid") == 1
+	})
 }

@@ -143,6 +143,8 @@ unknown flag would be an error.)
   value: {{ .Values.kafka.group | quote }}
 - name: CHATGROUPD_DLQ_TOPIC
   value: {{ include "chatgroupd.dlqTopic" . | quote }}
+- name: CHATGROUPD_PARTITIONER
+  value: {{ .Values.kafka.partitioner | default "murmur2" | quote }}
 - name: CHATGROUPD_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
 {{- include "chatgroupd.kafkaSecurityEnv" . }}

@@ -1,0 +1,308 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+)
+
+// Environment of the seeded runs.
+const (
+	envSeeds     = "CHAOS_SEEDS"    // "1-30" or "3,7,12": TestChaos runs these
+	envDuration  = "CHAOS_DURATION" // schedule length per seed, default 60s
+	envReplicas  = "CHAOS_REPLICAS" // fleet size, default drawn 3–5 per seed
+	envShortDur  = "CHAOS_SHORT_DURATION"
+	shortSeeds   = "1,2,3"
+	shortDefault = 15 * time.Second
+)
+
+// binary is chatgroupd built once by TestMain for the runs; buildErr says why it is missing.
+var (
+	binary   string
+	buildErr error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "chatgroupd-chaos-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		os.Exit(1)
+	}
+	binary, buildErr = build(dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// build compiles ./cmd/chatgroupd without the race detector: the runs measure timing, and the
+// unit suite runs the same code under -race.
+func build(dir string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out := filepath.Join(dir, "chatgroupd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/chatgroupd")
+	cmd.Dir = ".."
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/chatgroupd: %w\n%s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// broker returns the broker of a run: the real one named by CHATGROUPD_TEST_BROKERS, or an
+// embedded kfake cluster that allows the suite's short session timeouts.
+func broker(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
+	if os.Getenv(kafkatest.EnvBrokers) != "" {
+		return kafkatest.Real(t)
+	}
+	return kafkatest.New(t, kfake.GroupMinSessionTimeout(time.Second))
+}
+
+// options are the schedule options of seed on c: a real broker keeps its 6s minimum session
+// and has no DLQ switch.
+func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
+	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil}
+	if c.Fake == nil {
+		o.SessionTimeout = 6 * time.Second
+	}
+	return o
+}
+
+// play runs one schedule and returns its result; a run that could not be carried out fails
+// the test. Logs are kept (and named) when the run fails.
+func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Result {
+	t.Helper()
+	if binary == "" {
+		t.Fatalf("no chatgroupd binary: %v", buildErr)
+	}
+	dir, err := os.MkdirTemp("", fmt.Sprintf("chaos-seed-%d-", s.Seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.Duration+10*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
+	}
+	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v): %s", s.Seed, s.Replicas, s.Duration,
+		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.Report.Summary())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs of seed %d kept in %s", s.Seed, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return res
+}
+
+// verify fails the test on a violated invariant, with the schedule and the replay command.
+func verify(t *testing.T, s *Schedule, res *Result) {
+	t.Helper()
+	if err := res.Err(); err != nil {
+		t.Errorf("seed %d: %v\n%s\nreplay: %s=%d %s=%v %s=%d go test -count=1 -v -timeout 0 -run 'TestChaos$' ./chaos/",
+			s.Seed, err, s, envSeeds, s.Seed, envDuration, s.Duration, envReplicas, s.Replicas)
+	}
+}
+
+// TestChaosShort runs three short seeds in the default suite (`make test`); -short skips them.
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	d := shortDefault
+	if v := os.Getenv(envShortDur); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("%s: %v", envShortDur, err)
+		}
+	}
+	c := broker(t)
+	seeds, _ := parseSeeds(shortSeeds)
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
+			s := NewSchedule(options(c, seed, d, 3))
+			res := play(t, c, s)
+			verify(t, s, res)
+		})
+	}
+}
+
+// TestChaos runs the seeds of CHAOS_SEEDS (`make chaos`) and prints the totals.
+func TestChaos(t *testing.T) {
+	spec := os.Getenv(envSeeds)
+	if spec == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	seeds, err := parseSeeds(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := 60 * time.Second
+	if v := os.Getenv(envDuration); v != "" {
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("%s: %v", envDuration, err)
+		}
+	}
+	replicas := 0
+	if v := os.Getenv(envReplicas); v != "" {
+		if replicas, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("%s: %v", envReplicas, err)
+		}
+	}
+	var total Report
+	var failed []uint64
+	var stops, kills, pauses, ran int
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
+			c := broker(t)
+			s := NewSchedule(options(c, seed, d, replicas))
+			res := play(t, c, s)
+			verify(t, s, res)
+			total.Add(res.Report)
+			stops, kills, pauses, ran = stops+res.Stops, kills+res.Kills, pauses+res.Pauses, ran+1
+			if t.Failed() {
+				failed = append(failed, seed)
+			}
+		})
+	}
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v",
+		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow,
+		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed)
+	t.Log(line)
+	fmt.Println(line)
+}
+
+// TestChaosCatchesLegacyDrain is the suite's own test: replicas with the old revoke-drain bound
+// (longer than the session, restored by CHATGROUPD_TEST_BREAK=legacy-drain) must be caught by
+// the checker when a member joins while slow calls are in flight. A checker that passes this
+// run would pass anything.
+func TestChaosCatchesLegacyDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := legacyDrainSchedule(99)
+	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=legacy-drain")
+	r := res.Report
+	if r.ConcurrentCalls == 0 && r.DuplicateCreates == 0 {
+		t.Fatalf("the checker did not catch replicas that drain past their session: %s\n%s", r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
+// legacyDrainSchedule: two replicas, the second killed at once (the first owns everything once
+// the session evicts it); sixteen accounts whose calls take 2.5× the session get a queue of
+// events each; then the second replica joins while their calls run. The first must drain, and
+// with the old bound it drains past its session: it is evicted, and the joiner dispatches the
+// same accounts while the old calls are still in flight. Twice.
+func legacyDrainSchedule(seed uint64) *Schedule {
+	o := Options{Seed: seed, Duration: 50 * time.Second, Replicas: 2, SessionTimeout: 4 * time.Second}.withDefaults()
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
+	slowLatency := o.SessionTimeout * 5 / 2
+	var accts []string
+	for i := range 16 {
+		accts = append(accts, fmt.Sprintf("%s%02d", userPrefix, i))
+	}
+	burst := func(at time.Duration) Step {
+		var recs []Record
+		for range 3 {
+			for _, a := range accts {
+				recs = append(recs, g.valid(a))
+			}
+		}
+		for range 40 {
+			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, 16+g.rng.IntN(accountPool-16))))
+		}
+		return Step{At: at, Kind: KindBurst, Records: recs, Note: "16 slow accounts × 3, 40 others"}
+	}
+	var steps []Step
+	for _, a := range accts {
+		steps = append(steps, Step{At: 0, Kind: KindSlow, Account: a, Latency: slowLatency})
+	}
+	steps = append(steps,
+		Step{At: 0, Kind: KindKill, Slot: 1},
+		burst(8*time.Second),
+		Step{At: 9500 * time.Millisecond, Kind: KindStart, Slot: 1},
+		Step{At: 25 * time.Second, Kind: KindKill, Slot: 1},
+		burst(33*time.Second),
+		Step{At: 34500 * time.Millisecond, Kind: KindStart, Slot: 1},
+	)
+	for _, a := range accts {
+		steps = append(steps, Step{At: o.Duration, Kind: KindSlowEnd, Account: a})
+	}
+	return &Schedule{Options: o, Steps: steps}
+}
+
+// parseSeeds reads "1-30", "3,7,12" or a mix.
+func parseSeeds(spec string) ([]uint64, error) {
+	var out []uint64
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.ParseUint(lo, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("chaos seeds %q: %w", spec, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 64); err != nil || b < a {
+				return nil, fmt.Errorf("chaos seeds %q: bad range %q", spec, part)
+			}
+		}
+		for s := a; s <= b; s++ {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("chaos seeds %q: none", spec)
+	}
+	return out, nil
+}
+
+func TestParseSeeds(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		err  bool
+	}{
+		{"1-3", "[1 2 3]", false},
+		{"3,7, 12", "[3 7 12]", false},
+		{"1-2,5", "[1 2 5]", false},
+		{"", "", true},
+		{"x", "", true},
+		{"5-2", "", true},
+		{"1-y", "", true},
+	} {
+		got, err := parseSeeds(tc.in)
+		if (err != nil) != tc.err || (!tc.err && fmt.Sprint(got) != tc.want) {
+			t.Errorf("parseSeeds(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}

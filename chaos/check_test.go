@@ -1,0 +1,148 @@
+package chaos
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/imsim"
+)
+
+// goodRun is synthetic evidence of a correct run: alice's seqs 1–3 applied in order one call
+// at a time, a duplicate dropped, an invalid record and a rejected one dead-lettered.
+func goodRun() Evidence {
+	g := &generator{o: Options{Seed: 7}.withDefaults(), seq: map[string]int64{}, rng: rand.New(rand.NewPCG(7, 7))}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	a1, a2, a3 := g.valid("alice"), g.valid("alice"), g.valid("alice")
+	dup := a1
+	dup.Kind = Duplicate
+	inv := g.invalid("bob")
+	ghost := g.valid(ghostPrefix + "0")
+	recs := []Record{a1, a2, a3, dup, inv, ghost}
+	for i := range recs {
+		recs[i].Partition, recs[i].Offset, recs[i].ProducedAt = 0, int64(i), t0
+	}
+	call := func(r Record, start time.Duration) imsim.Call {
+		return imsim.Call{API: im.APICreate, Account: r.Account, Group: r.Group, Contacts: r.Contacts,
+			Start: t0.Add(start), End: t0.Add(start + 40*time.Millisecond), Applied: true}
+	}
+	calls := []imsim.Call{
+		call(a1, time.Second),
+		{API: im.APIGet, Account: "alice", Start: t0.Add(1100 * time.Millisecond), End: t0.Add(1150 * time.Millisecond)},
+		call(a2, 1200*time.Millisecond),
+		call(a3, 1300*time.Millisecond),
+		{API: im.APICreate, Account: ghost.Account, Group: ghost.Group, Start: t0.Add(time.Second), End: t0.Add(1010 * time.Millisecond), Code: im.CodeNotImported},
+	}
+	letter := func(r Record, reason string) *dlq.Entry {
+		return &dlq.Entry{OriginalTopic: "t", OriginalPartition: r.Partition, OriginalOffset: r.Offset, Reason: reason, Key: r.Key, Value: r.Value}
+	}
+	return Evidence{Topic: "t", Records: recs, Calls: calls, Budget: 200, ReorderWindow: time.Second,
+		Letters: []*dlq.Entry{letter(recs[4], dlq.ReasonInvalid), letter(recs[5], dlq.ReasonRejected)}}
+}
+
+// TestCheck proves the checker can fail: each case breaks one invariant of a correct run and
+// must be reported as exactly that.
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(ev *Evidence)
+		want   string // substring of Err; "" for none
+		check  func(r Report) bool
+	}{
+		{name: "correct run", mutate: func(*Evidence) {},
+			check: func(r Report) bool {
+				return r.Applied == 3 && r.DeadLettered == 2 && r.DuplicatesDropped == 1 && r.Lost == 0 && r.MaxWindow == 4
+			}},
+		{name: "two overlapping calls of one account", want: "1 concurrent calls", mutate: func(ev *Evidence) {
+			ev.Calls[2].Start = ev.Calls[0].Start.Add(10 * time.Millisecond) // a2's create while a1's runs
+			ev.Calls[2].End = ev.Calls[2].Start.Add(40 * time.Millisecond)
+		}},
+		{name: "a call nested inside a long one", want: "concurrent calls", mutate: func(ev *Evidence) {
+			ev.Calls[0].End = ev.Calls[0].Start.Add(5 * time.Second) // a slow call the others overlap
+		}},
+		{name: "duplicate create applied", want: "1 duplicate creates", mutate: func(ev *Evidence) {
+			c := ev.Calls[0]
+			c.Start, c.End = c.Start.Add(time.Second), c.End.Add(time.Second)
+			ev.Calls = append(ev.Calls, c)
+		}},
+		{name: "create answered already exists", want: "1 duplicate creates", mutate: func(ev *Evidence) {
+			c := ev.Calls[0]
+			c.Start, c.End = c.Start.Add(time.Second), c.End.Add(time.Second)
+			c.Applied, c.Code, c.Info = false, im.CodeBadParams, "GroupName already exists"
+			ev.Calls = append(ev.Calls, c)
+		}},
+		{name: "conversation added twice", want: "conversations added twice", mutate: func(ev *Evidence) {
+			c := ev.Calls[0]
+			c.Start, c.End = c.Start.Add(time.Second), c.End.Add(time.Second)
+			ev.Calls = append(ev.Calls, c)
+		}},
+		{name: "out-of-order seq", want: "1 seq order violations", mutate: func(ev *Evidence) {
+			ev.Calls[2].Start, ev.Calls[3].Start = ev.Calls[3].Start, ev.Calls[2].Start // seq 3 before seq 2
+			ev.Calls[2].End, ev.Calls[3].End = ev.Calls[3].End, ev.Calls[2].End
+		}},
+		{name: "late seq is counted, not a violation", mutate: func(ev *Evidence) {
+			ev.Calls[2].Start, ev.Calls[3].Start = ev.Calls[3].Start, ev.Calls[2].Start
+			ev.Calls[2].End, ev.Calls[3].End = ev.Calls[3].End, ev.Calls[2].End
+			ev.Records[1].ProducedAt = ev.Records[2].ProducedAt.Add(3 * time.Second) // seq 2 came 3s after seq 3
+		}, check: func(r Report) bool { return r.Late == 1 && r.OrderViolations == 0 }},
+		{name: "201 calls in a window", want: "1 calls over the one-second budget", mutate: func(ev *Evidence) {
+			t0 := ev.Calls[0].Start.Add(10 * time.Second)
+			for i := range 201 {
+				s := t0.Add(time.Duration(i) * 4 * time.Millisecond) // 201 calls within 0.8s
+				ev.Calls = append(ev.Calls, imsim.Call{API: im.APICreate, Account: "x" + string(rune('a'+i%26)) + time.Duration(i).String(),
+					Group: "other", Start: s, End: s.Add(time.Millisecond), Code: im.CodeBadParams})
+			}
+		}, check: func(r Report) bool { return r.MaxWindow == 201 }},
+		{name: "200 calls in a window are within budget", mutate: func(ev *Evidence) {
+			t0 := ev.Calls[0].Start.Add(10 * time.Second)
+			for i := range 400 { // 200/s for two seconds, evenly spaced
+				s := t0.Add(time.Duration(i) * 5 * time.Millisecond)
+				ev.Calls = append(ev.Calls, imsim.Call{API: im.APIGet, Account: "y" + time.Duration(i).String(), Start: s, End: s.Add(time.Millisecond)})
+			}
+		}, check: func(r Report) bool { return r.MaxWindow == 200 }},
+		{name: "lost event", want: "1 records lost", mutate: func(ev *Evidence) {
+			ev.Calls = append(ev.Calls[:3], ev.Calls[4:]...) // a3 never created
+		}},
+		{name: "lost dead letter", want: "1 records lost", mutate: func(ev *Evidence) { ev.Letters = ev.Letters[1:] }},
+		{name: "valid event dead-lettered", want: "wrong outcomes", mutate: func(ev *Evidence) {
+			ev.Letters = append(ev.Letters, &dlq.Entry{OriginalTopic: "t", OriginalPartition: 0, OriginalOffset: 1, Reason: dlq.ReasonExhausted})
+		}},
+		{name: "wrong reason", want: "wrong outcomes", mutate: func(ev *Evidence) { ev.Letters[0].Reason = dlq.ReasonRejected }},
+		{name: "wrong contacts", want: "wrong outcomes", mutate: func(ev *Evidence) {
+			ev.Calls[0].Contacts = []im.ContactItem{{Type: im.ContactC2C, ToAccount: "someone-else"}}
+		}},
+		{name: "stray letter", want: "stray dead letters", mutate: func(ev *Evidence) {
+			ev.Letters = append(ev.Letters, &dlq.Entry{OriginalTopic: "t", OriginalPartition: 3, OriginalOffset: 9, Reason: dlq.ReasonInvalid})
+		}},
+		{name: "repeated letter is counted, not a violation", mutate: func(ev *Evidence) {
+			ev.Letters = append(ev.Letters, ev.Letters[0])
+		}, check: func(r Report) bool { return r.DLQRepeats == 1 }},
+		{name: "lag", want: "4 records of lag", mutate: func(ev *Evidence) { ev.Lag = 4 }},
+		{name: "prober exempt from the one-call check", mutate: func(ev *Evidence) {
+			s := ev.Calls[0].Start
+			ev.Calls = append(ev.Calls, imsim.Call{API: im.APIGet, Account: im.DefaultAdmin, Start: s, End: s.Add(time.Second)},
+				imsim.Call{API: im.APIGet, Account: im.DefaultAdmin, Start: s.Add(time.Millisecond), End: s.Add(time.Second)})
+			ev.Exempt = []string{im.DefaultAdmin}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := goodRun()
+			tc.mutate(&ev)
+			r := Check(ev)
+			err := r.Err()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected violation: %v\n%s", err, r.Summary())
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Err = %v, want one containing %q\n%s", err, tc.want, r.Summary())
+			}
+			if tc.check != nil && !tc.check(r) {
+				t.Fatalf("report %s", r.Summary())
+			}
+		})
+	}
+}

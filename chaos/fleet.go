@@ -1,0 +1,757 @@
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+)
+
+// Simulator credentials of a run (a throwaway key, never a real one).
+const (
+	SDKAppID  = 1400054321
+	SecretKey = "9a0c1e7b2f6d4c38a5e1b7d09f3c6a2e4b8d1f7a3c5e9b0d2f4a6c8e1b3d5f70"
+)
+
+// Config is one run: a schedule, the binary to run and the broker to run it on.
+type Config struct {
+	Schedule *Schedule
+	// Binary is a built chatgroupd.
+	Binary  string
+	Brokers []string
+	// Fake is the embedded broker when Brokers are its; it makes dlq-down steps possible.
+	Fake *kfake.Cluster
+	// Dir receives the processes' logs.
+	Dir string
+	// RateLimit is the fleet's create budget and the simulator's limit; default 200.
+	RateLimit  int
+	Partitions int // default 8
+	// RebalanceTimeout and ShutdownTimeout of the replicas; default 3× and 2× the session.
+	RebalanceTimeout time.Duration
+	ShutdownTimeout  time.Duration
+	ReorderWindow    time.Duration // default 1s, the replicas' default
+	// DrainTimeout bounds the wait, after the schedule, for the group to commit to the log end.
+	DrainTimeout time.Duration // default 3m
+	// Env is added to the replicas' environment (CHATGROUPD_TEST_BREAK=…).
+	Env []string
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Validate reports a missing binary, broker list or schedule.
+func (c Config) Validate() error {
+	switch {
+	case c.Schedule == nil:
+		return errors.New("chaos: no schedule")
+	case c.Binary == "":
+		return errors.New("chaos: no chatgroupd binary")
+	case len(c.Brokers) == 0:
+		return errors.New("chaos: no brokers")
+	case c.Dir == "":
+		return errors.New("chaos: no log directory")
+	case c.Schedule.Count(KindDLQDown) > 0 && c.Fake == nil:
+		return errors.New("chaos: dlq-down steps need the embedded broker")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	s := c.Schedule.SessionTimeout
+	c.RateLimit = cmp.Or(c.RateLimit, 200)
+	c.Partitions = cmp.Or(c.Partitions, 8)
+	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, 3*s)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 2*s)
+	c.ReorderWindow = cmp.Or(c.ReorderWindow, time.Second)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, 3*time.Minute)
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Report Report
+	// UncleanExits are replicas that did not exit 0 after a SIGTERM.
+	UncleanExits []string
+	// Drained is false when the group never committed to the log end within DrainTimeout.
+	Drained bool
+	Elapsed time.Duration
+	// Counts of what the schedule did.
+	Stops, Kills, Pauses int
+}
+
+// Err is the run's failure: a violated invariant or an unclean graceful exit.
+func (r *Result) Err() error {
+	var errs []error
+	if err := r.Report.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(r.UncleanExits) > 0 {
+		errs = append(errs, fmt.Errorf("unclean exits after SIGTERM: %s", strings.Join(r.UncleanExits, "; ")))
+	}
+	return errors.Join(errs...)
+}
+
+// run is the state of one Run.
+type run struct {
+	cfg       Config
+	topic     string
+	dlqTopic  string
+	group     string
+	sim       *proc
+	simURL    string
+	slots     []*proc
+	all       []*proc
+	gen       []int
+	dlqDown   atomic.Bool
+	slow      map[string]bool
+	writer    *kafka.Writer
+	records   []Record
+	unclean   []string
+	uncleanMu sync.Mutex
+}
+
+// Run starts the simulator and the fleet, plays the schedule, waits for the group to catch up,
+// stops everything and checks the invariants. An error means the run itself could not be
+// carried out; violations are in the Result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	sched := cfg.Schedule
+	name := fmt.Sprintf("chaos-%d-%d", sched.Seed, time.Now().UnixNano()%1e9)
+	r := &run{cfg: cfg, topic: name, dlqTopic: name + ".dlq", group: name, slow: map[string]bool{},
+		slots: make([]*proc, sched.Replicas), gen: make([]int, sched.Replicas)}
+	start := time.Now()
+	defer r.cleanup()
+	for _, t := range []string{r.topic, r.dlqTopic} {
+		if err := kafkatest.CreateTopic(ctx, cfg.Brokers, t, cfg.Partitions); err != nil {
+			return nil, fmt.Errorf("chaos: create topic %s: %w", t, err)
+		}
+	}
+	if cfg.Fake != nil {
+		cfg.Fake.ControlKey(int16(kmsg.Produce), r.refuseDLQ)
+	}
+	r.writer = &kafka.Writer{Addr: kafka.TCP(cfg.Brokers...), Topic: r.topic, Balancer: &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: 2 * time.Millisecond, BatchSize: 1000}
+	defer r.writer.Close()
+	if err := r.startSim(ctx); err != nil {
+		return nil, err
+	}
+	for i := range r.slots {
+		if err := r.start(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.waitReady(ctx, time.Minute); err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	t0 := time.Now()
+	cfg.Logf("seed %d: fleet of %d ready after %v; playing %d steps", sched.Seed, sched.Replicas, t0.Sub(start).Round(time.Millisecond), len(sched.Steps))
+	for _, st := range sched.Steps {
+		if err := sleepCtx(ctx, time.Until(t0.Add(st.At))); err != nil {
+			return nil, err
+		}
+		if err := r.do(ctx, st); err != nil {
+			return nil, fmt.Errorf("chaos: step %s at %v: %w", st.Kind, st.At, err)
+		}
+		switch st.Kind {
+		case KindStop:
+			res.Stops++
+		case KindKill:
+			res.Kills++
+		case KindPause:
+			res.Pauses++
+		}
+	}
+	if err := r.settle(ctx); err != nil {
+		return nil, err
+	}
+	cfg.Logf("seed %d: schedule played in %v; waiting for the group to reach the log end", sched.Seed, time.Since(t0).Round(time.Millisecond))
+	res.Drained = r.waitDrained(ctx, cfg.DrainTimeout)
+	r.stopAll()
+	ev, err := r.evidence(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Report = Check(ev)
+	// The call log stays with the process logs, for whoever reads a failure.
+	if b, err := json.Marshal(ev.Calls); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "calls.json"), b, 0o600)
+	}
+	r.uncleanMu.Lock()
+	res.UncleanExits = r.unclean
+	r.uncleanMu.Unlock()
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// refuseDLQ answers produce requests to the DLQ topic with NOT_ENOUGH_REPLICAS while the DLQ is
+// down, and lets everything else through.
+func (r *run) refuseDLQ(req kmsg.Request) (kmsg.Response, error, bool) {
+	r.cfg.Fake.KeepControl()
+	pr := req.(*kmsg.ProduceRequest)
+	if !r.dlqDown.Load() || len(pr.Topics) == 0 || pr.Topics[0].Topic != r.dlqTopic {
+		return nil, nil, false
+	}
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = 19 // NOT_ENOUGH_REPLICAS: retriable, as a broker short of in-sync replicas answers
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, nil, true
+}
+
+// baseFaults is the simulator's behaviour outside storms: a little latency, so calls overlap.
+var baseFaults = imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 20 * time.Millisecond}
+
+// stormFaults fail about a third of the calls: 502s, internal errors, rate-limit answers, hangs
+// and creates applied and then answered with a timeout.
+var stormFaults = imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond,
+	HTTP502Rate: 0.08, HangRate: 0.02, ApplyThenFailRate: 0.1,
+	ErrorRates: map[int]float64{im.CodeInternal: 0.08, im.CodeFrequency: 0.03}}
+
+func (r *run) do(ctx context.Context, st Step) error {
+	switch st.Kind {
+	case KindBurst:
+		return r.produce(ctx, st.Records)
+	case KindStart:
+		return r.start(ctx, st.Slot)
+	case KindStop:
+		return r.signal(st.Slot, syscall.SIGTERM)
+	case KindKill:
+		return r.signal(st.Slot, syscall.SIGKILL)
+	case KindPause:
+		return r.signal(st.Slot, syscall.SIGSTOP)
+	case KindResume:
+		return r.signal(st.Slot, syscall.SIGCONT)
+	case KindSlow:
+		r.slow[st.Account] = true
+		return r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: st.Account, Latency: st.Latency.String()})
+	case KindSlowEnd:
+		delete(r.slow, st.Account)
+		return r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: st.Account})
+	case KindStorm:
+		return r.simPost(ctx, "/admin/faults", stormFaults)
+	case KindStormEnd:
+		return r.simPost(ctx, "/admin/faults", baseFaults)
+	case KindDLQDown:
+		r.dlqDown.Store(true)
+	case KindDLQUp:
+		r.dlqDown.Store(false)
+	}
+	return nil
+}
+
+// settle ends every fault still in force and brings every replica up, so the group can finish.
+func (r *run) settle(ctx context.Context) error {
+	r.dlqDown.Store(false)
+	for acct := range r.slow {
+		if err := r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: acct}); err != nil {
+			return err
+		}
+	}
+	if err := r.simPost(ctx, "/admin/faults", baseFaults); err != nil {
+		return err
+	}
+	for i, p := range r.slots {
+		if p.exited() {
+			if err := r.start(ctx, i); err != nil {
+				return err
+			}
+			continue
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGCONT) // harmless when not stopped
+	}
+	return nil
+}
+
+func (r *run) produce(ctx context.Context, recs []Record) error {
+	msgs := make([]kafka.Message, len(recs))
+	for i, rec := range recs {
+		msgs[i] = kafka.Message{Key: rec.Key, Value: rec.Value}
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := r.writer.WriteMessages(wctx, msgs...); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	now := time.Now()
+	for _, rec := range recs {
+		rec.ProducedAt = now
+		r.records = append(r.records, rec)
+	}
+	return nil
+}
+
+// proc is a child process with its log.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	addr    string // metrics address of a replica
+	termed  atomic.Bool
+	killed  atomic.Bool
+	done    chan struct{}
+	err     error // valid once done is closed
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *run) spawn(name string, args []string, env []string, stdout io.Writer) (*proc, error) {
+	p := &proc{name: name, logPath: filepath.Join(r.cfg.Dir, name+".log"), done: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	p.cmd = exec.Command(r.cfg.Binary, args...)
+	p.cmd.Env = env
+	p.cmd.Stderr = logf
+	p.cmd.Stdout = logf
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	}
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("chaos: start %s: %w", name, err)
+	}
+	r.all = append(r.all, p)
+	go func() {
+		p.err = p.cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// baseEnv is this process's environment without CHATGROUPD_* variables (they would act as the
+// children's flag defaults), plus the simulator's key.
+func baseEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CHATGROUPD_") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "CHATGROUPD_SECRET_KEY="+SecretKey)
+}
+
+func (r *run) startSim(ctx context.Context) error {
+	var ghosts []string
+	for i := range ghostAccounts {
+		ghosts = append(ghosts, fmt.Sprintf("%s%d", ghostPrefix, i))
+	}
+	pr, pw := io.Pipe()
+	p, err := r.spawn("imsim", []string{"imsim", "--addr", "127.0.0.1:0", "--sdkappid", strconv.Itoa(SDKAppID),
+		"--rate-limit", strconv.Itoa(r.cfg.RateLimit), "--max-groups", "1000000", "--max-contacts", "1073741824",
+		"--not-imported", strings.Join(ghosts, ","), "--seed", strconv.FormatUint(r.cfg.Schedule.Seed, 10),
+		"--latency", baseFaults.Latency.String(), "--jitter", baseFaults.Jitter.String(),
+		"--max-hang", (r.cfg.Schedule.SessionTimeout * 3 / 2).String(), "--call-log", "--admin-api", "--log-level", "warn"}, baseEnv(), pw)
+	if err != nil {
+		return err
+	}
+	r.sim = p
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(sc.Text(), "imsim listening on "); ok {
+				found <- u
+			}
+		}
+		close(found)
+	}()
+	go func() {
+		<-p.done
+		pw.Close()
+	}()
+	select {
+	case u, ok := <-found:
+		if !ok {
+			return fmt.Errorf("chaos: imsim exited before listening: %v\n%s", p.err, tail(p.logPath, 20))
+		}
+		r.simURL = u
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("chaos: imsim not listening after 30s\n%s", tail(p.logPath, 20))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *run) simPost(ctx context.Context, path string, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.simURL+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("imsim %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("imsim %s: %s: %s", path, resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
+}
+
+// start starts replica slot i, first waiting for its previous process to be gone.
+func (r *run) start(ctx context.Context, i int) error {
+	if old := r.slots[i]; old != nil && !old.exited() {
+		select {
+		case <-old.done:
+		case <-time.After(r.cfg.ShutdownTimeout + 15*time.Second):
+			r.cfg.Logf("replica %s still running long after its stop: killing it", old.name)
+			_ = old.cmd.Process.Kill()
+			<-old.done
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	r.gen[i]++
+	s := r.cfg.Schedule
+	args := []string{"run", "--brokers", strings.Join(r.cfg.Brokers, ","),
+		"--topic", r.topic, "--group", r.group, "--dlq-topic", r.dlqTopic,
+		"--im-endpoint", r.simURL, "--sdkappid", strconv.Itoa(SDKAppID), "--rate-limit", strconv.Itoa(r.cfg.RateLimit),
+		"--metrics-addr", addr, "--log-format", "json", "--log-level", "info",
+		"--session-timeout", s.SessionTimeout.String(), "--rebalance-timeout", r.cfg.RebalanceTimeout.String(),
+		"--shutdown-timeout", r.cfg.ShutdownTimeout.String(), "--reorder-window", r.cfg.ReorderWindow.String(),
+		// Longer than the slowest account's calls and the simulator's hangs, so those calls end
+		// at the simulator, not by the client giving up.
+		"--im-timeout", (4 * s.SessionTimeout).String(),
+	}
+	p, err := r.spawn(fmt.Sprintf("replica-%d.%d", i, r.gen[i]), args, append(baseEnv(), r.cfg.Env...), nil)
+	if err != nil {
+		return err
+	}
+	p.addr = addr
+	r.slots[i] = p
+	return nil
+}
+
+func (r *run) signal(i int, sig syscall.Signal) error {
+	p := r.slots[i]
+	if p == nil || p.exited() {
+		r.cfg.Logf("%v: replica %d already gone", sig, i)
+		return nil
+	}
+	switch sig {
+	case syscall.SIGTERM:
+		p.termed.Store(true)
+		go r.watchExit(p)
+	case syscall.SIGKILL:
+		p.killed.Store(true)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %v to %s: %w", sig, p.name, err)
+	}
+	return nil
+}
+
+// watchExit records a replica that does not exit 0 after SIGTERM.
+func (r *run) watchExit(p *proc) {
+	<-p.done
+	if p.err != nil {
+		r.uncleanMu.Lock()
+		r.unclean = append(r.unclean, fmt.Sprintf("%s: %v", p.name, p.err))
+		r.uncleanMu.Unlock()
+	}
+}
+
+func (r *run) waitReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, p := range r.slots {
+		for !ready(ctx, p.addr) {
+			if p.exited() {
+				return fmt.Errorf("chaos: %s exited before ready: %v\n%s", p.name, p.err, tail(p.logPath, 20))
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("chaos: %s not ready after %v\n%s", p.name, limit, tail(p.logPath, 20))
+			}
+			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func ready(ctx context.Context, addr string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// waitDrained polls the group's lag until it is 0 twice in a row.
+func (r *run) waitDrained(ctx context.Context, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	zero := 0
+	for time.Now().Before(deadline) {
+		if lag, err := r.lag(ctx); err == nil && lag == 0 {
+			if zero++; zero == 2 {
+				return true
+			}
+		} else {
+			zero = 0
+		}
+		if sleepCtx(ctx, time.Second) != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// stopAll sends SIGTERM to every replica (each must exit 0) and waits; stragglers are killed.
+func (r *run) stopAll() {
+	for i, p := range r.slots {
+		if p != nil && !p.exited() {
+			_ = r.signal(i, syscall.SIGTERM)
+		}
+	}
+	limit := time.After(r.cfg.ShutdownTimeout + 20*time.Second)
+	for _, p := range r.slots {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-limit:
+			r.cfg.Logf("%s: no exit after SIGTERM: killing it", p.name)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	// watchExit goroutines record their verdicts after done closes: let them.
+	time.Sleep(50 * time.Millisecond)
+	for _, p := range r.all {
+		if p != r.sim && p.exited() && !p.termed.Load() && !p.killed.Load() {
+			r.uncleanMu.Lock()
+			r.unclean = append(r.unclean, fmt.Sprintf("%s exited by itself: %v", p.name, p.err))
+			r.uncleanMu.Unlock()
+		}
+	}
+}
+
+// cleanup kills whatever still runs.
+func (r *run) cleanup() {
+	r.dlqDown.Store(false)
+	for _, p := range r.all {
+		if !p.exited() {
+			_ = p.cmd.Process.Signal(syscall.SIGCONT)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// evidence reads the call log, the topics and the group's offsets.
+func (r *run) evidence(ctx context.Context) (Evidence, error) {
+	ev := Evidence{Topic: r.topic, Budget: r.cfg.RateLimit, ReorderWindow: r.cfg.ReorderWindow, Exempt: []string{im.DefaultAdmin}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.simURL+"/admin/calls", nil)
+	if err != nil {
+		return ev, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ev, fmt.Errorf("chaos: call log: %w", err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&ev.Calls)
+	resp.Body.Close()
+	if err != nil {
+		return ev, fmt.Errorf("chaos: call log: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := r.locate(rctx); err != nil {
+		return ev, err
+	}
+	ev.Records = r.records
+	msgs, err := kafkatest.ReadAll(rctx, r.cfg.Brokers, r.dlqTopic)
+	if err != nil {
+		return ev, fmt.Errorf("chaos: read %s: %w", r.dlqTopic, err)
+	}
+	for _, m := range msgs {
+		e, err := dlq.Parse(m)
+		if err != nil {
+			return ev, fmt.Errorf("chaos: dlq record %d/%d: %w", m.Partition, m.Offset, err)
+		}
+		ev.Letters = append(ev.Letters, e)
+	}
+	if ev.Lag, err = r.lag(rctx); err != nil {
+		return ev, fmt.Errorf("chaos: lag: %w", err)
+	}
+	return ev, nil
+}
+
+// locate reads the event topic back and fills each record's partition and offset; identical
+// values (a duplicate and its original) are matched in offset order.
+func (r *run) locate(ctx context.Context) error {
+	msgs, err := kafkatest.ReadAll(ctx, r.cfg.Brokers, r.topic)
+	if err != nil {
+		return fmt.Errorf("chaos: read %s: %w", r.topic, err)
+	}
+	if len(msgs) != len(r.records) {
+		return fmt.Errorf("chaos: topic %s has %d records, %d were produced", r.topic, len(msgs), len(r.records))
+	}
+	sort.SliceStable(msgs, func(i, j int) bool {
+		if msgs[i].Partition != msgs[j].Partition {
+			return msgs[i].Partition < msgs[j].Partition
+		}
+		return msgs[i].Offset < msgs[j].Offset
+	})
+	byValue := map[string][]int{}
+	for i, rec := range r.records {
+		byValue[string(rec.Value)] = append(byValue[string(rec.Value)], i)
+	}
+	for _, m := range msgs {
+		q := byValue[string(m.Value)]
+		if len(q) == 0 {
+			return fmt.Errorf("chaos: record %d/%d matches nothing produced", m.Partition, m.Offset)
+		}
+		r.records[q[0]].Partition, r.records[q[0]].Offset = m.Partition, m.Offset
+		byValue[string(m.Value)] = q[1:]
+	}
+	return nil
+}
+
+// lag is the group's committed-to-end distance over the event topic.
+func (r *run) lag(ctx context.Context) (int64, error) {
+	cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second}
+	var reqs []kafka.OffsetRequest
+	ids := make([]int, r.cfg.Partitions)
+	for p := range ids {
+		ids[p] = p
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.topic: reqs}})
+	if err != nil {
+		return 0, err
+	}
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{r.topic: ids}})
+	if err != nil {
+		return 0, err
+	}
+	if of.Error != nil {
+		return 0, of.Error
+	}
+	committed := map[int]int64{}
+	for _, p := range of.Topics[r.topic] {
+		if p.Error != nil {
+			return 0, p.Error
+		}
+		committed[p.Partition] = max(p.CommittedOffset, 0)
+	}
+	var sum int64
+	for _, p := range lo.Topics[r.topic] {
+		if p.Error != nil {
+			return 0, p.Error
+		}
+		sum += p.LastOffset - committed[p.Partition]
+	}
+	return sum, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("chaos: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Tails returns the last n lines of every process log of dir, for a failure message.
+func Tails(dir string, n int) string {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", filepath.Base(p), n, tail(p, n))
+	}
+	return b.String()
+}

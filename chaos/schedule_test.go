@@ -1,0 +1,120 @@
+package chaos
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/event"
+)
+
+// A seed always draws the same schedule, and every schedule has the lifecycle events the suite
+// promises, each on a replica that is up at the time.
+func TestNewSchedule(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		o := Options{Seed: seed, Duration: 60 * time.Second, DLQFaults: true}
+		s := NewSchedule(o)
+		if again := NewSchedule(o); again.String() != s.String() {
+			t.Fatalf("seed %d: two draws differ", seed)
+		}
+		if s.Replicas < 3 || s.Replicas > 5 {
+			t.Errorf("seed %d: %d replicas", seed, s.Replicas)
+		}
+		for _, k := range []Kind{KindStop, KindKill, KindPause, KindBurst} {
+			if s.Count(k) == 0 {
+				t.Errorf("seed %d: no %s step\n%s", seed, k, s)
+			}
+		}
+		// Replay the fleet: stop, kill and pause only a replica that is up and not paused;
+		// start only one that is down; never all replicas out at once.
+		// Lasting faults alternate with their ends.
+		storm, dlqDown, slow := false, false, map[string]bool{}
+		for _, st := range s.Steps {
+			bad := false
+			switch st.Kind {
+			case KindStorm, KindStormEnd:
+				bad, storm = storm == (st.Kind == KindStorm), st.Kind == KindStorm
+			case KindDLQDown, KindDLQUp:
+				bad, dlqDown = dlqDown == (st.Kind == KindDLQDown), st.Kind == KindDLQDown
+			case KindSlow, KindSlowEnd:
+				bad, slow[st.Account] = slow[st.Account] == (st.Kind == KindSlow), st.Kind == KindSlow
+			}
+			if bad {
+				t.Fatalf("seed %d: %s at %v overlaps or ends nothing\n%s", seed, st.Kind, st.At, s)
+			}
+		}
+		up := make([]bool, s.Replicas)
+		paused := make([]bool, s.Replicas)
+		for i := range up {
+			up[i] = true
+		}
+		for _, st := range s.Steps {
+			switch st.Kind {
+			case KindStop, KindKill, KindPause:
+				if !up[st.Slot] || paused[st.Slot] {
+					t.Fatalf("seed %d: %s of replica %d at %v, which is down or paused\n%s", seed, st.Kind, st.Slot, st.At, s)
+				}
+				if st.Kind == KindPause {
+					paused[st.Slot] = true
+				} else {
+					up[st.Slot] = false
+				}
+			case KindResume:
+				paused[st.Slot] = false
+			case KindStart:
+				if up[st.Slot] {
+					t.Fatalf("seed %d: start of replica %d at %v, which is up\n%s", seed, st.Slot, st.At, s)
+				}
+				up[st.Slot] = true
+			}
+			working := 0
+			for i := range up {
+				if up[i] && !paused[i] {
+					working++
+				}
+			}
+			if working == 0 {
+				t.Fatalf("seed %d: no replica working at %v\n%s", seed, st.At, s)
+			}
+		}
+	}
+	if NewSchedule(Options{Seed: 1}).String() == NewSchedule(Options{Seed: 2}).String() {
+		t.Fatal("seeds 1 and 2 draw the same schedule")
+	}
+	if n := NewSchedule(Options{Seed: 3}).Count(KindDLQDown); n != 0 {
+		t.Fatalf("%d dlq-down steps without DLQFaults", n)
+	}
+}
+
+// Generated records are what their kind says: valid ones parse, invalid ones do not, seqs
+// count up per account from 1, and a duplicate is byte-identical to its original.
+func TestScheduleRecords(t *testing.T) {
+	s := NewSchedule(Options{Seed: 11, Duration: 60 * time.Second})
+	last := map[string]int64{}
+	byID := map[string][]byte{}
+	for _, r := range s.Records() {
+		e, err := event.Parse(r.Value)
+		switch r.Kind {
+		case Valid, Rejected:
+			if err != nil {
+				t.Fatalf("%s %s does not parse: %v", r.Kind, r.EventID, err)
+			}
+			if e.Seq <= last[r.Account] && !(r.Seq == last[r.Account]-1) {
+				// Swapped pairs go out seq n+1, then n; anything else must count up.
+				t.Fatalf("account %s: seq %d after %d", r.Account, e.Seq, last[r.Account])
+			}
+			last[r.Account] = max(last[r.Account], e.Seq)
+			byID[r.EventID] = r.Value
+		case Duplicate:
+			if string(byID[r.EventID]) != string(r.Value) {
+				t.Fatalf("duplicate %s differs from its original", r.EventID)
+			}
+		case Invalid:
+			if err == nil {
+				t.Fatalf("invalid record parses: %s", r.Value)
+			}
+		}
+	}
+	if len(byID) < 100 {
+		t.Fatalf("only %d events in 60s", len(byID))
+	}
+}

@@ -1,0 +1,181 @@
+package consumer
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// TestRevokeDrainBoundedBySession reproduces a member evicted while its call still runs: session
+// 6s, rebalance timeout 20s, one account's call held past both. When a second member joins, the
+// first member's generation ends and it stops heartbeating; the coordinator evicts it a session
+// after its last heartbeat. Bounded by the rebalance timeout only (the legacy drain, 10s here)
+// the first member still holds the call when the second dispatches the same account: two calls
+// of one account at once. Bounded by the session it gives the call up in time, commits, and
+// nothing overlaps. The legacy variant must be caught, or the check proves nothing.
+func TestRevokeDrainBoundedBySession(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		legacy bool
+	}{{"session bound", false}, {"legacy drain", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 1)
+			e.disp.countOverlaps = true
+			m := newMetricsEnv(e)
+			prev := e.cfgEdit
+			e.cfgEdit = func(c *Config) {
+				prev(c)
+				c.SessionTimeout, c.RebalanceTimeout, c.ShutdownTimeout = 6*time.Second, 20*time.Second, 20*time.Second
+				c.TestLegacyDrain = tc.legacy
+			}
+			var msgs []kafka.Message
+			var all []string
+			for i := 1; i <= 3; i++ {
+				id := fmt.Sprintf("slow%d", i)
+				msgs = append(msgs, evMsg(id, "slow", int64(i)))
+				all = append(all, id)
+			}
+			e.k.Produce(t, e.topic, msgs...)
+			hold := make(chan struct{})
+			e.disp.mu.Lock()
+			e.disp.hold["slow"] = hold
+			e.disp.mu.Unlock()
+			a := e.start()
+			waitFor(t, 15*time.Second, "the slow call in flight", func() bool {
+				e.disp.mu.Lock()
+				defer e.disp.mu.Unlock()
+				return e.disp.active["slow"] == 1
+			})
+			b := e.start()
+			// Long enough for an eviction (session 6s after the last heartbeat) and for the
+			// successor to dispatch, shorter than the legacy drain's end.
+			waitFor(t, 20*time.Second, "the second member ready", b.c.Ready)
+			time.Sleep(3 * time.Second)
+			close(hold)
+			waitFor(t, 40*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+			a.stop(t)
+			n := e.disp.overlaps.Load()
+			failed := counter(m.Commits.WithLabelValues("error"))
+			t.Logf("%d overlapping dispatches, %v failed commits, %d dispatches", n, failed, e.disp.n.Load())
+			if tc.legacy {
+				if n == 0 {
+					t.Error("legacy drain: no overlapping dispatch seen; the check would not catch an eviction")
+				}
+				return
+			}
+			checkOnce(t, e.disp.snapshot(), all)
+			if n != 0 {
+				t.Errorf("%d dispatches of one account in flight at once", n)
+			}
+			if failed != 0 {
+				t.Errorf("%v commits failed: the revoked member's final commit came after its eviction", failed)
+			}
+			if d := e.disp.n.Load(); d <= int64(len(all)) {
+				t.Errorf("%d dispatches for %d events: the held call was never given up and redone", d, len(all))
+			}
+		})
+	}
+}
+
+// TestShareDroppedWhenGenerationEnds: the moment a generation ends the member's rate share goes
+// to zero for new grants, while its last calls still drain: a successor takes the same share a
+// second later, and the two together must not cross the budget.
+func TestShareDroppedWhenGenerationEnds(t *testing.T) {
+	e := newEnv(t, 2)
+	share := &shareRec{}
+	e.cfgEdit = func(c *Config) { c.Share = share; c.ShutdownTimeout = 5 * time.Second }
+	e.k.Produce(t, e.topic, evMsg("s1", "slow", 1))
+	hold := make(chan struct{})
+	e.disp.mu.Lock()
+	e.disp.hold["slow"] = hold
+	e.disp.mu.Unlock()
+	r := e.start()
+	active := func() bool {
+		e.disp.mu.Lock()
+		defer e.disp.mu.Unlock()
+		return e.disp.active["slow"] == 1
+	}
+	waitFor(t, 15*time.Second, "the slow call in flight", active)
+	share.mu.Lock()
+	if share.owned != 2 {
+		t.Errorf("share of %d partitions while running, want 2", share.owned)
+	}
+	share.mu.Unlock()
+	r.cancel()
+	waitFor(t, 3*time.Second, "share dropped to zero", func() bool {
+		share.mu.Lock()
+		defer share.mu.Unlock()
+		return share.calls == 2 && share.owned == 0 && share.tot == 2
+	})
+	if !active() {
+		t.Error("the call ended before the share was checked: the test proves nothing")
+	}
+	close(hold)
+	r.stop(t)
+}
+
+// TestEndedOnArrivalCountTowardFetchBound: duplicates (and inherited completed records) end the
+// moment they arrive, but stay tracked above a stuck watermark: they must pause the fetch at the
+// bound like any record (4×MaxBuffered tracked), not let it read the whole backlog into memory.
+func TestEndedOnArrivalCountTowardFetchBound(t *testing.T) {
+	e := newEnv(t, 1)
+	m := newMetricsEnv(e)
+	prev := e.cfgEdit
+	e.cfgEdit = func(c *Config) { prev(c); c.MaxBuffered = 10 }
+	msgs := []kafka.Message{evMsg("d1", "fast", 1), evMsg("stuck1", "stuck", 1)}
+	for range 500 {
+		msgs = append(msgs, evMsg("d1", "fast", 1))
+	}
+	hold := make(chan struct{})
+	e.disp.mu.Lock()
+	e.disp.hold["stuck"] = hold
+	e.disp.mu.Unlock()
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	waitFor(t, 15*time.Second, "the fetch reaching the bound", func() bool { return counter(m.EventsConsumed) >= 40 })
+	time.Sleep(time.Second) // were the bound ignored, the other 460 arrive within it
+	if n := counter(m.EventsConsumed); n > 45 {
+		t.Errorf("%v records fetched above a stuck watermark, bound is 4×10 tracked", n)
+	}
+	close(hold)
+	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	if n := counter(m.EventsProcessed.WithLabelValues("duplicate")); n != 500 {
+		t.Errorf("%v duplicates counted, want 500", n)
+	}
+}
+
+// TestShutdownDrainCutWhenGenerationEnds: a shutdown drain runs while the member still
+// heartbeats, so it may take ShutdownTimeout; but when another member joins meanwhile the
+// generation ends, the member goes silent, and it is evicted a session later. The drain must then
+// be cut to the session bound, or the joiner dispatches the account whose call still runs.
+func TestShutdownDrainCutWhenGenerationEnds(t *testing.T) {
+	e := newEnv(t, 1)
+	e.disp.countOverlaps = true
+	e.cfgEdit = func(c *Config) {
+		c.SessionTimeout, c.RebalanceTimeout, c.ShutdownTimeout = 6*time.Second, 20*time.Second, 20*time.Second
+	}
+	e.k.Produce(t, e.topic, evMsg("s1", "slow", 1), evMsg("s2", "slow", 2))
+	hold := make(chan struct{})
+	e.disp.mu.Lock()
+	e.disp.hold["slow"] = hold
+	e.disp.mu.Unlock()
+	a := e.start()
+	waitFor(t, 15*time.Second, "the slow call in flight", func() bool {
+		e.disp.mu.Lock()
+		defer e.disp.mu.Unlock()
+		return e.disp.active["slow"] == 1
+	})
+	a.cancel() // shutdown: drains up to 20s while heartbeating
+	b := e.start()
+	waitFor(t, 30*time.Second, "the joiner ready", b.c.Ready)
+	time.Sleep(3 * time.Second) // past an eviction of the first member, had it drained on
+	close(hold)
+	waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
+	a.stop(t)
+	if n := e.disp.overlaps.Load(); n != 0 {
+		t.Errorf("%d dispatches of one account in flight at once", n)
+	}
+	checkOnce(t, e.disp.snapshot(), []string{"s1", "s2"})
+}

@@ -1,0 +1,100 @@
+package consumer
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// commitAs writes offset and metadata for partition 0 the way an admin tool would: outside any
+// generation, while the group is empty.
+func (e *env) commitAs(offset int64, meta string) {
+	e.t.Helper()
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: e.group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{e.topic: {{Partition: 0, Offset: offset, Metadata: meta}}}})
+	if err != nil {
+		e.t.Fatalf("commit: %v", err)
+	}
+	if pe := resp.Topics[e.topic][0].Error; pe != nil {
+		e.t.Fatalf("commit: %v", pe)
+	}
+}
+
+// TestInheritedRangeAtWatermarkDecodes (issue 14, hole 2): a new owner inherits a completed range
+// that starts right after the one record it must run. Once that record ends, the watermark equals
+// the range start; what it commits then must decode for the next owner and still say the range is
+// done. The old encoder wrote a range with gap 0 there, which the decoder rejected.
+func TestInheritedRangeAtWatermarkDecodes(t *testing.T) {
+	e := newEnv(t, 1)
+	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("s1", "b", 0))
+	// Watermark 1, horizon 4, offsets [2,4) done: what a previous owner wrote in v1 (raw bytes
+	// 03 01 02), before offsets 2 and 3 reached this test's log.
+	e.commitAs(1, "v1:AwEC")
+	r := e.start()
+	waitFor(t, 10*time.Second, "s1 dispatched", func() bool { return len(e.disp.snapshot()) == 1 })
+	waitFor(t, 10*time.Second, "commit past offset 1", func() bool { return e.committed()[0].CommittedOffset > 1 })
+	r.stop(t)
+	c := e.committed()[0]
+	m, err := decodeMeta(c.CommittedOffset, c.Metadata)
+	if err != nil {
+		t.Fatalf("committed %d %q does not decode: %v", c.CommittedOffset, c.Metadata, err)
+	}
+	for off := int64(2); off < 4; off++ {
+		inRange := false
+		for _, r := range m.done {
+			inRange = inRange || r.start <= off && off < r.end
+		}
+		if off >= c.CommittedOffset && !inRange {
+			t.Errorf("offset %d no longer known done: committed %d, ranges %v", off, c.CommittedOffset, m.done)
+		}
+	}
+	if calls := e.disp.snapshot(); len(calls) != 1 || calls[0].ID != "s1" || !calls[0].Uncertain {
+		t.Errorf("calls %+v, want s1 once, flagged uncertain", calls)
+	}
+}
+
+// TestMovedOffsetDoesNotShiftRanges (issue 14, hole 5): an admin tool moves the committed offset
+// but keeps our metadata string. The completed ranges must not be read relative to the new
+// offset, or records nobody ran are skipped as done.
+func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
+	e := newEnv(t, 1)
+	e.cfgEdit = func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond; c.CommitInterval = time.Hour }
+	e.disp.delay["stuck"] = time.Hour
+	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
+	r := e.start()
+	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+	r.stop(t)
+	c := e.committed()[0]
+	if m, err := decodeMeta(c.CommittedOffset, c.Metadata); c.CommittedOffset != 1 || err != nil || len(m.done) != 1 {
+		t.Fatalf("first owner committed %d %q (%v), want 1 with offsets 2-3 done", c.CommittedOffset, c.Metadata, err)
+	}
+	e.k.Produce(t, e.topic, evMsg("s4", "d", 0), evMsg("s5", "e", 0), evMsg("s6", "f", 0))
+	// The operator skips the stuck record and one more, keeping the metadata string.
+	e.commitAs(3, c.Metadata)
+	e.disp.undelay()
+	r = e.start()
+	want := map[string]bool{"s3": true, "s4": true, "s5": true, "s6": true}
+	waitFor(t, 10*time.Second, "s3-s6 dispatched", func() bool {
+		n := 0
+		for _, c := range e.disp.snapshot()[3:] {
+			if want[c.ID] {
+				n++
+			}
+		}
+		return n == len(want)
+	})
+	r.stop(t)
+	for _, c := range e.disp.snapshot()[3:] {
+		if c.ID == "s3" && !c.Uncertain {
+			t.Errorf("s3 (applied before the move) dispatched again without the uncertain flag")
+		}
+		if c.ID == "s0" || c.ID == "s2" || c.ID == "stuck" {
+			t.Errorf("%s, below the moved offset, dispatched again", c.ID)
+		}
+	}
+}

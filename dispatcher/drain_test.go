@@ -1,0 +1,109 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/im"
+)
+
+// TestDrainStopsCallsNotSent: once Task.Drain ends, a dispatch that has not sent its request
+// (waiting for a grant, a pause or a backoff) returns ErrDrained at once without calling the API,
+// while ctx, which bounds calls already sent, is still alive.
+func TestDrainStopsCallsNotSent(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*Config)
+		setup func(*fakeAPI)
+	}{
+		{"paused", nil, func(f *fakeAPI) {
+			f.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigKeyMismatch))
+			f.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
+		}},
+		{"backing off", func(c *Config) {
+			c.Sleep = sleep // real time: a 10-minute backoff
+			c.BackoffBase, c.BackoffMax = 10*time.Minute, 10*time.Minute
+		}, func(f *fakeAPI) { f.setAlways(im.APICreate, imErr(im.APICreate, 60008)) }},
+		{"queued in the limiter", func(c *Config) { c.Standalone = false }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.tweak)
+			if tc.setup != nil {
+				tc.setup(h.api)
+			}
+			h.run()
+			time.Sleep(20 * time.Millisecond) // the startup probe
+			before := h.api.count(im.APICreate)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			drain, drained := context.WithCancel(context.Background())
+			res := h.async(ctx, Task{Event: newEvent("alice", "friends"), Drain: drain})
+			time.Sleep(50 * time.Millisecond)
+			after := h.api.count(im.APICreate)
+			drained()
+			select {
+			case r := <-res:
+				if !errors.Is(r.err, ErrDrained) {
+					t.Fatalf("Dispatch after drain = %+v, %v; want ErrDrained", r.o, r.err)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("Dispatch did not return within 1s of the drain")
+			}
+			if n := h.api.count(im.APICreate); n != after {
+				t.Errorf("creates went from %d to %d after the drain (%d before the dispatch)", after, n, before)
+			}
+		})
+	}
+}
+
+// TestDrainLetsASentCallFinish: a request already on its way when Drain ends gets its answer,
+// and an applied answer is returned as the outcome, not dropped.
+func TestDrainLetsASentCallFinish(t *testing.T) {
+	h := newHarness(t, nil)
+	gate := make(chan struct{})
+	h.api.gate = gate
+	h.run()
+	drain, drained := context.WithCancel(context.Background())
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Drain: drain})
+	waitFor(t, "create sent", func() bool {
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
+		return h.api.entered == 1
+	})
+	drained()
+	select {
+	case r := <-res:
+		t.Fatalf("Dispatch returned %+v, %v while its request was in flight", r.o, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	wantApplied(t, "dispatch in flight at the drain", res, 2*time.Second)
+	if h.api.group("alice", "friends") == nil {
+		t.Error("group not created")
+	}
+}
+
+// TestZeroShareStopsNewGrants: SetPartitions with no partitions (what the consumer does the
+// moment a generation ends) gives no grant to a new call until a share is set again.
+func TestZeroShareStopsNewGrants(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Standalone, c.Now, c.Sleep = false, time.Now, sleep })
+	h.run()
+	h.d.SetPartitions([]int{0, 1}, 4)
+	waitFor(t, "first share in force", func() bool { return h.d.create.rateNow() > 0 })
+	wantApplied(t, "dispatch with a share", h.async(context.Background(), Task{Event: newEvent("alice", "a")}), 2*time.Second)
+	h.d.SetPartitions(nil, 4)
+	if r := h.d.create.rateNow(); r != 0 {
+		t.Fatalf("rate after the share was dropped = %v, want 0", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := h.async(ctx, Task{Event: newEvent("bob", "b")})
+	time.Sleep(200 * time.Millisecond)
+	if n := h.api.count(im.APICreate); n != 1 {
+		t.Fatalf("creates = %d with no share, want 1 (the one before)", n)
+	}
+	h.d.SetPartitions([]int{2}, 4)
+	wantApplied(t, "dispatch after the share came back", res, 3*time.Second)
+}
