@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -266,7 +267,7 @@ func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output strin
 		}
 		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
-			e.Reason, dlq.FormatCode(e.Code), dlqCell(e.Info, 60), e.Attempts, replayed)
+			e.Reason, dlq.FormatCode(e.Code), dlqInfoCell(e.Info), e.Attempts, replayed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -469,6 +470,15 @@ func dlqParseTime(flagName, s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-11-29T08:00:00Z) or a duration ago (24h, 7d)", flagName, s)
+}
+
+// imPrefix is how an IM error starts its text ("im create_contact_group: code 51010 (permanent): ");
+// the table has the code in its own column, and the prefix ate most of the INFO cell.
+var imPrefix = regexp.MustCompile(`im [a-z_]+: (partial result: )?code -?[0-9]+( \([a-z_ -]+\))?: `)
+
+// dlqInfoCell is the INFO cell: the cause without the IM prefix, cut to 80 characters.
+func dlqInfoCell(info string) string {
+	return dlqCell(imPrefix.ReplaceAllString(info, ""), 80)
 }
 
 // dlqCell makes s fit one table cell: control characters become spaces, and it is cut to n runes.
