@@ -75,7 +75,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	if err := o.kafka.check(); err != nil {
 		return usageError("dlq "+sub, err)
 	}
-	cfg, filter, closeConn, err := o.resolve(sub == "replay", getenv, stderr)
+	cfg, filter, closeConn, err := o.resolve(ctx, sub == "replay", getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("dlq %s: %w", sub, err)
 	}
@@ -177,7 +177,7 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 }
 
 // resolve checks every flag before anything touches Kafka, so bad input changes nothing.
-func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
+func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
 	var f dlq.Filter
 	nop := func() {}
 	if strings.TrimSpace(o.kafka.brokers) == "" {
@@ -235,6 +235,9 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 		}
 	}
 	o.kafka.warn(log)
+	if err := o.kafka.reach(ctx, conn); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
 	cfg := dlq.ToolConfig{
 		Brokers: conn.Brokers, Topic: o.topic, DLQTopic: o.dlqTopic,
 		Transport: conn.Transport, SkipMalformed: o.skipMalformed, Logger: log,

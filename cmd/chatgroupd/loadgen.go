@@ -76,6 +76,9 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 		return err
 	}
 	f.kafka.warn(log)
+	if err := f.kafka.reach(ctx, conn); err != nil {
+		return err
+	}
 	gc := f.gen
 	gc.Seed = f.seed
 	if gc.Seed == 0 {
