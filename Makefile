@@ -41,7 +41,7 @@ CHAOS_SEEDS    ?= 1-30
 CHAOS_DURATION ?= 60s
 chaos:
 	CHAOS_SEEDS='$(CHAOS_SEEDS)' CHAOS_DURATION='$(CHAOS_DURATION)' CHAOS_REPLICAS='$(CHAOS_REPLICAS)' \
-		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./chaos/
+		$(GO) test -count=1 -v -timeout 0 -run '^(TestChaos|TestChaosLegacyDrainControl)$$' ./chaos/
 
 ## lint: staticcheck pinned in tools/go.mod.
 lint: vet

@@ -21,10 +21,11 @@ import (
 
 // Environment of the seeded runs.
 const (
-	envSeeds     = "CHAOS_SEEDS"    // "1-30" or "3,7,12": TestChaos runs these
-	envDuration  = "CHAOS_DURATION" // schedule length per seed, default 60s
-	envReplicas  = "CHAOS_REPLICAS" // fleet size, default drawn 3–5 per seed
-	envShortDur  = "CHAOS_SHORT_DURATION"
+	envSeeds     = "CHAOS_SEEDS"          // "1-30" or "3,7,12": TestChaos runs these
+	envDuration  = "CHAOS_DURATION"       // schedule length per seed, default 60s
+	envReplicas  = "CHAOS_REPLICAS"       // fleet size, default drawn 3–5 per seed
+	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
+	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -137,8 +138,15 @@ func TestChaosShort(t *testing.T) {
 			t.Fatalf("%s: %v", envShortDur, err)
 		}
 	}
+	spec := shortSeeds
+	if v := os.Getenv(envShort); v != "" {
+		spec = v
+	}
+	seeds, err := parseSeeds(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := broker(t)
-	seeds, _ := parseSeeds(shortSeeds)
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			s := NewSchedule(options(c, seed, d, 3))
@@ -212,6 +220,21 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 		t.Fatalf("the checker did not catch replicas that drain past their session: %s\n%s", r.Summary(), s)
 	}
 	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosLegacyDrainControl runs the self-test's schedule on the consumer as built, without
+// the break: it must pass, so what the self-test catches is the broken drain and not the
+// schedule. It runs with the seeds of `make chaos` (CHAOS_SEEDS set).
+func TestChaosLegacyDrainControl(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := legacyDrainSchedule(99)
+	verify(t, s, play(t, c, s))
 }
 
 // legacyDrainSchedule: two replicas, the second killed at once (the first owns everything once

@@ -34,6 +34,7 @@ type commitSnap struct {
 	p    *part
 	w, h int64
 	ext  int64
+	done []span // completed ranges above w, until encoded into meta
 	meta string
 }
 
@@ -66,20 +67,31 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.maxPicked+1, w)
 		}
-		enc, ok, err := verifiedMeta(encodeMeta, w, commitMeta{horizon: h, done: p.doneAbove()}, cfg.MetadataMaxBytes)
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove()})
+	}
+	e.mu.Unlock()
+	// Encoding and the round trip before the commit are O(ranges): outside the lock.
+	encode := encodeMeta
+	if cfg.metaEncoder != nil {
+		encode = cfg.metaEncoder
+	}
+	verified := snaps[:0]
+	for _, s := range snaps {
+		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done}, cfg.MetadataMaxBytes)
 		if err != nil {
 			// Never write what a successor would reject or misread; only "done" knowledge is lost.
 			cfg.Metrics.CommitMetaRefused.Inc()
 			cfg.Logger.Error("commit metadata failed its round trip; committing without completed ranges",
-				zap.Int("partition", p.id), zap.Int64("watermark", w), zap.Bool("skipped", !ok), zap.Error(err))
+				zap.Int("partition", s.p.id), zap.Int64("watermark", s.w), zap.Bool("skipped", !ok), zap.Error(err))
 			if !ok {
 				continue
 			}
 		}
-		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(p.id)).Set(float64(len(enc.s)))
-		snaps = append(snaps, commitSnap{p: p, w: enc.w, h: enc.h, ext: ext, meta: enc.s})
+		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(s.p.id)).Set(float64(len(enc.s)))
+		s.w, s.h, s.meta, s.done = enc.w, enc.h, enc.s, nil
+		verified = append(verified, s)
 	}
-	e.mu.Unlock()
+	snaps = verified
 	if len(snaps) == 0 {
 		return nil
 	}
@@ -88,6 +100,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	for i, s := range snaps {
 		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
 	}
+	sent := time.Now()
 	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
 		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits},
@@ -110,7 +123,10 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		}
 		s.p.committedW = s.w
 		s.p.committedH = max(s.p.committedH, s.h)
-		if e.final {
+		// The window may stand in for the read-back only if it saw every record below the
+		// committed offset: the encoder advances that offset over an inherited completed range
+		// the fetch may not have reached, whose events the read-back would remember.
+		if e.final && s.w <= s.p.tr.next {
 			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
 		}
 		s.p.ext = s.ext
@@ -127,6 +143,8 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
 		return fmt.Errorf("commit: %w", err)
 	}
+	// The coordinator took a commit of this generation: the member was one when it was sent.
+	e.renewLease(sent)
 	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
 	return nil
 }

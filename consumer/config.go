@@ -21,7 +21,7 @@ const (
 	DefaultReorderWindow    = time.Second
 	DefaultCommitInterval   = time.Second
 	DefaultDedupeWindow     = 100000
-	DefaultMetadataMaxBytes = 3000
+	DefaultMetadataMaxBytes = 4096
 	DefaultShutdownTimeout  = 20 * time.Second
 	DefaultSessionTimeout   = 10 * time.Second
 	DefaultRebalanceTimeout = 30 * time.Second
@@ -55,8 +55,8 @@ type Config struct {
 	CommitInterval time.Duration
 	// DedupeWindow is how many ended event ids are remembered per partition.
 	DedupeWindow int
-	// MetadataMaxBytes bounds the commit metadata; keep it under the broker's
-	// offset.metadata.max.bytes (4096 by default).
+	// MetadataMaxBytes bounds the commit metadata exactly (its length is what the broker checks);
+	// keep it at or under the broker's offset.metadata.max.bytes (4096 by default).
 	MetadataMaxBytes int
 	// ShutdownTimeout bounds how long shutdown waits for in-flight events.
 	ShutdownTimeout time.Duration
@@ -83,6 +83,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// metaEncoder, for tests, replaces the commit metadata encoder; nil means encodeMeta.
+	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }
 
 func (c Config) withDefaults() Config {

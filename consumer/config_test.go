@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,9 @@ func TestConfigValidate(t *testing.T) {
 		{"metadata over broker default", func(c *Config) { c.MetadataMaxBytes = 5000 }, "metadata max bytes"},
 		{"negative window", func(c *Config) { c.ReorderWindow = -time.Second }, "reorder window"},
 		{"session too short to drain", func(c *Config) { c.SessionTimeout = 2 * time.Second }, "raise --session-timeout"},
-		{"shortest session", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 3*time.Second, 3*time.Second }, ""},
+		{"shortest session", func(c *Config) {
+			c.SessionTimeout, c.RebalanceTimeout, c.CommitInterval = 3*time.Second, 3*time.Second, 500*time.Millisecond
+		}, ""},
 		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 4 * time.Second }, "raise --rebalance-timeout to at least 5s"},
 		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}
@@ -120,13 +123,14 @@ func TestShareAndMetrics(t *testing.T) {
 // OffsetCommit/OffsetFetch unchanged.
 func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 	e := newEnv(t, 1)
-	var done []span
-	for i := int64(0); i < 300; i++ {
-		done = append(done, span{1000 + 7*i + 1, 1000 + 7*i + 4})
-	}
-	enc := encodeMeta(1000, commitMeta{horizon: 9000, done: done}, DefaultMetadataMaxBytes)
-	if enc.dropped != 0 {
-		t.Fatalf("dropped %d of %d", enc.dropped, len(done))
+	// As many gaps as fit: the string is DefaultMetadataMaxBytes long, which the broker accepts.
+	sc := metaScenarios[1]
+	n := metaGapsFit(sc, 1, 1000, DefaultMetadataMaxBytes)
+	done := sc.set(1, 1000, n)
+	h := done[n-1].end + 10_000
+	enc := encodeMeta(1000, commitMeta{horizon: h, done: done}, DefaultMetadataMaxBytes)
+	if enc.dropped != 0 || len(enc.s) < DefaultMetadataMaxBytes-8 {
+		t.Fatalf("dropped %d of %d, %d bytes", enc.dropped, len(done), len(enc.s))
 	}
 	meta := enc.s
 	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
@@ -142,7 +146,7 @@ func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 		t.Fatalf("fetched %d %q", got.CommittedOffset, got.Metadata)
 	}
 	m, err := decodeMeta(got.CommittedOffset, got.Metadata)
-	if err != nil || m.horizon != 9000 || len(m.done) != len(done) || m.done[299] != done[299] {
+	if err != nil || m.horizon != h || !slices.Equal(m.done, done) {
 		t.Fatalf("decoded %+v, %v", m.horizon, err)
 	}
 }

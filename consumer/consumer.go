@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,6 +123,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
 
+// leaseLen is how long a confirmation of membership lets the member start new requests: it is
+// evicted a session after its last heartbeat, which may be a heartbeat before the confirmation,
+// and a second is kept as margin (the bound of a revoked generation's drain, for the same reason).
+func (c *Consumer) leaseLen() time.Duration {
+	return max(100*time.Millisecond, c.cfg.SessionTimeout-c.heartbeat()-time.Second)
+}
+
+// leaseLoop renews the lease (see engine.leaseUntil) until ctx ends: a heartbeat of its own with
+// this generation's id, three times per lease, that the coordinator accepts only from a member.
+// Accepted commits renew it too. kafka-go's heartbeats don't tell us when they last succeeded.
+func (e *engine) leaseLoop(ctx context.Context, gen *kafka.Generation) {
+	every := max(e.c.leaseLen()/3, 50*time.Millisecond)
+	for sleepCtx(ctx, every) {
+		sent := time.Now()
+		hctx, cancel := context.WithTimeout(ctx, e.c.leaseLen())
+		resp, err := e.c.client.Heartbeat(hctx, &kafka.HeartbeatRequest{GroupID: e.cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
+		cancel()
+		if err == nil && resp.Error == nil {
+			e.renewLease(sent)
+			continue
+		}
+		if ctx.Err() == nil {
+			e.cfg.Logger.Debug("lease heartbeat refused", zap.Int32("generation", gen.ID), zap.Error(cmp.Or(err, resp.Error)))
+		}
+	}
+}
+
 // revokeDrain bounds the wait for requests in flight once a generation ended. The member stops
 // heartbeating then (kafka-go heartbeats only within a generation), so the coordinator evicts it
 // SessionTimeout after its last heartbeat, which may be a heartbeat before we learn of the end;
@@ -196,6 +224,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		fetchers.Go(func() { e.fetch(fetchCtx, p) })
 	}
 	committer.Go(func() { e.commitLoop(stopCtx, gen) })
+	if !cfg.TestLegacyDrain {
+		committer.Go(func() { e.leaseLoop(stopCtx, gen) })
+	}
 	e.requestCommit() // the first commit sets the dispatch horizon of fresh partitions
 
 	<-stopCtx.Done()
@@ -458,7 +489,11 @@ func (e *engine) initPart(id int, st position) {
 			// have dispatched anything it had fetched. Everything up to the log end is uncertain.
 			log.Error("commit metadata unusable: every record up to the log end will be dispatched as uncertain",
 				zap.Int("partition", id), zap.Int64("offset", w), zap.Int64("log_end", end), zap.Error(err))
-			resets.WithLabelValues("bad_metadata").Inc()
+			reason := "bad_metadata"
+			if errors.Is(err, errMetaWatermarkMismatch) {
+				reason = "moved_offset" // intact metadata of ours, beside an offset a tool moved
+			}
+			resets.WithLabelValues(reason).Inc()
 			m = commitMeta{horizon: max(w+int64(cfg.MaxBuffered), end)}
 		}
 		if w > end {
@@ -509,44 +544,67 @@ func (e *engine) initPart(id int, st position) {
 // live records into the engine, pausing while the partition's buffer is full.
 func (e *engine) fetch(ctx context.Context, p *part) {
 	cfg := e.cfg
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: cfg.Brokers, Topic: cfg.Topic, Partition: p.id, Dialer: cfg.Dialer,
-		MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 250 * time.Millisecond, ReadBatchTimeout: 2 * time.Second,
-		QueueCapacity: 256, ReadLagInterval: -1,
-		// Records of a transaction still open are not read until it commits. kafka-go v0.4.51
-		// does not drop the records of aborted transactions nor the markers, though (see
-		// DESIGN.md): transactional producers are not supported on the event topic.
-		IsolationLevel: kafka.ReadCommitted,
-		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
-			cfg.Logger.Debug("kafka reader", zap.Int("partition", p.id), zap.String("msg", fmt.Sprintf(f, a...)))
-		}),
-	})
-	defer r.Close()
-	if err := r.SetOffset(p.readFrom); err != nil {
-		cfg.Logger.Error("fetch: set offset", zap.Int("partition", p.id), zap.Error(err))
-		return
+	f := &fetcher{rt: cfg.Transport, addr: kafka.TCP(cfg.Brokers...), topic: cfg.Topic, part: p.id,
+		next: p.readFrom, maxWait: 250 * time.Millisecond, maxBytes: 4 << 20}
+	if f.rt == nil {
+		f.rt = kafka.DefaultTransport
 	}
 	start := p.tr.next
 	for {
-		m, err := r.FetchMessage(ctx)
+		msgs, err := f.fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			cfg.Logger.Warn("fetch failed, retrying", zap.Int("partition", p.id), zap.Error(err))
+			if errors.Is(err, kafka.OffsetOutOfRange) && e.outOfRange(ctx, f) {
+				continue
+			}
+			cfg.Logger.Warn("fetch failed, retrying", zap.Int("partition", p.id), zap.Int64("offset", f.next), zap.Error(err))
 			if !sleepCtx(ctx, time.Second) {
 				return
 			}
 			continue
 		}
-		if m.Offset < start {
-			e.readBack(p, m)
-			continue
-		}
-		if !e.ingest(ctx, p, m) {
-			return
+		for _, m := range msgs {
+			if m.Offset < start {
+				e.readBack(p, m)
+				continue
+			}
+			if !e.ingest(ctx, p, m) {
+				return
+			}
 		}
 	}
+}
+
+// outOfRange handles a fetch offset the log no longer holds. Below the log start (retention
+// deleted records before we read them) the fetch moves to the start and reports true. Beyond
+// the log end the log was truncated under us: nothing safe can be done within this generation
+// (the tracker already passed those offsets), so it says so loudly and reports false.
+func (e *engine) outOfRange(ctx context.Context, f *fetcher) bool {
+	cfg := e.cfg
+	lo, err := e.c.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		cfg.Topic: {kafka.FirstOffsetOf(f.part), kafka.LastOffsetOf(f.part)}}})
+	if err != nil {
+		return false
+	}
+	for _, b := range lo.Topics[cfg.Topic] {
+		if b.Partition != f.part || b.Error != nil {
+			continue
+		}
+		if f.next < b.FirstOffset {
+			cfg.Logger.Warn("fetch position below the log start: records lost to retention", zap.Int("partition", f.part),
+				zap.Int64("offset", f.next), zap.Int64("log_start", b.FirstOffset))
+			cfg.Metrics.OffsetResets.WithLabelValues("below_log_start").Inc()
+			f.next = b.FirstOffset
+			return true
+		}
+		if f.next > b.LastOffset {
+			cfg.Logger.Error("fetch position beyond the log end: the log was truncated under this member; the partition stalls until reassigned",
+				zap.Int("partition", f.part), zap.Int64("offset", f.next), zap.Int64("log_end", b.LastOffset))
+		}
+	}
+	return false
 }
 
 // readBack remembers a record that ended before the watermark: its dedupe key and its seq.

@@ -58,7 +58,8 @@ var (
 	errMetaWatermarkMismatch = errors.New("commit metadata written for another offset")
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
+// metaCRC is the v2 checksum: CRC-32C (the table is built once by the standard library).
+func metaCRC(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
 // span is a half-open offset range [start, end).
 type span struct{ start, end int64 }
@@ -145,7 +146,15 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	if n == 0 {
 		kind = metaKindNone
 	}
-	raw := make([]byte, 0, hdr+max(runs.size(n), bm.size(n)))
+	body := 0
+	switch kind {
+	case metaKindRuns:
+		body = runs.size(n)
+	case metaKindBitmap:
+		body = bm.size(n)
+	}
+	// Sized by the kind written: the other may be huge (a bitmap across a far range).
+	raw := make([]byte, 0, hdr+body)
 	raw = binary.AppendUvarint(raw, uint64(w))
 	raw = binary.AppendUvarint(raw, uint64(h-w))
 	raw = append(raw, byte(kind))
@@ -155,7 +164,7 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	case metaKindBitmap:
 		raw = bm.append(raw, w, done[:n])
 	}
-	raw = binary.LittleEndian.AppendUint32(raw, crc32.Checksum(raw, crcTable))
+	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
 	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n,
 		s: metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)}
 }
@@ -241,7 +250,7 @@ func (p runsPlan) append(raw []byte, w int64, done []span) []byte {
 		bw.eg(uint64(r.end-r.start-1), p.kLen)
 		prev = r.end
 	}
-	return bw.buf
+	return bw.flush()
 }
 
 // bestEGOrder picks the exp-Golomb order that codes vals in the fewest bits: estimated for every
@@ -332,29 +341,44 @@ func (p bitmapPlan) append(raw []byte, w int64, done []span) []byte {
 // bitWriter appends bits, most significant first, to buf.
 type bitWriter struct {
 	buf  []byte
-	used uint // bits used in the last byte (0 = start a new one)
+	acc  uint64 // pending bits, right-aligned
+	nacc uint   // how many (< 8 between calls)
 }
 
-func (b *bitWriter) bit(one bool) {
-	if b.used == 0 {
-		b.buf = append(b.buf, 0)
+// put appends the low n bits of v (n ≤ 56).
+func (b *bitWriter) put(v uint64, n uint) {
+	b.acc = b.acc<<n | v&(1<<n-1)
+	b.nacc += n
+	for b.nacc >= 8 {
+		b.nacc -= 8
+		b.buf = append(b.buf, byte(b.acc>>b.nacc))
 	}
-	if one {
-		b.buf[len(b.buf)-1] |= 0x80 >> b.used
-	}
-	b.used = (b.used + 1) % 8
+	b.acc &= 1<<b.nacc - 1
 }
 
 // eg writes v in exp-Golomb code of order k: u = v+2^k has L bits; L−1−k zeros, then u.
 func (b *bitWriter) eg(v uint64, k int) {
 	u := v + 1<<k
-	l := bits.Len64(u)
-	for range l - 1 - k {
-		b.bit(false)
+	l := uint(bits.Len64(u))
+	for z := l - 1 - uint(k); z > 0; {
+		n := min(z, 56)
+		b.put(0, n)
+		z -= n
 	}
-	for i := l - 1; i >= 0; i-- {
-		b.bit(u>>i&1 == 1)
+	for l > 0 {
+		n := min(l, 56)
+		b.put(u>>(l-n), n)
+		l -= n
 	}
+}
+
+// flush writes the last partial byte, zero-padded, and returns the buffer.
+func (b *bitWriter) flush() []byte {
+	if b.nacc > 0 {
+		b.buf = append(b.buf, byte(b.acc<<(8-b.nacc)))
+		b.acc, b.nacc = 0, 0
+	}
+	return b.buf
 }
 
 // bitReader reads what bitWriter wrote.
@@ -374,7 +398,31 @@ func (b *bitReader) bit() (bool, bool) {
 	return one, true
 }
 
+// window returns the next bits from pos, left-aligned: at least 57 of them are real (zeros past
+// the end of buf).
+func (b *bitReader) window() uint64 {
+	i := b.pos / 8
+	var w uint64
+	if i+8 <= len(b.buf) {
+		w = binary.BigEndian.Uint64(b.buf[i:])
+	} else {
+		var tmp [8]byte
+		copy(tmp[:], b.buf[i:])
+		w = binary.BigEndian.Uint64(tmp[:])
+	}
+	return w << (b.pos % 8)
+}
+
 func (b *bitReader) eg(k int) (uint64, error) {
+	// Fast path: the whole code lies in one window.
+	if w := b.window(); w != 0 {
+		z := bits.LeadingZeros64(w)
+		if n := 2*z + k + 1; n <= 57 && n <= b.left() {
+			u := w << z >> (64 - (z + k + 1))
+			b.pos += n
+			return u - 1<<k, nil
+		}
+	}
 	z := 0
 	for {
 		one, ok := b.bit()
@@ -432,7 +480,7 @@ func decodeMetaV2(w int64, s string) (commitMeta, error) {
 		return commitMeta{}, fmt.Errorf("%w: too short", errBadMeta)
 	}
 	body, sum := raw[:len(raw)-metaCRCLen], binary.LittleEndian.Uint32(raw[len(raw)-metaCRCLen:])
-	if crc32.Checksum(body, crcTable) != sum {
+	if metaCRC(body) != sum {
 		return commitMeta{}, fmt.Errorf("%w: checksum mismatch", errBadMeta)
 	}
 	d := metaDecoder{raw: body}
@@ -565,7 +613,13 @@ func (d *metaDecoder) bitmap(w int64) ([]span, error) {
 	if nb%8 != 0 && bm[len(bm)-1]>>(nb%8) != 0 {
 		return nil, fmt.Errorf("%w: non-zero padding", errBadMeta)
 	}
-	var done []span
+	// Count the ranges (bits set whose predecessor is clear) to allocate once.
+	n, prevTop := 0, byte(0)
+	for _, x := range bm {
+		n += bits.OnesCount8(x &^ (x<<1 | prevTop))
+		prevTop = x >> 7
+	}
+	done := make([]span, 0, n)
 	for i := uint64(0); i < nb; i++ {
 		if !set(i) {
 			continue
@@ -664,21 +718,18 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 		return fmt.Errorf("commit metadata does not decode: %w", err)
 	}
 	in := mergeSpans(m.done)
+	// covered reports whether r lies in one range of in (or below w); claims are asked in
+	// increasing order, so one walk through in serves them all.
+	j := 0
 	covered := func(r span) bool {
 		if r.end <= w {
 			return true
 		}
 		r.start = max(r.start, w)
-		i, _ := slices.BinarySearchFunc(in, r.start, func(s span, off int64) int {
-			if s.end <= off {
-				return -1
-			}
-			if s.start > off {
-				return 1
-			}
-			return 0
-		})
-		return i < len(in) && in[i].start <= r.start && r.end <= in[i].end
+		for j < len(in) && in[j].end <= r.start {
+			j++
+		}
+		return j < len(in) && in[j].start <= r.start && r.end <= in[j].end
 	}
 	if enc.w < w || enc.w > w && !covered(span{w, enc.w}) {
 		return fmt.Errorf("commit metadata moves the watermark from %d to %d over offsets not done", w, enc.w)
@@ -709,6 +760,7 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 type metaBudget struct {
 	measured   bool
 	mut        uint64 // the tracker's mutation count when measured
+	shrink     uint64 // and its count of mutations that may shrink the set
 	runs       int    // raw bytes of the run-length body then (0: no ranges)
 	kGap, kLen int
 	measures   int // measurements taken (tests and the benchmark read it)
@@ -738,16 +790,21 @@ func (p *part) metaPressured(extra, maxBytes int) bool {
 		return metaChars(hdr + b.runs + int((changes*per+7)/8))
 	}
 	if d := p.tr.mut - b.mut; !b.measured || d > 0 && bound(d+uint64(extra)) > maxBytes {
-		b.measure(w, p.doneAbove(), p.tr.mut)
+		if b.measured && p.tr.shrink == b.shrink && bound(uint64(extra)) > maxBytes {
+			// Only records were fetched since (no end, the watermark did not move): the set and
+			// the span only grew, so the last size is a lower bound and the answer stands.
+			return true
+		}
+		b.measure(w, p.doneAbove(), p.tr.mut, p.tr.shrink)
 	}
 	return bound(uint64(extra)) > maxBytes
 }
 
-func (b *metaBudget) measure(w int64, done []span, mut uint64) {
+func (b *metaBudget) measure(w int64, done []span, mut, shrink uint64) {
 	w, done = normalizeMeta(w, done)
 	plan := planRuns(w, done)
-	*b = metaBudget{measured: true, mut: mut, runs: plan.size(len(done)), kGap: plan.kGap, kLen: plan.kLen,
-		measures: b.measures + 1}
+	*b = metaBudget{measured: true, mut: mut, shrink: shrink, runs: plan.size(len(done)), kGap: plan.kGap,
+		kLen: plan.kLen, measures: b.measures + 1}
 }
 
 func uvarintLen(v uint64) int {

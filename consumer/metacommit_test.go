@@ -2,10 +2,16 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // commitAs writes offset and metadata for partition 0 the way an admin tool would: outside any
@@ -63,7 +69,12 @@ func TestInheritedRangeAtWatermarkDecodes(t *testing.T) {
 // offset, or records nobody ran are skipped as done.
 func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 	e := newEnv(t, 1)
-	e.cfgEdit = func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond; c.CommitInterval = time.Hour }
+	m := metrics.NewNop()
+	e.cfgEdit = func(c *Config) {
+		c.ShutdownTimeout = 500 * time.Millisecond
+		c.CommitInterval = time.Hour
+		c.Metrics = m
+	}
 	e.disp.delay["stuck"] = time.Hour
 	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
 	r := e.start()
@@ -89,6 +100,9 @@ func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 		return n == len(want)
 	})
 	r.stop(t)
+	if n := counter(m.OffsetResets.WithLabelValues("moved_offset")); n != 1 {
+		t.Errorf("offset resets for a moved offset: %v, want 1", n)
+	}
 	for _, c := range e.disp.snapshot()[3:] {
 		if c.ID == "s3" && !c.Uncertain {
 			t.Errorf("s3 (applied before the move) dispatched again without the uncertain flag")
@@ -96,5 +110,83 @@ func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 		if c.ID == "s0" || c.ID == "s2" || c.ID == "stuck" {
 			t.Errorf("%s, below the moved offset, dispatched again", c.ID)
 		}
+	}
+}
+
+// TestCommitRefusesMetadataThatDoesNotRoundTrip: with an encoder that shifts the completed ranges
+// (a bug the decoder cannot see), the commit path notices before writing, counts it, and commits
+// the watermark and horizon alone; with one whose output never decodes, it commits nothing, so
+// no horizon is ever extended and nothing is dispatched.
+func TestCommitRefusesMetadataThatDoesNotRoundTrip(t *testing.T) {
+	shift := func(w int64, m commitMeta, l int) metaEnc {
+		if len(m.done) > 0 {
+			m.done = []span{{m.done[0].start + 1, m.done[0].end + 1}}
+		}
+		return encodeMeta(w, m, l)
+	}
+	garbage := func(w int64, m commitMeta, l int) metaEnc { return metaEnc{w: w, h: m.horizon, s: "v2:garbage"} }
+	for name, enc := range map[string]func(int64, commitMeta, int) metaEnc{"shifted": shift, "garbage": garbage} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, 1)
+			m := metrics.NewNop()
+			e.cfgEdit = func(c *Config) { c.metaEncoder = enc; c.Metrics = m }
+			e.disp.delay["stuck"] = time.Hour
+			e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
+			e.start()
+			waitFor(t, 10*time.Second, "a refused metadata", func() bool { return counter(m.CommitMetaRefused) >= 2 })
+			if name == "garbage" {
+				if c := e.committed()[0]; c.CommittedOffset >= 0 {
+					t.Fatalf("committed %d %q with an encoder whose output never decodes", c.CommittedOffset, c.Metadata)
+				}
+				if calls := e.disp.snapshot(); len(calls) != 0 {
+					t.Fatalf("dispatched %+v with no horizon committed", calls)
+				}
+				return
+			}
+			waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+			waitFor(t, 10*time.Second, "commit at 1", func() bool { return e.committed()[0].CommittedOffset == 1 })
+			c := e.committed()[0]
+			got, err := decodeMeta(c.CommittedOffset, c.Metadata)
+			if c.CommittedOffset != 1 || err != nil || len(got.done) != 0 || got.horizon < 4 {
+				t.Fatalf("committed %d %+v (%v), want 1 with the horizon and no ranges", c.CommittedOffset, got, err)
+			}
+		})
+	}
+}
+
+// TestBrokerMetadataLimit: a metadata string of DefaultMetadataMaxBytes characters is accepted,
+// and on a real broker (CHATGROUPD_TEST_BROKERS) one character more is refused with
+// OFFSET_METADATA_TOO_LARGE: the encoder's bound is the broker's, exactly. The embedded broker
+// does not enforce the limit.
+func TestBrokerMetadataLimit(t *testing.T) {
+	e := newEnv(t, 1)
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	commit := func(n int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: e.group, GenerationID: -1,
+			Topics: map[string][]kafka.OffsetCommit{e.topic: {{Partition: 0, Offset: 10, Metadata: metaPrefixV2 + strings.Repeat("A", n-len(metaPrefixV2))}}}})
+		if err != nil {
+			return err
+		}
+		return resp.Topics[e.topic][0].Error
+	}
+	var err error
+	for range 5 { // a fresh broker answers "not coordinator" until its offsets topic exists
+		if err = commit(DefaultMetadataMaxBytes); !errors.Is(err, kafka.NotCoordinatorForGroup) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("%d characters refused: %v", DefaultMetadataMaxBytes, err)
+	}
+	err = commit(DefaultMetadataMaxBytes + 1)
+	if os.Getenv(kafkatest.EnvBrokers) == "" {
+		t.Logf("embedded broker, %d characters: %v", DefaultMetadataMaxBytes+1, err)
+		return
+	}
+	if !errors.Is(err, kafka.OffsetMetadataTooLarge) {
+		t.Fatalf("%d characters: %v, want OFFSET_METADATA_TOO_LARGE", DefaultMetadataMaxBytes+1, err)
 	}
 }

@@ -37,6 +37,9 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.RateLimitHeld.WithLabelValues("create_contact_group", "fresh_conn").Add(0.02)
 	m.UncertainChecks.WithLabelValues("false").Inc()
 	m.EventsMisrouted.WithLabelValues("chat.contact-groups")
+	m.CommitMetaBytes.WithLabelValues("chat.contact-groups", "0").Set(120)
+	m.FleetBudgetMode.WithLabelValues("static").Set(1)
+	m.FleetRecords.WithLabelValues("published").Inc()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,7 +66,9 @@ type limiter struct {
 	changed      chan struct{}
 	rtts         []time.Duration // recent round trips, a ring of rttSamples
 	rttNext      int
-	turns        *turns // set when the budget has fewer whole calls per second than partitions
+	turns        *turns       // set when the budget has fewer whole calls per second than partitions
+	waiting      atomic.Int32 // callers in acquire
+	grewAt       time.Time    // when the last growth took effect
 }
 
 // rttSamples is how many recent round trips the median is taken over; minRTTSamples are needed
@@ -200,6 +203,59 @@ func (l *limiter) set(share float64) {
 	l.apply(now) // wakes waiters, which now wait for growAt
 }
 
+// setCeiling is set for the fleet budget, whose ceilings are one pool rather than partitions:
+// lowering a pending growth keeps its time, since a smaller share at the same moment is covered
+// by what made the larger one safe. (With partitions a smaller share may come with partitions
+// gained since, so set restarts the wait.)
+//
+// now is the part of share that may be used at once: the fleet protocol has shown that room is
+// not in anyone's window.
+func (l *limiter) setCeiling(share, now float64) {
+	l.mu.Lock()
+	t := l.cfg.Now()
+	l.grow(t)
+	if l.known && share > l.share && now > l.share {
+		l.share, l.grewAt = min(now, share), t
+		if l.growing && l.growTo <= l.share {
+			l.growing = false
+		}
+		l.apply(t)
+	}
+	if l.known && l.growing && share > l.share && share <= l.growTo {
+		l.growTo = share
+		l.apply(t)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	if !l.isKnown() && now > 0 {
+		l.set(0) // a first share counts as growth from nothing; now is in force at once
+		l.setCeiling(share, now)
+		return
+	}
+	l.set(share)
+}
+
+func (l *limiter) isKnown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.known
+}
+
+// used is how many calls were granted within the last window (pending ones included).
+func (l *limiter) used() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := l.cfg.Now().Add(-l.window)
+	n := 0
+	for _, g := range l.sent {
+		if g.pending || g.at.After(cut) {
+			n++
+		}
+	}
+	return n
+}
+
 // target is the rate once a pending larger share is in force (for logs).
 func (l *limiter) target() float64 {
 	l.mu.Lock()
@@ -213,7 +269,7 @@ func (l *limiter) target() float64 {
 // grow puts a pending larger share in force once its window has passed. Callers hold mu.
 func (l *limiter) grow(now time.Time) {
 	if l.growing && !now.Before(l.growAt) {
-		l.share, l.growing = l.growTo, false
+		l.share, l.growing, l.grewAt = l.growTo, false, now
 		l.apply(now)
 	}
 }
@@ -325,6 +381,8 @@ func (l *limiter) recover(now time.Time) {
 // acquire blocks until this replica may make one call, and reports how long it waited.
 func (l *limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 	start := l.cfg.Now()
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
 	select {
 	case l.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -531,4 +589,32 @@ func (l *limiter) moveLocked(g *grant, t time.Time) time.Duration {
 	copy(l.sent[j+1:], l.sent[j:])
 	l.sent[j] = g
 	return moved
+}
+
+// demand is how many calls per window this limiter could use: the whole budget when callers
+// wait and the ceiling is what holds them (the last window used it, or it is newer than a
+// window), else the rate of the last quarter window with a quarter more and two, so that a
+// replica whose work grows asks before it queues, and one whose backlog drained lets go soon.
+func (l *limiter) demand() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.cfg.Now()
+	cut, recent := now.Add(-l.window), now.Add(-l.window/4)
+	used, last := 0, 0
+	for _, g := range l.sent {
+		if g.pending || g.at.After(cut) {
+			used++
+		}
+		if g.pending || g.at.After(recent) {
+			last++
+		}
+	}
+	whole := int(math.Floor(l.budget + 1e-9))
+	// Callers wait and the ceiling is the limit: full last window, or a ceiling too new to
+	// have filled one yet.
+	if l.waiting.Load() > 0 && (used+1 >= l.n || l.growing || now.Sub(l.grewAt) < l.window) {
+		return whole
+	}
+	// The last quarter window, scaled up, follows a drained backlog faster than the whole one.
+	return min(whole, last*5+2)
 }

@@ -40,7 +40,10 @@ func BenchmarkListReplay(b *testing.B) {
 	c.CreateTopic(b, "t.dlq", 4)
 	msgs := make([]kafka.Message, n)
 	orig := origMessage()
+	orig.Topic = "t"
 	for i := range msgs {
+		// Distinct original records (letters for one record would collapse into one).
+		orig.Partition, orig.Offset = i%4, int64(i)
 		orig.Key = []byte("acct-" + strconv.Itoa(i%500))
 		msgs[i] = Record(orig, Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1,
 			EventID: "e-" + strconv.Itoa(i), FromAccount: string(orig.Key)}, "chatgroupd", failTime)

@@ -251,3 +251,33 @@ func TestLedgerSkipsMalformedRecords(t *testing.T) {
 		t.Fatalf("Replay with a malformed ledger: %+v %v", sum, err)
 	}
 }
+
+// TestReplaySkipsTruncatedLetters: a letter the DLQ topic only took without the event's value
+// (dlq-truncated) is not replayed — it would come back as invalid — but counted and named, so the
+// operator can fetch the event from its original coordinates.
+func TestReplaySkipsTruncatedLetters(t *testing.T) {
+	c := kafkatest.New(t)
+	c.CreateTopic(t, "t", 2)
+	c.CreateTopic(t, "t.dlq", 1)
+	var msgs []kafka.Message
+	for i, a := range []string{"alice", "bob"} {
+		m := testEvent(t, a, 1)
+		m.Topic, m.Partition, m.Offset = "t", 0, int64(i)
+		l := Letter{Reason: ReasonExhausted, Code: 50004, FromAccount: a, OriginalPartitions: 2}
+		if a == "bob" {
+			msgs = append(msgs, record(m, l, "chatgroupd", t0, dropValue))
+		} else {
+			msgs = append(msgs, Record(m, l, "chatgroupd", t0))
+		}
+	}
+	c.Produce(t, "t.dlq", msgs...)
+	cfg := ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: 2 * time.Second}
+	sum, err := Replay(testCtx(t, 30*time.Second), cfg, ReplayOptions{})
+	if err != nil || sum.Replayed != 1 || sum.Truncated != 1 || len(sum.TruncatedRecords) != 1 || sum.TruncatedRecords[0] != "t.dlq/0/1" {
+		t.Fatalf("replay %+v %v; want alice replayed and bob's truncated letter skipped", sum, err)
+	}
+	got := c.ReadAll(t, "t")
+	if len(got) != 1 || string(got[0].Key) != "alice" {
+		t.Fatalf("main topic %v, want only alice's replay", got)
+	}
+}

@@ -324,7 +324,10 @@ type Summary struct {
 	AlreadyReplayed int            `json:"already_replayed"` // skipped: in the ledger (use Again)
 	OverMax         int            `json:"over_max"`         // skipped: dlq-replay-count >= MaxReplays
 	OverLimit       int            `json:"over_limit"`       // skipped: past Limit
-	Truncated       int            `json:"truncated"`        // skipped: the letter lacks the value (dlq-truncated)
+	// Truncated counts letters skipped because they lack the event (dlq-truncated); the event is
+	// at TruncatedRecords' dlq-original-* coordinates while the event topic still holds it.
+	Truncated        int      `json:"truncated"`
+	TruncatedRecords []string `json:"truncated_records,omitempty"`
 	// ToOriginalPartition counts replays (planned) to their dlq-original-partition; ByPartitioner
 	// those placed by Partitioner instead, FallbackReasons saying why (reason → count).
 	ToOriginalPartition int            `json:"to_original_partition"`
@@ -441,7 +444,10 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 		}
 		switch {
 		case e.Truncated != "":
-			sum.Truncated++ // replaying a record without its value would only dead-letter it again
+			// The DLQ topic refused the full letter: the event's value is not in it, and a replay
+			// would only come back as invalid.
+			sum.Truncated++
+			sum.TruncatedRecords = append(sum.TruncatedRecords, Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset))
 		case e.Replayed && !opts.Again:
 			sum.AlreadyReplayed++
 		case e.ReplayCount >= opts.MaxReplays:

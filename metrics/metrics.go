@@ -61,7 +61,12 @@ type Metrics struct {
 	// consumer's MetadataMaxBytes; CommitMetaRefused counts encodings that failed their round trip.
 	CommitMetaBytes   *prometheus.GaugeVec // topic, partition
 	CommitMetaRefused prometheus.Counter
-	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, beyond_log_end, below_log_start
+	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start
+
+	// Fleet budget (package budget).
+	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
+	FleetPeers      prometheus.Gauge       // other replicas with a live entry in the budget topic
+	FleetRecords    *prometheus.CounterVec // op: published, read, publish_error, read_error, invalid
 }
 
 // Reasons of DLQWriteFailures.
@@ -93,7 +98,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		RateLimitWait: f.histogram("ratelimit_wait_seconds", "Time spent waiting for the rate limiter.",
 			[]float64{0, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 		RateLimitLimit: f.gauge("ratelimit_limit", "This replica's current share of the create budget (calls/s)."),
-		Retries:        f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
+		FleetBudgetMode: f.gaugeVec("fleet_budget_mode",
+			"How the create budget is shared among replicas: 1 for the mode in use (static, kafka).", "mode"),
+		FleetPeers: f.gauge("fleet_budget_peers", "Other replicas with a live entry in the budget topic (kafka mode)."),
+		FleetRecords: f.counterVec("fleet_budget_records_total",
+			"Budget topic records by op: published, read, publish_error, read_error, invalid.", "op"),
+		Retries: f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
 		EventE2E: f.histogram("event_e2e_seconds", "From occurred_at (or the record time) to applied.",
 			prometheus.ExponentialBuckets(0.01, 2, 16)),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
@@ -129,10 +139,13 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		CommitMetaRefused: f.counter("commit_metadata_refused_total",
 			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
 		OffsetResets: f.counterVec("offset_resets_total",
-			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, beyond_log_end, below_log_start).", "reason"),
+			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start).", "reason"),
 	}
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
+	}
+	for _, r := range []string{"no_commit", "bad_metadata", "moved_offset", "beyond_log_end", "below_log_start"} {
+		m.OffsetResets.WithLabelValues(r) // the same: "alert on any increase" needs the zero first
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {

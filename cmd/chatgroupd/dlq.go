@@ -381,6 +381,9 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	for _, c := range s.OverMaxRecords {
 		fmt.Fprintf(w, "over max replays: %s\n", c)
 	}
+	for _, c := range s.TruncatedRecords {
+		fmt.Fprintf(w, "truncated, not replayable: %s\n", c)
+	}
 	if s.DryRun {
 		fmt.Fprintf(w, "DRY RUN: nothing was produced to %s and the ledger was not touched.\n", s.Target)
 	}

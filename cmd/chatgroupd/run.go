@@ -59,6 +59,7 @@ type serviceFlags struct {
 	rebalanceTime       time.Duration
 	keyMismatch         string
 	partitioner         string
+	fleetBudget         string
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
@@ -80,6 +81,8 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	stringFlag(fs, &f.admin, "admin", im.DefaultAdmin, nonEmpty, "IM app admin identifier")
 	stringFlag(fs, &f.secretKeyFile, "secret-key-file", "", anyString, "file holding the IM secret key (else CHATGROUPD_SECRET_KEY)")
 	floatFlag(fs, &f.rateLimit, "rate-limit", 200, 0.1, 100000, "create calls/s budget of the whole consumer group (all replicas together)")
+	stringFlag(fs, &f.fleetBudget, "fleet-budget", fleetStatic, oneOf, "how replicas share --rate-limit: static (each the share of its partitions) or kafka (budget flows to backlog, coordinated through the topic <topic>.budget; every replica must use the same mode)",
+		fleetStatic, fleetKafka)
 	stringFlag(fs, &f.metricsAddr, "metrics-addr", ":9090", hostPort, "listen address of /metrics, /healthz and /readyz")
 	durationFlag(fs, &f.reorderWindow, "reorder-window", time.Second, time.Millisecond, time.Minute, "how long an event ahead of its account's seq waits for the missing ones")
 	durationFlag(fs, &f.retryBudget, "retry-budget", time.Hour, time.Second, 7*24*time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")

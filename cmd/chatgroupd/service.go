@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chatgroupd/chatgroupd/budget"
 	"github.com/chatgroupd/chatgroupd/consumer"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
@@ -44,6 +48,7 @@ type service struct {
 	consumer   *consumer.Consumer
 	dispatcher *dispatcher.Dispatcher
 	dlq        *dlq.Writer
+	fleet      *budget.Runner // nil in static mode
 	http       *metrics.Server
 	ln         net.Listener
 	log        *zap.Logger
@@ -66,6 +71,10 @@ func newService(cfg serviceConfig) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.fleetBudget = cmp.Or(f.fleetBudget, fleetStatic)
+	if f.fleetBudget != fleetStatic && f.fleetBudget != fleetKafka {
+		return nil, fmt.Errorf("--fleet-budget %q: want %s or %s", f.fleetBudget, fleetStatic, fleetKafka)
+	}
 	lateArrivalMax := f.lateArrivalMax
 	if lateArrivalMax <= 0 {
 		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
@@ -74,8 +83,12 @@ func newService(cfg serviceConfig) (*service, error) {
 		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
 	})
+	if err != nil {
+		return nil, err
+	}
+	fleet, err := newFleetBudget(f, cfg, disp)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +121,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		dw.Close()
 		return nil, err
 	}
-	s := &service{consumer: cons, dispatcher: disp, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+	s := &service{consumer: cons, dispatcher: disp, dlq: dw, fleet: fleet, ln: cfg.metricsListener, log: cfg.log}
 	s.brokers = &brokerWatch{
 		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, 10*time.Second), member: cons.Ready, log: cfg.log,
 		minBackoff: time.Second, maxBackoff: 30 * time.Second,
@@ -125,6 +138,33 @@ func newService(cfg serviceConfig) (*service, error) {
 	})
 	s.http = metrics.NewServer(f.metricsAddr, gather, s.ready, cfg.log)
 	return s, nil
+}
+
+// Values of --fleet-budget.
+const (
+	fleetStatic = "static"
+	fleetKafka  = "kafka"
+)
+
+// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static) and
+// exports the mode.
+func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatcher) (*budget.Runner, error) {
+	for _, mode := range []string{fleetStatic, fleetKafka} {
+		v := 0.0
+		if mode == f.fleetBudget {
+			v = 1
+		}
+		cfg.metrics.FleetBudgetMode.WithLabelValues(mode).Set(v)
+	}
+	if f.fleetBudget != fleetKafka {
+		return nil, nil
+	}
+	host, _ := os.Hostname()
+	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
+	return budget.NewRunner(budget.KafkaConfig{
+		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
+		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
+	}, budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}, disp, disp)
 }
 
 // errNotInGroup is the /readyz answer before the first generation and between generations.
@@ -169,6 +209,10 @@ func (s *service) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.dispatcher.Run(tail) })
 	g.Go(func() error { return s.brokers.run(gctx) })
+	if s.fleet != nil {
+		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
+		g.Go(func() error { return s.fleet.Run(tail) })
+	}
 	g.Go(func() error {
 		if s.ln != nil {
 			return s.http.Serve(tail, s.ln)

@@ -45,6 +45,12 @@ type harness struct {
 
 func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *harness {
 	t.Helper()
+	return startServiceWith(t, simKey, svcKey, faults, nil)
+}
+
+// startServiceWith is startService with flags changed by tweak.
+func startServiceWith(t *testing.T, simKey, svcKey string, faults imsim.Faults, tweak func(*serviceFlags)) *harness {
+	t.Helper()
 	h := &harness{t: t, kafka: kafkatest.New(t), topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
 	h.kafka.CreateTopic(t, h.topic, 3)
 	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
@@ -72,6 +78,9 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, lateArrivalMax: dispatcher.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
 		commitInterval: 200 * time.Millisecond, maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
+	}
+	if tweak != nil {
+		tweak(&h.flags)
 	}
 	svc, err := newService(serviceConfig{flags: h.flags, conn: conn, secretKey: svcKey, log: zap.NewNop(),
 		metrics: metrics.New(h.reg, "test", true), gatherer: h.reg, metricsListener: ln})
@@ -236,6 +245,37 @@ func TestServiceMetricsMove(t *testing.T) {
 	}
 }
 
+// TestServiceFleetBudgetKafka: with --fleet-budget=kafka the service takes its create budget
+// from the budget topic: every event is applied, the replica publishes and reads its records,
+// and the mode is exported.
+func TestServiceFleetBudgetKafka(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole pipeline")
+	}
+	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) { f.fleetBudget = fleetKafka })
+	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	const n = 200
+	want := h.produce(n, loadgen.Config{Accounts: 20, Seed: 5})
+	h.waitFor("every record to end", 60*time.Second, func() bool {
+		return h.scrape().Sum("chatgroupd_events_processed_total") >= n
+	})
+	s := h.scrape()
+	if got := s.Sum("chatgroupd_events_processed_total", "outcome", "applied"); got != float64(want.Valid) {
+		t.Errorf("applied %v, want %d", got, want.Valid)
+	}
+	if s.Sum("chatgroupd_fleet_budget_mode", "mode", fleetKafka) != 1 || s.Sum("chatgroupd_fleet_budget_mode", "mode", fleetStatic) != 0 {
+		t.Errorf("fleet_budget_mode %v, want kafka=1 static=0", s.Find("chatgroupd_fleet_budget_mode"))
+	}
+	for _, op := range []string{"published", "read"} {
+		if s.Sum("chatgroupd_fleet_budget_records_total", "op", op) == 0 {
+			t.Errorf("fleet_budget_records_total{op=%q} = 0", op)
+		}
+	}
+	if got := s.Sum("chatgroupd_ratelimit_limit"); got <= 0 || got > 200 {
+		t.Errorf("ratelimit_limit %v, want the fleet grant (0, 200]", got)
+	}
+}
+
 // TestServiceWrongKeyNotReady: with a key the API rejects, the service reports not-ready with the
 // reason, dead-letters nothing and commits nothing; and the key never shows.
 func TestServiceWrongKeyNotReady(t *testing.T) {
@@ -283,6 +323,8 @@ func TestServiceBadConfig(t *testing.T) {
 		"late arrival max over 500ms": func(f *serviceFlags) { f.lateArrivalMax = time.Second },
 		"unknown partitioner":         func(f *serviceFlags) { f.partitioner = "murmur3" },
 		"unknown duplicate policy":    func(f *serviceFlags) { f.duplicateNames = "allow" },
+		"unknown fleet budget mode":   func(f *serviceFlags) { f.fleetBudget = "redis" },
+		"fleet budget below one call": func(f *serviceFlags) { f.fleetBudget = fleetKafka; f.rateLimit = 0.5 },
 	} {
 		f := base
 		mutate(&f)

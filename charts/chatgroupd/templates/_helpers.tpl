@@ -274,6 +274,7 @@ unknown flag would be an error.)
 - --sdkappid={{ include "chatgroupd.sdkappid" . }}
 - --admin={{ .Values.im.admin }}
 - --rate-limit={{ .Values.im.rateLimit }}
+- --partitioner={{ .Values.kafka.partitioner | default "murmur2" }}
 - --metrics-addr=:{{ .Values.metrics.port }}
 - --reorder-window={{ .Values.config.reorderWindow }}
 - --retry-budget={{ .Values.config.retryBudget }}

@@ -1,0 +1,282 @@
+package budget
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/metrics"
+)
+
+// KafkaConfig is how a Runner reaches the budget topic.
+type KafkaConfig struct {
+	Brokers []string
+	// Topic is the budget topic (one partition; created when missing).
+	Topic string
+	// Dialer is for the reader, Transport for the writer and the admin client; nil for plain TCP.
+	Dialer    *kafka.Dialer
+	Transport kafka.RoundTripper
+	// Retention of the topic when it is created: records older than a few TTLs are never read.
+	Retention time.Duration
+	// ReplicationOf names a topic whose replication factor the budget topic gets when it is
+	// created (the event topic); without it, or when it can't be read, the broker's default.
+	ReplicationOf string
+	Logger        *zap.Logger
+	Metrics       *metrics.Metrics
+}
+
+// Validate reports the first configuration error.
+func (c KafkaConfig) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("budget kafka config: no brokers")
+	case c.Topic == "":
+		return errors.New("budget kafka config: no topic")
+	case c.Retention < 0:
+		return fmt.Errorf("budget kafka config: retention %v is negative", c.Retention)
+	}
+	return nil
+}
+
+// Runner runs a Member over the budget topic: it reads every record into the member, ticks it
+// every half Interval with the source's demand, and publishes what the member asks to.
+type Runner struct {
+	kc     KafkaConfig
+	mc     Config
+	sink   Sink
+	src    Source
+	log    *zap.Logger
+	m      *metrics.Metrics
+	now    func() time.Time
+	mu     sync.Mutex
+	member *Member
+}
+
+// NewRunner validates both configurations and returns a Runner steering sink.
+func NewRunner(kc KafkaConfig, mc Config, sink Sink, src Source) (*Runner, error) {
+	if err := kc.Validate(); err != nil {
+		return nil, err
+	}
+	mc.defaults()
+	if err := mc.validate(); err != nil {
+		return nil, err
+	}
+	if sink == nil || src == nil {
+		return nil, errors.New("budget: runner needs a sink and a source")
+	}
+	kc.Retention = cmp.Or(kc.Retention, 10*time.Minute)
+	r := &Runner{kc: kc, mc: mc, sink: sink, src: src, log: kc.Logger, m: kc.Metrics, now: time.Now}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	if r.m == nil {
+		r.m = metrics.NewNop()
+	}
+	for _, op := range []string{"published", "read", "publish_error", "read_error", "invalid"} {
+		r.m.FleetRecords.WithLabelValues(op).Add(0)
+	}
+	return r, nil
+}
+
+// Run takes part in the budget until ctx ends, then publishes that this member leaves. The
+// sink gets nothing until the member's first record is read back: a replica that can't reach
+// the topic makes no call.
+func (r *Runner) Run(ctx context.Context) error {
+	start := r.now()
+	member, err := NewMember(r.mc, r.sink, r.mc.StartAt(start))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.member = member
+	r.mu.Unlock()
+	r.ensureTopic(ctx)
+
+	w := &kafka.Writer{
+		Addr: kafka.TCP(r.kc.Brokers...), Topic: r.kc.Topic, Transport: r.kc.Transport,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1,
+		MaxAttempts: 1, WriteTimeout: r.mc.Resend,
+	}
+	defer w.Close()
+	records := make(chan Record, 256)
+	outbox := make(chan Record, 1)
+	var wg sync.WaitGroup
+	rctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		r.read(rctx, r.mc.StartAt(start), records)
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case rec := <-outbox:
+				r.write(rctx, w, rec)
+			}
+		}
+	}()
+	tick := time.NewTicker(r.mc.Interval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cancel()
+			wg.Wait()
+			r.leave(w)
+			return nil
+		case rec := <-records:
+			r.mu.Lock()
+			member.Apply(rec, r.now())
+			r.m.FleetPeers.Set(float64(member.Peers()))
+			r.mu.Unlock()
+		case <-tick.C:
+			r.mu.Lock()
+			out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
+			r.mu.Unlock()
+			if out != nil {
+				select {
+				case <-outbox: // an unsent older record is superseded
+				default:
+				}
+				outbox <- *out
+			}
+		}
+	}
+}
+
+// leave publishes the member's last record, best effort: without it the entry expires by TTL.
+func (r *Runner) leave(w *kafka.Writer) {
+	r.mu.Lock()
+	rec := r.member.Leave(r.now(), r.src.Used())
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r.write(ctx, w, rec)
+}
+
+func (r *Runner) write(ctx context.Context, w *kafka.Writer, rec Record) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		r.log.Error("budget: encode record", zap.Error(err))
+		return
+	}
+	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(rec.Member), Value: b}); err != nil {
+		if ctx.Err() == nil {
+			r.m.FleetRecords.WithLabelValues("publish_error").Inc()
+			r.log.Warn("budget: publish failed", zap.String("topic", r.kc.Topic), zap.Error(err))
+		}
+		return
+	}
+	r.m.FleetRecords.WithLabelValues("published").Inc()
+}
+
+// read feeds every record from the first one stamped from on into out until ctx ends,
+// reopening the reader after errors.
+func (r *Runner) read(ctx context.Context, from time.Time, out chan<- Record) {
+	var next int64 = -1
+	for ctx.Err() == nil {
+		rd := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: r.kc.Brokers, Topic: r.kc.Topic, Partition: 0, Dialer: r.kc.Dialer,
+			MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond, ReadBatchTimeout: time.Second,
+			ReadLagInterval: -1,
+		})
+		var err error
+		if next >= 0 {
+			err = rd.SetOffset(next)
+		} else {
+			err = rd.SetOffsetAt(ctx, from)
+		}
+		for err == nil {
+			var msg kafka.Message
+			msg, err = rd.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			next = msg.Offset + 1
+			var rec Record
+			if jerr := json.Unmarshal(msg.Value, &rec); jerr != nil || rec.Validate() != nil {
+				r.m.FleetRecords.WithLabelValues("invalid").Inc()
+				continue
+			}
+			r.m.FleetRecords.WithLabelValues("read").Inc()
+			select {
+			case out <- rec:
+			case <-ctx.Done():
+			}
+		}
+		rd.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		r.m.FleetRecords.WithLabelValues("read_error").Inc()
+		r.log.Warn("budget: read failed; reopening", zap.String("topic", r.kc.Topic), zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// ensureTopic creates the budget topic when it is missing. Errors are logged only: the topic
+// may exist already, or be created by an operator without our ACL to create it.
+func (r *Runner) ensureTopic(ctx context.Context) {
+	client := &kafka.Client{Addr: kafka.TCP(r.kc.Brokers...), Transport: r.kc.Transport, Timeout: 10 * time.Second}
+	if md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.kc.Topic}}); err == nil {
+		for _, t := range md.Topics {
+			if t.Name == r.kc.Topic && t.Error == nil && len(t.Partitions) > 0 {
+				return // exists
+			}
+		}
+	}
+	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: r.kc.Topic, NumPartitions: 1, ReplicationFactor: r.replication(ctx, client),
+		ConfigEntries: []kafka.ConfigEntry{
+			{ConfigName: "cleanup.policy", ConfigValue: "delete"},
+			{ConfigName: "retention.ms", ConfigValue: fmt.Sprint(r.kc.Retention.Milliseconds())},
+			{ConfigName: "segment.ms", ConfigValue: fmt.Sprint(r.kc.Retention.Milliseconds() / 4)},
+		},
+	}}})
+	if err == nil {
+		err = res.Errors[r.kc.Topic]
+	}
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		r.log.Warn("budget: could not create the budget topic", zap.String("topic", r.kc.Topic), zap.Error(err))
+	}
+}
+
+// replication is the replication factor of ReplicationOf, or -1 (the broker's default).
+func (r *Runner) replication(ctx context.Context, client *kafka.Client) int {
+	if r.kc.ReplicationOf == "" {
+		return -1
+	}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.kc.ReplicationOf}})
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, t := range md.Topics {
+		if t.Name == r.kc.ReplicationOf && t.Error == nil {
+			for _, p := range t.Partitions {
+				n = max(n, len(p.Replicas))
+			}
+		}
+	}
+	if n == 0 {
+		return -1
+	}
+	return n
+}

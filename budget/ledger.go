@@ -1,0 +1,237 @@
+// Package budget shares one API rate budget among the replicas of a consumer group, through a
+// single-partition Kafka topic and nothing else, so that budget one replica can't use flows to
+// replicas with backlog within about a second, and no one-second window of the whole group holds
+// more than the budget. DESIGN.md states the protocol and why it is safe.
+//
+// The protocol is in Ledger (the deterministic fold every member computes over the topic) and
+// Member (one replica's side: what to publish, and the ceiling its limiter may use). Both are
+// pure and driven by the caller's clock; Runner moves records between a Member and a Log.
+package budget
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// Record is what a member publishes, every Interval and after each change.
+type Record struct {
+	// Member identifies one process: a restarted replica is a new member.
+	Member string `json:"m"`
+	// Seq increases with each record of the member; a record not newer than the last one of
+	// its member in the log is ignored.
+	Seq uint64 `json:"s"`
+	// TS is the publisher's wall clock at publication, Unix nanoseconds. Entries expire by it.
+	TS int64 `json:"t"`
+	// Held is the ceiling (calls per window) the member may be using now: its last grant, or
+	// less after a shrink it has already applied.
+	Held int `json:"h"`
+	// Want is the ceiling it asks for; Want <= Held is a shrink it has already applied.
+	Want int `json:"w"`
+	// Demand is how many calls per window it could use (Budget when it has a backlog).
+	Demand int `json:"d"`
+	// Used is how many calls it made in the window before publishing, and Peak the highest
+	// ceiling it had in that window. Together they bound its calls in any one-second window
+	// from now until its next record (see entry.bound): room another member may use at once.
+	Used int `json:"u"`
+	Peak int `json:"p"`
+}
+
+// Validate reports a record no member could have written.
+func (r Record) Validate() error {
+	switch {
+	case r.Member == "":
+		return errors.New("budget record: no member")
+	case r.Held < 0 || r.Want < 0 || r.Demand < 0 || r.Used < 0 || r.Peak < 0:
+		return fmt.Errorf("budget record from %s: negative held %d, want %d, demand %d, used %d or peak %d",
+			r.Member, r.Held, r.Want, r.Demand, r.Used, r.Peak)
+	}
+	return nil
+}
+
+// entry is the ledger's state of one member: its latest record and what it was granted.
+type entry struct {
+	seq    uint64
+	ts     int64
+	held   int // as counted: 0 when the record found no live entry
+	want   int
+	demand int
+	grant  int
+	used   int
+	peak   int
+}
+
+// claim is what the entry counts against the budget when another member asks for more.
+func (e *entry) claim() int { return max(e.held, e.want, e.grant) }
+
+// bound is what the entry counts against room another member uses at once, without waiting a
+// window: the most calls its member can have in any one-second window ending after its record
+// and before its next one. That is at most its highest ceiling over the window (its limiter's
+// log) — Peak, or the claim if that is higher — and at most the calls it made in the window
+// before its record plus what its ceiling allows after it.
+func (e *entry) bound() int { return min(e.used+e.claim(), max(e.peak, e.claim())) }
+
+// Ledger folds the budget topic's records, in log order, into each member's grant. Every
+// member folds the same records to the same grants: a grant depends only on the data of the
+// member's record and of the latest records of the others within TTL. Grants never add up to
+// more than Budget (see DESIGN.md).
+type Ledger struct {
+	budget int
+	ttl    int64
+	ready  int64 // records stamped at or after this see every entry they count
+	maxTS  int64
+	oldest int64 // no entry's ts is below this (a lower bound, for skipping expire)
+	es     map[string]*entry
+	// unsafeNoRoom grants every want, unsafeNowAll lets every grant be used at once (tests:
+	// broken variants the simulation must catch).
+	unsafeNoRoom bool
+	unsafeNowAll bool
+}
+
+// NewLedger returns a ledger of budget calls per window whose entries expire ttl after their
+// last record. from is the earliest timestamp of the records the caller feeds it (it started
+// reading there); grants decided before from+ttl+margin may depend on records it never saw.
+func NewLedger(budget int, ttl, margin time.Duration, from time.Time) *Ledger {
+	return &Ledger{budget: budget, ttl: int64(ttl), ready: from.Add(ttl + margin).UnixNano(), es: map[string]*entry{}}
+}
+
+// Applied is the ledger's verdict on one record.
+type Applied struct {
+	// Stale: an older record of the member than one already folded; nothing changed.
+	Stale bool
+	// Live: the member had a live entry before this record (its Held counted).
+	Live bool
+	// Grant is the ceiling the member may use after this record, one window after it reads it.
+	Grant int
+	// Now is the part of Grant it may use at once: room the others' records show they can't
+	// be using in any window from now on (see entry.bound).
+	Now int
+	// Ready: every entry the grant counted was visible to this ledger.
+	Ready bool
+}
+
+// Apply folds r. Records must be applied in log order.
+func (l *Ledger) Apply(r Record) Applied {
+	l.maxTS = max(l.maxTS, r.TS)
+	l.expire()
+	e := l.es[r.Member]
+	if e != nil && r.Seq <= e.seq {
+		return Applied{Stale: true, Live: true, Grant: e.grant, Ready: l.Ready()}
+	}
+	live := e != nil
+	held := 0
+	if live {
+		held = min(r.Held, e.grant) // a member never holds more than it was granted
+	}
+	others, bounds := 0, 0
+	for m, o := range l.es {
+		if m != r.Member {
+			others += o.claim()
+			bounds += o.bound()
+		}
+	}
+	grant := r.Want
+	if r.Want <= held {
+		held = r.Want // a shrink: the member applied it before publishing
+	} else {
+		grant = max(held, min(r.Want, l.budget-others))
+		if l.unsafeNoRoom {
+			grant = r.Want
+		}
+	}
+	// Not max(held, …): held may be a growth the member has not yet put in force.
+	now := max(0, min(grant, l.budget-bounds))
+	if l.unsafeNowAll {
+		now = grant
+	}
+	l.oldest = min(l.oldest, r.TS)
+	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
+		used: r.Used, peak: r.Peak}
+	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
+}
+
+// expire drops the entries whose last record is more than ttl older than the newest seen.
+func (l *Ledger) expire() {
+	cut := l.maxTS - l.ttl
+	if l.oldest >= cut {
+		return
+	}
+	l.oldest = math.MaxInt64
+	for m, e := range l.es {
+		if e.ts < cut {
+			delete(l.es, m)
+		} else {
+			l.oldest = min(l.oldest, e.ts)
+		}
+	}
+}
+
+// Ready reports whether the records folded so far reach past the horizon of the first one:
+// from then on this ledger's grants are everyone's.
+func (l *Ledger) Ready() bool { return l.maxTS >= l.ready }
+
+// Peers is the number of live entries other than member.
+func (l *Ledger) Peers(member string) int {
+	n := 0
+	for m := range l.es {
+		if m != member {
+			n++
+		}
+	}
+	return n
+}
+
+// Granted is the sum of all live grants (for tests and metrics).
+func (l *Ledger) Granted() int {
+	s := 0
+	for _, e := range l.es {
+		s += e.grant
+	}
+	return s
+}
+
+// Target is member's fair ceiling given its own demand and the latest demands of the others:
+// the budget water-filled over the demands (each gets its demand if it fits, the rest is split
+// evenly among those wanting more, remainders to the lowest member ids). Members compute it
+// from their own views, which may differ; safety never depends on it, only on the grants.
+func (l *Ledger) Target(member string, demand int) int {
+	type d struct {
+		m string
+		d int
+	}
+	ds := []d{{member, min(demand, l.budget)}}
+	for m, e := range l.es {
+		if m != member {
+			ds = append(ds, d{m, min(e.demand, l.budget)})
+		}
+	}
+	slices.SortFunc(ds, func(a, b d) int { return cmp.Or(cmp.Compare(a.d, b.d), cmp.Compare(a.m, b.m)) })
+	left := l.budget
+	for i, x := range ds {
+		n := len(ds) - i
+		fair := left / n
+		if x.d <= fair {
+			if x.m == member {
+				return x.d
+			}
+			left -= x.d
+			continue
+		}
+		// Everyone from here on wants more than an even split of what is left.
+		rest := ds[i:]
+		slices.SortFunc(rest, func(a, b d) int { return cmp.Compare(a.m, b.m) })
+		extra := left % n
+		for j, y := range rest {
+			if y.m == member {
+				if j < extra {
+					return fair + 1
+				}
+				return fair
+			}
+		}
+	}
+	return 0
+}

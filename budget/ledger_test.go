@@ -1,0 +1,160 @@
+package budget
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLedgerGrants(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	ts := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	rec := func(m string, seq uint64, at time.Duration, held, want int) Record {
+		return Record{Member: m, Seq: seq, TS: ts(at), Held: held, Want: want}
+	}
+	type step struct {
+		r         Record
+		wantGrant int
+		wantLive  bool
+		wantStale bool
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"alone: up to the budget", []step{
+			{rec("a", 1, 0, 0, 150), 150, false, false},
+			{rec("a", 2, 100*time.Millisecond, 150, 250), 200, true, false},
+		}},
+		{"second member gets what is left", []step{
+			{rec("a", 1, 0, 0, 150), 150, false, false},
+			{rec("b", 1, 0, 0, 100), 50, false, false},
+		}},
+		{"a want counts against others before it is granted", []step{
+			{rec("a", 1, 0, 0, 50), 50, false, false},
+			{rec("a", 2, 0, 50, 180), 180, true, false},
+			{rec("b", 1, 0, 0, 100), 20, false, false},
+		}},
+		{"shrink is always granted and frees room", []step{
+			{rec("a", 1, 0, 0, 200), 200, false, false},
+			{rec("b", 1, 0, 0, 100), 0, false, false},
+			{rec("a", 2, 0, 200, 100), 100, true, false},
+			{rec("b", 2, 0, 0, 100), 100, true, false},
+		}},
+		{"held above the last grant is not believed", []step{
+			{rec("a", 1, 0, 0, 200), 200, false, false},
+			{rec("b", 1, 0, 0, 100), 0, false, false},
+			{rec("b", 2, 0, 100, 100), 0, true, false},
+		}},
+		{"a stale record changes nothing", []step{
+			{rec("a", 2, 0, 0, 10), 10, false, false},
+			{rec("a", 1, 0, 0, 200), 10, true, true},
+		}},
+		{"an expired entry frees its grant; its member starts again from nothing", []step{
+			{rec("a", 1, 0, 0, 200), 200, false, false},
+			{rec("b", 1, 3100*time.Millisecond, 0, 200), 200, false, false},
+			{rec("a", 2, 3200*time.Millisecond, 200, 200), 0, false, false},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLedger(200, 3*time.Second, 0, t0.Add(-3*time.Second))
+			for i, s := range tc.steps {
+				a := l.Apply(s.r)
+				if a.Grant != s.wantGrant || a.Live != s.wantLive || a.Stale != s.wantStale {
+					t.Fatalf("step %d %+v: %+v, want grant %d live %v stale %v", i, s.r, a, s.wantGrant, s.wantLive, s.wantStale)
+				}
+				if g := l.Granted(); g > 200 {
+					t.Fatalf("step %d: grants add up to %d", i, g)
+				}
+			}
+		})
+	}
+}
+
+func TestLedgerReadyAfterHorizon(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	l := NewLedger(200, 3*time.Second, 500*time.Millisecond, t0)
+	l.Apply(Record{Member: "a", Seq: 1, TS: t0.Add(3 * time.Second).UnixNano()})
+	if l.Ready() {
+		t.Fatal("ready before ttl+margin after the first record read")
+	}
+	if a := l.Apply(Record{Member: "a", Seq: 2, TS: t0.Add(3500 * time.Millisecond).UnixNano()}); !a.Ready {
+		t.Fatal("not ready at ttl+margin")
+	}
+}
+
+func TestLedgerTarget(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	for _, tc := range []struct {
+		name    string
+		others  map[string]int // member → demand
+		demand  int
+		want    int
+		members string
+	}{
+		{"alone", nil, 200, 200, "m"},
+		{"idle other", map[string]int{"b": 2}, 200, 198, "m"},
+		{"both saturated", map[string]int{"b": 200}, 200, 100, "m"},
+		{"three saturated: remainder to the lowest ids", map[string]int{"b": 200, "c": 200}, 200, 67, "a"},
+		{"three saturated: not the lowest", map[string]int{"a": 200, "b": 200}, 200, 66, "c"},
+		{"small demand is met", map[string]int{"b": 200}, 30, 30, "m"},
+		{"demand above the budget", map[string]int{}, 1000, 200, "m"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLedger(200, 3*time.Second, 0, t0)
+			for m, d := range tc.others {
+				l.Apply(Record{Member: m, Seq: 1, TS: t0.UnixNano(), Demand: d})
+			}
+			if got := l.Target(tc.members, tc.demand); got != tc.want {
+				t.Errorf("target %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Member: "m", Budget: 200}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no member", func(c *Config) { c.Member = "" }, "member"},
+		{"no budget", func(c *Config) { c.Budget = 0 }, "budget"},
+		{"negative duration", func(c *Config) { c.Interval = -time.Second }, "durations"},
+		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, "fence"},
+		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, "window"},
+	} {
+		c := ok
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %s", tc.name, err, tc.want)
+		}
+	}
+	if err := (KafkaConfig{Topic: "t"}).Validate(); err == nil {
+		t.Error("kafka config without brokers accepted")
+	}
+	if err := (KafkaConfig{Brokers: []string{"b"}}).Validate(); err == nil {
+		t.Error("kafka config without topic accepted")
+	}
+	if _, err := NewRunner(KafkaConfig{Brokers: []string{"b"}, Topic: "t"}, ok, nil, nil); err == nil {
+		t.Error("runner without sink and source accepted")
+	}
+	if _, err := NewMember(ok, nil, time.Now()); err == nil {
+		t.Error("member without sink accepted")
+	}
+}
+
+func TestRecordValidate(t *testing.T) {
+	for _, r := range []Record{{}, {Member: "m", Held: -1}, {Member: "m", Want: -1}, {Member: "m", Demand: -1}} {
+		if r.Validate() == nil {
+			t.Errorf("%+v accepted", r)
+		}
+	}
+	if err := (Record{Member: "m"}).Validate(); err != nil {
+		t.Error(err)
+	}
+}

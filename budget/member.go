@@ -1,0 +1,244 @@
+package budget
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval = 100 * time.Millisecond
+	DefaultTTL      = 3500 * time.Millisecond
+	DefaultFence    = 1400 * time.Millisecond
+	DefaultMargin   = 500 * time.Millisecond
+	DefaultResend   = 500 * time.Millisecond
+	DefaultWindow   = time.Second + 5*time.Millisecond
+)
+
+// Config configures a Member. Zero durations take the defaults above.
+type Config struct {
+	// Member names this process in the topic; it must differ from every other process's,
+	// restarts included (a hostname plus a random suffix).
+	Member string
+	// Budget is the group's budget in calls per limiter window.
+	Budget int
+	// Interval is how often the member publishes its record.
+	Interval time.Duration
+	// TTL is how long after its last record (by the records' timestamps) an entry expires and
+	// its grant returns to the pool: a crashed member's budget is back after about TTL.
+	TTL time.Duration
+	// Fence is how long after publishing its last confirmed record a member may go on using
+	// its grant: one that can't read its own records back stops by then. Fence + 2 × Margin +
+	// Window must not exceed TTL: a member's entry can't expire in anyone's ledger before the
+	// member itself has stopped and its last calls have left every window.
+	Fence time.Duration
+	// Margin is the clock difference between replicas the horizon of a new reader allows for.
+	Margin time.Duration
+	// Resend is how long a record may go unconfirmed before the next one is published anyway.
+	Resend time.Duration
+	// Window is the limiter's window: at least one second, and no shorter than the window the
+	// sink's limiter enforces (Record.Peak is taken over it).
+	Window time.Duration
+}
+
+func (c *Config) defaults() {
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.TTL = cmp.Or(c.TTL, DefaultTTL)
+	c.Fence = cmp.Or(c.Fence, DefaultFence)
+	c.Margin = cmp.Or(c.Margin, DefaultMargin)
+	c.Resend = cmp.Or(c.Resend, DefaultResend)
+	c.Window = cmp.Or(c.Window, DefaultWindow)
+}
+
+// Validate reports the first configuration error, after applying defaults to a copy.
+func (c Config) Validate() error {
+	c.defaults()
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Member == "":
+		return errors.New("budget config: member name is empty")
+	case c.Budget <= 0:
+		return fmt.Errorf("budget config: budget %d must be positive", c.Budget)
+	case c.Interval < 0 || c.TTL < 0 || c.Fence < 0 || c.Margin < 0 || c.Resend < 0:
+		return errors.New("budget config: durations must be positive")
+	case c.Window < time.Second:
+		return fmt.Errorf("budget config: window %v shorter than one second", c.Window)
+	case c.Fence+2*c.Margin+c.Window > c.TTL:
+		return fmt.Errorf("budget config: fence %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL)
+	}
+	return nil
+}
+
+// Member is one replica's side of the protocol. It is not safe for concurrent use: Runner
+// serialises calls. Times passed in must be readings of one monotonic clock whose wall time is
+// the replica's (time.Now(), or a test clock).
+type Member struct {
+	cfg    Config
+	sink   Sink
+	ledger *Ledger
+	seq    uint64
+	// ceiling is what the limiter has been told: shrinks apply at once, growth one window later
+	// (the limiter's rule, which the safety argument relies on).
+	ceiling int
+	// out is the last record published and not yet read back.
+	out   *Record
+	outAt time.Time
+	// fenceAt: past it, the ceiling drops to 0 until a record is confirmed again.
+	fenceAt time.Time
+	demand  int
+	used    int
+	lastPub time.Time
+	history []change // ceilings set, the last one before the window and all within it
+}
+
+// Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
+// one at once; a larger one up to now at once and the rest only one limiter window (at least
+// one second) after the call. The limiter must count a call when it reaches the server and
+// never allow more calls in a window than its ceiling: the safety argument (DESIGN.md) rests on
+// exactly that.
+type Sink interface {
+	SetCeiling(n, now int)
+}
+
+// Source reports this replica's use of the budget: how many calls per window it could use
+// (Demand: the budget when work waits for the limiter), and how many calls it made in the last
+// window (Used).
+type Source interface {
+	Demand() int
+	Used() int
+}
+
+// change is one ceiling the member set, for Record.Peak.
+type change struct {
+	at time.Time
+	n  int
+}
+
+// NewMember returns a member steering sink that starts reading the topic at records stamped
+// from on (see Config.StartAt).
+func NewMember(cfg Config, sink Sink, from time.Time) (*Member, error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if sink == nil {
+		return nil, errors.New("budget: no sink")
+	}
+	return &Member{cfg: cfg, sink: sink, ledger: NewLedger(cfg.Budget, cfg.TTL, cfg.Margin, from)}, nil
+}
+
+// set tells the sink a new ceiling, of which now may be used at once.
+func (m *Member) set(at time.Time, n, now int) {
+	if n != m.ceiling || (now > 0 && n > 0) {
+		m.ceiling = n
+		m.history = append(m.history, change{at, n})
+		m.sink.SetCeiling(n, min(now, n))
+	}
+}
+
+// peak is the highest ceiling set within the last window (pending growth included).
+func (m *Member) peak(at time.Time) int {
+	cut := at.Add(-m.cfg.Window)
+	i := 0
+	for i+1 < len(m.history) && !m.history[i+1].at.After(cut) {
+		i++ // history[i] was replaced before the window began
+	}
+	m.history = m.history[i:]
+	p := m.ceiling
+	for _, c := range m.history {
+		p = max(p, c.n)
+	}
+	return p
+}
+
+// StartAt is where a member starting at now should begin reading the topic.
+func (c Config) StartAt(now time.Time) time.Time {
+	c.defaults()
+	return now.Add(-c.TTL - c.Margin)
+}
+
+// Ceiling is the calls per window the member may use now (pending growth included; the
+// limiter delays it).
+func (m *Member) Ceiling() int { return m.ceiling }
+
+// Peers is the number of other live members in the ledger.
+func (m *Member) Peers() int { return m.ledger.Peers(m.cfg.Member) }
+
+// Ready reports whether the member has read enough of the topic to take part.
+func (m *Member) Ready() bool { return m.ledger.Ready() }
+
+// Apply folds a record read from the topic and returns the ceiling to use.
+func (m *Member) Apply(r Record, now time.Time) int {
+	a := m.ledger.Apply(r)
+	if r.Member != m.cfg.Member || m.out == nil || r.Seq != m.out.Seq || a.Stale {
+		return m.ceiling
+	}
+	// Our latest record is back. Its grant counts only if we are still within the fence of
+	// the previous confirmation: past it we stopped, and resuming is growth from zero.
+	pub := m.outAt
+	m.out = nil
+	if !a.Ready {
+		return m.ceiling
+	}
+	if now.After(m.fenceAt) || !a.Live {
+		m.set(now, 0, 0) // stopped (or never started): the grant is growth from nothing
+	}
+	m.fenceAt = pub.Add(m.cfg.Fence)
+	// Shrink to the grant at once; grow into it at once as far as the others' records show
+	// room nobody can be using, the rest one window later.
+	m.set(now, a.Grant, a.Now)
+	return m.ceiling
+}
+
+// Tick is called every so often (at least every Interval) with the member's demand in calls
+// per window and the calls it made in the last window. It returns a record to publish (nil: none now) and the ceiling to use.
+func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
+	m.demand = min(max(demand, 0), m.cfg.Budget)
+	m.used = max(used, 0)
+	if now.After(m.fenceAt) {
+		// Our entry may expire in the others' ledgers soon: stop before it can.
+		m.set(now, 0, 0)
+	}
+	if !m.ledger.Ready() {
+		// Until the horizon our view may miss live entries: no grant, only records that
+		// let the others see us (wanting nothing, so they grant nothing).
+		return m.publish(now, 0, false)
+	}
+	want := m.ledger.Target(m.cfg.Member, m.demand)
+	if want < m.ceiling {
+		m.set(now, want, 0) // shrink before telling: the record then never overstates our use
+	}
+	return m.publish(now, want, true)
+}
+
+func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
+	due := now.Sub(m.lastPub) >= m.cfg.Interval
+	if m.out != nil && now.Sub(m.outAt) < m.cfg.Resend {
+		due = false // one record in flight, so the next carries its grant as Held
+	}
+	if !due {
+		return nil, m.ceiling
+	}
+	if !ready {
+		want = 0
+	}
+	m.seq++
+	r := Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Held: m.ceiling, Want: want, Demand: m.demand,
+		Used: m.used, Peak: m.peak(now)}
+	m.out, m.outAt, m.lastPub = &r, now, now
+	return &r, m.ceiling
+}
+
+// Leave returns the record a member publishes when it stops: nothing held, nothing wanted, and
+// the calls it made in the last window (others may use that room once they have left it).
+func (m *Member) Leave(now time.Time, used int) Record {
+	m.set(now, 0, 0)
+	m.used = max(used, 0)
+	m.seq++
+	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Used: m.used, Peak: m.peak(now)}
+}

@@ -1,0 +1,499 @@
+package budget
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+)
+
+// The simulation runs members of the protocol against an in-memory log on one simulated clock:
+// records are appended after a random delay or lost, each member reads the log with a lag of
+// its own, clocks differ between members, and members join, leave, crash and are cut off from
+// the log (while still able to call the API: the partition that matters). Each member steers a
+// model of the dispatcher's limiter (shrink at once, grow one window later, at most the
+// ceiling in any window) and calls greedily whenever it has work, which packs calls into
+// windows as tightly as the rules allow. The checker counts the calls of all members in every
+// one-second window.
+
+const (
+	simStep   = 10 * time.Millisecond
+	simWindow = time.Second + 5*time.Millisecond // the limiter's window (1s + JitterMargin)
+)
+
+// simLimiter models dispatcher's limiter for one member.
+type simLimiter struct {
+	now     *time.Time
+	share   int
+	growTo  int
+	growAt  time.Time
+	growing bool
+	calls   []time.Time // within the last window
+	atOnce  bool        // broken variant: growth without the window's wait
+}
+
+func (l *simLimiter) SetCeiling(n, now int) {
+	l.advance(*l.now)
+	if n <= l.share || l.atOnce {
+		l.share, l.growing = n, false
+		return
+	}
+	if now > l.share {
+		l.share = min(now, n)
+		if l.growing && l.growTo <= l.share {
+			l.growing = false
+		}
+		if n == l.share {
+			return
+		}
+	}
+	if l.growing && n <= l.growTo {
+		l.growTo = n // a smaller pending growth keeps its time
+		return
+	}
+	l.growTo, l.growAt, l.growing = n, l.now.Add(simWindow), true
+}
+
+func (l *simLimiter) advance(now time.Time) {
+	if l.growing && !now.Before(l.growAt) {
+		l.share, l.growing = l.growTo, false
+	}
+}
+
+// used is the calls in the last window.
+func (l *simLimiter) used(now time.Time) int {
+	cut := now.Add(-simWindow)
+	n := 0
+	for _, c := range l.calls {
+		if c.After(cut) {
+			n++
+		}
+	}
+	return n
+}
+
+// take makes up to want calls now, as many as the window allows.
+func (l *simLimiter) take(now time.Time, want int) int {
+	l.advance(now)
+	cut := now.Add(-simWindow)
+	i := 0
+	for i < len(l.calls) && !l.calls[i].After(cut) {
+		i++
+	}
+	l.calls = l.calls[i:]
+	n := min(want, l.share-len(l.calls))
+	for range n {
+		l.calls = append(l.calls, now)
+	}
+	return max(n, 0)
+}
+
+type simMember struct {
+	id       string
+	m        *Member
+	lim      *simLimiter
+	skew     time.Duration // its wall clock minus the true time
+	readLag  time.Duration
+	pos      int // next log index to read
+	cutUntil time.Time
+	rate     float64 // arrivals per second
+	backlog  float64
+	gone     bool
+	nextTick time.Time
+}
+
+type simRecord struct {
+	r  Record
+	at time.Time // appended
+}
+
+type simWorld struct {
+	t        testing.TB
+	rng      *rand.Rand
+	cfg      Config
+	now      time.Time
+	members  []*simMember
+	log      []simRecord
+	inflight []simRecord // published, to be appended at .at
+	calls    []time.Time
+	demand   float64 // calls that arrived (work offered)
+	loss     float64
+	maxDelay time.Duration
+	noFence  bool
+	atOnce   bool
+	noRoom   bool
+	nowAll   bool
+	noUsed   bool
+	joined   int
+}
+
+func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
+	w := &simWorld{t: t, rng: rand.New(rand.NewPCG(seed, 99)), now: time.Unix(1_900_000_000, 0),
+		cfg: Config{Budget: budget}}
+	w.cfg.defaults()
+	return w
+}
+
+func (w *simWorld) join() *simMember {
+	w.joined++
+	sm := &simMember{id: fmt.Sprintf("m%d", w.joined),
+		skew:    time.Duration(w.rng.Int64N(int64(200*time.Millisecond))) - 100*time.Millisecond,
+		readLag: time.Duration(w.rng.Int64N(int64(30 * time.Millisecond)))}
+	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce}
+	cfg := w.cfg
+	cfg.Member = sm.id
+	local := w.now.Add(sm.skew)
+	m, err := NewMember(cfg, sm.lim, cfg.StartAt(local))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if w.noFence {
+		m.cfg.Fence = 1000 * time.Hour
+	}
+	if w.noRoom {
+		m.ledger.unsafeNoRoom = true
+	}
+	if w.nowAll {
+		m.ledger.unsafeNowAll = true
+	}
+	sm.m = m
+	// Start reading where the records stamped StartAt begin, as a Kafka reader positioned by
+	// time would.
+	from := cfg.StartAt(local).UnixNano()
+	sm.pos = sort.Search(len(w.log), func(i int) bool { return w.log[i].r.TS >= from })
+	sm.nextTick = w.now
+	w.members = append(w.members, sm)
+	return sm
+}
+
+func (w *simWorld) publish(sm *simMember, r *Record) {
+	if r == nil || w.now.Before(sm.cutUntil) || w.rng.Float64() < w.loss {
+		return
+	}
+	d := time.Millisecond + time.Duration(w.rng.Int64N(int64(10*time.Millisecond)))
+	if w.maxDelay > 0 && w.rng.IntN(20) == 0 {
+		d = time.Duration(w.rng.Int64N(int64(w.maxDelay)))
+	}
+	w.inflight = append(w.inflight, simRecord{r: *r, at: w.now.Add(d)})
+}
+
+// step advances the world by one simStep.
+func (w *simWorld) step() {
+	w.now = w.now.Add(simStep)
+	// Append what has arrived at the broker, in arrival order.
+	if len(w.inflight) > 1 {
+		slices.SortStableFunc(w.inflight, func(a, b simRecord) int { return a.at.Compare(b.at) })
+	}
+	n := 0
+	for n < len(w.inflight) && !w.inflight[n].at.After(w.now) {
+		n++
+	}
+	w.log = append(w.log, w.inflight[:n]...)
+	w.inflight = slices.Delete(w.inflight, 0, n)
+	for _, sm := range w.members {
+		if sm.gone {
+			continue
+		}
+		local := w.now.Add(sm.skew)
+		if !w.now.Before(sm.cutUntil) {
+			for sm.pos < len(w.log) && !w.log[sm.pos].at.After(w.now.Add(-sm.readLag)) {
+				sm.m.Apply(w.log[sm.pos].r, local)
+				sm.pos++
+			}
+		}
+		arrived := sm.rate * simStep.Seconds()
+		sm.backlog += arrived
+		w.demand += arrived
+		if !w.now.Before(sm.nextTick) {
+			sm.nextTick = w.now.Add(w.cfg.Interval)
+			d := int(math.Ceil(sm.rate*simWindow.Seconds()*1.25)) + 2
+			if sm.backlog >= 1 {
+				d = w.cfg.Budget
+			}
+			used := sm.lim.used(w.now)
+			if w.noUsed {
+				used = 0
+			}
+			r, _ := sm.m.Tick(local, d, used)
+			w.publish(sm, r)
+		}
+		if k := sm.lim.take(w.now, int(sm.backlog)); k > 0 {
+			sm.backlog -= float64(k)
+			for range k {
+				w.calls = append(w.calls, w.now)
+			}
+		}
+	}
+}
+
+func (w *simWorld) run(d time.Duration) {
+	for end := w.now.Add(d); w.now.Before(end); {
+		w.step()
+	}
+}
+
+func (w *simWorld) live() []*simMember {
+	var out []*simMember
+	for _, sm := range w.members {
+		if !sm.gone {
+			out = append(out, sm)
+		}
+	}
+	return out
+}
+
+// maxWindow is the most calls in any one-second window (t-1s, t].
+func maxWindow(calls []time.Time) (int, time.Time) {
+	best, lo, at := 0, 0, time.Time{}
+	for hi, t := range calls {
+		for !calls[lo].After(t.Add(-time.Second)) {
+			lo++
+		}
+		if hi-lo+1 > best {
+			best, at = hi-lo+1, t
+		}
+	}
+	return best, at
+}
+
+// randomSchedule runs one random life of a group and returns the most calls in a second and
+// the utilisation: calls over what the budget and the offered work allowed.
+func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, float64) {
+	w := newWorld(t, seed, 20+int(seed%5)*20)
+	w.loss = []float64{0, 0.01, 0.1}[seed%3]
+	w.maxDelay = []time.Duration{0, 500 * time.Millisecond, 3 * time.Second}[seed%3]
+	if tweak != nil {
+		tweak(w)
+	}
+	for range 1 + w.rng.IntN(5) {
+		w.join()
+	}
+	span := 10 * time.Second
+	start := w.now
+	for w.now.Sub(start) < span {
+		live := w.live()
+		switch x := w.rng.IntN(100); {
+		case x < 25: // demand changes
+			for _, sm := range live {
+				sm.rate = []float64{0, 5, float64(w.cfg.Budget) / 3, float64(w.cfg.Budget) * 2}[w.rng.IntN(4)]
+				if w.rng.IntN(4) == 0 {
+					sm.backlog += float64(w.rng.IntN(3 * w.cfg.Budget))
+				}
+			}
+		case x < 33 && len(live) < 8:
+			w.join().rate = float64(w.cfg.Budget)
+		case x < 38 && len(live) > 1: // graceful leave
+			sm := live[w.rng.IntN(len(live))]
+			r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now))
+			w.publish(sm, &r)
+			sm.gone = true
+		case x < 43 && len(live) > 1: // crash: nothing more from it
+			live[w.rng.IntN(len(live))].gone = true
+		case x < 50: // cut off from the log, still calling the API
+			sm := live[w.rng.IntN(len(live))]
+			sm.cutUntil = w.now.Add(time.Duration(w.rng.Int64N(int64(6 * time.Second))))
+		case x < 55: // a reader falls behind
+			live[w.rng.IntN(len(live))].readLag = time.Duration(w.rng.Int64N(int64(2 * time.Second)))
+		}
+		w.run(time.Duration(200+w.rng.IntN(1500)) * time.Millisecond)
+	}
+	worst, _ := maxWindow(w.calls)
+	possible := min(float64(w.cfg.Budget)*span.Seconds(), w.demand)
+	if possible < 1 {
+		return worst, 1
+	}
+	return worst, min(1, float64(len(w.calls))/possible)
+}
+
+// TestSimulationNeverExceedsBudget runs thousands of random schedules: no one-second window
+// may hold more calls than the budget.
+func TestSimulationNeverExceedsBudget(t *testing.T) {
+	schedules := 2000
+	if testing.Short() {
+		schedules = 200
+	}
+	var util float64
+	for seed := range uint64(schedules) {
+		worst, u := randomSchedule(t, seed, nil)
+		if budget := 20 + int(seed%5)*20; worst > budget {
+			t.Fatalf("schedule %d: %d calls in one second, budget %d", seed, worst, budget)
+		}
+		util += u
+	}
+	t.Logf("%d schedules: 0 windows over the budget; mean utilisation %.3f of min(budget, offered work)", schedules, util/float64(schedules))
+}
+
+// TestSimulationCatchesBrokenVariants: the checker is trusted because it catches each rule of
+// the protocol taken out.
+func TestSimulationCatchesBrokenVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		tweak func(*simWorld)
+	}{
+		{"growth without the window's wait", func(w *simWorld) { w.atOnce = true }},
+		{"no fence: a member cut off keeps its grant past its entry's expiry", func(w *simWorld) { w.noFence = true }},
+		{"grants without checking the room left", func(w *simWorld) { w.noRoom = true }},
+		{"every grant used at once", func(w *simWorld) { w.nowAll = true }},
+		{"members report no calls in their last window", func(w *simWorld) { w.noUsed = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := range uint64(2000) {
+				worst, _ := randomSchedule(t, seed, tc.tweak)
+				if budget := 20 + int(seed%5)*20; worst > budget {
+					t.Logf("caught at schedule %d: %d calls in one second, budget %d", seed, worst, budget)
+					return
+				}
+			}
+			t.Fatal("no schedule crossed the budget: the checker can't tell this variant from the protocol")
+		})
+	}
+}
+
+// TestSimulationWorkConserving: two members, all the backlog at one. The idle one's budget
+// flows to the busy one; when the idle one gets a backlog of its own, budget flows back within
+// about a second. Utilisation is over the whole run, start-up included.
+func TestSimulationWorkConserving(t *testing.T) {
+	w := newWorld(t, 1, 200)
+	busy, idle := w.join(), w.join()
+	busy.backlog = 1e9
+	start := w.now
+	w.run(20 * time.Second)
+	steady := 0
+	for _, c := range w.calls {
+		if c.Sub(start) > 2*time.Second {
+			steady++
+		}
+	}
+	u, us := float64(len(w.calls))/(200*20), float64(steady)/(200*18)
+	t.Logf("skew: %d calls in 20s: utilisation %.3f of the budget, %.3f after the first 2s (start-up waits a window, as in static mode)", len(w.calls), u, us)
+	if us < 0.97 {
+		t.Errorf("utilisation %.3f with all the backlog at one member, want >= 0.97", us)
+	}
+	// The idle member gets work: how long until it calls at its fair half?
+	idle.backlog = 1e9
+	from := w.now
+	var reached time.Duration
+	for w.now.Sub(from) < 5*time.Second && reached == 0 {
+		w.step()
+		if idle.lim.share >= 99 {
+			reached = w.now.Sub(from)
+		}
+	}
+	t.Logf("the idle member reached its half %v after its backlog appeared", reached)
+	if reached == 0 || reached > 2*time.Second {
+		t.Errorf("idle member at %d calls per window 5s after its backlog appeared (reached half after %v), want 100 within 2s", idle.lim.share, reached)
+	}
+	if worst, at := maxWindow(w.calls); worst > 200 {
+		t.Errorf("%d calls in the second to %v", worst, at)
+	}
+}
+
+// TestSimulationMembershipChanges measures, on the simulated clock, how long the busy members
+// take to reach their new share after another joins, leaves gracefully or crashes (all with a
+// backlog): a join or a leave costs about a second, a crash the entry's TTL.
+func TestSimulationMembershipChanges(t *testing.T) {
+	const budget = 200
+	until := func(w *simWorld, cond func() bool) time.Duration {
+		from := w.now
+		for w.now.Sub(from) < 10*time.Second {
+			w.step()
+			if cond() {
+				return w.now.Sub(from)
+			}
+		}
+		t.Fatal("not reached within 10s")
+		return 0
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(w *simWorld, ms []*simMember) []*simMember // returns the members left busy
+		within time.Duration
+	}{
+		{"join", func(w *simWorld, ms []*simMember) []*simMember {
+			n := w.join()
+			n.backlog = 1e9
+			return append(ms, n)
+		}, 2 * time.Second},
+		{"graceful leave", func(w *simWorld, ms []*simMember) []*simMember {
+			r := ms[0].m.Leave(w.now.Add(ms[0].skew), ms[0].lim.used(w.now))
+			w.publish(ms[0], &r)
+			ms[0].gone = true
+			return ms[1:]
+		}, 2 * time.Second},
+		{"crash", func(w *simWorld, ms []*simMember) []*simMember {
+			ms[0].gone = true
+			return ms[1:]
+		}, DefaultTTL + 2*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 3, budget)
+			var ms []*simMember
+			for range 3 {
+				m := w.join()
+				m.backlog = 1e9
+				ms = append(ms, m)
+			}
+			w.run(5 * time.Second)
+			start := len(w.calls)
+			busy := tc.change(w, ms)
+			share := budget / len(busy)
+			took := until(w, func() bool {
+				for _, m := range busy {
+					if m.lim.share < share-1 {
+						return false
+					}
+				}
+				return true
+			})
+			t.Logf("%s: every busy member at its new share of %d after %v", tc.name, share, took)
+			if took > tc.within {
+				t.Errorf("%s took %v, want within %v", tc.name, took, tc.within)
+			}
+			w.run(3 * time.Second)
+			if worst, at := maxWindow(w.calls[start:]); worst > budget {
+				t.Errorf("%d calls in the second to %v", worst, at)
+			}
+		})
+	}
+}
+
+// TestSimulationCutOffMember: a member cut off from the log (a partition between it and Kafka)
+// while it can still call the API stops within its fence; the others take its room only after
+// its entry expired, and no second holds more than the budget.
+func TestSimulationCutOffMember(t *testing.T) {
+	w := newWorld(t, 5, 200)
+	var ms []*simMember
+	for range 3 {
+		m := w.join()
+		m.backlog = 1e9
+		ms = append(ms, m)
+	}
+	w.run(5 * time.Second)
+	start := len(w.calls)
+	cut := ms[0]
+	cut.cutUntil = w.now.Add(10 * time.Second)
+	from := w.now
+	var stopped, taken time.Duration
+	for w.now.Sub(from) < 8*time.Second {
+		w.step()
+		if stopped == 0 && cut.lim.share == 0 {
+			stopped = w.now.Sub(from)
+		}
+		if taken == 0 && ms[1].lim.share >= 99 && ms[2].lim.share >= 99 {
+			taken = w.now.Sub(from)
+		}
+	}
+	t.Logf("cut off: stopped after %v; the others at half each after %v", stopped, taken)
+	if stopped == 0 || stopped > DefaultFence+DefaultResend {
+		t.Errorf("the cut-off member stopped after %v, want within its fence (%v)", stopped, DefaultFence)
+	}
+	if taken == 0 || taken < stopped {
+		t.Errorf("the others took its room after %v, before it stopped (%v)", taken, stopped)
+	}
+	if worst, at := maxWindow(w.calls[start:]); worst > 200 {
+		t.Errorf("%d calls in the second to %v", worst, at)
+	}
+}
