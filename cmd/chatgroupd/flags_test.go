@@ -333,3 +333,25 @@ func TestKafkaDialTimeoutHonoured(t *testing.T) {
 		}
 	}
 }
+
+// TestSkipVerifyWarned: --kafka-tls-insecure-skip-verify (and an allowed plaintext SASL PLAIN)
+// are accepted but said out loud in the log of every Kafka command.
+func TestSkipVerifyWarned(t *testing.T) {
+	for _, args := range [][]string{
+		{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-tls", "--kafka-tls-insecure-skip-verify", "--count", "1"},
+		{"dlq", "list", "--brokers", "127.0.0.1:1", "--kafka-tls", "--kafka-tls-insecure-skip-verify"},
+	} {
+		var stderr bytes.Buffer
+		_ = run(context.Background(), args, mapEnv(nil), io.Discard, &stderr)
+		if !strings.Contains(stderr.String(), "not verified") {
+			t.Errorf("%v: no warning about unverified certificates in:\n%s", args, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	_ = run(context.Background(), []string{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-sasl-mechanism", "plain",
+		"--kafka-sasl-username", "u", "--kafka-sasl-allow-plaintext", "--count", "1"},
+		mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw-0123456789"}), io.Discard, &stderr)
+	if !strings.Contains(stderr.String(), "clear text") || strings.Contains(stderr.String(), "pw-0123456789") {
+		t.Errorf("plaintext SASL: want a warning and no password in:\n%s", stderr.String())
+	}
+}
