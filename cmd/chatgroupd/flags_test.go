@@ -240,6 +240,20 @@ func TestHelpEveryCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"help", "nosuch"}, mapEnv(nil), &stdout, &stdout); exitCode(err) != 2 {
 		t.Errorf("help nosuch: %v", err)
 	}
+	// dlq alone: its subcommands on --help; a missing or unknown subcommand is a usage error.
+	for _, args := range [][]string{{"dlq", "--help"}, {"help", "dlq"}, {"dlq", "help"}} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, mapEnv(nil), &out, &errOut); err != errHelp || !strings.Contains(out.String(), "chatgroupd dlq <list|replay>") {
+			t.Errorf("%v: err %v, stdout %q", args, err, out.String())
+		}
+	}
+	for _, args := range [][]string{{"dlq"}, {"dlq", "purge"}} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, mapEnv(nil), &out, &out)
+		if exitCode(err) != 2 || out.Len() > 0 || !strings.Contains(err.Error(), "--help") {
+			t.Errorf("%v: exit %d, err %v, output %q; want exit 2, one line", args, exitCode(err), err, out.String())
+		}
+	}
 }
 
 // TestInsecureTransportsRefused: an http:// IM endpoint off loopback and SASL PLAIN without TLS
