@@ -378,3 +378,19 @@ func TestSkipVerifyWarned(t *testing.T) {
 		t.Errorf("plaintext SASL: want a warning and no password in:\n%s", stderr.String())
 	}
 }
+
+// TestDLQReplayUnreachableNoTable: with no broker answering, dlq replay fails before printing
+// anything — no summary table of zeros that reads like an empty DLQ.
+func TestDLQReplayUnreachableNoTable(t *testing.T) {
+	for _, args := range [][]string{
+		{"dlq", "replay", "--brokers", "127.0.0.1:1", "--dry-run"},
+		{"dlq", "replay", "--brokers", "127.0.0.1:1", "--dry-run", "--output", "json"},
+		{"dlq", "list", "--brokers", "127.0.0.1:1"},
+	} {
+		var stdout bytes.Buffer
+		err := run(context.Background(), args, mapEnv(nil), &stdout, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || stdout.Len() > 0 {
+			t.Errorf("%v: err %v, stdout %q; want the broker's error and nothing printed", args, err, stdout.String())
+		}
+	}
+}
