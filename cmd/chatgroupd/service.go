@@ -208,11 +208,11 @@ func (s *service) Run(ctx context.Context) error {
 		return s.consumer.Run(gctx)
 	})
 	g.Go(func() error { return s.dispatcher.Run(tail) })
-	g.Go(func() error { return s.brokers.run(gctx) })
 	if s.fleet != nil {
 		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
 		g.Go(func() error { return s.fleet.Run(tail) })
 	}
+	g.Go(func() error { return s.brokers.run(gctx) })
 	g.Go(func() error {
 		if s.ln != nil {
 			return s.http.Serve(tail, s.ln)
