@@ -827,17 +827,18 @@ func renderWith(t *testing.T, args ...string) rendered {
 	return decodeStrict(t, out)
 }
 
-// TestReplayCommandFromREADME renders exactly the helm replay line README.md gives (a number
+// TestReplayCommandFromREADME renders exactly the helm replay line the DLQ runbook (docs/dlq.md,
+// once in README.md) gives (a number
 // for dlqReplay.code, which the schema refused when it wanted a string), and the filter code 0
 // (invalid events), which a truthiness test would drop.
 func TestReplayCommandFromREADME(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repo(t).Root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(repo(t).Root, "docs", "dlq.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	const line = "--set dlqReplay.enabled=true --set dlqReplay.code=51010 --set dlqReplay.dryRun=true"
 	if !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), line) {
-		t.Fatalf("README.md no longer shows %q; keep this test on the command README gives", line)
+		t.Fatalf("docs/dlq.md no longer shows %q; keep this test on the command the runbook gives", line)
 	}
 	for _, tc := range []struct {
 		args []string

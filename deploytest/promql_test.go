@@ -180,10 +180,10 @@ func TestDashboardStructure(t *testing.T) {
 }
 
 // runbookAnchor is what every alert's runbook_url must look like.
-var runbookAnchor = regexp.MustCompile(`^https://github\.com/chatgroupd/chatgroupd/blob/main/README\.md#(alert-[a-z0-9-]+)$`)
+var runbookAnchor = regexp.MustCompile(`^https://github\.com/chatgroupd/chatgroupd/blob/main/docs/operations\.md#(alert-[a-z0-9-]+)$`)
 
 // TestAlertRules checks what promtool does not: every alert has a severity, a summary and a
-// runbook link to its own README anchor, and every issue-6 case is covered.
+// runbook link to its own anchor in docs/operations.md (the alert runbooks), and every issue-6 case is covered.
 func TestAlertRules(t *testing.T) {
 	f := alertRules(t)
 	seen := map[string]bool{}
@@ -205,7 +205,7 @@ func TestAlertRules(t *testing.T) {
 			}
 			m := runbookAnchor.FindStringSubmatch(r.Annotations["runbook_url"])
 			if m == nil {
-				t.Errorf("%s: runbook_url %q is not a README alert anchor", r.Alert, r.Annotations["runbook_url"])
+				t.Errorf("%s: runbook_url %q is not an alert anchor of docs/operations.md", r.Alert, r.Annotations["runbook_url"])
 				continue
 			}
 			if other, dup := anchors[m[1]]; dup {
@@ -234,10 +234,10 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// TestRunbookAnchorsInReadme checks that the README has a heading or anchor for every
-// runbook_url.
+// TestRunbookAnchorsInReadme checks that docs/operations.md, where the alert runbooks live, has a
+// heading or anchor for every runbook_url.
 func TestRunbookAnchorsInReadme(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repo(t).Root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(repo(t).Root, "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestRunbookAnchorsInReadme(t *testing.T) {
 		for _, r := range g.Rules {
 			m := runbookAnchor.FindStringSubmatch(r.Annotations["runbook_url"])
 			if m != nil && !have[m[1]] {
-				t.Errorf("README.md has no anchor %q for %s (a heading that slugs to it, or <a id=%q>)", m[1], r.Alert, m[1])
+				t.Errorf("docs/operations.md has no anchor %q for %s (a heading that slugs to it, or <a id=%q>)", m[1], r.Alert, m[1])
 			}
 		}
 	}

@@ -57,11 +57,11 @@ func readPatterns(t *testing.T, path string) []string {
 	return out
 }
 
-// TestDockerBuildContext: the key file README tells operators to create (and other secret files)
+// TestDockerBuildContext: the key file docs/deploying.md tells operators to create (and other secret files)
 // never enters the image's build context (the Dockerfile does COPY . .), while the sources do.
 func TestDockerBuildContext(t *testing.T) {
 	patterns := readPatterns(t, "../../.dockerignore")
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/deploying.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestDockerBuildContext(t *testing.T) {
 		secrets = append(secrets, m[1])
 	}
 	if len(secrets) < 5 {
-		t.Fatal("README no longer suggests a key file name; update this test")
+		t.Fatal("docs/deploying.md no longer suggests a key file name; update this test")
 	}
 	for _, s := range secrets {
 		if !dockerignored(patterns, s) {
