@@ -94,7 +94,7 @@ func TestSeqReorder(t *testing.T) {
 	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == 9 })
 }
 
-// TestInvalidDeadLettered: every invalid kind of CONTRACT §1 goes to the DLQ with the precise
+// TestInvalidDeadLettered: every invalid kind of event (docs/events.md) goes to the DLQ with the precise
 // reason and is never dispatched.
 func TestInvalidDeadLettered(t *testing.T) {
 	e := newEnv(t, 1)

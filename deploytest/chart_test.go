@@ -267,7 +267,7 @@ func TestDeployment(t *testing.T) {
 			}
 			flags := flagValues(c.Args)
 
-			// Every flag of CONTRACT §4 that has a value in any configuration.
+			// Every flag (docs/configuration.md) that has a value in any configuration.
 			for _, f := range []string{"brokers", "topic", "group", "dlq-topic", "im-region", "sdkappid", "admin",
 				"rate-limit", "metrics-addr", "reorder-window", "retry-budget", "shutdown-timeout", "log-level", "log-format"} {
 				if flags[f] == "" {

@@ -277,7 +277,7 @@ func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
-// ContractMetrics are the metric families CONTRACT §5 promises; the dashboard shows each.
+// ContractMetrics are the metric families docs/operations.md promises; the dashboard shows each.
 var ContractMetrics = []string{
 	"chatgroupd_events_consumed_total",
 	"chatgroupd_events_processed_total",

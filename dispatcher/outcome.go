@@ -77,7 +77,7 @@ type Outcome struct {
 	Detail json.RawMessage
 }
 
-// ResultDetail is the dlq-result JSON of a partial or rejected outcome (CONTRACT §3).
+// ResultDetail is the dlq-result JSON of a partial or rejected outcome (docs/dlq.md).
 type ResultDetail struct {
 	GroupName string `json:"GroupName"`
 	// GroupID is set when the group exists (partial outcomes).

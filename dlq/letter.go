@@ -1,5 +1,5 @@
-// Package dlq writes dead-letter records (CONTRACT §3) and reads, filters and replays them for
-// operators (CONTRACT §4). Records are byte-for-byte copies of the original plus dlq-* headers, and
+// Package dlq writes dead-letter records (docs/dlq.md) and reads, filters and replays them for
+// operators (docs/dlq.md, "Operator runbook"). Records are byte-for-byte copies of the original plus dlq-* headers, and
 // replay state lives in a compacted Kafka ledger topic so a replay is done once from any machine.
 package dlq
 

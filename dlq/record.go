@@ -132,7 +132,7 @@ func ParseCode(s string) (int, error) {
 }
 
 // Record builds the dead-letter record for orig: key, value and headers copied byte for byte, then
-// the dlq-* headers of CONTRACT §3, each bounded (dlq-error-info to MaxInfoBytes, dlq-result to
+// the dlq-* headers of docs/dlq.md, each bounded (dlq-error-info to MaxInfoBytes, dlq-result to
 // MaxResultBytes), so the letter is at most MaxAddedBytes larger than orig. dlq-replay-count is
 // ReplayCount(orig.Headers) when that trusts one, else l.ReplayCount. The returned message has
 // no Topic: the writer that sends it names the DLQ topic.

@@ -1,5 +1,5 @@
 // Package event defines the contact-group event the product app writes to Kafka and its
-// validation rules (CONTRACT §1). Producers use it to build, validate, key and marshal events;
+// validation rules (docs/events.md). Producers use it to build, validate, key and marshal events;
 // chatgroupd uses Parse to turn a record value into an Event or a precise reason it is invalid.
 package event
 
@@ -116,7 +116,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Validate checks every rule of CONTRACT §1 that can be checked on a typed Event.
+// Validate checks every rule of the event contract (docs/events.md) that can be checked on a typed Event.
 func (e *Event) Validate() error {
 	if err := checkString("event_id", e.EventID, MaxEventIDBytes); err != nil {
 		return err

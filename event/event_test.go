@@ -30,7 +30,7 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
-// invalidCases is every way CONTRACT §1 can be broken, with the field and words the reason must
+// invalidCases is every way the event contract (docs/events.md) can be broken, with the field and words the reason must
 // carry. The schema test reuses it.
 var invalidCases = []struct {
 	name, value, field, reason string

@@ -187,7 +187,7 @@ type DeleteResponse struct {
 	BaseResponse
 }
 
-// Class says what a caller should do about a failure (api-notes.md, "Error codes").
+// Class says what a caller should do about a failure (docs/api-notes.md, "Error classes").
 type Class int
 
 const (

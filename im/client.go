@@ -22,7 +22,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// regions are the primary API domains by region (api-notes.md), china first.
+// regions are the primary API domains by region (docs/api-notes.md), china first.
 var regions = [...]struct{ name, domain string }{
 	{"china", "console.tim.qq.com"},
 	{"singapore", "adminapisgp.im.qcloud.com"},

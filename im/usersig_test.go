@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Known answers from shared/api-notes.md.
+// Known answers for the UserSig algorithm described in docs/api-notes.md ("UserSig").
 const (
 	katKey      = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
 	katAppID    = 1400000000

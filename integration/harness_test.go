@@ -129,7 +129,7 @@ func (s *stream) valid(account string) plan {
 	return plan{Key: []byte(account), Value: v, Kind: k, Account: account, Group: e.GroupName, Contacts: items, EventID: e.EventID}
 }
 
-// invalid returns a record that breaks CONTRACT §1 in one of several ways, chosen by variant.
+// invalid returns a record that breaks the event contract (docs/events.md) in one of several ways, chosen by variant.
 func (s *stream) invalid(account string, variant int) plan {
 	s.n++
 	id := fmt.Sprintf("%s-%d", s.prefix, s.n)
@@ -739,7 +739,7 @@ func (c *consumer) stop(t *testing.T, timeout time.Duration) time.Duration {
 // usersigRe finds a UserSig in a request URL that reached a log line.
 var usersigRe = regexp.MustCompile(`(?i)usersig=([^&\s"\\]+)`)
 
-// secretsIn reports a log that carries the IM secret key or an unredacted UserSig (CONTRACT §5).
+// secretsIn reports a log that carries the IM secret key or an unredacted UserSig (docs/operations.md).
 func secretsIn(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {

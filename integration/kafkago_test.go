@@ -16,7 +16,7 @@ import (
 )
 
 // These tests re-check, against the real broker, every kafka-go v0.4.51 behaviour chatgroupd
-// relies on (shared/kafka-go-notes.md was established on kfake only).
+// relies on (the findings in docs/kafka.md were established on kfake first).
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	t.Helper()

@@ -1,4 +1,4 @@
-// Package metrics defines every Prometheus metric chatgroupd exports (CONTRACT §5) on an injected
+// Package metrics defines every Prometheus metric chatgroupd exports (docs/operations.md) on an injected
 // registerer. Components receive the *Metrics they update; nothing touches the global registry.
 package metrics
 

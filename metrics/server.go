@@ -25,7 +25,7 @@ const (
 // DefaultShutdownTimeout bounds how long Run waits for in-flight scrapes once its context ends.
 const DefaultShutdownTimeout = 5 * time.Second
 
-// Server is the operational HTTP surface of CONTRACT §5: /metrics from an injected gatherer,
+// Server is the operational HTTP surface of docs/operations.md: /metrics from an injected gatherer,
 // /healthz while the process lives and /readyz while ready() reports nil.
 type Server struct {
 	addr    string

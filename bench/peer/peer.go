@@ -130,7 +130,7 @@ func NewClient(c Config, log *zap.Logger) (*im.Client, error) {
 	return im.New(im.Config{SDKAppID: c.SDKAppID, Admin: c.Admin, SecretKey: c.SecretKey, BaseURL: c.Endpoint, Logger: log})
 }
 
-// CreateRequest maps an event onto its create_contact_group body (CONTRACT §1).
+// CreateRequest maps an event onto its create_contact_group body (docs/events.md).
 func CreateRequest(ev *event.Event) *im.CreateRequest {
 	items := make([]im.ContactItem, len(ev.Contacts))
 	for i, c := range ev.Contacts {

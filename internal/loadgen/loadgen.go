@@ -22,7 +22,7 @@ type Kind int
 const (
 	Valid     Kind = iota // a new event that the API accepts
 	Duplicate             // a byte-identical re-send of an earlier valid event
-	Invalid               // a record that breaks CONTRACT §1
+	Invalid               // a record that breaks the event contract (docs/events.md)
 	OverQuota             // a valid event for an account already at 20 groups: 51010 expected
 )
 
