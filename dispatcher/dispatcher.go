@@ -210,7 +210,10 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx, stallLimit: t.StallLimit}
+	if !t.RetryStart.IsZero() && t.RetryStart.Before(r.start) {
+		r.start = t.RetryStart
+	}
 	if t.Drain != nil {
 		// Waits (grant, pause, backoff) end with Drain as well as ctx; API calls only with ctx.
 		wctx, cancel := context.WithCancelCause(ctx)
@@ -236,6 +239,8 @@ type run struct {
 	dupErr *im.Error
 	start  time.Time
 	paused time.Duration
+	// stallLimit is Task.StallLimit: transient failures this long end the dispatch as Stalled.
+	stallLimit time.Duration
 	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
 	wait context.Context
 }
@@ -581,6 +586,10 @@ func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, err
 	if left <= 0 {
 		o := r.exhausted(e)
 		return &o, nil
+	}
+	if r.stallLimit > 0 && active >= r.stallLimit && (e.Class == im.ClassTransient || e.Partial) {
+		return &Outcome{Result: Stalled, Code: errCode(e), Attempts: r.attempts, RetryStart: r.start,
+			Info: fmt.Sprintf("failing for %v after %d attempts; last: %v", active.Round(time.Millisecond), r.attempts, e)}, nil
 	}
 	r.countRetry(api, e)
 	ceil := r.d.cfg.BackoffBase

@@ -28,6 +28,15 @@ type Task struct {
 	// ends the event is still returned. A successor may own the account a moment later, so
 	// nothing not yet sent may be sent.
 	Drain context.Context
+	// StallLimit, when positive, ends the event as Stalled (not dead-lettered: the consumer
+	// moves it to its retry lane) once it has been failing transiently for that long, counted
+	// like the retry budget. Rate limits, pauses and permanent answers never stall an event:
+	// they are not the account's fault or end it anyway.
+	StallLimit time.Duration
+	// RetryStart, when set and earlier than now, is when the event's retrying began in an
+	// earlier Dispatch (another process, before a restart or rebalance): the retry budget counts
+	// from it, so moving an event to the retry lane never restarts its budget.
+	RetryStart time.Time
 }
 
 // ErrDrained is the cause Dispatch reports when Task.Drain ended before the event did.
@@ -45,6 +54,10 @@ const (
 	Partial
 	// Exhausted: transient failures past the retry budget. Dead-letter with reason "exhausted".
 	Exhausted
+	// Stalled: transient failures for longer than Task.StallLimit with budget left. The event
+	// did not end: the consumer parks its account and retries it from the retry lane, passing
+	// Outcome.RetryStart back as Task.RetryStart. Only returned when StallLimit is set.
+	Stalled
 )
 
 func (r Result) String() string {
@@ -57,6 +70,8 @@ func (r Result) String() string {
 		return "partial"
 	case Exhausted:
 		return "exhausted"
+	case Stalled:
+		return "stalled"
 	}
 	return "unknown"
 }
@@ -70,6 +85,8 @@ type Outcome struct {
 	// Detail is the dlq-result JSON for partial/rejected outcomes: the group when created and the
 	// failed conversations with their codes. Nil for applied.
 	Detail json.RawMessage
+	// RetryStart is when the event's retrying began (its budget's start); set for Stalled.
+	RetryStart time.Time
 }
 
 // ResultDetail is the dlq-result JSON of a partial or rejected outcome (CONTRACT §3).
