@@ -443,6 +443,7 @@ func (e *engine) initPart(id int, st position) {
 	p := &part{
 		id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
 		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), ext: int64(2 * cfg.MaxInFlight),
+		lane: &lanePart{id: id, accts: map[string]*laneAcct{}, unended: map[int64]*laneRec{}},
 	}
 	w := first
 	p.committedW = -1
@@ -519,6 +520,16 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 		f.rt = kafka.DefaultTransport
 	}
 	start := p.tr.next
+	if cfg.RetryLane {
+		// Every parked account must be known before any of its main-topic events is seen.
+		lf, ok := e.laneLoad(ctx, p)
+		if !ok {
+			return
+		}
+		var tail sync.WaitGroup
+		defer tail.Wait()
+		tail.Go(func() { e.laneTail(ctx, p, lf) })
+	}
 	for {
 		msgs, err := f.fetch(ctx)
 		if err != nil {

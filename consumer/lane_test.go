@@ -1,0 +1,218 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/dispatcher"
+)
+
+// stallDispatcher is the fake dispatcher with one faulty account: while the fault is on, that
+// account's events fail "transiently" — Dispatch returns Stalled once the task's StallLimit
+// (counted from its RetryStart) has passed, or, without a limit (the lane), keeps failing until
+// the fault clears or the claim ends. Every other event goes to the fake. It records each
+// event's latency from its record time to its answer.
+type stallDispatcher struct {
+	*fakeDispatcher
+	faulty  string
+	fault   atomic.Bool
+	cleared chan struct{}
+	stalls  atomic.Int64
+	// budgetStarts holds the RetryStart of every lane dispatch of the faulty account.
+	mu           sync.Mutex
+	budgetStarts []time.Time
+	lat          []time.Duration // others' record-time-to-answer latencies
+}
+
+func newStallDispatcher(t testing.TB, faulty string) *stallDispatcher {
+	d := &stallDispatcher{fakeDispatcher: newFakeDispatcher(t), faulty: faulty, cleared: make(chan struct{})}
+	d.fault.Store(true)
+	return d
+}
+
+func (d *stallDispatcher) clear() {
+	d.fault.Store(false)
+	close(d.cleared)
+}
+
+func (d *stallDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (dispatcher.Outcome, error) {
+	if task.Event.FromAccount == d.faulty && d.fault.Load() {
+		start := time.Now()
+		if !task.RetryStart.IsZero() && task.RetryStart.Before(start) {
+			start = task.RetryStart
+		}
+		drain := task.Drain
+		if drain == nil {
+			drain = ctx
+		}
+		if task.StallLimit > 0 {
+			select {
+			case <-time.After(time.Until(start.Add(task.StallLimit))):
+				d.stalls.Add(1)
+				return dispatcher.Outcome{Result: dispatcher.Stalled, Code: 50004, Attempts: 3, RetryStart: start}, nil
+			case <-d.cleared:
+			case <-drain.Done():
+				return dispatcher.Outcome{}, fmt.Errorf("fake: %w", dispatcher.ErrDrained)
+			}
+		} else {
+			d.mu.Lock()
+			d.budgetStarts = append(d.budgetStarts, task.RetryStart)
+			d.mu.Unlock()
+			select {
+			case <-d.cleared:
+			case <-drain.Done():
+				return dispatcher.Outcome{}, fmt.Errorf("fake: %w", dispatcher.ErrDrained)
+			}
+		}
+	}
+	out, err := d.fakeDispatcher.Dispatch(ctx, task)
+	if err == nil && task.Event.FromAccount != d.faulty && !task.RecordTime.IsZero() {
+		d.mu.Lock()
+		d.lat = append(d.lat, time.Since(task.RecordTime))
+		d.mu.Unlock()
+	}
+	return out, err
+}
+
+func (d *stallDispatcher) p99() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.lat) == 0 {
+		return 0
+	}
+	l := slices.Clone(d.lat)
+	slices.Sort(l)
+	return l[len(l)*99/100]
+}
+
+// laneEnv is an env whose consumer runs with the retry lane on and a scaled-down stall limit.
+func laneEnv(t *testing.T, faulty string) (*env, *stallDispatcher) {
+	e := newEnv(t, 1)
+	e.k.CreateTopic(t, e.topic+".retry", 1)
+	d := newStallDispatcher(t, faulty)
+	e.cfgEdit = func(c *Config) {
+		c.Dispatcher = d
+		c.RetryLane = true
+		c.AccountStallLimit = 300 * time.Millisecond
+	}
+	return e, d
+}
+
+// produceRounds writes rounds × accounts events to partition 0, one per account per round
+// (seq = round+1), pausing between rounds, with time stamps now so latency is measurable.
+func produceRounds(t *testing.T, e *env, accounts, rounds int, pause time.Duration, extra func(round int) []kafka.Message) int {
+	n := 0
+	for r := 0; r < rounds; r++ {
+		var msgs []kafka.Message
+		for a := 0; a < accounts; a++ {
+			msgs = append(msgs, evMsg(fmt.Sprintf("o%d-%d", a, r+1), fmt.Sprintf("other%d", a), int64(r+1)))
+		}
+		if extra != nil {
+			msgs = append(msgs, extra(r)...)
+		}
+		now := time.Now()
+		for i := range msgs {
+			msgs[i].Time = now
+		}
+		e.k.Produce(t, e.topic, msgs...)
+		n += len(msgs)
+		time.Sleep(pause)
+	}
+	return n
+}
+
+// checkAccount: the account's events were each applied once (by id), in seq order 1..n.
+func checkAccount(t *testing.T, calls []call, acct string, n int) {
+	t.Helper()
+	var seqs []int64
+	for _, c := range calls {
+		if c.Account == acct {
+			seqs = append(seqs, c.Seq)
+		}
+	}
+	if len(seqs) != n {
+		t.Fatalf("%s: %d applies %v, want %d", acct, len(seqs), seqs, n)
+	}
+	for i, s := range seqs {
+		if s != int64(i+1) {
+			t.Fatalf("%s: applies in order %v, want 1..%d", acct, seqs, n)
+		}
+	}
+}
+
+func (e *env) laneCommitted(t *testing.T) int64 {
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	resp, err := cl.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: e.group,
+		Topics: map[string][]int{e.topic + ".retry": {0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.Topics[e.topic+".retry"] {
+		return p.CommittedOffset
+	}
+	return -1
+}
+
+// TestLaneParksStuckAccount is the acceptance scenario on the embedded broker: one account
+// keeps failing transiently while 999 others in the same partition keep producing. The others
+// keep being applied, the main partition's committed lag reaches 0 while the account is parked,
+// and once the fault clears its events are applied in seq order, each once.
+func TestLaneParksStuckAccount(t *testing.T) {
+	const accounts, rounds = 999, 5
+	run := func(t *testing.T, fault bool) (time.Duration, *env, *stallDispatcher) {
+		e, d := laneEnv(t, "stuck")
+		if !fault {
+			d.clear()
+		}
+		e.start()
+		n := produceRounds(t, e, accounts, rounds, 200*time.Millisecond, func(r int) []kafka.Message {
+			return []kafka.Message{evMsg(fmt.Sprintf("s-%d", r+1), "stuck", int64(r+1))}
+		})
+		waitFor(t, 30*time.Second, "others applied", func() bool { return len(d.snapshot()) >= accounts*rounds })
+		if !fault {
+			waitFor(t, 10*time.Second, "all applied", func() bool { return len(d.snapshot()) == n })
+			return d.p99(), e, d
+		}
+		waitFor(t, 10*time.Second, "main partition committed to its end while parked", func() bool {
+			return e.committed()[0].CommittedOffset == int64(n)
+		})
+		if !d.fault.Load() || slices.ContainsFunc(d.snapshot(), func(c call) bool { return c.Account == "stuck" }) {
+			t.Fatal("the stuck account was applied while faulty")
+		}
+		return d.p99(), e, d
+	}
+	var base time.Duration
+	t.Run("without fault", func(t *testing.T) { base, _, _ = run(t, false) })
+	t.Run("with fault", func(t *testing.T) {
+		p99, e, d := run(t, true)
+		t.Logf("others' p99 record-to-applied latency: %v without the fault, %v with it (stalls %d)", base, p99, d.stalls.Load())
+		if d.stalls.Load() != 1 {
+			t.Errorf("%d stalls, want 1: the account's later events follow its head into the lane", d.stalls.Load())
+		}
+		d.clear()
+		waitFor(t, 10*time.Second, "stuck account applied", func() bool {
+			return len(d.snapshot()) == accounts*rounds+rounds
+		})
+		calls := d.snapshot()
+		checkAccount(t, calls, "stuck", rounds)
+		for id, k := range ids(calls) {
+			if k != 1 {
+				t.Errorf("event %s applied %d times", id, k)
+			}
+		}
+		// The unpark marker follows: the lane's committed position passes every record.
+		waitFor(t, 10*time.Second, "lane committed to its end", func() bool {
+			return e.laneCommitted(t) == int64(rounds)+1
+		})
+		if got := e.committed()[0].CommittedOffset; got != int64(accounts*rounds+rounds) {
+			t.Errorf("main committed %d, want %d", got, accounts*rounds+rounds)
+		}
+	})
+}
