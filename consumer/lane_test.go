@@ -216,3 +216,147 @@ func TestLaneParksStuckAccount(t *testing.T) {
 		}
 	})
 }
+
+// laneEnd is the lane partition's log end.
+func (e *env) laneEnd(t *testing.T) int64 {
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	lo, err := cl.ListOffsets(context.Background(), &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		e.topic + ".retry": {kafka.LastOffsetOf(0)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range lo.Topics[e.topic+".retry"] {
+		return p.LastOffset
+	}
+	return -1
+}
+
+// checkOnceEach: every produced event was applied, none created twice (a second apply is only
+// allowed as an uncertain one, which looks the group up before creating), and the stuck
+// account's events were first applied in seq order.
+func checkOnceEach(t *testing.T, calls []call, want int, stuck string, n int) {
+	t.Helper()
+	creates := map[string]int{}
+	applied := map[string]bool{}
+	var seqs []int64
+	for _, c := range calls {
+		if !c.Uncertain {
+			creates[c.ID]++
+		}
+		if c.Account == stuck && !applied[c.ID] {
+			seqs = append(seqs, c.Seq)
+		}
+		applied[c.ID] = true
+	}
+	if len(applied) != want {
+		t.Errorf("%d events applied, want %d (lost %d)", len(applied), want, want-len(applied))
+	}
+	for id, k := range creates {
+		if k > 1 {
+			t.Errorf("event %s created %d times", id, k)
+		}
+	}
+	if len(seqs) != n || !slices.IsSorted(seqs) || seqs[0] != 1 {
+		t.Errorf("%s: first applies in order %v…, want 1..%d", stuck, seqs[:min(len(seqs), 10)], n)
+	}
+	t.Logf("%d applies for %d events (%d repeated as uncertain checks)", len(calls), want, len(calls)-len(applied))
+}
+
+// TestLaneHotStuckAccount: an account with 5000 queued events stalls; its partition does not:
+// the others are applied and the main partition commits to its end while it is parked, then
+// the 5000 are applied in order, once each.
+func TestLaneHotStuckAccount(t *testing.T) {
+	const hot, accounts, rounds = 5000, 999, 2
+	e, d := laneEnv(t, "hot")
+	var msgs []kafka.Message
+	for s := 1; s <= hot; s++ {
+		msgs = append(msgs, evMsg(fmt.Sprintf("h-%d", s), "hot", int64(s)))
+	}
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	n := hot + produceRounds(t, e, accounts, rounds, 100*time.Millisecond, nil)
+	waitFor(t, 60*time.Second, "others applied and main committed to its end while parked", func() bool {
+		return len(d.snapshot()) >= accounts*rounds && e.committed()[0].CommittedOffset == int64(n)
+	})
+	if c := slices.ContainsFunc(d.snapshot(), func(c call) bool { return c.Account == "hot" }); c || !d.fault.Load() {
+		t.Fatal("hot account applied while faulty")
+	}
+	t.Logf("lane holds %d records", e.laneEnd(t))
+	d.clear()
+	waitFor(t, 60*time.Second, "hot account applied", func() bool { return len(d.snapshot()) >= n })
+	checkOnceEach(t, d.snapshot(), n, "hot", hot)
+	checkAccount(t, d.snapshot(), "hot", hot)
+}
+
+// TestLaneCrash kills the consumer (no drain, no final commit) while an account is being parked
+// and while its lane is being drained; the successor loses nothing, creates nothing twice and
+// keeps the account's order. The stalled head's retry budget start survives the restarts.
+func TestLaneCrash(t *testing.T) {
+	const stuckN, accounts = 2000, 999
+	for _, phase := range []string{"parking", "drain"} {
+		t.Run(phase, func(t *testing.T) {
+			e, d := laneEnv(t, "stuck")
+			var msgs []kafka.Message
+			for s := 1; s <= stuckN; s++ {
+				msgs = append(msgs, evMsg(fmt.Sprintf("s-%d", s), "stuck", int64(s)))
+			}
+			e.k.Produce(t, e.topic, msgs...)
+			r := e.start()
+			r.c.crash = true
+			n := stuckN + produceRounds(t, e, accounts, 1, 0, nil)
+			if phase == "parking" {
+				waitFor(t, 30*time.Second, "parking under way", func() bool { return e.laneEnd(t) > 50 })
+				r.stop(t)
+				t.Logf("crashed with %d of %d records in the lane", e.laneEnd(t), stuckN)
+				r = e.start()
+				r.c.crash = true
+				waitFor(t, 30*time.Second, "others applied, main committed to its end", func() bool {
+					return e.committed()[0].CommittedOffset == int64(n)
+				})
+				d.clear()
+			} else {
+				waitFor(t, 30*time.Second, "parked, main committed to its end", func() bool {
+					return e.committed()[0].CommittedOffset == int64(n) && e.laneEnd(t) >= stuckN
+				})
+				d.mu.Lock()
+				d.delay["stuck"] = 2 * time.Millisecond
+				d.mu.Unlock()
+				d.clear()
+				waitFor(t, 30*time.Second, "lane drain under way", func() bool {
+					k := 0
+					for _, c := range d.snapshot() {
+						if c.Account == "stuck" {
+							k++
+						}
+					}
+					return k > 200
+				})
+				r.stop(t)
+				t.Logf("crashed during the drain; lane committed at %d of %d", e.laneCommitted(t), e.laneEnd(t))
+				d.undelay()
+				r = e.start()
+			}
+			waitFor(t, 60*time.Second, "everything applied", func() bool {
+				return len(ids(d.snapshot())) >= n && e.laneCommitted(t) == e.laneEnd(t)
+			})
+			r.stop(t)
+			checkOnceEach(t, d.snapshot(), n, "stuck", stuckN)
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			var first time.Time
+			for _, s := range d.budgetStarts {
+				if s.IsZero() {
+					continue
+				}
+				if first.IsZero() {
+					first = s
+				} else if !s.Equal(first) {
+					t.Errorf("the head's retry start changed across the crash: %v then %v", first, s)
+				}
+			}
+			if first.IsZero() && phase == "parking" {
+				t.Error("no lane dispatch carried the head's retry start")
+			}
+		})
+	}
+}
