@@ -307,15 +307,18 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, []int, error) {
 				return 0, nil, ctx.Err()
 			}
 		}
-		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
-		if err == nil && (len(md.Topics) != 1 || md.Topics[0].Error != nil) {
-			err = fmt.Errorf("topic %s missing", cfg.Topic)
+		topics := []string{cfg.Topic}
+		if cfg.RetryLane {
+			topics = append(topics, cfg.laneTopic())
+		}
+		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err == nil {
+			total, err = checkTopics(cfg, md)
 		}
 		if err != nil {
 			err = fmt.Errorf("metadata: %w", err)
 			continue
 		}
-		total = len(md.Topics[0].Partitions)
 		break
 	}
 	if err != nil {
@@ -339,6 +342,32 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, []int, error) {
 			zap.Ints("partitions", pending), zap.Error(err))
 	}
 	return total, pending, nil
+}
+
+// errLaneTopic: the retry lane's topic is missing or has fewer partitions than the event topic
+// (partition p's stuck accounts go to lane partition p).
+var errLaneTopic = errors.New("retry lane topic unusable")
+
+// checkTopics returns the event topic's partition count, checking the lane topic beside it.
+func checkTopics(cfg *Config, md *kafka.MetadataResponse) (int, error) {
+	parts := map[string]int{}
+	for _, t := range md.Topics {
+		if t.Error == nil {
+			parts[t.Name] = len(t.Partitions)
+		}
+	}
+	total, ok := parts[cfg.Topic]
+	if !ok {
+		return 0, fmt.Errorf("topic %s missing", cfg.Topic)
+	}
+	if cfg.RetryLane {
+		lt := cfg.laneTopic()
+		if n := parts[lt]; n < total {
+			return 0, fmt.Errorf("%w: %s has %d partitions, the event topic %d; create it with %d (e.g. kafka-topics.sh --create --topic %s --partitions %d)",
+				errLaneTopic, lt, n, total, total, lt, total)
+		}
+	}
+	return total, nil
 }
 
 // position is what setup learned of one partition: its committed offset and metadata (when the

@@ -2,8 +2,10 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -356,6 +358,43 @@ func TestLaneCrash(t *testing.T) {
 			}
 			if first.IsZero() && phase == "parking" {
 				t.Error("no lane dispatch carried the head's retry start")
+			}
+		})
+	}
+}
+
+// TestLaneTopicChecked: with the lane on, a missing or too small lane topic is a clear setup
+// error naming the fix, and the event topic is not consumed meanwhile (nothing lost).
+func TestLaneTopicChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		parts int // lane partitions; 0: no lane topic
+	}{{"missing", 0}, {"too few partitions", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 2)
+			if tc.parts > 0 {
+				e.k.CreateTopic(t, e.topic+".retry", tc.parts)
+			}
+			e.cfgEdit = func(c *Config) { c.RetryLane = true }
+			cfg := e.config()
+			cfg = cfg.withDefaults()
+			c, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := c.client.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{e.topic, e.topic + ".retry"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = checkTopics(&c.cfg, md)
+			if !errors.Is(err, errLaneTopic) || !strings.Contains(err.Error(), "--partitions 2") {
+				t.Fatalf("err = %v, want errLaneTopic naming 2 partitions", err)
+			}
+			e.k.Produce(t, e.topic, evMsg("a", "acct", 1))
+			e.start()
+			time.Sleep(2 * time.Second)
+			if n := len(e.disp.snapshot()); n != 0 {
+				t.Errorf("%d events dispatched without a usable lane", n)
 			}
 		})
 	}
