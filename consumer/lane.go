@@ -29,6 +29,8 @@ const (
 	laneHdrAttempts   = laneHdrPrefix + "attempts"    // API calls already made for it
 	laneHdrReason     = laneHdrPrefix + "reason"      // why it is in the lane: stall (the head) or follow
 	laneHdrUnpark     = laneHdrPrefix + "unpark"      // a marker: every earlier record of the key's account ended
+	laneHdrCode       = laneHdrPrefix + "code"        // the stalled head's last failure code
+	laneHdrInfo       = laneHdrPrefix + "info"        // and its text
 )
 
 // Park reasons (metrics label and lane header).
@@ -140,7 +142,9 @@ func (e *engine) laneForward(r *rec, la *laneAcct, reason string, out dispatcher
 		kafka.Header{Key: laneHdrReason, Value: []byte(reason)})
 	if !out.RetryStart.IsZero() {
 		hs = append(hs, kafka.Header{Key: laneHdrRetryStart, Value: []byte(strconv.FormatInt(out.RetryStart.UnixNano(), 10))},
-			kafka.Header{Key: laneHdrAttempts, Value: []byte(strconv.Itoa(out.Attempts))})
+			kafka.Header{Key: laneHdrAttempts, Value: []byte(strconv.Itoa(out.Attempts))},
+			kafka.Header{Key: laneHdrCode, Value: []byte(strconv.Itoa(out.Code))},
+			kafka.Header{Key: laneHdrInfo, Value: []byte(truncate(out.Info, 512))})
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -567,4 +571,12 @@ func (e *engine) laneCommits() []kafka.OffsetCommit {
 	}
 	slices.SortFunc(out, func(a, b kafka.OffsetCommit) int { return a.Partition - b.Partition })
 	return out
+}
+
+// truncate cuts s to at most n bytes (headers stay small).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

@@ -198,6 +198,15 @@ func TestLaneParksStuckAccount(t *testing.T) {
 		if d.stalls.Load() != 1 {
 			t.Errorf("%d stalls, want 1: the account's later events follow its head into the lane", d.stalls.Load())
 		}
+		lc := LaneListConfig{Brokers: e.k.Brokers, Topic: e.topic, GroupID: e.group}
+		parked, err := ListParked(context.Background(), lc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parked) != 1 || parked[0].Account != "stuck" || parked[0].Events != rounds || parked[0].Code != 50004 ||
+			parked[0].Reason != parkStall || parked[0].HeadSourceOffset != accounts || parked[0].Since.IsZero() {
+			t.Fatalf("lane list %+v, want stuck with %d events, code 50004, head at offset %d", parked, rounds, accounts)
+		}
 		d.clear()
 		waitFor(t, 10*time.Second, "stuck account applied", func() bool {
 			return len(d.snapshot()) == accounts*rounds+rounds
@@ -213,6 +222,9 @@ func TestLaneParksStuckAccount(t *testing.T) {
 		waitFor(t, 10*time.Second, "lane committed to its end", func() bool {
 			return e.laneCommitted(t) == int64(rounds)+1
 		})
+		if parked, err := ListParked(context.Background(), lc); err != nil || len(parked) != 0 {
+			t.Errorf("lane list after the drain: %+v, %v; want none", parked, err)
+		}
 		if got := e.committed()[0].CommittedOffset; got != int64(accounts*rounds+rounds) {
 			t.Errorf("main committed %d, want %d", got, accounts*rounds+rounds)
 		}
