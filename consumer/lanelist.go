@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -58,15 +59,17 @@ func ListParked(ctx context.Context, c LaneListConfig) ([]Parked, error) {
 	}
 	slices.Sort(ids)
 	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.GroupID, Topics: map[string][]int{lt: ids}})
-	if err == nil && of.Error != nil {
-		err = of.Error
+	if err == nil && of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
+		err = of.Error // no group yet: nothing committed, the lane is read from its start
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lane list: offset fetch: %w", err)
 	}
 	committed := map[int]int64{}
 	for _, p := range of.Topics[lt] {
-		committed[p.Partition] = p.CommittedOffset
+		if p.Error == nil {
+			committed[p.Partition] = p.CommittedOffset
+		}
 	}
 	reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
 	for _, id := range ids {

@@ -25,6 +25,7 @@ func flagCommands() map[string]func() *flag.FlagSet {
 		"loadgen":    func() *flag.FlagSet { var f loadgenFlags; return newLoadgenFlags(&f) },
 		"dlq list":   func() *flag.FlagSet { var o dlqOptions; return newDLQFlags(&o, "list") },
 		"dlq replay": func() *flag.FlagSet { var o dlqOptions; return newDLQFlags(&o, "replay") },
+		"lane list":  func() *flag.FlagSet { var o laneOptions; return newLaneFlags(&o) },
 	}
 }
 
@@ -34,7 +35,7 @@ func flagCommands() map[string]func() *flag.FlagSet {
 func TestFlagCommandsCoverEveryCommand(t *testing.T) {
 	fc := flagCommands()
 	for name := range commands() {
-		if name == "version" || name == "dlq" {
+		if name == "version" || name == "dlq" || name == "lane" {
 			continue
 		}
 		if fc[name] == nil {
