@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -276,6 +277,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		ps := strconv.Itoa(id)
 		cfg.Metrics.ConsumerLag.DeleteLabelValues(cfg.Topic, ps)
 		cfg.Metrics.OldestUnfinished.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneParked.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneDepth.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneOldest.DeleteLabelValues(cfg.Topic, ps)
 	}
 	cfg.Metrics.AssignedParts.Set(0)
 	cfg.Metrics.InFlight.Set(0)
@@ -473,6 +477,12 @@ func (e *engine) initPart(id int, st position) {
 		id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
 		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), ext: int64(2 * cfg.MaxInFlight),
 		lane: &lanePart{id: id, accts: map[string]*laneAcct{}, unended: map[int64]*laneRec{}},
+	}
+	// The lane gauges exist per owned partition, at 0 until something is parked (or for good
+	// with the lane off), so alerts and dashboards see the series.
+	ps := strconv.Itoa(id)
+	for _, g := range []*prometheus.GaugeVec{cfg.Metrics.LaneParked, cfg.Metrics.LaneDepth, cfg.Metrics.LaneOldest} {
+		g.WithLabelValues(cfg.Topic, ps).Set(0)
 	}
 	w := first
 	p.committedW = -1
