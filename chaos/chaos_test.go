@@ -21,10 +21,11 @@ import (
 
 // Environment of the seeded runs.
 const (
-	envSeeds     = "CHAOS_SEEDS"    // "1-30" or "3,7,12": TestChaos runs these
-	envDuration  = "CHAOS_DURATION" // schedule length per seed, default 60s
-	envReplicas  = "CHAOS_REPLICAS" // fleet size, default drawn 3–5 per seed
-	envShortDur  = "CHAOS_SHORT_DURATION"
+	envSeeds     = "CHAOS_SEEDS"          // "1-30" or "3,7,12": TestChaos runs these
+	envDuration  = "CHAOS_DURATION"       // schedule length per seed, default 60s
+	envReplicas  = "CHAOS_REPLICAS"       // fleet size, default drawn 3–5 per seed
+	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
+	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -137,8 +138,15 @@ func TestChaosShort(t *testing.T) {
 			t.Fatalf("%s: %v", envShortDur, err)
 		}
 	}
+	spec := shortSeeds
+	if v := os.Getenv(envShort); v != "" {
+		spec = v
+	}
+	seeds, err := parseSeeds(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := broker(t)
-	seeds, _ := parseSeeds(shortSeeds)
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			s := NewSchedule(options(c, seed, d, 3))

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -144,5 +145,34 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("report %s", r.Summary())
 			}
 		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	s := NewSchedule(Options{Seed: 1, DLQFaults: true})
+	good := Config{Schedule: s, Binary: "/bin/true", Brokers: []string{"127.0.0.1:9092"}, Dir: t.TempDir()}
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   string
+	}{
+		{"no schedule", func(c *Config) { c.Schedule = nil }, "no schedule"},
+		{"no binary", func(c *Config) { c.Binary = "" }, "no chatgroupd binary"},
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "no brokers"},
+		{"no dir", func(c *Config) { c.Dir = "" }, "no log directory"},
+		{"dlq faults on a real broker", func(c *Config) {}, "need the embedded broker"},
+	} {
+		c := good
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	good.Schedule = NewSchedule(Options{Seed: 1})
+	if err := good.Validate(); err != nil {
+		t.Errorf("valid config: %v", err)
+	}
+	if _, err := Run(context.Background(), Config{}); err == nil {
+		t.Error("Run with an empty config did not fail")
 	}
 }

@@ -238,13 +238,17 @@ func (r *run) refuseDLQ(req kmsg.Request) (kmsg.Response, error, bool) {
 }
 
 // baseFaults is the simulator's behaviour outside storms: a little latency, so calls overlap.
-var baseFaults = imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 20 * time.Millisecond}
+func baseFaults() imsim.Faults {
+	return imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 20 * time.Millisecond}
+}
 
 // stormFaults fail about a third of the calls: 502s, internal errors, rate-limit answers, hangs
 // and creates applied and then answered with a timeout.
-var stormFaults = imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond,
-	HTTP502Rate: 0.08, HangRate: 0.02, ApplyThenFailRate: 0.1,
-	ErrorRates: map[int]float64{im.CodeInternal: 0.08, im.CodeFrequency: 0.03}}
+func stormFaults() imsim.Faults {
+	return imsim.Faults{Latency: 5 * time.Millisecond, Jitter: 40 * time.Millisecond,
+		HTTP502Rate: 0.08, HangRate: 0.02, ApplyThenFailRate: 0.1,
+		ErrorRates: map[int]float64{im.CodeInternal: 0.08, im.CodeFrequency: 0.03}}
+}
 
 func (r *run) do(ctx context.Context, st Step) error {
 	switch st.Kind {
@@ -267,9 +271,9 @@ func (r *run) do(ctx context.Context, st Step) error {
 		delete(r.slow, st.Account)
 		return r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: st.Account})
 	case KindStorm:
-		return r.simPost(ctx, "/admin/faults", stormFaults)
+		return r.simPost(ctx, "/admin/faults", stormFaults())
 	case KindStormEnd:
-		return r.simPost(ctx, "/admin/faults", baseFaults)
+		return r.simPost(ctx, "/admin/faults", baseFaults())
 	case KindDLQDown:
 		r.dlqDown.Store(true)
 	case KindDLQUp:
@@ -286,7 +290,7 @@ func (r *run) settle(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := r.simPost(ctx, "/admin/faults", baseFaults); err != nil {
+	if err := r.simPost(ctx, "/admin/faults", baseFaults()); err != nil {
 		return err
 	}
 	for i, p := range r.slots {
@@ -387,7 +391,7 @@ func (r *run) startSim(ctx context.Context) error {
 	p, err := r.spawn("imsim", []string{"imsim", "--addr", "127.0.0.1:0", "--sdkappid", strconv.Itoa(SDKAppID),
 		"--rate-limit", strconv.Itoa(r.cfg.RateLimit), "--max-groups", "1000000", "--max-contacts", "1073741824",
 		"--not-imported", strings.Join(ghosts, ","), "--seed", strconv.FormatUint(r.cfg.Schedule.Seed, 10),
-		"--latency", baseFaults.Latency.String(), "--jitter", baseFaults.Jitter.String(),
+		"--latency", baseFaults().Latency.String(), "--jitter", baseFaults().Jitter.String(),
 		"--max-hang", (r.cfg.Schedule.SessionTimeout * 3 / 2).String(), "--call-log", "--admin-api", "--log-level", "warn"}, baseEnv(), pw)
 	if err != nil {
 		return err

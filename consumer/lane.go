@@ -512,11 +512,16 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 		e.outcomes[metrics.OutcomeInvalid].Inc()
 		return true
 	}
+	var lease func() bool
+	if !e.cfg.TestLegacyDrain {
+		lease = e.leased
+	}
 	var out dispatcher.Outcome
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: true, RecordTime: src.Time, Drain: e.claim, RetryStart: r.start,
+			Lease: lease,
 		})
 		if err == nil {
 			break

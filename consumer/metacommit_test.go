@@ -2,11 +2,15 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -147,5 +151,42 @@ func TestCommitRefusesMetadataThatDoesNotRoundTrip(t *testing.T) {
 				t.Fatalf("committed %d %+v (%v), want 1 with the horizon and no ranges", c.CommittedOffset, got, err)
 			}
 		})
+	}
+}
+
+// TestBrokerMetadataLimit: a metadata string of DefaultMetadataMaxBytes characters is accepted,
+// and on a real broker (CHATGROUPD_TEST_BROKERS) one character more is refused with
+// OFFSET_METADATA_TOO_LARGE: the encoder's bound is the broker's, exactly. The embedded broker
+// does not enforce the limit.
+func TestBrokerMetadataLimit(t *testing.T) {
+	e := newEnv(t, 1)
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	commit := func(n int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: e.group, GenerationID: -1,
+			Topics: map[string][]kafka.OffsetCommit{e.topic: {{Partition: 0, Offset: 10, Metadata: metaPrefixV2 + strings.Repeat("A", n-len(metaPrefixV2))}}}})
+		if err != nil {
+			return err
+		}
+		return resp.Topics[e.topic][0].Error
+	}
+	var err error
+	for range 5 { // a fresh broker answers "not coordinator" until its offsets topic exists
+		if err = commit(DefaultMetadataMaxBytes); !errors.Is(err, kafka.NotCoordinatorForGroup) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("%d characters refused: %v", DefaultMetadataMaxBytes, err)
+	}
+	err = commit(DefaultMetadataMaxBytes + 1)
+	if os.Getenv(kafkatest.EnvBrokers) == "" {
+		t.Logf("embedded broker, %d characters: %v", DefaultMetadataMaxBytes+1, err)
+		return
+	}
+	if !errors.Is(err, kafka.OffsetMetadataTooLarge) {
+		t.Fatalf("%d characters: %v, want OFFSET_METADATA_TOO_LARGE", DefaultMetadataMaxBytes+1, err)
 	}
 }

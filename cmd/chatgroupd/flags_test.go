@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"sort"
@@ -291,5 +293,44 @@ func TestInsecureTransportsRefused(t *testing.T) {
 	k.saslPasswordFile = blank
 	if _, _, err := k.conn(mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "env"})); err == nil || !strings.Contains(err.Error(), "SASL password is empty") {
 		t.Errorf("blank password file: err = %v", err)
+	}
+}
+
+// TestKafkaDialTimeoutHonoured: a "broker" that accepts TCP and never answers (a proxy, a wrong
+// port) must fail dlq list and loadgen within --kafka-dial-timeout, naming the broker. Before,
+// kafka-go's client sat out its own 15 s request timeout whatever the flag said.
+func TestKafkaDialTimeoutHonoured(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	silent := ln.Addr().String()
+	for _, args := range [][]string{
+		{"dlq", "list", "--brokers", silent, "--kafka-dial-timeout", "300ms"},
+		{"loadgen", "--brokers", silent + ",127.0.0.1:1", "--kafka-dial-timeout", "300ms", "--count", "1"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := time.Now()
+		err := run(ctx, args, mapEnv(nil), io.Discard, io.Discard)
+		took := time.Since(start)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), silent) || !strings.Contains(err.Error(), "--kafka-dial-timeout 300ms") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: err = %v; want one line naming the broker and the timeout", args, err)
+		}
+		// Not a timing assertion on the timeout itself: only "was the flag used at all" (the old
+		// behaviour took the client's fixed 15 s).
+		if took > 10*time.Second {
+			t.Errorf("%v took %v with --kafka-dial-timeout 300ms", args, took)
+		}
 	}
 }
