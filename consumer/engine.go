@@ -94,8 +94,12 @@ type account struct {
 	queued  bool
 	blocked bool
 	halted  bool // a record did not end (generation ending): nothing after it may run
-	timer   *time.Timer
-	lastSeq int64
+	// parkNow (lane on) ends the running record's Task.ParkNow: the metadata budget can't wait
+	// for its stall limit; parkAsked says it was called (the park's reason is then budget).
+	parkNow   context.CancelFunc
+	parkAsked bool
+	timer     *time.Timer
+	lastSeq   int64
 }
 
 type rec struct {
@@ -230,6 +234,12 @@ func (e *engine) schedule(a *account) {
 	if e.pressured(p) && a != e.frontAccount(p) {
 		a.blocked = true
 		p.blocked = append(p.blocked, a)
+		if fa := e.frontAccount(p); fa != nil && fa.parkNow != nil && !fa.parkAsked {
+			// The account holding the watermark keeps the others waiting: if its event is
+			// failing transiently, park it now rather than at its stall limit.
+			fa.parkAsked = true
+			fa.parkNow()
+		}
 		return
 	}
 	if off+p.ext/2 >= p.committedH {
@@ -430,12 +440,26 @@ func (e *engine) process(r *rec) bool {
 	if !e.cfg.TestLegacyDrain {
 		lease = e.leased
 	}
+	var parkNow context.Context
+	if e.cfg.RetryLane {
+		var cancel context.CancelFunc
+		parkNow, cancel = context.WithCancel(context.Background())
+		e.mu.Lock()
+		r.a.parkNow, r.a.parkAsked = cancel, false
+		e.mu.Unlock()
+		defer func() {
+			e.mu.Lock()
+			r.a.parkNow = nil
+			e.mu.Unlock()
+			cancel()
+		}()
+	}
 	var out dispatcher.Outcome
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
-			Lease: lease, StallLimit: e.stallLimit(),
+			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
 		})
 		if err == nil {
 			break

@@ -36,6 +36,7 @@ const (
 // Park reasons (metrics label and lane header).
 const (
 	parkStall  = "stall"
+	parkBudget = "budget" // parked early: the held-back events would outgrow the commit metadata
 	parkFollow = "follow"
 )
 
@@ -187,18 +188,22 @@ func (e *engine) park(r *rec, out dispatcher.Outcome) bool {
 	p := r.a.p
 	e.mu.Lock()
 	la := e.laneParked(r)
+	reason := parkStall
+	if r.a.parkAsked {
+		reason = parkBudget
+	}
 	if la == nil {
-		la = &laneAcct{name: r.a.name, seen: map[uint64]bool{}, lastProd: -1, reason: parkStall, since: e.cfg.Now()}
+		la = &laneAcct{name: r.a.name, seen: map[uint64]bool{}, lastProd: -1, reason: reason, since: e.cfg.Now()}
 		p.lane.accts[r.a.name] = la
-		e.metrics().LaneParks.WithLabelValues(parkStall).Inc()
+		e.metrics().LaneParks.WithLabelValues(reason).Inc()
 		e.metrics().LaneParked.WithLabelValues(e.cfg.Topic, strconv.Itoa(p.id)).Inc()
 	}
 	la.forwarding++
 	e.mu.Unlock()
 	e.cfg.Logger.Warn("account parked in the retry lane: its head event keeps failing transiently",
-		zap.Int("partition", p.id), zap.String("account", r.a.name), zap.Int64("offset", r.msg.Offset),
+		zap.Int("partition", p.id), zap.String("account", r.a.name), zap.Int64("offset", r.msg.Offset), zap.String("reason", reason),
 		zap.Int("code", out.Code), zap.String("info", out.Info))
-	ok := e.laneForward(r, la, parkStall, out)
+	ok := e.laneForward(r, la, reason, out)
 	e.mu.Lock()
 	la.forwarding--
 	e.mu.Unlock()

@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // stallDispatcher is the fake dispatcher with one faulty account: while the fault is on, that
@@ -55,7 +58,14 @@ func (d *stallDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (d
 			drain = ctx
 		}
 		if task.StallLimit > 0 {
+			var parkNow <-chan struct{}
+			if task.ParkNow != nil {
+				parkNow = task.ParkNow.Done()
+			}
 			select {
+			case <-parkNow:
+				d.stalls.Add(1)
+				return dispatcher.Outcome{Result: dispatcher.Stalled, Code: 50004, Attempts: 2, RetryStart: start}, nil
 			case <-time.After(time.Until(start.Add(task.StallLimit))):
 				d.stalls.Add(1)
 				return dispatcher.Outcome{Result: dispatcher.Stalled, Code: 50004, Attempts: 3, RetryStart: start}, nil
@@ -410,4 +420,39 @@ func TestLaneTopicChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLaneParksOnMetadataBudget: with a stall limit far away (a minute) but a commit metadata
+// budget the held-back records would outgrow, the account holding the watermark is parked at
+// once (reason budget) instead of holding its partition until the limit.
+func TestLaneParksOnMetadataBudget(t *testing.T) {
+	e, d := laneEnv(t, "stuck")
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test", false)
+	edit := e.cfgEdit
+	e.cfgEdit = func(c *Config) {
+		edit(c)
+		c.AccountStallLimit = time.Minute
+		c.MetadataMaxBytes = 64
+		c.Metrics = m
+	}
+	msgs := []kafka.Message{evMsg("s-1", "stuck", 1)}
+	for i := 0; i < 3000; i++ {
+		msgs = append(msgs, evMsg(fmt.Sprintf("o-%d", i), fmt.Sprintf("other%d", i), 1))
+	}
+	msgs = append(msgs, evMsg("s-2", "stuck", 2))
+	e.k.Produce(t, e.topic, msgs...)
+	start := time.Now()
+	e.start()
+	waitFor(t, 20*time.Second, "others applied and committed while the stall limit is far off", func() bool {
+		return len(d.snapshot()) == 3000 && e.committed()[0].CommittedOffset == int64(len(msgs))
+	})
+	took := time.Since(start)
+	if got := testutil.ToFloat64(m.LaneParks.WithLabelValues(parkBudget)); got != 1 {
+		t.Errorf("parks{budget} = %v, want 1", got)
+	}
+	t.Logf("3000 others applied in %v with the account parked for the metadata budget", took)
+	d.clear()
+	waitFor(t, 10*time.Second, "stuck applied", func() bool { return len(d.snapshot()) == 3002 })
+	checkAccount(t, d.snapshot(), "stuck", 2)
 }

@@ -37,6 +37,10 @@ type Task struct {
 	// earlier Dispatch (another process, before a restart or rebalance): the retry budget counts
 	// from it, so moving an event to the retry lane never restarts its budget.
 	RetryStart time.Time
+	// ParkNow, when it ends, asks for Stalled at once (with a StallLimit or not) if the event is
+	// failing transiently: the consumer's metadata budget can't hold its partition's other
+	// accounts' progress much longer. A backoff sleep ends early for it.
+	ParkNow context.Context
 	// Lease, when set, is asked right before each request is sent (after its rate-limit grant).
 	// While it reports false the caller can't be sure it still owns the event's account — its
 	// group membership went unconfirmed for too long, as after the process was paused — and the

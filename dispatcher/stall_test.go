@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -66,5 +67,44 @@ func TestRetryStartCarriesBudget(t *testing.T) {
 	}
 	if spent := h2.clock.Now().Sub(n2); spent > 2*time.Minute {
 		t.Errorf("future RetryStart extended the budget: %v", spent)
+	}
+}
+
+// TestParkNow: an event failing transiently returns Stalled as soon as ParkNow ends, even in
+// the middle of a long backoff and without a StallLimit; a permanent failure is still rejected.
+func TestParkNow(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.RetryBudget = time.Hour
+		c.BackoffBase, c.BackoffMax = time.Minute, time.Minute
+		c.Sleep = func(ctx context.Context, d time.Duration) error {
+			if d < 10*time.Millisecond {
+				return nil // limiter pacing
+			}
+			<-ctx.Done() // a backoff only ends early
+			return ctx.Err()
+		}
+	})
+	h.api.setAlways(im.APICreate, imErr(im.APICreate, 60008))
+	park, parkNow := context.WithCancel(context.Background())
+	done := make(chan Outcome, 1)
+	go func() { done <- h.dispatch(Task{Event: newEvent("alice", "friends"), ParkNow: park}) }()
+	select {
+	case o := <-done:
+		t.Fatalf("returned %+v before ParkNow", o)
+	case <-time.After(100 * time.Millisecond):
+	}
+	parkNow()
+	select {
+	case o := <-done:
+		if o.Result != Stalled || o.RetryStart.IsZero() {
+			t.Errorf("outcome %+v, want stalled with its retry start", o)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ParkNow did not end the backoff")
+	}
+	h2 := newHarness(t, nil)
+	h2.api.setAlways(im.APICreate, imErr(im.APICreate, 40001))
+	if o := h2.dispatch(Task{Event: newEvent("bob", "friends"), ParkNow: park}); o.Result != Rejected {
+		t.Fatalf("permanent failure with ParkNow: %+v", o)
 	}
 }

@@ -154,11 +154,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		LaneOldest: f.gaugeVec("lane_oldest_parked_age_seconds",
 			"Age of the oldest event waiting in the retry lane (since its retrying began; 0 when none).", "topic", "partition"),
 		LaneParks: f.counterVec("lane_parks_total",
-			"Accounts parked in the retry lane, by reason (stall: the head event failed transiently past --account-stall-limit).", "reason"),
+			"Accounts parked in the retry lane, by reason (stall: the head event failed transiently past --account-stall-limit; budget: earlier, because the events held back behind it would outgrow the commit metadata).", "reason"),
 		LaneUnparks: f.counterVec("lane_unparks_total",
 			"Accounts unparked, by reason (drained: the lane held nothing more of the account).", "reason"),
 	}
 	m.LaneParks.WithLabelValues("stall")
+	m.LaneParks.WithLabelValues("budget")
 	m.LaneUnparks.WithLabelValues("drained")
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
