@@ -381,6 +381,10 @@ func (e *engine) laneIngest(p *part, m kafka.Message) {
 	}
 	r.replay = replayCount(m.Headers)
 	r.ev, r.verr = event.Parse(m.Value)
+	if k, ok := hdr(m.Headers, laneHdrSrcKey); ok && r.ev != nil && k != r.ev.FromAccount && e.cfg.KeyMismatch == KeyMismatchDeadLetter {
+		// The main path dead-letters it as invalid; so does the lane (it was counted there).
+		r.ev, r.verr = nil, keyMismatchErr([]byte(k), r.ev.FromAccount)
+	}
 	if r.ev != nil {
 		r.key = e.c.hash.id(r.ev.EventID, r.replay)
 	}

@@ -138,3 +138,22 @@ func TestLaneStallLimitOnlyWithLane(t *testing.T) {
 		t.Error("a negative stall limit was accepted")
 	}
 }
+
+// TestLaneKeepsKeyMismatchVerdict: a record the main path would dead-letter for its key
+// (--key-mismatch=dead-letter) is dead-lettered from the lane too, not dispatched; in count
+// mode it is dispatched as on the main path.
+func TestLaneKeepsKeyMismatchVerdict(t *testing.T) {
+	for _, mode := range []string{KeyMismatchCount, KeyMismatchDeadLetter} {
+		e, p := laneTestEngine(t)
+		e.cfg.KeyMismatch = mode
+		m := laneMsg(0, "a", 1)
+		m.Headers = append(m.Headers, kafka.Header{Key: laneHdrSrcKey, Value: []byte("not-a")})
+		e.mu.Lock()
+		e.laneIngest(p, m)
+		r := p.lane.accts["a"].q[0]
+		e.mu.Unlock()
+		if invalid := r.ev == nil; invalid != (mode == KeyMismatchDeadLetter) {
+			t.Errorf("mode %s: invalid = %v (%v)", mode, invalid, r.verr)
+		}
+	}
+}
