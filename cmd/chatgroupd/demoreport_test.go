@@ -24,7 +24,11 @@ func TestDemoSummaryMatchesCallLog(t *testing.T) {
 		t.Skip("runs the demo")
 	}
 	var out bytes.Buffer
-	d, err := newDemo([]string{"--count", "900", "--accounts", "20", "--latency", "2ms", "--jitter", "2ms", "--seed", "11", "--timeout", "90s"},
+	// A budget below the simulator's 200/s: the in-process simulator, starved under -race and a
+	// loaded machine, can count calls the limiter spaced out as bunched (the demo's window
+	// invariant); this test is about the summary's arithmetic, not that margin.
+	d, err := newDemo([]string{"--count", "900", "--accounts", "20", "--latency", "2ms", "--jitter", "2ms", "--seed", "11", "--timeout", "90s",
+		"--rate-limit", "180"},
 		mapEnv(nil), &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +80,8 @@ func TestDemoSummaryMatchesCallLog(t *testing.T) {
 	if math.Abs(r.rate-logRate) > 0.05*logRate {
 		t.Errorf("summary rate %.1f/s, call log %.1f/s", r.rate, logRate)
 	}
-	if r.rate > 200*1.05 {
-		t.Errorf("rate while backlogged %.1f/s is over the 200/s budget", r.rate)
+	if r.rate > 180*1.05 {
+		t.Errorf("rate while backlogged %.1f/s is over the 180/s budget", r.rate)
 	}
 	// The printed figures are the report's.
 	if !regexp.MustCompile(fmt.Sprintf(`(?m)^  create calls +%.0f `, r.creates)).MatchString(out.String()) {

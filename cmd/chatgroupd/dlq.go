@@ -48,17 +48,19 @@ func dlqAbout(sub string) string {
 
 // runDLQ is "chatgroupd dlq": the operator's view of the dead-letter topic.
 func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		io.WriteString(stderr, dlqUsage)
-		if len(args) == 0 {
-			return errors.New("dlq: no subcommand given (list or replay)")
+	if len(args) == 0 {
+		return usageError("dlq", errors.New("no subcommand given (list or replay)"))
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if args[0] == "help" && len(args) > 1 {
+			return runDLQ(ctx, append(append([]string{}, args[1:]...), "--help"), getenv, stdout, stderr)
 		}
+		io.WriteString(stdout, dlqUsage)
 		return errHelp
 	}
 	sub, rest := args[0], args[1:]
 	if sub != "list" && sub != "replay" {
-		io.WriteString(stderr, dlqUsage)
-		return fmt.Errorf("dlq: unknown subcommand %q (want list or replay)", sub)
+		return usageError("dlq", fmt.Errorf("unknown subcommand %q (want list or replay)", sub))
 	}
 	o := &dlqOptions{}
 	fs := newDLQFlags(o, sub)
