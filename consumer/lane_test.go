@@ -183,7 +183,9 @@ func TestLaneParksStuckAccount(t *testing.T) {
 		if !fault {
 			d.clear()
 		}
-		e.start()
+		rc := e.start()
+		// Latency from here on is the consumer's, not the group join's.
+		waitFor(t, 30*time.Second, "member ready", rc.c.Ready)
 		n := produceRounds(t, e, accounts, rounds, 200*time.Millisecond, func(r int) []kafka.Message {
 			return []kafka.Message{evMsg(fmt.Sprintf("s-%d", r+1), "stuck", int64(r+1))}
 		})
