@@ -304,17 +304,24 @@ func (e *engine) laneBounds(ctx context.Context, id int) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("list offsets: %w", err)
 	}
-	for _, b := range lo.Topics[lt] {
-		if b.Error != nil {
-			return 0, 0, fmt.Errorf("list offsets %s: %w", lt, b.Error)
-		}
-		start := max(committed, b.FirstOffset)
-		if committed > b.LastOffset {
-			start = b.LastOffset
-		}
-		return start, b.LastOffset, nil
+	bs := lo.Topics[lt]
+	if len(bs) == 0 {
+		return 0, 0, fmt.Errorf("list offsets: no answer for %s/%d", lt, id)
 	}
-	return 0, 0, fmt.Errorf("list offsets: no answer for %s/%d", lt, id)
+	b := bs[0]
+	if b.Error != nil {
+		return 0, 0, fmt.Errorf("list offsets %s: %w", lt, b.Error)
+	}
+	if committed >= 0 && committed < b.FirstOffset {
+		// Retention (or a tool) deleted lane records before they ended: they can't be retried.
+		cfg.Logger.Error("retry lane: records deleted before they ended; give the lane topic a longer retention than --retry-budget",
+			zap.String("lane", lt), zap.Int("partition", id), zap.Int64("committed", committed), zap.Int64("log_start", b.FirstOffset))
+	}
+	start := max(committed, b.FirstOffset)
+	if committed > b.LastOffset {
+		start = b.LastOffset
+	}
+	return start, b.LastOffset, nil
 }
 
 // laneTail keeps reading the lane after the load: records this member forwards come back here.

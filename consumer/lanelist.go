@@ -111,10 +111,7 @@ func ListParked(ctx context.Context, c LaneListConfig) ([]Parked, error) {
 
 // parkedFrom applies the load rule to one lane partition's records in order.
 func parkedFrom(part int, msgs []kafka.Message) []Parked {
-	type acc struct {
-		p    Parked
-		recs int
-	}
+	type acc struct{ p Parked }
 	accts := map[string]*acc{}
 	var order []string
 	for _, m := range msgs {
