@@ -28,7 +28,7 @@ const (
 	laneHdrRetryStart = laneHdrPrefix + "retry-start" // unix nanos when its retrying began (stalled head only)
 	laneHdrAttempts   = laneHdrPrefix + "attempts"    // API calls already made for it
 	laneHdrReason     = laneHdrPrefix + "reason"      // why it is in the lane: stall (the head) or follow
-	laneHdrUnpark     = laneHdrPrefix + "unpark"      // a marker: every earlier record of the key's account ended
+	laneHdrUnpark     = laneHdrPrefix + "unpark"      // a marker: the key's account's records up to its value (a lane offset) ended
 	laneHdrCode       = laneHdrPrefix + "code"        // the stalled head's last failure code
 	laneHdrInfo       = laneHdrPrefix + "info"        // and its text
 )
@@ -61,6 +61,7 @@ type laneAcct struct {
 	seen       map[uint64]bool
 	forwarding int   // main-topic records being produced to the lane
 	lastProd   int64 // lane offset of the last record produced for it by this member (-1 none)
+	lastEnded  int64 // lane offset of its last record that ended here (-1 none)
 	unparking  bool  // an unpark marker is being written: forwards wait
 	worker     bool  // a lane worker goroutine drives q
 	reason     string
@@ -193,7 +194,7 @@ func (e *engine) park(r *rec, out dispatcher.Outcome) bool {
 		reason = parkBudget
 	}
 	if la == nil {
-		la = &laneAcct{name: r.a.name, seen: map[uint64]bool{}, lastProd: -1, reason: reason, since: e.cfg.Now()}
+		la = &laneAcct{name: r.a.name, seen: map[uint64]bool{}, lastProd: -1, lastEnded: -1, reason: reason, since: e.cfg.Now()}
 		p.lane.accts[r.a.name] = la
 		e.metrics().LaneParks.WithLabelValues(reason).Inc()
 		e.metrics().LaneParked.WithLabelValues(e.cfg.Topic, strconv.Itoa(p.id)).Inc()
@@ -354,15 +355,16 @@ func (e *engine) laneTail(ctx context.Context, p *part, f *fetcher) {
 func (e *engine) laneIngest(p *part, m kafka.Message) {
 	lp := p.lane
 	name := string(m.Key)
-	if _, ok := hdr(m.Headers, laneHdrUnpark); ok {
-		// Written only once every earlier record of the account had ended.
+	if v, ok := hdr(m.Headers, laneHdrUnpark); ok {
+		// The account's records up to the value had ended when it was written.
 		la := lp.accts[name]
 		if la == nil {
 			return
 		}
+		through := markerThrough(v, m.Offset)
 		keep := la.q[:0]
 		for _, r := range la.q {
-			if r.msg.Offset < m.Offset {
+			if r.msg.Offset <= through {
 				delete(lp.unended, r.msg.Offset)
 				continue
 			}
@@ -398,7 +400,7 @@ func (e *engine) laneIngest(p *part, m kafka.Message) {
 	la := lp.accts[name]
 	if la == nil {
 		// Parked by a previous owner (load), or re-parked here after an unpark.
-		la = &laneAcct{name: name, seen: map[uint64]bool{}, lastProd: -1, reason: parkStall, since: e.cfg.Now()}
+		la = &laneAcct{name: name, seen: map[uint64]bool{}, lastProd: -1, lastEnded: -1, reason: parkStall, since: e.cfg.Now()}
 		if !r.start.IsZero() {
 			la.since = r.start
 		}
@@ -469,6 +471,7 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 		}
 		la.q[0] = nil
 		la.q = la.q[1:]
+		la.lastEnded = max(la.lastEnded, r.msg.Offset)
 		delete(p.lane.unended, r.msg.Offset)
 	}
 	la.worker = false
@@ -479,7 +482,10 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 func (e *engine) unpark(p *part, la *laneAcct) bool {
 	la.unparking = true
 	e.mu.Unlock()
-	off, err := e.laneProduce(e.dctx, p.id, []byte(la.name), nil, []kafka.Header{{Key: laneHdrUnpark, Value: []byte("1")}}, e.cfg.Now())
+	// The marker names the last record known ended rather than "everything before me": a record
+	// another writer (a fenced former owner) put in between must not be taken as ended.
+	through := []byte(strconv.FormatInt(la.lastEnded, 10))
+	off, err := e.laneProduce(e.dctx, p.id, []byte(la.name), nil, []kafka.Header{{Key: laneHdrUnpark, Value: through}}, e.cfg.Now())
 	e.mu.Lock()
 	la.unparking = false
 	e.laneCond.Broadcast()
@@ -600,4 +606,14 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// markerThrough is the last lane offset an unpark marker at off declares ended: its value, or,
+// for a value that does not parse, everything before it.
+func markerThrough(v string, off int64) int64 {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n >= off {
+		return off - 1
+	}
+	return n
 }

@@ -111,13 +111,24 @@ func ListParked(ctx context.Context, c LaneListConfig) ([]Parked, error) {
 
 // parkedFrom applies the load rule to one lane partition's records in order.
 func parkedFrom(part int, msgs []kafka.Message) []Parked {
-	type acc struct{ p Parked }
+	type acc struct {
+		p    Parked
+		offs []int64
+	}
 	accts := map[string]*acc{}
 	var order []string
 	for _, m := range msgs {
 		name := string(m.Key)
-		if _, ok := hdr(m.Headers, laneHdrUnpark); ok {
-			delete(accts, name)
+		if v, ok := hdr(m.Headers, laneHdrUnpark); ok {
+			if a := accts[name]; a != nil {
+				through := markerThrough(v, m.Offset)
+				for len(a.offs) > 0 && a.offs[0] <= through {
+					a.offs = a.offs[1:]
+				}
+				if len(a.offs) == 0 {
+					delete(accts, name)
+				}
+			}
 			continue
 		}
 		a := accts[name]
@@ -144,11 +155,12 @@ func parkedFrom(part int, msgs []kafka.Message) []Parked {
 			accts[name] = a
 			order = append(order, name)
 		}
-		a.p.Events++
+		a.offs = append(a.offs, m.Offset)
 	}
 	var out []Parked
 	for _, name := range order {
 		if a := accts[name]; a != nil && a.p.HeadLaneOffset >= 0 {
+			a.p.Events = len(a.offs)
 			out = append(out, a.p)
 			delete(accts, name) // an account re-parked after a marker is listed once
 		}

@@ -12,10 +12,15 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// laneMsg is a lane record of acct's event seq at lane offset off (a marker when seq is 0).
+// laneMsg is a lane record of acct's event seq at lane offset off; seq ≤ 0 makes an unpark
+// marker declaring acct's records through lane offset -seq-1 ended (0: through off-1).
 func laneMsg(off int64, acct string, seq int64) kafka.Message {
-	if seq == 0 {
-		return kafka.Message{Offset: off, Key: []byte(acct), Headers: []kafka.Header{{Key: laneHdrUnpark, Value: []byte("1")}}}
+	if seq <= 0 {
+		through := -seq - 1
+		if seq == 0 {
+			through = off - 1
+		}
+		return kafka.Message{Offset: off, Key: []byte(acct), Headers: []kafka.Header{{Key: laneHdrUnpark, Value: []byte(strconv.FormatInt(through, 10))}}}
 	}
 	m := evMsg(fmt.Sprintf("%s-%d", acct, seq), acct, seq)
 	m.Offset = off
@@ -54,6 +59,10 @@ func TestLaneLoadDecidesParked(t *testing.T) {
 		{"re-forwarded after a crash: the copies end at once", []rec{{"a", 1}, {"a", 2}, {"a", 1}, {"a", 2}, {"a", 3}},
 			map[string][]int64{"a": {1, 2, 3}}, 0},
 		{"marker alone", []rec{{"x", 0}}, map[string][]int64{}, 1},
+		// A record a fenced former owner wrote between our last ended one (offset 0) and our
+		// marker is not taken as ended.
+		{"a record slipped in before the marker", []rec{{"a", 1}, {"a", 2}, {"a", -1}}, map[string][]int64{"a": {2}}, 1},
+		{"the marker names the last ended", []rec{{"a", 1}, {"b", 1}, {"a", 2}, {"a", -2}}, map[string][]int64{"a": {2}, "b": {1}}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, p := laneTestEngine(t)
