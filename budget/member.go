@@ -196,7 +196,8 @@ func (m *Member) Apply(r Record, now time.Time) int {
 }
 
 // Tick is called every so often (at least every Interval) with the member's demand in calls
-// per window and the calls it made in the last window. It returns a record to publish (nil: none now) and the ceiling to use.
+// per window and the calls it made in the last window. It returns a record to publish (nil:
+// none now) and the ceiling to use.
 func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
 	m.demand = min(max(demand, 0), m.cfg.Budget)
 	m.used = max(used, 0)

@@ -190,3 +190,42 @@ func TestBrokerMetadataLimit(t *testing.T) {
 		t.Fatalf("%d characters: %v, want OFFSET_METADATA_TOO_LARGE", DefaultMetadataMaxBytes+1, err)
 	}
 }
+
+// TestFinalCommitKeepsWindowOnlyIfSeen: the encoder may advance the committed offset over an
+// inherited completed range the fetch has not reached. The dedupe window never saw those events,
+// so it must not stand in for the next generation's read-back, which would remember them.
+func TestFinalCommitKeepsWindowOnlyIfSeen(t *testing.T) {
+	e := newEnv(t, 1)
+	c, err := New(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		inherited []span
+		committed int64
+		kept      bool
+	}{
+		{"offset advanced past the fetch", []span{{2, 4}}, 4, false},
+		{"offset within the fetch", []span{{3, 4}}, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clear(c.kept)
+			eng := newEngine(c, context.Background())
+			p := &part{id: 0, tr: newTracker(1), win: newWindow(10), accounts: map[string]*account{},
+				pending: map[uint64]*rec{}, done: tc.inherited, inherited: 4, committedH: 4, maxPicked: 1, hasPrev: true}
+			p.tr.end(p.tr.add(1, 0, nil)) // record 1 fetched and ended: watermark 2, fetch position 2
+			eng.parts[0] = p
+			eng.final = true
+			if err := eng.commit(context.Background(), &kafka.Generation{ID: -1}); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.committed()[0].CommittedOffset; got != tc.committed {
+				t.Fatalf("committed %d, want %d", got, tc.committed)
+			}
+			if _, kept := c.kept[0]; kept != tc.kept {
+				t.Fatalf("window kept %v, want %v", kept, tc.kept)
+			}
+		})
+	}
+}
