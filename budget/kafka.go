@@ -15,11 +15,6 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// Source reports how many calls per window this replica could use now (the dispatcher).
-type Source interface {
-	Demand() int
-}
-
 // KafkaConfig is how a Runner reaches the budget topic.
 type KafkaConfig struct {
 	Brokers []string
@@ -30,8 +25,11 @@ type KafkaConfig struct {
 	Transport kafka.RoundTripper
 	// Retention of the topic when it is created: records older than a few TTLs are never read.
 	Retention time.Duration
-	Logger    *zap.Logger
-	Metrics   *metrics.Metrics
+	// ReplicationOf names a topic whose replication factor the budget topic gets when it is
+	// created (the event topic); without it, or when it can't be read, the broker's default.
+	ReplicationOf string
+	Logger        *zap.Logger
+	Metrics       *metrics.Metrics
 }
 
 // Validate reports the first configuration error.
@@ -147,7 +145,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.mu.Unlock()
 		case <-tick.C:
 			r.mu.Lock()
-			out, _ := member.Tick(r.now(), r.src.Demand())
+			out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
 			r.mu.Unlock()
 			if out != nil {
 				select {
@@ -163,7 +161,7 @@ func (r *Runner) Run(ctx context.Context) error {
 // leave publishes the member's last record, best effort: without it the entry expires by TTL.
 func (r *Runner) leave(w *kafka.Writer) {
 	r.mu.Lock()
-	rec := r.member.Leave(r.now())
+	rec := r.member.Leave(r.now(), r.src.Used())
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -237,8 +235,15 @@ func (r *Runner) read(ctx context.Context, from time.Time, out chan<- Record) {
 // may exist already, or be created by an operator without our ACL to create it.
 func (r *Runner) ensureTopic(ctx context.Context) {
 	client := &kafka.Client{Addr: kafka.TCP(r.kc.Brokers...), Transport: r.kc.Transport, Timeout: 10 * time.Second}
+	if md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.kc.Topic}}); err == nil {
+		for _, t := range md.Topics {
+			if t.Name == r.kc.Topic && t.Error == nil && len(t.Partitions) > 0 {
+				return // exists
+			}
+		}
+	}
 	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: r.kc.Topic, NumPartitions: 1, ReplicationFactor: -1,
+		Topic: r.kc.Topic, NumPartitions: 1, ReplicationFactor: r.replication(ctx, client),
 		ConfigEntries: []kafka.ConfigEntry{
 			{ConfigName: "cleanup.policy", ConfigValue: "delete"},
 			{ConfigName: "retention.ms", ConfigValue: fmt.Sprint(r.kc.Retention.Milliseconds())},
@@ -251,4 +256,27 @@ func (r *Runner) ensureTopic(ctx context.Context) {
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		r.log.Warn("budget: could not create the budget topic", zap.String("topic", r.kc.Topic), zap.Error(err))
 	}
+}
+
+// replication is the replication factor of ReplicationOf, or -1 (the broker's default).
+func (r *Runner) replication(ctx context.Context, client *kafka.Client) int {
+	if r.kc.ReplicationOf == "" {
+		return -1
+	}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{r.kc.ReplicationOf}})
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, t := range md.Topics {
+		if t.Name == r.kc.ReplicationOf && t.Error == nil {
+			for _, p := range t.Partitions {
+				n = max(n, len(p.Replicas))
+			}
+		}
+	}
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -33,6 +33,11 @@ type Record struct {
 	Want int `json:"w"`
 	// Demand is how many calls per window it could use (Budget when it has a backlog).
 	Demand int `json:"d"`
+	// Used is how many calls it made in the window before publishing, and Peak the highest
+	// ceiling it had in that window. Together they bound its calls in any one-second window
+	// from now until its next record (see entry.bound): room another member may use at once.
+	Used int `json:"u"`
+	Peak int `json:"p"`
 }
 
 // Validate reports a record no member could have written.
@@ -40,8 +45,9 @@ func (r Record) Validate() error {
 	switch {
 	case r.Member == "":
 		return errors.New("budget record: no member")
-	case r.Held < 0 || r.Want < 0 || r.Demand < 0:
-		return fmt.Errorf("budget record from %s: negative held %d, want %d or demand %d", r.Member, r.Held, r.Want, r.Demand)
+	case r.Held < 0 || r.Want < 0 || r.Demand < 0 || r.Used < 0 || r.Peak < 0:
+		return fmt.Errorf("budget record from %s: negative held %d, want %d, demand %d, used %d or peak %d",
+			r.Member, r.Held, r.Want, r.Demand, r.Used, r.Peak)
 	}
 	return nil
 }
@@ -54,10 +60,19 @@ type entry struct {
 	want   int
 	demand int
 	grant  int
+	used   int
+	peak   int
 }
 
 // claim is what the entry counts against the budget when another member asks for more.
 func (e *entry) claim() int { return max(e.held, e.want, e.grant) }
+
+// bound is what the entry counts against room another member uses at once, without waiting a
+// window: the most calls its member can have in any one-second window ending after its record
+// and before its next one. That is at most its highest ceiling over the window (its limiter's
+// log) — Peak, or the claim if that is higher — and at most the calls it made in the window
+// before its record plus what its ceiling allows after it.
+func (e *entry) bound() int { return min(e.used+e.claim(), max(e.peak, e.claim())) }
 
 // Ledger folds the budget topic's records, in log order, into each member's grant. Every
 // member folds the same records to the same grants: a grant depends only on the data of the
@@ -70,8 +85,10 @@ type Ledger struct {
 	maxTS  int64
 	oldest int64 // no entry's ts is below this (a lower bound, for skipping expire)
 	es     map[string]*entry
-	// unsafeNoRoom grants every want (tests: a broken variant the simulation must catch).
+	// unsafeNoRoom grants every want, unsafeNowAll lets every grant be used at once (tests:
+	// broken variants the simulation must catch).
 	unsafeNoRoom bool
+	unsafeNowAll bool
 }
 
 // NewLedger returns a ledger of budget calls per window whose entries expire ttl after their
@@ -87,8 +104,11 @@ type Applied struct {
 	Stale bool
 	// Live: the member had a live entry before this record (its Held counted).
 	Live bool
-	// Grant is the ceiling the member may use after this record.
+	// Grant is the ceiling the member may use after this record, one window after it reads it.
 	Grant int
+	// Now is the part of Grant it may use at once: room the others' records show they can't
+	// be using in any window from now on (see entry.bound).
+	Now int
 	// Ready: every entry the grant counted was visible to this ledger.
 	Ready bool
 }
@@ -106,24 +126,31 @@ func (l *Ledger) Apply(r Record) Applied {
 	if live {
 		held = min(r.Held, e.grant) // a member never holds more than it was granted
 	}
+	others, bounds := 0, 0
+	for m, o := range l.es {
+		if m != r.Member {
+			others += o.claim()
+			bounds += o.bound()
+		}
+	}
 	grant := r.Want
 	if r.Want <= held {
 		held = r.Want // a shrink: the member applied it before publishing
 	} else {
-		others := 0
-		for m, o := range l.es {
-			if m != r.Member {
-				others += o.claim()
-			}
-		}
 		grant = max(held, min(r.Want, l.budget-others))
 		if l.unsafeNoRoom {
 			grant = r.Want
 		}
 	}
+	// Not max(held, …): held may be a growth the member has not yet put in force.
+	now := max(0, min(grant, l.budget-bounds))
+	if l.unsafeNowAll {
+		now = grant
+	}
 	l.oldest = min(l.oldest, r.TS)
-	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant}
-	return Applied{Live: live, Grant: grant, Ready: l.Ready()}
+	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
+		used: r.Used, peak: r.Peak}
+	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
 }
 
 // expire drops the entries whose last record is more than ttl older than the newest seen.

@@ -126,6 +126,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no budget", func(c *Config) { c.Budget = 0 }, "budget"},
 		{"negative duration", func(c *Config) { c.Interval = -time.Second }, "durations"},
 		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, "fence"},
+		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, "window"},
 	} {
 		c := ok
 		tc.mutate(&c)

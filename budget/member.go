@@ -10,10 +10,11 @@ import (
 // Defaults of Config.
 const (
 	DefaultInterval = 100 * time.Millisecond
-	DefaultTTL      = 3 * time.Second
-	DefaultFence    = 2 * time.Second
+	DefaultTTL      = 3500 * time.Millisecond
+	DefaultFence    = 1400 * time.Millisecond
 	DefaultMargin   = 500 * time.Millisecond
 	DefaultResend   = 500 * time.Millisecond
+	DefaultWindow   = time.Second + 5*time.Millisecond
 )
 
 // Config configures a Member. Zero durations take the defaults above.
@@ -29,14 +30,17 @@ type Config struct {
 	// its grant returns to the pool: a crashed member's budget is back after about TTL.
 	TTL time.Duration
 	// Fence is how long after publishing its last confirmed record a member may go on using
-	// its grant: one that can't read its own records back stops by then. Fence + 2 × the clock
-	// difference between replicas + the delay of a record's read must stay below TTL: a member's
-	// entry can't expire in anyone's ledger before the member itself has stopped using it.
+	// its grant: one that can't read its own records back stops by then. Fence + 2 × Margin +
+	// Window must not exceed TTL: a member's entry can't expire in anyone's ledger before the
+	// member itself has stopped and its last calls have left every window.
 	Fence time.Duration
 	// Margin is the clock difference between replicas the horizon of a new reader allows for.
 	Margin time.Duration
 	// Resend is how long a record may go unconfirmed before the next one is published anyway.
 	Resend time.Duration
+	// Window is the limiter's window: at least one second, and no shorter than the window the
+	// sink's limiter enforces (Record.Peak is taken over it).
+	Window time.Duration
 }
 
 func (c *Config) defaults() {
@@ -45,6 +49,7 @@ func (c *Config) defaults() {
 	c.Fence = cmp.Or(c.Fence, DefaultFence)
 	c.Margin = cmp.Or(c.Margin, DefaultMargin)
 	c.Resend = cmp.Or(c.Resend, DefaultResend)
+	c.Window = cmp.Or(c.Window, DefaultWindow)
 }
 
 // Validate reports the first configuration error, after applying defaults to a copy.
@@ -61,8 +66,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("budget config: budget %d must be positive", c.Budget)
 	case c.Interval < 0 || c.TTL < 0 || c.Fence < 0 || c.Margin < 0 || c.Resend < 0:
 		return errors.New("budget config: durations must be positive")
-	case c.Fence+2*c.Margin > c.TTL:
-		return fmt.Errorf("budget config: fence %v + 2 × margin %v must not exceed ttl %v", c.Fence, c.Margin, c.TTL)
+	case c.Window < time.Second:
+		return fmt.Errorf("budget config: window %v shorter than one second", c.Window)
+	case c.Fence+2*c.Margin+c.Window > c.TTL:
+		return fmt.Errorf("budget config: fence %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL)
 	}
 	return nil
 }
@@ -84,14 +91,32 @@ type Member struct {
 	// fenceAt: past it, the ceiling drops to 0 until a record is confirmed again.
 	fenceAt time.Time
 	demand  int
+	used    int
 	lastPub time.Time
+	history []change // ceilings set, the last one before the window and all within it
 }
 
-// Sink is the rate limiter a Member steers. SetCeiling must apply a smaller ceiling at once
-// and a larger one only one limiter window (at least one second) after the call, and count a
-// call when it reaches the server: the safety argument (DESIGN.md) rests on exactly that.
+// Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
+// one at once; a larger one up to now at once and the rest only one limiter window (at least
+// one second) after the call. The limiter must count a call when it reaches the server and
+// never allow more calls in a window than its ceiling: the safety argument (DESIGN.md) rests on
+// exactly that.
 type Sink interface {
-	SetCeiling(n int)
+	SetCeiling(n, now int)
+}
+
+// Source reports this replica's use of the budget: how many calls per window it could use
+// (Demand: the budget when work waits for the limiter), and how many calls it made in the last
+// window (Used).
+type Source interface {
+	Demand() int
+	Used() int
+}
+
+// change is one ceiling the member set, for Record.Peak.
+type change struct {
+	at time.Time
+	n  int
 }
 
 // NewMember returns a member steering sink that starts reading the topic at records stamped
@@ -107,12 +132,28 @@ func NewMember(cfg Config, sink Sink, from time.Time) (*Member, error) {
 	return &Member{cfg: cfg, sink: sink, ledger: NewLedger(cfg.Budget, cfg.TTL, cfg.Margin, from)}, nil
 }
 
-// set tells the sink a new ceiling.
-func (m *Member) set(n int) {
-	if n != m.ceiling {
+// set tells the sink a new ceiling, of which now may be used at once.
+func (m *Member) set(at time.Time, n, now int) {
+	if n != m.ceiling || (now > 0 && n > 0) {
 		m.ceiling = n
-		m.sink.SetCeiling(n)
+		m.history = append(m.history, change{at, n})
+		m.sink.SetCeiling(n, min(now, n))
 	}
+}
+
+// peak is the highest ceiling set within the last window (pending growth included).
+func (m *Member) peak(at time.Time) int {
+	cut := at.Add(-m.cfg.Window)
+	i := 0
+	for i+1 < len(m.history) && !m.history[i+1].at.After(cut) {
+		i++ // history[i] was replaced before the window began
+	}
+	m.history = m.history[i:]
+	p := m.ceiling
+	for _, c := range m.history {
+		p = max(p, c.n)
+	}
+	return p
 }
 
 // StartAt is where a member starting at now should begin reading the topic.
@@ -145,21 +186,24 @@ func (m *Member) Apply(r Record, now time.Time) int {
 		return m.ceiling
 	}
 	if now.After(m.fenceAt) || !a.Live {
-		m.set(0) // stopped (or never started): the grant is growth from nothing
+		m.set(now, 0, 0) // stopped (or never started): the grant is growth from nothing
 	}
 	m.fenceAt = pub.Add(m.cfg.Fence)
-	// Shrink to the grant at once, grow into it (the limiter waits a window).
-	m.set(a.Grant)
+	// Shrink to the grant at once; grow into it at once as far as the others' records show
+	// room nobody can be using, the rest one window later.
+	m.set(now, a.Grant, a.Now)
 	return m.ceiling
 }
 
 // Tick is called every so often (at least every Interval) with the member's demand in calls
-// per window. It returns a record to publish (nil: none now) and the ceiling to use.
-func (m *Member) Tick(now time.Time, demand int) (*Record, int) {
+// per window and the calls it made in the last window. It returns a record to publish (nil:
+// none now) and the ceiling to use.
+func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
 	m.demand = min(max(demand, 0), m.cfg.Budget)
+	m.used = max(used, 0)
 	if now.After(m.fenceAt) {
 		// Our entry may expire in the others' ledgers soon: stop before it can.
-		m.set(0)
+		m.set(now, 0, 0)
 	}
 	if !m.ledger.Ready() {
 		// Until the horizon our view may miss live entries: no grant, only records that
@@ -168,7 +212,7 @@ func (m *Member) Tick(now time.Time, demand int) (*Record, int) {
 	}
 	want := m.ledger.Target(m.cfg.Member, m.demand)
 	if want < m.ceiling {
-		m.set(want) // shrink before telling: the record then never overstates our use
+		m.set(now, want, 0) // shrink before telling: the record then never overstates our use
 	}
 	return m.publish(now, want, true)
 }
@@ -185,14 +229,17 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 		want = 0
 	}
 	m.seq++
-	r := Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Held: m.ceiling, Want: want, Demand: m.demand}
+	r := Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Held: m.ceiling, Want: want, Demand: m.demand,
+		Used: m.used, Peak: m.peak(now)}
 	m.out, m.outAt, m.lastPub = &r, now, now
 	return &r, m.ceiling
 }
 
-// Leave returns the record a member publishes when it stops: nothing held, nothing wanted.
-func (m *Member) Leave(now time.Time) Record {
-	m.set(0)
+// Leave returns the record a member publishes when it stops: nothing held, nothing wanted, and
+// the calls it made in the last window (others may use that room once they have left it).
+func (m *Member) Leave(now time.Time, used int) Record {
+	m.set(now, 0, 0)
+	m.used = max(used, 0)
 	m.seq++
-	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano()}
+	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Used: m.used, Peak: m.peak(now)}
 }

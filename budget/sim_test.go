@@ -35,19 +35,49 @@ type simLimiter struct {
 	atOnce  bool        // broken variant: growth without the window's wait
 }
 
-func (l *simLimiter) SetCeiling(n int) {
+func (l *simLimiter) SetCeiling(n, now int) {
+	l.advance(*l.now)
 	if n <= l.share || l.atOnce {
 		l.share, l.growing = n, false
+		return
+	}
+	if now > l.share {
+		l.share = min(now, n)
+		if l.growing && l.growTo <= l.share {
+			l.growing = false
+		}
+		if n == l.share {
+			return
+		}
+	}
+	if l.growing && n <= l.growTo {
+		l.growTo = n // a smaller pending growth keeps its time
 		return
 	}
 	l.growTo, l.growAt, l.growing = n, l.now.Add(simWindow), true
 }
 
-// take makes up to want calls now, as many as the window allows.
-func (l *simLimiter) take(now time.Time, want int) int {
+func (l *simLimiter) advance(now time.Time) {
 	if l.growing && !now.Before(l.growAt) {
 		l.share, l.growing = l.growTo, false
 	}
+}
+
+// used is the calls in the last window.
+func (l *simLimiter) used(now time.Time) int {
+	cut := now.Add(-simWindow)
+	n := 0
+	for _, c := range l.calls {
+		if c.After(cut) {
+			n++
+		}
+	}
+	return n
+}
+
+// take makes up to want calls now, as many as the window allows.
+func (l *simLimiter) take(now time.Time, want int) int {
+	l.advance(now)
 	cut := now.Add(-simWindow)
 	i := 0
 	for i < len(l.calls) && !l.calls[i].After(cut) {
@@ -95,6 +125,8 @@ type simWorld struct {
 	noFence  bool
 	atOnce   bool
 	noRoom   bool
+	nowAll   bool
+	noUsed   bool
 	joined   int
 }
 
@@ -123,6 +155,9 @@ func (w *simWorld) join() *simMember {
 	}
 	if w.noRoom {
 		m.ledger.unsafeNoRoom = true
+	}
+	if w.nowAll {
+		m.ledger.unsafeNowAll = true
 	}
 	sm.m = m
 	// Start reading where the records stamped StartAt begin, as a Kafka reader positioned by
@@ -178,7 +213,11 @@ func (w *simWorld) step() {
 			if sm.backlog >= 1 {
 				d = w.cfg.Budget
 			}
-			r, _ := sm.m.Tick(local, d)
+			used := sm.lim.used(w.now)
+			if w.noUsed {
+				used = 0
+			}
+			r, _ := sm.m.Tick(local, d, used)
 			w.publish(sm, r)
 		}
 		if k := sm.lim.take(w.now, int(sm.backlog)); k > 0 {
@@ -248,7 +287,7 @@ func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, floa
 			w.join().rate = float64(w.cfg.Budget)
 		case x < 38 && len(live) > 1: // graceful leave
 			sm := live[w.rng.IntN(len(live))]
-			r := sm.m.Leave(w.now.Add(sm.skew))
+			r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now))
 			w.publish(sm, &r)
 			sm.gone = true
 		case x < 43 && len(live) > 1: // crash: nothing more from it
@@ -297,6 +336,8 @@ func TestSimulationCatchesBrokenVariants(t *testing.T) {
 		{"growth without the window's wait", func(w *simWorld) { w.atOnce = true }},
 		{"no fence: a member cut off keeps its grant past its entry's expiry", func(w *simWorld) { w.noFence = true }},
 		{"grants without checking the room left", func(w *simWorld) { w.noRoom = true }},
+		{"every grant used at once", func(w *simWorld) { w.nowAll = true }},
+		{"members report no calls in their last window", func(w *simWorld) { w.noUsed = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := range uint64(2000) {
@@ -377,7 +418,7 @@ func TestSimulationMembershipChanges(t *testing.T) {
 			return append(ms, n)
 		}, 2 * time.Second},
 		{"graceful leave", func(w *simWorld, ms []*simMember) []*simMember {
-			r := ms[0].m.Leave(w.now.Add(ms[0].skew))
+			r := ms[0].m.Leave(w.now.Add(ms[0].skew), ms[0].lim.used(w.now))
 			w.publish(ms[0], &r)
 			ms[0].gone = true
 			return ms[1:]
@@ -416,5 +457,43 @@ func TestSimulationMembershipChanges(t *testing.T) {
 				t.Errorf("%d calls in the second to %v", worst, at)
 			}
 		})
+	}
+}
+
+// TestSimulationCutOffMember: a member cut off from the log (a partition between it and Kafka)
+// while it can still call the API stops within its fence; the others take its room only after
+// its entry expired, and no second holds more than the budget.
+func TestSimulationCutOffMember(t *testing.T) {
+	w := newWorld(t, 5, 200)
+	var ms []*simMember
+	for range 3 {
+		m := w.join()
+		m.backlog = 1e9
+		ms = append(ms, m)
+	}
+	w.run(5 * time.Second)
+	start := len(w.calls)
+	cut := ms[0]
+	cut.cutUntil = w.now.Add(10 * time.Second)
+	from := w.now
+	var stopped, taken time.Duration
+	for w.now.Sub(from) < 8*time.Second {
+		w.step()
+		if stopped == 0 && cut.lim.share == 0 {
+			stopped = w.now.Sub(from)
+		}
+		if taken == 0 && ms[1].lim.share >= 99 && ms[2].lim.share >= 99 {
+			taken = w.now.Sub(from)
+		}
+	}
+	t.Logf("cut off: stopped after %v; the others at half each after %v", stopped, taken)
+	if stopped == 0 || stopped > DefaultFence+DefaultResend {
+		t.Errorf("the cut-off member stopped after %v, want within its fence (%v)", stopped, DefaultFence)
+	}
+	if taken == 0 || taken < stopped {
+		t.Errorf("the others took its room after %v, before it stopped (%v)", taken, stopped)
+	}
+	if worst, at := maxWindow(w.calls[start:]); worst > 200 {
+		t.Errorf("%d calls in the second to %v", worst, at)
 	}
 }

@@ -100,6 +100,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	for i, s := range snaps {
 		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
 	}
+	sent := time.Now()
 	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
 		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits},
@@ -122,7 +123,10 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		}
 		s.p.committedW = s.w
 		s.p.committedH = max(s.p.committedH, s.h)
-		if e.final {
+		// The window may stand in for the read-back only if it saw every record below the
+		// committed offset: the encoder advances that offset over an inherited completed range
+		// the fetch may not have reached, whose events the read-back would remember.
+		if e.final && s.w <= s.p.tr.next {
 			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
 		}
 		s.p.ext = s.ext
@@ -139,6 +143,8 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
 		return fmt.Errorf("commit: %w", err)
 	}
+	// The coordinator took a commit of this generation: the member was one when it was sent.
+	e.renewLease(sent)
 	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
 	return nil
 }

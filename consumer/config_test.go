@@ -29,7 +29,9 @@ func TestConfigValidate(t *testing.T) {
 		{"metadata over broker default", func(c *Config) { c.MetadataMaxBytes = 5000 }, "metadata max bytes"},
 		{"negative window", func(c *Config) { c.ReorderWindow = -time.Second }, "reorder window"},
 		{"session too short to drain", func(c *Config) { c.SessionTimeout = 2 * time.Second }, "raise --session-timeout"},
-		{"shortest session", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 3*time.Second, 3*time.Second }, ""},
+		{"shortest session", func(c *Config) {
+			c.SessionTimeout, c.RebalanceTimeout, c.CommitInterval = 3*time.Second, 3*time.Second, 500*time.Millisecond
+		}, ""},
 		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 4 * time.Second }, "raise --rebalance-timeout to at least 5s"},
 		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}

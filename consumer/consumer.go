@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,6 +123,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
 
+// leaseLen is how long a confirmation of membership lets the member start new requests: it is
+// evicted a session after its last heartbeat, which may be a heartbeat before the confirmation,
+// and a second is kept as margin (the bound of a revoked generation's drain, for the same reason).
+func (c *Consumer) leaseLen() time.Duration {
+	return max(100*time.Millisecond, c.cfg.SessionTimeout-c.heartbeat()-time.Second)
+}
+
+// leaseLoop renews the lease (see engine.leaseUntil) until ctx ends: a heartbeat of its own with
+// this generation's id, three times per lease, that the coordinator accepts only from a member.
+// Accepted commits renew it too. kafka-go's heartbeats don't tell us when they last succeeded.
+func (e *engine) leaseLoop(ctx context.Context, gen *kafka.Generation) {
+	every := max(e.c.leaseLen()/3, 50*time.Millisecond)
+	for sleepCtx(ctx, every) {
+		sent := time.Now()
+		hctx, cancel := context.WithTimeout(ctx, e.c.leaseLen())
+		resp, err := e.c.client.Heartbeat(hctx, &kafka.HeartbeatRequest{GroupID: e.cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
+		cancel()
+		if err == nil && resp.Error == nil {
+			e.renewLease(sent)
+			continue
+		}
+		if ctx.Err() == nil {
+			e.cfg.Logger.Debug("lease heartbeat refused", zap.Int32("generation", gen.ID), zap.Error(cmp.Or(err, resp.Error)))
+		}
+	}
+}
+
 // revokeDrain bounds the wait for requests in flight once a generation ended. The member stops
 // heartbeating then (kafka-go heartbeats only within a generation), so the coordinator evicts it
 // SessionTimeout after its last heartbeat, which may be a heartbeat before we learn of the end;
@@ -196,6 +224,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		fetchers.Go(func() { e.fetch(fetchCtx, p) })
 	}
 	committer.Go(func() { e.commitLoop(stopCtx, gen) })
+	if !cfg.TestLegacyDrain {
+		committer.Go(func() { e.leaseLoop(stopCtx, gen) })
+	}
 	e.requestCommit() // the first commit sets the dispatch horizon of fresh partitions
 
 	<-stopCtx.Done()

@@ -1,11 +1,15 @@
 package consumer
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/heartbeat"
 )
 
 // TestRevokeDrainBoundedBySession reproduces a member evicted while its call still runs: session
@@ -178,4 +182,47 @@ func TestShutdownDrainCutWhenGenerationEnds(t *testing.T) {
 		t.Errorf("%d dispatches of one account in flight at once", n)
 	}
 	checkOnce(t, e.disp.snapshot(), []string{"s1", "s2"})
+}
+
+// unconfirmed is a Transport that, while failing is set, refuses the consumer's commits and its
+// lease heartbeats (kafka-go's own heartbeats use other connections and go on).
+type unconfirmed struct{ failingCommits }
+
+func (u *unconfirmed) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
+	if _, ok := req.(*heartbeat.Request); ok && u.failing.Load() {
+		return &heartbeat.Response{ErrorCode: 15}, nil // COORDINATOR_NOT_AVAILABLE
+	}
+	return u.failingCommits.RoundTrip(ctx, addr, req)
+}
+
+// TestLeaseLapsesWithoutConfirmedMembership: a member whose commits and heartbeats stop being
+// accepted can't know it is still a member (a process paused past its session wakes exactly like this, its
+// partitions already with another member): after session − heartbeat − 1s without an accepted
+// commit or heartbeat its dispatches send nothing until membership is confirmed again.
+func TestLeaseLapsesWithoutConfirmedMembership(t *testing.T) {
+	e := newEnv(t, 1)
+	m := newMetricsEnv(e)
+	tr := &unconfirmed{failingCommits{RoundTripper: kafka.DefaultTransport}}
+	prev := e.cfgEdit
+	e.cfgEdit = func(c *Config) { prev(c); c.Transport = tr }
+	first, firstIDs := makeEvents(10, 2, "l")
+	e.k.Produce(t, e.topic, first...)
+	e.start()
+	waitFor(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == 10 })
+	if n := e.disp.leaseHeld.Load(); n != 0 {
+		t.Fatalf("%d dispatches held while commits were accepted", n)
+	}
+	tr.failing.Store(true)
+	failed := counter(m.Commits.WithLabelValues("error"))
+	waitFor(t, 5*time.Second, "a refused commit", func() bool { return counter(m.Commits.WithLabelValues("error")) > failed })
+	time.Sleep(3 * time.Second) // the lease: session 6s − heartbeat 2s − 1s
+	more, moreIDs := makeEvents(5, 5, "m")
+	e.k.Produce(t, e.topic, more...)
+	waitFor(t, 10*time.Second, "a dispatch held by the lapsed lease", func() bool { return e.disp.leaseHeld.Load() > 0 })
+	if n := len(e.disp.snapshot()); n != 10 {
+		t.Fatalf("%d dispatches done, want the first 10 only while membership is unconfirmed", n)
+	}
+	tr.failing.Store(false)
+	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 15 })
+	checkOnce(t, e.disp.snapshot(), append(firstIDs, moreIDs...))
 }

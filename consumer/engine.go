@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,12 @@ type engine struct {
 	// sleeps stop at once, while dctx still bounds what is already on its way.
 	claim    context.Context
 	endClaim context.CancelFunc
+	// leaseUntil (unix ns) is until when the member may start new requests: its membership was
+	// last confirmed (joined, or a commit accepted) early enough that it can't have been evicted
+	// yet. A process paused past its session (GC, SIGSTOP, a VM freeze) wakes with an expired
+	// lease, so its runners send nothing until a commit succeeds again — or, evicted, the
+	// generation ends and drains them.
+	leaseUntil atomic.Int64
 }
 
 // part is one assigned partition's state within a generation.
@@ -114,6 +121,7 @@ func (r *rec) seq() int64 {
 func newEngine(c *Consumer, dctx context.Context) *engine {
 	e := &engine{c: c, cfg: &c.cfg, parts: map[int]*part{}, commitNow: make(chan struct{}, 1), dctx: dctx, lastRate: c.cfg.Now()}
 	e.claim, e.endClaim = context.WithCancel(dctx)
+	e.renewLease(time.Now()) // just joined
 	e.idle = sync.NewCond(&e.mu)
 	e.outcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
@@ -124,6 +132,21 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 }
 
 func (e *engine) metrics() *metrics.Metrics { return e.cfg.Metrics }
+
+// renewLease extends the lease from a confirmation of membership at t (see leaseUntil). It uses
+// the real clock: it is about the process being stopped, not about test time.
+func (e *engine) renewLease(t time.Time) {
+	until := t.Add(e.c.leaseLen()).UnixNano()
+	for {
+		cur := e.leaseUntil.Load()
+		if cur >= until || e.leaseUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// leased reports whether the lease still runs (dispatcher.Task.Lease).
+func (e *engine) leased() bool { return time.Now().UnixNano() < e.leaseUntil.Load() }
 
 // eligible: r may run now without breaking seq order. s-1 rather than lastSeq+1: a seq of
 // 2^63-1 must not overflow into "everything later waits".
@@ -396,11 +419,16 @@ func (e *engine) process(r *rec) bool {
 		e.outcomes[metrics.OutcomeInvalid].Inc()
 		return true
 	}
+	var lease func() bool
+	if !e.cfg.TestLegacyDrain {
+		lease = e.leased
+	}
 	var out dispatcher.Outcome
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
+			Lease: lease,
 		})
 		if err == nil {
 			break

@@ -49,6 +49,9 @@ type fakeDispatcher struct {
 	// countOverlaps is set, each one also fails the test.
 	overlaps      atomic.Int64
 	countOverlaps bool
+	// leaseHeld counts dispatches that found Task.Lease expired and waited, as the real
+	// dispatcher does, before sending anything.
+	leaseHeld atomic.Int64
 }
 
 // undelay makes every later dispatch answer at once.
@@ -67,6 +70,22 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 	f.n.Add(1)
 	if f.noLog {
 		return dispatcher.Outcome{Result: dispatcher.Applied}, nil
+	}
+	if task.Lease != nil && !task.Lease() {
+		f.leaseHeld.Add(1)
+		var drained <-chan struct{}
+		if task.Drain != nil {
+			drained = task.Drain.Done()
+		}
+		for !task.Lease() {
+			select {
+			case <-ctx.Done():
+				return dispatcher.Outcome{}, ctx.Err()
+			case <-drained:
+				return dispatcher.Outcome{}, dispatcher.ErrDrained
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
 	}
 	acct := task.Event.FromAccount
 	f.mu.Lock()

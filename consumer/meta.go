@@ -58,7 +58,8 @@ var (
 	errMetaWatermarkMismatch = errors.New("commit metadata written for another offset")
 )
 
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
+// metaCRC is the v2 checksum: CRC-32C (the table is built once by the standard library).
+func metaCRC(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
 // span is a half-open offset range [start, end).
 type span struct{ start, end int64 }
@@ -163,7 +164,7 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	case metaKindBitmap:
 		raw = bm.append(raw, w, done[:n])
 	}
-	raw = binary.LittleEndian.AppendUint32(raw, crc32.Checksum(raw, crcTable))
+	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
 	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n,
 		s: metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)}
 }
@@ -479,7 +480,7 @@ func decodeMetaV2(w int64, s string) (commitMeta, error) {
 		return commitMeta{}, fmt.Errorf("%w: too short", errBadMeta)
 	}
 	body, sum := raw[:len(raw)-metaCRCLen], binary.LittleEndian.Uint32(raw[len(raw)-metaCRCLen:])
-	if crc32.Checksum(body, crcTable) != sum {
+	if metaCRC(body) != sum {
 		return commitMeta{}, fmt.Errorf("%w: checksum mismatch", errBadMeta)
 	}
 	d := metaDecoder{raw: body}
@@ -759,6 +760,7 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 type metaBudget struct {
 	measured   bool
 	mut        uint64 // the tracker's mutation count when measured
+	shrink     uint64 // and its count of mutations that may shrink the set
 	runs       int    // raw bytes of the run-length body then (0: no ranges)
 	kGap, kLen int
 	measures   int // measurements taken (tests and the benchmark read it)
@@ -788,16 +790,21 @@ func (p *part) metaPressured(extra, maxBytes int) bool {
 		return metaChars(hdr + b.runs + int((changes*per+7)/8))
 	}
 	if d := p.tr.mut - b.mut; !b.measured || d > 0 && bound(d+uint64(extra)) > maxBytes {
-		b.measure(w, p.doneAbove(), p.tr.mut)
+		if b.measured && p.tr.shrink == b.shrink && bound(uint64(extra)) > maxBytes {
+			// Only records were fetched since (no end, the watermark did not move): the set and
+			// the span only grew, so the last size is a lower bound and the answer stands.
+			return true
+		}
+		b.measure(w, p.doneAbove(), p.tr.mut, p.tr.shrink)
 	}
 	return bound(uint64(extra)) > maxBytes
 }
 
-func (b *metaBudget) measure(w int64, done []span, mut uint64) {
+func (b *metaBudget) measure(w int64, done []span, mut, shrink uint64) {
 	w, done = normalizeMeta(w, done)
 	plan := planRuns(w, done)
-	*b = metaBudget{measured: true, mut: mut, runs: plan.size(len(done)), kGap: plan.kGap, kLen: plan.kLen,
-		measures: b.measures + 1}
+	*b = metaBudget{measured: true, mut: mut, shrink: shrink, runs: plan.size(len(done)), kGap: plan.kGap,
+		kLen: plan.kLen, measures: b.measures + 1}
 }
 
 func uvarintLen(v uint64) int {

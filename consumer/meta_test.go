@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -12,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // encodeMetaV1 is the v1 encoder as it shipped (gap-0 bug included), so old strings can be made
@@ -30,7 +30,7 @@ func encodeMetaV1(w int64, m commitMeta) string {
 // v2String wraps raw bytes (watermark onwards) as a v2 string with a valid checksum, for
 // decoder tests that need a well-formed envelope around a malformed body.
 func v2String(raw []byte) string {
-	raw = binary.LittleEndian.AppendUint32(slices.Clone(raw), crc32.Checksum(raw, crcTable))
+	raw = binary.LittleEndian.AppendUint32(slices.Clone(raw), metaCRC(raw))
 	return metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)
 }
 
@@ -506,7 +506,7 @@ func TestMetaBudget(t *testing.T) {
 // still leaves metadata within the limit. Random fetch gaps and completion orders.
 func TestMetaPressured(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	checks, near, measures := 0, 0, 0
+	checks, near, measures, pressured := 0, 0, 0, 0
 	for round := 0; round < 60; round++ {
 		limit := 64 + rng.IntN(400)
 		p := &part{tr: newTracker(int64(rng.IntN(1 << 20)))}
@@ -538,6 +538,14 @@ func TestMetaPressured(t *testing.T) {
 			// engine), at random and unchecked; when not, the ones whose ends add the most.
 			extra := 1 + rng.IntN(4)
 			free := !p.metaPressured(extra, limit)
+			if !free {
+				// A cached "pressured" must be what a fresh measurement says too, or a partition
+				// could stay held back for nothing.
+				if fresh := (&part{tr: p.tr, done: p.done}).metaPressured(extra, limit); !fresh {
+					t.Fatalf("round %d step %d: pressured from the cache, not when measured afresh", round, step)
+				}
+				pressured++
+			}
 			for range extra {
 				if len(idxs) == 0 {
 					break
@@ -565,8 +573,8 @@ func TestMetaPressured(t *testing.T) {
 		}
 		measures += p.mb.measures
 	}
-	t.Logf("%d checks (%d within a tenth of the limit), %d exact measurements", checks, near, measures)
-	if checks < 1000 || near < 100 {
+	t.Logf("%d checks (%d within a tenth of the limit), %d pressured, %d exact measurements", checks, near, pressured, measures)
+	if checks < 1000 || near < 100 || pressured < 1000 {
 		t.Fatalf("only %d checks ran, %d near the limit", checks, near)
 	}
 }
@@ -680,12 +688,12 @@ func BenchmarkMeta(b *testing.B) {
 }
 
 // BenchmarkMetaPressured is the per-record back-pressure check on a partition whose metadata is
-// near its limit (bitmap too big): "steady" with nothing changed since the last measurement (the
-// common case: a bound, no encoding), "after a change" with a record fetched before every check
-// under pressure, which re-measures (O(tracked records)) — the cost per fetched record while a
-// pressured partition fills up to its fetch bound (8 000 tracked records with the defaults).
+// near its limit (bitmap too big), 8 000 tracked records (the fetch bound with the defaults):
+// "steady" with nothing changed since the last measurement, "after_a_fetch" with a record fetched
+// before every check (the set only grew: answered from the last measurement), "after_an_end"
+// with a record fetched and ended before every check (measured again: O(tracked records)).
 func BenchmarkMetaPressured(b *testing.B) {
-	setup := func() *part {
+	setup := func() (*part, []uint64) {
 		p := &part{tr: newTracker(0)}
 		var idxs []uint64
 		for i := int64(0); i < 8000; i++ {
@@ -694,23 +702,24 @@ func BenchmarkMetaPressured(b *testing.B) {
 		for i := 1; i < len(idxs); i += 2 {
 			p.tr.end(idxs[i])
 		}
-		return p
+		return p, idxs
+	}
+	report := func(b *testing.B, p *part, cpu time.Duration) {
+		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(p.mb.measures)/float64(b.N), "measurements/op")
 	}
 	b.Run("steady", func(b *testing.B) {
-		p := setup()
-		pressured := false
+		p, _ := setup()
 		cpu := cpuTime()
 		for b.Loop() {
-			pressured = p.metaPressured(1, 1024)
+			if !p.metaPressured(1, 1024) {
+				b.Fatal("not pressured")
+			}
 		}
-		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
-		b.ReportMetric(float64(p.mb.measures), "measurements")
-		if !pressured {
-			b.Fatal("not pressured")
-		}
+		report(b, p, cpu)
 	})
-	b.Run("after_a_change", func(b *testing.B) {
-		p := setup()
+	b.Run("after_a_fetch", func(b *testing.B) {
+		p, _ := setup()
 		off := p.tr.next
 		cpu := cpuTime()
 		for b.Loop() {
@@ -720,8 +729,20 @@ func BenchmarkMetaPressured(b *testing.B) {
 				b.Fatal("not pressured")
 			}
 		}
-		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
-		b.ReportMetric(float64(p.mb.measures)/float64(b.N), "measurements/op")
+		report(b, p, cpu)
+	})
+	b.Run("after_an_end", func(b *testing.B) {
+		p, _ := setup()
+		off := p.tr.next
+		cpu := cpuTime()
+		for b.Loop() {
+			off += 7
+			p.tr.end(p.tr.add(off, 0, nil)) // a record fetched and ended: the set stays as large
+			if !p.metaPressured(1, 1024) {
+				b.Fatal("not pressured")
+			}
+		}
+		report(b, p, cpu)
 	})
 }
 
@@ -740,5 +761,35 @@ func TestMetaEncodeFarRangeAllocates(t *testing.T) {
 	}
 	if got, err := decodeMeta(0, enc.s); err != nil || !slices.Equal(got.done, m.done) {
 		t.Fatalf("decoded %+v, %v", got, err)
+	}
+}
+
+func TestNormalizeMeta(t *testing.T) {
+	tests := []struct {
+		name  string
+		w     int64
+		in    []span
+		wantW int64
+		want  []span
+	}{
+		{"none", 5, nil, 5, []span{}},
+		{"above", 5, []span{{7, 9}}, 5, []span{{7, 9}}},
+		{"at the watermark", 5, []span{{5, 9}, {11, 12}}, 9, []span{{11, 12}}},
+		{"straddling it", 5, []span{{3, 9}}, 9, []span{}},
+		{"below it", 5, []span{{1, 3}, {7, 8}}, 5, []span{{7, 8}}},
+		{"touching", 5, []span{{7, 9}, {9, 12}, {12, 13}}, 5, []span{{7, 13}}},
+		{"overlapping", 5, []span{{7, 10}, {8, 9}, {9, 12}}, 5, []span{{7, 12}}},
+		{"empty ones", 5, []span{{7, 7}, {9, 8}, {10, 11}}, 5, []span{{10, 11}}},
+		{"unsorted", 5, []span{{20, 21}, {7, 9}, {5, 6}, {9, 10}}, 6, []span{{7, 10}, {20, 21}}},
+	}
+	for _, tt := range tests {
+		in := slices.Clone(tt.in)
+		w, got := normalizeMeta(tt.w, tt.in)
+		if w != tt.wantW || !slices.Equal(got, tt.want) {
+			t.Errorf("%s: normalizeMeta(%d, %v) = %d, %v; want %d, %v", tt.name, tt.w, tt.in, w, got, tt.wantW, tt.want)
+		}
+		if !slices.Equal(in, tt.in) {
+			t.Errorf("%s: input modified", tt.name)
+		}
 	}
 }

@@ -2,11 +2,15 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -145,6 +149,82 @@ func TestCommitRefusesMetadataThatDoesNotRoundTrip(t *testing.T) {
 			got, err := decodeMeta(c.CommittedOffset, c.Metadata)
 			if c.CommittedOffset != 1 || err != nil || len(got.done) != 0 || got.horizon < 4 {
 				t.Fatalf("committed %d %+v (%v), want 1 with the horizon and no ranges", c.CommittedOffset, got, err)
+			}
+		})
+	}
+}
+
+// TestBrokerMetadataLimit: a metadata string of DefaultMetadataMaxBytes characters is accepted,
+// and on a real broker (CHATGROUPD_TEST_BROKERS) one character more is refused with
+// OFFSET_METADATA_TOO_LARGE: the encoder's bound is the broker's, exactly. The embedded broker
+// does not enforce the limit.
+func TestBrokerMetadataLimit(t *testing.T) {
+	e := newEnv(t, 1)
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	commit := func(n int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: e.group, GenerationID: -1,
+			Topics: map[string][]kafka.OffsetCommit{e.topic: {{Partition: 0, Offset: 10, Metadata: metaPrefixV2 + strings.Repeat("A", n-len(metaPrefixV2))}}}})
+		if err != nil {
+			return err
+		}
+		return resp.Topics[e.topic][0].Error
+	}
+	var err error
+	for range 5 { // a fresh broker answers "not coordinator" until its offsets topic exists
+		if err = commit(DefaultMetadataMaxBytes); !errors.Is(err, kafka.NotCoordinatorForGroup) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("%d characters refused: %v", DefaultMetadataMaxBytes, err)
+	}
+	err = commit(DefaultMetadataMaxBytes + 1)
+	if os.Getenv(kafkatest.EnvBrokers) == "" {
+		t.Logf("embedded broker, %d characters: %v", DefaultMetadataMaxBytes+1, err)
+		return
+	}
+	if !errors.Is(err, kafka.OffsetMetadataTooLarge) {
+		t.Fatalf("%d characters: %v, want OFFSET_METADATA_TOO_LARGE", DefaultMetadataMaxBytes+1, err)
+	}
+}
+
+// TestFinalCommitKeepsWindowOnlyIfSeen: the encoder may advance the committed offset over an
+// inherited completed range the fetch has not reached. The dedupe window never saw those events,
+// so it must not stand in for the next generation's read-back, which would remember them.
+func TestFinalCommitKeepsWindowOnlyIfSeen(t *testing.T) {
+	e := newEnv(t, 1)
+	c, err := New(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		inherited []span
+		committed int64
+		kept      bool
+	}{
+		{"offset advanced past the fetch", []span{{2, 4}}, 4, false},
+		{"offset within the fetch", []span{{3, 4}}, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clear(c.kept)
+			eng := newEngine(c, context.Background())
+			p := &part{id: 0, tr: newTracker(1), win: newWindow(10), accounts: map[string]*account{},
+				pending: map[uint64]*rec{}, done: tc.inherited, inherited: 4, committedH: 4, maxPicked: 1, hasPrev: true}
+			p.tr.end(p.tr.add(1, 0, nil)) // record 1 fetched and ended: watermark 2, fetch position 2
+			eng.parts[0] = p
+			eng.final = true
+			if err := eng.commit(context.Background(), &kafka.Generation{ID: -1}); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.committed()[0].CommittedOffset; got != tc.committed {
+				t.Fatalf("committed %d, want %d", got, tc.committed)
+			}
+			if _, kept := c.kept[0]; kept != tc.kept {
+				t.Fatalf("window kept %v, want %v", kept, tc.kept)
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -225,7 +224,7 @@ func TestOnePartitionSetupErrorSparesTheOthers(t *testing.T) {
 			if n := counter(m.Rebalances); n != 1 {
 				t.Errorf("%v generations: the failing partition cost a rejoin", n)
 			}
-			t.Log(fmt.Sprintf("%d injected errors", tr.hits.Load()))
+			t.Logf("%d injected errors", tr.hits.Load())
 		})
 	}
 }

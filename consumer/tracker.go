@@ -13,6 +13,7 @@ type tracker struct {
 	tailDone bool // the last entry has ended (a completed range reaches the fetch position)
 	unended  int
 	mut      uint64 // adds and ends so far: the commit metadata's size may have changed when it moves
+	shrink   uint64 // the ones that may have shrunk it: ends, and adds that moved the watermark
 }
 
 type entry struct {
@@ -38,6 +39,9 @@ func (t *tracker) add(off, at int64, owner *account) uint64 {
 	e := entry{off: off, at: at, donePre: off > t.next, owner: owner}
 	if n := len(t.ents); n > 0 && t.ents[n-1].ended {
 		e.donePre = true
+	}
+	if len(t.ents) == 0 {
+		t.shrink++ // the watermark moves from next to off
 	}
 	idx := t.base + uint64(len(t.ents))
 	if len(t.ents) > 0 && e.donePre {
@@ -75,6 +79,7 @@ func (t *tracker) end(idx uint64) {
 	e.ended = true
 	t.unended--
 	t.mut++
+	t.shrink++
 	if i != 0 {
 		return
 	}

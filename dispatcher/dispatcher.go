@@ -121,12 +121,16 @@ func (d *Dispatcher) partitionLimiters() []*limiter {
 }
 
 // SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
-// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once, a larger
-// one a window later, which is what the fleet protocol's safety rests on.
-func (d *Dispatcher) SetCeiling(n int) {
-	d.create.setCeiling(float64(max(n, 0)))
-	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n))
+// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
+// one up to now at once and the rest a window later, which is what the fleet protocol's safety
+// rests on.
+func (d *Dispatcher) SetCeiling(n, now int) {
+	d.create.setCeiling(float64(max(n, 0)), float64(max(now, 0)))
+	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now))
 }
+
+// Used is how many create calls this replica made in the last window (budget.Source).
+func (d *Dispatcher) Used() int { return d.create.used() }
 
 // Demand is how many create calls per window this replica could use now (budget.Source): the
 // whole budget while calls queue at a saturated limiter, else its recent use with headroom.
@@ -210,7 +214,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx, lease: t.Lease}
 	if t.Drain != nil {
 		// Waits (grant, pause, backoff) end with Drain as well as ctx; API calls only with ctx.
 		wctx, cancel := context.WithCancelCause(ctx)
@@ -237,8 +241,12 @@ type run struct {
 	start  time.Time
 	paused time.Duration
 	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
-	wait context.Context
+	wait  context.Context
+	lease func() bool // Task.Lease
 }
+
+// leasePoll is how often a request held by an expired Task.Lease looks again.
+const leasePoll = 20 * time.Millisecond
 
 // drained returns the error to end the dispatch with once the wait context ended, else nil.
 func (r *run) drained() error {
@@ -319,6 +327,11 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	if r.wait.Err() != nil {
 		// Drained as the grant came: not sent yet, so not sent at all.
 		return context.Cause(r.wait)
+	}
+	for r.lease != nil && !r.lease() {
+		if err := r.d.cfg.Sleep(r.wait, leasePoll); err != nil {
+			return context.Cause(r.wait)
+		}
 	}
 	if reason, _ := r.d.paused(); reason != "" {
 		// Paused while we queued: with a backlog, hundreds of events wait here, and each would

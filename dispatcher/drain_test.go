@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,4 +107,39 @@ func TestZeroShareStopsNewGrants(t *testing.T) {
 	}
 	h.d.SetPartitions([]int{2}, 4)
 	wantApplied(t, "dispatch after the share came back", res, 3*time.Second)
+}
+
+// TestLeaseHoldsRequests: while Task.Lease reports false (the consumer's membership went
+// unconfirmed, as when its process was paused past its session) no request is sent; it goes
+// when the lease is back, and a drain meanwhile ends the dispatch unsent.
+func TestLeaseHoldsRequests(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Now, c.Sleep = time.Now, sleep })
+	h.run()
+	time.Sleep(20 * time.Millisecond) // the startup probe
+	var ok atomic.Bool
+	lease := ok.Load
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Lease: lease})
+	time.Sleep(150 * time.Millisecond)
+	if n := h.api.count(im.APICreate); n != 0 {
+		t.Fatalf("%d creates sent without a lease", n)
+	}
+	ok.Store(true)
+	wantApplied(t, "dispatch once the lease is back", res, 2*time.Second)
+
+	ok.Store(false)
+	drain, drained := context.WithCancel(context.Background())
+	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Lease: lease, Drain: drain})
+	time.Sleep(50 * time.Millisecond)
+	drained()
+	select {
+	case r := <-res:
+		if !errors.Is(r.err, ErrDrained) {
+			t.Fatalf("Dispatch drained while held by the lease = %+v, %v; want ErrDrained", r.o, r.err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Dispatch held by the lease did not return within 1s of the drain")
+	}
+	if n := h.api.count(im.APICreate); n != 1 {
+		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
+	}
 }

@@ -207,16 +207,53 @@ func (l *limiter) set(share float64) {
 // lowering a pending growth keeps its time, since a smaller share at the same moment is covered
 // by what made the larger one safe. (With partitions a smaller share may come with partitions
 // gained since, so set restarts the wait.)
-func (l *limiter) setCeiling(share float64) {
+//
+// now is the part of share that may be used at once: the fleet protocol has shown that room is
+// not in anyone's window.
+func (l *limiter) setCeiling(share, now float64) {
 	l.mu.Lock()
-	if l.growing && share > l.share && share <= l.growTo {
+	t := l.cfg.Now()
+	l.grow(t)
+	if l.known && share > l.share && now > l.share {
+		l.share, l.grewAt = min(now, share), t
+		if l.growing && l.growTo <= l.share {
+			l.growing = false
+		}
+		l.apply(t)
+	}
+	if l.known && l.growing && share > l.share && share <= l.growTo {
 		l.growTo = share
-		l.apply(l.cfg.Now())
+		l.apply(t)
 		l.mu.Unlock()
 		return
 	}
 	l.mu.Unlock()
+	if !l.isKnown() && now > 0 {
+		l.set(0) // a first share counts as growth from nothing; now is in force at once
+		l.setCeiling(share, now)
+		return
+	}
 	l.set(share)
+}
+
+func (l *limiter) isKnown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.known
+}
+
+// used is how many calls were granted within the last window (pending ones included).
+func (l *limiter) used() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := l.cfg.Now().Add(-l.window)
+	n := 0
+	for _, g := range l.sent {
+		if g.pending || g.at.After(cut) {
+			n++
+		}
+	}
+	return n
 }
 
 // target is the rate once a pending larger share is in force (for logs).

@@ -611,3 +611,40 @@ func TestFreshConnectionHoldsItsSlotLonger(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterSetCeiling: the fleet budget's ceilings. A smaller one is in force at once; a
+// larger one up to its "now" part at once and the rest one window later; lowering a pending
+// growth keeps its time (one pool, no partitions gained).
+func TestLimiterSetCeiling(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, nil)
+	step := func(d time.Duration, want float64) {
+		t.Helper()
+		clock.Advance(d)
+		if got := l.rateNow(); got != want {
+			t.Fatalf("at %v: rate %v, want %v", clock.Now().Sub(time.Unix(1800000000, 0)), got, want)
+		}
+	}
+	l.setCeiling(100, 0) // first ceiling, nothing at once: growth from zero
+	step(0, 0)
+	step(l.window, 100)
+	l.setCeiling(180, 150) // 150 at once, 180 a window later
+	step(0, 150)
+	step(l.window/2, 150)
+	l.setCeiling(170, 0) // lowering the pending growth keeps its time
+	step(l.window/2, 170)
+	l.setCeiling(20, 20) // shrink: at once
+	step(0, 20)
+	l.setCeiling(50, 60) // now above the ceiling: the ceiling
+	step(0, 50)
+
+	fresh, _ := testLimiter(clock, 200, nil)
+	fresh.setCeiling(80, 30) // a first ceiling may take its "now" part at once too
+	if got := fresh.rateNow(); got != 30 {
+		t.Fatalf("first ceiling with 30 at once: rate %v", got)
+	}
+	clock.Advance(fresh.window)
+	if got := fresh.rateNow(); got != 80 {
+		t.Fatalf("a window later: rate %v, want 80", got)
+	}
+}

@@ -28,6 +28,11 @@ type Task struct {
 	// ends the event is still returned. A successor may own the account a moment later, so
 	// nothing not yet sent may be sent.
 	Drain context.Context
+	// Lease, when set, is asked right before each request is sent (after its rate-limit grant).
+	// While it reports false the caller can't be sure it still owns the event's account — its
+	// group membership went unconfirmed for too long, as after the process was paused — and the
+	// request waits unsent until Lease reports true again, or Drain or ctx ends.
+	Lease func() bool
 }
 
 // ErrDrained is the cause Dispatch reports when Task.Drain ended before the event did.

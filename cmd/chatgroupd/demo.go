@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/httpserve"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
@@ -98,13 +100,22 @@ func newDemoFlags(f *demoFlags) *flag.FlagSet {
 }
 
 func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
+	d, err := newDemo(args, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	return d.run(ctx)
+}
+
+// newDemo checks the flags and prepares a run.
+func newDemo(args []string, getenv env, stdout, stderr io.Writer) (*demo, error) {
 	var f demoFlags
 	fs := newDemoFlags(&f)
 	if err := parseFlags(fs, args, getenv, stdout, demoHelp()); err != nil {
-		return err
+		return nil, err
 	}
 	if f.gen.OverQuotaAccounts > f.gen.Accounts {
-		return usageError("demo", fmt.Errorf("--over-quota-accounts %d: at most --accounts (%d)", f.gen.OverQuotaAccounts, f.gen.Accounts))
+		return nil, usageError("demo", fmt.Errorf("--over-quota-accounts %d: at most --accounts (%d)", f.gen.OverQuotaAccounts, f.gen.Accounts))
 	}
 	if f.forever && f.produceRate == 0 {
 		f.produceRate = 150
@@ -115,15 +126,14 @@ func runDemo(ctx context.Context, args []string, getenv env, stdout, stderr io.W
 	f.gen.Seed = f.seed
 	gen, err := loadgen.New(f.gen)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	key := randomKey()
 	log, err := logging.New(f.logLevel, "console", stderr, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d := &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key, getenv: getenv}
-	return d.run(ctx)
+	return &demo{flags: f, gen: gen, out: stdout, tty: isTerminal(stdout), log: log, key: key, getenv: getenv}, nil
 }
 
 type demo struct {
@@ -139,7 +149,14 @@ type demo struct {
 	reg     *prometheus.Registry
 	sim     *imsim.Server
 	brokers []string
-	start   time.Time
+	// metricsAddr is where this run serves /metrics.
+	metricsAddr string
+	start       time.Time
+
+	calls   *callLog
+	events  eventTimes
+	samples []progressSample // written by watch, read by summary after it
+	report  demoReport
 
 	mu       sync.Mutex // guards what the producer shares with the watcher
 	produced int
@@ -205,13 +222,20 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	d.metricsAddr = metricsLn.Addr().String()
 	fmt.Fprintf(d.out, "chatgroupd demo: embedded Kafka %s (%d partitions), IM simulator %s (%v±%v latency, %.0f%% transient faults), metrics http://%s/metrics\n",
 		d.brokers[0], f.partitions, sf.imEndpoint, f.latency, f.jitter, f.faultRate*100, metricsLn.Addr())
 
 	svcCtx, stopSvc := context.WithCancel(ctx)
 	defer stopSvc()
 	g, gctx := errgroup.WithContext(svcCtx)
-	g.Go(func() error { return d.sim.Serve(gctx, simLn, nil) })
+	// The simulator is served behind the demo's call log: its own account of what reached the
+	// API, against which the summary's figures are checked.
+	d.calls = &callLog{next: d.sim}
+	g.Go(func() error {
+		srv := &http.Server{Handler: d.calls, ReadHeaderTimeout: 5 * time.Second}
+		return httpserve.Serve(gctx, srv, simLn, 5*time.Second, d.sim.Close)
+	})
 	g.Go(func() error { return svc.Run(gctx) })
 	d.start = time.Now()
 	produceDone := make(chan error, 1)
@@ -244,7 +268,8 @@ func (d *demo) produce(ctx context.Context) error {
 	w := eventWriter(d.brokers, demoTopic, nil)
 	defer w.Close()
 	_, _, err := produceStream(ctx, w, d.gen, d.flags.events, d.flags.forever, d.flags.produceRate,
-		func(produced int, e loadgen.Expect) {
+		func(produced int, e loadgen.Expect, batch []kafka.Message) {
+			d.events.add(batch)
 			d.mu.Lock()
 			d.produced, d.expect = produced, e
 			d.mu.Unlock()
@@ -258,7 +283,6 @@ type counts struct {
 	outcomes  map[string]float64
 	dlq       map[string]float64 // "reason code"
 	creates   float64
-	e2e       *dto.Histogram
 	processed float64
 }
 
@@ -290,8 +314,6 @@ func (d *demo) snapshot() counts {
 				if label(m, "api") == im.APICreate {
 					c.creates += m.GetCounter().GetValue()
 				}
-			case "chatgroupd_event_e2e_seconds":
-				c.e2e = m.GetHistogram()
 			}
 		}
 	}
@@ -301,12 +323,16 @@ func (d *demo) snapshot() counts {
 // watch prints progress until every produced record has ended (drained), the run is
 // interrupted, or --timeout passes.
 func (d *demo) watch(ctx, svcCtx context.Context, produceDone <-chan error) (drained bool, err error) {
-	every := 2 * time.Second
+	// Sample chatgroupd's counters every 100ms (the summary's timings come from these), print
+	// every 200ms on a terminal, every 2s otherwise.
+	const sampleEvery = 100 * time.Millisecond
+	printEvery := 20
 	if d.tty {
-		every = 200 * time.Millisecond
+		printEvery = 2
 	}
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(sampleEvery)
 	defer tick.Stop()
+	ticks := 0
 	deadline := time.NewTimer(d.flags.timeout)
 	defer deadline.Stop()
 	producing := true
@@ -337,8 +363,13 @@ func (d *demo) watch(ctx, svcCtx context.Context, produceDone <-chan error) (dra
 		}
 		produced, _ := d.progress()
 		c := d.snapshot()
-		d.printProgress(produced, c)
-		if !producing && c.processed >= float64(produced) {
+		d.samples = append(d.samples, progressSample{at: time.Since(d.start), produced: produced, ended: c.processed, creates: c.creates})
+		done := !producing && c.processed >= float64(produced)
+		if ticks%printEvery == 0 || done {
+			d.printProgress(produced, c)
+		}
+		ticks++
+		if done {
 			return true, nil
 		}
 	}
@@ -464,15 +495,25 @@ func (d *demo) summary(elapsed time.Duration, drained bool, dlqCount int64) erro
 		reason, code, _ := strings.Cut(k, " ")
 		row("  reason="+reason, c.dlq[k], "code "+code)
 	}
-	active := elapsed.Seconds()
-	row("create calls", create.Total, fmt.Sprintf("%.1f/s over %.1fs against a budget of %.0f/s (%.0f%%)", float64(create.Total)/active, active, d.flags.rateLimit, 100*float64(create.Total)/active/d.flags.rateLimit))
+	r := buildReport(d.samples, d.flags.rateLimit, elapsed)
+	r.latencies = d.events.latencies(d.calls.snapshot())
+	d.report = r
+	row("create calls", r.creates, fmt.Sprintf("(the simulator answered %d)", create.Total))
+	row("start-up delay", fmtDuration(r.startup), "(start to the first create call: group join, assignment, the limiter's first second)")
+	if r.backlogged {
+		row("rate while backlogged", fmt.Sprintf("%.1f/s", r.rate), fmt.Sprintf("(%.0f calls in %.1fs, %.1f%% of the %.0f/s budget)",
+			r.windowCalls, (r.windowEnd-r.windowStart).Seconds(), 100*r.rate/d.flags.rateLimit, d.flags.rateLimit))
+		row("tail", fmtDuration(r.tail), "(backlog gone to the last record ended: retries and the last accounts' serial events)")
+	} else {
+		row("rate while backlogged", "-", "(no backlog: the producer, not the budget, set the pace)")
+	}
 	row("highest calls in any 1s window", create.MaxWindow, fmt.Sprintf("(limit %d)", 200))
 	row("rate-limited by the API (60007)", create.RateLimited, "")
 	row("groups created", st.GroupsCreated, "")
 	row("duplicate creates", st.DuplicateCreates, "(must be 0)")
-	if c.e2e != nil {
-		row("end-to-end latency p50", fmtSeconds(histQuantile(c.e2e, 0.5)), "(occurred_at → applied, includes backlog wait)")
-		row("end-to-end latency p99", fmtSeconds(histQuantile(c.e2e, 0.99)), "")
+	if n := len(r.latencies); n > 0 {
+		row("end-to-end latency p50", fmtDuration(quantile(r.latencies, 0.5)), fmt.Sprintf("(occurred_at → created at the API, %d groups; includes the backlog's wait)", n))
+		row("end-to-end latency p99", fmtDuration(quantile(r.latencies, 0.99)), fmt.Sprintf("(max %s)", fmtDuration(r.latencies[n-1])))
 	}
 	tw.Flush()
 
@@ -510,33 +551,8 @@ func (d *demo) summary(elapsed time.Duration, drained bool, dlqCount int64) erro
 		return &exitError{code: 2, err: fmt.Errorf("demo: %d invariants broken", len(broken))}
 	}
 	fmt.Fprintln(d.out, "\nOK: nothing lost — every record applied, dead-lettered or dropped as a duplicate; no group created twice; the rate limit held.")
+	d.printNext()
 	return nil
-}
-
-// histQuantile estimates a quantile from a histogram's buckets by linear interpolation, as
-// PromQL's histogram_quantile does.
-func histQuantile(h *dto.Histogram, q float64) float64 {
-	total := float64(h.GetSampleCount())
-	if total == 0 {
-		return 0
-	}
-	rank := q * total
-	prevBound, prevCount := 0.0, 0.0
-	for _, b := range h.GetBucket() {
-		cnt := float64(b.GetCumulativeCount())
-		if cnt >= rank {
-			if cnt == prevCount {
-				return b.GetUpperBound()
-			}
-			return prevBound + (b.GetUpperBound()-prevBound)*(rank-prevCount)/(cnt-prevCount)
-		}
-		prevBound, prevCount = b.GetUpperBound(), cnt
-	}
-	return prevBound // beyond the last bucket
-}
-
-func fmtSeconds(s float64) string {
-	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
 }
 
 func isTerminal(w io.Writer) bool {
@@ -552,4 +568,22 @@ func randomKey() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// printNext says what to look at after a run.
+func (d *demo) printNext() {
+	fmt.Fprintf(d.out, `
+Next:
+  chatgroupd demo --forever          keeps producing (150/s) until Ctrl-C; while it runs:
+    curl -s http://%s/metrics | grep ^chatgroupd_
+    chatgroupd dlq list --brokers %s --group chatgroupd-demo
+  (this run's broker and metrics addresses; --metrics-addr 127.0.0.1:9090 fixes the latter)
+`, d.metricsAddr, strings.Join(d.brokers, ","))
+}
+
+func fmtDuration(d time.Duration) string {
+	if d >= time.Second {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Millisecond).String()
 }

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,17 +48,19 @@ func dlqAbout(sub string) string {
 
 // runDLQ is "chatgroupd dlq": the operator's view of the dead-letter topic.
 func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		io.WriteString(stderr, dlqUsage)
-		if len(args) == 0 {
-			return errors.New("dlq: no subcommand given (list or replay)")
+	if len(args) == 0 {
+		return usageError("dlq", errors.New("no subcommand given (list or replay)"))
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if args[0] == "help" && len(args) > 1 {
+			return runDLQ(ctx, append(append([]string{}, args[1:]...), "--help"), getenv, stdout, stderr)
 		}
+		io.WriteString(stdout, dlqUsage)
 		return errHelp
 	}
 	sub, rest := args[0], args[1:]
 	if sub != "list" && sub != "replay" {
-		io.WriteString(stderr, dlqUsage)
-		return fmt.Errorf("dlq: unknown subcommand %q (want list or replay)", sub)
+		return usageError("dlq", fmt.Errorf("unknown subcommand %q (want list or replay)", sub))
 	}
 	o := &dlqOptions{}
 	fs := newDLQFlags(o, sub)
@@ -74,7 +77,7 @@ func runDLQ(ctx context.Context, args []string, getenv env, stdout, stderr io.Wr
 	if err := o.kafka.check(); err != nil {
 		return usageError("dlq "+sub, err)
 	}
-	cfg, filter, closeConn, err := o.resolve(sub == "replay", getenv, stderr)
+	cfg, filter, closeConn, err := o.resolve(ctx, sub == "replay", getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("dlq %s: %w", sub, err)
 	}
@@ -176,7 +179,7 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 }
 
 // resolve checks every flag before anything touches Kafka, so bad input changes nothing.
-func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
+func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stderr io.Writer) (dlq.ToolConfig, dlq.Filter, func(), error) {
 	var f dlq.Filter
 	nop := func() {}
 	if strings.TrimSpace(o.kafka.brokers) == "" {
@@ -234,6 +237,9 @@ func (o *dlqOptions) resolve(replay bool, getenv env, stderr io.Writer) (dlq.Too
 		}
 	}
 	o.kafka.warn(log)
+	if err := o.kafka.reach(ctx, conn); err != nil {
+		return dlq.ToolConfig{}, f, nop, err
+	}
 	cfg := dlq.ToolConfig{
 		Brokers: conn.Brokers, Topic: o.topic, DLQTopic: o.dlqTopic,
 		Transport: conn.Transport, SkipMalformed: o.skipMalformed, Logger: log,
@@ -266,7 +272,7 @@ func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output strin
 		}
 		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
-			e.Reason, dlq.FormatCode(e.Code), dlqCell(e.Info, 60), e.Attempts, replayed)
+			e.Reason, dlq.FormatCode(e.Code), dlqInfoCell(e.Info), e.Attempts, replayed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -472,6 +478,15 @@ func dlqParseTime(flagName, s string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-11-29T08:00:00Z) or a duration ago (24h, 7d)", flagName, s)
+}
+
+// imPrefix is how an IM error starts its text ("im create_contact_group: code 51010 (permanent): ");
+// the table has the code in its own column, and the prefix ate most of the INFO cell.
+var imPrefix = regexp.MustCompile(`im [a-z_]+: (partial result: )?code -?[0-9]+( \([a-z_ -]+\))?: `)
+
+// dlqInfoCell is the INFO cell: the cause without the IM prefix, cut to 80 characters.
+func dlqInfoCell(info string) string {
+	return dlqCell(imPrefix.ReplaceAllString(info, ""), 80)
 }
 
 // dlqCell makes s fit one table cell: control characters become spaces, and it is cut to n runes.

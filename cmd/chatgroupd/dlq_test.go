@@ -71,8 +71,8 @@ func TestDLQListTable(t *testing.T) {
 			t.Errorf("header %q lacks %s", lines[0], col)
 		}
 	}
-	if !strings.Contains(out, "alice already has 20 conversation groups, the most allowed …") {
-		t.Errorf("long info not truncated to 60 runes:\n%s", out)
+	if !strings.Contains(out, "alice already has 20 conversation groups, the most allowed per user") {
+		t.Errorf("INFO cut before its useful part:\n%s", out)
 	}
 	if !strings.Contains(out, "1 of 1 conversations failed") {
 		t.Errorf("newline in info not flattened:\n%s", out)
@@ -338,5 +338,22 @@ func TestDLQOverSASL(t *testing.T) {
 	_, _, err = runDLQTest(t, getenv, "list", "--topic", "t")
 	if err == nil || !strings.Contains(err.Error(), "SASL") {
 		t.Fatalf("list without SASL flags: %v", err)
+	}
+}
+
+// TestDLQInfoCell: the table's INFO cell keeps the server's words, not the IM prefix that repeats
+// the CODE column (the old 60-character cut ended just before them).
+func TestDLQInfoCell(t *testing.T) {
+	for _, tc := range []struct{ info, want string }{
+		{"im create_contact_group: code 51010 (permanent): Err_SNS_ContactGroup_Count_Limit: the user has 20 groups", "Err_SNS_ContactGroup_Count_Limit: the user has 20 groups"},
+		{"retry budget 1h0m0s spent after 9 attempts; last: im create_contact_group: code 50004 (transient): internal error", "retry budget 1h0m0s spent after 9 attempts; last: internal error"},
+		{"invalid event: group_name: 33 bytes, at most 32 allowed", "invalid event: group_name: 33 bytes, at most 32 allowed"},
+	} {
+		if got := dlqInfoCell(tc.info); got != tc.want {
+			t.Errorf("dlqInfoCell(%q) = %q, want %q", tc.info, got, tc.want)
+		}
+	}
+	if got := dlqInfoCell(strings.Repeat("x", 200)); len([]rune(got)) != 80 {
+		t.Errorf("long info: %d runes, want 80", len([]rune(got)))
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"sort"
@@ -200,7 +202,16 @@ func TestBadFlagExitsTwoOneLine(t *testing.T) {
 // TestHelpEveryCommand: `chatgroupd help X`, `X --help` and `X -h` print the same help — what
 // the command does, its flags, the environment and an example — to stdout, and succeed.
 func TestHelpEveryCommand(t *testing.T) {
-	cmds := []string{"run", "demo", "imsim", "loadgen", "dlq list", "dlq replay", "version"}
+	// Every command, so a new one gets the same help or fails here.
+	var cmds []string
+	for name := range commands() {
+		if name == "dlq" {
+			cmds = append(cmds, "dlq list", "dlq replay")
+			continue
+		}
+		cmds = append(cmds, name)
+	}
+	sort.Strings(cmds)
 	for _, c := range cmds {
 		var outs []string
 		for _, args := range [][]string{
@@ -237,6 +248,20 @@ func TestHelpEveryCommand(t *testing.T) {
 	var stdout bytes.Buffer
 	if err := run(context.Background(), []string{"help", "nosuch"}, mapEnv(nil), &stdout, &stdout); exitCode(err) != 2 {
 		t.Errorf("help nosuch: %v", err)
+	}
+	// dlq alone: its subcommands on --help; a missing or unknown subcommand is a usage error.
+	for _, args := range [][]string{{"dlq", "--help"}, {"help", "dlq"}, {"dlq", "help"}} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, mapEnv(nil), &out, &errOut); err != errHelp || !strings.Contains(out.String(), "chatgroupd dlq <list|replay>") {
+			t.Errorf("%v: err %v, stdout %q", args, err, out.String())
+		}
+	}
+	for _, args := range [][]string{{"dlq"}, {"dlq", "purge"}} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, mapEnv(nil), &out, &out)
+		if exitCode(err) != 2 || out.Len() > 0 || !strings.Contains(err.Error(), "--help") {
+			t.Errorf("%v: exit %d, err %v, output %q; want exit 2, one line", args, exitCode(err), err, out.String())
+		}
 	}
 }
 
@@ -290,5 +315,82 @@ func TestInsecureTransportsRefused(t *testing.T) {
 	k.saslPasswordFile = blank
 	if _, _, err := k.conn(mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "env"})); err == nil || !strings.Contains(err.Error(), "SASL password is empty") {
 		t.Errorf("blank password file: err = %v", err)
+	}
+}
+
+// TestKafkaDialTimeoutHonoured: a "broker" that accepts TCP and never answers (a proxy, a wrong
+// port) must fail dlq list and loadgen within --kafka-dial-timeout, naming the broker. Before,
+// kafka-go's client sat out its own 15 s request timeout whatever the flag said.
+func TestKafkaDialTimeoutHonoured(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	silent := ln.Addr().String()
+	for _, args := range [][]string{
+		{"dlq", "list", "--brokers", silent, "--kafka-dial-timeout", "300ms"},
+		{"loadgen", "--brokers", silent + ",127.0.0.1:1", "--kafka-dial-timeout", "300ms", "--count", "1"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := time.Now()
+		err := run(ctx, args, mapEnv(nil), io.Discard, io.Discard)
+		took := time.Since(start)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), silent) || !strings.Contains(err.Error(), "--kafka-dial-timeout 300ms") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: err = %v; want one line naming the broker and the timeout", args, err)
+		}
+		// Not a timing assertion on the timeout itself: only "was the flag used at all" (the old
+		// behaviour took the client's fixed 15 s).
+		if took > 10*time.Second {
+			t.Errorf("%v took %v with --kafka-dial-timeout 300ms", args, took)
+		}
+	}
+}
+
+// TestSkipVerifyWarned: --kafka-tls-insecure-skip-verify (and an allowed plaintext SASL PLAIN)
+// are accepted but said out loud in the log of every Kafka command.
+func TestSkipVerifyWarned(t *testing.T) {
+	for _, args := range [][]string{
+		{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-tls", "--kafka-tls-insecure-skip-verify", "--count", "1"},
+		{"dlq", "list", "--brokers", "127.0.0.1:1", "--kafka-tls", "--kafka-tls-insecure-skip-verify"},
+	} {
+		var stderr bytes.Buffer
+		_ = run(context.Background(), args, mapEnv(nil), io.Discard, &stderr)
+		if !strings.Contains(stderr.String(), "not verified") {
+			t.Errorf("%v: no warning about unverified certificates in:\n%s", args, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	_ = run(context.Background(), []string{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-sasl-mechanism", "plain",
+		"--kafka-sasl-username", "u", "--kafka-sasl-allow-plaintext", "--count", "1"},
+		mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw-0123456789"}), io.Discard, &stderr)
+	if !strings.Contains(stderr.String(), "clear text") || strings.Contains(stderr.String(), "pw-0123456789") {
+		t.Errorf("plaintext SASL: want a warning and no password in:\n%s", stderr.String())
+	}
+}
+
+// TestDLQReplayUnreachableNoTable: with no broker answering, dlq replay fails before printing
+// anything — no summary table of zeros that reads like an empty DLQ.
+func TestDLQReplayUnreachableNoTable(t *testing.T) {
+	for _, args := range [][]string{
+		{"dlq", "replay", "--brokers", "127.0.0.1:1", "--dry-run"},
+		{"dlq", "replay", "--brokers", "127.0.0.1:1", "--dry-run", "--output", "json"},
+		{"dlq", "list", "--brokers", "127.0.0.1:1"},
+	} {
+		var stdout bytes.Buffer
+		err := run(context.Background(), args, mapEnv(nil), &stdout, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || stdout.Len() > 0 {
+			t.Errorf("%v: err %v, stdout %q; want the broker's error and nothing printed", args, err, stdout.String())
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -116,6 +117,40 @@ func (k *kafkaFlags) conn(getenv env) (*kafkaconn.Conn, []string, error) {
 	}
 	c, err := kafkaconn.New(cfg)
 	return c, secrets, err
+}
+
+// errUnreachable is wrapped by reach's error.
+var errUnreachable = errors.New("no broker answered")
+
+// reach dials every broker (TCP, then TLS and SASL when configured) and asks it for its API
+// versions, within --kafka-dial-timeout each, and succeeds as soon as one answers. kafka-go's clients keep retrying a dead broker until
+// their own request timeout, so a one-shot command would sit out that timeout (15 s) whatever
+// --kafka-dial-timeout said; this fails within it, naming each broker and its error.
+func (k *kafkaFlags) reach(ctx context.Context, c *kafkaconn.Conn) error {
+	var errs []error
+	for _, b := range c.Brokers {
+		dctx, cancel := context.WithTimeout(ctx, k.dialTimeout)
+		conn, err := c.Dialer.DialContext(dctx, "tcp", b)
+		cancel()
+		if err == nil {
+			// Something accepting TCP is not yet a broker (a proxy, a wrong port): it must
+			// answer an ApiVersions request within the timeout too.
+			_ = conn.SetDeadline(time.Now().Add(k.dialTimeout))
+			_, err = conn.ApiVersions()
+			conn.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", b, err))
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	// One line: the brokers' errors joined with "; ".
+	return fmt.Errorf("cannot reach any Kafka broker within --kafka-dial-timeout %v: %s: %w",
+		k.dialTimeout, strings.Join(msgs, "; "), errUnreachable)
 }
 
 // splitList splits a comma list, dropping blanks.

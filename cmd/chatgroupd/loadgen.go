@@ -76,6 +76,9 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 		return err
 	}
 	f.kafka.warn(log)
+	if err := f.kafka.reach(ctx, conn); err != nil {
+		return err
+	}
 	gc := f.gen
 	gc.Seed = f.seed
 	if gc.Seed == 0 {
@@ -110,10 +113,11 @@ func eventWriter(brokers []string, topic string, transport kafka.RoundTripper) *
 
 // produceStream writes gen's next count records to w (all of them until ctx ends when forever),
 // perSec records a second (0: as fast as the broker takes them). After each acknowledged write it
-// calls flushed, when set, with the records written so far and the expectation for exactly those.
+// calls flushed, when set, with the records written so far, the expectation for exactly those,
+// and the batch just acknowledged.
 // An ended ctx stops it without error; it returns what was written.
 func produceStream(ctx context.Context, w *kafka.Writer, gen *loadgen.Generator, count int, forever bool, perSec float64,
-	flushed func(produced int, e loadgen.Expect)) (int, loadgen.Expect, error) {
+	flushed func(produced int, e loadgen.Expect, batch []kafka.Message)) (int, loadgen.Expect, error) {
 	lim := rate.NewLimiter(rate.Inf, 0)
 	if perSec > 0 {
 		lim = rate.NewLimiter(rate.Limit(perSec), 1)
@@ -135,10 +139,10 @@ func produceStream(ctx context.Context, w *kafka.Writer, gen *loadgen.Generator,
 		}
 		produced += len(batch)
 		expect = gen.Expect() // every record generated so far is in this batch or an earlier one
-		batch = batch[:0]
 		if flushed != nil {
-			flushed(produced, expect)
+			flushed(produced, expect, batch)
 		}
+		batch = batch[:0]
 		return nil
 	}
 	for forever || produced+len(batch) < count {

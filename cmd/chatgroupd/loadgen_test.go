@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
@@ -22,7 +24,7 @@ func TestProduceStream(t *testing.T) {
 	w := eventWriter(k.Brokers, "events", nil)
 	defer w.Close()
 	var calls int
-	n, want, err := produceStream(context.Background(), w, gen, 1203, false, 0, func(produced int, e loadgen.Expect) {
+	n, want, err := produceStream(context.Background(), w, gen, 1203, false, 0, func(produced int, e loadgen.Expect, _ []kafka.Message) {
 		calls++
 		if e.Total() != produced {
 			t.Errorf("after %d records the expectation covers %d", produced, e.Total())

@@ -89,7 +89,7 @@ func TestDemoProgressOnPTY(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			err := run(ctx, []string{"demo", "--count", "500", "--accounts", "10", "--latency", "1ms", "--jitter", "1ms",
-				"--fault-rate", "0", "--seed", "3", "--timeout", "90s"}, mapEnv(map[string]string{"COLUMNS": "999"}), tty, io.Discard)
+				"--fault-rate", "0", "--seed", "3", "--timeout", "90s", "--rate-limit", "180"}, mapEnv(map[string]string{"COLUMNS": "999"}), tty, io.Discard)
 			tty.Close()
 			<-copied // EIO once the terminal side is closed and drained
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -51,6 +52,9 @@ type service struct {
 	http       *metrics.Server
 	ln         net.Listener
 	log        *zap.Logger
+	// brokers explains, on /readyz and in the log, a consumer kept out of its group by
+	// unreachable brokers.
+	brokers *brokerWatch
 }
 
 func newService(cfg serviceConfig) (*service, error) {
@@ -118,6 +122,10 @@ func newService(cfg serviceConfig) (*service, error) {
 		return nil, err
 	}
 	s := &service{consumer: cons, dispatcher: disp, dlq: dw, fleet: fleet, ln: cfg.metricsListener, log: cfg.log}
+	s.brokers = &brokerWatch{
+		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, 10*time.Second), member: cons.Ready, log: cfg.log,
+		minBackoff: time.Second, maxBackoff: 30 * time.Second,
+	}
 	// chatgroupd_ready is computed on each scrape from the same check /readyz uses, so the
 	// alert on the gauge and the probe can never disagree.
 	gather := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
@@ -154,8 +162,8 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatch
 	host, _ := os.Hostname()
 	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
 	return budget.NewRunner(budget.KafkaConfig{
-		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
+		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
 	}, budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}, disp, disp)
 }
 
@@ -166,6 +174,9 @@ var errNotInGroup = errors.New("not a member of the consumer group")
 // written (else their partitions are stuck).
 func (s *service) ready() error {
 	if !s.consumer.Ready() {
+		if err := s.brokers.err(); err != nil {
+			return fmt.Errorf("%w: %w", errNotInGroup, err)
+		}
 		return errNotInGroup
 	}
 	if err := s.consumer.DeadLetterHealth(); err != nil {
@@ -201,6 +212,7 @@ func (s *service) Run(ctx context.Context) error {
 		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
 		g.Go(func() error { return s.fleet.Run(tail) })
 	}
+	g.Go(func() error { return s.brokers.run(gctx) })
 	g.Go(func() error {
 		if s.ln != nil {
 			return s.http.Serve(tail, s.ln)

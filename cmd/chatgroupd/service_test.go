@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
+	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
@@ -362,4 +365,83 @@ func TestServiceDLQDeletedNotReady(t *testing.T) {
 	h.waitFor("the dead letter written", 30*time.Second, func() bool {
 		return h.scrape().Sum("chatgroupd_dlq_records_total", "reason", "invalid") == 1
 	})
+}
+
+// TestServiceUnreachableBrokerNamed: with no broker answering, /readyz names the broker and its
+// error (it said only "not a member of the consumer group"), and the log says it with backoff.
+func TestServiceUnreachableBrokerNamed(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := dead.Addr().String()
+	dead.Close() // connection refused from now on
+	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: []string{broker}, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := httptest.NewServer(http.NotFoundHandler())
+	defer sim.Close()
+	f := serviceFlags{
+		topic: "events", group: "g", imEndpoint: sim.URL, imTimeout: im.DefaultTimeout,
+		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
+		retryBudget: time.Hour, shutdownTimeout: time.Second, commitInterval: 200 * time.Millisecond, maxInFlight: 8, dedupeWindow: 100,
+	}
+	f.kafka.dialTimeout = time.Second
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	log, err := logging.New("warn", "json", logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc, err := newService(serviceConfig{flags: f, conn: conn, secretKey: "k", log: log,
+		metrics: metrics.New(reg, "test", true), gatherer: reg, metricsListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h := &harness{t: t, url: "http://" + ln.Addr().String()}
+	var body string
+	h.waitFor("/readyz naming the broker", 60*time.Second, func() bool {
+		resp, err := http.Get(h.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, broker)
+	})
+	t.Logf("/readyz: %s", body)
+	if !strings.Contains(body, "connection refused") || !strings.Contains(body, "not a member of the consumer group") {
+		t.Errorf("/readyz = %q, want the group, the broker and its error", body)
+	}
+	h.waitFor("a log line naming the broker", 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "kafka unreachable") && strings.Contains(logs.String(), broker)
+	})
+}
+
+// syncWriter serialises writes to a buffer read by the test.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
