@@ -624,6 +624,22 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 				return
 			}
 		}
+		e.passed(p, f.next, start)
+	}
+}
+
+// passed tells the tracker the fetch went past every offset below next. Offsets the fetch left
+// out (transaction markers, aborted records) are otherwise only known as skipped once a later
+// record arrives: at the log's tail — where a real broker writes the markers, after the
+// transaction's last record — they would hold the watermark one or two short of the log end.
+func (e *engine) passed(p *part, next, start int64) {
+	if next <= start {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(p.tr.ents) == 0 && next > p.tr.next {
+		p.tr.next = next
 	}
 }
 
