@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 )
 
 // TestReadCommitted: records of an aborted transaction are never applied, a committed
@@ -41,7 +43,7 @@ func TestReadCommitted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	aborted, committed := txn("t-abort"), txn("t-commit")
+	aborted, committed := txn(kafkatest.UniqueName("t-abort")), txn(kafkatest.UniqueName("t-commit"))
 	produce(aborted, "aborted1", "a")
 	produce(committed, "committed1", "b")
 	produce(aborted, "aborted2", "c")
@@ -52,10 +54,14 @@ func TestReadCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.k.Produce(t, e.topic, evMsg("plain1", "d", 0))
-	end := int64(len(e.k.ReadAll(t, e.topic))) // kafka-go's read: every record and marker
-	if end != 6 {
-		t.Fatalf("log holds %d records and markers, want 6 (3 events, 2 markers, 1 plain)", end)
-	}
+	// A real broker writes the markers after EndTransaction returns: wait for all six offsets
+	// (3 events, 2 markers, 1 plain record).
+	const end = 6
+	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
+	waitFor(t, 10*time.Second, "the markers written", func() bool {
+		lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{e.topic: {kafka.LastOffsetOf(0)}}})
+		return err == nil && len(lo.Topics[e.topic]) == 1 && lo.Topics[e.topic][0].LastOffset == end
+	})
 	e.start()
 	waitFor(t, 20*time.Second, "committed to the log end", func() bool { return e.committedTotal() == end })
 	got := ids(e.disp.snapshot())

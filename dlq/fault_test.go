@@ -59,7 +59,7 @@ func (p *pipeline) partitionOf(t *testing.T, key string) int {
 // TestFaultRecordAtSizeLimitAndDLQDeleted is the fault test of issue 17 on the embedded broker:
 //
 //  1. A record exactly at the event topic's max.message.bytes, invalid, into a DLQ topic with the
-//     same limit (what README used to ask): its full letter can't fit; the letter is written
+//     same limit (what the sizing advice used to ask): its full letter can't fit; the letter is written
 //     truncated, the partition moves on, and the account's next event is applied.
 //  2. The DLQ topic is deleted mid-run: the next dead letter can't be written; its partition
 //     pauses visibly (dlq_blocked_partitions, not ready with the reason, write failures by

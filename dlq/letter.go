@@ -39,7 +39,7 @@ const (
 )
 
 // Bounds of the dlq-* header values Record writes, so that a letter is never larger than its
-// record plus MaxAddedBytes (see README, "DLQ sizing").
+// record plus MaxAddedBytes (see docs/dlq.md, "DLQ sizing").
 const (
 	MaxInfoBytes   = 1024     // dlq-error-info
 	MaxResultBytes = 16 << 10 // dlq-result

@@ -412,7 +412,7 @@ func encodedSize(m kafka.Message) int {
 
 // TestRecordOverheadBound builds the largest letter Record can make (every bounded header at its
 // bound, the widest numbers) and checks what it adds to the record against MaxAddedBytes, the
-// margin README asks the DLQ topic's max.message.bytes to have over the event topic's.
+// margin docs/dlq.md asks the DLQ topic's max.message.bytes to have over the event topic's.
 func TestRecordOverheadBound(t *testing.T) {
 	big := strings.Repeat("x", 1<<20)
 	orig := kafka.Message{
