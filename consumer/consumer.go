@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,12 +140,16 @@ func (e *engine) leaseLoop(ctx context.Context, gen *kafka.Generation) {
 		hctx, cancel := context.WithTimeout(ctx, e.c.leaseLen())
 		resp, err := e.c.client.Heartbeat(hctx, &kafka.HeartbeatRequest{GroupID: e.cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
 		cancel()
-		if err == nil && resp.Error == nil {
+		if err == nil {
+			// resp is nil whenever err is not: a broker that went away answers nothing.
+			err = resp.Error
+		}
+		if err == nil {
 			e.renewLease(sent)
 			continue
 		}
 		if ctx.Err() == nil {
-			e.cfg.Logger.Debug("lease heartbeat refused", zap.Int32("generation", gen.ID), zap.Error(cmp.Or(err, resp.Error)))
+			e.cfg.Logger.Debug("lease heartbeat refused", zap.Int32("generation", gen.ID), zap.Error(err))
 		}
 	}
 }

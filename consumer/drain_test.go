@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -186,10 +187,19 @@ func TestShutdownDrainCutWhenGenerationEnds(t *testing.T) {
 
 // unconfirmed is a Transport that, while failing is set, refuses the consumer's commits and its
 // lease heartbeats (kafka-go's own heartbeats use other connections and go on).
-type unconfirmed struct{ failingCommits }
+// unconfirmed refuses commits and heartbeats while failing: with an error code in the answer
+// (COORDINATOR_NOT_AVAILABLE), or, when unreachable, with no answer at all, as a broker that
+// went away gives.
+type unconfirmed struct {
+	failingCommits
+	unreachable bool
+}
 
 func (u *unconfirmed) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
 	if _, ok := req.(*heartbeat.Request); ok && u.failing.Load() {
+		if u.unreachable {
+			return nil, io.ErrUnexpectedEOF
+		}
 		return &heartbeat.Response{ErrorCode: 15}, nil // COORDINATOR_NOT_AVAILABLE
 	}
 	return u.failingCommits.RoundTrip(ctx, addr, req)
@@ -199,10 +209,21 @@ func (u *unconfirmed) RoundTrip(ctx context.Context, addr net.Addr, req protocol
 // accepted can't know it is still a member (a process paused past its session wakes exactly like this, its
 // partitions already with another member): after session − heartbeat − 1s without an accepted
 // commit or heartbeat its dispatches send nothing until membership is confirmed again.
+//
+// "unreachable" is the broker going away: the heartbeat gets no answer at all (it once
+// dereferenced the missing answer and crashed the process).
 func TestLeaseLapsesWithoutConfirmedMembership(t *testing.T) {
+	for _, unreachable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "refused", true: "unreachable"}[unreachable], func(t *testing.T) {
+			testLeaseLapses(t, unreachable)
+		})
+	}
+}
+
+func testLeaseLapses(t *testing.T, unreachable bool) {
 	e := newEnv(t, 1)
 	m := newMetricsEnv(e)
-	tr := &unconfirmed{failingCommits{RoundTripper: kafka.DefaultTransport}}
+	tr := &unconfirmed{failingCommits: failingCommits{RoundTripper: kafka.DefaultTransport}, unreachable: unreachable}
 	prev := e.cfgEdit
 	e.cfgEdit = func(c *Config) { prev(c); c.Transport = tr }
 	first, firstIDs := makeEvents(10, 2, "l")
