@@ -115,7 +115,9 @@ func newService(cfg serviceConfig) (*service, error) {
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: legacyDrain,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
+		UncertainHold: f.imTimeout + time.Second,
+		Logger:        cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		dw.Close()
