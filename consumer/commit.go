@@ -69,6 +69,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		}
 		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove()})
 	}
+	laneCommits := e.laneCommits()
 	e.mu.Unlock()
 	// Encoding and the round trip before the commit are O(ranges): outside the lock.
 	encode := encodeMeta
@@ -92,7 +93,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		verified = append(verified, s)
 	}
 	snaps = verified
-	if len(snaps) == 0 {
+	if len(snaps) == 0 && len(laneCommits) == 0 {
 		return nil
 	}
 	slices.SortFunc(snaps, func(a, b commitSnap) int { return a.p.id - b.p.id })
@@ -100,15 +101,28 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	for i, s := range snaps {
 		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
 	}
+	topics := map[string][]kafka.OffsetCommit{}
+	if len(commits) > 0 {
+		topics[cfg.Topic] = commits
+	}
+	if len(laneCommits) > 0 {
+		// The lane's positions go with the same generation id: a fenced member can't move them.
+		topics[cfg.laneTopic()] = laneCommits
+	}
 	sent := time.Now()
 	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
-		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID,
-		Topics: map[string][]kafka.OffsetCommit{cfg.Topic: commits},
+		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID, Topics: topics,
 	})
 	if err != nil {
 		cfg.Metrics.Commits.WithLabelValues("error").Inc()
 		cfg.Logger.Warn("commit failed", zap.Int32("generation", gen.ID), zap.Error(err))
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, pr := range resp.Topics[cfg.laneTopic()] {
+		if pr.Error != nil && cfg.RetryLane {
+			// Only progress is lost: the lane is read again from the last accepted position.
+			cfg.Logger.Warn("retry lane commit rejected", zap.Int("partition", pr.Partition), zap.Error(pr.Error))
+		}
 	}
 	failed := map[int]error{}
 	for _, pr := range resp.Topics[cfg.Topic] {

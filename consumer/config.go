@@ -27,6 +27,9 @@ const (
 	DefaultRebalanceTimeout = 30 * time.Second
 	// DefaultUncertainHold is the IM client's default timeout per request (5s) plus a second.
 	DefaultUncertainHold = 6 * time.Second
+	// DefaultAccountStallLimit is how long an account's head event may fail transiently before
+	// the account is parked in the retry lane (RetryLane on).
+	DefaultAccountStallLimit = 2 * time.Minute
 )
 
 // Config configures a Consumer. Zero values take the defaults above.
@@ -80,6 +83,16 @@ type Config struct {
 	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
 	KeyMismatch string
 
+	// RetryLane parks an account whose head event has failed transiently for AccountStallLimit:
+	// that event and every later one of the account move, in order, to LaneTopic (same partition
+	// number) and are retried from there, so the account no longer holds up its partition.
+	RetryLane bool
+	// LaneTopic is the retry lane's topic (default Topic + ".retry"); it must have at least the
+	// main topic's partitions.
+	LaneTopic string
+	// AccountStallLimit: see RetryLane.
+	AccountStallLimit time.Duration
+
 	// Partitioner is the producers' partitioner (default event.DefaultPartitioner): records in
 	// another partition than it gives their key are counted in EventsMisrouted.
 	Partitioner event.Partitioner
@@ -110,6 +123,7 @@ func (c Config) withDefaults() Config {
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	c.UncertainHold = cmp.Or(c.UncertainHold, DefaultUncertainHold)
+	c.AccountStallLimit = cmp.Or(c.AccountStallLimit, DefaultAccountStallLimit)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)
 	if c.Dialer == nil {
@@ -164,10 +178,13 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"reorder window", c.ReorderWindow}, {"commit interval", c.CommitInterval}, {"shutdown timeout", c.ShutdownTimeout},
-		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}} {
+		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}, {"account stall limit", c.AccountStallLimit}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
 		}
+	}
+	if c.RetryLane && c.LaneTopic != "" && c.LaneTopic == c.Topic {
+		errs = append(errs, fmt.Errorf("lane topic: must differ from the topic %q", c.Topic))
 	}
 	if c.Partitioner != "" {
 		if err := c.Partitioner.Validate(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -307,6 +308,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 		ps := strconv.Itoa(id)
 		cfg.Metrics.ConsumerLag.DeleteLabelValues(cfg.Topic, ps)
 		cfg.Metrics.OldestUnfinished.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneParked.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneDepth.DeleteLabelValues(cfg.Topic, ps)
+		cfg.Metrics.LaneOldest.DeleteLabelValues(cfg.Topic, ps)
 	}
 	cfg.Metrics.AssignedParts.Set(0)
 	cfg.Metrics.InFlight.Set(0)
@@ -338,15 +342,18 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, []int, error) {
 				return 0, nil, ctx.Err()
 			}
 		}
-		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
-		if err == nil && (len(md.Topics) != 1 || md.Topics[0].Error != nil) {
-			err = fmt.Errorf("topic %s missing", cfg.Topic)
+		topics := []string{cfg.Topic}
+		if cfg.RetryLane {
+			topics = append(topics, cfg.laneTopic())
+		}
+		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+		if err == nil {
+			total, err = checkTopics(cfg, md)
 		}
 		if err != nil {
 			err = fmt.Errorf("metadata: %w", err)
 			continue
 		}
-		total = len(md.Topics[0].Partitions)
 		break
 	}
 	if err != nil {
@@ -370,6 +377,32 @@ func (e *engine) setup(ctx context.Context, ids []int) (int, []int, error) {
 			zap.Ints("partitions", pending), zap.Error(err))
 	}
 	return total, pending, nil
+}
+
+// errLaneTopic: the retry lane's topic is missing or has fewer partitions than the event topic
+// (partition p's stuck accounts go to lane partition p).
+var errLaneTopic = errors.New("retry lane topic unusable")
+
+// checkTopics returns the event topic's partition count, checking the lane topic beside it.
+func checkTopics(cfg *Config, md *kafka.MetadataResponse) (int, error) {
+	parts := map[string]int{}
+	for _, t := range md.Topics {
+		if t.Error == nil {
+			parts[t.Name] = len(t.Partitions)
+		}
+	}
+	total, ok := parts[cfg.Topic]
+	if !ok {
+		return 0, fmt.Errorf("topic %s missing", cfg.Topic)
+	}
+	if cfg.RetryLane {
+		lt := cfg.laneTopic()
+		if n := parts[lt]; n < total {
+			return 0, fmt.Errorf("%w: %s has %d partitions, the event topic %d; create it with %d (e.g. kafka-topics.sh --create --topic %s --partitions %d)",
+				errLaneTopic, lt, n, total, total, lt, total)
+		}
+	}
+	return total, nil
 }
 
 // position is what setup learned of one partition: its committed offset and metadata (when the
@@ -474,6 +507,13 @@ func (e *engine) initPart(id int, st position) {
 	p := &part{
 		id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
 		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), ext: int64(2 * cfg.MaxInFlight),
+		lane: &lanePart{id: id, accts: map[string]*laneAcct{}, unended: map[int64]*laneRec{}},
+	}
+	// The lane gauges exist per owned partition, at 0 until something is parked (or for good
+	// with the lane off), so alerts and dashboards see the series.
+	ps := strconv.Itoa(id)
+	for _, g := range []*prometheus.GaugeVec{cfg.Metrics.LaneParked, cfg.Metrics.LaneDepth, cfg.Metrics.LaneOldest} {
+		g.WithLabelValues(cfg.Topic, ps).Set(0)
 	}
 	w := first
 	p.committedW = -1
@@ -554,6 +594,16 @@ func (e *engine) fetch(ctx context.Context, p *part) {
 		f.rt = kafka.DefaultTransport
 	}
 	start := p.tr.next
+	if cfg.RetryLane {
+		// Every parked account must be known before any of its main-topic events is seen.
+		lf, ok := e.laneLoad(ctx, p)
+		if !ok {
+			return
+		}
+		var tail sync.WaitGroup
+		defer tail.Wait()
+		tail.Go(func() { e.laneTail(ctx, p, lf) })
+	}
 	for {
 		msgs, err := f.fetch(ctx)
 		if err != nil {

@@ -26,6 +26,7 @@ type engine struct {
 
 	mu       sync.Mutex
 	idle     *sync.Cond // drain waits here for inflight == 0
+	laneCond *sync.Cond // forwards wait here while their account's unpark marker is written
 	runners  sync.WaitGroup
 	running  int        // goroutines in run
 	ready    []*account // picked, waiting for a free runner
@@ -80,6 +81,7 @@ type part struct {
 	mb          metaBudget    // what pressured knows of the commit metadata's size
 	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
+	lane        *lanePart     // the retry lane's state (RetryLane on)
 	// holdUntil: until then an account with an uncertain record dispatches nothing (a call of
 	// the previous owner may still run; Config.UncertainHold).
 	holdUntil time.Time
@@ -95,8 +97,12 @@ type account struct {
 	queued  bool
 	blocked bool
 	halted  bool // a record did not end (generation ending): nothing after it may run
-	timer   *time.Timer
-	lastSeq int64
+	// parkNow (lane on) ends the running record's Task.ParkNow: the metadata budget can't wait
+	// for its stall limit; parkAsked says it was called (the park's reason is then budget).
+	parkNow   context.CancelFunc
+	parkAsked bool
+	timer     *time.Timer
+	lastSeq   int64
 	// heldUntil: nothing of the account is dispatched before then (part.holdUntil).
 	heldUntil time.Time
 }
@@ -128,6 +134,7 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 	e.claim, e.endClaim = context.WithCancel(dctx)
 	e.renewLease(time.Now()) // just joined
 	e.idle = sync.NewCond(&e.mu)
+	e.laneCond = sync.NewCond(&e.mu)
 	e.outcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
 		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
@@ -237,6 +244,12 @@ func (e *engine) schedule(a *account) {
 	if e.pressured(p) && a != e.frontAccount(p) {
 		a.blocked = true
 		p.blocked = append(p.blocked, a)
+		if fa := e.frontAccount(p); fa != nil && fa.parkNow != nil && !fa.parkAsked {
+			// The account holding the watermark keeps the others waiting: if its event is
+			// failing transiently, park it now rather than at its stall limit.
+			fa.parkAsked = true
+			fa.parkNow()
+		}
 		return
 	}
 	if off+p.ext/2 >= p.committedH {
@@ -420,7 +433,11 @@ func (e *engine) run(a *account) {
 // process drives one record to its end; false means it did not end (the generation is ending).
 func (e *engine) process(r *rec) bool {
 	ctx := e.dctx
-	m := e.metrics()
+	if e.cfg.RetryLane {
+		if handled, ended := e.laneProcess(r); handled {
+			return ended
+		}
+	}
 	if r.ev == nil {
 		l := dlq.Letter{Reason: dlq.ReasonInvalid, Code: 0, Info: r.verr.Error(), ReplayCount: r.replay}
 		if !e.deadLetter(ctx, r, l) {
@@ -433,12 +450,26 @@ func (e *engine) process(r *rec) bool {
 	if !e.cfg.TestLegacyDrain {
 		lease = e.leased
 	}
+	var parkNow context.Context
+	if e.cfg.RetryLane {
+		var cancel context.CancelFunc
+		parkNow, cancel = context.WithCancel(context.Background())
+		e.mu.Lock()
+		r.a.parkNow, r.a.parkAsked = cancel, false
+		e.mu.Unlock()
+		defer func() {
+			e.mu.Lock()
+			r.a.parkNow = nil
+			e.mu.Unlock()
+			cancel()
+		}()
+	}
 	var out dispatcher.Outcome
 	for {
 		var err error
 		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
-			Lease: lease,
+			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
 		})
 		if err == nil {
 			break
@@ -455,6 +486,25 @@ func (e *engine) process(r *rec) bool {
 			return false
 		}
 	}
+	if out.Result == dispatcher.Stalled && e.cfg.RetryLane {
+		return e.park(r, out)
+	}
+	return e.finish(ctx, r, out, 0)
+}
+
+// stallLimit is the Task.StallLimit: only with the retry lane on (without it an event retries
+// until its budget is spent, holding its account and, past the metadata bounds, its partition).
+func (e *engine) stallLimit() time.Duration {
+	if !e.cfg.RetryLane {
+		return 0
+	}
+	return e.cfg.AccountStallLimit
+}
+
+// finish ends r with the dispatcher's outcome: counted when applied, else dead-lettered. prior
+// is the API calls made for it before (in the main topic, before it moved to the retry lane).
+func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, prior int) bool {
+	m := e.metrics()
 	if out.Result == dispatcher.Applied {
 		e.outcomes[metrics.OutcomeApplied].Inc()
 		t := r.ev.OccurredAt
@@ -473,7 +523,7 @@ func (e *engine) process(r *rec) bool {
 		reason = dlq.ReasonRejected
 	}
 	l := dlq.Letter{
-		Reason: reason, Code: out.Code, Info: out.Info, Attempts: out.Attempts,
+		Reason: reason, Code: out.Code, Info: out.Info, Attempts: prior + out.Attempts,
 		EventID: r.ev.EventID, FromAccount: r.ev.FromAccount, ReplayCount: r.replay, Result: out.Detail,
 	}
 	if !e.deadLetter(ctx, r, l) {
@@ -534,4 +584,5 @@ func (e *engine) stop() {
 		}
 	}
 	e.idle.Broadcast()
+	e.laneCond.Broadcast()
 }

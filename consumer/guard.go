@@ -63,8 +63,14 @@ func (g *keyGuard) check(m kafka.Message, ev *event.Event, verr error) (*event.E
 	if g.mode != KeyMismatchDeadLetter {
 		return ev, verr
 	}
-	return nil, &event.ValidationError{Field: "key", Reason: fmt.Sprintf(
-		"record key %.64q is not from_account %q: the producer must key records by account (--key-mismatch=dead-letter)", m.Key, ev.FromAccount)}
+	return nil, keyMismatchErr(m.Key, ev.FromAccount)
+}
+
+// keyMismatchErr is the validation error of a record whose key is not its from_account under
+// --key-mismatch=dead-letter (also for records coming back from the retry lane).
+func keyMismatchErr(key []byte, account string) error {
+	return &event.ValidationError{Field: "key", Reason: fmt.Sprintf(
+		"record key %.64q is not from_account %q: the producer must key records by account (--key-mismatch=dead-letter)", key, account)}
 }
 
 func (g *keyGuard) logOnce(m kafka.Message, ev *event.Event) {

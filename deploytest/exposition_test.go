@@ -38,6 +38,9 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.UncertainChecks.WithLabelValues("false").Inc()
 	m.EventsMisrouted.WithLabelValues("chat.contact-groups")
 	m.CommitMetaBytes.WithLabelValues("chat.contact-groups", "0").Set(120)
+	m.LaneParked.WithLabelValues("chat.contact-groups", "0").Set(1)
+	m.LaneDepth.WithLabelValues("chat.contact-groups", "0").Set(5)
+	m.LaneOldest.WithLabelValues("chat.contact-groups", "0").Set(300)
 	m.FleetBudgetMode.WithLabelValues("static").Set(1)
 	m.FleetRecords.WithLabelValues("published").Inc()
 

@@ -218,7 +218,10 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx, lease: t.Lease}
+	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx, lease: t.Lease, stallLimit: t.StallLimit, parkNow: t.ParkNow}
+	if !t.RetryStart.IsZero() && t.RetryStart.Before(r.start) {
+		r.start = t.RetryStart
+	}
 	if t.Drain != nil {
 		// Waits (grant, pause, backoff) end with Drain as well as ctx; API calls only with ctx.
 		wctx, cancel := context.WithCancelCause(ctx)
@@ -244,6 +247,9 @@ type run struct {
 	dupErr *im.Error
 	start  time.Time
 	paused time.Duration
+	// stallLimit is Task.StallLimit: transient failures this long end the dispatch as Stalled.
+	stallLimit time.Duration
+	parkNow    context.Context // Task.ParkNow
 	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
 	wait  context.Context
 	lease func() bool // Task.Lease
@@ -618,6 +624,14 @@ func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, err
 		o := r.exhausted(e)
 		return &o, nil
 	}
+	transient := e.Class == im.ClassTransient || e.Partial
+	stalled := func() *Outcome {
+		return &Outcome{Result: Stalled, Code: errCode(e), Attempts: r.attempts, RetryStart: r.start,
+			Info: fmt.Sprintf("failing for %v after %d attempts; last: %v", active.Round(time.Millisecond), r.attempts, e)}
+	}
+	if transient && (r.stallLimit > 0 && active >= r.stallLimit || r.parkNow != nil && r.parkNow.Err() != nil) {
+		return stalled(), nil
+	}
 	r.countRetry(api, e)
 	ceil := r.d.cfg.BackoffBase
 	for i := 0; i < r.failures && ceil < r.d.cfg.BackoffMax; i++ {
@@ -627,6 +641,16 @@ func (r *run) retry(ctx context.Context, api string, e *im.Error) (*Outcome, err
 	wait := min(rand.N(min(ceil, r.d.cfg.BackoffMax)+1), left)
 	r.d.log.Debug("retrying", zap.String("api", api), zap.String("code", e.MetricCode()),
 		zap.String("account", r.ev.FromAccount), zap.Int("attempts", r.attempts), zap.Duration("backoff", wait))
+	if transient && r.parkNow != nil {
+		sctx, cancel := context.WithCancel(r.wait)
+		defer cancel()
+		defer context.AfterFunc(r.parkNow, cancel)()
+		err := r.d.cfg.Sleep(sctx, wait)
+		if err != nil && r.wait.Err() == nil && r.parkNow.Err() != nil {
+			return stalled(), nil
+		}
+		return nil, err
+	}
 	return nil, r.d.cfg.Sleep(r.wait, wait)
 }
 

@@ -28,6 +28,19 @@ type Task struct {
 	// ends the event is still returned. A successor may own the account a moment later, so
 	// nothing not yet sent may be sent.
 	Drain context.Context
+	// StallLimit, when positive, ends the event as Stalled (not dead-lettered: the consumer
+	// moves it to its retry lane) once it has been failing transiently for that long, counted
+	// like the retry budget. Rate limits, pauses and permanent answers never stall an event:
+	// they are not the account's fault or end it anyway.
+	StallLimit time.Duration
+	// RetryStart, when set and earlier than now, is when the event's retrying began in an
+	// earlier Dispatch (another process, before a restart or rebalance): the retry budget counts
+	// from it, so moving an event to the retry lane never restarts its budget.
+	RetryStart time.Time
+	// ParkNow, when it ends, asks for Stalled at once (with a StallLimit or not) if the event is
+	// failing transiently: the consumer's metadata budget can't hold its partition's other
+	// accounts' progress much longer. A backoff sleep ends early for it.
+	ParkNow context.Context
 	// Lease, when set, is asked right before each request is sent (after its rate-limit grant).
 	// While it reports false the caller can't be sure it still owns the event's account — its
 	// group membership went unconfirmed for too long, as after the process was paused — and the
@@ -50,6 +63,10 @@ const (
 	Partial
 	// Exhausted: transient failures past the retry budget. Dead-letter with reason "exhausted".
 	Exhausted
+	// Stalled: transient failures for longer than Task.StallLimit with budget left. The event
+	// did not end: the consumer parks its account and retries it from the retry lane, passing
+	// Outcome.RetryStart back as Task.RetryStart. Only returned when StallLimit is set.
+	Stalled
 )
 
 func (r Result) String() string {
@@ -62,6 +79,8 @@ func (r Result) String() string {
 		return "partial"
 	case Exhausted:
 		return "exhausted"
+	case Stalled:
+		return "stalled"
 	}
 	return "unknown"
 }
@@ -75,6 +94,8 @@ type Outcome struct {
 	// Detail is the dlq-result JSON for partial/rejected outcomes: the group when created and the
 	// failed conversations with their codes. Nil for applied.
 	Detail json.RawMessage
+	// RetryStart is when the event's retrying began (its budget's start); set for Stalled.
+	RetryStart time.Time
 }
 
 // ResultDetail is the dlq-result JSON of a partial or rejected outcome (CONTRACT §3).

@@ -63,6 +63,13 @@ type Metrics struct {
 	CommitMetaRefused prometheus.Counter
 	OffsetResets      *prometheus.CounterVec // reason: no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start
 
+	// Retry lane (consumer): accounts parked off their partition, keeping their order.
+	LaneParked  *prometheus.GaugeVec   // topic, partition
+	LaneDepth   *prometheus.GaugeVec   // topic, partition: lane records not yet ended
+	LaneOldest  *prometheus.GaugeVec   // topic, partition: age of the oldest parked event (0 when none)
+	LaneParks   *prometheus.CounterVec // reason: stall, budget
+	LaneUnparks *prometheus.CounterVec // reason: drained
+
 	// Fleet budget (package budget).
 	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
 	FleetPeers      prometheus.Gauge       // other replicas with a live entry in the budget topic
@@ -140,7 +147,20 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Commit metadata that did not decode back to what was encoded; committed without completed ranges instead."),
 		OffsetResets: f.counterVec("offset_resets_total",
 			"Partitions taken over conservatively because the committed position could not be trusted, by reason (no_commit, bad_metadata, moved_offset, beyond_log_end, below_log_start).", "reason"),
+		LaneParked: f.gaugeVec("lane_parked_accounts",
+			"Accounts parked in the retry lane: their events wait there, in order, while the partition moves on.", "topic", "partition"),
+		LaneDepth: f.gaugeVec("lane_depth",
+			"Retry-lane records read and not yet ended.", "topic", "partition"),
+		LaneOldest: f.gaugeVec("lane_oldest_parked_age_seconds",
+			"Age of the oldest event waiting in the retry lane (since its retrying began; 0 when none).", "topic", "partition"),
+		LaneParks: f.counterVec("lane_parks_total",
+			"Accounts parked in the retry lane, by reason (stall: the head event failed transiently past --account-stall-limit; budget: earlier, because the events held back behind it would outgrow the commit metadata).", "reason"),
+		LaneUnparks: f.counterVec("lane_unparks_total",
+			"Accounts unparked, by reason (drained: the lane held nothing more of the account).", "reason"),
 	}
+	m.LaneParks.WithLabelValues("stall")
+	m.LaneParks.WithLabelValues("budget")
+	m.LaneUnparks.WithLabelValues("drained")
 	for _, r := range []string{DLQFailTooLarge, DLQFailTopicMissing, DLQFailDenied, DLQFailTimeout, DLQFailOther} {
 		m.DLQWriteFailures.WithLabelValues(r) // export zeros, so alerts see the series before the first failure
 	}

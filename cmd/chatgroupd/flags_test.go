@@ -27,6 +27,7 @@ func flagCommands() map[string]func() *flag.FlagSet {
 		"loadgen":    func() *flag.FlagSet { var f loadgenFlags; return newLoadgenFlags(&f) },
 		"dlq list":   func() *flag.FlagSet { var o dlqOptions; return newDLQFlags(&o, "list") },
 		"dlq replay": func() *flag.FlagSet { var o dlqOptions; return newDLQFlags(&o, "replay") },
+		"lane list":  func() *flag.FlagSet { var o laneOptions; return newLaneFlags(&o) },
 	}
 }
 
@@ -36,7 +37,7 @@ func flagCommands() map[string]func() *flag.FlagSet {
 func TestFlagCommandsCoverEveryCommand(t *testing.T) {
 	fc := flagCommands()
 	for name := range commands() {
-		if name == "version" || name == "dlq" {
+		if name == "version" || name == "dlq" || name == "lane" {
 			continue
 		}
 		if fc[name] == nil {
@@ -207,6 +208,10 @@ func TestHelpEveryCommand(t *testing.T) {
 	for name := range commands() {
 		if name == "dlq" {
 			cmds = append(cmds, "dlq list", "dlq replay")
+			continue
+		}
+		if name == "lane" {
+			cmds = append(cmds, "lane list")
 			continue
 		}
 		cmds = append(cmds, name)

@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"imsim":   {"a local simulator of the IM conversation-group REST API", runIMSim},
 		"imcheck": {"probe the real IM API's undocumented behaviours and compare them with imsim", runIMCheck},
 		"dlq":     {"inspect (list) and replay dead-lettered events", runDLQ},
+		"lane":    {"list the accounts parked in the retry lane", runLane},
 		"loadgen": {"produce realistic events to a Kafka topic", runLoadgen},
 		"version": {"print the version", runVersion},
 	}

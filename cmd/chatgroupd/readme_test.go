@@ -19,7 +19,7 @@ var updateReadme = flag.Bool("update-readme", false, "rewrite docs/configuration
 const configDoc = "../../docs/configuration.md"
 
 // documented lists every command whose flags docs/configuration.md shows.
-var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}}
+var documented = [][]string{{"run"}, {"demo"}, {"imsim"}, {"imcheck"}, {"loadgen"}, {"dlq", "list"}, {"dlq", "replay"}, {"lane", "list"}}
 
 type helpFlag struct{ name, typ, usage, def string }
 

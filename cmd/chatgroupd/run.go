@@ -60,6 +60,9 @@ type serviceFlags struct {
 	keyMismatch         string
 	partitioner         string
 	fleetBudget         string
+	retryLane           string
+	laneTopic           string
+	accountStallLimit   time.Duration
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
@@ -100,6 +103,10 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
 	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
 		string(event.PartitionerMurmur2), string(event.PartitionerCRC32), string(event.PartitionerFNV1a))
+	stringFlag(fs, &f.retryLane, "retry-lane", "off", oneOf, "on: an account whose head event fails transiently for --account-stall-limit is parked in the retry lane (--lane-topic) with its later events, in order, so it never holds up its partition",
+		"off", "on")
+	stringFlag(fs, &f.laneTopic, "lane-topic", "", topicName, "retry-lane topic (default <topic>.retry; at least the event topic's partitions)")
+	durationFlag(fs, &f.accountStallLimit, "account-stall-limit", consumer.DefaultAccountStallLimit, time.Second, 24*time.Hour, "with --retry-lane=on: how long an account's head event may fail transiently before the account is parked")
 	stringFlag(fs, &f.logLevel, "log-level", "info", oneOf, "log level: debug, info, warn, error", logLevels()...)
 	stringFlag(fs, &f.logFormat, "log-format", "json", oneOf, "log format: json or console", "json", "console")
 }
