@@ -101,7 +101,13 @@ type Result struct {
 	UncleanExits []string
 	// Drained is false when the group never committed to the log end within DrainTimeout.
 	Drained bool
-	Elapsed time.Duration
+	// JoinStalled is set on the embedded broker when the run did not drain because, after the
+	// schedule, no member was ever assigned a partition again while joins kept timing out: the
+	// embedded broker restarts its join deadline whenever a member joins or leaves, so members
+	// that rejoin faster than that deadline keep a rebalance from ever completing (the same
+	// seeds drain on Apache Kafka). Such a run says nothing about chatgroupd.
+	JoinStalled bool
+	Elapsed     time.Duration
 	// Counts of what the schedule did.
 	Stops, Kills, Pauses int
 }
@@ -196,7 +202,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	cfg.Logf("seed %d: schedule played in %v; waiting for the group to reach the log end", sched.Seed, time.Since(t0).Round(time.Millisecond))
+	played := time.Now()
 	res.Drained = r.waitDrained(ctx, cfg.DrainTimeout)
+	if !res.Drained && cfg.Fake != nil {
+		res.JoinStalled = joinStalled(cfg.Dir, played)
+	}
 	r.stopAll()
 	ev, err := r.evidence(ctx)
 	if err != nil {
@@ -758,4 +768,36 @@ func Tails(dir string, n int) string {
 		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", filepath.Base(p), n, tail(p, n))
 	}
 	return b.String()
+}
+
+// joinStalled reports whether the replica logs in dir show, after since, joins that timed out
+// and not one partition assignment: the group never re-formed.
+func joinStalled(dir string, since time.Time) bool {
+	logs, _ := filepath.Glob(filepath.Join(dir, "replica-*.log"))
+	var failedJoins, assigned int
+	for _, l := range logs {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var line struct {
+				Msg string    `json:"msg"`
+				TS  time.Time `json:"ts"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil || line.TS.Before(since) {
+				continue
+			}
+			switch line.Msg {
+			case "consumer group: join failed, retrying":
+				failedJoins++
+			case "rebalance: partitions assigned":
+				assigned++
+			}
+		}
+		f.Close()
+	}
+	return failedJoins > 0 && assigned == 0
 }

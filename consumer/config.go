@@ -25,6 +25,8 @@ const (
 	DefaultShutdownTimeout  = 20 * time.Second
 	DefaultSessionTimeout   = 10 * time.Second
 	DefaultRebalanceTimeout = 30 * time.Second
+	// DefaultUncertainHold is the IM client's default timeout per request (5s) plus a second.
+	DefaultUncertainHold = 6 * time.Second
 	// DefaultAccountStallLimit is how long an account's head event may fail transiently before
 	// the account is parked in the retry lane (RetryLane on).
 	DefaultAccountStallLimit = 2 * time.Minute
@@ -68,6 +70,15 @@ type Config struct {
 	// processing, so slow API calls never make a live member look dead.
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
+	// UncertainHold is how long after getting a partition the accounts of its uncertain records
+	// (those the previous owner may have sent, see DESIGN.md) wait before any of their records
+	// is dispatched. A request the previous owner wrote before it lost the partition (its
+	// membership lease ended by then) may still be running at the API, for as long as the API
+	// client's timeout per request: a look-up or create for the same account meanwhile would
+	// run beside it, and a create could race it. Set it to that timeout plus a margin (the
+	// service uses --im-timeout + 1s); default DefaultUncertainHold. Negative turns the hold off,
+	// for tests about something else only.
+	UncertainHold time.Duration
 	// KeyMismatch is what happens to a valid event whose record key is not its from_account:
 	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
 	KeyMismatch string
@@ -111,6 +122,7 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.UncertainHold = cmp.Or(c.UncertainHold, DefaultUncertainHold)
 	c.AccountStallLimit = cmp.Or(c.AccountStallLimit, DefaultAccountStallLimit)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)

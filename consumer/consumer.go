@@ -571,6 +571,10 @@ func (e *engine) initPart(id int, st position) {
 	}
 	p.tr = newTracker(w)
 	p.committedH = p.inherited
+	if p.hasPrev && p.inherited > w && cfg.UncertainHold > 0 && !cfg.TestLegacyDrain {
+		// Records in [w, inherited) may have calls of the previous owner still running.
+		p.holdUntil = cfg.Now().Add(cfg.UncertainHold)
+	}
 	p.maxPicked = w - 1
 	e.parts[id] = p
 	p.readFrom = w
@@ -741,6 +745,9 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	}
 	r := &rec{msg: m, ev: ev, verr: verr, key: key, replay: replay, arrived: now, a: a,
 		uncertain: p.hasPrev && off < p.inherited}
+	if r.uncertain && now.Before(p.holdUntil) {
+		a.heldUntil = p.holdUntil
+	}
 	r.idx = p.tr.add(off, now.UnixNano(), a)
 	if key != 0 {
 		if orig := p.pending[key]; orig != nil {

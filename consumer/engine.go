@@ -82,6 +82,9 @@ type part struct {
 	space       chan struct{} // signalled when the partition stops being full
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 	lane        *lanePart     // the retry lane's state (RetryLane on)
+	// holdUntil: until then an account with an uncertain record dispatches nothing (a call of
+	// the previous owner may still run; Config.UncertainHold).
+	holdUntil time.Time
 }
 
 type account struct {
@@ -100,6 +103,8 @@ type account struct {
 	parkAsked bool
 	timer     *time.Timer
 	lastSeq   int64
+	// heldUntil: nothing of the account is dispatched before then (part.holdUntil).
+	heldUntil time.Time
 }
 
 type rec struct {
@@ -175,6 +180,11 @@ func (a *account) eligible(r *rec) bool {
 func (e *engine) pick(a *account) (int, time.Time) {
 	if len(a.q) == 0 {
 		return -1, time.Time{}
+	}
+	if now := e.cfg.Now(); now.Before(a.heldUntil) {
+		// A call of the previous owner for this account may still be running: wait it out
+		// with every record of the account, so order is kept too.
+		return -1, a.heldUntil
 	}
 	waiting := false // an earlier record is still held back by its seq
 	for i, r := range a.q {

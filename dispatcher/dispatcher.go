@@ -28,6 +28,10 @@ import (
 // errPaused ends an attempt that found the dispatcher paused after its rate-limiter wait.
 var errPaused = errors.New("paused")
 
+// errLeaseLapsed aborts a request whose Task.Lease expired between the lease check and the
+// moment its bytes were to be written (see slotGate.Send); it was not sent.
+var errLeaseLapsed = errors.New("membership lease lapsed before the request was written")
+
 // maxGetPages bounds the paging of get_contact_group: a user has at most 1000 grouped
 // conversations, so a server that keeps saying "not complete" beyond this is broken.
 const maxGetPages = 200
@@ -327,7 +331,7 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 	if err != nil {
 		return context.Cause(r.wait)
 	}
-	gate := &slotGate{l: l, m: r.d.cfg.Metrics}
+	gate := &slotGate{l: l, m: r.d.cfg.Metrics, lease: r.lease}
 	gate.cur.Store(g)
 	defer func() { l.finished(gate.cur.Load()) }()
 	if r.wait.Err() != nil {
@@ -358,6 +362,12 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 		},
 	}
 	err = fn(im.WithGate(httptrace.WithClientTrace(ctx, trace), gate))
+	if errors.Is(err, errLeaseLapsed) {
+		// Refused at the write: nothing reached the server. Wait for the lease (or the drain)
+		// like a request held before its grant.
+		r.attempts--
+		return errPaused
+	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -377,6 +387,19 @@ type slotGate struct {
 	m     *metrics.Metrics
 	cur   atomic.Pointer[grant] // the slot of the request being sent; read by the trace hooks
 	extra bool                  // the first request has passed
+	lease func() bool           // Task.Lease, asked again as each request is written
+}
+
+// Send is asked by the IM client right before a request's bytes are written. The lease was
+// checked after the grant, but signing, connecting and queueing for the connection's writer
+// come between: a process paused there (GC, SIGSTOP, a frozen VM) past its session would
+// otherwise wake and send what it queued while a successor owns the account. Checked here the
+// gap is the copy of one small body into the connection's buffer.
+func (s *slotGate) Send() error {
+	if s.lease != nil && !s.lease() {
+		return errLeaseLapsed
+	}
+	return nil
 }
 
 // Wait admits the call's next request.

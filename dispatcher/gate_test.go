@@ -2,10 +2,12 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,5 +59,65 @@ func TestResignRetryTakesASlot(t *testing.T) {
 	}
 	if got := maxWindow(arrivals, time.Second); got > budget {
 		t.Errorf("the server counted %d requests in one second, budget %d", got, budget)
+	}
+}
+
+// TestLeaseCheckedAtTheWrite: the lease is valid when the request passes its grant but has lapsed
+// by the time the IM client writes it (the process was paused or starved in between: signing,
+// dialing, waiting for the connection's writer). Nothing may reach the server; the dispatch
+// waits for the lease and ends with ErrDrained at the drain.
+func TestLeaseCheckedAtTheWrite(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		calls []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.URL.Path)
+		mu.Unlock()
+		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
+	}))
+	defer srv.Close()
+	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *Config) { c.API, c.Now, c.Sleep = client, time.Now, sleep })
+	for _, tc := range []struct {
+		name      string
+		uncertain bool
+	}{{"create", false}, {"look-up first", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			calls = nil
+			mu.Unlock()
+			var asked atomic.Int32
+			lease := func() bool { return asked.Add(1) == 1 } // valid at the grant only
+			drain, drained := context.WithCancel(context.Background())
+			defer drained()
+			res := make(chan error, 1)
+			go func() {
+				_, err := h.d.Dispatch(context.Background(), Task{Event: newEvent("alice", "friends"), Uncertain: tc.uncertain, Lease: lease, Drain: drain})
+				res <- err
+			}()
+			time.Sleep(200 * time.Millisecond)
+			drained()
+			select {
+			case err := <-res:
+				if !errors.Is(err, ErrDrained) {
+					t.Errorf("Dispatch = %v, want ErrDrained", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("Dispatch did not return within 2s of the drain")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(calls) != 0 {
+				t.Errorf("requests reached the server after the lease lapsed: %v", calls)
+			}
+			if asked.Load() < 2 {
+				t.Errorf("lease asked %d times, want the grant and the write", asked.Load())
+			}
+		})
 	}
 }

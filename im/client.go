@@ -11,10 +11,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -390,6 +392,17 @@ type Gate interface {
 	Wait(ctx context.Context) error
 }
 
+// SendGate is an optional second method of a Gate: when the Gate has it, Send is asked once the
+// request's headers are in the connection's write buffer, in the transport's writer right before
+// the buffer is flushed, and an error aborts that request unsent (the connection is closed before
+// any byte leaves; the call fails with an error matching Send's). Over HTTP/2 the headers frame
+// may already be out then, but the body, which the API needs to act, never is. Wait runs earlier, before signing,
+// connecting and queueing for the connection's writer: a process paused or starved between Wait
+// and the write would otherwise send a request its caller no longer may send.
+type SendGate interface {
+	Send() error
+}
+
 type gateKey struct{}
 
 // WithGate returns a context whose calls pass each of their HTTP requests through g. The gate
@@ -473,8 +486,30 @@ func (c *Client) attempt(ctx context.Context, api, path, sig string, body []byte
 	if err != nil {
 		return &Error{API: api, Class: ClassConfig, Err: redact(fmt.Errorf("build request: %w", err), sig)}
 	}
+	var refused atomic.Pointer[error]
+	if sg, ok := gateFrom(ctx).(SendGate); ok {
+		var conn atomic.Value // net.Conn
+		hreq = hreq.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) { conn.Store(i.Conn) },
+			WroteHeaders: func() {
+				if err := sg.Send(); err != nil {
+					refused.Store(&err)
+					if c, _ := conn.Load().(net.Conn); c != nil {
+						_ = c.Close()
+					}
+				}
+			},
+		}))
+		// The transport replays a request that wrote nothing when it can rewind the body: not
+		// one its gate refused.
+		hreq.GetBody = nil
+	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hres, err := c.hc.Do(hreq)
+	if r := refused.Load(); r != nil && err != nil {
+		// Answered anyway (it left before the close) is an answer like any other.
+		return &Error{API: api, Class: ClassTransient, Err: fmt.Errorf("request not sent: %w", *r)}
+	}
 	if err != nil {
 		return &Error{API: api, Class: ClassTransient, Network: true, Err: redact(err, sig)}
 	}

@@ -572,3 +572,62 @@ func TestErrorBoundsServerText(t *testing.T) {
 		}
 	}
 }
+
+// sendGate admits the first request (Wait) and answers Send with err.
+type sendGate struct {
+	err   error
+	asked int
+}
+
+func (g *sendGate) Wait(context.Context) error { return nil }
+func (g *sendGate) Send() error                { g.asked++; return g.err }
+
+// TestSendGate: a SendGate refusing at the write aborts the request with nothing reaching the
+// server (and the transport does not replay it); the error matches the gate's. Admitted, the
+// call goes through as usual.
+func TestSendGate(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hits int
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
+	}))
+	defer srv.Close()
+	c, err := New(Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &CreateRequest{FromAccount: "alice", GroupContactItem: []GroupContactItem{{GroupName: "g"}}}
+	refuse := errors.New("lease lapsed")
+	for _, tc := range []struct {
+		name     string
+		gateErr  error
+		wantHits int
+	}{{"refused", refuse, 0}, {"admitted", nil, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			hits = 0
+			mu.Unlock()
+			g := &sendGate{err: tc.gateErr}
+			_, err := c.CreateContactGroup(WithGate(context.Background(), g), req)
+			if tc.gateErr != nil && !errors.Is(err, tc.gateErr) {
+				t.Errorf("err = %v, want one matching %v", err, tc.gateErr)
+			}
+			if tc.gateErr == nil && err != nil {
+				t.Errorf("err = %v", err)
+			}
+			if g.asked != 1 {
+				t.Errorf("Send asked %d times, want 1", g.asked)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if hits != tc.wantHits {
+				t.Errorf("server saw %d requests, want %d", hits, tc.wantHits)
+			}
+		})
+	}
+}

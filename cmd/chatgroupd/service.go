@@ -116,7 +116,9 @@ func newService(cfg serviceConfig) (*service, error) {
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: legacyDrain,
 		RetryLane: f.retryLane == "on", LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
-		Logger: cfg.log, Metrics: cfg.metrics,
+		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
+		UncertainHold: f.imTimeout + time.Second,
+		Logger:        cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		dw.Close()
