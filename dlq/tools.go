@@ -476,7 +476,7 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	if sum.OtherTopic > 0 && !opts.Force {
 		return sum, fmt.Errorf("dlq: %w: %d of the %d matching letters in %s came from %s, not from --topic %s; "+
 			"nothing was replayed (check --dlq-topic, or pass --force to replay them into %s)",
-			ErrOtherTopic, sum.OtherTopic, sum.Matched, t.cfg.DLQTopic, topicCounts(sum.OtherTopics), t.cfg.Topic, t.cfg.Topic)
+			ErrOtherTopic, sum.OtherTopic, sum.Matched, t.cfg.DLQTopic, sum.OtherTopicsText(), t.cfg.Topic, t.cfg.Topic)
 	}
 	if opts.DryRun || len(todo) == 0 {
 		return plan, nil
@@ -524,16 +524,17 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	return sum, nil
 }
 
-// topicCounts renders topic → count as "a (3), b (1)", sorted by topic.
-func topicCounts(m map[string]int) string {
-	topics := make([]string, 0, len(m))
-	for k := range m {
+// OtherTopicsText renders OtherTopics as `"a" (3), "b" (1)`, sorted by topic: the refusal's
+// error and the printed plan name them the same way.
+func (s Summary) OtherTopicsText() string {
+	topics := make([]string, 0, len(s.OtherTopics))
+	for k := range s.OtherTopics {
 		topics = append(topics, k)
 	}
 	slices.Sort(topics)
 	parts := make([]string, len(topics))
 	for i, k := range topics {
-		parts[i] = fmt.Sprintf("%q (%d)", k, m[k])
+		parts[i] = fmt.Sprintf("%q (%d)", k, s.OtherTopics[k])
 	}
 	return strings.Join(parts, ", ")
 }

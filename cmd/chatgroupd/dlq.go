@@ -358,7 +358,7 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 		if opts.Force {
 			note = "--force: replayed into " + s.Target
 		}
-		fmt.Fprintf(tw, "from another topic\t%d\tdlq-original-topic is %s; %s\n", s.OtherTopic, dlqTopicCounts(s.OtherTopics), note)
+		fmt.Fprintf(tw, "from another topic\t%d\tdlq-original-topic is %s; %s\n", s.OtherTopic, s.OtherTopicsText(), note)
 	}
 	fmt.Fprintf(tw, "skipped: already replayed\t%d\tuse --again to replay them anyway\n", s.AlreadyReplayed)
 	fmt.Fprintf(tw, "skipped: over --max-replays\t%d\tdlq-replay-count >= %d\n", s.OverMax, maxReplays)
@@ -402,20 +402,6 @@ func dlqPrintResult(w io.Writer, s dlq.Summary, err error) {
 	}
 	fmt.Fprintf(w, "replayed %d record(s) from %s: %s (%d to the original partition, %d by %s)\n",
 		s.Replayed, s.Source, note, s.ToOriginalPartition, s.ByPartitioner, s.Partitioner)
-}
-
-// dlqTopicCounts renders topic → count as `"a" (3), "b" (1)`, sorted.
-func dlqTopicCounts(m map[string]int) string {
-	topics := make([]string, 0, len(m))
-	for k := range m {
-		topics = append(topics, k)
-	}
-	slices.Sort(topics)
-	parts := make([]string, len(topics))
-	for i, k := range topics {
-		parts[i] = fmt.Sprintf("%q (%d)", k, m[k])
-	}
-	return strings.Join(parts, ", ")
 }
 
 // dlqEntryView is the JSON shape of one record in "dlq list --output json".
