@@ -229,3 +229,46 @@ func TestFinalCommitKeepsWindowOnlyIfSeen(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelledCommitIsNoFailure: a periodic commit cut short because its generation ended
+// (its context cancelled) is not a broker refusing commits and is not counted as one; a commit
+// that ran out of time is.
+func TestCancelledCommitIsNoFailure(t *testing.T) {
+	e := newEnv(t, 1)
+	m := newMetricsEnv(e)
+	c, err := New(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		ctx     func() context.Context
+		counted float64
+	}{
+		{"cancelled", func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, 0},
+		{"deadline exceeded", func() context.Context {
+			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			t.Cleanup(cancel)
+			return ctx
+		}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := counter(m.Commits.WithLabelValues("error"))
+			eng := newEngine(c, context.Background())
+			p := &part{id: 0, tr: newTracker(0), win: newWindow(10), accounts: map[string]*account{},
+				pending: map[uint64]*rec{}}
+			p.tr.end(p.tr.add(0, 0, nil))
+			eng.parts[0] = p
+			if err := eng.commit(tc.ctx(), &kafka.Generation{ID: -1}); err == nil {
+				t.Fatal("commit with an ended context succeeded")
+			}
+			if got := counter(m.Commits.WithLabelValues("error")) - before; got != tc.counted {
+				t.Errorf("commit errors counted %v, want %v", got, tc.counted)
+			}
+		})
+	}
+}
