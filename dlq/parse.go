@@ -86,119 +86,136 @@ func (e *HeaderError) Is(target error) bool { return target == ErrNotDLQRecord }
 // and headers. Every failure is a *HeaderError.
 func Parse(m kafka.Message) (*Entry, error) {
 	orig, ours := splitHeaders(m.Headers)
-	bad := func(h, problem string) error {
-		return &HeaderError{Partition: m.Partition, Offset: m.Offset, Header: h, Problem: problem}
-	}
-	str := func(h string) (string, error) {
-		v, ok := ours[h]
-		if !ok {
-			return "", bad(h, "missing")
-		}
-		if !utf8.Valid(v) {
-			return "", bad(h, "is not valid UTF-8")
-		}
-		return string(v), nil
-	}
-	integer := func(h string, min int64) (int64, error) {
-		s, err := str(h)
-		if err != nil {
-			return 0, err
-		}
-		n, perr := strconv.ParseInt(s, 10, 64)
-		if perr != nil || n < min {
-			return 0, bad(h, fmt.Sprintf("is %.64q, want a decimal integer >= %d", s, min))
-		}
-		return n, nil
-	}
-	timestamp := func(h string) (time.Time, error) {
-		s, err := str(h)
-		if err != nil {
-			return time.Time{}, err
-		}
-		t, perr := time.Parse(time.RFC3339Nano, s)
-		if perr != nil {
-			return time.Time{}, bad(h, fmt.Sprintf("is %.64q, want an RFC 3339 time", s))
-		}
-		return t, nil
-	}
-
+	r := &headerReader{m: m, ours: ours}
 	e := &Entry{
 		Partition: m.Partition, Offset: m.Offset, Time: m.Time,
 		Key: m.Key, Value: m.Value, Headers: orig,
 	}
-	var err error
-	var n int64
-	if e.Reason, err = str(HeaderReason); err != nil {
-		return nil, err
+	e.Reason = r.str(HeaderReason)
+	if r.err == nil && !ValidReason(e.Reason) {
+		r.fail(HeaderReason, fmt.Sprintf("is %.64q, want one of %v", e.Reason, Reasons()))
 	}
-	if !ValidReason(e.Reason) {
-		return nil, bad(HeaderReason, fmt.Sprintf("is %.64q, want one of %v", e.Reason, Reasons()))
+	e.OriginalTopic = r.str(HeaderOriginalTopic)
+	e.OriginalPartition = int(r.integer(HeaderOriginalPartition, 0))
+	e.OriginalOffset = r.integer(HeaderOriginalOffset, 0)
+	e.OriginalTime = r.timestamp(HeaderOriginalTimestamp)
+	e.Code = r.code(HeaderErrorCode)
+	e.Info = r.str(HeaderErrorInfo)
+	e.Attempts = int(r.integer(HeaderAttempts, 0))
+	e.FailedAt = r.timestamp(HeaderFailedAt)
+	e.ConsumerGroup = r.str(HeaderConsumerGroup)
+	e.ReplayCount = int(r.integer(HeaderReplayCount, 0))
+	e.EventID = r.optional(HeaderEventID)
+	e.FromAccount = r.optional(HeaderFromAccount)
+	e.Truncated = r.optional(HeaderTruncated)
+	e.Result = r.json(HeaderResult)
+	if r.has(HeaderOriginalPartitionCount) {
+		e.OriginalPartitions = int(r.integer(HeaderOriginalPartitionCount, 1))
 	}
-	if e.OriginalTopic, err = str(HeaderOriginalTopic); err != nil {
-		return nil, err
-	}
-	if n, err = integer(HeaderOriginalPartition, 0); err != nil {
-		return nil, err
-	}
-	e.OriginalPartition = int(n)
-	if e.OriginalOffset, err = integer(HeaderOriginalOffset, 0); err != nil {
-		return nil, err
-	}
-	if e.OriginalTime, err = timestamp(HeaderOriginalTimestamp); err != nil {
-		return nil, err
-	}
-	code, err := str(HeaderErrorCode)
-	if err != nil {
-		return nil, err
-	}
-	if e.Code, err = ParseCode(code); err != nil {
-		return nil, bad(HeaderErrorCode, fmt.Sprintf("is %.32q, want a decimal integer, network or timeout", code))
-	}
-	if e.Info, err = str(HeaderErrorInfo); err != nil {
-		return nil, err
-	}
-	if n, err = integer(HeaderAttempts, 0); err != nil {
-		return nil, err
-	}
-	e.Attempts = int(n)
-	if e.FailedAt, err = timestamp(HeaderFailedAt); err != nil {
-		return nil, err
-	}
-	if e.ConsumerGroup, err = str(HeaderConsumerGroup); err != nil {
-		return nil, err
-	}
-	if n, err = integer(HeaderReplayCount, 0); err != nil {
-		return nil, err
-	}
-	e.ReplayCount = int(n)
-	if _, ok := ours[HeaderEventID]; ok {
-		if e.EventID, err = str(HeaderEventID); err != nil {
-			return nil, err
-		}
-	}
-	if _, ok := ours[HeaderFromAccount]; ok {
-		if e.FromAccount, err = str(HeaderFromAccount); err != nil {
-			return nil, err
-		}
-	}
-	if _, ok := ours[HeaderTruncated]; ok {
-		if e.Truncated, err = str(HeaderTruncated); err != nil {
-			return nil, err
-		}
-	}
-	if v, ok := ours[HeaderResult]; ok {
-		if !json.Valid(v) {
-			return nil, bad(HeaderResult, "is not valid JSON")
-		}
-		e.Result = json.RawMessage(v)
-	}
-	if _, ok := ours[HeaderOriginalPartitionCount]; ok {
-		if n, err = integer(HeaderOriginalPartitionCount, 1); err != nil {
-			return nil, err
-		}
-		e.OriginalPartitions = int(n)
+	if r.err != nil {
+		return nil, r.err
 	}
 	return e, nil
+}
+
+// headerReader reads the dlq-* headers of one record into typed values. It keeps the first
+// problem; once there is one, every later read returns the zero value, so Parse reports the
+// headers in the order it reads them.
+type headerReader struct {
+	m    kafka.Message
+	ours map[string][]byte
+	err  error
+}
+
+func (r *headerReader) fail(h, problem string) {
+	if r.err == nil {
+		r.err = &HeaderError{Partition: r.m.Partition, Offset: r.m.Offset, Header: h, Problem: problem}
+	}
+}
+
+func (r *headerReader) has(h string) bool {
+	_, ok := r.ours[h]
+	return ok
+}
+
+// str is a required header's UTF-8 value.
+func (r *headerReader) str(h string) string {
+	if r.err != nil {
+		return ""
+	}
+	v, ok := r.ours[h]
+	if !ok {
+		r.fail(h, "missing")
+		return ""
+	}
+	if !utf8.Valid(v) {
+		r.fail(h, "is not valid UTF-8")
+		return ""
+	}
+	return string(v)
+}
+
+// optional is str for a header a letter may leave out ("" then).
+func (r *headerReader) optional(h string) string {
+	if !r.has(h) {
+		return ""
+	}
+	return r.str(h)
+}
+
+// integer is a required decimal header of at least min.
+func (r *headerReader) integer(h string, min int64) int64 {
+	s := r.str(h)
+	if r.err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < min {
+		r.fail(h, fmt.Sprintf("is %.64q, want a decimal integer >= %d", s, min))
+		return 0
+	}
+	return n
+}
+
+// timestamp is a required RFC 3339 header.
+func (r *headerReader) timestamp(h string) time.Time {
+	s := r.str(h)
+	if r.err != nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		r.fail(h, fmt.Sprintf("is %.64q, want an RFC 3339 time", s))
+		return time.Time{}
+	}
+	return t
+}
+
+// code is a required dlq-error-code header, as FormatCode writes it.
+func (r *headerReader) code(h string) int {
+	s := r.str(h)
+	if r.err != nil {
+		return 0
+	}
+	n, err := ParseCode(s)
+	if err != nil {
+		r.fail(h, fmt.Sprintf("is %.32q, want a decimal integer, network or timeout", s))
+		return 0
+	}
+	return n
+}
+
+// json is an optional header holding JSON (nil when absent).
+func (r *headerReader) json(h string) json.RawMessage {
+	v, ok := r.ours[h]
+	if !ok || r.err != nil {
+		return nil
+	}
+	if !json.Valid(v) {
+		r.fail(h, "is not valid JSON")
+		return nil
+	}
+	return json.RawMessage(v)
 }
 
 // splitHeaders separates the block of dlq-* headers Record appended (the tail of the list, each

@@ -85,6 +85,20 @@ func record(orig kafka.Message, l Letter, group string, failedAt time.Time, k ke
 	for _, h := range origHeaders {
 		hs = append(hs, kafka.Header{Key: h.Key, Value: cloneBytes(h.Value)})
 	}
+	hs = appendLetterHeaders(hs, orig, l, group, failedAt, replayCount)
+	if len(result) > 0 {
+		hs = append(hs, kafka.Header{Key: HeaderResult, Value: result})
+	}
+	if len(dropped) > 0 {
+		hs = append(hs, kafka.Header{Key: HeaderTruncated,
+			Value: []byte("the DLQ topic refused the full letter as too large; left out: " + strings.Join(dropped, ", "))})
+	}
+	return kafka.Message{Key: key, Value: value, Headers: hs}
+}
+
+// appendLetterHeaders appends the dlq-* headers from dlq-original-topic to dlq-replay-count, each
+// bounded, in the order Parse's splitHeaders expects (dlq-original-topic first).
+func appendLetterHeaders(hs []kafka.Header, orig kafka.Message, l Letter, group string, failedAt time.Time, replayCount int) []kafka.Header {
 	add := func(k, v string) { hs = append(hs, kafka.Header{Key: k, Value: []byte(v)}) }
 	add(HeaderOriginalTopic, bound(orig.Topic, maxIDBytes))
 	add(HeaderOriginalPartition, strconv.Itoa(orig.Partition))
@@ -106,13 +120,7 @@ func record(orig kafka.Message, l Letter, group string, failedAt time.Time, k ke
 	}
 	add(HeaderConsumerGroup, bound(group, maxIDBytes))
 	add(HeaderReplayCount, strconv.Itoa(replayCount))
-	if len(result) > 0 {
-		hs = append(hs, kafka.Header{Key: HeaderResult, Value: result})
-	}
-	if len(dropped) > 0 {
-		add(HeaderTruncated, "the DLQ topic refused the full letter as too large; left out: "+strings.Join(dropped, ", "))
-	}
-	return kafka.Message{Key: key, Value: value, Headers: hs}
+	return hs
 }
 
 // bound cuts s to at most n bytes on a rune boundary, ending a cut string with "…".
@@ -159,15 +167,6 @@ func shortenStrings(v any, n int) any {
 		}
 	}
 	return v
-}
-
-func lastHeader(hs []kafka.Header, key string) ([]byte, bool) {
-	for i := len(hs) - 1; i >= 0; i-- {
-		if hs[i].Key == key {
-			return hs[i].Value, true
-		}
-	}
-	return nil, false
 }
 
 // cloneBytes copies b, keeping nil distinct from empty: Kafka tells a null key from an empty one.

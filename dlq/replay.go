@@ -83,23 +83,8 @@ func placement(e *Entry, target string, n int, p event.Partitioner) (int, string
 // machine. On error the Summary says what was done before it.
 func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, error) {
 	sum := Summary{DryRun: opts.DryRun}
-	if err := opts.Filter.Validate(); err != nil {
+	if err := opts.setDefaults(); err != nil {
 		return sum, err
-	}
-	if opts.Limit < 0 {
-		return sum, errors.New("dlq: negative limit")
-	}
-	if opts.MaxReplays < 0 {
-		return sum, errors.New("dlq: negative max replays")
-	}
-	if opts.MaxReplays == 0 {
-		opts.MaxReplays = DefaultMaxReplays
-	}
-	if opts.Partitioner == "" {
-		opts.Partitioner = event.DefaultPartitioner
-	}
-	if err := opts.Partitioner.Validate(); err != nil {
-		return sum, fmt.Errorf("dlq: %w", err)
 	}
 	t, err := openTools(cfg)
 	if err != nil {
@@ -122,44 +107,8 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	sum.TargetPartitions = len(tti.partitions)
 	sum.Scanned, sum.Malformed, sum.Duplicates, sum.FilteredOut = s.scanned, s.malformed, s.duplicates, s.filteredOut
 	sum.LedgerMalformed = s.ledgerMalformed
-
-	sum.Matched = len(s.entries)
-	var todo []route
-	for i := range s.entries {
-		e := &s.entries[i]
-		if e.OriginalTopic != t.cfg.Topic {
-			sum.OtherTopic++
-			if sum.OtherTopics == nil {
-				sum.OtherTopics = map[string]int{}
-			}
-			sum.OtherTopics[e.OriginalTopic]++
-		}
-		switch {
-		case e.Truncated != "":
-			// The DLQ topic refused the full letter: the event's value is not in it, and a replay
-			// would only come back as invalid.
-			sum.Truncated++
-			sum.TruncatedRecords = append(sum.TruncatedRecords, Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset))
-		case e.Replayed && !opts.Again:
-			sum.AlreadyReplayed++
-		case e.ReplayCount >= opts.MaxReplays:
-			sum.OverMax++
-			sum.OverMaxRecords = append(sum.OverMaxRecords, Coordinate(t.cfg.DLQTopic, e.Partition, e.Offset))
-		case opts.Limit > 0 && len(todo) >= opts.Limit:
-			sum.OverLimit++
-		default:
-			p, why := placement(e, t.cfg.Topic, len(tti.partitions), opts.Partitioner)
-			todo = append(todo, route{e: e, partition: p, fallback: why})
-		}
-	}
-	plan := sum
-	for _, r := range todo {
-		plan.count(r)
-	}
-	plan.Replayed = len(todo)
-	for _, r := range todo {
-		plan.ReplayedRecords = append(plan.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
-	}
+	todo := sum.triage(s.entries, opts)
+	plan := sum.plan(todo)
 	if opts.Plan != nil {
 		if err := opts.Plan(plan); err != nil {
 			return sum, err
@@ -173,8 +122,87 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	if opts.DryRun || len(todo) == 0 {
 		return plan, nil
 	}
+	err = t.replay(ctx, &sum, todo)
+	return sum, err
+}
+
+// setDefaults validates o and fills its defaults.
+func (o *ReplayOptions) setDefaults() error {
+	if err := o.Filter.Validate(); err != nil {
+		return err
+	}
+	if o.Limit < 0 {
+		return errors.New("dlq: negative limit")
+	}
+	if o.MaxReplays < 0 {
+		return errors.New("dlq: negative max replays")
+	}
+	if o.MaxReplays == 0 {
+		o.MaxReplays = DefaultMaxReplays
+	}
+	if o.Partitioner == "" {
+		o.Partitioner = event.DefaultPartitioner
+	}
+	if err := o.Partitioner.Validate(); err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	return nil
+}
+
+// triage counts the matching entries into s (Target, Source and TargetPartitions set) and
+// returns the ones to replay, each with its placement.
+func (s *Summary) triage(entries []Entry, opts ReplayOptions) []route {
+	s.Matched = len(entries)
+	var todo []route
+	for i := range entries {
+		e := &entries[i]
+		if e.OriginalTopic != s.Target {
+			s.OtherTopic++
+			if s.OtherTopics == nil {
+				s.OtherTopics = map[string]int{}
+			}
+			s.OtherTopics[e.OriginalTopic]++
+		}
+		switch {
+		case e.Truncated != "":
+			// The DLQ topic refused the full letter: the event's value is not in it, and a replay
+			// would only come back as invalid.
+			s.Truncated++
+			s.TruncatedRecords = append(s.TruncatedRecords, Coordinate(s.Source, e.Partition, e.Offset))
+		case e.Replayed && !opts.Again:
+			s.AlreadyReplayed++
+		case e.ReplayCount >= opts.MaxReplays:
+			s.OverMax++
+			s.OverMaxRecords = append(s.OverMaxRecords, Coordinate(s.Source, e.Partition, e.Offset))
+		case opts.Limit > 0 && len(todo) >= opts.Limit:
+			s.OverLimit++
+		default:
+			p, why := placement(e, s.Target, s.TargetPartitions, opts.Partitioner)
+			todo = append(todo, route{e: e, partition: p, fallback: why})
+		}
+	}
+	return todo
+}
+
+// plan is s as it will be once every route in todo is replayed: what the Plan callback and a
+// dry run report.
+func (s Summary) plan(todo []route) Summary {
+	plan := s
+	for _, r := range todo {
+		plan.count(r)
+	}
+	plan.Replayed = len(todo)
+	for _, r := range todo {
+		plan.ReplayedRecords = append(plan.ReplayedRecords, Coordinate(s.Source, r.e.Partition, r.e.Offset))
+	}
+	return plan
+}
+
+// replay produces todo to the main topic in batches of replayBatch, writing each batch's ledger
+// entries once the main topic acknowledged it, and counts what was done into sum.
+func (t *tools) replay(ctx context.Context, sum *Summary, todo []route) error {
 	if err := t.ensureLedger(ctx); err != nil {
-		return sum, err
+		return err
 	}
 	target := newProducer(t.cfg.Brokers, t.cfg.Topic, t.rt, 0)
 	// Each replay carries the partition placement chose; kafka-go hands the message to the
@@ -187,31 +215,38 @@ func Replay(ctx context.Context, cfg ToolConfig, opts ReplayOptions) (Summary, e
 	// Records are taken in (partition, offset) order and the DLQ is keyed by account, so one
 	// account's replays reach the main topic in the order they were dead-lettered.
 	for start := 0; start < len(todo); start += replayBatch {
-		batch := todo[start:min(start+replayBatch, len(todo))]
-		msgs := make([]kafka.Message, len(batch))
-		for i, r := range batch {
-			msgs[i] = ReplayMessage(r.e, t.cfg.DLQTopic)
-			msgs[i].Partition = r.partition
-		}
-		werr := target.WriteMessages(ctx, msgs...)
-		acked := make([]*Entry, 0, len(batch))
-		var we kafka.WriteErrors
-		for i, r := range batch {
-			// On a partial failure kafka-go reports each message's own error.
-			if werr == nil || (errors.As(werr, &we) && len(we) == len(batch) && we[i] == nil) {
-				acked = append(acked, r.e)
-				sum.Replayed++
-				sum.ReplayedRecords = append(sum.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
-				sum.count(r)
-			}
-		}
-		if err := t.writeLedger(ctx, led, acked); err != nil {
-			return sum, err
-		}
-		if werr != nil {
-			return sum, fmt.Errorf("dlq: replay to %s: %d of %d records in this batch not acknowledged: %w",
-				t.cfg.Topic, len(batch)-len(acked), len(batch), firstWriteError(werr))
+		if err := t.replayBatch(ctx, target, led, sum, todo[start:min(start+replayBatch, len(todo))]); err != nil {
+			return err
 		}
 	}
-	return sum, nil
+	return nil
+}
+
+// replayBatch produces one batch and records in the ledger those the main topic acknowledged.
+func (t *tools) replayBatch(ctx context.Context, target, led *kafka.Writer, sum *Summary, batch []route) error {
+	msgs := make([]kafka.Message, len(batch))
+	for i, r := range batch {
+		msgs[i] = ReplayMessage(r.e, t.cfg.DLQTopic)
+		msgs[i].Partition = r.partition
+	}
+	werr := target.WriteMessages(ctx, msgs...)
+	acked := make([]*Entry, 0, len(batch))
+	var we kafka.WriteErrors
+	for i, r := range batch {
+		// On a partial failure kafka-go reports each message's own error.
+		if werr == nil || (errors.As(werr, &we) && len(we) == len(batch) && we[i] == nil) {
+			acked = append(acked, r.e)
+			sum.Replayed++
+			sum.ReplayedRecords = append(sum.ReplayedRecords, Coordinate(t.cfg.DLQTopic, r.e.Partition, r.e.Offset))
+			sum.count(r)
+		}
+	}
+	if err := t.writeLedger(ctx, led, acked); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("dlq: replay to %s: %d of %d records in this batch not acknowledged: %w",
+			t.cfg.Topic, len(batch)-len(acked), len(batch), firstWriteError(werr))
+	}
+	return nil
 }
