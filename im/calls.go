@@ -3,7 +3,6 @@ package im
 import (
 	"context"
 	"fmt"
-	"net/http"
 )
 
 // CreateContactGroup creates one group. On a partial result (ErrorCode 0, some ResultCode != 0)
@@ -14,8 +13,8 @@ func (c *Client) CreateContactGroup(ctx context.Context, req *CreateRequest) (*C
 		e.Results, e.Group = createResults(resp), createGroup(resp)
 		return nil, e
 	}
-	if res := createResults(resp); firstFailed(res) >= 0 {
-		return resp, partialError(APICreate, res, createGroup(resp))
+	if err := resp.PartialError(); err != nil {
+		return resp, err
 	}
 	return resp, nil
 }
@@ -62,13 +61,11 @@ func (c *Client) GetAllContactGroups(ctx context.Context, account string) ([]Gro
 			return groups, contacts, nil
 		}
 		if page.NextStartIndex <= start {
-			return nil, nil, &Error{API: APIGet, Class: ClassTransient, HTTPStatus: http.StatusOK, Malformed: true,
-				Err: fmt.Errorf("%w: NextStartIndex %d does not advance from %d", ErrMalformedResponse, page.NextStartIndex, start)}
+			return nil, nil, MalformedError(APIGet, fmt.Sprintf("NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
 		}
 		start = page.NextStartIndex
 	}
-	return nil, nil, &Error{API: APIGet, Class: ClassTransient, HTTPStatus: http.StatusOK, Malformed: true,
-		Err: fmt.Errorf("%w: not complete after %d pages", ErrMalformedResponse, maxGetPages)}
+	return nil, nil, MalformedError(APIGet, fmt.Sprintf("not complete after %d pages", maxGetPages))
 }
 
 // UpdateContactGroup renames a group or adds/removes conversations. Per-conversation failures
@@ -79,9 +76,8 @@ func (c *Client) UpdateContactGroup(ctx context.Context, req *UpdateRequest) (*U
 		e.Results = updateResults(resp)
 		return nil, e
 	}
-	if res := updateResults(resp); firstFailed(res) >= 0 {
-		g := &GroupItem{GroupName: resp.UpdateGroupResult.GroupName, GroupID: resp.UpdateGroupResult.GroupID}
-		return resp, partialError(APIUpdate, res, g)
+	if err := resp.PartialError(); err != nil {
+		return resp, err
 	}
 	return resp, nil
 }

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // Client calls the conversation-group APIs. It is safe for concurrent use.
@@ -18,7 +16,7 @@ type Client struct {
 	cfg     Config
 	base    string // scheme://host[/prefix], no trailing slash
 	hc      *http.Client
-	m       *metrics.Metrics
+	obs     Observer
 	log     *zap.Logger
 	now     func() time.Time
 	timeout time.Duration
@@ -35,9 +33,9 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, now: cfg.Now, timeout: cfg.Timeout, hc: cfg.HTTPClient}
-	if c.m == nil {
-		c.m = metrics.NewNop()
+	c := &Client{cfg: cfg, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.Timeout, hc: cfg.HTTPClient}
+	if c.obs == nil {
+		c.obs = nopObserver{}
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // regions are the primary API domains by region (docs/api-notes.md), china first.
@@ -78,9 +76,10 @@ type Config struct {
 	// HTTPClient replaces the default keep-alive client; its Timeout is left as is. It should
 	// not follow redirects (the default refuses them): the UserSig is in the query string.
 	HTTPClient *http.Client
-	Metrics    *metrics.Metrics
-	Logger     *zap.Logger
-	Now        func() time.Time
+	// Observer hears about every HTTP request (nil: nobody does).
+	Observer Observer
+	Logger   *zap.Logger
+	Now      func() time.Time
 }
 
 // Validate reports the first configuration error, after applying defaults to a copy.

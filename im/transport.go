@@ -57,55 +57,17 @@ func call[T any, PT interface {
 	}
 }
 
-// attempt is one HTTP exchange; it records metrics and never lets the sig into an error.
+// attempt is one HTTP exchange; it reports to the Observer and never lets the sig into an error.
 func (c *Client) attempt(ctx context.Context, api, path, sig string, body []byte, resp any, base *BaseResponse) (e *Error) {
 	start := time.Now()
-	defer func() {
-		code := "0"
-		if e != nil {
-			code = e.MetricCode()
-		}
-		d := time.Since(start)
-		c.m.APIRequests.WithLabelValues(api, code).Inc()
-		c.m.APIDuration.WithLabelValues(api).Observe(d.Seconds())
-		if e != nil {
-			c.log.Debug("im: call failed", zap.String("api", api), zap.String("code", code),
-				zap.Duration("took", d), zap.String("error", e.Error()))
-		}
-	}()
+	defer func() { c.report(api, time.Since(start), e) }()
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	q := url.Values{}
-	q.Set("sdkappid", strconv.FormatInt(c.cfg.SDKAppID, 10))
-	q.Set("identifier", c.cfg.Admin)
-	q.Set("usersig", sig)
-	q.Set("random", strconv.FormatUint(uint64(rand.Uint32()), 10))
-	q.Set("contenttype", "json")
-	u := c.base + path + "?" + q.Encode()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	hreq, refused, err := c.newRequest(ctx, path, sig, body)
 	if err != nil {
 		return &Error{API: api, Class: ClassConfig, Err: redact(fmt.Errorf("build request: %w", err), sig)}
 	}
-	var refused atomic.Pointer[error]
-	if sg, ok := gateFrom(ctx).(SendGate); ok {
-		var conn atomic.Value // net.Conn
-		hreq = hreq.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			GotConn: func(i httptrace.GotConnInfo) { conn.Store(i.Conn) },
-			WroteHeaders: func() {
-				if err := sg.Send(); err != nil {
-					refused.Store(&err)
-					if c, _ := conn.Load().(net.Conn); c != nil {
-						_ = c.Close()
-					}
-				}
-			},
-		}))
-		// The transport replays a request that wrote nothing when it can rewind the body: not
-		// one its gate refused.
-		hreq.GetBody = nil
-	}
-	hreq.Header.Set("Content-Type", "application/json")
 	hres, err := c.hc.Do(hreq)
 	if r := refused.Load(); r != nil && err != nil {
 		// Answered anyway (it left before the close) is an answer like any other.
@@ -121,25 +83,62 @@ func (c *Client) attempt(ctx context.Context, api, path, sig string, body []byte
 		return &Error{API: api, Class: ClassTransient, Network: true, HTTPStatus: hres.StatusCode,
 			Err: redact(fmt.Errorf("read body: %w", err), sig)}
 	}
-	if hres.StatusCode != http.StatusOK {
-		return &Error{API: api, Class: httpClass(hres.StatusCode), HTTPStatus: hres.StatusCode}
+	return decode(api, hres.StatusCode, data, c.cfg.MaxResponseBytes, resp, base)
+}
+
+// report tells the Observer about one request and logs a failed one.
+func (c *Client) report(api string, took time.Duration, e *Error) {
+	code := "0"
+	if e != nil {
+		code = e.MetricCode()
 	}
-	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return &Error{API: api, Class: ClassTransient, HTTPStatus: hres.StatusCode, Malformed: true,
-			Err: fmt.Errorf("%w: over %d bytes", ErrResponseTooLarge, c.cfg.MaxResponseBytes)}
+	c.obs.RequestDone(api, code, took)
+	if e != nil {
+		c.log.Debug("im: call failed", zap.String("api", api), zap.String("code", code),
+			zap.Duration("took", took), zap.String("error", e.Error()))
 	}
-	if err := json.Unmarshal(data, resp); err != nil {
-		return &Error{API: api, Class: ClassTransient, HTTPStatus: hres.StatusCode, Malformed: true,
-			Err: fmt.Errorf("%w: %v", ErrMalformedResponse, err)}
+}
+
+// newRequest builds the signed POST of body to path. When ctx carries a SendGate, the request
+// asks it right before its headers are flushed; the returned pointer then holds the gate's
+// refusal, if any.
+func (c *Client) newRequest(ctx context.Context, path, sig string, body []byte) (*http.Request, *atomic.Pointer[error], error) {
+	q := url.Values{}
+	q.Set("sdkappid", strconv.FormatInt(c.cfg.SDKAppID, 10))
+	q.Set("identifier", c.cfg.Admin)
+	q.Set("usersig", sig)
+	q.Set("random", strconv.FormatUint(uint64(rand.Uint32()), 10))
+	q.Set("contenttype", "json")
+	u := c.base + path + "?" + q.Encode()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
 	}
-	switch {
-	case base.ErrorCode != 0:
-		return &Error{API: api, Class: Classify(base.ErrorCode), Code: base.ErrorCode, Info: base.ErrorInfo,
-			HTTPStatus: hres.StatusCode}
-	case base.ActionStatus != "OK":
-		// ErrorCode 0 without "OK" (or an empty object): not an answer we can trust either way.
-		return &Error{API: api, Class: ClassTransient, HTTPStatus: hres.StatusCode, Malformed: true,
-			Err: fmt.Errorf("%w: ActionStatus %q with ErrorCode 0", ErrMalformedResponse, base.ActionStatus)}
+	refused := new(atomic.Pointer[error])
+	if sg, ok := gateFrom(ctx).(SendGate); ok {
+		hreq = guardSend(ctx, hreq, sg, refused)
 	}
-	return nil
+	hreq.Header.Set("Content-Type", "application/json")
+	return hreq, refused, nil
+}
+
+// guardSend makes hreq ask sg once its headers are written and, on a refusal, store it in
+// refused and close the connection before the buffer is flushed.
+func guardSend(ctx context.Context, hreq *http.Request, sg SendGate, refused *atomic.Pointer[error]) *http.Request {
+	var conn atomic.Value // net.Conn
+	hreq = hreq.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { conn.Store(i.Conn) },
+		WroteHeaders: func() {
+			if err := sg.Send(); err != nil {
+				refused.Store(&err)
+				if c, _ := conn.Load().(net.Conn); c != nil {
+					_ = c.Close()
+				}
+			}
+		},
+	}))
+	// The transport replays a request that wrote nothing when it can rewind the body: not
+	// one its gate refused.
+	hreq.GetBody = nil
+	return hreq
 }
