@@ -13,10 +13,7 @@ func (c *Client) CreateContactGroup(ctx context.Context, req *CreateRequest) (*C
 		e.Results, e.Group = createResults(resp), createGroup(resp)
 		return nil, e
 	}
-	if err := resp.PartialError(); err != nil {
-		return resp, err
-	}
-	return resp, nil
+	return resp, resp.PartialError()
 }
 
 // GetContactGroup fetches one page of the account's groups and grouped conversations.
@@ -76,10 +73,7 @@ func (c *Client) UpdateContactGroup(ctx context.Context, req *UpdateRequest) (*U
 		e.Results = updateResults(resp)
 		return nil, e
 	}
-	if err := resp.PartialError(); err != nil {
-		return resp, err
-	}
-	return resp, nil
+	return resp, resp.PartialError()
 }
 
 // DelContactGroup deletes groups by name; a missing group is code 51009 (permanent).
