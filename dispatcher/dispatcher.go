@@ -32,10 +32,6 @@ var errPaused = errors.New("paused")
 // moment its bytes were to be written (see slotGate.Send); it was not sent.
 var errLeaseLapsed = errors.New("membership lease lapsed before the request was written")
 
-// maxGetPages bounds the paging of get_contact_group: a user has at most 1000 grouped
-// conversations, so a server that keeps saying "not complete" beyond this is broken.
-const maxGetPages = 200
-
 // Dispatcher applies events to the IM API. It is safe for concurrent use: the consumer calls
 // Dispatch from one goroutine per account. Run must be running for paused dispatchers to
 // resume.
@@ -512,37 +508,32 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 	return nil, im.APIUpdate, err
 }
 
-// getAll pages through get_contact_group, each page passing the get limiter.
+// getAll walks get_contact_group's pages the way im does (im.WalkContactGroups), each page
+// passing the get limiter.
 func (r *run) getAll(ctx context.Context) ([]im.GroupItem, []im.ContactInfo, error) {
 	var (
 		groups   []im.GroupItem
 		contacts []im.ContactInfo
-		start    int
 	)
-	for range maxGetPages {
-		var page *im.GetResponse
-		err := r.call(ctx, r.d.get, func(ctx context.Context) error {
+	get := func(ctx context.Context, req *im.GetRequest) (page *im.GetResponse, err error) {
+		err = r.call(ctx, r.d.get, func(ctx context.Context) error {
 			var err error
-			page, err = r.d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: r.ev.FromAccount, StartIndex: start})
+			page, err = r.d.cfg.API.GetContactGroup(ctx, req)
 			if err == nil && page == nil {
 				err = im.MalformedError(im.APIGet, "empty answer")
 			}
 			return err
 		})
-		if err != nil {
-			return nil, nil, err
-		}
+		return page, err
+	}
+	err := im.WalkContactGroups(ctx, r.ev.FromAccount, get, func(page *im.GetResponse) {
 		groups = append(groups, page.GroupItem...)
 		contacts = append(contacts, page.ContactItem...)
-		if page.CompleteFlag != 0 || (len(page.GroupItem) == 0 && len(page.ContactItem) == 0) {
-			return groups, contacts, nil
-		}
-		if page.NextStartIndex <= start {
-			return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
-		}
-		start = page.NextStartIndex
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("not complete after %d pages", maxGetPages))
+	return groups, contacts, nil
 }
 
 // failed decides what a failed attempt means: an outcome, a retry after backoff (nil, nil), a

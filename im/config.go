@@ -53,7 +53,7 @@ const (
 	// ServerTimeout is how long the IM server works on a request before giving up; a client
 	// timeout at or below it would turn slow successes into ambiguous failures.
 	ServerTimeout = 3 * time.Second
-	// maxGetPages bounds GetAllContactGroups: 1000 conversations fit in 20 pages of 50, so a
+	// maxGetPages bounds WalkContactGroups: 1000 conversations fit in 20 pages of 50, so a
 	// server that keeps saying "not complete" beyond this is broken.
 	maxGetPages = 200
 )
