@@ -68,7 +68,7 @@ type Config struct {
 	// API is the IM client. Required.
 	API API
 	// RateLimit is the create_contact_group budget of the whole consumer group in calls/s; this
-	// replica uses the share SetShare gives it.
+	// replica uses the share SetPartitions gives it.
 	RateLimit float64
 	// GetRateLimit is the budget, shared the same way, of get_contact_group and (separately, as
 	// each API has its own quota) of update_contact_group.
@@ -141,11 +141,11 @@ type Config struct {
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
 	// FleetBudget: the create limiter's ceiling comes from SetCeiling (package budget, shared
-	// through Kafka) instead of from the partitions; SetShare and SetPartitions then set only
+	// through Kafka) instead of from the partitions; SetPartitions then sets only
 	// the get and update limiters. Until the first SetCeiling no create call is made.
 	FleetBudget bool
 	// Standalone starts with the whole budget. Otherwise no call is made until the first
-	// SetShare, so a replica that has not learned its share can't overrun the group's budget.
+	// SetPartitions, so a replica that has not learned its share can't overrun the group's budget.
 	Standalone bool
 
 	Logger  *zap.Logger

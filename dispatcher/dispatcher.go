@@ -37,7 +37,7 @@ var errLeaseLapsed = errors.New("membership lease lapsed before the request was 
 // resume.
 //
 // Rate: each API (create, get, update) has its own limiter holding this replica's share of
-// the budget, set by SetShare. Until the first SetShare no call is made (unless
+// the budget, set by SetPartitions. Until the first SetPartitions no call is made (unless
 // Config.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
 // startup and while paused) bypass the limiters.
 //
@@ -88,22 +88,13 @@ func New(cfg Config) (*Dispatcher, error) {
 	return d, nil
 }
 
-// SetShare gives this replica owned/total of every API's budget; the consumer calls it on each
-// rebalance. total <= 0 means standalone: the whole budget. A smaller share applies at once, a
-// larger one (including the first) one second later, when the calls the partitions' previous
-// owner made have left every window this replica's calls can share.
-func (d *Dispatcher) SetShare(owned, total int) {
-	for _, l := range d.partitionLimiters() {
-		l.setShare(owned, total)
-	}
-	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
-		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
-}
-
-// SetPartitions is SetShare for a caller that knows which partitions it owns (ids in
-// [0, total)). Partitions get whole calls per second, the remainder going to the lowest ids, so
-// the members' shares use the whole budget: three members of six partitions and a budget of 200
-// get 68, 66 and 66 rather than 66 each.
+// SetPartitions gives this replica the share of every API's budget that the partitions it owns
+// (ids in [0, total)) carry; the consumer calls it on each rebalance. total <= 0 means
+// standalone: the whole budget. A smaller share applies at once, a larger one (including the
+// first) one second later, when the calls the partitions' previous owner made have left every
+// window this replica's calls can share. Partitions get whole calls per second, the remainder
+// going to the lowest ids, so the members' shares use the whole budget: three members of six
+// partitions and a budget of 200 get 68, 66 and 66 rather than 66 each.
 func (d *Dispatcher) SetPartitions(ids []int, total int) {
 	for _, l := range d.partitionLimiters() {
 		l.setPartitions(ids, total)
