@@ -511,22 +511,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
-	sig := "eJw*abc-def_ghi_"
-	ue := &url.Error{Op: "Post", URL: "http://h/p?usersig=" + url.QueryEscape(sig) + "&x=1", Err: context.DeadlineExceeded}
-	err := redact(ue, sig)
-	if strings.Contains(err.Error(), url.QueryEscape(sig)) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("url.Error: %v", err)
-	}
-	err = redact(fmt.Errorf("wrapped: %w", errors.New("saw "+sig)), sig)
-	if strings.Contains(err.Error(), sig) || !strings.Contains(err.Error(), "REDACTED") {
-		t.Errorf("plain: %v", err)
-	}
-	if redact(nil, sig) != nil {
-		t.Error("nil not kept")
-	}
-}
-
 // countingGate records its Waits and the requests the server had seen at each.
 type countingGate struct {
 	rec   *recorder
