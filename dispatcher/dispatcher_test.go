@@ -17,6 +17,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -260,11 +261,11 @@ func TestCredentialsRefreshSig(t *testing.T) {
 func TestCredentialsPersistingPausesLikeConfig(t *testing.T) {
 	h := newHarness(t, nil)
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigInvalidated))
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigInvalidated))
 	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	if h.api.refreshCount() < 2 {
 		t.Errorf("RefreshSig calls = %d, want >= 2", h.api.refreshCount())
 	}
@@ -279,7 +280,7 @@ func TestConfigFailurePausesUntilFixed(t *testing.T) {
 	h.api.setAlways(im.APICreate, bad)
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
 	h.run()
-	waitFor(t, "startup probe to detect the bad key", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "startup probe to detect the bad key", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -322,14 +323,14 @@ func TestConfigFailurePausesUntilFixed(t *testing.T) {
 func TestConfigFailureMidStreamHoldsTheEvent(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.RetryBudget = time.Second })
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeAppIDMismatch))
 	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	// The prober keeps failing (create is broken, and so is get now) while the fake clock runs
 	// far past the retry budget: pause time must not count.
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeAppIDMismatch))
-	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 20 })
+	testwait.For(t, 5*time.Second, "probes", func() bool { return h.api.count(im.APIGet) > 20 })
 	select {
 	case r := <-res:
 		t.Fatalf("event ended while paused: %+v, %v", r.o, r.err)
@@ -555,7 +556,7 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 		c.BackoffBase, c.BackoffMax = time.Second, 4*time.Second
 	})
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	down := imErr(im.APICreate, 70500)
 	h.api.setAlways(im.APICreate, down)
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, 70500))
@@ -565,13 +566,13 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 	for i := range 30 {
 		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
 	}
-	waitFor(t, "outage pause", func() bool { return testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
+	testwait.For(t, 5*time.Second, "outage pause", func() bool { return testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
 	if err := h.d.Ready(); err != nil {
 		t.Errorf("Ready during an outage = %v, want nil", err)
 	}
 	// Probes fail for a while (each advancing the fake clock by ProbeInterval), far past the
 	// retry budget.
-	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 40 })
+	testwait.For(t, 5*time.Second, "probes", func() bool { return h.api.count(im.APIGet) > 40 })
 	calls := h.api.count(im.APICreate)
 	time.Sleep(20 * time.Millisecond)
 	if h.api.count(im.APICreate) != calls {
@@ -644,13 +645,13 @@ func TestReadyBeforeAndAfterStartupProbe(t *testing.T) {
 		t.Fatalf("Ready before any call = %v, want ErrUnverified", err)
 	}
 	h.run()
-	waitFor(t, "ready", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "ready", func() bool { return h.d.Ready() == nil })
 	// A permanent answer to the probe (say the probe account is not imported) still proves
 	// the credentials.
 	h2 := newHarness(t, nil)
 	h2.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeNotImported))
 	h2.run()
-	waitFor(t, "ready on a permanent probe answer", func() bool { return h2.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "ready on a permanent probe answer", func() bool { return h2.d.Ready() == nil })
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -693,7 +694,7 @@ func TestPauseStopsCallsQueuedInTheLimiter(t *testing.T) {
 	inFlight := h.api.entered
 	h.api.mu.Unlock()
 	close(gate)
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	time.Sleep(300 * time.Millisecond)
 	if n := h.api.count(im.APICreate); n > inFlight+2 || n > 20 {
 		t.Errorf("creates = %d: events queued in the limiter kept calling after the pause", n)
@@ -748,7 +749,7 @@ func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
 		_, err := d.Dispatch(ctx, Task{Event: newEvent("slow", "friends")})
 		slow <- err
 	}()
-	waitFor(t, "the slow account's first retry", func() bool {
+	testwait.For(t, 5*time.Second, "the slow account's first retry", func() bool {
 		return testutil.ToFloat64(m.Retries.WithLabelValues(im.APICreate, "60008")) >= 1
 	})
 	start := time.Now()
