@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -57,9 +58,13 @@ type Writer struct {
 	cfg Config
 	w   *kafka.Writer
 	own *kafka.Transport // the transport we created and must close, nil when given one
-	log *zap.Logger
-	m   *metrics.Metrics
-	now func() time.Time
+	// closed is set by Close. After it the write fails at once (kafka-go's io.ErrClosedPipe),
+	// and DeadLetter must not look a partition count up first: that would open a connection
+	// pool, with its goroutines, on the transport Close released, and nothing would close it.
+	closed atomic.Bool
+	log    *zap.Logger
+	m      *metrics.Metrics
+	now    func() time.Time
 	// counts fills dlq-original-partition-count.
 	counts *partitionCounts
 }
@@ -143,7 +148,7 @@ func (w *Writer) Check(ctx context.Context) error {
 // dlq-truncated header saying so: a retry at full size could never succeed and would hold the
 // partition forever. Every refused write counts in chatgroupd_dlq_write_failures_total{reason}.
 func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
-	if l.OriginalPartitions == 0 {
+	if l.OriginalPartitions == 0 && !w.closed.Load() {
 		l.OriginalPartitions = w.counts.get(ctx, rec.Topic)
 	}
 	now := w.now()
@@ -213,6 +218,7 @@ func failureReason(err error) string {
 
 // Close flushes nothing (writes are synchronous) and releases connections.
 func (w *Writer) Close() error {
+	w.closed.Store(true)
 	err := w.w.Close()
 	if w.own != nil {
 		w.own.CloseIdleConnections()
