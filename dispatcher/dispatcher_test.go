@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatgroupd/chatgroupd/dlq"
@@ -399,8 +400,8 @@ func TestPartialResult(t *testing.T) {
 	g := h.api.group("alice", "friends")
 	want := ResultDetail{GroupName: "friends", GroupID: g.id, Failed: []FailedContact{
 		{Type: 1, ToAccount: "carol", ResultCode: im.CodeTooManyContacts, ResultInfo: "fake item failure"}}}
-	if fmt.Sprint(det) != fmt.Sprint(want) {
-		t.Errorf("detail = %+v, want %+v", det, want)
+	if diff := cmp.Diff(want, det); diff != "" {
+		t.Errorf("detail (-want +got):\n%s", diff)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -108,8 +109,8 @@ func TestListFilters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := accounts(es); !slices.Equal(got, tc.want) {
-				t.Fatalf("List = %v, want %v", got, tc.want)
+			if diff := cmp.Diff(tc.want, accounts(es)); diff != "" {
+				t.Fatalf("List (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -238,8 +239,8 @@ func TestReplay(t *testing.T) {
 		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
 		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
 		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
-	if fmt.Sprint(sum) != fmt.Sprint(want) || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
-		t.Fatalf("dry run summary %+v, want %+v", sum, want)
+	if diff := cmp.Diff(want, sum); diff != "" || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
+		t.Fatalf("dry run summary (-want +got):\n%s\ngot %+v", diff, sum)
 	}
 	if n := len(c.ReadAll(t, "t")); n != 0 {
 		t.Fatalf("dry run produced %d records", n)
@@ -322,7 +323,7 @@ func TestReplay(t *testing.T) {
 			replayed = append(replayed, e.Account())
 		}
 	}
-	if slices.Sort(replayed); !slices.Equal(replayed, []string{"alice", "bob"}) {
+	if slices.Sort(replayed); !cmp.Equal(replayed, []string{"alice", "bob"}) {
 		t.Errorf("List marks %v replayed, want alice and bob", replayed)
 	}
 

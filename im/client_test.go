@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -423,14 +424,16 @@ func TestClientGetAll(t *testing.T) {
 	if err != nil || len(groups) != 2 || len(contacts) != 3 || contacts[2].ToAccount != "u2" {
 		t.Fatalf("groups %v contacts %v err %v", groups, contacts, err)
 	}
-	var starts []string
+	var starts []int
 	for _, b := range f.rec.bodies {
 		var r GetRequest
-		json.Unmarshal([]byte(b), &r)
-		starts = append(starts, fmt.Sprint(r.StartIndex))
+		if err := json.Unmarshal([]byte(b), &r); err != nil {
+			t.Fatal(err)
+		}
+		starts = append(starts, r.StartIndex)
 	}
-	if strings.Join(starts, ",") != "0,1,2" {
-		t.Errorf("start indexes %v", starts)
+	if diff := cmp.Diff([]int{0, 1, 2}, starts); diff != "" {
+		t.Errorf("start indexes (-want +got):\n%s", diff)
 	}
 
 	stuck := newFixture(t, page(0, 0, 0, g1))
@@ -538,7 +541,7 @@ func TestClientGateAdmitsEveryRequest(t *testing.T) {
 		if _, err := f.c.GetContactGroup(WithGate(context.Background(), g), &GetRequest{FromAccount: "a"}); err != nil {
 			t.Fatal(err)
 		}
-		if fmt.Sprint(g.seen) != "[0 1]" {
+		if !cmp.Equal(g.seen, []int{0, 1}) {
 			t.Errorf("gate waits saw %v requests sent before each, want [0 1] (one wait per request)", g.seen)
 		}
 	})

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestWalkContactGroups: the page walk both the client and the dispatcher use. An empty page
@@ -24,12 +26,15 @@ func TestWalkContactGroups(t *testing.T) {
 		starts = append(starts, req.StartIndex)
 		return pages[req.StartIndex], nil
 	}
-	var visited int
-	if err := WalkContactGroups(context.Background(), "x", get, func(*GetResponse) { visited++ }); err != nil {
+	var visited []*GetResponse
+	if err := WalkContactGroups(context.Background(), "x", get, func(p *GetResponse) { visited = append(visited, p) }); err != nil {
 		t.Fatal(err)
 	}
-	if visited != 3 || len(starts) != 3 || starts[1] != 5 || starts[2] != 9 {
-		t.Errorf("visited %d pages, starts %v", visited, starts)
+	if diff := cmp.Diff([]int{0, 5, 9}, starts); diff != "" {
+		t.Errorf("start indexes (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]*GetResponse{pages[0], pages[5], pages[9]}, visited); diff != "" {
+		t.Errorf("pages visited (-want +got):\n%s", diff)
 	}
 
 	none := func(context.Context, *GetRequest) (*GetResponse, error) { return nil, nil }
