@@ -431,4 +431,3 @@ func TestServiceAutoRequiredFailsToStart(t *testing.T) {
 		t.Fatalf("service with an unusable required lane kept running; /readyz: %s", body)
 	}
 }
-
