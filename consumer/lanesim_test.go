@@ -117,7 +117,7 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 		srv := httptest.NewServer(sim)
 		t.Cleanup(func() { sim.Close(); srv.Close() })
 		m := metrics.NewNop()
-		client, err := im.New(im.Config{SDKAppID: appID, SecretKey: key, BaseURL: srv.URL, Metrics: m, Logger: e.log})
+		client, err := im.New(im.Config{SDKAppID: appID, SecretKey: key, BaseURL: srv.URL, Logger: e.log})
 		if err != nil {
 			t.Fatal(err)
 		}
