@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,8 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
@@ -429,5 +433,34 @@ func TestServiceAutoRequiredFailsToStart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		_, body := h.get("/readyz")
 		t.Fatalf("service with an unusable required lane kept running; /readyz: %s", body)
+	}
+}
+
+// TestServiceAutoMetricsPortInUse: a service whose metrics port is taken fails with that, not
+// with the mode choice the failure cut short.
+func TestServiceAutoMetricsPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	conn, err := kafkaconn.New(kafkaconn.Config{Brokers: []string{"127.0.0.1:1"}, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := serviceFlags{topic: "events", group: "g", imEndpoint: "http://127.0.0.1:1", imTimeout: im.DefaultTimeout,
+		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, retryLane: modeAuto, fleetBudget: modeAuto,
+		metricsAddr: taken.Addr().String(), shutdownTimeout: time.Second, maxInFlight: 8, dedupeWindow: 100}
+	reg := prometheus.NewRegistry()
+	svc, err := newService(serviceConfig{flags: f, conn: conn, secretKey: "k", log: zap.NewNop(),
+		metrics: metrics.New(reg, "test", false), gatherer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = svc.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("Run: %v, want the listen error", err)
 	}
 }

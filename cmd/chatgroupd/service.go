@@ -348,8 +348,9 @@ func (s *service) Run(ctx context.Context) error {
 		if err != nil {
 			stop()
 			cancelTail()
-			_ = g.Wait()
-			if ctx.Err() != nil {
+			if werr := g.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+				err = werr // e.g. the metrics port in use: the cause, not the choice it cut short
+			} else if ctx.Err() != nil {
 				return nil
 			}
 			s.log.Error("chatgroupd stopped", zap.Error(err))
