@@ -74,6 +74,10 @@ type Metrics struct {
 	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
 	FleetPeers      prometheus.Gauge       // other replicas with a live entry in the budget topic
 	FleetRecords    *prometheus.CounterVec // op: published, read, publish_error, read_error, invalid
+
+	// Modes chosen at start (cmd/chatgroupd): --retry-lane and --fleet-budget=auto.
+	RetryLaneMode *prometheus.GaugeVec // mode: on, off; 1 for the mode in use
+	ModeFallback  *prometheus.GaugeVec // feature (retry_lane, fleet_budget), reason; 1 while auto runs the old mode
 }
 
 // Reasons of DLQWriteFailures.
@@ -108,6 +112,10 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		FleetBudgetMode: f.gaugeVec("fleet_budget_mode",
 			"How the create budget is shared among replicas: 1 for the mode in use (static, kafka).", "mode"),
 		FleetPeers: f.gauge("fleet_budget_peers", "Other replicas with a live entry in the budget topic (kafka mode)."),
+		RetryLaneMode: f.gaugeVec("retry_lane_mode",
+			"Whether stuck accounts are parked in the retry lane: 1 for the mode in use (on, off).", "mode"),
+		ModeFallback: f.gaugeVec("mode_fallback",
+			"1 while --retry-lane or --fleet-budget=auto runs the old mode because its topic is missing or unusable, by feature and reason.", "feature", "reason"),
 		FleetRecords: f.counterVec("fleet_budget_records_total",
 			"Budget topic records by op: published, read, publish_error, read_error, invalid.", "op"),
 		Retries: f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
