@@ -258,6 +258,12 @@ func (e *engine) laneLoad(ctx context.Context, p *part) (*fetcher, bool) {
 	}
 	e.mu.Lock()
 	lp := p.lane
+	if len(lp.unended) > 0 && p.prevUntil.After(cfg.Now()) {
+		// A lane worker of the previous owner may still have a call of a head running.
+		p.laneHold = p.prevUntil
+		cfg.Logger.Info("retry lane loaded: its heads wait for the previous owner's calls", zap.Int("partition", p.id),
+			zap.Duration("hold", p.laneHold.Sub(cfg.Now())))
+	}
 	lp.loaded, lp.commitOK = true, true
 	names := make([]string, 0, len(lp.accts))
 	for name, la := range lp.accts {
@@ -457,6 +463,17 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 			}
 			break
 		}
+		if d := p.laneHold.Sub(e.cfg.Now()); d > 0 {
+			// The previous owner may still have a call of this account's head running at the
+			// API (same hold as uncertain main records; lane records are all uncertain).
+			e.mu.Unlock()
+			ok := sleepCtx(e.claim, d)
+			e.mu.Lock()
+			if !ok {
+				break
+			}
+			continue
+		}
 		r := la.q[0]
 		e.inflight++
 		e.mu.Unlock()
@@ -541,10 +558,12 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 	var out dispatcher.Outcome
 	for {
 		var err error
-		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
+		tctx, traced := p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
+		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: true, RecordTime: src.Time, Drain: e.claim, RetryStart: r.start,
 			Lease: lease,
 		})
+		traced()
 		if err == nil {
 			break
 		}
