@@ -117,6 +117,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// testEngine, for tests, is handed each generation's engine as it is made (to look inside).
+	testEngine func(*engine)
 	// metaEncoder, for tests, replaces the commit metadata encoder; nil means encodeMeta.
 	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }

@@ -148,6 +148,9 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
 		e.outcomes[o] = c.cfg.Metrics.EventsProcessed.WithLabelValues(o)
 	}
+	if c.cfg.testEngine != nil {
+		c.cfg.testEngine(e)
+	}
 	return e
 }
 

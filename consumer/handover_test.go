@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -566,5 +568,55 @@ func TestCallWatchRealDispatcher(t *testing.T) {
 	got := hung.statement(time.Time{}, time.Now())
 	if got == nil || got.until < before.Add(hold).UnixMilli() || got.until > after.Add(hold).UnixMilli()+1 {
 		t.Errorf("unanswered request: statement %+v, want its write (between %v and %v) + %v", got, before, after, hold)
+	}
+}
+
+// TestLaneMemoryCap measures what a lane partition holds after reading 5000 queued records of
+// one parked account (as the lane load does for a hot stuck account): with the cap, laneKeep
+// records and the duplicate filter's entries; without it (keep = everything, as before), every
+// record. The heap figures are logged for DESIGN.md.
+func TestLaneMemoryCap(t *testing.T) {
+	const queued = 5000
+	e := newEnv(t, 1)
+	c, err := New(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	measure := func(keep int) (held int, heap uint64) {
+		en := newEngine(c, context.Background())
+		p := &part{id: 0, lane: &lanePart{id: 0, accts: map[string]*laneAcct{}, unended: map[int64]*laneRec{}, keep: keep}}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		en.mu.Lock()
+		for i := range queued {
+			// Built here and dropped unless held, as a fetched record is.
+			m := evMsg(fmt.Sprintf("h-%d", i+1), "hot", int64(i+1))
+			m.Offset = int64(i)
+			m.Headers = []kafka.Header{{Key: laneHdrSrcOffset, Value: []byte(strconv.Itoa(1000 + i))},
+				{Key: laneHdrSrcKey, Value: []byte("hot")}, {Key: laneHdrReason, Value: []byte(parkFollow)}}
+			m.Key = []byte("hot")
+			en.laneIngest(p, m)
+		}
+		en.mu.Unlock()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held = len(p.lane.unended)
+		la := p.lane.accts["hot"]
+		if keep < queued && (!la.left || la.skipFrom != int64(held) || la.skipped != queued-held) {
+			t.Errorf("keep %d: left in the lane from %d (%d records), want from %d (%d)", keep, la.skipFrom, la.skipped, held, queued-held)
+		}
+		runtime.KeepAlive(p)
+		return held, after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
+	}
+	heldAll, heapAll := measure(queued)
+	heldCap, heapCap := measure(0)
+	t.Logf("%d queued lane records: %d held, %d KiB before the cap; %d held, %d KiB with it",
+		queued, heldAll, heapAll>>10, heldCap, heapCap>>10)
+	if heldAll != queued || heldCap != laneKeep {
+		t.Fatalf("held %d without the cap, %d with it; want %d and %d", heldAll, heldCap, queued, laneKeep)
+	}
+	if heapCap*3 > heapAll {
+		t.Errorf("the cap saves too little: %d bytes held with it, %d without", heapCap, heapAll)
 	}
 }
