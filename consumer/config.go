@@ -27,6 +27,9 @@ const (
 	DefaultRebalanceTimeout = 30 * time.Second
 	// DefaultUncertainHold is the IM client's default timeout per request (5s) plus a second.
 	DefaultUncertainHold = 6 * time.Second
+	// DefaultHandoverSkew bounds the wall-clock difference between replicas (NTP keeps hosts
+	// within milliseconds; this leaves room for a host whose sync lapsed for a while).
+	DefaultHandoverSkew = 500 * time.Millisecond
 	// DefaultAccountStallLimit is how long an account's head event may fail transiently before
 	// the account is parked in the retry lane (RetryLane on).
 	DefaultAccountStallLimit = 2 * time.Minute
@@ -79,6 +82,13 @@ type Config struct {
 	// service uses --im-timeout + 1s); default DefaultUncertainHold. Negative turns the hold off,
 	// for tests about something else only.
 	UncertainHold time.Duration
+	// HandoverSkew is how far another replica's wall clock may lag this one's. A previous owner
+	// that drained states in its final commit after which time (its clock) none of its requests
+	// still runs; the hold then ends at that time plus HandoverSkew (never later than the full
+	// hold). Default DefaultHandoverSkew; negative: final commits state nothing and statements
+	// read are ignored (every successor holds in full), e.g. while replicas that can't read
+	// metadata v3 still run.
+	HandoverSkew time.Duration
 	// KeyMismatch is what happens to a valid event whose record key is not its from_account:
 	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
 	KeyMismatch string
@@ -107,6 +117,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// testEngine, for tests, is handed each generation's engine as it is made (to look inside).
+	testEngine func(*engine)
 	// metaEncoder, for tests, replaces the commit metadata encoder; nil means encodeMeta.
 	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }
@@ -123,6 +135,7 @@ func (c Config) withDefaults() Config {
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	c.UncertainHold = cmp.Or(c.UncertainHold, DefaultUncertainHold)
+	c.HandoverSkew = cmp.Or(c.HandoverSkew, DefaultHandoverSkew)
 	c.AccountStallLimit = cmp.Or(c.AccountStallLimit, DefaultAccountStallLimit)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)

@@ -521,12 +521,14 @@ func (e *engine) initPart(id int, st position) {
 	w := first
 	p.committedW = -1
 	keep := st.hasCommit
+	var ho *handover // the previous owner's hand-over statement, if its final commit made one
 	switch {
 	case st.hasCommit:
 		w = cp.CommittedOffset
 		p.hasPrev = true
 		p.committedW = w
 		m, err := decodeMeta(w, cp.Metadata)
+		ho = m.handover
 		if err != nil {
 			// Not ours, corrupt, or from a tool that moved the offset: the previous owner may
 			// have dispatched anything it had fetched. Everything up to the log end is uncertain.
@@ -571,9 +573,20 @@ func (e *engine) initPart(id int, st position) {
 	}
 	p.tr = newTracker(w)
 	p.committedH = p.inherited
-	if p.hasPrev && p.inherited > w && cfg.UncertainHold > 0 && !cfg.TestLegacyDrain {
-		// Records in [w, inherited) may have calls of the previous owner still running.
-		p.holdUntil = cfg.Now().Add(cfg.UncertainHold)
+	if cfg.UncertainHold > 0 && !cfg.TestLegacyDrain {
+		// Records in [w, inherited), and the lane's records, may have calls of the previous
+		// owner still running: held in full, or for what is left of the window its final
+		// commit stated (handover.go).
+		now := cfg.Now()
+		until := handoverHold(now, cfg.UncertainHold, cfg.HandoverSkew, ho)
+		p.prevUntil = until
+		if p.hasPrev && p.inherited > w {
+			p.holdUntil = until
+			cfg.Metrics.HandoverHold.Observe(until.Sub(now).Seconds())
+			log.Info("partition set up: accounts of uncertain records wait for the previous owner's calls",
+				zap.Int("partition", id), zap.Int64("from", w), zap.Int64("to", p.inherited),
+				zap.Duration("hold", until.Sub(now)), zap.Bool("stated", until.Before(now.Add(cfg.UncertainHold))))
+		}
 	}
 	p.maxPicked = w - 1
 	e.parts[id] = p

@@ -38,6 +38,7 @@ type Metrics struct {
 	BuildInfo        *prometheus.GaugeVec
 
 	// Beyond the contract.
+	HandoverHold    prometheus.Histogram // how long a new owner's uncertain accounts wait for the previous owner's calls
 	SeqGaps         prometheus.Counter
 	LateEvents      prometheus.Counter
 	InFlight        prometheus.Gauge
@@ -123,6 +124,9 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			prometheus.ExponentialBuckets(0.01, 2, 16)),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
 
+		HandoverHold: f.histogram("handover_hold_seconds",
+			"Per partition set up with uncertain records: how long their accounts wait for the previous owner's calls (0: its final commit said none ran any more).",
+			[]float64{0, .1, .25, .5, 1, 2, 3, 4, 5, 6, 8, 12, 30}),
 		SeqGaps:        f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
 		LateEvents:     f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
 		InFlight:       f.gauge("inflight_events", "Events dispatched and not yet ended."),
