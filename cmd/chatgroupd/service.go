@@ -114,7 +114,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		Dispatcher: disp, DeadLetterer: dw, Share: disp, Partitioner: partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: legacyDrain,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: legacyDrain,
 		RetryLane: f.retryLane == "on", LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
 		UncertainHold: f.imTimeout + time.Second,
