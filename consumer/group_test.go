@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
@@ -233,5 +236,59 @@ func testStaticRestart(t *testing.T, killLeader bool) {
 	}
 	if err := context.Cause(g2.ctx); err != nil {
 		t.Fatalf("the restarted member's generation ended: %v", err)
+	}
+}
+
+// TestJoinRetriesGroupErrors injects the coordinator's refusals (embedded broker): a JoinGroup
+// answered NOT_COORDINATOR is retried after a backoff, a SyncGroup answered REBALANCE_IN_PROGRESS
+// rejoins at once; the member still gets every partition. A heartbeat answered
+// UNKNOWN_MEMBER_ID ends the generation and makes the member forget its id, and it joins again
+// as a new member.
+func TestJoinRetriesGroupErrors(t *testing.T) {
+	ge := newGroupEnv(t, 2)
+	f := ge.k.Fake
+	if f == nil {
+		t.Skip("injects coordinator errors: embedded broker only")
+	}
+	var joins, syncs atomic.Int32
+	f.ControlKey(int16(kmsg.JoinGroup), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		joins.Add(1)
+		resp := r.ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode = kerr.NotCoordinator.Code
+		return resp, nil, true
+	})
+	f.ControlKey(int16(kmsg.SyncGroup), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		syncs.Add(1)
+		resp := r.ResponseKind().(*kmsg.SyncGroupResponse)
+		resp.ErrorCode = kerr.RebalanceInProgress.Code
+		return resp, nil, true
+	})
+	ctx := context.Background()
+	m := ge.member("")
+	g := waitGen(t, joined(ctx, m), "join after refusals")
+	if joins.Load() != 1 || syncs.Load() != 1 {
+		t.Fatalf("refusals injected: %d joins, %d syncs; want one each", joins.Load(), syncs.Load())
+	}
+	if got := parts(g); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("got %v, want every partition", got)
+	}
+	first := g.gen.MemberID
+	f.ControlKey(int16(kmsg.Heartbeat), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		resp := r.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.ErrorCode = kerr.UnknownMemberID.Code
+		return resp, nil, true
+	})
+	waitEnded(t, g, "after UNKNOWN_MEMBER_ID")
+	g.stop()
+	if cause := context.Cause(g.ctx); !errors.Is(cause, kafka.UnknownMemberId) {
+		t.Fatalf("generation ended with %v, want UNKNOWN_MEMBER_ID", cause)
+	}
+	if m.id != "" {
+		t.Fatalf("member id %q kept after UNKNOWN_MEMBER_ID", m.id)
+	}
+	g2 := waitGen(t, joined(ctx, m), "rejoin as a new member")
+	defer g2.stop()
+	if g2.gen.MemberID == first || !slices.Equal(parts(g2), []int{0, 1}) {
+		t.Fatalf("rejoined as %q (was %q) with %v", g2.gen.MemberID, first, parts(g2))
 	}
 }
