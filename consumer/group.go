@@ -78,7 +78,7 @@ var errRejoin = errors.New("rejoin")
 // caller must call end when done with it.
 func (m *member) join(ctx context.Context) (*groupGen, error) {
 	backoff := m.joinBackoff
-	for {
+	for rejoins := 0; ; {
 		g, err := m.joinOnce(ctx)
 		if err == nil {
 			return g, nil
@@ -89,7 +89,9 @@ func (m *member) join(ctx context.Context) (*groupGen, error) {
 		if errors.Is(err, ErrFenced) {
 			return nil, err
 		}
-		if errors.Is(err, errRejoin) {
+		// A rejoin is normal protocol and goes again at once, but not forever: a coordinator
+		// that keeps answering so gets the backoff too.
+		if rejoins++; errors.Is(err, errRejoin) && rejoins <= 3 {
 			continue
 		}
 		m.cfg.Logger.Warn("consumer group: join failed, retrying", zap.String("group", m.cfg.GroupID),
