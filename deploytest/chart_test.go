@@ -952,3 +952,27 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Errorf("egress ports %v, want DNS, Kafka 9093, IM 8080 and the extra 3128", egressPorts)
 	}
 }
+
+// TestInstanceIDFromPodName: by default the pod's name reaches chatgroupd as
+// CHATGROUPD_INSTANCE_ID (static group membership), through the Downward API; turned off, the
+// variable is gone (dynamic membership).
+func TestInstanceIDFromPodName(t *testing.T) {
+	find := func(r rendered) *corev1.EnvVar {
+		d := r.only(t, "Deployment").(*appsv1.Deployment)
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "CHATGROUPD_INSTANCE_ID" {
+				return &e
+			}
+		}
+		return nil
+	}
+	for _, vf := range valuesFiles {
+		e := find(render(t, vf))
+		if e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+			t.Errorf("%s: CHATGROUPD_INSTANCE_ID = %+v, want the pod name from the Downward API", name(vf), e)
+		}
+	}
+	if e := find(renderWith(t, "--set", "instanceIdFromPodName=false")); e != nil {
+		t.Errorf("instanceIdFromPodName=false still sets %+v", e)
+	}
+}

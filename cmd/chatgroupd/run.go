@@ -57,6 +57,7 @@ type serviceFlags struct {
 	duplicateCode       int
 	sessionTimeout      time.Duration
 	rebalanceTime       time.Duration
+	instanceID          string
 	keyMismatch         string
 	partitioner         string
 	fleetBudget         string
@@ -99,6 +100,8 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	intFlag(fs, &f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, 1, 999999, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	durationFlag(fs, &f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, time.Second, 30*time.Minute, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
 	durationFlag(fs, &f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, time.Second, 30*time.Minute, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
+	checkedFlag(fs, &f.instanceID, "instance-id", "", "a Kafka group.instance.id: letters, digits, '.', '_', '-', at most 249", checkInstanceID,
+		"static group membership: a unique, stable id per replica (the chart uses the pod name); a restart within --session-timeout gets its partitions back without a rebalance, a graceful stop still hands them over at once (default: dynamic membership)")
 	stringFlag(fs, &f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, oneOf, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)",
 		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
 	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
@@ -143,6 +146,14 @@ func insecureEndpoint(endpoint string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip == nil || !ip.IsLoopback()
+}
+
+// checkInstanceID accepts "" (dynamic membership) or a valid group.instance.id.
+func checkInstanceID(s string) error {
+	if s == "" {
+		return nil
+	}
+	return consumer.ValidateInstanceID(s)
 }
 
 func (f *serviceFlags) dlq() string {

@@ -193,7 +193,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: disp, DeadLetterer: s.dlq, Share: disp, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: s.legacyDrain,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
 		UncertainHold: f.imTimeout + time.Second,
