@@ -26,6 +26,8 @@ const (
 	envReplicas  = "CHAOS_REPLICAS"       // fleet size, default drawn 3–5 per seed
 	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
 	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
+	envLogLevel  = "CHAOS_LOG_LEVEL"      // the replicas' log level, default info (debug logs every write)
+	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -101,14 +103,15 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.Duration+10*time.Minute)
 	defer cancel()
-	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf})
+	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
+		LogLevel: os.Getenv(envLogLevel)})
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
 	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v): %s", s.Seed, s.Replicas, s.Duration,
 		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.Report.Summary())
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv(envKeep) != "" {
 			t.Logf("logs of seed %d kept in %s", s.Seed, dir)
 			return
 		}
@@ -215,8 +218,8 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
-		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow,
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
+		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
 		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled)
 	t.Log(line)
 	fmt.Println(line)
