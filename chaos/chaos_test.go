@@ -246,6 +246,56 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 	t.Logf("caught: %v", r.Err())
 }
 
+// TestChaosCatchesWholeBudget is the budget check's own test, counted as calls reached the
+// simulator: replicas that each take the whole budget whatever they own
+// (CHATGROUPD_TEST_BREAK=whole-budget) must be caught crossing it under a backlog.
+func TestChaosCatchesWholeBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(98)
+	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=whole-budget")
+	r := res.Report
+	if r.WindowsOverBudget == 0 {
+		t.Fatalf("the checker did not catch replicas that each use the whole budget: %s\n%s", r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosWholeBudgetControl runs the budget self-test's schedule without the break: it must
+// pass, so that what the self-test catches is the break. With the seeds of `make chaos`.
+func TestChaosWholeBudgetControl(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(98)
+	verify(t, s, play(t, c, s))
+}
+
+// backlogSchedule: three replicas and 2400 events over every account in the first seconds,
+// about twelve seconds of work at the budget, with no fault: only the budget is under test.
+func backlogSchedule(seed uint64) *Schedule {
+	o := Options{Seed: seed, Duration: 12 * time.Second, Replicas: 3, SessionTimeout: 4 * time.Second}.withDefaults()
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
+	var steps []Step
+	for i := range 4 {
+		var recs []Record
+		for range 600 {
+			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))))
+		}
+		steps = append(steps, Step{At: time.Duration(i) * time.Second, Kind: KindBurst, Records: recs, Note: "600 events over every account"})
+	}
+	return &Schedule{Options: o, Steps: steps}
+}
+
 // TestChaosLegacyDrainControl runs the self-test's schedule on the consumer as built, without
 // the break: it must pass, so what the self-test catches is the broken drain and not the
 // schedule. It runs with the seeds of `make chaos` (CHAOS_SEEDS set).
