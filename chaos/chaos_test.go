@@ -27,6 +27,7 @@ const (
 	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
 	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
 	envLogLevel  = "CHAOS_LOG_LEVEL"      // the replicas' log level, default info (debug logs every write)
+	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
@@ -83,7 +84,7 @@ func broker(t *testing.T) *kafkatest.Cluster {
 // options are the schedule options of seed on c: a real broker keeps its 6s minimum session
 // and has no DLQ switch.
 func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
-	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil}
+	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget)}
 	if c.Fake == nil {
 		o.SessionTimeout = 6 * time.Second
 	}

@@ -489,6 +489,7 @@ func (r *run) start(ctx context.Context, i int) error {
 		// Longer than the slowest account's calls and the simulator's hangs, so those calls end
 		// at the simulator, not by the client giving up.
 		"--im-timeout", (4 * s.SessionTimeout).String(),
+		"--fleet-budget", cmp.Or(s.FleetBudget, BudgetStatic),
 	}
 	p, err := r.spawn(fmt.Sprintf("replica-%d.%d", i, r.gen[i]), args, append(baseEnv(), r.cfg.Env...), nil)
 	if err != nil {
