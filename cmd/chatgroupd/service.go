@@ -59,6 +59,8 @@ type service struct {
 	client      *im.Client
 	partitioner event.Partitioner
 	legacyDrain bool
+	// wholeBudget is the whole-budget test break (see testBreak).
+	wholeBudget bool
 	resolver    *modeResolver // nil when no flag is auto
 	fallbacks   []*unusable   // what auto fell back on, watched by Run
 
@@ -113,17 +115,22 @@ func newService(cfg serviceConfig) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	legacyDrain, err := testBreak(f.testBreak)
+	brk, err := testBreak(f.testBreak)
 	if err != nil {
 		dw.Close()
 		return nil, err
 	}
+	legacyDrain := brk == breakLegacyDrain
 	if legacyDrain {
 		cfg.log.Warn("TEST BREAK ACTIVE: revoke drain bound by the rebalance timeout only; this process can run two calls of one account at once",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
+	if brk == breakWholeBudget {
+		cfg.log.Warn("TEST BREAK ACTIVE: this replica takes the whole rate budget whatever it owns; the fleet crosses the budget",
+			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
-		dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		wholeBudget: brk == breakWholeBudget, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -187,10 +194,14 @@ func (s *service) build(f serviceFlags) error {
 	if err != nil {
 		return err
 	}
+	var share consumer.ShareSetter = disp
+	if s.wholeBudget {
+		share = wholeBudget{disp}
+	}
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Dispatcher: disp, DeadLetterer: s.dlq, Share: disp, Partitioner: s.partitioner,
+		Dispatcher: disp, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain,
@@ -383,15 +394,24 @@ func (s *service) Run(ctx context.Context) error {
 // envTestBreak names the hidden switch a chaos suite sets to run a deliberately broken variant.
 const envTestBreak = "CHATGROUPD_TEST_BREAK"
 
-// testBreak maps CHATGROUPD_TEST_BREAK to the variant it selects: "legacy-drain" restores the
-// revoke drain bounded by the rebalance timeout only. Anything else non-empty is an error, so a
-// typo never passes for a test of the checker.
-func testBreak(v string) (legacyDrain bool, err error) {
+// Variants CHATGROUPD_TEST_BREAK selects.
+const (
+	breakLegacyDrain = "legacy-drain" // the revoke drain bounded by the rebalance timeout only
+	breakWholeBudget = "whole-budget" // every replica uses the whole rate budget, as if alone
+)
+
+// testBreak checks CHATGROUPD_TEST_BREAK and returns the variant it selects ("" for none).
+// Anything unknown is an error, so a typo never passes for a test of the checker.
+func testBreak(v string) (string, error) {
 	switch v {
-	case "":
-		return false, nil
-	case "legacy-drain":
-		return true, nil
+	case "", breakLegacyDrain, breakWholeBudget:
+		return v, nil
 	}
-	return false, fmt.Errorf("%s=%q: unknown test break (known: legacy-drain)", envTestBreak, v)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget)
 }
+
+// wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the
+// others, which is what the chaos suite's budget check must catch.
+type wholeBudget struct{ d *dispatcher.Dispatcher }
+
+func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0) }
