@@ -177,7 +177,7 @@ func TestFleetAndStuckScenariosValidate(t *testing.T) {
 	for _, s := range Scenarios(Quick) {
 		if s.Kind == KindFleet && s.Change != ChangeNone {
 			// The change must come well before the backlog runs out at the full rate.
-			if float64(s.Backlog)/s.RateLimit < (s.ChangeAt + time.Duration(s.Replicas)*(s.StepPause+5*time.Second)).Seconds() &&
+			if float64(s.Backlog)/s.RateLimit < (s.ChangeAt+time.Duration(s.Replicas)*(s.StepPause+5*time.Second)).Seconds() &&
 				s.Change == ChangeRolling {
 				t.Errorf("%s: backlog too small for the rolling restart", s.Name)
 			}
