@@ -45,6 +45,7 @@ type drainAnalysis struct {
 	Calls       int     // admitted create calls (not answered 60007)
 	Utilisation float64 // Calls ÷ (limit × (Last − First))
 	Changes     []ChangeResult
+	PerSecond   []int // admitted calls in each second after First
 }
 
 // change is a membership change the harness made, and when.
@@ -65,6 +66,10 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 	a.First, a.Last, a.Calls = ts[0], ts[len(ts)-1], len(ts)
 	if d := a.Last.Sub(a.First).Seconds(); d > 0 {
 		a.Utilisation = float64(len(ts)) / (limit * d)
+	}
+	a.PerSecond = make([]int, int(a.Last.Sub(a.First)/time.Second)+1)
+	for _, t := range ts {
+		a.PerSecond[int(t.Sub(a.First)/time.Second)]++
 	}
 	thr := BackThreshold * limit
 	// rate(t) = calls in (t-1s, t], for t on the grid.
@@ -263,6 +268,27 @@ func (rn *run) fleet(ctx context.Context) error {
 			}
 		}
 	}()
+	// The backlog arrives once the fleet is up: a join at start-up is not part of the drain.
+	if err := rn.waitStable(ctx, n, reps); err != nil {
+		return err
+	}
+	gen, err := rn.r.generator(rn.sc)
+	if err != nil {
+		return err
+	}
+	if rn.sc.HotShare > 0 {
+		if rn.res.Expected, err = rn.r.produceSkewed(ctx, rn.flags.Topic, gen, rn.sc.Backlog, rn.sc.Partitions, rn.sc.HotShare); err != nil {
+			return err
+		}
+	} else {
+		p := rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
+		_, err = p.produce(ctx, rn.sc.Backlog, false)
+		p.Close()
+		if err != nil {
+			return err
+		}
+		rn.res.Expected = gen.Expect().Valid
+	}
 	var changes []change
 	// steps run in order, one per sample until it reports done.
 	var steps []func(now time.Time) (bool, error)
@@ -365,6 +391,44 @@ func (rn *run) fleet(ctx context.Context) error {
 	rn.res.Utilisation = a.Utilisation
 	rn.res.CallsPerSec = a.Utilisation * rn.sc.RateLimit
 	rn.res.Changes = a.Changes
+	rn.res.PerSecond = a.PerSecond
+	return nil
+}
+
+// waitStable waits until the subject's consumer group is Stable with (for a fleet subject) a
+// member per replica, then a moment more for the members to start fetching; it records how
+// long that took from the start.
+func (rn *run) waitStable(ctx context.Context, n int, reps []*replica) error {
+	c := &kafka.Client{Addr: kafka.TCP(rn.r.cfg.Broker.Addrs...), Timeout: 5 * time.Second}
+	want := 1
+	if rn.subj.Fleet {
+		want = n
+	}
+	tick := time.NewTicker(rn.r.cfg.SampleEvery)
+	defer tick.Stop()
+	for {
+		resp, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{rn.flags.Group}})
+		if err == nil && len(resp.Groups) == 1 && resp.Groups[0].Error == nil &&
+			resp.Groups[0].GroupState == "Stable" && len(resp.Groups[0].Members) >= want {
+			break
+		}
+		for i, r := range reps {
+			if !r.p.alive() {
+				return fmt.Errorf("replica %d exited before the group was stable (see its log)", i)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a stable group of %d: %w", want, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	rn.res.Stable = time.Since(reps[0].p.started)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Second):
+	}
 	return nil
 }
 

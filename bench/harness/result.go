@@ -54,8 +54,10 @@ type Result struct {
 	Replicas    int           // processes run at once (1 for a subject without a fleet notion)
 	InstanceIDs bool          // the replicas were given --instance-id
 	Starts      int           // processes started, restarts included
+	Stable      time.Duration // start → the group stable with every replica, before the backlog
 	Drain       time.Duration // first admitted call → last
 	Changes     []ChangeResult
+	PerSecond   []int // admitted calls in each second of the drain
 
 	// Stuck-account runs (KindStuck): E2E* and CreatedPerSec are the other accounts'.
 	StuckEvents int // events of the stuck account produced

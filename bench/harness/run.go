@@ -115,7 +115,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 	}
 	var topic string
 	var expect loadgen.Expect
-	if sc.Kind != KindE2E && sc.Kind != KindStuck {
+	if sc.Kind != KindE2E && sc.Kind != KindStuck && sc.Kind != KindFleet {
 		// Produced once; every subject reads the same records with a group of its own.
 		topic = kafkatest.UniqueName("bench-" + sc.Name)
 		if err := r.cfg.Broker.CreateTopic(ctx, topic, sc.Partitions); err != nil {
@@ -127,21 +127,13 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 			return nil, err
 		}
 		start := time.Now()
-		if sc.Kind == KindFleet && sc.HotShare > 0 {
-			valid, err := r.produceSkewed(ctx, topic, gen, sc.Backlog, sc.Partitions, sc.HotShare)
-			if err != nil {
-				return nil, fmt.Errorf("harness: %w", err)
-			}
-			expect = loadgen.Expect{Valid: valid}
-		} else {
-			p := r.cfg.Broker.newProducer(topic, gen)
-			_, err = p.produce(ctx, sc.Backlog, false)
-			p.Close()
-			if err != nil {
-				return nil, fmt.Errorf("harness: %w", err)
-			}
-			expect = gen.Expect()
+		p := r.cfg.Broker.newProducer(topic, gen)
+		_, err = p.produce(ctx, sc.Backlog, false)
+		p.Close()
+		if err != nil {
+			return nil, fmt.Errorf("harness: %w", err)
 		}
+		expect = gen.Expect()
 		r.progress("%s: produced %d events in %v", sc.Name, sc.Backlog, time.Since(start).Round(time.Millisecond))
 	}
 	var out []Result
