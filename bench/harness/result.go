@@ -109,10 +109,10 @@ func changesText(cs []ChangeResult) string {
 	}
 	var parts []string
 	for _, c := range cs {
-		gap := fmt.Sprintf("back ≥%.0f%% at +%.1fs", BackThreshold*100, c.Gap)
+		gap := fmt.Sprintf("back at ≥%.1f%% of the budget +%.1fs after", BackThreshold*100, c.Gap)
 		switch {
 		case c.Gap < 0:
-			gap = fmt.Sprintf("not back ≥%.0f%% before the next change or the end", BackThreshold*100)
+			gap = fmt.Sprintf("not back at ≥%.1f%% before the next change or the end", BackThreshold*100)
 		case c.Gap == 0:
 			gap = "no dip"
 		}
