@@ -424,7 +424,8 @@ func (r *run) create(ctx context.Context) (*Outcome, string, error) {
 	err := r.call(ctx, r.d.create, func(ctx context.Context) error {
 		resp, err := r.d.cfg.API.CreateContactGroup(ctx, req)
 		if err == nil && resp != nil {
-			err = createPartial(resp)
+			// *im.Client reports a partial answer itself; an API implementation may not.
+			err = resp.PartialError()
 		}
 		return err
 	})
@@ -484,7 +485,7 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 	err = r.call(ctx, r.d.update, func(ctx context.Context) error {
 		resp, err := r.d.cfg.API.UpdateContactGroup(ctx, req)
 		if err == nil && resp != nil {
-			err = updatePartial(resp)
+			err = resp.PartialError()
 		}
 		return err
 	})
@@ -524,7 +525,7 @@ func (r *run) getAll(ctx context.Context) ([]im.GroupItem, []im.ContactInfo, err
 			var err error
 			page, err = r.d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: r.ev.FromAccount, StartIndex: start})
 			if err == nil && page == nil {
-				err = malformed("empty get_contact_group answer")
+				err = im.MalformedError(im.APIGet, "empty answer")
 			}
 			return err
 		})
@@ -537,15 +538,11 @@ func (r *run) getAll(ctx context.Context) ([]im.GroupItem, []im.ContactInfo, err
 			return groups, contacts, nil
 		}
 		if page.NextStartIndex <= start {
-			return nil, nil, malformed(fmt.Sprintf("get_contact_group NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
+			return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
 		}
 		start = page.NextStartIndex
 	}
-	return nil, nil, malformed(fmt.Sprintf("get_contact_group not complete after %d pages", maxGetPages))
-}
-
-func malformed(msg string) *im.Error {
-	return &im.Error{API: im.APIGet, Class: im.ClassTransient, HTTPStatus: http.StatusOK, Err: errors.New(msg)}
+	return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("not complete after %d pages", maxGetPages))
 }
 
 // failed decides what a failed attempt means: an outcome, a retry after backoff (nil, nil), a
@@ -774,40 +771,6 @@ func asIMError(api string, err error) *im.Error {
 		return e
 	}
 	return &im.Error{API: api, Class: im.ClassTransient, Network: true, Err: err}
-}
-
-// createPartial turns non-zero per-conversation codes in a successful answer into a partial
-// *im.Error (the im client already does; other API implementations may not).
-func createPartial(resp *im.CreateResponse) error {
-	var res []im.ContactResult
-	var group *im.GroupItem
-	for _, g := range resp.GroupResultItem {
-		res = append(res, g.ResultItem...)
-		if group == nil && g.GroupItem.GroupID != 0 {
-			gi := g.GroupItem
-			group = &gi
-		}
-	}
-	return partialOf(im.APICreate, res, group)
-}
-
-func updatePartial(resp *im.UpdateResponse) error {
-	var res []im.ContactResult
-	for _, x := range resp.UpdateGroupResult.ContactResultItem {
-		res = append(res, im.ContactResult{ContactItem: x.ContactItem, ResultCode: x.ResultCode, ResultInfo: x.ResultInfo})
-	}
-	g := &im.GroupItem{GroupName: resp.UpdateGroupResult.GroupName, GroupID: resp.UpdateGroupResult.GroupID}
-	return partialOf(im.APIUpdate, res, g)
-}
-
-func partialOf(api string, res []im.ContactResult, g *im.GroupItem) error {
-	for _, x := range res {
-		if x.ResultCode != 0 {
-			return &im.Error{API: api, Class: im.Classify(x.ResultCode), Code: x.ResultCode, Info: x.ResultInfo,
-				HTTPStatus: http.StatusOK, Partial: true, Results: res, Group: g}
-		}
-	}
-	return nil
 }
 
 func contactItems(cs []event.Contact) []im.ContactItem {

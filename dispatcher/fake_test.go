@@ -185,7 +185,7 @@ func (f *fakeAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest)
 	resp := &im.CreateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"},
 		GroupResultItem: []im.GroupResultItem{{GroupItem: gi, ResultItem: res}}}
 	if failed {
-		return resp, partialOf(im.APICreate, res, &gi)
+		return resp, im.PartialResult(im.APICreate, res, &gi)
 	}
 	return resp, nil
 }
@@ -256,7 +256,7 @@ func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest)
 		return nil, s.err
 	}
 	if failed {
-		return resp, partialOf(im.APIUpdate, res, &im.GroupItem{GroupName: g.name, GroupID: g.id})
+		return resp, im.PartialResult(im.APIUpdate, res, &im.GroupItem{GroupName: g.name, GroupID: g.id})
 	}
 	return resp, nil
 }

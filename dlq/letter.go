@@ -3,6 +3,11 @@
 // replay state lives in a compacted Kafka ledger topic so a replay is done once from any machine.
 package dlq
 
+import (
+	"fmt"
+	"strconv"
+)
+
 // Reasons an event is dead-lettered.
 const (
 	ReasonInvalid   = "invalid"   // never sent to the API
@@ -74,4 +79,46 @@ type Letter struct {
 	// OriginalPartitions is the original topic's partition count; 0 (unknown) omits
 	// dlq-original-partition-count. The Writer fills it when zero.
 	OriginalPartitions int
+}
+
+// Reasons returns every dlq-reason value, in the order operators usually read them.
+func Reasons() []string {
+	return []string{ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted}
+}
+
+// ValidReason reports whether r is one of the four dlq-reason values.
+func ValidReason(r string) bool {
+	switch r {
+	case ReasonInvalid, ReasonRejected, ReasonPartial, ReasonExhausted:
+		return true
+	}
+	return false
+}
+
+// FormatCode is the dlq-error-code header value of code: "network" and "timeout" for
+// CodeNetwork and CodeTimeout, else the decimal number.
+func FormatCode(code int) string {
+	switch code {
+	case CodeNetwork:
+		return "network"
+	case CodeTimeout:
+		return "timeout"
+	}
+	return strconv.Itoa(code)
+}
+
+// ParseCode reads a dlq-error-code value (or a --code filter item) back: FormatCode's names or a
+// decimal integer.
+func ParseCode(s string) (int, error) {
+	switch s {
+	case "network":
+		return CodeNetwork, nil
+	case "timeout":
+		return CodeTimeout, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("code %.32q: want an integer, network or timeout", s)
+	}
+	return int(n), nil
 }

@@ -15,13 +15,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // recorder is a hand-written IM server: it answers each call with the next scripted reply and
@@ -73,10 +69,33 @@ type fixture struct {
 	c    *Client
 	rec  *recorder
 	srv  *httptest.Server
-	m    *metrics.Metrics
+	obs  *countObserver
 	logs *observer.ObservedLogs
 	now  *time.Time
 	mu   *sync.Mutex
+}
+
+// countObserver counts the requests the client reports, by api and code.
+type countObserver struct {
+	mu   sync.Mutex
+	n    map[[2]string]int
+	took []time.Duration
+}
+
+func (o *countObserver) RequestDone(api, code string, took time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == nil {
+		o.n = map[[2]string]int{}
+	}
+	o.n[[2]string{api, code}]++
+	o.took = append(o.took, took)
+}
+
+func (o *countObserver) count(api, code string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[[2]string{api, code}]
 }
 
 func newFixture(t *testing.T, replies ...reply) *fixture {
@@ -85,15 +104,15 @@ func newFixture(t *testing.T, replies ...reply) *fixture {
 	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
 	core, logs := observer.New(zapcore.DebugLevel)
-	m := metrics.New(prometheus.NewPedanticRegistry(), "test", false)
+	obs := &countObserver{}
 	now := time.Unix(1700000000, 0)
 	var mu sync.Mutex
-	c, err := New(Config{SDKAppID: 1400000000, SecretKey: katKey, BaseURL: srv.URL, Metrics: m,
+	c, err := New(Config{SDKAppID: 1400000000, SecretKey: katKey, BaseURL: srv.URL, Observer: obs,
 		Logger: zap.New(core), Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{c: c, rec: rec, srv: srv, m: m, logs: logs, now: &now, mu: &mu}
+	return &fixture{c: c, rec: rec, srv: srv, obs: obs, logs: logs, now: &now, mu: &mu}
 }
 
 func (f *fixture) advance(d time.Duration) {
@@ -201,7 +220,7 @@ func TestClientErrorClasses(t *testing.T) {
 			if n := f.rec.calls(); n != tt.calls {
 				t.Errorf("%d HTTP calls, want %d", n, tt.calls)
 			}
-			if v := testutil.ToFloat64(f.m.APIRequests.WithLabelValues(APICreate, tt.metricCode)); v != float64(tt.calls) {
+			if v := f.obs.count(APICreate, tt.metricCode); v != tt.calls {
 				t.Errorf("api_requests{code=%s} = %v", tt.metricCode, v)
 			}
 			if e.API != APICreate || !strings.HasPrefix(err.Error(), "im create_contact_group: ") {
@@ -278,11 +297,14 @@ func TestClientResignsOnce(t *testing.T) {
 	if err := VerifyUserSig(katKey, 1400000000, DefaultAdmin, q1.Get("usersig"), *f.now); err != nil {
 		t.Errorf("new sig: %v", err)
 	}
-	if v := testutil.ToFloat64(f.m.APIRequests.WithLabelValues(APIGet, "70001")); v != 1 {
+	if v := f.obs.count(APIGet, "70001"); v != 1 {
 		t.Errorf("70001 count %v", v)
 	}
-	if v := testutil.ToFloat64(f.m.APIRequests.WithLabelValues(APIGet, "0")); v != 1 {
+	if v := f.obs.count(APIGet, "0"); v != 1 {
 		t.Errorf("ok count %v", v)
+	}
+	if len(f.obs.took) != 2 || f.obs.took[0] <= 0 || f.obs.took[1] <= 0 {
+		t.Errorf("durations reported %v, want two positive", f.obs.took)
 	}
 	f.assertNoSig(t, err)
 }

@@ -66,7 +66,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	client, err := im.New(im.Config{
 		SDKAppID: f.sdkAppID, Admin: f.admin, SecretKey: cfg.secretKey,
 		Region: f.imRegion, BaseURL: f.imEndpoint, Timeout: f.imTimeout,
-		Metrics: cfg.metrics, Logger: cfg.log,
+		Observer: newAPIObserver(cfg.metrics), Logger: cfg.log,
 	})
 	if err != nil {
 		return nil, err
