@@ -26,6 +26,9 @@ const (
 	envReplicas  = "CHAOS_REPLICAS"       // fleet size, default drawn 3–5 per seed
 	envShortDur  = "CHAOS_SHORT_DURATION" // schedule length of TestChaosShort, default 15s
 	envShort     = "CHAOS_SHORT_SEEDS"    // seeds of TestChaosShort, default 1,2,3
+	envLogLevel  = "CHAOS_LOG_LEVEL"      // the replicas' log level, default info (debug logs every write)
+	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
+	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -81,7 +84,7 @@ func broker(t *testing.T) *kafkatest.Cluster {
 // options are the schedule options of seed on c: a real broker keeps its 6s minimum session
 // and has no DLQ switch.
 func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
-	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil}
+	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget)}
 	if c.Fake == nil {
 		o.SessionTimeout = 6 * time.Second
 	}
@@ -101,14 +104,15 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.Duration+10*time.Minute)
 	defer cancel()
-	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf})
+	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
+		LogLevel: os.Getenv(envLogLevel)})
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
 	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v): %s", s.Seed, s.Replicas, s.Duration,
 		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.Report.Summary())
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv(envKeep) != "" {
 			t.Logf("logs of seed %d kept in %s", s.Seed, dir)
 			return
 		}
@@ -215,8 +219,8 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
-		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow,
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
+		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
 		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled)
 	t.Log(line)
 	fmt.Println(line)
@@ -241,6 +245,56 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 		t.Fatalf("the checker did not catch replicas that drain past their session: %s\n%s", r.Summary(), s)
 	}
 	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosCatchesWholeBudget is the budget check's own test, counted as calls reached the
+// simulator: replicas that each take the whole budget whatever they own
+// (CHATGROUPD_TEST_BREAK=whole-budget) must be caught crossing it under a backlog.
+func TestChaosCatchesWholeBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(98)
+	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=whole-budget")
+	r := res.Report
+	if r.WindowsOverBudget == 0 {
+		t.Fatalf("the checker did not catch replicas that each use the whole budget: %s\n%s", r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosWholeBudgetControl runs the budget self-test's schedule without the break: it must
+// pass, so that what the self-test catches is the break. With the seeds of `make chaos`.
+func TestChaosWholeBudgetControl(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(98)
+	verify(t, s, play(t, c, s))
+}
+
+// backlogSchedule: three replicas and 2400 events over every account in the first seconds,
+// about twelve seconds of work at the budget, with no fault: only the budget is under test.
+func backlogSchedule(seed uint64) *Schedule {
+	o := Options{Seed: seed, Duration: 12 * time.Second, Replicas: 3, SessionTimeout: 4 * time.Second}.withDefaults()
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
+	var steps []Step
+	for i := range 4 {
+		var recs []Record
+		for range 600 {
+			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))))
+		}
+		steps = append(steps, Step{At: time.Duration(i) * time.Second, Kind: KindBurst, Records: recs, Note: "600 events over every account"})
+	}
+	return &Schedule{Options: o, Steps: steps}
 }
 
 // TestChaosLegacyDrainControl runs the self-test's schedule on the consumer as built, without

@@ -48,11 +48,14 @@ type Report struct {
 	OrderViolations   int // applied after a higher seq of the account that was not ahead by more than the reorder window
 	Late              int // applied after a higher seq that was produced well before it (allowed, counted)
 	WindowsOverBudget int // calls that made their one-second window exceed the budget
-	MaxWindow         int // most calls of one API in a sliding second
-	WrongOutcome      int // dead-lettered with the wrong reason, valid dead-lettered, wrong contacts
-	DLQStrays         int // letters for no produced record
-	DLQRepeats        int // extra letters for one record (at-least-once across crashes: counted, allowed)
-	Lag               int64
+	MaxWindow         int // most calls of one API in a sliding second, as they arrived
+	// MaxWindowAtHandler is MaxWindow counted at the simulator's handler starts instead, which
+	// a starved simulator process delays (informational; see checkBudget).
+	MaxWindowAtHandler int
+	WrongOutcome       int // dead-lettered with the wrong reason, valid dead-lettered, wrong contacts
+	DLQStrays          int // letters for no produced record
+	DLQRepeats         int // extra letters for one record (at-least-once across crashes: counted, allowed)
+	Lag                int64
 
 	Problems []string // the first few of each kind, for the failure message
 	kinds    map[string]int
@@ -73,9 +76,9 @@ func (r *Report) problem(kind, format string, args ...any) {
 
 // Summary is the report on one line.
 func (r Report) Summary() string {
-	return fmt.Sprintf("records=%d applied=%d dead_lettered=%d duplicates_dropped=%d lost=%d duplicate_creates=%d contacts_twice=%d concurrent_calls=%d order_violations=%d late=%d windows_over_budget=%d max_window=%d wrong_outcome=%d dlq_strays=%d dlq_repeats=%d lag=%d",
+	return fmt.Sprintf("records=%d applied=%d dead_lettered=%d duplicates_dropped=%d lost=%d duplicate_creates=%d contacts_twice=%d concurrent_calls=%d order_violations=%d late=%d windows_over_budget=%d max_window=%d max_window_at_handler=%d wrong_outcome=%d dlq_strays=%d dlq_repeats=%d lag=%d",
 		r.Records, r.Applied, r.DeadLettered, r.DuplicatesDropped, r.Lost, r.DuplicateCreates, r.ContactsTwice, r.ConcurrentCalls,
-		r.OrderViolations, r.Late, r.WindowsOverBudget, r.MaxWindow, r.WrongOutcome, r.DLQStrays, r.DLQRepeats, r.Lag)
+		r.OrderViolations, r.Late, r.WindowsOverBudget, r.MaxWindow, r.MaxWindowAtHandler, r.WrongOutcome, r.DLQStrays, r.DLQRepeats, r.Lag)
 }
 
 // Err returns the violations, nil when every invariant held.
@@ -115,6 +118,7 @@ func (r *Report) Add(o Report) {
 	r.Late += o.Late
 	r.WindowsOverBudget += o.WindowsOverBudget
 	r.MaxWindow = max(r.MaxWindow, o.MaxWindow)
+	r.MaxWindowAtHandler = max(r.MaxWindowAtHandler, o.MaxWindowAtHandler)
 	r.WrongOutcome += o.WrongOutcome
 	r.DLQStrays += o.DLQStrays
 	r.DLQRepeats += o.DLQRepeats
@@ -308,15 +312,32 @@ func checkOrder(r *Report, recs []Record, applied map[groupKey][]imsim.Call, win
 	}
 }
 
-// checkBudget slides a one-second window over each API's calls as the simulator counts them
-// (every call, admitted or not, at the time its handler started).
+// checkBudget slides a one-second window over each API's calls as they reached the simulator
+// (every call, admitted or not): at the kernel's receive time of the request (Call.Arrived),
+// or where that is unknown at its handler's start.
+//
+// Not at the handler's start alone: the simulator shares two cores with the fleet and the
+// broker, and on a loaded machine its goroutines read requests up to tens of milliseconds after
+// they arrived (traced for s4: 0.2 ms median, 22.5 ms at p99.9, 28 ms at most; a replica's calls,
+// 50 written in 1.008 s and never more than 50 in 1.005 s, were read as 51 in 0.9975 s because
+// the first was read 11 ms late). That delay is the test machine's, not the network's a real
+// API would count after; counting at the handler would fail the fleet for the simulator's CPU
+// starvation. The handler-start figure is still reported (MaxWindowAtHandler).
 func checkBudget(r *Report, calls []imsim.Call, budget int) {
 	if budget <= 0 {
 		return
 	}
-	by := map[string][]time.Time{}
+	by, byHandler := map[string][]time.Time{}, map[string][]time.Time{}
 	for _, c := range calls {
-		by[c.API] = append(by[c.API], c.Start)
+		at := c.Start
+		if !c.Arrived.IsZero() {
+			at = c.Arrived
+		}
+		by[c.API] = append(by[c.API], at)
+		byHandler[c.API] = append(byHandler[c.API], c.Start)
+	}
+	for _, ts := range byHandler {
+		r.MaxWindowAtHandler = max(r.MaxWindowAtHandler, maxInSecond(ts))
 	}
 	for api, ts := range by {
 		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
@@ -339,6 +360,19 @@ func checkBudget(r *Report, calls []imsim.Call, budget int) {
 			r.problem("budget", "%s: %d calls in the second before %s (budget %d)", api, worst, worstAt.Format("15:04:05.000"), budget)
 		}
 	}
+}
+
+// maxInSecond is the most of ts within one sliding second; it sorts ts.
+func maxInSecond(ts []time.Time) int {
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	lo, most := 0, 0
+	for hi, t := range ts {
+		for !ts[lo].After(t.Add(-time.Second)) {
+			lo++
+		}
+		most = max(most, hi-lo+1)
+	}
+	return most
 }
 
 func sameContacts(got, want []im.ContactItem) bool {

@@ -97,6 +97,29 @@ func TestCheck(t *testing.T) {
 					Group: "other", Start: s, End: s.Add(time.Millisecond), Code: im.CodeBadParams})
 			}
 		}, check: func(r Report) bool { return r.MaxWindow == 201 }},
+		{name: "201 calls arrived in a window, handlers spread out", want: "1 calls over the one-second budget", mutate: func(ev *Evidence) {
+			// The handlers began over 2 s (a starved simulator), but the requests arrived in 0.8 s:
+			// the fleet sent too many, and the late reads must not hide it.
+			t0 := ev.Calls[0].Start.Add(10 * time.Second)
+			for i := range 201 {
+				a := t0.Add(time.Duration(i) * 4 * time.Millisecond)
+				s := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+				ev.Calls = append(ev.Calls, imsim.Call{API: im.APIGet, Account: "z" + time.Duration(i).String(), Arrived: a, Start: s, End: s.Add(time.Millisecond)})
+			}
+		}, check: func(r Report) bool { return r.MaxWindow == 201 && r.MaxWindowAtHandler < 201 }},
+		{name: "201 handlers in a window of 200 arrivals a second", mutate: func(ev *Evidence) {
+			// 200/s evenly as they arrived; the first read 11 ms late, so 201 handlers began
+			// within a second (the traced case): within budget, reported at the handler.
+			t0 := ev.Calls[0].Start.Add(10 * time.Second)
+			for i := range 400 {
+				a := t0.Add(time.Duration(i) * 5 * time.Millisecond)
+				s := a
+				if i == 0 {
+					s = a.Add(11 * time.Millisecond)
+				}
+				ev.Calls = append(ev.Calls, imsim.Call{API: im.APIGet, Account: "w" + time.Duration(i).String(), Arrived: a, Start: s, End: s.Add(time.Millisecond)})
+			}
+		}, check: func(r Report) bool { return r.MaxWindow == 200 && r.MaxWindowAtHandler == 201 }},
 		{name: "200 calls in a window are within budget", mutate: func(ev *Evidence) {
 			t0 := ev.Calls[0].Start.Add(10 * time.Second)
 			for i := range 400 { // 200/s for two seconds, evenly spaced

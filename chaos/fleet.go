@@ -59,6 +59,9 @@ type Config struct {
 	DrainTimeout time.Duration // default 3m
 	// Env is added to the replicas' environment (CHATGROUPD_TEST_BREAK=…).
 	Env []string
+	// LogLevel of the replicas; default info. At debug each replica logs every request it
+	// writes to the API ("request written"), which JoinWrites joins with the call log.
+	LogLevel string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -88,6 +91,7 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 2*s)
 	c.ReorderWindow = cmp.Or(c.ReorderWindow, time.Second)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, 3*time.Minute)
+	c.LogLevel = cmp.Or(c.LogLevel, "info")
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
 	}
@@ -479,12 +483,13 @@ func (r *run) start(ctx context.Context, i int) error {
 	args := []string{"run", "--brokers", strings.Join(r.cfg.Brokers, ","),
 		"--topic", r.topic, "--group", r.group, "--dlq-topic", r.dlqTopic,
 		"--im-endpoint", r.simURL, "--sdkappid", strconv.Itoa(SDKAppID), "--rate-limit", strconv.Itoa(r.cfg.RateLimit),
-		"--metrics-addr", addr, "--log-format", "json", "--log-level", "info",
+		"--metrics-addr", addr, "--log-format", "json", "--log-level", r.cfg.LogLevel,
 		"--session-timeout", s.SessionTimeout.String(), "--rebalance-timeout", r.cfg.RebalanceTimeout.String(),
 		"--shutdown-timeout", r.cfg.ShutdownTimeout.String(), "--reorder-window", r.cfg.ReorderWindow.String(),
 		// Longer than the slowest account's calls and the simulator's hangs, so those calls end
 		// at the simulator, not by the client giving up.
 		"--im-timeout", (4 * s.SessionTimeout).String(),
+		"--fleet-budget", cmp.Or(s.FleetBudget, BudgetStatic),
 	}
 	p, err := r.spawn(fmt.Sprintf("replica-%d.%d", i, r.gen[i]), args, append(baseEnv(), r.cfg.Env...), nil)
 	if err != nil {

@@ -9,6 +9,7 @@
 package chaos
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -94,7 +95,17 @@ type Options struct {
 	SessionTimeout time.Duration // default 4s
 	// DLQFaults allows dlq-down steps (they need the embedded broker).
 	DLQFaults bool
+	// FleetBudget is how the replicas share the budget (their --fleet-budget): BudgetStatic or
+	// BudgetKafka. NewSchedule picks it by the seed when empty (odd: kafka), so both modes are under test;
+	// a hand-made schedule without it runs static.
+	FleetBudget string
 }
+
+// Values of Options.FleetBudget.
+const (
+	BudgetStatic = "static" // each replica the share of its partitions
+	BudgetKafka  = "kafka"  // create budget flows to the backlog through the budget topic
+)
 
 func (o Options) withDefaults() Options {
 	if o.Duration <= 0 {
@@ -135,7 +146,8 @@ func (s *Schedule) Count(k Kind) int {
 // String prints the schedule one step a line.
 func (s *Schedule) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout, len(s.Records()))
+	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
+		cmp.Or(s.FleetBudget, BudgetStatic), len(s.Records()))
 	for _, st := range s.Steps {
 		fmt.Fprintf(&b, "  %7.2fs %-9s", st.At.Seconds(), st.Kind)
 		switch st.Kind {
@@ -173,6 +185,15 @@ func NewSchedule(o Options) *Schedule {
 	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{}}
 	if o.Replicas <= 0 {
 		g.o.Replicas = 3 + g.rng.IntN(3)
+	}
+	if g.o.FleetBudget == "" {
+		// Odd seeds kafka, even ones static: any two consecutive seeds test both. Not drawn from
+		// the steps' generator, so that a seed's steps are what they were before the mode
+		// existed (seeds stay comparable across runs and notes).
+		g.o.FleetBudget = BudgetStatic
+		if o.Seed%2 == 1 {
+			g.o.FleetBudget = BudgetKafka
+		}
 	}
 	g.busy = make([]time.Duration, g.o.Replicas)
 	// The lifecycle events every seed must have, at random times in the first three quarters.

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -117,4 +118,36 @@ func TestScheduleRecords(t *testing.T) {
 	if len(byID) < 100 {
 		t.Fatalf("only %d events in 60s", len(byID))
 	}
+}
+
+// The fleet budget mode alternates by seed, both modes among a few seeds, without changing the
+// seed's steps; a mode given is kept.
+func TestScheduleFleetBudget(t *testing.T) {
+	modes := map[string][]uint64{}
+	for seed := uint64(1); seed <= 10; seed++ {
+		s := NewSchedule(Options{Seed: seed})
+		modes[s.FleetBudget] = append(modes[s.FleetBudget], seed)
+		if !strings.Contains(s.String(), "fleet budget "+s.FleetBudget) {
+			t.Errorf("seed %d: the printed schedule does not say its fleet budget %q", seed, s.FleetBudget)
+		}
+		for _, m := range []string{BudgetStatic, BudgetKafka} {
+			f := NewSchedule(Options{Seed: seed, FleetBudget: m})
+			if f.FleetBudget != m {
+				t.Errorf("seed %d: fleet budget %q given, schedule has %q", seed, m, f.FleetBudget)
+			}
+			if steps(f) != steps(s) {
+				t.Errorf("seed %d: forcing fleet budget %s changed the steps", seed, m)
+			}
+		}
+	}
+	if len(modes[BudgetStatic]) == 0 || len(modes[BudgetKafka]) == 0 || len(modes) != 2 {
+		t.Errorf("seeds 1-10 drew %v: want both modes and nothing else", modes)
+	}
+	t.Logf("fleet budget by seed: %v", modes)
+}
+
+// steps is the printed schedule without its header line.
+func steps(s *Schedule) string {
+	_, rest, _ := strings.Cut(s.String(), "\n")
+	return rest
 }

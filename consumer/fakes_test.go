@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,13 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 		block = h
 	}
 	f.mu.Unlock()
+	// Like the real dispatcher's HTTP request: the consumer follows it through httptrace hooks
+	// (written; answered unless the call is abandoned).
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace != nil {
+		trace.GotConn(httptrace.GotConnInfo{})
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
 	defer func() {
 		f.mu.Lock()
 		f.active[acct]--
@@ -131,6 +139,9 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 	}
 	if !ok {
 		out = dispatcher.Outcome{Result: dispatcher.Applied, Attempts: 1}
+	}
+	if trace != nil {
+		trace.GotFirstResponseByte()
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, call{task.Event.EventID, acct, task.Event.Seq, task.ReplayCount, task.Uncertain})

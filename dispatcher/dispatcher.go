@@ -345,7 +345,7 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 			if fresh.Load() {
 				t = t.Add(r.d.cfg.FreshConnMargin)
 			}
-			l.wrote(gate.cur.Load(), now, t)
+			l.wrote(gate.cur.Load(), now, t, r.ev.FromAccount)
 		},
 	}
 	err = fn(im.WithGate(httptrace.WithClientTrace(ctx, trace), gate))

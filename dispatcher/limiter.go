@@ -549,7 +549,7 @@ func (l *limiter) medianRTT() time.Duration {
 
 // wrote records that g's request was written at now, and moves g to t (now, or later for a
 // fresh connection).
-func (l *limiter) wrote(g *grant, now, t time.Time) {
+func (l *limiter) wrote(g *grant, now, t time.Time, account string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g.pending = false
@@ -558,6 +558,26 @@ func (l *limiter) wrote(g *grant, now, t time.Time) {
 	if t.After(now) {
 		l.m.RateLimitHeld.WithLabelValues(l.api, heldFreshConn).Add(t.Sub(now).Seconds())
 	}
+	// At debug level every write is logged, so that a budget window the API saw crossed can be
+	// joined with what each replica wrote and when (the chaos suite's evidence); off by default.
+	if ce := l.log.Check(zap.DebugLevel, "request written"); ce != nil {
+		ce.Write(zap.String("api", l.api), zap.String("account", account), zap.Time("wrote", now),
+			zap.Int("n", l.n), zap.Float64("share", l.share), zap.Bool("growing", l.growing),
+			zap.Int("in_window", l.inWindowLocked(now)), zap.Bool("turns", l.turns != nil))
+	}
+}
+
+// inWindowLocked is how many logged calls lie within the window ending at now, pending ones
+// included. Callers hold mu.
+func (l *limiter) inWindowLocked(now time.Time) int {
+	cut := now.Add(-l.windowAt(now))
+	n := 0
+	for _, g := range l.sent {
+		if g.pending || g.at.After(cut) {
+			n++
+		}
+	}
+	return n
 }
 
 // Reasons of metrics.RateLimitHeld.

@@ -310,7 +310,7 @@ func TestLimiterCountsWriteTimes(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := clock.Now()
-	l.wrote(g, first.Add(500*time.Millisecond), first.Add(500*time.Millisecond)) // the request sat half a second before it went out
+	l.wrote(g, first.Add(500*time.Millisecond), first.Add(500*time.Millisecond), "") // the request sat half a second before it went out
 	if err := take(l); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestLimiterHoldsSlotOfLateRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 				at := clock.Now()
-				l.wrote(g, at, at)
+				l.wrote(g, at, at, "")
 				clock.Advance(rtt)
 				l.finished(g)
 				return at
@@ -385,7 +385,7 @@ func TestLimiterHoldsWindowForUnwrittenCalls(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	written := clock.Now()
-	l.wrote(g, written, written)
+	l.wrote(g, written, written, "")
 	select {
 	case err := <-done:
 		if err != nil {
@@ -469,7 +469,7 @@ func TestLimitersStayWithinBudgetAcrossRebalance(t *testing.T) {
 							break
 						}
 						now := clock.Now()
-						l.wrote(g, now, now)
+						l.wrote(g, now, now, "")
 						l.finished(g)
 						grants = append(grants, now)
 					}

@@ -55,7 +55,7 @@ func runFleet(t *testing.T, clock *fakeclock.Clock, rng *rand.Rand, members []*m
 					break
 				}
 				local := m.l.cfg.Now()
-				m.l.wrote(g, local, local)
+				m.l.wrote(g, local, local, "")
 				m.l.finished(g)
 				calls = append(calls, now)
 			}

@@ -25,7 +25,10 @@ type Call struct {
 	Group    string           `json:"group,omitempty"`
 	Contacts []im.ContactItem `json:"contacts,omitempty"`
 	Start    time.Time        `json:"start"`
-	End      time.Time        `json:"end"`
+	// Arrived is when the request's bytes reached the server's socket (the kernel's receive
+	// time; Linux, Serve only), zero when unknown. Start can be much later on a starved machine.
+	Arrived time.Time `json:"arrived,omitzero"`
+	End     time.Time `json:"end"`
 	// Code is the IM code answered (0 success), -502 for an HTTP 502, -1 when the client went
 	// away before an answer.
 	Code int    `json:"code"`
@@ -56,6 +59,11 @@ func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, api string)
 		return
 	}
 	c := &Call{API: api, Start: s.cfg.Now()}
+	if ac, ok := r.Context().Value(connKey{}).(*arrivalConn); ok {
+		// The last segment the server read before this handler began: the request's, since a
+		// client sends its next request on a connection only after this one's answer.
+		c.Arrived = ac.arrived()
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 	if err != nil {
 		c.End, c.Code = s.cfg.Now(), -1

@@ -43,6 +43,7 @@
 //	POST /admin/invalidate-sigs   sigs issued before now answer 70052
 //	GET  /admin/calls             the call log (Config.CallLog) as a JSON array of Call
 //	POST /admin/account-latency   body {"account":"a","latency":"5s"}: a's calls wait 5s first
+//	POST /admin/account-fault     body {"account":"a","code":50004,"duration":"10m"}: a's calls answer 50004 for 10m
 package imsim
 
 import (
@@ -336,6 +337,7 @@ type Server struct {
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
 	sigCache      map[string]im.UserSigInfo
+	acctFaults    map[string]accountFault // per-account answers (accountfault.go)
 
 	cs callState // call log and per-account latency (calllog.go)
 }
@@ -492,6 +494,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveCalls(w, r)
 	case "/admin/account-latency":
 		s.serveAccountLatency(w, r)
+	case "/admin/account-fault":
+		s.serveAccountFault(w, r)
 	case "/admin/faults":
 		s.serveFaults(w, r)
 	case "/admin/state":
@@ -564,6 +568,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 	if err != nil {
 		s.record(api, -1)
+		return
+	}
+	if code := s.accountFaultCode(body); code != 0 {
+		s.answer(w, api, fail(code, "injected account fault"), true)
 		return
 	}
 	s.mu.Lock()

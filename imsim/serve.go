@@ -28,11 +28,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, g prometheus.Gather
 		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{Timeout: 10 * time.Second}))
 	}
 	srv := s.httpServer(mux)
+	if s.cfg.CallLog {
+		// The call log records when each request reached the server (Call.Arrived).
+		ln = newArrivalListener(ln)
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if ac, ok := c.(*arrivalConn); ok {
+				return context.WithValue(ctx, connKey{}, ac)
+			}
+			return ctx
+		}
+	}
 	if err := httpserve.Serve(ctx, srv, ln, shutdownTimeout, s.Close); err != nil {
 		return fmt.Errorf("imsim: %w", err)
 	}
 	return nil
 }
+
+// connKey is the context key of a request's *arrivalConn.
+type connKey struct{}
 
 // httpServer is the server Serve runs, with every timeout set: nothing a client does (trickling
 // a header or a body, never reading the answer) holds a connection for long.

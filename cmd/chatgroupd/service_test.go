@@ -51,7 +51,13 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 // startServiceWith is startService with flags changed by tweak.
 func startServiceWith(t *testing.T, simKey, svcKey string, faults imsim.Faults, tweak func(*serviceFlags)) *harness {
 	t.Helper()
-	h := &harness{t: t, kafka: kafkatest.New(t), topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
+	return startServiceIn(t, kafkatest.New(t), simKey, svcKey, faults, tweak)
+}
+
+// startServiceIn is startServiceWith on a cluster the test prepared.
+func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, faults imsim.Faults, tweak func(*serviceFlags)) *harness {
+	t.Helper()
+	h := &harness{t: t, kafka: kc, topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
 	h.kafka.CreateTopic(t, h.topic, 3)
 	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
 	var err error

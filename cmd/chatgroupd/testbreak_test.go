@@ -5,12 +5,15 @@ import "testing"
 func TestTestBreak(t *testing.T) {
 	for _, tc := range []struct {
 		v       string
-		legacy  bool
+		want    string
 		wantErr bool
-	}{{"", false, false}, {"legacy-drain", true, false}, {"legacy_drain", false, true}, {"yes", false, true}} {
-		legacy, err := testBreak(tc.v)
-		if legacy != tc.legacy || (err != nil) != tc.wantErr {
-			t.Errorf("testBreak(%q) = %v, %v; want %v, error %v", tc.v, legacy, err, tc.legacy, tc.wantErr)
+	}{
+		{"", "", false}, {"legacy-drain", breakLegacyDrain, false}, {"whole-budget", breakWholeBudget, false},
+		{"legacy_drain", "", true}, {"yes", "", true},
+	} {
+		got, err := testBreak(tc.v)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("testBreak(%q) = %q, %v; want %q, error %v", tc.v, got, err, tc.want, tc.wantErr)
 		}
 	}
 }
