@@ -21,6 +21,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // call is one Dispatch the fake saw.
@@ -275,16 +276,10 @@ func (r *running) stop(t testing.TB) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is testwait.For, under the name the package's tests call it by.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, d, what, cond)
 }
 
 // committed reads the group's committed offsets and metadata.
