@@ -39,8 +39,8 @@ const (
 
 // Defaults of Config.
 const (
-	// DefaultRateLimit is the documented quota of create_contact_group: 200 calls/s per app.
-	DefaultRateLimit = 200
+	// DefaultRateLimit is the documented quota of create_contact_group (im.RateLimitPerAPI).
+	DefaultRateLimit = im.RateLimitPerAPI
 	// DefaultGetRateLimit is the quota of get_contact_group and, separately, of
 	// update_contact_group. Each API has its own quota of the same documented size, so it is
 	// DefaultRateLimit, and a caller that sizes one budget (chatgroupd's --rate-limit) sizes

@@ -50,6 +50,10 @@ const (
 	DefaultTimeout          = 5 * time.Second
 	DefaultMaxResponseBytes = 4 << 20
 	DefaultSigTTL           = 24 * time.Hour
+	// RateLimitPerAPI is the documented quota of each contact-group API: calls per second per
+	// app, each API counted on its own. The client does not enforce it; the dispatcher's and
+	// the probe's defaults derive from it.
+	RateLimitPerAPI = 200
 	// ServerTimeout is how long the IM server works on a request before giving up; a client
 	// timeout at or below it would turn slow successes into ambiguous failures.
 	ServerTimeout = 3 * time.Second

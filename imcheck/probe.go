@@ -36,8 +36,8 @@ import (
 // Defaults and bounds of Config.
 const (
 	DefaultRate           = 5.0
-	MaxRate               = 50.0 // a quarter of the documented 200 calls/s per API
-	DefaultWindowLimit    = 200
+	MaxRate               = im.RateLimitPerAPI / 4.0 // a quarter of the documented quota per API
+	DefaultWindowLimit    = im.RateLimitPerAPI
 	DefaultCleanupTimeout = time.Minute
 	// convsPerGroup is how many conversations one create carries when filling the account; the
 	// newest documentation caps a create at 100.
@@ -117,7 +117,8 @@ type Config struct {
 	// at once (the full per-second budget of that API for the app), then one call every 50 ms
 	// for about a second. Off by default, as it spends a second of get_contact_group budget.
 	ProbeRateWindow bool
-	// WindowLimit is the API's calls per second; default 200.
+	// WindowLimit is the API's calls per second; default DefaultWindowLimit, the documented
+	// im.RateLimitPerAPI.
 	WindowLimit int
 	// CleanupTimeout bounds the final clean-up, which runs on a fresh context when the run's
 	// own has ended; default one minute.
