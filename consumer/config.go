@@ -134,7 +134,9 @@ type Config struct {
 	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }
 
-func (c Config) withDefaults() Config {
+// setDefaults fills the zero fields with the defaults above (UncertainHold and HandoverSkew
+// keep a negative value: it turns them off).
+func (c *Config) setDefaults() {
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 	c.MaxBuffered = cmp.Or(c.MaxBuffered, DefaultMaxBuffered)
 	c.MaxBufferedBytes = cmp.Or(c.MaxBufferedBytes, DefaultMaxBufferedBytes)
@@ -163,11 +165,12 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return c
 }
 
-// Validate reports the first setting that can't work. Zero numeric fields are fine (defaults).
+// Validate reports every setting that can't work, defaults applied, joined, each naming its
+// field (and, where the relation is between flags, the chatgroupd run flags).
 func (c Config) Validate() error {
+	c.setDefaults()
 	var errs []error
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("brokers: required"))
@@ -193,10 +196,10 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.name, f.v))
 		}
 	}
-	if c.KeyMismatch != "" && c.KeyMismatch != KeyMismatchCount && c.KeyMismatch != KeyMismatchDeadLetter {
+	if c.KeyMismatch != KeyMismatchCount && c.KeyMismatch != KeyMismatchDeadLetter {
 		errs = append(errs, fmt.Errorf("key mismatch: must be %q or %q, got %q", KeyMismatchCount, KeyMismatchDeadLetter, c.KeyMismatch))
 	}
-	if c.MetadataMaxBytes != 0 && (c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096) {
+	if c.MetadataMaxBytes < 64 || c.MetadataMaxBytes > 4096 {
 		errs = append(errs, fmt.Errorf("metadata max bytes: must be 64-4096, got %d", c.MetadataMaxBytes))
 	}
 	for _, f := range []struct {
@@ -217,10 +220,8 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.Partitioner != "" {
-		if err := c.Partitioner.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("partitioner: %w", err))
-		}
+	if err := c.Partitioner.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("partitioner: %w", err))
 	}
 	errs = append(errs, c.timeoutRelations()...)
 	if err := errors.Join(errs...); err != nil {
@@ -233,7 +234,7 @@ func (c Config) Validate() error {
 // and commit before the coordinator evicts the member.
 const minDrain = time.Second
 
-// timeoutRelations checks the timeouts against each other, defaults applied. A revoked member
+// timeoutRelations checks the timeouts of c, defaults applied, against each other. A revoked member
 // stops heartbeating and is evicted a session after its last heartbeat, or when it does not
 // rejoin within the rebalance timeout; the drain must end (with its final commit, a second)
 // before either, a heartbeat early since that is how late the member learns of the end.
@@ -242,19 +243,18 @@ func (c Config) timeoutRelations() []error {
 	if c.SessionTimeout < 0 || c.RebalanceTimeout < 0 {
 		return nil // reported above
 	}
-	d := c.withDefaults()
-	cons := Consumer{cfg: d}
+	cons := Consumer{cfg: c}
 	hb := cons.heartbeat()
 	var errs []error
-	if d.SessionTimeout-hb-time.Second < minDrain {
+	if c.SessionTimeout-hb-time.Second < minDrain {
 		errs = append(errs, fmt.Errorf("session timeout %s (--session-timeout): a revoked member would have under %s to finish its calls "+
-			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least %s", d.SessionTimeout, minDrain, hb,
-			d.HeartbeatInterval+time.Second+minDrain))
+			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least %s", c.SessionTimeout, minDrain, hb,
+			c.HeartbeatInterval+time.Second+minDrain))
 	}
-	if d.RebalanceTimeout-hb-time.Second < minDrain {
+	if c.RebalanceTimeout-hb-time.Second < minDrain {
 		errs = append(errs, fmt.Errorf("rebalance timeout %s (--rebalance-timeout): a revoked member would have under %s to finish its calls "+
 			"and commit before the group gives up on it (rebalance timeout − heartbeat %s − 1s); raise --rebalance-timeout to at least %s",
-			d.RebalanceTimeout, minDrain, hb, hb+time.Second+minDrain))
+			c.RebalanceTimeout, minDrain, hb, hb+time.Second+minDrain))
 	}
 	return errs
 }

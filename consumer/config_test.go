@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -67,6 +69,27 @@ func TestConfigValidate(t *testing.T) {
 	if c.cfg.MaxInFlight != DefaultMaxInFlight || c.cfg.MetadataMaxBytes != DefaultMetadataMaxBytes || c.cfg.Logger == nil || c.cfg.Metrics == nil {
 		t.Errorf("defaults not applied: %+v", c.cfg)
 	}
+}
+
+// TestConfigValidateJoinsEveryProblem: one Validate names every problem, in order.
+func TestConfigValidateJoinsEveryProblem(t *testing.T) {
+	err := Config{
+		MaxInFlight: -1, MaxBuffered: -1, MaxBufferedBytes: -1, DedupeWindow: -1, KeyMismatch: "drop", MetadataMaxBytes: 10,
+		ReorderWindow: -1, CommitInterval: -1, ShutdownTimeout: -1, SessionTimeout: 2 * time.Second, AccountStallLimit: -1,
+		RetryLane: true, LaneTopic: "t", Topic: "t", InstanceID: "a b", Partitioner: "md5",
+	}.Validate()
+	configtest.Problems(t, err, "consumer config: brokers: required", "group id: required", "dispatcher: required",
+		"dead letterer: required", "max in-flight: must not be negative", "max buffered: must not be negative",
+		"max buffered bytes: must not be negative", "dedupe window: must not be negative", `key mismatch: must be "count" or "dead-letter", got "drop"`,
+		"metadata max bytes: must be 64-4096, got 10", "reorder window: must not be negative", "commit interval: must not be negative",
+		"shutdown timeout: must not be negative", "account stall limit: must not be negative",
+		`lane topic: must differ from the topic "t"`, "instance id: invalid", "partitioner:", "session timeout 2s (--session-timeout)")
+}
+
+// withDefaults is c with its defaults applied, for tests that read them.
+func (c Config) withDefaults() Config {
+	c.setDefaults()
+	return c
 }
 
 type shareRec struct {

@@ -52,12 +52,12 @@ type keptPart struct {
 	drained bool
 }
 
-// New checks cfg and returns a Consumer; it does not connect until Run.
+// New applies cfg's defaults, checks it and returns a Consumer; it does not connect until Run.
 func New(cfg Config) (*Consumer, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	cfg.Metrics.EventsMisrouted.WithLabelValues(cfg.Topic) // exposed at 0 from the start: it should stay there
 	return &Consumer{
 		cfg:    cfg,
