@@ -207,69 +207,34 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	c.setDefaults()
 	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.API == nil {
-		add("api: API is required")
+	check := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	if c.RateLimit < 0 {
-		add("rate limit: rate limits must be positive, got %g", c.RateLimit)
-	}
-	if c.GetRateLimit < 0 {
-		add("get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
-	}
-	if c.RetryBudget < 0 {
-		add("retry budget: %v is negative", c.RetryBudget)
-	}
-	if c.BackoffBase < 0 {
-		add("backoff base: %v is negative", c.BackoffBase)
-	} else if c.BackoffMax < c.BackoffBase {
-		add("backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)
-	}
-	if c.ProbeInterval < 0 {
-		add("probe interval: %v is negative", c.ProbeInterval)
-	}
-	if c.JitterMargin < 0 || c.JitterMargin > 500*time.Millisecond {
-		add("jitter margin: %v outside 0-500ms", c.JitterMargin)
-	}
-	if c.FreshConnMargin < 0 || c.FreshConnMargin > 500*time.Millisecond {
-		add("fresh connection margin: %v outside 0-500ms", c.FreshConnMargin)
-	}
-	if c.LateArrivalMax > 500*time.Millisecond {
-		add("late arrival max: %v over 500ms", c.LateArrivalMax)
-	}
-	if c.OutageWindow < 0 {
-		add("outage window: %d must be positive", c.OutageWindow)
-	}
-	if c.OutageSpan < 0 {
-		add("outage span: %v must be positive", c.OutageSpan)
-	}
-	if c.OutageAccounts < 0 {
-		add("outage accounts: %d must be positive", c.OutageAccounts)
-	}
-	if c.OutageRatio < 0 || c.OutageRatio > 1 {
-		add("outage ratio: %g outside 0-1", c.OutageRatio)
-	}
-	if c.GroupCheckRetries < 0 {
-		add("group check retries: %d is negative", c.GroupCheckRetries)
-	}
-	if c.SlowDownAfter < 0 {
-		add("slow-down-after: %d is negative", c.SlowDownAfter)
-	}
-	if c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1 {
-		add("slow-down factor: %g outside (0, 1)", c.SlowDownFactor)
-	}
-	if c.MinRateFactor <= 0 || c.MinRateFactor > 1 {
-		add("min rate factor: %g outside (0, 1]", c.MinRateFactor)
-	}
-	if c.RecoverStep <= 0 {
-		add("recover step: %g must be positive", c.RecoverStep)
-	}
-	if c.RecoverInterval < 0 {
-		add("recover interval: %v must be positive", c.RecoverInterval)
-	}
-	if c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject {
-		add("duplicate names: %q: want merge or reject", c.DuplicateNames)
-	}
+	const maxMargin = 500 * time.Millisecond
+	check(c.API == nil, "api: API is required")
+	check(c.RateLimit < 0, "rate limit: rate limits must be positive, got %g", c.RateLimit)
+	check(c.GetRateLimit < 0, "get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
+	check(c.RetryBudget < 0, "retry budget: %v is negative", c.RetryBudget)
+	check(c.BackoffBase < 0, "backoff base: %v is negative", c.BackoffBase)
+	check(c.BackoffBase >= 0 && c.BackoffMax < c.BackoffBase, "backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)
+	check(c.ProbeInterval < 0, "probe interval: %v is negative", c.ProbeInterval)
+	check(c.JitterMargin < 0 || c.JitterMargin > maxMargin, "jitter margin: %v outside 0-500ms", c.JitterMargin)
+	check(c.FreshConnMargin < 0 || c.FreshConnMargin > maxMargin, "fresh connection margin: %v outside 0-500ms", c.FreshConnMargin)
+	check(c.LateArrivalMax > maxMargin, "late arrival max: %v over 500ms", c.LateArrivalMax)
+	check(c.OutageWindow < 0, "outage window: %d must be positive", c.OutageWindow)
+	check(c.OutageSpan < 0, "outage span: %v must be positive", c.OutageSpan)
+	check(c.OutageAccounts < 0, "outage accounts: %d must be positive", c.OutageAccounts)
+	check(c.OutageRatio < 0 || c.OutageRatio > 1, "outage ratio: %g outside 0-1", c.OutageRatio)
+	check(c.GroupCheckRetries < 0, "group check retries: %d is negative", c.GroupCheckRetries)
+	check(c.SlowDownAfter < 0, "slow-down-after: %d is negative", c.SlowDownAfter)
+	check(c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1, "slow-down factor: %g outside (0, 1)", c.SlowDownFactor)
+	check(c.MinRateFactor <= 0 || c.MinRateFactor > 1, "min rate factor: %g outside (0, 1]", c.MinRateFactor)
+	check(c.RecoverStep <= 0, "recover step: %g must be positive", c.RecoverStep)
+	check(c.RecoverInterval < 0, "recover interval: %v must be positive", c.RecoverInterval)
+	check(c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject,
+		"duplicate names: %q: want merge or reject", c.DuplicateNames)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dispatcher config: %w", err)
 	}
