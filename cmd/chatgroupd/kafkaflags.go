@@ -40,7 +40,7 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	stringFlag(fs, &k.saslUsername, "kafka-sasl-username", "", anyString, "SASL username")
 	stringFlag(fs, &k.saslPasswordFile, "kafka-sasl-password-file", "", anyString, "file holding the SASL password (else CHATGROUPD_KAFKA_SASL_PASSWORD)")
 	boolFlag(fs, &k.saslPlaintext, "kafka-sasl-allow-plaintext", false, "allow SASL PLAIN without --kafka-tls (the password then crosses the network in clear text)")
-	durationFlag(fs, &k.dialTimeout, "kafka-dial-timeout", 10*time.Second, 100*time.Millisecond, 5*time.Minute, "timeout for connecting to a broker")
+	durationFlag(fs, &k.dialTimeout, "kafka-dial-timeout", kafkaconn.DefaultDialTimeout, 100*time.Millisecond, 5*time.Minute, "timeout for connecting to a broker")
 }
 
 // check refuses flag combinations that are wrong before anything is read or dialled.

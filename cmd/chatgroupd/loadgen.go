@@ -46,14 +46,14 @@ func newLoadgenFlags(f *loadgenFlags) *flag.FlagSet {
 	intFlag(fs, &f.count, "count", 10000, 1, 1000000000, "events to produce")
 	boolFlag(fs, &f.forever, "forever", false, "keep producing until interrupted (ignores --count)")
 	floatFlag(fs, &f.perSec, "rate", 0, 0, 1000000, "events per second (0: as fast as the broker takes them)")
-	intFlag(fs, &f.gen.Accounts, "accounts", 100, 1, 1000000, "accounts active at once")
-	intFlag(fs, &f.gen.GroupsPerAccount, "groups-per-account", 15, 1, 20, "groups an account creates before a fresh account replaces it (<= 20)")
-	intFlag(fs, &f.gen.MaxContacts, "max-contacts", 5, 1, event.MaxContacts, "contacts per event, 1..N")
+	intFlag(fs, &f.gen.Accounts, "accounts", loadgen.DefaultAccounts, 1, 1000000, "accounts active at once")
+	intFlag(fs, &f.gen.GroupsPerAccount, "groups-per-account", loadgen.DefaultGroupsPerAccount, 1, 20, "groups an account creates before a fresh account replaces it (<= 20)")
+	intFlag(fs, &f.gen.MaxContacts, "max-contacts", loadgen.DefaultMaxContacts, 1, event.MaxContacts, "contacts per event, 1..N")
 	floatFlag(fs, &f.gen.DuplicateRate, "duplicate-rate", 0.02, 0, 0.5, "fraction of records that re-send an earlier event")
 	floatFlag(fs, &f.gen.InvalidRate, "invalid-rate", 0.01, 0, 0.5, "fraction of records that break the event contract")
 	floatFlag(fs, &f.gen.SwapRate, "swap-rate", 0.05, 0, 0.5, "fraction of events emitted with their successor first")
 	intFlag(fs, &f.gen.OverQuotaAccounts, "over-quota-accounts", 0, 0, 1000000, "accounts that push past the 20-group quota (51010)")
-	stringFlag(fs, &f.gen.Prefix, "account-prefix", "user", nonEmpty, "account name prefix")
+	stringFlag(fs, &f.gen.Prefix, "account-prefix", loadgen.DefaultPrefix, nonEmpty, "account name prefix")
 	seedFlag(fs, &f.seed, "random seed (0: time-based)")
 	return fs
 }

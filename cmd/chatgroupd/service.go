@@ -149,7 +149,7 @@ func newService(cfg serviceConfig) (*service, error) {
 		s.choosing = errors.New("checking the topics of --retry-lane and --fleet-budget")
 	}
 	s.brokers = &brokerWatch{
-		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, 10*time.Second), member: s.member, log: cfg.log,
+		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, kafkaconn.DefaultDialTimeout), member: s.member, log: cfg.log,
 		minBackoff: time.Second, maxBackoff: 30 * time.Second,
 	}
 	// chatgroupd_ready is computed on each scrape from the same check /readyz uses, so the
@@ -179,9 +179,11 @@ func (s *service) build(f serviceFlags) error {
 	}
 	lateArrivalMax := f.lateArrivalMax
 	if lateArrivalMax <= 0 {
-		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
+		lateArrivalMax = dispatcher.LateArrivalOff // the flag's 0 is "off"; the Config's 0 is DefaultLateArrivalMax
 	}
 	disp, err := dispatcher.New(dispatcher.Config{
+		// --rate-limit sizes the get and update budgets too: each API has its own quota, all of
+		// the documented same size (dispatcher.DefaultGetRateLimit is DefaultRateLimit).
 		API: s.client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
 		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
