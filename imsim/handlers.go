@@ -85,7 +85,8 @@ func (s *Server) addItemLocked(a *account, g *Group, c im.ContactItem) (int, str
 	return 0, ""
 }
 
-func (s *Server) create(req *im.CreateRequest) *response {
+// checkCreate checks a create request before it touches any state; nil when it may go ahead.
+func (s *Server) checkCreate(req *im.CreateRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
 		return fail(im.CodeBadParams, msg)
 	}
@@ -107,7 +108,14 @@ func (s *Server) create(req *im.CreateRequest) *response {
 	if !s.imported(req.FromAccount) {
 		return fail(im.CodeNotImported, "From_Account is not imported")
 	}
+	return nil
+}
 
+func (s *Server) create(req *im.CreateRequest) *response {
+	if r := s.checkCreate(req); r != nil {
+		return r
+	}
+	item := req.GroupContactItem[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.accountLocked(req.FromAccount, true)
@@ -185,7 +193,8 @@ func (s *Server) get(req *im.GetRequest) *response {
 	return r
 }
 
-func (s *Server) update(req *im.UpdateRequest) *response {
+// checkUpdate checks an update request before it touches any state; nil when it may go ahead.
+func (s *Server) checkUpdate(req *im.UpdateRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
 		return fail(im.CodeBadParams, msg)
 	}
@@ -219,6 +228,14 @@ func (s *Server) update(req *im.UpdateRequest) *response {
 	if !s.imported(req.FromAccount) {
 		return fail(im.CodeNotImported, "From_Account is not imported")
 	}
+	return nil
+}
+
+func (s *Server) update(req *im.UpdateRequest) *response {
+	if r := s.checkUpdate(req); r != nil {
+		return r
+	}
+	u := req.UpdateGroup
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.accountLocked(req.FromAccount, false)
