@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/chatgroupd/chatgroupd/im"
 )
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
@@ -61,7 +59,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 	markApplied(r.Context(), api, resp)
 	switch kind {
 	case faultApplyFail:
-		s.answer(w, api, fail(im.CodeTimeout, "injected fault: applied, then timed out"), true)
+		s.answer(w, api, fail(codeTimeout, "injected fault: applied, then timed out"), true)
 	case faultApplyHang:
 		s.hang(w, r, api)
 	default:
@@ -88,7 +86,7 @@ func (s *Server) gate(r *http.Request, api string, now time.Time) *response {
 	}
 	if !admitted {
 		s.stats[api].RateLimited++
-		return fail(im.CodeFrequency, "call frequency limit: more than "+strconv.Itoa(s.cfg.RateLimit)+" calls in one second")
+		return fail(codeFrequency, "call frequency limit: more than "+strconv.Itoa(s.cfg.RateLimit)+" calls in one second")
 	}
 	s.stats[api].Accepted++
 	return nil
@@ -110,7 +108,7 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 
 func (s *Server) hang(w http.ResponseWriter, r *http.Request, api string) {
 	if s.sleep(r.Context(), s.cfg.MaxHang) {
-		s.answer(w, api, fail(im.CodeTimeout, "server timeout"), true)
+		s.answer(w, api, fail(codeTimeout, "server timeout"), true)
 		return
 	}
 	s.record(api, -1)

@@ -9,8 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/chatgroupd/chatgroupd/im"
 )
 
 // Duplicate-name behaviours (Config.DuplicateNames). The real API documents none.
@@ -120,10 +118,10 @@ func (c *Config) defaults() {
 	c.MaxNameBytes = cmp.Or(c.MaxNameBytes, DefaultMaxNameBytes)
 	c.MaxContactsPerCall = cmp.Or(c.MaxContactsPerCall, DefaultMaxContactsPerCall)
 	c.PageSize = cmp.Or(c.PageSize, DefaultPageSize)
-	c.DuplicateCode = cmp.Or(c.DuplicateCode, im.CodeBadParams)
+	c.DuplicateCode = cmp.Or(c.DuplicateCode, codeBadParams)
 	c.DuplicateNames = cmp.Or(c.DuplicateNames, DuplicateReject)
 	c.RenameDuplicates = cmp.Or(c.RenameDuplicates, DuplicateReject)
-	c.MissingGroupCode = cmp.Or(c.MissingGroupCode, im.CodeGroupNotFound)
+	c.MissingGroupCode = cmp.Or(c.MissingGroupCode, codeGroupNotFound)
 	c.NameUnit = cmp.Or(c.NameUnit, NameBytes)
 	c.RateWindow = cmp.Or(c.RateWindow, WindowSliding)
 	c.MaxHang = cmp.Or(c.MaxHang, DefaultMaxHang)

@@ -11,31 +11,31 @@ import (
 // apply decodes and executes one admitted call.
 func (s *Server) apply(api string, body []byte) *response {
 	if len(body) > maxBodyBytes {
-		return fail(im.CodeBadParams, "request body over 1 MiB")
+		return fail(codeBadParams, "request body over 1 MiB")
 	}
 	switch api {
 	case im.APICreate:
 		var req im.CreateRequest
 		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(im.CodeBadParams, "invalid JSON body")
+			return fail(codeBadParams, "invalid JSON body")
 		}
 		return s.create(&req)
 	case im.APIGet:
 		var req im.GetRequest
 		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(im.CodeBadParams, "invalid JSON body")
+			return fail(codeBadParams, "invalid JSON body")
 		}
 		return s.get(&req)
 	case im.APIUpdate:
 		var req im.UpdateRequest
 		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(im.CodeBadParams, "invalid JSON body")
+			return fail(codeBadParams, "invalid JSON body")
 		}
 		return s.update(&req)
 	default:
 		var req im.DeleteRequest
 		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(im.CodeBadParams, "invalid JSON body")
+			return fail(codeBadParams, "invalid JSON body")
 		}
 		return s.del(&req)
 	}
@@ -52,10 +52,10 @@ func (s *Server) imported(acct string) bool {
 func (s *Server) checkName(name, field string) *response {
 	switch {
 	case name == "" || !utf8.ValidString(name):
-		return fail(im.CodeBadParams, field+" must be non-empty UTF-8")
+		return fail(codeBadParams, field+" must be non-empty UTF-8")
 	case s.cfg.NameUnit == NameBytes && len(name) > s.cfg.MaxNameBytes,
 		s.cfg.NameUnit == NameChars && utf8.RuneCountInString(name) > s.cfg.MaxNameBytes:
-		return fail(im.CodeNameTooLong, field+" over "+strconv.Itoa(s.cfg.MaxNameBytes)+" "+s.cfg.NameUnit)
+		return fail(codeNameTooLong, field+" over "+strconv.Itoa(s.cfg.MaxNameBytes)+" "+s.cfg.NameUnit)
 	}
 	return nil
 }
@@ -73,13 +73,13 @@ func (s *Server) accountLocked(acct string, create bool) *account {
 // addItemLocked adds c to g, or returns the per-item failure code.
 func (s *Server) addItemLocked(a *account, g *Group, c im.ContactItem) (int, string) {
 	if c.Type == im.ContactGroup && s.dismiss[c.ToGroupID] {
-		return im.CodeGroupCheckFailed, "group dismissed or user not a member"
+		return codeGroupCheckFailed, "group dismissed or user not a member"
 	}
 	if g.has(c) && s.cfg.AddExistingCode != 0 {
 		return s.cfg.AddExistingCode, "conversation already in the group"
 	}
 	if !g.has(c) && a.refs[c.Key()] == 0 && len(a.refs) >= s.cfg.MaxContacts {
-		return im.CodeTooManyContacts, "grouped conversations would exceed " + strconv.Itoa(s.cfg.MaxContacts)
+		return codeTooManyContacts, "grouped conversations would exceed " + strconv.Itoa(s.cfg.MaxContacts)
 	}
 	a.add(g, c)
 	return 0, ""
@@ -88,25 +88,25 @@ func (s *Server) addItemLocked(a *account, g *Group, c im.ContactItem) (int, str
 // checkCreate checks a create request before it touches any state; nil when it may go ahead.
 func (s *Server) checkCreate(req *im.CreateRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
-		return fail(im.CodeBadParams, msg)
+		return fail(codeBadParams, msg)
 	}
 	if len(req.GroupContactItem) != 1 {
-		return fail(im.CodeBadParams, "GroupContactItem must hold exactly one group")
+		return fail(codeBadParams, "GroupContactItem must hold exactly one group")
 	}
 	item := req.GroupContactItem[0]
 	if r := s.checkName(item.GroupName, "GroupName"); r != nil {
 		return r
 	}
 	if n := len(item.ContactItem); n == 0 || n > s.cfg.MaxContactsPerCall {
-		return fail(im.CodeBadParams, "ContactItem must hold 1-"+strconv.Itoa(s.cfg.MaxContactsPerCall)+" conversations")
+		return fail(codeBadParams, "ContactItem must hold 1-"+strconv.Itoa(s.cfg.MaxContactsPerCall)+" conversations")
 	}
 	for _, c := range item.ContactItem {
 		if msg := checkContact(c); msg != "" {
-			return fail(im.CodeBadParams, msg)
+			return fail(codeBadParams, msg)
 		}
 	}
 	if !s.imported(req.FromAccount) {
-		return fail(im.CodeNotImported, "From_Account is not imported")
+		return fail(codeNotImported, "From_Account is not imported")
 	}
 	return nil
 }
@@ -133,7 +133,7 @@ func (s *Server) create(req *im.CreateRequest) *response {
 	fresh := g == nil
 	if fresh {
 		if len(a.Groups) >= s.cfg.MaxGroups {
-			return fail(im.CodeTooManyGroups, "more than "+strconv.Itoa(s.cfg.MaxGroups)+" conversation groups")
+			return fail(codeTooManyGroups, "more than "+strconv.Itoa(s.cfg.MaxGroups)+" conversation groups")
 		}
 		g = &Group{Name: item.GroupName, ID: a.NextID}
 	}
@@ -163,13 +163,13 @@ func (s *Server) create(req *im.CreateRequest) *response {
 
 func (s *Server) get(req *im.GetRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
-		return fail(im.CodeBadParams, msg)
+		return fail(codeBadParams, msg)
 	}
 	if req.StartIndex < 0 {
-		return fail(im.CodeBadParams, "StartIndex must not be negative")
+		return fail(codeBadParams, "StartIndex must not be negative")
 	}
 	if !s.imported(req.FromAccount) {
-		return fail(im.CodeNotImported, "From_Account is not imported")
+		return fail(codeNotImported, "From_Account is not imported")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -196,14 +196,14 @@ func (s *Server) get(req *im.GetRequest) *response {
 // checkUpdate checks an update request before it touches any state; nil when it may go ahead.
 func (s *Server) checkUpdate(req *im.UpdateRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
-		return fail(im.CodeBadParams, msg)
+		return fail(codeBadParams, msg)
 	}
 	u := req.UpdateGroup
 	if req.UpdateType != im.UpdateTypeGroup {
-		return fail(im.CodeBadParams, "UpdateType must be 1")
+		return fail(codeBadParams, "UpdateType must be 1")
 	}
 	if u.OldGroupName == "" {
-		return fail(im.CodeBadParams, "OldGroupName is required")
+		return fail(codeBadParams, "OldGroupName is required")
 	}
 	switch u.UpdateGroupType {
 	case im.UpdateGroupTypeRename:
@@ -212,21 +212,21 @@ func (s *Server) checkUpdate(req *im.UpdateRequest) *response {
 		}
 	case im.UpdateGroupTypeAddDel:
 		if n := len(u.ContactUpdateItem); n == 0 || n > s.cfg.MaxContactsPerCall {
-			return fail(im.CodeBadParams, "ContactUpdateItem must hold 1-"+strconv.Itoa(s.cfg.MaxContactsPerCall)+" items")
+			return fail(codeBadParams, "ContactUpdateItem must hold 1-"+strconv.Itoa(s.cfg.MaxContactsPerCall)+" items")
 		}
 		for _, it := range u.ContactUpdateItem {
 			if it.ContactOptType != im.ContactOptAdd && it.ContactOptType != im.ContactOptDel {
-				return fail(im.CodeBadParams, "ContactOptType must be 1 (add) or 2 (remove)")
+				return fail(codeBadParams, "ContactOptType must be 1 (add) or 2 (remove)")
 			}
 			if msg := checkContact(it.ContactItem); msg != "" {
-				return fail(im.CodeBadParams, msg)
+				return fail(codeBadParams, msg)
 			}
 		}
 	default:
-		return fail(im.CodeBadParams, "UpdateGroupType must be 1 (rename) or 2 (add/remove)")
+		return fail(codeBadParams, "UpdateGroupType must be 1 (rename) or 2 (add/remove)")
 	}
 	if !s.imported(req.FromAccount) {
-		return fail(im.CodeNotImported, "From_Account is not imported")
+		return fail(codeNotImported, "From_Account is not imported")
 	}
 	return nil
 }
@@ -275,13 +275,13 @@ func (s *Server) update(req *im.UpdateRequest) *response {
 
 func (s *Server) del(req *im.DeleteRequest) *response {
 	if msg := checkAccount(req.FromAccount); msg != "" {
-		return fail(im.CodeBadParams, msg)
+		return fail(codeBadParams, msg)
 	}
 	if n := len(req.GroupName); n == 0 || n > s.cfg.MaxGroups {
-		return fail(im.CodeBadParams, "GroupName must list 1-"+strconv.Itoa(s.cfg.MaxGroups)+" names")
+		return fail(codeBadParams, "GroupName must list 1-"+strconv.Itoa(s.cfg.MaxGroups)+" names")
 	}
 	if !s.imported(req.FromAccount) {
-		return fail(im.CodeNotImported, "From_Account is not imported")
+		return fail(codeNotImported, "From_Account is not imported")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

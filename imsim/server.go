@@ -69,7 +69,7 @@ type Server struct {
 	faults        Faults
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
-	sigCache      map[string]im.UserSigInfo
+	sigCache      map[string]userSig
 	acctFaults    map[string]accountFault // per-account answers (accountfault.go)
 
 	cs callState // call log and per-account latency (calllog.go)
@@ -95,7 +95,7 @@ func New(cfg Config) (*Server, error) {
 		accounts: map[string]*account{},
 		windows:  map[string]*window{},
 		stats:    map[string]*APIStats{},
-		sigCache: map[string]im.UserSigInfo{},
+		sigCache: map[string]userSig{},
 		cs:       callState{latency: map[string]time.Duration{}},
 		faults:   cfg.Faults.clone(),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
