@@ -24,9 +24,9 @@ func (s *Server) authLocked(appid, identifier, sig string, now time.Time) *respo
 	if !cached || info.identifier != identifier || now.After(info.expires()) {
 		// Verifying inflates and hashes (~0.1 ms); a client reuses one sig for hours, so only
 		// the first use of a sig (and every failure) pays for it.
-		var err error
-		if info, err = verifyUserSig(s.cfg.SecretKey, s.cfg.SDKAppID, identifier, sig, now); err != nil {
-			return sigAnswer(err)
+		var refused *response
+		if info, refused = verifyUserSig(s.cfg.SecretKey, s.cfg.SDKAppID, identifier, sig, now); refused != nil {
+			return refused
 		}
 		if len(s.sigCache) >= maxSigCache {
 			clear(s.sigCache)

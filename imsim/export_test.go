@@ -44,11 +44,12 @@ var SimCode = map[string]int{
 	"SigInvalidated":   codeSigInvalidated,
 }
 
-// VerifyUserSig is verifyUserSig, with the code the simulator would answer a refused sig.
+// VerifyUserSig is verifyUserSig, with the code the simulator answers a refused sig (0 when
+// it verifies).
 func VerifyUserSig(key string, sdkappid int64, identifier, sig string, now time.Time) (issued time.Time, expire time.Duration, code int) {
-	u, err := verifyUserSig(key, sdkappid, identifier, sig, now)
-	if err != nil {
-		return time.Time{}, 0, sigAnswer(err).ErrorCode
+	u, refused := verifyUserSig(key, sdkappid, identifier, sig, now)
+	if refused != nil {
+		return time.Time{}, 0, refused.ErrorCode
 	}
 	return u.issued, u.expire, 0
 }

@@ -5,7 +5,6 @@ import (
 	"compress/zlib"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -45,23 +44,23 @@ func TestVerifyUserSigKnownAnswers(t *testing.T) {
 		key  string
 		id   string
 		app  int64
-		want error
+		want int
 	}{
-		{"at issue", time.Unix(kaTime, 0), kaKey, kaID, kaAppID, nil},
-		{"at time+expire", last, kaKey, kaID, kaAppID, nil},
-		{"one second later", last.Add(time.Second), kaKey, kaID, kaAppID, errSigExpired},
-		{"wrong key", last, strings.Repeat("0", 64), kaID, kaAppID, errSigSignature},
-		{"key decoded from hex", last, string(mustHex(t, kaKey)), kaID, kaAppID, errSigSignature},
-		{"wrong identifier", last, kaKey, "admin", kaAppID, errSigIdentifier},
-		{"wrong sdkappid", last, kaKey, kaID, kaAppID + 1, errSigAppID},
+		{"at issue", time.Unix(kaTime, 0), kaKey, kaID, kaAppID, 0},
+		{"at time+expire", last, kaKey, kaID, kaAppID, 0},
+		{"one second later", last.Add(time.Second), kaKey, kaID, kaAppID, 70001},
+		{"wrong key", last, strings.Repeat("0", 64), kaID, kaAppID, 70009},
+		{"key decoded from hex", last, string(mustHex(t, kaKey)), kaID, kaAppID, 70009},
+		{"wrong identifier", last, kaKey, "admin", kaAppID, 70013},
+		{"wrong sdkappid", last, kaKey, kaID, kaAppID + 1, 70014},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := verifyUserSig(tt.key, tt.app, tt.id, kaFullSig, tt.now)
-			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
-				t.Fatalf("verifyUserSig = %v, want %v", err, tt.want)
+			u, refused := verifyUserSig(tt.key, tt.app, tt.id, kaFullSig, tt.now)
+			if got := answerCode(refused); got != tt.want {
+				t.Fatalf("verifyUserSig answers %d, want %d", got, tt.want)
 			}
-			if err == nil && (u.identifier != kaID || !u.issued.Equal(time.Unix(kaTime, 0)) ||
+			if refused == nil && (u.identifier != kaID || !u.issued.Equal(time.Unix(kaTime, 0)) ||
 				u.expire != kaExpire*time.Second || !u.expires().Equal(last)) {
 				t.Errorf("verified %+v", u)
 			}
@@ -95,45 +94,36 @@ func TestVerifyUserSigMalformed(t *testing.T) {
 	tests := []struct {
 		name string
 		sig  string
-		want error
+		want int
 	}{
-		{"well formed", doc(`"TLS.ver":"2.0","TLS.expire":100,` + base), nil},
-		{"empty", "", errSigMalformed},
-		{"too long", strings.Repeat("A", maxUserSigBytes+1), errSigMalformed},
-		{"not base64", "!!!", errSigMalformed},
-		{"not zlib", base64.StdEncoding.EncodeToString([]byte("plain text")), errSigMalformed},
-		{"truncated zlib", encodeSig(`{"TLS.ver":"2.0"}`)[:12], errSigMalformed},
-		{"not json", encodeSig("TLS.ver=2.0"), errSigMalformed},
-		{"wrong version", doc(`"TLS.ver":"1.0","TLS.expire":100,` + base), errSigMalformed},
-		{"no expire", doc(`"TLS.ver":"2.0",` + base), errSigMalformed},
-		{"no sig", doc(`"TLS.ver":"2.0","TLS.expire":100,"TLS.identifier":"xiaojun","TLS.sdkappid":1400000000,"TLS.time":1700000000`), errSigMalformed},
-		{"string number", doc(`"TLS.ver":"2.0","TLS.expire":"100",` + base), errSigMalformed},
-		{"expire overflows", doc(`"TLS.ver":"2.0","TLS.expire":9223372036854775807,` + base), errSigMalformed},
-		{"inflates past the bound", encodeSig(`{"TLS.ver":"2.0","pad":"` + strings.Repeat("x", maxUserSigBytes) + `"}`), errSigMalformed},
+		{"well formed", doc(`"TLS.ver":"2.0","TLS.expire":100,` + base), 0},
+		{"empty", "", 70003},
+		{"too long", strings.Repeat("A", maxUserSigBytes+1), 70003},
+		{"not base64", "!!!", 70003},
+		{"not zlib", base64.StdEncoding.EncodeToString([]byte("plain text")), 70003},
+		{"truncated zlib", encodeSig(`{"TLS.ver":"2.0"}`)[:12], 70003},
+		{"not json", encodeSig("TLS.ver=2.0"), 70003},
+		{"wrong version", doc(`"TLS.ver":"1.0","TLS.expire":100,` + base), 70003},
+		{"no expire", doc(`"TLS.ver":"2.0",` + base), 70003},
+		{"no sig", doc(`"TLS.ver":"2.0","TLS.expire":100,"TLS.identifier":"xiaojun","TLS.sdkappid":1400000000,"TLS.time":1700000000`), 70003},
+		{"string number", doc(`"TLS.ver":"2.0","TLS.expire":"100",` + base), 70003},
+		{"expire overflows", doc(`"TLS.ver":"2.0","TLS.expire":9223372036854775807,` + base), 70003},
+		{"inflates past the bound", encodeSig(`{"TLS.ver":"2.0","pad":"` + strings.Repeat("x", maxUserSigBytes) + `"}`), 70003},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := verifyUserSig(kaKey, kaAppID, kaID, tt.sig, now)
-			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
-				t.Errorf("verifyUserSig = %v, want %v", err, tt.want)
+			_, refused := verifyUserSig(kaKey, kaAppID, kaID, tt.sig, now)
+			if got := answerCode(refused); got != tt.want {
+				t.Errorf("verifyUserSig answers %d, want %d", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestSigAnswer(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		code int
-	}{
-		{errSigMalformed, 70003},
-		{errSigExpired, 70001},
-		{errSigIdentifier, 70013},
-		{errSigAppID, 70014},
-		{errSigSignature, 70009},
-	} {
-		if got := sigAnswer(tt.err).ErrorCode; got != tt.code {
-			t.Errorf("sigAnswer(%v) = %d, want %d", tt.err, got, tt.code)
-		}
+// answerCode is the code of a refusal, 0 for none.
+func answerCode(r *response) int {
+	if r == nil {
+		return 0
 	}
+	return r.ErrorCode
 }
