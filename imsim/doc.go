@@ -25,6 +25,10 @@
 //     MissingGroupCode, DeleteMissingOK, NameUnit, RateWindow) change the answers the public
 //     documentation does not settle; `chatgroupd imcheck` finds the real API's.
 //
+// The simulator states these codes (codes.go) and the UserSig algorithm (usersig.go) itself
+// rather than borrowing the client's, so the two are tested against each other instead of
+// sharing a mistake.
+//
 // Quota and windows: Stats().APIs[api].MaxWindow (gauge imsim_max_calls_per_second) is the most
 // calls of one API, admitted or not, seen in any sliding second; a client that respects the
 // limit keeps it at or below RateLimit.
