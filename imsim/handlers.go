@@ -15,30 +15,23 @@ func (s *Server) apply(api string, body []byte) *response {
 	}
 	switch api {
 	case im.APICreate:
-		var req im.CreateRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(codeBadParams, "invalid JSON body")
-		}
-		return s.create(&req)
+		return decodeThen(body, s.create)
 	case im.APIGet:
-		var req im.GetRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(codeBadParams, "invalid JSON body")
-		}
-		return s.get(&req)
+		return decodeThen(body, s.get)
 	case im.APIUpdate:
-		var req im.UpdateRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(codeBadParams, "invalid JSON body")
-		}
-		return s.update(&req)
+		return decodeThen(body, s.update)
 	default:
-		var req im.DeleteRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return fail(codeBadParams, "invalid JSON body")
-		}
-		return s.del(&req)
+		return decodeThen(body, s.del)
 	}
+}
+
+// decodeThen decodes body as a request of type T and hands it to op; bad JSON answers 50002.
+func decodeThen[T any](body []byte, op func(*T) *response) *response {
+	var req T
+	if err := json.Unmarshal(body, &req); err != nil {
+		return fail(codeBadParams, "invalid JSON body")
+	}
+	return op(&req)
 }
 
 // imported is false for accounts that answer 50001.
