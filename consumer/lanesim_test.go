@@ -208,15 +208,21 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 			t.Fatalf("lane list %+v, want %s parked with %d events and code 50004", parked, stuck, stuckEvents)
 		}
 		// The fault ends by itself; the lane then applies the account's events.
-		waitFor(t, time.Until(r.tEnd)+30*time.Second, "stuck account applied after the fault", func() bool {
-			return len(r.sim.Groups(stuck)) == stuckEvents
-		})
-		var order []string
-		for _, c := range r.sim.Calls() {
-			if c.Account == stuck && c.API == im.APICreate && c.Applied {
-				order = append(order, c.Group)
+		// The simulator logs a call once its answer is written, after the group exists: wait
+		// for the log too, or a create applied a moment ago is missing from it.
+		appliedCreates := func() []string {
+			var order []string
+			for _, c := range r.sim.Calls() {
+				if c.Account == stuck && c.API == im.APICreate && c.Applied {
+					order = append(order, c.Group)
+				}
 			}
+			return order
 		}
+		waitFor(t, time.Until(r.tEnd)+30*time.Second, "stuck account applied after the fault", func() bool {
+			return len(r.sim.Groups(stuck)) == stuckEvents && len(appliedCreates()) >= stuckEvents
+		})
+		order := appliedCreates()
 		want := []string{"g1", "g2", "g3"}
 		if !slices.Equal(order, want) {
 			t.Fatalf("the stuck account's creates applied at the API: %v, want %v once each", order, want)

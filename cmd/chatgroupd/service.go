@@ -206,6 +206,7 @@ func (s *service) build(f serviceFlags) error {
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
+		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
 		UncertainHold: f.imTimeout + time.Second,
 		Logger:        cfg.log, Metrics: cfg.metrics,
@@ -415,3 +416,12 @@ func testBreak(v string) (string, error) {
 type wholeBudget struct{ d *dispatcher.Dispatcher }
 
 func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0) }
+
+// handoverSkew maps the flag onto consumer.Config.HandoverSkew, whose zero means the default:
+// the flag's 0 is no margin at all.
+func handoverSkew(d time.Duration) time.Duration {
+	if d == 0 {
+		return time.Nanosecond
+	}
+	return d
+}
