@@ -108,7 +108,8 @@ type Config struct {
 	Logger     *zap.Logger
 }
 
-func (c *Config) defaults() {
+// setDefaults fills the zero fields with the documented defaults.
+func (c *Config) setDefaults() {
 	if len(c.Admins) == 0 {
 		c.Admins = []string{DefaultAdmin}
 	}
@@ -144,30 +145,37 @@ type AdminConfig struct {
 	Token string
 }
 
-// Validate reports the first configuration error, after applying defaults to a copy.
+// Validate reports every problem of c, defaults applied, joined, each naming its field; the
+// faults' own problems come last.
 func (c Config) Validate() error {
-	c.defaults()
-	return c.validate()
-}
-
-func (c *Config) validate() error {
-	switch {
-	case c.SDKAppID <= 0:
-		return errors.New("imsim config: sdkappid must be positive")
-	case c.SecretKey == "":
-		return errors.New("imsim config: secret key is empty")
-	case c.RateLimit < 0 || c.MaxGroups < 0 || c.MaxContacts < 0 || c.MaxNameBytes < 0 || c.MaxContactsPerCall < 0 || c.PageSize < 0:
-		return errors.New("imsim config: limits must not be negative")
-	case c.MaxHang < 0:
-		return errors.New("imsim config: max hang must not be negative")
-	case !slices.Contains([]string{DuplicateReject, DuplicateMerge, DuplicateAllow}, c.DuplicateNames):
-		return fmt.Errorf("imsim config: duplicate names %q: want reject, merge or allow", c.DuplicateNames)
-	case c.RenameDuplicates != DuplicateReject && c.RenameDuplicates != DuplicateAllow:
-		return fmt.Errorf("imsim config: rename duplicates %q: want reject or allow", c.RenameDuplicates)
-	case c.NameUnit != NameBytes && c.NameUnit != NameChars:
-		return fmt.Errorf("imsim config: name unit %q: want bytes or chars", c.NameUnit)
-	case c.RateWindow != WindowSliding && c.RateWindow != WindowCalendar:
-		return fmt.Errorf("imsim config: rate window %q: want sliding or calendar", c.RateWindow)
+	c.setDefaults()
+	var errs []error
+	add := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	return c.Faults.Validate()
+	add(c.SDKAppID <= 0, "sdkappid: must be positive")
+	add(c.SecretKey == "", "secret key: is empty")
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"rate limit", c.RateLimit}, {"max groups", c.MaxGroups}, {"max contacts", c.MaxContacts},
+		{"max name bytes", c.MaxNameBytes}, {"max contacts per call", c.MaxContactsPerCall}, {"page size", c.PageSize}} {
+		add(l.v < 0, "%s: limits must not be negative, got %d", l.name, l.v)
+	}
+	add(c.MaxHang < 0, "max hang: must not be negative")
+	add(!slices.Contains([]string{DuplicateReject, DuplicateMerge, DuplicateAllow}, c.DuplicateNames),
+		"duplicate names: %q: want reject, merge or allow", c.DuplicateNames)
+	add(c.RenameDuplicates != DuplicateReject && c.RenameDuplicates != DuplicateAllow,
+		"rename duplicates: %q: want reject or allow", c.RenameDuplicates)
+	add(c.NameUnit != NameBytes && c.NameUnit != NameChars, "name unit: %q: want bytes or chars", c.NameUnit)
+	add(c.RateWindow != WindowSliding && c.RateWindow != WindowCalendar, "rate window: %q: want sliding or calendar", c.RateWindow)
+	if len(errs) > 0 {
+		errs = []error{fmt.Errorf("imsim config: %w", errors.Join(errs...))}
+	}
+	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err) // already prefixed "imsim faults: "
+	}
+	return errors.Join(errs...)
 }

@@ -75,10 +75,10 @@ type Server struct {
 	cs callState // call log and per-account latency (calllog.go)
 }
 
-// New validates cfg and returns a Server with empty state.
+// New applies cfg's defaults, validates it and returns a Server with empty state.
 func New(cfg Config) (*Server, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	seed := cfg.Seed
