@@ -34,7 +34,8 @@ type commitSnap struct {
 	p    *part
 	w, h int64
 	ext  int64
-	done []span // completed ranges above w, until encoded into meta
+	done []span    // completed ranges above w, until encoded into meta
+	ho   *handover // the final commit's hand-over statement (nil: none)
 	meta string
 }
 
@@ -62,12 +63,21 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		// no further: everything below it is uncertain (an existence check) for a successor.
 		ext := max(int64(2*cfg.MaxInFlight), int64(p.rate*2))
 		h := max(p.committedH, max(p.maxPicked+1, p.wantH, w)+ext)
+		var ho *handover
 		if e.final {
 			// Nothing will be dispatched any more: the horizon can shrink to what really was,
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.maxPicked+1, w)
+			// Every runner has returned: what the partition's requests did is known.
+			if cfg.HandoverSkew >= 0 && cfg.UncertainHold > 0 {
+				inherited := p.holdUntil
+				if p.laneHold.After(inherited) {
+					inherited = p.laneHold
+				}
+				ho = p.calls.statement(inherited, now)
+			}
 		}
-		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove()})
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho})
 	}
 	laneCommits := e.laneCommits()
 	e.mu.Unlock()
@@ -78,7 +88,7 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	}
 	verified := snaps[:0]
 	for _, s := range snaps {
-		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done}, cfg.MetadataMaxBytes)
+		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done, handover: s.ho}, cfg.MetadataMaxBytes)
 		if err != nil {
 			// Never write what a successor would reject or misread; only "done" knowledge is lost.
 			cfg.Metrics.CommitMetaRefused.Inc()

@@ -25,8 +25,13 @@ const (
 	DefaultShutdownTimeout  = 20 * time.Second
 	DefaultSessionTimeout   = 10 * time.Second
 	DefaultRebalanceTimeout = 30 * time.Second
+	// DefaultHeartbeatInterval lets a member notice a rebalance within about a second.
+	DefaultHeartbeatInterval = 500 * time.Millisecond
 	// DefaultUncertainHold is the IM client's default timeout per request (5s) plus a second.
 	DefaultUncertainHold = 6 * time.Second
+	// DefaultHandoverSkew bounds the wall-clock difference between replicas (NTP keeps hosts
+	// within milliseconds; this leaves room for a host whose sync lapsed for a while).
+	DefaultHandoverSkew = 500 * time.Millisecond
 	// DefaultAccountStallLimit is how long an account's head event may fail transiently before
 	// the account is parked in the retry lane (RetryLane on).
 	DefaultAccountStallLimit = 2 * time.Minute
@@ -70,6 +75,15 @@ type Config struct {
 	// processing, so slow API calls never make a live member look dead.
 	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
+	// HeartbeatInterval is how often the member heartbeats (default DefaultHeartbeatInterval,
+	// at most a third of SessionTimeout): how soon it learns of a rebalance, and how often its
+	// membership lease is renewed.
+	HeartbeatInterval time.Duration
+	// InstanceID, when set, is the member's group.instance.id (static membership): a process
+	// restarted with the same id within SessionTimeout takes its partitions back without a
+	// rebalance of the others, and an older process still holding the id is fenced (Run returns
+	// ErrFenced). It must be unique within the group; see ValidateInstanceID.
+	InstanceID string
 	// UncertainHold is how long after getting a partition the accounts of its uncertain records
 	// (those the previous owner may have sent, see DESIGN.md) wait before any of their records
 	// is dispatched. A request the previous owner wrote before it lost the partition (its
@@ -79,6 +93,13 @@ type Config struct {
 	// service uses --im-timeout + 1s); default DefaultUncertainHold. Negative turns the hold off,
 	// for tests about something else only.
 	UncertainHold time.Duration
+	// HandoverSkew is how far another replica's wall clock may lag this one's. A previous owner
+	// that drained states in its final commit after which time (its clock) none of its requests
+	// still runs; the hold then ends at that time plus HandoverSkew (never later than the full
+	// hold). Default DefaultHandoverSkew; negative: final commits state nothing and statements
+	// read are ignored (every successor holds in full), e.g. while replicas that can't read
+	// metadata v3 still run.
+	HandoverSkew time.Duration
 	// KeyMismatch is what happens to a valid event whose record key is not its from_account:
 	// KeyMismatchCount (the default) or KeyMismatchDeadLetter.
 	KeyMismatch string
@@ -107,6 +128,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// testEngine, for tests, is handed each generation's engine as it is made (to look inside).
+	testEngine func(*engine)
 	// metaEncoder, for tests, replaces the commit metadata encoder; nil means encodeMeta.
 	metaEncoder func(w int64, m commitMeta, maxBytes int) metaEnc
 }
@@ -122,7 +145,9 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, DefaultSessionTimeout)
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
 	c.UncertainHold = cmp.Or(c.UncertainHold, DefaultUncertainHold)
+	c.HandoverSkew = cmp.Or(c.HandoverSkew, DefaultHandoverSkew)
 	c.AccountStallLimit = cmp.Or(c.AccountStallLimit, DefaultAccountStallLimit)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)
 	c.KeyMismatch = cmp.Or(c.KeyMismatch, KeyMismatchCount)
@@ -178,13 +203,19 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"reorder window", c.ReorderWindow}, {"commit interval", c.CommitInterval}, {"shutdown timeout", c.ShutdownTimeout},
-		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}, {"account stall limit", c.AccountStallLimit}} {
+		{"session timeout", c.SessionTimeout}, {"rebalance timeout", c.RebalanceTimeout}, {"account stall limit", c.AccountStallLimit},
+		{"heartbeat interval", c.HeartbeatInterval}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", f.name, f.v))
 		}
 	}
 	if c.RetryLane && c.LaneTopic != "" && c.LaneTopic == c.Topic {
 		errs = append(errs, fmt.Errorf("lane topic: must differ from the topic %q", c.Topic))
+	}
+	if c.InstanceID != "" {
+		if err := ValidateInstanceID(c.InstanceID); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Partitioner != "" {
 		if err := c.Partitioner.Validate(); err != nil {
@@ -217,7 +248,8 @@ func (c Config) timeoutRelations() []error {
 	var errs []error
 	if d.SessionTimeout-hb-time.Second < minDrain {
 		errs = append(errs, fmt.Errorf("session timeout %s (--session-timeout): a revoked member would have under %s to finish its calls "+
-			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least 3s", d.SessionTimeout, minDrain, hb))
+			"and commit before eviction (session − heartbeat %s − 1s); raise --session-timeout to at least %s", d.SessionTimeout, minDrain, hb,
+			d.HeartbeatInterval+time.Second+minDrain))
 	}
 	if d.RebalanceTimeout-hb-time.Second < minDrain {
 		errs = append(errs, fmt.Errorf("rebalance timeout %s (--rebalance-timeout): a revoked member would have under %s to finish its calls "+
@@ -225,4 +257,29 @@ func (c Config) timeoutRelations() []error {
 			d.RebalanceTimeout, minDrain, hb, hb+time.Second+minDrain))
 	}
 	return errs
+}
+
+// maxInstanceIDLen bounds an instance id: Kafka accepts up to 249 characters (like a topic
+// name), and the pod names it is usually made of are at most 253.
+const maxInstanceIDLen = 249
+
+// ErrInstanceID: the instance id has characters or a length Kafka refuses.
+var ErrInstanceID = errors.New("instance id: invalid")
+
+// ValidateInstanceID reports whether id can be a group.instance.id: 1–249 characters among
+// ASCII letters, digits, '.', '_' and '-' (the broker's own rule for such names).
+func ValidateInstanceID(id string) error {
+	if id == "" || len(id) > maxInstanceIDLen {
+		return fmt.Errorf("%w: %d characters, want 1-%d", ErrInstanceID, len(id), maxInstanceIDLen)
+	}
+	if id == "." || id == ".." {
+		return fmt.Errorf("%w: %q is reserved", ErrInstanceID, id)
+	}
+	for i, r := range id {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return fmt.Errorf("%w: character %q at %d; use letters, digits, '.', '_' and '-'", ErrInstanceID, r, i)
+		}
+	}
+	return nil
 }

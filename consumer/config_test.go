@@ -32,7 +32,13 @@ func TestConfigValidate(t *testing.T) {
 		{"shortest session", func(c *Config) {
 			c.SessionTimeout, c.RebalanceTimeout, c.CommitInterval = 3*time.Second, 3*time.Second, 500*time.Millisecond
 		}, ""},
-		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 4 * time.Second }, "raise --rebalance-timeout to at least 5s"},
+		{"rebalance timeout too short to drain", func(c *Config) { c.RebalanceTimeout = 2 * time.Second }, "raise --rebalance-timeout to at least 2.5s"},
+		{"session just short of the drain", func(c *Config) { c.SessionTimeout = 2400 * time.Millisecond }, "raise --session-timeout to at least 2.5s"},
+		{"negative heartbeat", func(c *Config) { c.HeartbeatInterval = -time.Second }, "heartbeat interval"},
+		{"instance id", func(c *Config) { c.InstanceID = "chatgroupd-7d9f8c6b5-x2x4q" }, ""},
+		{"instance id with a space", func(c *Config) { c.InstanceID = "pod 1" }, "instance id: invalid"},
+		{"instance id too long", func(c *Config) { c.InstanceID = strings.Repeat("a", 250) }, "instance id: invalid"},
+		{"instance id dot", func(c *Config) { c.InstanceID = ".." }, "reserved"},
 		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}
 	for _, tt := range tests {

@@ -29,6 +29,8 @@ type Consumer struct {
 	ready  atomic.Bool
 	// crash, for tests, ends generations like a killed process: no drain, no final commit.
 	crash bool
+	// vanish, for tests, with crash: nor does Run leave the group, as a killed process doesn't.
+	vanish bool
 
 	// kept holds, per partition, the dedupe window and the final commit of the last generation.
 	// When the next generation gets the partition back with that very commit, nobody else has
@@ -46,6 +48,8 @@ type keptPart struct {
 	w    int64
 	meta string
 	win  *window
+	// drained: the generation that kept it ended with no call in flight (none abandoned).
+	drained bool
 }
 
 // New checks cfg and returns a Consumer; it does not connect until Run.
@@ -75,83 +79,58 @@ func (c *Consumer) DeadLetterHealth() error { return c.dlqH.err() }
 
 // Run consumes until ctx is cancelled, then stops fetching, lets in-flight events finish within
 // ShutdownTimeout, commits, leaves the group and returns nil. It returns an error only when the
-// group can't be set up at all.
+// group can't be set up at all, or ErrFenced when another process took over this member's
+// instance id (it does not leave the group then: the group is the other process's now).
 func (c *Consumer) Run(ctx context.Context) error {
 	cfg := &c.cfg
 	log := cfg.Logger
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                cfg.GroupID,
-		Brokers:           cfg.Brokers,
-		Dialer:            cfg.Dialer,
-		Topics:            []string{cfg.Topic},
-		HeartbeatInterval: c.heartbeat(),
-		SessionTimeout:    cfg.SessionTimeout,
-		RebalanceTimeout:  cfg.RebalanceTimeout,
-		JoinGroupBackoff:  time.Second,
-		StartOffset:       kafka.FirstOffset,
-		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) {
-			log.Debug("kafka group", zap.String("msg", fmt.Sprintf(f, a...)))
-		}),
-	})
-	if err != nil {
-		return fmt.Errorf("consumer: %w", err)
-	}
+	m := newMember(cfg, c.heartbeat())
+	var runErr error
 	for ctx.Err() == nil {
-		gen, err := cg.Next(ctx)
+		g, err := m.join(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
-				break
+			if errors.Is(err, ErrFenced) {
+				runErr = err
 			}
-			log.Warn("consumer group: join failed, retrying", zap.String("group", cfg.GroupID), zap.Error(err))
-			continue
+			break
 		}
-		done := make(chan struct{})
-		// Everything of the generation runs inside one Start function: kafka-go then waits for it
-		// before rejoining, and it returns only when the generation is over.
-		gen.Start(func(gctx context.Context) {
-			defer close(done)
-			c.runGeneration(ctx, gctx, gen)
-		})
-		<-done
+		c.runGeneration(ctx, g)
+		g.stop()
+		if cause := context.Cause(g.ctx); errors.Is(cause, ErrFenced) {
+			runErr = cause
+			break
+		}
 	}
 	c.ready.Store(false)
-	// Close leaves the group; it waits for the generation's functions, which have returned.
-	_ = cg.Close()
+	switch {
+	case runErr != nil:
+		log.Error("consumer fenced: another member joined with this instance id; stopping",
+			zap.String("group", cfg.GroupID), zap.String("instance_id", cfg.InstanceID), zap.Error(runErr))
+		return runErr
+	case c.vanish:
+	default:
+		// Leaving hands the partitions over at once, also for a static member (by its instance
+		// id): a graceful stop is a scale-down or a rollout, not a crash to wait out.
+		if err := m.leave(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("consumer group: leave failed; the coordinator will evict this member after the session timeout",
+				zap.String("group", cfg.GroupID), zap.Error(err))
+		}
+	}
 	log.Info("consumer stopped", zap.String("group", cfg.GroupID))
 	return nil
 }
 
-func (c *Consumer) heartbeat() time.Duration { return min(3*time.Second, c.cfg.SessionTimeout/3) }
+// heartbeat is the member's heartbeat interval: HeartbeatInterval, at most a third of the session.
+func (c *Consumer) heartbeat() time.Duration {
+	return min(c.cfg.HeartbeatInterval, c.cfg.SessionTimeout/3)
+}
 
 // leaseLen is how long a confirmation of membership lets the member start new requests: it is
 // evicted a session after its last heartbeat, which may be a heartbeat before the confirmation,
 // and a second is kept as margin (the bound of a revoked generation's drain, for the same reason).
+// Every accepted heartbeat of the member (see member.heartbeat) and every accepted commit renew it.
 func (c *Consumer) leaseLen() time.Duration {
 	return max(100*time.Millisecond, c.cfg.SessionTimeout-c.heartbeat()-time.Second)
-}
-
-// leaseLoop renews the lease (see engine.leaseUntil) until ctx ends: a heartbeat of its own with
-// this generation's id, three times per lease, that the coordinator accepts only from a member.
-// Accepted commits renew it too. kafka-go's heartbeats don't tell us when they last succeeded.
-func (e *engine) leaseLoop(ctx context.Context, gen *kafka.Generation) {
-	every := max(e.c.leaseLen()/3, 50*time.Millisecond)
-	for sleepCtx(ctx, every) {
-		sent := time.Now()
-		hctx, cancel := context.WithTimeout(ctx, e.c.leaseLen())
-		resp, err := e.c.client.Heartbeat(hctx, &kafka.HeartbeatRequest{GroupID: e.cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
-		cancel()
-		if err == nil {
-			// resp is nil whenever err is not: a broker that went away answers nothing.
-			err = resp.Error
-		}
-		if err == nil {
-			e.renewLease(sent)
-			continue
-		}
-		if ctx.Err() == nil {
-			e.cfg.Logger.Debug("lease heartbeat refused", zap.Int32("generation", gen.ID), zap.Error(err))
-		}
-	}
 }
 
 // revokeDrain bounds the wait for requests in flight once a generation ended. The member stops
@@ -172,7 +151,8 @@ func (c *Consumer) revokeDrain() time.Duration {
 
 // runGeneration owns one generation: set up each partition, fetch and dispatch until the
 // generation ends or ctx is cancelled, then drain, commit with this generation's id and return.
-func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Generation) {
+func (c *Consumer) runGeneration(runCtx context.Context, g *groupGen) {
+	gctx, gen := g.ctx, g.gen
 	cfg := &c.cfg
 	log := cfg.Logger
 	stopCtx, stop := context.WithCancel(runCtx)
@@ -194,7 +174,8 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	if err != nil {
 		if stopCtx.Err() == nil {
 			log.Error("consumer: partition setup failed; leaving generation", zap.Int32("generation", gen.ID), zap.Error(err))
-			// Returning ends the generation and rejoins; pause so a lasting failure doesn't spin.
+			// Returning rejoins (the coordinator hands the same partitions back, or rebalances
+			// if the group changed meanwhile); pause so a lasting failure doesn't spin.
 			sleepCtx(stopCtx, time.Second)
 		}
 		return
@@ -229,7 +210,9 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	}
 	committer.Go(func() { e.commitLoop(stopCtx, gen) })
 	if !cfg.TestLegacyDrain {
-		committer.Go(func() { e.leaseLoop(stopCtx, gen) })
+		// The member's heartbeats renew the lease: each one accepted confirms membership.
+		g.setRenew(e.renewLease)
+		defer g.setRenew(nil)
 	}
 	e.requestCommit() // the first commit sets the dispatch horizon of fresh partitions
 
@@ -306,6 +289,16 @@ func (c *Consumer) runGeneration(runCtx, gctx context.Context, gen *kafka.Genera
 	e.mu.Unlock()
 	if err := e.commit(cctx, gen); err != nil {
 		log.Warn("final commit failed", zap.Int32("generation", gen.ID), zap.Error(err))
+	}
+	if abandoned == 0 {
+		// Every call this member sent has ended: if it gets a kept partition back, no call of
+		// the previous owner (itself) can still run, and there is nothing to hold for.
+		for _, id := range ids {
+			if k, ok := c.kept[id]; ok {
+				k.drained = true
+				c.kept[id] = k
+			}
+		}
 	}
 	for _, id := range ids {
 		ps := strconv.Itoa(id)
@@ -521,12 +514,14 @@ func (e *engine) initPart(id int, st position) {
 	w := first
 	p.committedW = -1
 	keep := st.hasCommit
+	var ho *handover // the previous owner's hand-over statement, if its final commit made one
 	switch {
 	case st.hasCommit:
 		w = cp.CommittedOffset
 		p.hasPrev = true
 		p.committedW = w
 		m, err := decodeMeta(w, cp.Metadata)
+		ho = m.handover
 		if err != nil {
 			// Not ours, corrupt, or from a tool that moved the offset: the previous owner may
 			// have dispatched anything it had fetched. Everything up to the log end is uncertain.
@@ -571,14 +566,31 @@ func (e *engine) initPart(id int, st position) {
 	}
 	p.tr = newTracker(w)
 	p.committedH = p.inherited
-	if p.hasPrev && p.inherited > w && cfg.UncertainHold > 0 && !cfg.TestLegacyDrain {
-		// Records in [w, inherited) may have calls of the previous owner still running.
-		p.holdUntil = cfg.Now().Add(cfg.UncertainHold)
+	if cfg.UncertainHold > 0 && !cfg.TestLegacyDrain {
+		// Records in [w, inherited), and the lane's records, may have calls of the previous
+		// owner still running: held in full, or for what is left of the window its final
+		// commit stated (handover.go).
+		now := cfg.Now()
+		until := handoverHold(now, cfg.UncertainHold, cfg.HandoverSkew, ho)
+		p.prevUntil = until
+		if p.hasPrev && p.inherited > w {
+			p.holdUntil = until
+			cfg.Metrics.HandoverHold.Observe(until.Sub(now).Seconds())
+			log.Info("partition set up: accounts of uncertain records wait for the previous owner's calls",
+				zap.Int("partition", id), zap.Int64("from", w), zap.Int64("to", p.inherited),
+				zap.Duration("hold", until.Sub(now)), zap.Bool("stated", until.Before(now.Add(cfg.UncertainHold))))
+		}
 	}
 	p.maxPicked = w - 1
 	e.parts[id] = p
 	p.readFrom = w
 	if k, ok := e.c.kept[id]; ok && keep && k.w == cp.CommittedOffset && k.meta == cp.Metadata {
+		// Nobody else owned it since this member's own final commit. Its uncertain records
+		// (the horizon it dispatched up to) stay uncertain, but if that generation's calls all
+		// ended, none can still be running: no hold.
+		if k.drained {
+			p.holdUntil = time.Time{}
+		}
 		p.win = k.win
 		e.keptWindows = append(e.keptWindows, id)
 		cfg.Metrics.DedupeEntries.Add(float64(p.win.len()))

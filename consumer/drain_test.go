@@ -10,7 +10,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
-	"github.com/segmentio/kafka-go/protocol/heartbeat"
 )
 
 // TestRevokeDrainBoundedBySession reproduces a member evicted while its call still runs: session
@@ -196,11 +195,11 @@ type unconfirmed struct {
 }
 
 func (u *unconfirmed) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
-	if _, ok := req.(*heartbeat.Request); ok && u.failing.Load() {
+	if r, ok := req.(*groupRawReq); ok && r.key == protocol.Heartbeat && u.failing.Load() {
 		if u.unreachable {
 			return nil, io.ErrUnexpectedEOF
 		}
-		return &heartbeat.Response{ErrorCode: 15}, nil // COORDINATOR_NOT_AVAILABLE
+		return &groupRawResp{key: r.key, body: []byte{0, 0, 0, 0, 0, 15}}, nil // COORDINATOR_NOT_AVAILABLE
 	}
 	return u.failingCommits.RoundTrip(ctx, addr, req)
 }
@@ -236,7 +235,7 @@ func testLeaseLapses(t *testing.T, unreachable bool) {
 	tr.failing.Store(true)
 	failed := counter(m.Commits.WithLabelValues("error"))
 	waitFor(t, 5*time.Second, "a refused commit", func() bool { return counter(m.Commits.WithLabelValues("error")) > failed })
-	time.Sleep(3 * time.Second) // the lease: session 6s − heartbeat 2s − 1s
+	time.Sleep(4500 * time.Millisecond) // the lease: session 6s − heartbeat 0.5s − 1s
 	more, moreIDs := makeEvents(5, 5, "m")
 	e.k.Produce(t, e.topic, more...)
 	waitFor(t, 10*time.Second, "a dispatch held by the lapsed lease", func() bool { return e.disp.leaseHeld.Load() > 0 })

@@ -83,8 +83,16 @@ type part struct {
 	readFrom    int64         // where the fetch starts: up to DedupeWindow records before the watermark
 	lane        *lanePart     // the retry lane's state (RetryLane on)
 	// holdUntil: until then an account with an uncertain record dispatches nothing (a call of
-	// the previous owner may still run; Config.UncertainHold).
+	// the previous owner may still run; Config.UncertainHold, shortened by the previous owner's
+	// hand-over statement, handover.go). Lane records wait for it too, uncertain or not.
 	holdUntil time.Time
+	// prevUntil is when the previous owner's calls end at the latest (the full hold from set-up
+	// without its statement), whether or not records wait for it; laneHold is prevUntil when the
+	// lane held records at assignment: they wait for it, uncertain or not.
+	prevUntil, laneHold time.Time
+	// calls follows this generation's API requests of the partition for the final commit's
+	// hand-over statement.
+	calls callWatch
 }
 
 type account struct {
@@ -139,6 +147,9 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
 		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
 		e.outcomes[o] = c.cfg.Metrics.EventsProcessed.WithLabelValues(o)
+	}
+	if c.cfg.testEngine != nil {
+		c.cfg.testEngine(e)
 	}
 	return e
 }
@@ -467,10 +478,12 @@ func (e *engine) process(r *rec) bool {
 	var out dispatcher.Outcome
 	for {
 		var err error
-		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
+		tctx, traced := r.a.p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
+		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
 			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
 		})
+		traced()
 		if err == nil {
 			break
 		}

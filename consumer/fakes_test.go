@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // call is one Dispatch the fake saw.
@@ -110,6 +112,13 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 		block = h
 	}
 	f.mu.Unlock()
+	// Like the real dispatcher's HTTP request: the consumer follows it through httptrace hooks
+	// (written; answered unless the call is abandoned).
+	trace := httptrace.ContextClientTrace(ctx)
+	if trace != nil {
+		trace.GotConn(httptrace.GotConnInfo{})
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
 	defer func() {
 		f.mu.Lock()
 		f.active[acct]--
@@ -131,6 +140,9 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 	}
 	if !ok {
 		out = dispatcher.Outcome{Result: dispatcher.Applied, Attempts: 1}
+	}
+	if trace != nil {
+		trace.GotFirstResponseByte()
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, call{task.Event.EventID, acct, task.Event.Seq, task.ReplayCount, task.Uncertain})
@@ -264,16 +276,10 @@ func (r *running) stop(t testing.TB) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is testwait.For, under the name the package's tests call it by.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, d, what, cond)
 }
 
 // committed reads the group's committed offsets and metadata.

@@ -17,6 +17,11 @@ import (
 // Dispatcher applies one validated event to the IM API. It blocks while the API can't be used
 // (config/auth failure, outage) and returns an error only when the event did not end — ctx was
 // cancelled by shutdown or revoke — in which case the record stays uncommitted.
+//
+// Its API requests must be made over net/http under ctx (as the dispatcher package's are): the
+// consumer follows them through the net/http/httptrace hooks it puts on ctx (written, answered)
+// to state in its final commit when its calls end, which shortens the successor's hold. A
+// Dispatcher whose requests the hooks can't see must run with Config.HandoverSkew < 0.
 type Dispatcher interface {
 	Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher.Outcome, error)
 }

@@ -52,13 +52,43 @@ type lanePart struct {
 	loaded bool
 	// marks are unpark markers read while loading: records before them are ended already.
 	commitOK bool // the lane position may be committed (loaded)
+	// keep overrides laneKeep (tests measuring what the cap saves); 0: laneKeep.
+	keep int
 }
+
+// keepN is how many records per parked account are held in memory.
+func (lp *lanePart) keepN() int {
+	if lp.keep > 0 {
+		return lp.keep
+	}
+	return laneKeep
+}
+
+// What a parked account's lane records may hold in memory: the next laneKeep records (and at most
+// laneKeepBytes of their values, the head always). The rest stay in the lane, the source of truth,
+// and are read again as the head advances (laneRefill). A hot parked account with thousands of
+// queued events then costs its partition a few tens of kilobytes, not megabytes.
+const (
+	laneKeep      = 64
+	laneKeepBytes = 1 << 20
+)
 
 // laneAcct is one parked account of a partition.
 type laneAcct struct {
-	name       string
-	q          []*laneRec // lane records read, not ended, in lane order
-	seen       map[uint64]bool
+	name string
+	q    []*laneRec // lane records held in memory, not ended, in lane order
+	// qBytes is the value bytes of q.
+	qBytes int
+	// left: records of the account were read but not held (q was full); skipFrom is the lane
+	// offset of the first: everything of it from there on is read again from the lane once q
+	// empties. lastSkipped is the last such offset, skipped how many there are (gauge only).
+	left                  bool
+	skipFrom, lastSkipped int64
+	skipped               int
+	// seen maps each event (id and replay count) to the lane offset of its first copy: a later
+	// copy (forwarded again after a crash) is a duplicate, the first one is not, however often
+	// it is read.
+	seen       map[uint64]int64
 	forwarding int   // main-topic records being produced to the lane
 	lastProd   int64 // lane offset of the last record produced for it by this member (-1 none)
 	lastEnded  int64 // lane offset of its last record that ended here (-1 none)
@@ -194,7 +224,7 @@ func (e *engine) park(r *rec, out dispatcher.Outcome) bool {
 		reason = parkBudget
 	}
 	if la == nil {
-		la = &laneAcct{name: r.a.name, seen: map[uint64]bool{}, lastProd: -1, lastEnded: -1, reason: reason, since: e.cfg.Now()}
+		la = newLaneAcct(r.a.name, reason, e.cfg.Now())
 		p.lane.accts[r.a.name] = la
 		e.metrics().LaneParks.WithLabelValues(reason).Inc()
 		e.metrics().LaneParked.WithLabelValues(e.cfg.Topic, strconv.Itoa(p.id)).Inc()
@@ -258,6 +288,12 @@ func (e *engine) laneLoad(ctx context.Context, p *part) (*fetcher, bool) {
 	}
 	e.mu.Lock()
 	lp := p.lane
+	if len(lp.unended) > 0 && p.prevUntil.After(cfg.Now()) {
+		// A lane worker of the previous owner may still have a call of a head running.
+		p.laneHold = p.prevUntil
+		cfg.Logger.Info("retry lane loaded: its heads wait for the previous owner's calls", zap.Int("partition", p.id),
+			zap.Duration("hold", p.laneHold.Sub(cfg.Now())))
+	}
 	lp.loaded, lp.commitOK = true, true
 	names := make([]string, 0, len(lp.accts))
 	for name, la := range lp.accts {
@@ -366,16 +402,74 @@ func (e *engine) laneIngest(p *part, m kafka.Message) {
 		for _, r := range la.q {
 			if r.msg.Offset <= through {
 				delete(lp.unended, r.msg.Offset)
+				la.qBytes -= len(r.msg.Value)
 				continue
 			}
 			keep = append(keep, r)
 		}
+		clear(la.q[len(keep):])
 		la.q = keep
-		if len(la.q) == 0 && la.forwarding == 0 && !lp.loaded {
+		if la.left && la.skipFrom <= through {
+			if la.lastSkipped <= through {
+				la.left, la.skipped = false, 0
+			} else {
+				la.skipFrom = through + 1
+			}
+		}
+		if len(la.q) == 0 && !la.left && la.forwarding == 0 && !lp.loaded {
 			delete(lp.accts, name)
 		}
 		return
 	}
+	r := e.laneParse(m)
+	la := lp.accts[name]
+	if la == nil {
+		// Parked by a previous owner (load), or re-parked here after an unpark.
+		la = newLaneAcct(name, parkStall, e.cfg.Now())
+		if !r.start.IsZero() {
+			la.since = r.start
+		}
+		lp.accts[name] = la
+	}
+	if r.key != 0 {
+		if first, ok := la.seen[r.key]; ok && first != m.Offset {
+			// A crash between forwarding and the main commit forwards the same record again.
+			e.outcomes[metrics.OutcomeDuplicate].Inc()
+			return
+		}
+		la.seen[r.key] = m.Offset
+	}
+	if la.left || !la.room(lp.keepN(), len(m.Value)) {
+		// Left in the lane: read again once the records before it ended.
+		if !la.left {
+			la.left, la.skipFrom = true, m.Offset
+		}
+		la.lastSkipped = m.Offset
+		la.skipped++
+		return
+	}
+	la.hold(lp, r)
+}
+
+func newLaneAcct(name, reason string, since time.Time) *laneAcct {
+	return &laneAcct{name: name, seen: map[uint64]int64{}, lastProd: -1, lastEnded: -1, lastSkipped: -1,
+		reason: reason, since: since}
+}
+
+// room: a record with a value of n bytes may be held in memory (the head always may).
+func (la *laneAcct) room(keep, n int) bool {
+	return len(la.q) == 0 || len(la.q) < keep && la.qBytes+n <= laneKeepBytes
+}
+
+// hold appends r to the account's records in memory. mu held.
+func (la *laneAcct) hold(lp *lanePart, r *laneRec) {
+	la.q = append(la.q, r)
+	la.qBytes += len(r.msg.Value)
+	lp.unended[r.msg.Offset] = r
+}
+
+// laneParse reads one lane record (not a marker).
+func (e *engine) laneParse(m kafka.Message) *laneRec {
 	r := &laneRec{msg: m, srcOff: -1}
 	if v, ok := hdr(m.Headers, laneHdrSrcOffset); ok {
 		r.srcOff, _ = strconv.ParseInt(v, 10, 64)
@@ -397,25 +491,82 @@ func (e *engine) laneIngest(p *part, m kafka.Message) {
 	if r.ev != nil {
 		r.key = e.c.hash.id(r.ev.EventID, r.replay)
 	}
-	la := lp.accts[name]
-	if la == nil {
-		// Parked by a previous owner (load), or re-parked here after an unpark.
-		la = &laneAcct{name: name, seen: map[uint64]bool{}, lastProd: -1, lastEnded: -1, reason: parkStall, since: e.cfg.Now()}
-		if !r.start.IsZero() {
-			la.since = r.start
+	return r
+}
+
+// laneRefill reads the account's records left in the lane (from skipFrom up to what the tail has
+// read) and holds the next of them. False: the generation ended first.
+func (e *engine) laneRefill(p *part, la *laneAcct) bool {
+	cfg := e.cfg
+	e.mu.Lock()
+	from, hi := la.skipFrom, p.lane.readPos
+	e.mu.Unlock()
+	f := &fetcher{rt: cmpRT(cfg.Transport), addr: kafka.TCP(cfg.Brokers...), topic: cfg.laneTopic(), part: p.id,
+		next: from, maxWait: 100 * time.Millisecond, maxBytes: 256 << 10}
+	var got []*laneRec
+	next := int64(-1) // the first record of the account not taken, when the scan stopped at it
+	for f.next < hi && next < 0 {
+		msgs, err := f.fetch(e.claim)
+		if err != nil {
+			if e.claim.Err() != nil {
+				return false
+			}
+			cfg.Logger.Warn("retry lane: reading parked records again failed, retrying", zap.Int("partition", p.id),
+				zap.String("account", la.name), zap.Int64("offset", f.next), zap.Error(err))
+			if !sleepCtx(e.claim, time.Second) {
+				return false
+			}
+			continue
 		}
-		lp.accts[name] = la
+		e.mu.Lock()
+		for _, m := range msgs {
+			if m.Offset >= hi || string(m.Key) != la.name {
+				continue
+			}
+			if _, marker := hdr(m.Headers, laneHdrUnpark); marker {
+				continue // the tail applied it already (it read everything below hi)
+			}
+			r := e.laneParse(m)
+			if first, ok := la.seen[r.key]; r.key != 0 && ok && first != m.Offset {
+				continue // a copy, counted when the tail read it
+			}
+			if len(got) >= p.lane.keepN() {
+				next = m.Offset
+				break
+			}
+			got = append(got, r)
+		}
+		e.mu.Unlock()
 	}
-	if r.key != 0 && la.seen[r.key] {
-		// A crash between forwarding and the main commit forwards the same record again.
-		e.outcomes[metrics.OutcomeDuplicate].Inc()
-		return
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !la.left || la.skipFrom != from {
+		return true // a marker moved it meanwhile: read again from there
 	}
-	if r.key != 0 {
-		la.seen[r.key] = true
+	taken := 0
+	for _, r := range got {
+		if !la.room(p.lane.keepN(), len(r.msg.Value)) {
+			next = r.msg.Offset
+			break
+		}
+		la.hold(p.lane, r)
+		taken++
 	}
-	la.q = append(la.q, r)
-	lp.unended[m.Offset] = r
+	switch {
+	case next >= 0:
+		la.skipFrom = next
+	case la.lastSkipped >= hi:
+		la.skipFrom = hi // the tail left more of it after what was scanned
+	default:
+		la.left = false
+	}
+	la.skipped = max(la.skipped-taken, 0)
+	if la.left {
+		la.skipped = max(la.skipped, 1)
+	} else {
+		la.skipped = 0
+	}
+	return true
 }
 
 // laneWake starts the account's lane worker when it has work and none runs. mu held.
@@ -423,7 +574,7 @@ func (e *engine) laneWake(p *part, la *laneAcct) {
 	if la.worker || e.stopping || !p.lane.loaded {
 		return
 	}
-	if len(la.q) == 0 && !e.laneCanUnpark(p, la) {
+	if len(la.q) == 0 && !la.left && !e.laneCanUnpark(p, la) {
 		return
 	}
 	la.worker = true
@@ -433,7 +584,7 @@ func (e *engine) laneWake(p *part, la *laneAcct) {
 
 // laneCanUnpark: nothing of the account is left in the lane or on its way there. mu held.
 func (e *engine) laneCanUnpark(p *part, la *laneAcct) bool {
-	return len(la.q) == 0 && la.forwarding == 0 && la.lastProd < p.lane.readPos && !la.unparking
+	return len(la.q) == 0 && !la.left && la.forwarding == 0 && la.lastProd < p.lane.readPos && !la.unparking
 }
 
 // laneWork drives a parked account's lane records one at a time, in lane order, then unparks it.
@@ -442,6 +593,15 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for !e.stopping {
+		if len(la.q) == 0 && la.left {
+			e.mu.Unlock()
+			ok := e.laneRefill(p, la)
+			e.mu.Lock()
+			if !ok {
+				break
+			}
+			continue
+		}
 		if len(la.q) == 0 {
 			if !e.laneCanUnpark(p, la) {
 				break
@@ -457,6 +617,17 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 			}
 			break
 		}
+		if d := p.laneHold.Sub(e.cfg.Now()); d > 0 {
+			// The previous owner may still have a call of this account's head running at the
+			// API (same hold as uncertain main records; lane records are all uncertain).
+			e.mu.Unlock()
+			ok := sleepCtx(e.claim, d)
+			e.mu.Lock()
+			if !ok {
+				break
+			}
+			continue
+		}
 		r := la.q[0]
 		e.inflight++
 		e.mu.Unlock()
@@ -471,6 +642,7 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 		}
 		la.q[0] = nil
 		la.q = la.q[1:]
+		la.qBytes -= len(r.msg.Value)
 		la.lastEnded = max(la.lastEnded, r.msg.Offset)
 		delete(p.lane.unended, r.msg.Offset)
 	}
@@ -493,7 +665,7 @@ func (e *engine) unpark(p *part, la *laneAcct) bool {
 		e.cfg.Logger.Warn("retry lane: unpark marker failed; retrying", zap.Int("partition", p.id), zap.String("account", la.name), zap.Error(err))
 		return false
 	}
-	if len(la.q) > 0 || la.forwarding > 0 || la.lastProd > off {
+	if len(la.q) > 0 || la.left || la.forwarding > 0 || la.lastProd > off {
 		return true // more arrived meanwhile: the account stays parked, the worker goes on
 	}
 	delete(p.lane.accts, la.name)
@@ -541,10 +713,12 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 	var out dispatcher.Outcome
 	for {
 		var err error
-		out, err = e.cfg.Dispatcher.Dispatch(ctx, dispatcher.Task{
+		tctx, traced := p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
+		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: true, RecordTime: src.Time, Drain: e.claim, RetryStart: r.start,
 			Lease: lease,
 		})
+		traced()
 		if err == nil {
 			break
 		}
@@ -574,6 +748,13 @@ func (e *engine) laneCommits() []kafka.OffsetCommit {
 			continue
 		}
 		w := lp.readPos
+		depth := len(lp.unended)
+		for _, la := range lp.accts {
+			if la.left {
+				w = min(w, la.skipFrom) // read, not held, not ended
+				depth += la.skipped
+			}
+		}
 		var oldest time.Time
 		for off, r := range lp.unended {
 			w = min(w, off)
@@ -587,7 +768,7 @@ func (e *engine) laneCommits() []kafka.OffsetCommit {
 		}
 		ps := strconv.Itoa(p.id)
 		m := e.metrics()
-		m.LaneDepth.WithLabelValues(e.cfg.Topic, ps).Set(float64(len(lp.unended)))
+		m.LaneDepth.WithLabelValues(e.cfg.Topic, ps).Set(float64(depth))
 		age := 0.0
 		if !oldest.IsZero() {
 			age = now.Sub(oldest).Seconds()

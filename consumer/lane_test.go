@@ -294,6 +294,44 @@ func checkOnceEach(t *testing.T, calls []call, want int, stuck string, n int) {
 func TestLaneHotStuckAccount(t *testing.T) {
 	const hot, accounts, rounds = 5000, 999, 2
 	e, d := laneEnv(t, "hot")
+	// What the lane holds in memory is sampled throughout: at most laneKeep records of the
+	// parked account, the rest read again from the lane as its head advances.
+	var (
+		engines  sync.Map
+		maxHeld  atomic.Int64
+		sampling sync.WaitGroup
+	)
+	base := e.cfgEdit
+	e.cfgEdit = func(c *Config) { base(c); c.testEngine = func(en *engine) { engines.Store(en, true) } }
+	stopSampling := make(chan struct{})
+	sampling.Go(func() {
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			engines.Range(func(k, _ any) bool {
+				en := k.(*engine)
+				en.mu.Lock()
+				for _, p := range en.parts {
+					if n := int64(len(p.lane.unended)); n > maxHeld.Load() {
+						maxHeld.Store(n)
+					}
+				}
+				en.mu.Unlock()
+				return true
+			})
+		}
+	})
+	defer func() {
+		close(stopSampling)
+		sampling.Wait()
+		t.Logf("at most %d lane records held in memory", maxHeld.Load())
+		if maxHeld.Load() > laneKeep {
+			t.Errorf("%d lane records held in memory for one parked account, bound %d", maxHeld.Load(), laneKeep)
+		}
+	}()
 	var msgs []kafka.Message
 	for s := 1; s <= hot; s++ {
 		msgs = append(msgs, evMsg(fmt.Sprintf("h-%d", s), "hot", int64(s)))

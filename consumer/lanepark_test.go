@@ -106,6 +106,7 @@ func TestLaneUnparkDecision(t *testing.T) {
 	}{
 		{"drained", laneAcct{lastProd: 4}, 5, true},
 		{"events left", laneAcct{q: []*laneRec{{}}, lastProd: 4}, 5, false},
+		{"events left in the lane, none in memory", laneAcct{left: true, skipFrom: 3, lastProd: 4}, 5, false},
 		{"a forward under way", laneAcct{forwarding: 1, lastProd: 4}, 5, false},
 		{"written, not read back yet", laneAcct{lastProd: 5}, 5, false},
 		{"marker being written", laneAcct{lastProd: -1, unparking: true}, 5, false},

@@ -27,9 +27,19 @@ import (
 // W is carried so that metadata kept beside a moved offset is detected (errMetaWatermarkMismatch)
 // rather than read as ranges shifted onto records nobody ran. The encoder writes whichever kind is
 // smaller. v1 strings (the previous format, which carried no watermark) are still read.
+//
+// Format v3 is v2 with one more header field, written only by the final commit of a generation
+// after its drain (see handover.go):
+//
+//	"v3:" + base64url(uvarint(W) uvarint(H−W) uvarint(Q) kind body crc32c)
+//
+// Q = 0: no API request of the partition sent by the writer (or by an owner before it) was still
+// running when the commit was sent; Q > 0: none runs after unix millisecond Q of the writer's
+// clock. The checksum and the watermark binding cover it like the rest.
 const (
 	metaPrefixV1 = "v1:"
 	metaPrefixV2 = "v2:"
+	metaPrefixV3 = "v3:"
 
 	metaKindNone   = 0
 	metaKindRuns   = 1
@@ -70,14 +80,25 @@ type span struct{ start, end int64 }
 type commitMeta struct {
 	horizon int64
 	done    []span
+	// handover is the final commit's statement about the writer's API requests (v3), nil when
+	// the commit made none (periodic commits, v1, v2): the next owner then holds in full.
+	handover *handover
 }
+
+// handover is what a final commit states about the requests of its partition still running at
+// the API: until is a unix millisecond of the writer's clock after which none runs, 0 when none
+// ran any more when the commit was sent.
+type handover struct{ until int64 }
 
 // metaEnc is one commit's encoded metadata.
 type metaEnc struct {
 	w    int64  // the watermark to commit: the one asked for, advanced over a range starting at it
 	h    int64  // the horizon written, at least w
 	done []span // the ranges written: normalised, the highest left out when over the limit
-	s    string
+	// handover is the statement written (v3), nil when none: asked for none, or writing it would
+	// have left out more ranges than v2 (a full hold costs less than more uncertain records).
+	handover *handover
+	s        string
 	// dropped counts ranges left out for size: their offsets are uncertain for a successor.
 	dropped int
 }
@@ -137,14 +158,29 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 
 	runs := planRuns(w, done)
 	bm := planBitmap(w, done)
-	nRuns := runs.fit(budget - hdr)
-	nBm := bm.fit(budget - hdr)
-	kind, n := metaKindRuns, nRuns
-	if nBm > nRuns || nBm == nRuns && bm.size(nBm) < runs.size(nRuns) {
-		kind, n = metaKindBitmap, nBm
+	choose := func(hdr int) (int, int) {
+		nRuns := runs.fit(budget - hdr)
+		nBm := bm.fit(budget - hdr)
+		kind, n := metaKindRuns, nRuns
+		if nBm > nRuns || nBm == nRuns && bm.size(nBm) < runs.size(nRuns) {
+			kind, n = metaKindBitmap, nBm
+		}
+		if n == 0 {
+			kind = metaKindNone
+		}
+		return kind, n
 	}
-	if n == 0 {
-		kind = metaKindNone
+	kind, n := choose(hdr)
+	ho := m.handover
+	if ho != nil {
+		if ho.until < 0 || ho.until > maxMetaOffset {
+			ho = nil // not a time this decoder accepts: state nothing (a full hold)
+		} else if k3, n3 := choose(hdr + uvarintLen(uint64(ho.until))); n3 < n {
+			ho = nil
+		} else {
+			kind, n = k3, n3
+			hdr += uvarintLen(uint64(ho.until))
+		}
 	}
 	body := 0
 	switch kind {
@@ -157,6 +193,12 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	raw := make([]byte, 0, hdr+body)
 	raw = binary.AppendUvarint(raw, uint64(w))
 	raw = binary.AppendUvarint(raw, uint64(h-w))
+	prefix := metaPrefixV2
+	if ho != nil {
+		prefix = metaPrefixV3
+		raw = binary.AppendUvarint(raw, uint64(ho.until))
+		ho = &handover{until: ho.until}
+	}
 	raw = append(raw, byte(kind))
 	switch kind {
 	case metaKindRuns:
@@ -165,8 +207,8 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 		raw = bm.append(raw, w, done[:n])
 	}
 	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
-	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n,
-		s: metaPrefixV2 + base64.RawURLEncoding.EncodeToString(raw)}
+	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n, handover: ho,
+		s: prefix + base64.RawURLEncoding.EncodeToString(raw)}
 }
 
 // metaLen is the length of the string encodeMeta would write for m at w with no limit.
@@ -462,8 +504,11 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	if len(s) > maxMetaLen {
 		return commitMeta{}, fmt.Errorf("%w: %d bytes, more than %d", errBadMeta, len(s), maxMetaLen)
 	}
+	if rest, ok := strings.CutPrefix(s, metaPrefixV3); ok {
+		return decodeMetaV2(w, rest, true)
+	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV2); ok {
-		return decodeMetaV2(w, rest)
+		return decodeMetaV2(w, rest, false)
 	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV1); ok {
 		return decodeMetaV1(w, rest)
@@ -471,7 +516,8 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	return commitMeta{}, fmt.Errorf("%w: unknown version", errBadMeta)
 }
 
-func decodeMetaV2(w int64, s string) (commitMeta, error) {
+// decodeMetaV2 reads v2, and v3 (v2 with the hand-over field after the horizon) when v3 is set.
+func decodeMetaV2(w int64, s string, v3 bool) (commitMeta, error) {
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return commitMeta{}, fmt.Errorf("%w: %v", errBadMeta, err)
@@ -486,6 +532,14 @@ func decodeMetaV2(w int64, s string) (commitMeta, error) {
 	d := metaDecoder{raw: body}
 	ew := d.uvarint()
 	dh := d.uvarint()
+	var ho *handover
+	if v3 {
+		q := d.uvarint()
+		if q > maxMetaOffset {
+			return commitMeta{}, fmt.Errorf("%w: hand-over time out of range", errBadMeta)
+		}
+		ho = &handover{until: int64(q)}
+	}
 	kind := d.byte()
 	if d.err != nil {
 		return commitMeta{}, d.err
@@ -497,7 +551,7 @@ func decodeMetaV2(w int64, s string) (commitMeta, error) {
 		return commitMeta{}, fmt.Errorf("%w: %w: written for offset %d, committed at %d",
 			errBadMeta, errMetaWatermarkMismatch, ew, w)
 	}
-	m := commitMeta{horizon: w + int64(dh)}
+	m := commitMeta{horizon: w + int64(dh), handover: ho}
 	switch kind {
 	case metaKindNone:
 	case metaKindRuns:
@@ -736,6 +790,13 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 	}
 	if want := max(m.horizon, enc.w); got.horizon != want {
 		return fmt.Errorf("commit metadata decodes to horizon %d, want %d", got.horizon, want)
+	}
+	// A hand-over statement may only be left out (a full hold), never changed or made up.
+	if got.handover != nil && (m.handover == nil || *got.handover != *m.handover) {
+		return fmt.Errorf("commit metadata states hand-over %+v, asked %+v", *got.handover, m.handover)
+	}
+	if (got.handover == nil) != (enc.handover == nil) {
+		return fmt.Errorf("commit metadata: hand-over statement written %v, reported %v", got.handover != nil, enc.handover != nil)
 	}
 	prev := enc.w
 	for _, r := range got.done {

@@ -365,6 +365,8 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 900, done: holes(100, 30, constant(1), constant(2))}, 4096).s)
 	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 900, done: []span{{101, 150}, {20000, 20001}}}, 4096).s)
 	f.Add(int64(150), "v1:MgAy")
+	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 900, done: []span{{101, 150}}, handover: &handover{until: 1_790_000_000_123}}, 4096).s)
+	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 100, handover: &handover{}}, 4096).s)
 	f.Add(int64(0), "v1:")
 	f.Add(int64(-1), "v1:AAAA")
 	f.Fuzz(func(t *testing.T, w int64, s string) {
@@ -395,6 +397,9 @@ func FuzzDecodeMeta(f *testing.F) {
 		if err != nil || enc.w != nw || m2.horizon != max(m.horizon, nw) || !slices.Equal(m2.done, want) {
 			t.Fatalf("re-encode mismatch: %+v at %d vs %+v at %d: %v", m, w, m2, enc.w, err)
 		}
+		if (m.handover == nil) != (m2.handover == nil) || m.handover != nil && *m.handover != *m2.handover {
+			t.Fatalf("hand-over statement %+v re-encoded as %+v", m.handover, m2.handover)
+		}
 	})
 }
 
@@ -412,8 +417,15 @@ func FuzzMetaRoundTrip(f *testing.F) {
 		sc := int(scale%40) + 1
 		done := holes(w, int(n%5000), func(int) int64 { return rng.Int64N(1 << rng.IntN(sc)) }, func(int) int64 { return 1 + rng.Int64N(1<<rng.IntN(sc)) })
 		m := commitMeta{horizon: w + rng.Int64N(1<<30), done: done}
+		if scale%3 > 0 {
+			m.handover = &handover{until: rng.Int64N(1 << (20 * int64(scale%3)))}
+		}
 		l := int(limit%4096) + 64
 		enc := encodeMeta(w, m, l)
+		// The statement never costs a range: it is left out (a full hold) when it would.
+		if plain := encodeMeta(w, commitMeta{horizon: m.horizon, done: done}, l); plain.dropped != enc.dropped {
+			t.Fatalf("with the hand-over statement %d ranges dropped, without %d", enc.dropped, plain.dropped)
+		}
 		if len(enc.s) > l {
 			t.Fatalf("%d bytes, limit %d", len(enc.s), l)
 		}
@@ -425,7 +437,10 @@ func FuzzMetaRoundTrip(f *testing.F) {
 		if err != nil || enc.w != nw || !slices.Equal(got.done, want[:len(want)-enc.dropped]) {
 			t.Fatalf("decoded %+v at %d, %v", got, enc.w, err)
 		}
-		if enc.dropped == 0 && metaLen(w, m) != len(enc.s) {
+		if (got.handover == nil) != (enc.handover == nil) || got.handover != nil && *got.handover != *m.handover {
+			t.Fatalf("hand-over statement %+v decoded as %+v (reported %+v)", m.handover, got.handover, enc.handover)
+		}
+		if enc.dropped == 0 && enc.handover == nil && metaLen(w, m) != len(enc.s) {
 			t.Fatalf("metaLen %d, encoded %d", metaLen(w, m), len(enc.s))
 		}
 	})

@@ -269,10 +269,18 @@ func TestDeployment(t *testing.T) {
 
 			// Every flag (docs/configuration.md) that has a value in any configuration.
 			for _, f := range []string{"brokers", "topic", "group", "dlq-topic", "im-region", "sdkappid", "admin",
-				"rate-limit", "metrics-addr", "reorder-window", "retry-budget", "shutdown-timeout", "log-level", "log-format"} {
+				"rate-limit", "metrics-addr", "reorder-window", "retry-budget", "retry-lane", "fleet-budget", "shutdown-timeout", "log-level", "log-format"} {
 				if flags[f] == "" {
 					t.Errorf("flag --%s missing from args %v", f, c.Args)
 				}
+			}
+			// The modes come from config.retryLane/fleetBudget: auto unless a values file says otherwise.
+			wantLane, wantFleet := "auto", "auto"
+			if vf == "ci/all-values.yaml" {
+				wantLane, wantFleet = "on", "static"
+			}
+			if flags["retry-lane"] != wantLane || flags["fleet-budget"] != wantFleet {
+				t.Errorf("--retry-lane=%s --fleet-budget=%s, want %s and %s", flags["retry-lane"], flags["fleet-budget"], wantLane, wantFleet)
 			}
 			for _, a := range c.Args {
 				if strings.Contains(strings.ToLower(a), "secret-key=") || strings.Contains(strings.ToLower(a), "password") {
@@ -666,6 +674,8 @@ func TestValuesRejected(t *testing.T) {
 		{"unknown region", []string{"--set", "im.region=mars"}, "region"},
 		{"bad duration", []string{"--set", "config.retryBudget=1 hour"}, "retryBudget"},
 		{"bad log level", []string{"--set", "config.logLevel=verbose"}, "logLevel"},
+		{"bad retry lane mode", []string{"--set", "config.retryLane=yes"}, "retryLane"},
+		{"bad fleet budget mode", []string{"--set", "config.fleetBudget=redis"}, "fleetBudget"},
 		{"bad sasl mechanism", []string{"--set", "kafka.sasl.mechanism=gssapi"}, "mechanism"},
 		{"broker without port", []string{"--set", "kafka.brokers={kafka}"}, "brokers"},
 		{"grace period not above shutdown", []string{"--set", "terminationGracePeriodSeconds=20"}, "terminationGracePeriodSeconds"},
@@ -940,5 +950,29 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 	if fmt.Sprint(egressPorts) != "[53 53 9093 8080 3128]" {
 		t.Errorf("egress ports %v, want DNS, Kafka 9093, IM 8080 and the extra 3128", egressPorts)
+	}
+}
+
+// TestInstanceIDFromPodName: by default the pod's name reaches chatgroupd as
+// CHATGROUPD_INSTANCE_ID (static group membership), through the Downward API; turned off, the
+// variable is gone (dynamic membership).
+func TestInstanceIDFromPodName(t *testing.T) {
+	find := func(r rendered) *corev1.EnvVar {
+		d := r.only(t, "Deployment").(*appsv1.Deployment)
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "CHATGROUPD_INSTANCE_ID" {
+				return &e
+			}
+		}
+		return nil
+	}
+	for _, vf := range valuesFiles {
+		e := find(render(t, vf))
+		if e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+			t.Errorf("%s: CHATGROUPD_INSTANCE_ID = %+v, want the pod name from the Downward API", name(vf), e)
+		}
+	}
+	if e := find(renderWith(t, "--set", "instanceIdFromPodName=false")); e != nil {
+		t.Errorf("instanceIdFromPodName=false still sets %+v", e)
 	}
 }

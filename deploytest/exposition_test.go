@@ -42,6 +42,8 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.LaneDepth.WithLabelValues("chat.contact-groups", "0").Set(5)
 	m.LaneOldest.WithLabelValues("chat.contact-groups", "0").Set(300)
 	m.FleetBudgetMode.WithLabelValues("static").Set(1)
+	m.RetryLaneMode.WithLabelValues("on").Set(1)
+	m.ModeFallback.WithLabelValues("fleet_budget", "create_refused").Set(1)
 	m.FleetRecords.WithLabelValues("published").Inc()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -32,16 +32,12 @@ var errPaused = errors.New("paused")
 // moment its bytes were to be written (see slotGate.Send); it was not sent.
 var errLeaseLapsed = errors.New("membership lease lapsed before the request was written")
 
-// maxGetPages bounds the paging of get_contact_group: a user has at most 1000 grouped
-// conversations, so a server that keeps saying "not complete" beyond this is broken.
-const maxGetPages = 200
-
 // Dispatcher applies events to the IM API. It is safe for concurrent use: the consumer calls
 // Dispatch from one goroutine per account. Run must be running for paused dispatchers to
 // resume.
 //
 // Rate: each API (create, get, update) has its own limiter holding this replica's share of
-// the budget, set by SetShare. Until the first SetShare no call is made (unless
+// the budget, set by SetPartitions. Until the first SetPartitions no call is made (unless
 // Config.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
 // startup and while paused) bypass the limiters.
 //
@@ -62,10 +58,10 @@ type Dispatcher struct {
 	st     state
 }
 
-// New validates cfg and returns a Dispatcher.
+// New applies cfg's defaults, validates it and returns a Dispatcher.
 func New(cfg Config) (*Dispatcher, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &Dispatcher{cfg: cfg, log: cfg.Logger.Named("dispatcher")}
@@ -92,22 +88,13 @@ func New(cfg Config) (*Dispatcher, error) {
 	return d, nil
 }
 
-// SetShare gives this replica owned/total of every API's budget; the consumer calls it on each
-// rebalance. total <= 0 means standalone: the whole budget. A smaller share applies at once, a
-// larger one (including the first) one second later, when the calls the partitions' previous
-// owner made have left every window this replica's calls can share.
-func (d *Dispatcher) SetShare(owned, total int) {
-	for _, l := range d.partitionLimiters() {
-		l.setShare(owned, total)
-	}
-	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
-		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
-}
-
-// SetPartitions is SetShare for a caller that knows which partitions it owns (ids in
-// [0, total)). Partitions get whole calls per second, the remainder going to the lowest ids, so
-// the members' shares use the whole budget: three members of six partitions and a budget of 200
-// get 68, 66 and 66 rather than 66 each.
+// SetPartitions gives this replica the share of every API's budget that the partitions it owns
+// (ids in [0, total)) carry; the consumer calls it on each rebalance. total <= 0 means
+// standalone: the whole budget. A smaller share applies at once, a larger one (including the
+// first) one second later, when the calls the partitions' previous owner made have left every
+// window this replica's calls can share. Partitions get whole calls per second, the remainder
+// going to the lowest ids, so the members' shares use the whole budget: three members of six
+// partitions and a budget of 200 get 68, 66 and 66 rather than 66 each.
 func (d *Dispatcher) SetPartitions(ids []int, total int) {
 	for _, l := range d.partitionLimiters() {
 		l.setPartitions(ids, total)
@@ -512,37 +499,32 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 	return nil, im.APIUpdate, err
 }
 
-// getAll pages through get_contact_group, each page passing the get limiter.
+// getAll walks get_contact_group's pages the way im does (im.WalkContactGroups), each page
+// passing the get limiter.
 func (r *run) getAll(ctx context.Context) ([]im.GroupItem, []im.ContactInfo, error) {
 	var (
 		groups   []im.GroupItem
 		contacts []im.ContactInfo
-		start    int
 	)
-	for range maxGetPages {
-		var page *im.GetResponse
-		err := r.call(ctx, r.d.get, func(ctx context.Context) error {
+	get := func(ctx context.Context, req *im.GetRequest) (page *im.GetResponse, err error) {
+		err = r.call(ctx, r.d.get, func(ctx context.Context) error {
 			var err error
-			page, err = r.d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: r.ev.FromAccount, StartIndex: start})
+			page, err = r.d.cfg.API.GetContactGroup(ctx, req)
 			if err == nil && page == nil {
 				err = im.MalformedError(im.APIGet, "empty answer")
 			}
 			return err
 		})
-		if err != nil {
-			return nil, nil, err
-		}
+		return page, err
+	}
+	err := im.WalkContactGroups(ctx, r.ev.FromAccount, get, func(page *im.GetResponse) {
 		groups = append(groups, page.GroupItem...)
 		contacts = append(contacts, page.ContactItem...)
-		if page.CompleteFlag != 0 || (len(page.GroupItem) == 0 && len(page.ContactItem) == 0) {
-			return groups, contacts, nil
-		}
-		if page.NextStartIndex <= start {
-			return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("NextStartIndex %d does not advance from %d", page.NextStartIndex, start))
-		}
-		start = page.NextStartIndex
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, im.MalformedError(im.APIGet, fmt.Sprintf("not complete after %d pages", maxGetPages))
+	return groups, contacts, nil
 }
 
 // failed decides what a failed attempt means: an outcome, a retry after backoff (nil, nil), a

@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -260,11 +263,11 @@ func TestCredentialsRefreshSig(t *testing.T) {
 func TestCredentialsPersistingPausesLikeConfig(t *testing.T) {
 	h := newHarness(t, nil)
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeSigInvalidated))
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigInvalidated))
 	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	if h.api.refreshCount() < 2 {
 		t.Errorf("RefreshSig calls = %d, want >= 2", h.api.refreshCount())
 	}
@@ -279,7 +282,7 @@ func TestConfigFailurePausesUntilFixed(t *testing.T) {
 	h.api.setAlways(im.APICreate, bad)
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeSigKeyMismatch))
 	h.run()
-	waitFor(t, "startup probe to detect the bad key", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "startup probe to detect the bad key", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -322,14 +325,14 @@ func TestConfigFailurePausesUntilFixed(t *testing.T) {
 func TestConfigFailureMidStreamHoldsTheEvent(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.RetryBudget = time.Second })
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	h.api.setAlways(im.APICreate, imErr(im.APICreate, im.CodeAppIDMismatch))
 	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends")})
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	// The prober keeps failing (create is broken, and so is get now) while the fake clock runs
 	// far past the retry budget: pause time must not count.
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeAppIDMismatch))
-	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 20 })
+	testwait.For(t, 5*time.Second, "probes", func() bool { return h.api.count(im.APIGet) > 20 })
 	select {
 	case r := <-res:
 		t.Fatalf("event ended while paused: %+v, %v", r.o, r.err)
@@ -398,8 +401,8 @@ func TestPartialResult(t *testing.T) {
 	g := h.api.group("alice", "friends")
 	want := ResultDetail{GroupName: "friends", GroupID: g.id, Failed: []FailedContact{
 		{Type: 1, ToAccount: "carol", ResultCode: im.CodeTooManyContacts, ResultInfo: "fake item failure"}}}
-	if fmt.Sprint(det) != fmt.Sprint(want) {
-		t.Errorf("detail = %+v, want %+v", det, want)
+	if diff := cmp.Diff(want, det); diff != "" {
+		t.Errorf("detail (-want +got):\n%s", diff)
 	}
 }
 
@@ -555,7 +558,7 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 		c.BackoffBase, c.BackoffMax = time.Second, 4*time.Second
 	})
 	h.run()
-	waitFor(t, "startup probe", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return h.d.Ready() == nil })
 	down := imErr(im.APICreate, 70500)
 	h.api.setAlways(im.APICreate, down)
 	h.api.setAlways(im.APIGet, imErr(im.APIGet, 70500))
@@ -565,13 +568,13 @@ func TestOutagePausesInsteadOfExhausting(t *testing.T) {
 	for i := range 30 {
 		results = append(results, h.async(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}))
 	}
-	waitFor(t, "outage pause", func() bool { return testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
+	testwait.For(t, 5*time.Second, "outage pause", func() bool { return testutil.ToFloat64(h.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
 	if err := h.d.Ready(); err != nil {
 		t.Errorf("Ready during an outage = %v, want nil", err)
 	}
 	// Probes fail for a while (each advancing the fake clock by ProbeInterval), far past the
 	// retry budget.
-	waitFor(t, "probes", func() bool { return h.api.count(im.APIGet) > 40 })
+	testwait.For(t, 5*time.Second, "probes", func() bool { return h.api.count(im.APIGet) > 40 })
 	calls := h.api.count(im.APICreate)
 	time.Sleep(20 * time.Millisecond)
 	if h.api.count(im.APICreate) != calls {
@@ -644,13 +647,13 @@ func TestReadyBeforeAndAfterStartupProbe(t *testing.T) {
 		t.Fatalf("Ready before any call = %v, want ErrUnverified", err)
 	}
 	h.run()
-	waitFor(t, "ready", func() bool { return h.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "ready", func() bool { return h.d.Ready() == nil })
 	// A permanent answer to the probe (say the probe account is not imported) still proves
 	// the credentials.
 	h2 := newHarness(t, nil)
 	h2.api.setAlways(im.APIGet, imErr(im.APIGet, im.CodeNotImported))
 	h2.run()
-	waitFor(t, "ready on a permanent probe answer", func() bool { return h2.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "ready on a permanent probe answer", func() bool { return h2.d.Ready() == nil })
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -658,21 +661,62 @@ func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		ok   bool
+		want []string
 	}{
-		{"defaults", Config{API: api}, true},
-		{"no api", Config{}, false},
-		{"negative rate", Config{API: api, RateLimit: -1}, false},
-		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, false},
-		{"huge margin", Config{API: api, JitterMargin: time.Second}, false},
-		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, false},
-		{"late arrival shift off", Config{API: api, LateArrivalMax: -1}, true},
-		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, false},
-		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, false},
+		{"defaults", Config{API: api}, nil},
+		{"no api", Config{}, []string{"dispatcher config: api: API is required"}},
+		{"negative rate", Config{API: api, RateLimit: -1}, []string{"rate limit: rate limits must be positive, got -1"}},
+		{"negative get rate", Config{API: api, GetRateLimit: -1}, []string{"get rate limit: rate limits must be positive, got -1"}},
+		{"negative retry budget", Config{API: api, RetryBudget: -1}, []string{"retry budget: -1ns is negative"}},
+		{"negative backoff base", Config{API: api, BackoffBase: -1}, []string{"backoff base: -1ns is negative"}},
+		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, []string{"backoff max: 1ms below backoff base 1s"}},
+		{"negative probe interval", Config{API: api, ProbeInterval: -1}, []string{"probe interval: -1ns is negative"}},
+		{"huge margin", Config{API: api, JitterMargin: time.Second}, []string{"jitter margin: 1s outside 0-500ms"}},
+		{"negative margin", Config{API: api, JitterMargin: -1}, []string{"jitter margin: -1ns outside"}},
+		{"fresh conn margin", Config{API: api, FreshConnMargin: time.Second}, []string{"fresh connection margin: 1s outside"}},
+		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, []string{"late arrival max: 1s over 500ms"}},
+		{"late arrival shift off", Config{API: api, LateArrivalMax: LateArrivalOff}, nil},
+		{"outage window", Config{API: api, OutageWindow: -1}, []string{"outage window: -1 must be positive"}},
+		{"outage span", Config{API: api, OutageSpan: -1}, []string{"outage span: -1ns must be positive"}},
+		{"outage accounts", Config{API: api, OutageAccounts: -1}, []string{"outage accounts: -1 must be positive"}},
+		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, []string{"outage ratio: 1.5 outside 0-1"}},
+		{"group check retries", Config{API: api, GroupCheckRetries: -1}, []string{"group check retries: -1 is negative"}},
+		{"slow-down-after", Config{API: api, SlowDownAfter: -1}, []string{"slow-down-after: -1 is negative"}},
+		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, []string{"slow-down factor: 1 outside (0, 1)"}},
+		{"min rate factor", Config{API: api, MinRateFactor: 2}, []string{"min rate factor: 2 outside (0, 1]"}},
+		{"recover step", Config{API: api, RecoverStep: -1}, []string{"recover step: -1 must be positive"}},
+		{"recover interval", Config{API: api, RecoverInterval: -1}, []string{"recover interval: -1ns must be positive"}},
+		{"duplicate names", Config{API: api, DuplicateNames: "allow"}, []string{`duplicate names: "allow": want merge or reject`}},
+		{"everything", Config{
+			RateLimit: -1, GetRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1, JitterMargin: -1,
+			FreshConnMargin: -1, LateArrivalMax: time.Second, OutageWindow: -1, OutageSpan: -1, OutageAccounts: -1,
+			OutageRatio: 2, GroupCheckRetries: -1, SlowDownAfter: -1, SlowDownFactor: 2, MinRateFactor: 2,
+			RecoverStep: -1, RecoverInterval: -1, DuplicateNames: "x",
+		}, []string{"api", "rate limit", "get rate limit", "retry budget", "backoff base", "probe interval",
+			"jitter margin", "fresh connection margin", "late arrival max", "outage window", "outage span",
+			"outage accounts", "outage ratio", "group check retries", "slow-down-after", "slow-down factor",
+			"min rate factor", "recover step", "recover interval", "duplicate names"}},
 	} {
-		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
-			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.Problems(t, tc.cfg.Validate(), tc.want...)
+			if _, err := New(tc.cfg); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("New error %v disagrees with Validate", err)
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	c.setDefaults()
+	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit || c.LateArrivalMax != DefaultLateArrivalMax ||
+		c.DuplicateNames != DuplicateMerge || c.Logger == nil || c.Metrics == nil || c.Now == nil || c.Sleep == nil {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	c = Config{RateLimit: 50, LateArrivalMax: LateArrivalOff}
+	c.setDefaults()
+	if c.RateLimit != 50 || c.GetRateLimit != DefaultGetRateLimit || c.LateArrivalMax != LateArrivalOff {
+		t.Errorf("set values overwritten: %+v", c)
 	}
 }
 
@@ -693,7 +737,7 @@ func TestPauseStopsCallsQueuedInTheLimiter(t *testing.T) {
 	inFlight := h.api.entered
 	h.api.mu.Unlock()
 	close(gate)
-	waitFor(t, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(h.d.Ready(), ErrConfig) })
 	time.Sleep(300 * time.Millisecond)
 	if n := h.api.count(im.APICreate); n > inFlight+2 || n > 20 {
 		t.Errorf("creates = %d: events queued in the limiter kept calling after the pause", n)
@@ -748,7 +792,7 @@ func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
 		_, err := d.Dispatch(ctx, Task{Event: newEvent("slow", "friends")})
 		slow <- err
 	}()
-	waitFor(t, "the slow account's first retry", func() bool {
+	testwait.For(t, 5*time.Second, "the slow account's first retry", func() bool {
 		return testutil.ToFloat64(m.Retries.WithLabelValues(im.APICreate, "60008")) >= 1
 	})
 	start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestDrainStopsCallsNotSent: once Task.Drain ends, a dispatch that has not sent its request
@@ -68,7 +69,7 @@ func TestDrainLetsASentCallFinish(t *testing.T) {
 	h.run()
 	drain, drained := context.WithCancel(context.Background())
 	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Drain: drain})
-	waitFor(t, "create sent", func() bool {
+	testwait.For(t, 5*time.Second, "create sent", func() bool {
 		h.api.mu.Lock()
 		defer h.api.mu.Unlock()
 		return h.api.entered == 1
@@ -92,7 +93,7 @@ func TestZeroShareStopsNewGrants(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Standalone, c.Now, c.Sleep = false, time.Now, sleep })
 	h.run()
 	h.d.SetPartitions([]int{0, 1}, 4)
-	waitFor(t, "first share in force", func() bool { return h.d.create.rateNow() > 0 })
+	testwait.For(t, 5*time.Second, "first share in force", func() bool { return h.d.create.rateNow() > 0 })
 	wantApplied(t, "dispatch with a share", h.async(context.Background(), Task{Event: newEvent("alice", "a")}), 2*time.Second)
 	h.d.SetPartitions(nil, 4)
 	if r := h.d.create.rateNow(); r != 0 {

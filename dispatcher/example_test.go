@@ -35,10 +35,10 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	// The consumer calls SetShare on every rebalance: here this replica owns 3 of 6 partitions,
-	// so it may make 100 of the group's 200 creates per second, from a second from now (the
-	// partitions' previous owner may have called a moment ago).
-	d.SetShare(3, 6)
+	// The consumer calls SetPartitions on every rebalance: here this replica owns partitions
+	// 0, 2 and 4 of 6, so it may make 34+33+33 = 100 of the group's 200 creates per second, from
+	// a second from now (the partitions' previous owner may have called a moment ago).
+	d.SetPartitions([]int{0, 2, 4}, 6)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(ctx)

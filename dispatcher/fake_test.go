@@ -357,18 +357,6 @@ func wantApplied(t *testing.T, what string, ch <-chan result, within time.Durati
 	}
 }
 
-// waitFor polls cond for up to 5s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func c2c(acct string) event.Contact { return event.Contact{Type: event.ContactC2C, ToAccount: acct} }
 
 func item(acct string) im.ContactItem { return im.ContactItem{Type: im.ContactC2C, ToAccount: acct} }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestFleetDemandAndUsed: in fleet mode the create limiter waits for SetCeiling; with work
@@ -37,12 +39,12 @@ func TestFleetDemandAndUsed(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "callers queued at the limiter", func() bool { return h.d.create.waiting.Load() >= 30 })
+	testwait.For(t, 5*time.Second, "callers queued at the limiter", func() bool { return h.d.create.waiting.Load() >= 30 })
 	if got := h.d.Demand(); got != 200 {
 		t.Errorf("demand with 40 callers and no ceiling = %d, want the budget", got)
 	}
 	h.d.SetCeiling(10, 10)
-	waitFor(t, "10 calls", func() bool { return h.d.Used() >= 10 })
+	testwait.For(t, 5*time.Second, "10 calls", func() bool { return h.d.Used() >= 10 })
 	if got := h.d.Demand(); got != 200 {
 		t.Errorf("demand with callers waiting at a full ceiling = %d, want the budget", got)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -131,7 +132,7 @@ func TestSimulatorApplyThenFailCreatesOnce(t *testing.T) {
 
 func TestSimulatorOutagePausesThenResumes(t *testing.T) {
 	e := newSimEnv(t, imsim.Config{}, simKey, func(c *Config) { c.RetryBudget = time.Second })
-	waitFor(t, "startup probe", func() bool { return e.d.Ready() == nil })
+	testwait.For(t, 5*time.Second, "startup probe", func() bool { return e.d.Ready() == nil })
 	if err := e.sim.SetFaults(imsim.Faults{HTTP502Rate: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestSimulatorOutagePausesThenResumes(t *testing.T) {
 	for i := range outs {
 		wg.Go(func() { outs[i], _ = e.d.Dispatch(ctx, Task{Event: newEvent(fmt.Sprintf("user%d", i), "friends")}) })
 	}
-	waitFor(t, "outage pause", func() bool { return testutil.ToFloat64(e.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
+	testwait.For(t, 5*time.Second, "outage pause", func() bool { return testutil.ToFloat64(e.m.Paused.WithLabelValues(ReasonOutage)) == 1 })
 	time.Sleep(1500 * time.Millisecond) // longer than the retry budget
 	if err := e.sim.SetFaults(imsim.Faults{}); err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestSimulatorOutagePausesThenResumes(t *testing.T) {
 func TestSimulatorWrongKeyPausesUntilFixed(t *testing.T) {
 	wrongKey := "0000000000000000000000000000000000000000000000000000000000000000"
 	e := newSimEnv(t, imsim.Config{}, wrongKey, nil)
-	waitFor(t, "config pause", func() bool { return errors.Is(e.d.Ready(), ErrConfig) })
+	testwait.For(t, 5*time.Second, "config pause", func() bool { return errors.Is(e.d.Ready(), ErrConfig) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res := make(chan Outcome, 5)

@@ -22,6 +22,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -187,17 +188,6 @@ func (p *pipeline) replay(t *testing.T, opts dlq.ReplayOptions) dlq.Summary {
 	return sum
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func contacts(names ...string) []event.Contact {
 	out := make([]event.Contact, len(names))
 	for i, n := range names {
@@ -265,7 +255,7 @@ func TestReplayEndToEnd(t *testing.T) {
 		event.Event{EventID: "ghost-1", EventType: event.TypeContactGroupCreated, FromAccount: "ghost", GroupName: "new1", Contacts: contacts("x1")},
 	)
 	var dead []dlq.Entry
-	waitUntil(t, 30*time.Second, "three dead letters", func() bool { dead = p.list(t, dlq.Filter{}); return len(dead) == 3 })
+	testwait.For(t, 30*time.Second, "three dead letters", func() bool { dead = p.list(t, dlq.Filter{}); return len(dead) == 3 })
 	got := map[string]string{}
 	for _, e := range dead {
 		got[e.Account()] = e.Reason + "/" + strconv.Itoa(e.Code) + "/rc" + strconv.Itoa(e.ReplayCount)
@@ -294,7 +284,7 @@ func TestReplayEndToEnd(t *testing.T) {
 	if sum.Replayed != 2 || sum.Matched != 2 {
 		t.Fatalf("replay summary %+v, want 2 replayed", sum)
 	}
-	waitUntil(t, 30*time.Second, "replays applied", func() bool {
+	testwait.For(t, 30*time.Second, "replays applied", func() bool {
 		return slices.Contains(groupNames(p.sim.Groups("full")), "new1") &&
 			slices.Equal(members(p.sim.Groups("part"), "new1"), []string{"x1", "x2", "x3"})
 	})
@@ -327,7 +317,7 @@ func TestReplayEndToEnd(t *testing.T) {
 	if sum.Replayed != 1 {
 		t.Fatalf("--again %+v", sum)
 	}
-	waitUntil(t, 30*time.Second, "the --again copy dropped as a duplicate", func() bool {
+	testwait.For(t, 30*time.Second, "the --again copy dropped as a duplicate", func() bool {
 		return testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate)) == dups+1
 	})
 	if names := groupNames(p.sim.Groups("full")); !slices.Equal(names, []string{"old2", "new1"}) {
@@ -340,7 +330,7 @@ func TestReplayEndToEnd(t *testing.T) {
 		t.Fatalf("ghost replay %+v", sum)
 	}
 	var ghost []dlq.Entry
-	waitUntil(t, 30*time.Second, "ghost's second dead letter", func() bool {
+	testwait.For(t, 30*time.Second, "ghost's second dead letter", func() bool {
 		ghost = p.list(t, dlq.Filter{Account: "ghost"})
 		return len(ghost) == 2
 	})
@@ -393,7 +383,7 @@ func TestDLQUnwritableBlocksCommit(t *testing.T) {
 	p := startPipelineDLQ(t, imsim.Config{}, func(context.Context, *im.Client) {}, false)
 	p.k.Produce(t, p.topic, kafka.Message{Key: []byte("alice"), Value: []byte(`{"event_id":"bad-1"`)}) // invalid: to the DLQ
 	part := p.k.ReadAll(t, p.topic)[0].Partition
-	waitUntil(t, 30*time.Second, "the record consumed", func() bool {
+	testwait.For(t, 30*time.Second, "the record consumed", func() bool {
 		return testutil.ToFloat64(p.m.EventsConsumed) == 1
 	})
 	time.Sleep(1500 * time.Millisecond) // several commit intervals
@@ -401,10 +391,10 @@ func TestDLQUnwritableBlocksCommit(t *testing.T) {
 		t.Fatalf("committed offset %d past a record whose dead letter was not written", c)
 	}
 	p.k.CreateTopic(t, "ev.dlq", 2)
-	waitUntil(t, 60*time.Second, "the dead letter written once the topic exists", func() bool {
+	testwait.For(t, 60*time.Second, "the dead letter written once the topic exists", func() bool {
 		return len(p.list(t, dlq.Filter{})) == 1
 	})
-	waitUntil(t, 30*time.Second, "the commit to move past the record", func() bool { return p.committed(t, part) == 1 })
+	testwait.For(t, 30*time.Second, "the commit to move past the record", func() bool { return p.committed(t, part) == 1 })
 	if e := p.list(t, dlq.Filter{})[0]; e.Reason != dlq.ReasonInvalid || string(e.Value) != `{"event_id":"bad-1"` {
 		t.Errorf("dead letter %+v", e)
 	}

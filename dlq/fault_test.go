@@ -17,6 +17,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -94,7 +95,7 @@ func TestFaultRecordAtSizeLimitAndDLQDeleted(t *testing.T) {
 	p.produce(t, event.Event{EventID: "after-big", EventType: event.TypeContactGroupCreated, FromAccount: "alice",
 		GroupName: "after", Contacts: contacts("b")})
 	partA := p.partitionOf(t, "alice")
-	waitUntil(t, 60*time.Second, "alice's partition to move past the record at the limit", func() bool { return p.committed(t, partA) == 2 })
+	testwait.For(t, 60*time.Second, "alice's partition to move past the record at the limit", func() bool { return p.committed(t, partA) == 2 })
 	es := p.list(t, dlq.Filter{})
 	if len(es) != 1 {
 		t.Fatalf("%d letters, want 1", len(es))
@@ -131,7 +132,7 @@ func TestFaultRecordAtSizeLimitAndDLQDeleted(t *testing.T) {
 	if partB == partA {
 		badOff = 2
 	}
-	waitUntil(t, 60*time.Second, "the blocked partition to show", func() bool {
+	testwait.For(t, 60*time.Second, "the blocked partition to show", func() bool {
 		return testutil.ToFloat64(p.m.DLQBlockedParts) == 1
 	})
 	herr := p.cons.DeadLetterHealth()
@@ -153,7 +154,7 @@ func TestFaultRecordAtSizeLimitAndDLQDeleted(t *testing.T) {
 
 	// The topic returns: the partition recovers by itself, nothing lost.
 	p.k.CreateTopic(t, "ev.dlq", 2, limitCfg...)
-	waitUntil(t, 60*time.Second, "the partition to recover", func() bool { return p.committed(t, partB) == badOff+2 })
+	testwait.For(t, 60*time.Second, "the partition to recover", func() bool { return p.committed(t, partB) == badOff+2 })
 	if herr := p.cons.DeadLetterHealth(); herr != nil {
 		t.Errorf("still not ready after recovery: %v", herr)
 	}

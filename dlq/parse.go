@@ -74,6 +74,7 @@ type HeaderError struct {
 	Problem   string
 }
 
+// Error names the record, the header and the problem.
 func (e *HeaderError) Error() string {
 	return fmt.Sprintf("record at partition %d offset %d is %v: header %s %s",
 		e.Partition, e.Offset, ErrNotDLQRecord, e.Header, e.Problem)

@@ -14,6 +14,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -70,24 +71,24 @@ func TestReplayCRC32ProducerKeepsPartitionOrder(t *testing.T) {
 	}
 
 	produce(1)
-	waitUntil(t, 30*time.Second, "g1 applied", hasGroup("g1"))
+	testwait.For(t, 30*time.Second, "g1 applied", hasGroup("g1"))
 	produce(2)
-	waitUntil(t, 30*time.Second, "g2 dead-lettered", func() bool { return len(p.list(t, dlq.Filter{})) == 1 })
+	testwait.For(t, 30*time.Second, "g2 dead-lettered", func() bool { return len(p.list(t, dlq.Filter{})) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := p.api.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: acct, GroupName: []string{"old1", "old2", "old3"}}); err != nil {
 		t.Fatal(err)
 	}
 	produce(3)
-	waitUntil(t, 30*time.Second, "g3 applied", hasGroup("g3"))
+	testwait.For(t, 30*time.Second, "g3 applied", hasGroup("g3"))
 
 	sum := p.replay(t, dlq.ReplayOptions{Filter: dlq.Filter{Account: acct}})
 	if sum.Replayed != 1 || sum.ToOriginalPartition != 1 || sum.ByPartitioner != 0 {
 		t.Fatalf("replay summary %+v, want 1 replayed to its original partition", sum)
 	}
-	waitUntil(t, 30*time.Second, "the replayed g2 applied", hasGroup("g2"))
+	testwait.For(t, 30*time.Second, "the replayed g2 applied", hasGroup("g2"))
 	produce(4)
-	waitUntil(t, 30*time.Second, "g4 applied", hasGroup("g4"))
+	testwait.For(t, 30*time.Second, "g4 applied", hasGroup("g4"))
 
 	// The partition's order: 1, 2, 3, the replay of 2, 4; no record of the account elsewhere.
 	var order []string
@@ -128,7 +129,7 @@ func TestReplayCRC32ProducerKeepsPartitionOrder(t *testing.T) {
 	if sum.Replayed != 1 || sum.ToOriginalPartition != 1 {
 		t.Fatalf("second replay %+v", sum)
 	}
-	waitUntil(t, 30*time.Second, "the second replay dropped as a duplicate", func() bool {
+	testwait.For(t, 30*time.Second, "the second replay dropped as a duplicate", func() bool {
 		return testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate)) == dups+1
 	})
 	for _, m := range p.k.ReadAll(t, p.topic) {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -63,7 +64,7 @@ func TestWriterRecordsPartitionCount(t *testing.T) {
 	c.CreateTopic(t, "d", 2)
 	c.CreateTopic(t, "ev", 5)
 	w := newTestWriter(t, c, "d", zap.NewNop(), metrics.NewNop())
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testwait.Context(t, 30*time.Second)
 	l := Letter{Reason: ReasonInvalid, Info: "bad"}
 	orig := kafka.Message{Topic: "ev", Partition: 3, Offset: 9, Key: []byte("alice"), Value: []byte("{")}
 	if err := w.DeadLetter(ctx, orig, l); err != nil {
@@ -108,7 +109,7 @@ func TestPartitionCountsRefreshAndKeepLastKnown(t *testing.T) {
 			asked++
 			return a.n, a.err
 		}}
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testwait.Context(t, 10*time.Second)
 	for _, step := range []struct {
 		advance time.Duration
 		want    int

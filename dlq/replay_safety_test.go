@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -35,7 +36,7 @@ func TestReplayPartitionCountChanged(t *testing.T) {
 	c := kafkatest.New(t)
 	c.CreateTopic(t, "t", 2)
 	c.CreateTopic(t, "t.dlq", 2)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	acct := ""
 	for i := 0; acct == ""; i++ {
 		a := "grow-" + strconv.Itoa(i)
@@ -103,7 +104,7 @@ func TestDuplicateLettersCollapse(t *testing.T) {
 	c := kafkatest.New(t)
 	c.CreateTopic(t, "t", 3)
 	c.CreateTopic(t, "t.dlq", 3)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	letter := func(account string, offset int64) (kafka.Message, Letter) {
 		m := testEvent(t, account, 1)
 		m.Topic, m.Partition, m.Offset, m.Time = "t", 1, offset, t0
@@ -183,7 +184,7 @@ func TestReplayRefusesLettersFromAnotherTopic(t *testing.T) {
 		msgs = append(msgs, Record(m, Letter{Reason: ReasonRejected, Code: 51010, FromAccount: a, OriginalPartitions: 2}, "chatgroupd", t0))
 	}
 	c.Produce(t, "staging.dlq", msgs...)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	cfg := ToolConfig{Brokers: c.Brokers, Topic: "prod", DLQTopic: "staging.dlq", DialTimeout: 2 * time.Second}
 
 	for _, dry := range []bool{true, false} {
@@ -222,7 +223,7 @@ func TestReplayRefusesLettersFromAnotherTopic(t *testing.T) {
 // entries still count.
 func TestLedgerSkipsMalformedRecords(t *testing.T) {
 	c, cfg := setup(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	dlqRecs := c.ReadAll(t, "t.dlq")
 	first, _ := Parse(dlqRecs[0])
 	good, _ := json.Marshal(ledgerEntry{ReplayedAt: t0, ReplayCount: 1, Topic: "t", FailedAt: first.FailedAt})
@@ -272,7 +273,7 @@ func TestReplaySkipsTruncatedLetters(t *testing.T) {
 	}
 	c.Produce(t, "t.dlq", msgs...)
 	cfg := ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: 2 * time.Second}
-	sum, err := Replay(testCtx(t, 30*time.Second), cfg, ReplayOptions{})
+	sum, err := Replay(testwait.Context(t, 30*time.Second), cfg, ReplayOptions{})
 	if err != nil || sum.Replayed != 1 || sum.Truncated != 1 || len(sum.TruncatedRecords) != 1 || sum.TruncatedRecords[0] != "t.dlq/0/1" {
 		t.Fatalf("replay %+v %v; want alice replayed and bob's truncated letter skipped", sum, err)
 	}

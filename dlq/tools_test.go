@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 var t0 = time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
@@ -103,17 +105,17 @@ func TestListFilters(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			es, err := List(testCtx(t, 30*time.Second), cfg, tc.f)
+			es, err := List(testwait.Context(t, 30*time.Second), cfg, tc.f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := accounts(es); !slices.Equal(got, tc.want) {
-				t.Fatalf("List = %v, want %v", got, tc.want)
+			if diff := cmp.Diff(tc.want, accounts(es)); diff != "" {
+				t.Fatalf("List (-want +got):\n%s", diff)
 			}
 		})
 	}
 	t.Run("order and fields", func(t *testing.T) {
-		es, err := List(testCtx(t, 30*time.Second), cfg, Filter{Reasons: []string{ReasonPartial}})
+		es, err := List(testwait.Context(t, 30*time.Second), cfg, Filter{Reasons: []string{ReasonPartial}})
 		if err != nil || len(es) != 1 {
 			t.Fatalf("List: %v %v", es, err)
 		}
@@ -122,7 +124,7 @@ func TestListFilters(t *testing.T) {
 			!e.FailedAt.Equal(t0.Add(2*time.Hour)) || e.OriginalOffset != 102 || e.Replayed {
 			t.Errorf("entry %+v", e)
 		}
-		es, _ = List(testCtx(t, 30*time.Second), cfg, Filter{})
+		es, _ = List(testwait.Context(t, 30*time.Second), cfg, Filter{})
 		for i := 1; i < len(es); i++ {
 			a, b := es[i-1], es[i]
 			if a.Partition > b.Partition || (a.Partition == b.Partition && a.Offset >= b.Offset) {
@@ -134,7 +136,7 @@ func TestListFilters(t *testing.T) {
 
 func TestListBadInput(t *testing.T) {
 	_, cfg := setup(t)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testwait.Context(t, 30*time.Second)
 	if _, err := List(ctx, cfg, Filter{Reasons: []string{"rejected", "lost"}}); !errors.Is(err, ErrUnknownReason) || !strings.Contains(err.Error(), `"lost"`) {
 		t.Errorf("unknown reason: %v", err)
 	}
@@ -159,7 +161,7 @@ func TestListUnreachableBrokersFailsFast(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
 	start := time.Now()
-	_, err = List(testCtx(t, 30*time.Second), ToolConfig{Brokers: []string{addr}, Topic: "t", DialTimeout: time.Second}, Filter{})
+	_, err = List(testwait.Context(t, 30*time.Second), ToolConfig{Brokers: []string{addr}, Topic: "t", DialTimeout: time.Second}, Filter{})
 	if err == nil {
 		t.Fatal("List against no broker returned nil")
 	}
@@ -174,7 +176,7 @@ func TestListUnreachableBrokersFailsFast(t *testing.T) {
 func TestMalformedDLQRecord(t *testing.T) {
 	c, cfg := setup(t)
 	c.Produce(t, "t.dlq", kafka.Message{Key: []byte("alice"), Value: []byte("{}"), Headers: []kafka.Header{{Key: "trace", Value: []byte("x")}}})
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testwait.Context(t, 30*time.Second)
 	_, err := List(ctx, cfg, Filter{})
 	if !errors.Is(err, ErrNotDLQRecord) || !strings.Contains(err.Error(), "dlq-reason missing") {
 		t.Fatalf("List: %v, want ErrNotDLQRecord naming the header", err)
@@ -214,7 +216,7 @@ func ledgerRecords(t *testing.T, c *kafkatest.Cluster) map[string]ledgerEntry {
 func topicExists(t *testing.T, c *kafkatest.Cluster, topic string) bool {
 	t.Helper()
 	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 5 * time.Second}
-	_, err := topicPartitions(testCtx(t, 10*time.Second), cl, topic)
+	_, err := topicPartitions(testwait.Context(t, 10*time.Second), cl, topic)
 	if err != nil && !errors.Is(err, ErrTopicNotFound) {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func topicExists(t *testing.T, c *kafkatest.Cluster, topic string) bool {
 
 func TestReplay(t *testing.T) {
 	c, cfg := setup(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	opts := ReplayOptions{Filter: Filter{Codes: []int{51010}, Group: "chatgroupd"}}
 
 	// A dry run reports and changes nothing: no main-topic record, no ledger topic.
@@ -237,8 +239,8 @@ func TestReplay(t *testing.T) {
 		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
 		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
 		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
-	if fmt.Sprint(sum) != fmt.Sprint(want) || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
-		t.Fatalf("dry run summary %+v, want %+v", sum, want)
+	if diff := cmp.Diff(want, sum); diff != "" || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
+		t.Fatalf("dry run summary (-want +got):\n%s\ngot %+v", diff, sum)
 	}
 	if n := len(c.ReadAll(t, "t")); n != 0 {
 		t.Fatalf("dry run produced %d records", n)
@@ -321,7 +323,7 @@ func TestReplay(t *testing.T) {
 			replayed = append(replayed, e.Account())
 		}
 	}
-	if slices.Sort(replayed); !slices.Equal(replayed, []string{"alice", "bob"}) {
+	if slices.Sort(replayed); !cmp.Equal(replayed, []string{"alice", "bob"}) {
 		t.Errorf("List marks %v replayed, want alice and bob", replayed)
 	}
 
@@ -356,7 +358,7 @@ func TestReplay(t *testing.T) {
 
 func TestReplayLimitAndMaxReplays(t *testing.T) {
 	c, cfg := setup(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	sum, err := Replay(ctx, cfg, ReplayOptions{Limit: 2, MaxReplays: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -392,7 +394,7 @@ func TestReplayTargetMissing(t *testing.T) {
 	c, cfg := setup(t)
 	cfg.DLQTopic = "t.dlq"
 	cfg.Topic = "gone"
-	_, err := Replay(testCtx(t, 30*time.Second), cfg, ReplayOptions{})
+	_, err := Replay(testwait.Context(t, 30*time.Second), cfg, ReplayOptions{})
 	if !errors.Is(err, ErrTopicNotFound) || !strings.Contains(err.Error(), "gone") {
 		t.Fatalf("Replay to a missing topic: %v", err)
 	}
@@ -405,7 +407,7 @@ func TestReplayTargetMissing(t *testing.T) {
 // a later run replays them.
 func TestReplayWriteFailureLeavesLedgerAlone(t *testing.T) {
 	c, cfg := setup(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	var failing atomic.Bool
 	failing.Store(true)
 	c.Fake.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
@@ -449,7 +451,7 @@ func TestToolsOverSASL(t *testing.T) {
 	c := kafkatest.New(t, kfake.EnableSASL(), kfake.Superuser("PLAIN", "ops", "s3cret"), kfake.SeedTopics(2, "t", "t.dlq"))
 	rt := &kafka.Transport{SASL: plain.Mechanism{Username: "ops", Password: "s3cret"}, DialTimeout: 2 * time.Second}
 	defer rt.CloseIdleConnections()
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 
 	w, err := NewWriter(Config{Brokers: c.Brokers, Topic: "t.dlq", GroupID: "chatgroupd", Transport: rt})
 	if err != nil {
@@ -495,7 +497,7 @@ func TestReplaySkipsTruncated(t *testing.T) {
 	whole := orig
 	whole.Offset = 6
 	c.Produce(t, "t.dlq", record(orig, l, "chatgroupd", t0, dropValue), Record(whole, l, "chatgroupd", t0))
-	sum, err := Replay(testCtx(t, 30*time.Second), ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: 2 * time.Second},
+	sum, err := Replay(testwait.Context(t, 30*time.Second), ToolConfig{Brokers: c.Brokers, Topic: "t", DialTimeout: 2 * time.Second},
 		ReplayOptions{Filter: Filter{Codes: []int{CodeTimeout}}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,12 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -13,16 +15,25 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// Config configures a Writer.
+// Defaults of Config and ToolConfig.
+const (
+	// DefaultDialTimeout bounds connecting to a broker, so an unreachable cluster fails in seconds.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultWriteTimeout bounds one produce request.
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// Config configures a Writer. Brokers, Topic and GroupID are required; zero values of the other
+// fields take the defaults documented on them.
 type Config struct {
 	Brokers []string
 	Topic   string // the DLQ topic
 	GroupID string // written to dlq-consumer-group
 	// Transport carries TLS and SASL settings; nil means plaintext with DialTimeout.
 	Transport kafka.RoundTripper
-	// DialTimeout bounds connecting to a broker when Transport is nil (default 5s).
+	// DialTimeout bounds connecting to a broker when Transport is nil (DefaultDialTimeout).
 	DialTimeout time.Duration
-	// WriteTimeout bounds one produce request (default 10s).
+	// WriteTimeout bounds one produce request (DefaultWriteTimeout).
 	WriteTimeout time.Duration
 	Logger       *zap.Logger      // default zap.NewNop()
 	Metrics      *metrics.Metrics // default metrics.NewNop()
@@ -30,20 +41,39 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Validate checks the fields that have no default.
-func (c *Config) Validate() error {
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewNop()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
+func (c Config) Validate() error {
+	c.setDefaults()
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no brokers"))
+		errs = append(errs, errors.New("brokers: no brokers"))
 	}
 	if c.Topic == "" {
-		errs = append(errs, errors.New("no DLQ topic"))
+		errs = append(errs, errors.New("topic: no DLQ topic"))
 	}
 	if c.GroupID == "" {
-		errs = append(errs, errors.New("no consumer group id"))
+		errs = append(errs, errors.New("group id: no consumer group id"))
 	}
-	if c.DialTimeout < 0 || c.WriteTimeout < 0 {
-		errs = append(errs, errors.New("negative timeout"))
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("dial timeout: negative timeout %v", c.DialTimeout))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, fmt.Errorf("write timeout: negative timeout %v", c.WriteTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dlq config: %w", err)
@@ -57,28 +87,25 @@ type Writer struct {
 	cfg Config
 	w   *kafka.Writer
 	own *kafka.Transport // the transport we created and must close, nil when given one
-	log *zap.Logger
-	m   *metrics.Metrics
-	now func() time.Time
+	// closed is set by Close. After it the write fails at once (kafka-go's io.ErrClosedPipe),
+	// and DeadLetter must not look a partition count up first: that would open a connection
+	// pool, with its goroutines, on the transport Close released, and nothing would close it.
+	closed atomic.Bool
+	log    *zap.Logger
+	m      *metrics.Metrics
+	now    func() time.Time
 	// counts fills dlq-original-partition-count.
 	counts *partitionCounts
 }
 
-// NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
+// NewWriter applies cfg's defaults, validates it and returns a Writer. It does not contact
+// Kafka; Check does.
 func NewWriter(cfg Config) (*Writer, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now}
-	if w.log == nil {
-		w.log = zap.NewNop()
-	}
-	if w.m == nil {
-		w.m = metrics.NewNop()
-	}
-	if w.now == nil {
-		w.now = time.Now
-	}
 	rt := cfg.Transport
 	if rt == nil {
 		w.own = newTransport(cfg.DialTimeout)
@@ -95,7 +122,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 // milliseconds, not the default second.
 func newProducer(brokers []string, topic string, rt kafka.RoundTripper, writeTimeout time.Duration) *kafka.Writer {
 	if writeTimeout <= 0 {
-		writeTimeout = 10 * time.Second
+		writeTimeout = DefaultWriteTimeout
 	}
 	return &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
@@ -117,7 +144,7 @@ func newProducer(brokers []string, topic string, rt kafka.RoundTripper, writeTim
 // unreachable broker fail in seconds.
 func newTransport(dialTimeout time.Duration) *kafka.Transport {
 	if dialTimeout <= 0 {
-		dialTimeout = 5 * time.Second
+		dialTimeout = DefaultDialTimeout
 	}
 	return &kafka.Transport{DialTimeout: dialTimeout, ClientID: "chatgroupd-dlq"}
 }
@@ -143,7 +170,7 @@ func (w *Writer) Check(ctx context.Context) error {
 // dlq-truncated header saying so: a retry at full size could never succeed and would hold the
 // partition forever. Every refused write counts in chatgroupd_dlq_write_failures_total{reason}.
 func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) error {
-	if l.OriginalPartitions == 0 {
+	if l.OriginalPartitions == 0 && !w.closed.Load() {
 		l.OriginalPartitions = w.counts.get(ctx, rec.Topic)
 	}
 	now := w.now()
@@ -213,6 +240,7 @@ func failureReason(err error) string {
 
 // Close flushes nothing (writes are synchronous) and releases connections.
 func (w *Writer) Close() error {
+	w.closed.Store(true)
 	err := w.w.Close()
 	if w.own != nil {
 		w.own.CloseIdleConnections()

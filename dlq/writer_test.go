@@ -17,15 +17,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
-
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func newTestWriter(t *testing.T, c *kafkatest.Cluster, topic string, log *zap.Logger, m *metrics.Metrics) *Writer {
 	t.Helper()
@@ -40,31 +34,6 @@ func newTestWriter(t *testing.T, c *kafkatest.Cluster, topic string, log *zap.Lo
 	return w
 }
 
-func TestConfigValidate(t *testing.T) {
-	cases := []struct {
-		cfg  Config
-		want string
-	}{
-		{Config{Topic: "d", GroupID: "g"}, "no brokers"},
-		{Config{Brokers: []string{"b"}, GroupID: "g"}, "no DLQ topic"},
-		{Config{Brokers: []string{"b"}, Topic: "d"}, "no consumer group id"},
-		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g", DialTimeout: -1}, "negative timeout"},
-		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g"}, ""},
-	}
-	for _, tc := range cases {
-		err := tc.cfg.Validate()
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("%+v: %v", tc.cfg, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
-		}
-	}
-}
-
 // Every reason, written through Kafka and read back, is the original byte for byte plus correct
 // dlq-* headers; the account keys the record, the counter and the log line follow.
 func TestWriterEveryReasonOnKafka(t *testing.T) {
@@ -74,7 +43,7 @@ func TestWriterEveryReasonOnKafka(t *testing.T) {
 	m := metrics.New(reg, "test", false)
 	core, logs := observer.New(zap.InfoLevel)
 	w := newTestWriter(t, c, "d", zap.New(core), m)
-	if err := w.Check(testCtx(t, 10*time.Second)); err != nil {
+	if err := w.Check(testwait.Context(t, 10*time.Second)); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
 
@@ -85,7 +54,7 @@ func TestWriterEveryReasonOnKafka(t *testing.T) {
 		{Reason: ReasonExhausted, Code: 50004, Info: "budget spent", Attempts: 40, EventID: "e-1", FromAccount: "alice", ReplayCount: 1},
 	}
 	orig := origMessage()
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testwait.Context(t, 30*time.Second)
 	for _, l := range letters {
 		if err := w.DeadLetter(ctx, orig, l); err != nil {
 			t.Fatalf("DeadLetter(%s): %v", l.Reason, err)
@@ -134,7 +103,7 @@ func TestWriterKeysByAccount(t *testing.T) {
 	c := kafkatest.New(t)
 	c.CreateTopic(t, "d", 8)
 	w := newTestWriter(t, c, "d", nil, nil)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testwait.Context(t, 30*time.Second)
 	accounts := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
 	for range 3 {
 		for _, a := range accounts {
@@ -158,7 +127,7 @@ func TestWriterFailures(t *testing.T) {
 		c := kafkatest.New(t)
 		m := metrics.NewNop()
 		w := newTestWriter(t, c, "nope", nil, m)
-		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonInvalid})
+		err := w.DeadLetter(testwait.Context(t, 20*time.Second), origMessage(), Letter{Reason: ReasonInvalid})
 		if err == nil {
 			t.Fatal("DeadLetter to a missing topic returned nil")
 		}
@@ -168,7 +137,7 @@ func TestWriterFailures(t *testing.T) {
 		if v := testutil.ToFloat64(m.DLQWriteFailures.WithLabelValues(metrics.DLQFailTopicMissing)); v < 1 {
 			t.Errorf("dlq_write_failures_total{reason=topic_missing} = %v, want >= 1", v)
 		}
-		if err := w.Check(testCtx(t, 10*time.Second)); !errors.Is(err, ErrTopicNotFound) {
+		if err := w.Check(testwait.Context(t, 10*time.Second)); !errors.Is(err, ErrTopicNotFound) {
 			t.Errorf("Check: %v, want ErrTopicNotFound", err)
 		}
 	})
@@ -182,7 +151,7 @@ func TestWriterFailures(t *testing.T) {
 			c.Fake.KeepControl()
 			return produceError(req, "d")
 		})
-		err := w.DeadLetter(testCtx(t, 20*time.Second), origMessage(), Letter{Reason: ReasonRejected, Code: 51010})
+		err := w.DeadLetter(testwait.Context(t, 20*time.Second), origMessage(), Letter{Reason: ReasonRejected, Code: 51010})
 		if !errors.Is(err, kafka.NotEnoughReplicas) {
 			t.Fatalf("DeadLetter error %v, want NotEnoughReplicas", err)
 		}
@@ -219,13 +188,13 @@ func TestWriterTruncatesTooLarge(t *testing.T) {
 	if n := encodedSize(big) + 61; n > 4096 {
 		t.Fatalf("test record is %d bytes in a batch: would not fit the event topic either", n)
 	}
-	if err := w.DeadLetter(testCtx(t, 20*time.Second), big, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
+	if err := w.DeadLetter(testwait.Context(t, 20*time.Second), big, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
 		t.Fatalf("value too large: %v", err)
 	}
 	heavy := origMessage()
 	heavy.Offset = 4243
 	heavy.Headers = append(heavy.Headers, kafka.Header{Key: "trace", Value: bytes.Repeat([]byte("h"), 5000)})
-	if err := w.DeadLetter(testCtx(t, 20*time.Second), heavy, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
+	if err := w.DeadLetter(testwait.Context(t, 20*time.Second), heavy, Letter{Reason: ReasonInvalid, Info: "bad"}); err != nil {
 		t.Fatalf("headers too large: %v", err)
 	}
 	got := c.ReadAll(t, "d")
@@ -287,7 +256,7 @@ func TestWriterClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t, 20*time.Second)
+	ctx := testwait.Context(t, 20*time.Second)
 	if err := w.DeadLetter(ctx, origMessage(), Letter{Reason: ReasonInvalid}); err != nil {
 		t.Fatal(err)
 	}

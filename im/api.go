@@ -204,6 +204,7 @@ const (
 	ClassConfig
 )
 
+// String is the class name used in messages and logs ("transient", "rate_limited", ...).
 func (c Class) String() string {
 	switch c {
 	case ClassTransient:
@@ -298,6 +299,7 @@ type Error struct {
 	Err     error // underlying cause (network or decode), already redacted
 }
 
+// Error says which API failed and how; server text in it is bounded and quoted (boundInfo).
 func (e *Error) Error() string {
 	var s string
 	switch {
@@ -316,6 +318,7 @@ func (e *Error) Error() string {
 	return s
 }
 
+// Unwrap returns the underlying cause (network, decode), nil for an answer with an IM code.
 func (e *Error) Unwrap() error { return e.Err }
 
 // MaxInfoBytes bounds the server's ErrorInfo/ResultInfo text in an Error's message: the server

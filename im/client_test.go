@@ -15,9 +15,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 // recorder is a hand-written IM server: it answers each call with the next scripted reply and
@@ -423,14 +426,16 @@ func TestClientGetAll(t *testing.T) {
 	if err != nil || len(groups) != 2 || len(contacts) != 3 || contacts[2].ToAccount != "u2" {
 		t.Fatalf("groups %v contacts %v err %v", groups, contacts, err)
 	}
-	var starts []string
+	var starts []int
 	for _, b := range f.rec.bodies {
 		var r GetRequest
-		json.Unmarshal([]byte(b), &r)
-		starts = append(starts, fmt.Sprint(r.StartIndex))
+		if err := json.Unmarshal([]byte(b), &r); err != nil {
+			t.Fatal(err)
+		}
+		starts = append(starts, r.StartIndex)
 	}
-	if strings.Join(starts, ",") != "0,1,2" {
-		t.Errorf("start indexes %v", starts)
+	if diff := cmp.Diff([]int{0, 1, 2}, starts); diff != "" {
+		t.Errorf("start indexes (-want +got):\n%s", diff)
 	}
 
 	stuck := newFixture(t, page(0, 0, 0, g1))
@@ -471,26 +476,34 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	tests := map[string]func(*Config){
-		"no appid":        func(c *Config) { c.SDKAppID = 0 },
-		"no key":          func(c *Config) { c.SecretKey = "" },
-		"timeout 3s":      func(c *Config) { c.Timeout = 3 * time.Second },
-		"unknown region":  func(c *Config) { c.Region = "mars" },
-		"bad base url":    func(c *Config) { c.BaseURL = "127.0.0.1:8080" },
-		"base url query":  func(c *Config) { c.BaseURL = "http://h/?x=1" },
-		"tiny body cap":   func(c *Config) { c.MaxResponseBytes = 10 },
-		"short sig ttl":   func(c *Config) { c.SigTTL = time.Second },
-		"long admin name": func(c *Config) { c.Admin = strings.Repeat("a", 33) },
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want []string
+	}{
+		{"no appid", func(c *Config) { c.SDKAppID = 0 }, []string{"im config: sdkappid: must be positive"}},
+		{"no key", func(c *Config) { c.SecretKey = "" }, []string{"secret key: is empty"}},
+		{"timeout 3s", func(c *Config) { c.Timeout = 3 * time.Second }, []string{"timeout: 3s must exceed"}},
+		{"unknown region", func(c *Config) { c.Region = "mars" }, []string{`region: unknown region "mars"`}},
+		{"region ignored with base url", func(c *Config) { c.Region = "mars"; c.BaseURL = "http://h" }, nil},
+		{"bad base url", func(c *Config) { c.BaseURL = "127.0.0.1:8080" }, []string{"base url:"}},
+		{"base url query", func(c *Config) { c.BaseURL = "http://h/?x=1" }, []string{"base url:"}},
+		{"tiny body cap", func(c *Config) { c.MaxResponseBytes = 10 }, []string{"max response bytes: 10 below 1024"}},
+		{"short sig ttl", func(c *Config) { c.SigTTL = time.Second }, []string{"sig ttl: 1s below one minute"}},
+		{"long admin name", func(c *Config) { c.Admin = strings.Repeat("a", 33) }, []string{"admin: identifier over 32 bytes"}},
+		{"everything", func(c *Config) {
+			*c = Config{Admin: strings.Repeat("a", 33), Timeout: time.Second, MaxResponseBytes: 1, SigTTL: 1, Region: "mars"}
+		}, []string{"sdkappid", "secret key", "admin", "timeout", "max response bytes", "sig ttl", "region"}},
 	}
-	for name, edit := range tests {
-		c := ok
-		edit(&c)
-		if err := c.Validate(); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-		if _, err := New(c); err == nil {
-			t.Errorf("%s: New accepted", name)
-		}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.edit(&c)
+			configtest.Problems(t, c.Validate(), tc.want...)
+			if _, err := New(c); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("New error %v disagrees with Validate", err)
+			}
+		})
 	}
 	for _, r := range RegionNames() {
 		c, err := New(Config{SDKAppID: 1, SecretKey: "k", Region: r})
@@ -508,22 +521,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if d, _ := New(Config{SDKAppID: 1, SecretKey: "k"}); d.BaseURL() != "https://console.tim.qq.com" || d.timeout != DefaultTimeout {
 		t.Errorf("defaults: %s %v", d.BaseURL(), d.timeout)
-	}
-}
-
-func TestRedact(t *testing.T) {
-	sig := "eJw*abc-def_ghi_"
-	ue := &url.Error{Op: "Post", URL: "http://h/p?usersig=" + url.QueryEscape(sig) + "&x=1", Err: context.DeadlineExceeded}
-	err := redact(ue, sig)
-	if strings.Contains(err.Error(), url.QueryEscape(sig)) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("url.Error: %v", err)
-	}
-	err = redact(fmt.Errorf("wrapped: %w", errors.New("saw "+sig)), sig)
-	if strings.Contains(err.Error(), sig) || !strings.Contains(err.Error(), "REDACTED") {
-		t.Errorf("plain: %v", err)
-	}
-	if redact(nil, sig) != nil {
-		t.Error("nil not kept")
 	}
 }
 
@@ -554,7 +551,7 @@ func TestClientGateAdmitsEveryRequest(t *testing.T) {
 		if _, err := f.c.GetContactGroup(WithGate(context.Background(), g), &GetRequest{FromAccount: "a"}); err != nil {
 			t.Fatal(err)
 		}
-		if fmt.Sprint(g.seen) != "[0 1]" {
+		if !cmp.Equal(g.seen, []int{0, 1}) {
 			t.Errorf("gate waits saw %v requests sent before each, want [0 1] (one wait per request)", g.seen)
 		}
 	})

@@ -16,4 +16,5 @@ type Observer interface {
 // nopObserver is the Observer of a Config without one.
 type nopObserver struct{}
 
+// RequestDone does nothing.
 func (nopObserver) RequestDone(string, string, time.Duration) {}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
 // envelope is any response type: they all embed BaseResponse.
@@ -66,7 +68,7 @@ func (c *Client) attempt(ctx context.Context, api, path, sig string, body []byte
 	defer cancel()
 	hreq, refused, err := c.newRequest(ctx, path, sig, body)
 	if err != nil {
-		return &Error{API: api, Class: ClassConfig, Err: redact(fmt.Errorf("build request: %w", err), sig)}
+		return &Error{API: api, Class: ClassConfig, Err: logging.RedactError(fmt.Errorf("build request: %w", err), sig)}
 	}
 	hres, err := c.hc.Do(hreq)
 	if r := refused.Load(); r != nil && err != nil {
@@ -74,14 +76,14 @@ func (c *Client) attempt(ctx context.Context, api, path, sig string, body []byte
 		return &Error{API: api, Class: ClassTransient, Err: fmt.Errorf("request not sent: %w", *r)}
 	}
 	if err != nil {
-		return &Error{API: api, Class: ClassTransient, Network: true, Err: redact(err, sig)}
+		return &Error{API: api, Class: ClassTransient, Network: true, Err: logging.RedactError(err, sig)}
 	}
 	defer hres.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hres.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
 		// The request was sent; whatever the server did, we don't know the outcome.
 		return &Error{API: api, Class: ClassTransient, Network: true, HTTPStatus: hres.StatusCode,
-			Err: redact(fmt.Errorf("read body: %w", err), sig)}
+			Err: logging.RedactError(fmt.Errorf("read body: %w", err), sig)}
 	}
 	return decode(api, hres.StatusCode, data, c.cfg.MaxResponseBytes, resp, base)
 }

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"path"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/chatgroupd/chatgroupd/internal/logging"
 )
 
 // Format names the transcript layout. A change that breaks readers of recorded transcripts
@@ -22,7 +22,7 @@ import (
 const Format = "chatgroupd-imcheck/v1"
 
 // Redacted replaces the UserSig wherever the transcript would show it.
-const Redacted = "REDACTED"
+const Redacted = logging.Redacted
 
 // maxRecordedBody caps a recorded response body; the API's answers are far smaller, and a
 // misdirected endpoint must not blow up the transcript.
@@ -124,7 +124,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := r.next.RoundTrip(req)
 	if err != nil {
-		c.Error = redactSig(err.Error(), sig)
+		c.Error = logging.RedactSecrets(err.Error(), sig)
 		r.add(c)
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.HTTPStatus = resp.StatusCode
 	c.Response = rawJSON(data)
 	if rerr != nil {
-		c.Error = redactSig(rerr.Error(), sig)
+		c.Error = logging.RedactSecrets(rerr.Error(), sig)
 		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(data), errReader{rerr}))
 	}
 	r.add(c)
@@ -176,14 +176,6 @@ func rawJSON(b []byte) json.RawMessage {
 	}
 	s, _ := json.Marshal(string(b)) // a string always marshals
 	return s
-}
-
-func redactSig(s, sig string) string {
-	if sig == "" {
-		return s
-	}
-	s = strings.ReplaceAll(s, url.QueryEscape(sig), Redacted)
-	return strings.ReplaceAll(s, sig, Redacted)
 }
 
 // WriteJSON writes t as indented JSON with one call per line, so that a committed fixture

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 func TestFaultModes(t *testing.T) {
@@ -71,7 +72,7 @@ func TestHangReleasedByClientAndClose(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
 	}
-	waitFor(t, func() bool { return h.sim.Stats().APIs[im.APIGet].Codes[-1] == 1 })
+	testwait.For(t, 5*time.Second, "the hung get counted", func() bool { return h.sim.Stats().APIs[im.APIGet].Codes[-1] == 1 })
 
 	// Close releases a hung request with 50005.
 	done := make(chan int, 1)
@@ -88,7 +89,7 @@ func TestHangReleasedByClientAndClose(t *testing.T) {
 		json.NewDecoder(resp.Body).Decode(&b)
 		done <- b.ErrorCode
 	}()
-	waitFor(t, func() bool { return h.sim.Stats().APIs[im.APIGet].Accepted == 2 })
+	testwait.For(t, 5*time.Second, "two gets accepted", func() bool { return h.sim.Stats().APIs[im.APIGet].Accepted == 2 })
 	h.sim.Close()
 	select {
 	case c := <-done:
@@ -97,17 +98,6 @@ func TestHangReleasedByClientAndClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not release the hang")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

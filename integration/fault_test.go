@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // The fault suite: chatgroupd consumer processes against the real broker and the simulator.
@@ -129,7 +130,7 @@ func TestFaultSIGKILLMidDrain(t *testing.T) {
 	s := newScenario(t, "sigkill", 6, rate)
 	s.createDLQ()
 	withLatency(t, s)
-	ctx := testCtx(t, 150*time.Second)
+	ctx := testwait.Context(t, 150*time.Second)
 	s.produce(mixed(newStream("kill"), 2400, 120)...)
 
 	c := s.startConsumer("c1")
@@ -157,7 +158,7 @@ func TestFaultRebalanceJoinLeave(t *testing.T) {
 	s := newScenario(t, "rebalance", 6, rate)
 	s.createDLQ()
 	withLatency(t, s)
-	ctx := testCtx(t, 150*time.Second)
+	ctx := testwait.Context(t, 150*time.Second)
 	s.produce(mixed(newStream("reb"), 3000, 150)...)
 
 	c1 := s.startConsumer("c1")
@@ -190,7 +191,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 	s := newScenario(t, "broker", 4, rate)
 	s.createDLQ()
 	withLatency(t, s)
-	ctx := testCtx(t, 180*time.Second)
+	ctx := testwait.Context(t, 180*time.Second)
 	st := newStream("brk")
 	s.produce(mixed(st, 2000, 100)...)
 
@@ -223,7 +224,7 @@ func TestFaultAPIOutage(t *testing.T) {
 	s := newScenario(t, "api", 4, rate)
 	s.createDLQ()
 	withLatency(t, s)
-	ctx := testCtx(t, 150*time.Second)
+	ctx := testwait.Context(t, 150*time.Second)
 	s.produce(mixed(newStream("api"), 1500, 100)...)
 
 	c := s.startConsumer("c1")
@@ -262,7 +263,7 @@ func TestFaultAPIOutage(t *testing.T) {
 func TestFaultDLQUnwritable(t *testing.T) {
 	s := newScenario(t, "dlq", 4, rate)
 	s.createDLQ()
-	ctx := testCtx(t, 120*time.Second)
+	ctx := testwait.Context(t, 120*time.Second)
 	c := s.startConsumer("c1")
 	c.waitReady(t, ctx)
 
@@ -345,7 +346,7 @@ func TestFaultPoisonEveryPartition(t *testing.T) {
 	const parts = 8
 	s := newScenario(t, "poison", parts, rate)
 	s.createDLQ()
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testwait.Context(t, 90*time.Second)
 	st := newStream("psn")
 	var ps []plan
 	for p := range parts {

@@ -12,6 +12,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestHarnessReferenceConsumer runs the fault-suite harness end to end against the real broker
@@ -20,7 +21,7 @@ import (
 func TestHarnessReferenceConsumer(t *testing.T) {
 	s := newScenario(t, "selfcheck", 3, 200)
 	s.createDLQ()
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	st := newStream("self")
 	var ps []plan
 	for i := range 30 {

@@ -13,17 +13,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // These tests re-check, against the real broker, every kafka-go v0.4.51 behaviour chatgroupd
 // relies on (the findings in docs/kafka.md were established on kfake first).
-
-func testCtx(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 func client(c *kafkatest.Cluster) *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
@@ -33,7 +27,7 @@ func client(c *kafkatest.Cluster) *kafka.Client {
 // fixed version, and fails if one of them is no longer served (KIP-896 removed old versions in 4.0).
 func TestApiVersions(t *testing.T) {
 	c := kafkatest.Real(t)
-	resp, err := client(c).ApiVersions(testCtx(t, 30*time.Second), &kafka.ApiVersionsRequest{})
+	resp, err := client(c).ApiVersions(testwait.Context(t, 30*time.Second), &kafka.ApiVersionsRequest{})
 	if err != nil {
 		t.Fatalf("ApiVersions: %v", err)
 	}
@@ -66,7 +60,7 @@ func TestApiVersions(t *testing.T) {
 
 func TestCreateTopicsAndMetadata(t *testing.T) {
 	c := kafkatest.Real(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	topic := kafkatest.UniqueName("it-create")
 	cl := client(c)
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
@@ -167,7 +161,7 @@ func awaitEnd(t *testing.T, ctx context.Context, gen *kafka.Generation) {
 // first gets every partition back with the committed offsets and metadata intact.
 func TestConsumerGroupCommitMetadata(t *testing.T) {
 	c := kafkatest.Real(t)
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testwait.Context(t, 90*time.Second)
 	topic := kafkatest.UniqueName("it-group")
 	group := kafkatest.UniqueName("it-group")
 	c.CreateTopic(t, topic, 4)
@@ -343,7 +337,7 @@ func sorted(s []int) []int { sort.Ints(s); return s }
 // ListOffsets and a partition Reader with SetOffset see them.
 func TestProduceAcksAllMurmur2(t *testing.T) {
 	c := kafkatest.Real(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	topic := kafkatest.UniqueName("it-produce")
 	c.CreateTopic(t, topic, 6)
 

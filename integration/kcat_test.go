@@ -14,6 +14,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // kcat returns the path of kcat, skipping the test when it is not installed.
@@ -45,7 +46,7 @@ func runKcat(t *testing.T, ctx context.Context, stdin []byte, args ...string) []
 // kafka-go's Murmur2Balancer would have chosen — so Go and non-Go producers of the topic agree.
 func TestKcatProducedEventsConsumed(t *testing.T) {
 	c := kafkatest.Real(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	topic := kafkatest.UniqueName("it-kcat-in")
 	c.CreateTopic(t, topic, 4)
 
@@ -98,7 +99,7 @@ func TestKcatProducedEventsConsumed(t *testing.T) {
 func TestKcatReadsDLQHeaders(t *testing.T) {
 	c := kafkatest.Real(t)
 	kcat(t)
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testwait.Context(t, 60*time.Second)
 	topic := kafkatest.UniqueName("it-kcat-dlq")
 	c.CreateTopic(t, topic, 2)
 

@@ -38,6 +38,7 @@ type Metrics struct {
 	BuildInfo        *prometheus.GaugeVec
 
 	// Beyond the contract.
+	HandoverHold    prometheus.Histogram // how long a new owner's uncertain accounts wait for the previous owner's calls
 	SeqGaps         prometheus.Counter
 	LateEvents      prometheus.Counter
 	InFlight        prometheus.Gauge
@@ -74,6 +75,10 @@ type Metrics struct {
 	FleetBudgetMode *prometheus.GaugeVec   // mode: static, kafka; 1 for the mode in use
 	FleetPeers      prometheus.Gauge       // other replicas with a live entry in the budget topic
 	FleetRecords    *prometheus.CounterVec // op: published, read, publish_error, read_error, invalid
+
+	// Modes chosen at start (cmd/chatgroupd): --retry-lane and --fleet-budget=auto.
+	RetryLaneMode *prometheus.GaugeVec // mode: on, off; 1 for the mode in use
+	ModeFallback  *prometheus.GaugeVec // feature (retry_lane, fleet_budget), reason; 1 while auto runs the old mode
 }
 
 // Reasons of DLQWriteFailures.
@@ -108,6 +113,10 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		FleetBudgetMode: f.gaugeVec("fleet_budget_mode",
 			"How the create budget is shared among replicas: 1 for the mode in use (static, kafka).", "mode"),
 		FleetPeers: f.gauge("fleet_budget_peers", "Other replicas with a live entry in the budget topic (kafka mode)."),
+		RetryLaneMode: f.gaugeVec("retry_lane_mode",
+			"Whether stuck accounts are parked in the retry lane: 1 for the mode in use (on, off).", "mode"),
+		ModeFallback: f.gaugeVec("mode_fallback",
+			"1 while --retry-lane or --fleet-budget=auto runs the old mode because its topic is missing or unusable, by feature and reason.", "feature", "reason"),
 		FleetRecords: f.counterVec("fleet_budget_records_total",
 			"Budget topic records by op: published, read, publish_error, read_error, invalid.", "op"),
 		Retries: f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
@@ -115,6 +124,9 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			prometheus.ExponentialBuckets(0.01, 2, 16)),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
 
+		HandoverHold: f.histogram("handover_hold_seconds",
+			"Per partition set up with uncertain records: how long their accounts wait for the previous owner's calls (0: its final commit said none ran any more).",
+			[]float64{0, .1, .25, .5, 1, 2, 3, 4, 5, 6, 8, 12, 30}),
 		SeqGaps:        f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
 		LateEvents:     f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
 		InFlight:       f.gauge("inflight_events", "Events dispatched and not yet ended."),

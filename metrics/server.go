@@ -67,9 +67,6 @@ func NewServer(addr string, g prometheus.Gatherer, ready func() error, log *zap.
 	return &Server{addr: addr, handler: mux, log: log}
 }
 
-// Handler returns the HTTP handler, for tests and for mounting elsewhere.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Run listens on the configured address and serves until ctx ends, then shuts down gracefully.
 // It returns nil after a clean shutdown and an error when it cannot listen or serve.
 func (s *Server) Run(ctx context.Context) error {

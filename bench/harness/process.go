@@ -20,6 +20,10 @@ type Subject struct {
 	// harness appends the `chatgroupd run` flags it shares with the peers, then Extra.
 	Command []string
 	Extra   []string
+	// Fleet is set for a subject whose replicas share one budget (chatgroupd): fleet scenarios
+	// run Scenario.Replicas processes of it. Other subjects run one process (their limiter is
+	// per process, so more would multiply the budget).
+	Fleet bool
 }
 
 // runFlags are the flags every subject gets, named as `chatgroupd run` names them.
@@ -106,6 +110,13 @@ func (p *proc) stop(grace time.Duration) (clean bool) {
 	case <-time.After(grace):
 		p.kill()
 		return false
+	}
+}
+
+// term sends SIGTERM and returns at once.
+func (p *proc) term() {
+	if p.alive() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
 }
 

@@ -50,6 +50,20 @@ type Result struct {
 	RestartToFull     time.Duration // SIGKILL → a one-second window at 95% of the earlier rate
 	RestartDuplicates int           // creates of already-existing groups after the restart
 
+	// Fleet runs (KindFleet).
+	Replicas    int           // processes run at once (1 for a subject without a fleet notion)
+	InstanceIDs bool          // the replicas were given --instance-id
+	Starts      int           // processes started, restarts included
+	Stable      time.Duration // start → the group stable with every replica, before the backlog
+	Drain       time.Duration // first admitted call → last
+	Changes     []ChangeResult
+	PerSecond   []int // admitted calls in each second of the drain
+
+	// Stuck-account runs (KindStuck): E2E* and CreatedPerSec are the other accounts'.
+	StuckEvents int // events of the stuck account produced
+	StuckCalls  int // its create calls (answered 50004 under the fault)
+	DLQ         int // records dead-lettered
+
 	Log string // the subject's output
 	Err string
 }
@@ -72,6 +86,10 @@ func (r Result) Summary() string {
 		fmt.Fprintf(&b, "%d/%d ended in %v, CPU %.2fs (%.2fs/100k), peak RSS %s", r.Ended, r.Expected, r.Elapsed.Round(time.Millisecond), r.CPU.Seconds(), r.CPUPer100k(), mb(r.PeakRSS))
 	case KindE2E:
 		fmt.Fprintf(&b, "%d samples, p50 %v, p99 %v", r.E2ESamples, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond))
+	case KindFleet:
+		fmt.Fprintf(&b, "%d replicas, %d/%d ended, drain %v, util %.3f, max window %d, 60007s %d, changes %s", r.Replicas, r.Ended, r.Expected, r.Drain.Round(100*time.Millisecond), r.Utilisation, r.MaxWindow, r.RateLimited, changesText(r.Changes))
+	case KindStuck:
+		fmt.Fprintf(&b, "others %d/%d applied, %.1f/s, p50 %v, p99 %v; stuck account %d events, %d calls; %d dead-lettered", r.E2ESamples, r.Expected, r.CreatedPerSec, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond), r.StuckEvents, r.StuckCalls, r.DLQ)
 	case KindRestart:
 		fmt.Fprintf(&b, "steady %.1f/s, first call %v and full rate %v after SIGKILL, %d duplicate creates", r.CallsPerSec, r.RestartFirstCall.Round(time.Millisecond), r.RestartToFull.Round(time.Millisecond), r.RestartDuplicates)
 	}
@@ -82,6 +100,25 @@ func (r Result) Summary() string {
 		b.WriteString("; error: " + r.Err)
 	}
 	return b.String()
+}
+
+// changesText renders the gaps of a fleet run: "label: back at +Gap s (Below s below)".
+func changesText(cs []ChangeResult) string {
+	if len(cs) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, c := range cs {
+		gap := fmt.Sprintf("back at ≥%.1f%% of the budget +%.1fs after", BackThreshold*100, c.Gap)
+		switch {
+		case c.Gap < 0:
+			gap = fmt.Sprintf("not back at ≥%.1f%% before the next change or the end", BackThreshold*100)
+		case c.Gap == 0:
+			gap = "no dip"
+		}
+		parts = append(parts, fmt.Sprintf("%s at %.1fs: %s, %.1fs below", c.Label, c.At, gap, c.Below))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
@@ -152,6 +189,26 @@ func WriteTables(w io.Writer, results []Result) {
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|")
 		for _, r := range rs {
 			fmt.Fprintf(w, "| %s | %s | %.1f | %v | %v | %d | %s |\n", r.Scenario, r.Subject, r.CallsPerSec, r.RestartFirstCall.Round(100*time.Millisecond), r.RestartToFull.Round(100*time.Millisecond), r.RestartDuplicates, note(r))
+		}
+	}
+	if rs := byKind(KindFleet); len(rs) > 0 {
+		fmt.Fprintln(w, "\n### Fleet: replicas sharing one budget (6 partitions, limit 200/s, 20 ms API)")
+		fmt.Fprintln(w, "\n| scenario | subject | replicas | events | drain | utilisation | highest 1-s window | 60007 answers | duplicate creates | membership changes (gap until ≥195/s) | note |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+		for _, r := range rs {
+			reps := fmt.Sprint(r.Replicas)
+			if r.InstanceIDs {
+				reps += " (ids)"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %d/%d | %.1fs | %.3f | %d | %d | %d | %s | %s |\n", r.Scenario, r.Subject, reps, r.Ended, r.Expected, r.Drain.Seconds(), r.Utilisation, r.MaxWindow, r.RateLimited, r.DuplicateCreates, changesText(r.Changes), note(r))
+		}
+	}
+	if rs := byKind(KindStuck); len(rs) > 0 {
+		fmt.Fprintln(w, "\n### One stuck account (50004) among 999 in the same partition")
+		fmt.Fprintln(w, "\n| scenario | subject | others applied | others/s | others p50 | others p99 | stuck events | stuck calls | dead-lettered | note |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+		for _, r := range rs {
+			fmt.Fprintf(w, "| %s | %s | %d/%d | %.1f | %v | %v | %d | %d | %d | %s |\n", r.Scenario, r.Subject, r.E2ESamples, r.Expected, r.CreatedPerSec, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond), r.StuckEvents, r.StuckCalls, r.DLQ, note(r))
 		}
 	}
 	writeRatios(w, results)

@@ -12,9 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
@@ -78,6 +80,9 @@ type Runner struct {
 	cfg      Config
 	secret   string
 	sdkAppID int64
+
+	mu        sync.Mutex
+	flagCache map[string]bool // subject name → takes --instance-id
 }
 
 // NewRunner checks cfg and makes the simulator credentials of this session.
@@ -110,7 +115,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 	}
 	var topic string
 	var expect loadgen.Expect
-	if sc.Kind != KindE2E {
+	if sc.Kind != KindE2E && sc.Kind != KindStuck && sc.Kind != KindFleet {
 		// Produced once; every subject reads the same records with a group of its own.
 		topic = kafkatest.UniqueName("bench-" + sc.Name)
 		if err := r.cfg.Broker.CreateTopic(ctx, topic, sc.Partitions); err != nil {
@@ -183,22 +188,35 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 		return res
 	}
 	defer r.cfg.Broker.DeleteTopics(context.Background(), dlq) //nolint:errcheck // best effort
+	if sc.Kind == KindStuck {
+		// The retry lane of --retry-lane=on; the peers never read it.
+		lane := topic + ".retry"
+		if err := r.cfg.Broker.CreateTopic(ctx, lane, sc.Partitions); err != nil {
+			res.Err = err.Error()
+			return res
+		}
+		defer r.cfg.Broker.DeleteTopics(context.Background(), lane) //nolint:errcheck // best effort
+	}
 	var rec *applyRecorder
-	if sc.Kind == KindE2E {
+	if sc.Kind == KindE2E || sc.Kind == KindStuck {
 		rec = newApplyRecorder()
+	}
+	var fault *accountFault
+	if sc.Kind == KindStuck && sc.Fault {
+		fault = &accountFault{prefix: stuckPrefix, code: im.CodeInternal}
 	}
 	simLimit := int(sc.RateLimit)
 	if sc.RateLimit >= Unlimited {
 		simLimit = 1 << 30
 	}
 	simCfg := imsim.Config{SDKAppID: r.sdkAppID, SecretKey: r.secret, RateLimit: simLimit,
-		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed}
+		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed, CallLog: sc.Kind == KindFleet}
 	var s *sim
 	var err error
 	if len(r.cfg.Simulator) > 0 && rec == nil {
 		s, err = startSimProcess(r.cfg.Simulator, simCfg, filepath.Join(r.cfg.OutDir, sc.Name+"-"+name+"-imsim.log"))
 	} else {
-		s, err = startSim(simCfg, rec)
+		s, err = startSim(simCfg, rec, fault)
 	}
 	if err != nil {
 		res.Err = err.Error()
@@ -222,6 +240,10 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 		merr = rn.backlog(ctx)
 	case KindRestart:
 		merr = rn.restart(ctx)
+	case KindFleet:
+		merr = rn.fleet(ctx)
+	case KindStuck:
+		merr = rn.stuck(ctx, rec, fault)
 	}
 	if merr != nil {
 		res.Err = merr.Error()

@@ -27,6 +27,24 @@ const (
 	KindBacklog Kind = "backlog"
 	// KindRestart: SIGKILL at full rate, restart at once; time until the rate is back.
 	KindRestart Kind = "restart"
+	// KindFleet: several replicas of the subject drain a backlog together while the harness
+	// changes the membership (Change); utilisation over the whole drain, the highest window, and
+	// the gap after each change, from the simulator's call log.
+	KindFleet Kind = "fleet"
+	// KindStuck: events produced live into one partition while one account's creates answer
+	// 50004 (when Fault); the other accounts' throughput and end-to-end latency.
+	KindStuck Kind = "stuck"
+)
+
+// Change is the membership change of a fleet scenario.
+type Change string
+
+// Changes.
+const (
+	ChangeNone    Change = ""        // the replicas drain together
+	ChangeLeave   Change = "leave"   // SIGTERM the last replica at ChangeAt; it is not restarted
+	ChangeRolling Change = "rolling" // SIGTERM each replica in turn, start it again once it exited
+	ChangeKill    Change = "kill"    // SIGKILL the last replica at ChangeAt, start it again at once
 )
 
 // Scenario is one benchmark workload; every subject runs it with the same events and settings.
@@ -46,6 +64,19 @@ type Scenario struct {
 	Warmup  time.Duration
 	Window  time.Duration
 	Timeout time.Duration // hard limit of one subject's run
+
+	// Fleet scenarios (KindFleet).
+	Replicas int     // processes of a subject that shares one budget across replicas
+	HotShare float64 // fraction of the backlog in partition 0 (0: spread by key)
+	Change   Change
+	ChangeAt time.Duration // after the first call: when the (first) change happens
+	// StepPause is how long a rolling restart waits after a replica started again before it
+	// stops the next one.
+	StepPause time.Duration
+
+	// Stuck-account scenarios (KindStuck; LiveRate and Window as for KindE2E).
+	StuckEvery int  // every StuckEvery-th live event is the stuck account's
+	Fault      bool // the stuck account's creates answer 50004 for the whole run
 }
 
 // Unlimited is the rate limit meaning "limiter off" (peers skip pacing from 1e6 on).
@@ -56,13 +87,21 @@ func (s Scenario) Validate() error {
 	switch {
 	case s.Name == "":
 		return fmt.Errorf("scenario without a name")
-	case !slices.Contains([]Kind{KindUtil, KindCPU, KindE2E, KindBacklog, KindRestart}, s.Kind):
+	case !slices.Contains([]Kind{KindUtil, KindCPU, KindE2E, KindBacklog, KindRestart, KindFleet, KindStuck}, s.Kind):
 		return fmt.Errorf("scenario %s: unknown kind %q", s.Name, s.Kind)
 	case s.Partitions < 1 || s.Accounts < 1 || s.RateLimit <= 0 || s.Timeout <= 0:
 		return fmt.Errorf("scenario %s: partitions, accounts, rate limit and timeout must be positive", s.Name)
-	case s.Kind == KindE2E && (s.LiveRate <= 0 || s.Window <= 0):
-		return fmt.Errorf("scenario %s: e2e needs a live rate and a window", s.Name)
-	case s.Kind != KindE2E && s.Backlog < 1:
+	case (s.Kind == KindE2E || s.Kind == KindStuck) && (s.LiveRate <= 0 || s.Window <= 0):
+		return fmt.Errorf("scenario %s: %s needs a live rate and a window", s.Name, s.Kind)
+	case s.Kind == KindStuck && s.StuckEvery < 2:
+		return fmt.Errorf("scenario %s: StuckEvery must be at least 2", s.Name)
+	case s.Kind == KindFleet && (s.Replicas < 1 || s.HotShare < 0 || s.HotShare >= 1):
+		return fmt.Errorf("scenario %s: fleet needs replicas and a hot share in [0, 1)", s.Name)
+	case s.Kind == KindFleet && !slices.Contains([]Change{ChangeNone, ChangeLeave, ChangeRolling, ChangeKill}, s.Change):
+		return fmt.Errorf("scenario %s: unknown change %q", s.Name, s.Change)
+	case s.Kind == KindFleet && s.Change != ChangeNone && (s.Replicas < 2 || s.ChangeAt <= 0):
+		return fmt.Errorf("scenario %s: a membership change needs 2+ replicas and a time", s.Name)
+	case s.Kind != KindE2E && s.Kind != KindStuck && s.Backlog < 1:
 		return fmt.Errorf("scenario %s: needs a backlog", s.Name)
 	}
 	return nil
@@ -107,6 +146,25 @@ func Scenarios(scale Scale) []Scenario {
 			RateLimit: 200, Backlog: 1_000_000, Window: backlogWin, Timeout: 2 * time.Minute},
 		Scenario{Name: "restart", Kind: KindRestart, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
 			RateLimit: 200, Backlog: 200 * 150, Timeout: 2 * time.Minute},
+	)
+	// Fleet and stuck-account scenarios are the same size at both scales: each run is a drain of
+	// 20-40 s (issues 15 and 16).
+	out = append(out,
+		Scenario{Name: "fleet-skew", Kind: KindFleet, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Backlog: 4000, Replicas: 2, HotShare: 0.5, Timeout: 2 * time.Minute},
+		Scenario{Name: "fleet-leave", Kind: KindFleet, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Backlog: 6000, Replicas: 3, Change: ChangeLeave, ChangeAt: 8 * time.Second, Timeout: 2 * time.Minute},
+		Scenario{Name: "fleet-rolling", Kind: KindFleet, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Backlog: 8000, Replicas: 3, Change: ChangeRolling, ChangeAt: 6 * time.Second,
+			StepPause: 5 * time.Second, Timeout: 2 * time.Minute},
+		Scenario{Name: "fleet-kill", Kind: KindFleet, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Backlog: 6000, Replicas: 3, Change: ChangeKill, ChangeAt: 8 * time.Second, Timeout: 2 * time.Minute},
+		// 999 accounts and the stuck one in a single partition, 50 events/s for 20 s, every 100th
+		// the stuck account's (0.5/s).
+		Scenario{Name: "stuck-nofault", Kind: KindStuck, Partitions: 1, Accounts: 999, Latency: 20 * time.Millisecond,
+			RateLimit: 200, LiveRate: 50, Window: 20 * time.Second, StuckEvery: 100, Timeout: 2 * time.Minute},
+		Scenario{Name: "stuck-50004", Kind: KindStuck, Partitions: 1, Accounts: 999, Latency: 20 * time.Millisecond,
+			RateLimit: 200, LiveRate: 50, Window: 20 * time.Second, StuckEvery: 100, Fault: true, Timeout: 2 * time.Minute},
 	)
 	return out
 }

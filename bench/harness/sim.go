@@ -28,13 +28,16 @@ import (
 type sim struct {
 	URL   string
 	stats func(context.Context) (imsim.Stats, error)
+	// calls reads the call log (imsim.Config.CallLog).
+	calls func(context.Context) ([]imsim.Call, error)
 	stop  func()
 	last  createStats
 }
 
 // startSim serves a fresh simulator on 127.0.0.1 inside the harness. With rec set, successful
-// creates are timed against the events' occurred_at.
-func startSim(cfg imsim.Config, rec *applyRecorder) (*sim, error) {
+// creates are timed against the events' occurred_at; with fault set, its accounts' creates fail
+// before they reach the simulator.
+func startSim(cfg imsim.Config, rec *applyRecorder, fault *accountFault) (*sim, error) {
 	s, err := imsim.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("imsim: %w", err)
@@ -47,11 +50,15 @@ func startSim(cfg imsim.Config, rec *applyRecorder) (*sim, error) {
 	if rec != nil {
 		h = rec.wrap(s)
 	}
+	if fault != nil {
+		h = fault.wrap(h)
+	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln) //nolint:errcheck // ends with ErrServerClosed at close
 	return &sim{
 		URL:   "http://" + ln.Addr().String(),
 		stats: func(context.Context) (imsim.Stats, error) { return s.Stats(), nil },
+		calls: func(context.Context) ([]imsim.Call, error) { return s.Calls(), nil },
 		stop: func() {
 			s.Close() // releases hung requests first
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -67,7 +74,7 @@ const simProcessStartup = 15 * time.Second
 // startSimProcess runs the simulator as `<command> --addr 127.0.0.1:0 ...` (command is, say,
 // ["bin/chatgroupd", "imsim"]) and reads its counters from /admin/stats. Its log goes to
 // logPath. Only the settings a scenario uses are passed on: the app, the key, the rate limit,
-// the latency and the seed.
+// the latency, the seed and the call log.
 //
 // In a process of its own the simulator's clock, which the one-second windows are counted
 // with, no longer waits for the embedded Kafka's goroutines: in this process a request could
@@ -91,6 +98,9 @@ func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, s
 		"--addr", "127.0.0.1:0", "--sdkappid", strconv.FormatInt(cfg.SDKAppID, 10),
 		"--rate-limit", strconv.Itoa(cfg.RateLimit), "--latency", cfg.Faults.Latency.String(),
 		"--seed", strconv.FormatUint(cfg.Seed, 10), "--log-level", "warn", "--admin-api")
+	if cfg.CallLog {
+		args = append(args, "--call-log")
+	}
 	cmd := exec.Command(command[0], args...)
 	cmd.Env = append(withoutChatgroupdEnv(os.Environ()), "CHATGROUPD_SECRET_KEY="+cfg.SecretKey)
 	cmd.Stderr = lf
@@ -143,7 +153,30 @@ func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, s
 	hc := &http.Client{Timeout: 2 * time.Second}
 	return &sim{URL: url, stop: stop, stats: func(ctx context.Context) (imsim.Stats, error) {
 		return fetchStats(ctx, hc, url)
+	}, calls: func(ctx context.Context) ([]imsim.Call, error) {
+		return fetchCalls(ctx, url)
 	}}, nil
+}
+
+// fetchCalls reads a simulator's /admin/calls (it needs --call-log).
+func fetchCalls(ctx context.Context, base string) ([]imsim.Call, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/calls", nil)
+	if err != nil {
+		return nil, fmt.Errorf("imsim calls: %w", err)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("imsim calls: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("imsim calls: HTTP %d", resp.StatusCode)
+	}
+	var calls []imsim.Call
+	if err := json.NewDecoder(resp.Body).Decode(&calls); err != nil {
+		return nil, fmt.Errorf("imsim calls: %w", err)
+	}
+	return calls, nil
 }
 
 // fetchStats reads a simulator's /admin/stats.
@@ -193,6 +226,7 @@ type applyRecorder struct {
 	mu        sync.Mutex
 	occurred  map[string]time.Time
 	latencies []time.Duration
+	last      time.Time // when the latest sample was applied
 }
 
 func newApplyRecorder() *applyRecorder { return &applyRecorder{occurred: map[string]time.Time{}} }
@@ -229,10 +263,18 @@ func (r *applyRecorder) wrap(h http.Handler) http.Handler {
 		r.mu.Lock()
 		if at, ok := r.occurred[key]; ok {
 			r.latencies = append(r.latencies, done.Sub(at))
+			r.last = done
 			delete(r.occurred, key) // a second success for the same event is not a second sample
 		}
 		r.mu.Unlock()
 	})
+}
+
+// lastApplied is when the latest sample was applied (zero before the first).
+func (r *applyRecorder) lastApplied() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }
 
 // percentiles returns p50 and p99 of the recorded latencies and their count.

@@ -57,12 +57,14 @@ type serviceFlags struct {
 	duplicateCode       int
 	sessionTimeout      time.Duration
 	rebalanceTime       time.Duration
+	instanceID          string
 	keyMismatch         string
 	partitioner         string
 	fleetBudget         string
 	retryLane           string
 	laneTopic           string
 	accountStallLimit   time.Duration
+	handoverSkew        time.Duration
 	// inProcessAPI is set by demo, whose simulator shares this process: a starved process delays
 	// the simulator's count of our calls, so the limiter widens its window after timer stalls.
 	inProcessAPI bool
@@ -84,8 +86,8 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	stringFlag(fs, &f.admin, "admin", im.DefaultAdmin, nonEmpty, "IM app admin identifier")
 	stringFlag(fs, &f.secretKeyFile, "secret-key-file", "", anyString, "file holding the IM secret key (else CHATGROUPD_SECRET_KEY)")
 	floatFlag(fs, &f.rateLimit, "rate-limit", 200, 0.1, 100000, "create calls/s budget of the whole consumer group (all replicas together)")
-	stringFlag(fs, &f.fleetBudget, "fleet-budget", fleetStatic, oneOf, "how replicas share --rate-limit: static (each the share of its partitions) or kafka (budget flows to backlog, coordinated through the topic <topic>.budget; every replica must use the same mode)",
-		fleetStatic, fleetKafka)
+	stringFlag(fs, &f.fleetBudget, "fleet-budget", modeAuto, oneOf, "how replicas share --rate-limit: kafka (budget flows to backlog, coordinated through the topic <topic>.budget, created when missing; fails to start without it), static (each the share of its partitions), or auto (kafka when <topic>.budget exists or can be created, else static with an error log, chatgroupd_mode_fallback and a restart once the topic appears)",
+		modeAuto, fleetKafka, fleetStatic)
 	stringFlag(fs, &f.metricsAddr, "metrics-addr", ":9090", hostPort, "listen address of /metrics, /healthz and /readyz")
 	durationFlag(fs, &f.reorderWindow, "reorder-window", time.Second, time.Millisecond, time.Minute, "how long an event ahead of its account's seq waits for the missing ones")
 	durationFlag(fs, &f.retryBudget, "retry-budget", time.Hour, time.Second, 7*24*time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
@@ -99,14 +101,17 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	intFlag(fs, &f.duplicateCode, "duplicate-code", dispatcher.DefaultDuplicateCode, 1, 999999, "code the IM API answers a create naming an existing group (see chatgroupd imcheck)")
 	durationFlag(fs, &f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, time.Second, 30*time.Minute, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
 	durationFlag(fs, &f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, time.Second, 30*time.Minute, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
+	checkedFlag(fs, &f.instanceID, "instance-id", "", "a Kafka group.instance.id: letters, digits, '.', '_', '-', at most 249", checkInstanceID,
+		"static group membership: a unique, stable id per replica (the chart uses the pod name); a restart within --session-timeout gets its partitions back without a rebalance, a graceful stop still hands them over at once (default: dynamic membership)")
 	stringFlag(fs, &f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, oneOf, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)",
 		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
 	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
 		string(event.PartitionerMurmur2), string(event.PartitionerCRC32), string(event.PartitionerFNV1a))
-	stringFlag(fs, &f.retryLane, "retry-lane", "off", oneOf, "on: an account whose head event fails transiently for --account-stall-limit is parked in the retry lane (--lane-topic) with its later events, in order, so it never holds up its partition",
-		"off", "on")
+	stringFlag(fs, &f.retryLane, "retry-lane", modeAuto, oneOf, "on: an account whose head event fails transiently for --account-stall-limit is parked in the retry lane (--lane-topic, created when missing; fails to start without it) with its later events, in order, so it never holds up its partition; auto: on when the lane topic exists or can be created, else off with an error log, chatgroupd_mode_fallback and a restart once the topic appears",
+		modeAuto, laneOn, laneOff)
 	stringFlag(fs, &f.laneTopic, "lane-topic", "", topicName, "retry-lane topic (default <topic>.retry; at least the event topic's partitions)")
-	durationFlag(fs, &f.accountStallLimit, "account-stall-limit", consumer.DefaultAccountStallLimit, time.Second, 24*time.Hour, "with --retry-lane=on: how long an account's head event may fail transiently before the account is parked")
+	durationFlag(fs, &f.accountStallLimit, "account-stall-limit", consumer.DefaultAccountStallLimit, time.Second, 24*time.Hour, "with the retry lane on: how long an account's head event may fail transiently before the account is parked")
+	durationFlag(fs, &f.handoverSkew, "handover-skew", consumer.DefaultHandoverSkew, -time.Nanosecond, time.Minute, "how far another replica's clock may lag this one's: a new owner holds a partition's uncertain accounts only until the previous owner's stated end of its calls plus this margin; negative: final commits state nothing and every hand-over waits the full hold (set it while replicas older than commit metadata v3 still run)")
 	stringFlag(fs, &f.logLevel, "log-level", "info", oneOf, "log level: debug, info, warn, error", logLevels()...)
 	stringFlag(fs, &f.logFormat, "log-format", "json", oneOf, "log format: json or console", "json", "console")
 }
@@ -143,6 +148,14 @@ func insecureEndpoint(endpoint string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip == nil || !ip.IsLoopback()
+}
+
+// checkInstanceID accepts "" (dynamic membership) or a valid group.instance.id.
+func checkInstanceID(s string) error {
+	if s == "" {
+		return nil
+	}
+	return consumer.ValidateInstanceID(s)
 }
 
 func (f *serviceFlags) dlq() string {

@@ -9,10 +9,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -43,18 +45,39 @@ type serviceConfig struct {
 //	Kafka ─▶ consumer ─▶ dispatcher ─▶ IM client ─▶ IM API
 //	            └────────▶ dlq.Writer ─▶ DLQ topic
 //
-// plus the metrics/health server. Run joins them with one errgroup.
+// plus the metrics/health server. Run joins them with one errgroup. With --retry-lane or
+// --fleet-budget at auto, the consumer and dispatcher are built in Run once the modes are
+// chosen (they depend on them), while /healthz, /readyz and /metrics already answer.
 type service struct {
-	consumer   *consumer.Consumer
-	dispatcher *dispatcher.Dispatcher
-	dlq        *dlq.Writer
-	fleet      *budget.Runner // nil in static mode
-	http       *metrics.Server
-	ln         net.Listener
-	log        *zap.Logger
+	mu sync.Mutex
+	// pipe is nil until the modes are chosen; then set once.
+	pipe *pipeline
+	// choosing is /readyz's answer while the modes are being chosen.
+	choosing error
+
+	cfg         serviceConfig
+	client      *im.Client
+	partitioner event.Partitioner
+	legacyDrain bool
+	// wholeBudget is the whole-budget test break (see testBreak).
+	wholeBudget bool
+	resolver    *modeResolver // nil when no flag is auto
+	fallbacks   []*unusable   // what auto fell back on, watched by Run
+
+	dlq  *dlq.Writer
+	http *metrics.Server
+	ln   net.Listener
+	log  *zap.Logger
 	// brokers explains, on /readyz and in the log, a consumer kept out of its group by
 	// unreachable brokers.
 	brokers *brokerWatch
+}
+
+// pipeline is what depends on the chosen modes.
+type pipeline struct {
+	consumer   *consumer.Consumer
+	dispatcher *dispatcher.Dispatcher
+	fleet      *budget.Runner // nil in static mode
 }
 
 func newService(cfg serviceConfig) (*service, error) {
@@ -72,26 +95,19 @@ func newService(cfg serviceConfig) (*service, error) {
 		return nil, err
 	}
 	f.fleetBudget = cmp.Or(f.fleetBudget, fleetStatic)
-	if f.fleetBudget != fleetStatic && f.fleetBudget != fleetKafka {
-		return nil, fmt.Errorf("--fleet-budget %q: want %s or %s", f.fleetBudget, fleetStatic, fleetKafka)
+	if f.fleetBudget != fleetStatic && f.fleetBudget != fleetKafka && f.fleetBudget != modeAuto {
+		return nil, fmt.Errorf("--fleet-budget %q: want %s, %s or %s", f.fleetBudget, modeAuto, fleetStatic, fleetKafka)
 	}
-	lateArrivalMax := f.lateArrivalMax
-	if lateArrivalMax <= 0 {
-		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
+	f.retryLane = cmp.Or(f.retryLane, laneOff)
+	if f.retryLane != laneOff && f.retryLane != laneOn && f.retryLane != modeAuto {
+		return nil, fmt.Errorf("--retry-lane %q: want %s, %s or %s", f.retryLane, modeAuto, laneOn, laneOff)
 	}
-	disp, err := dispatcher.New(dispatcher.Config{
-		API: client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
-		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
-		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
-		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
-	})
-	if err != nil {
-		return nil, err
+	if f.fleetBudget == modeAuto && f.rateLimit < 1 {
+		// The budget topic deals in whole calls per second; below one, only static shares work.
+		cfg.log.Info("--fleet-budget=auto: static, since --rate-limit is below one call per second", zap.Float64("rate_limit", f.rateLimit))
+		f.fleetBudget = fleetStatic
 	}
-	fleet, err := newFleetBudget(f, cfg, disp)
-	if err != nil {
-		return nil, err
-	}
+	cfg.flags = f
 	dw, err := dlq.NewWriter(dlq.Config{
 		Brokers: cfg.conn.Brokers, Topic: f.dlq(), GroupID: f.group, Transport: cfg.conn.Transport,
 		Logger: cfg.log, Metrics: cfg.metrics,
@@ -109,31 +125,31 @@ func newService(cfg serviceConfig) (*service, error) {
 		cfg.log.Warn("TEST BREAK ACTIVE: revoke drain bound by the rebalance timeout only; this process can run two calls of one account at once",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
-	var share consumer.ShareSetter = disp
 	if brk == breakWholeBudget {
 		cfg.log.Warn("TEST BREAK ACTIVE: this replica takes the whole rate budget whatever it owns; the fleet crosses the budget",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
-		share = wholeBudget{disp}
 	}
-	cons, err := consumer.New(consumer.Config{
-		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
-		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Dispatcher: disp, DeadLetterer: dw, Share: share, Partitioner: partitioner,
-		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
-		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, TestLegacyDrain: legacyDrain,
-		RetryLane: f.retryLane == "on", LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
-		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
-		UncertainHold: f.imTimeout + time.Second,
-		Logger:        cfg.log, Metrics: cfg.metrics,
-	})
-	if err != nil {
-		dw.Close()
-		return nil, err
+	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
+		wholeBudget: brk == breakWholeBudget, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
+		s.resolver = &modeResolver{
+			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
+			eventTopic: f.topic, log: cfg.log, metrics: cfg.metrics, minBackoff: time.Second, maxBackoff: 30 * time.Second,
+			onRetry: func(err error) { s.mu.Lock(); s.choosing = err; s.mu.Unlock() },
+		}
 	}
-	s := &service{consumer: cons, dispatcher: disp, dlq: dw, fleet: fleet, ln: cfg.metricsListener, log: cfg.log}
+	if f.retryLane != modeAuto && f.fleetBudget != modeAuto {
+		// The modes are given: build now, so a bad configuration fails before anything runs.
+		if err := s.build(f); err != nil {
+			dw.Close()
+			return nil, err
+		}
+	}
+	if s.resolver != nil {
+		s.choosing = errors.New("checking the topics of --retry-lane and --fleet-budget")
+	}
 	s.brokers = &brokerWatch{
-		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, 10*time.Second), member: cons.Ready, log: cfg.log,
+		conn: cfg.conn, timeout: cmp.Or(f.kafka.dialTimeout, 10*time.Second), member: s.member, log: cfg.log,
 		minBackoff: time.Second, maxBackoff: 30 * time.Second,
 	}
 	// chatgroupd_ready is computed on each scrape from the same check /readyz uses, so the
@@ -148,6 +164,111 @@ func newService(cfg serviceConfig) (*service, error) {
 	})
 	s.http = metrics.NewServer(f.metricsAddr, gather, s.ready, cfg.log)
 	return s, nil
+}
+
+// build makes the mode-dependent part of the pipeline for f, whose modes are chosen (never
+// auto), and exports the modes.
+func (s *service) build(f serviceFlags) error {
+	cfg := s.cfg
+	for _, mode := range []string{laneOn, laneOff} {
+		v := 0.0
+		if mode == f.retryLane {
+			v = 1
+		}
+		cfg.metrics.RetryLaneMode.WithLabelValues(mode).Set(v)
+	}
+	lateArrivalMax := f.lateArrivalMax
+	if lateArrivalMax <= 0 {
+		lateArrivalMax = -1 // the flag's 0 is "off"; the Config's 0 is "default"
+	}
+	disp, err := dispatcher.New(dispatcher.Config{
+		API: s.client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
+		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
+		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
+		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
+	})
+	if err != nil {
+		return err
+	}
+	fleet, err := newFleetBudget(f, cfg, disp)
+	if err != nil {
+		return err
+	}
+	var share consumer.ShareSetter = disp
+	if s.wholeBudget {
+		share = wholeBudget{disp}
+	}
+	cons, err := consumer.New(consumer.Config{
+		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
+		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
+		Dispatcher: disp, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
+		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
+		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain,
+		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
+		HandoverSkew: handoverSkew(f.handoverSkew),
+		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
+		UncertainHold: f.imTimeout + time.Second,
+		Logger:        cfg.log, Metrics: cfg.metrics,
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.pipe = &pipeline{consumer: cons, dispatcher: disp, fleet: fleet}
+	s.mu.Unlock()
+	return nil
+}
+
+// pipeline returns the mode-dependent part, nil while the modes are being chosen.
+func (s *service) pipeline() *pipeline {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pipe
+}
+
+// member tells the broker watch whether the consumer is in its group.
+func (s *service) member() bool {
+	p := s.pipeline()
+	return p != nil && p.consumer.Ready()
+}
+
+// needs returns the topics of the features whose mode is auto or required.
+func (s *service) needs(f serviceFlags) (lane, fleet topicNeed) {
+	lane = topicNeed{feature: featureLane, flag: "--retry-lane=" + f.retryLane, topic: cmp.Or(f.laneTopic, f.topic+".retry"), samePartitions: true}
+	fleet = topicNeed{feature: featureBudget, flag: "--fleet-budget=" + f.fleetBudget, topic: f.topic + ".budget",
+		configs: budgetTopicConfigs}
+	return lane, fleet
+}
+
+// chooseModes turns auto (and checks on, kafka) into the mode this replica runs, creating the
+// topics it may. Auto falls back only on a definite answer (see checkTopic).
+func (s *service) chooseModes(ctx context.Context) (serviceFlags, error) {
+	f := s.cfg.flags
+	lane, fleet := s.needs(f)
+	var err error
+	var u *unusable
+	if f.retryLane == modeAuto || f.retryLane == laneOn {
+		if f.retryLane, u, err = s.resolver.resolve(ctx, lane, f.retryLane, laneOn, laneOff); err != nil {
+			return f, err
+		}
+		if u != nil {
+			s.fallbacks = append(s.fallbacks, u)
+		}
+	}
+	if f.fleetBudget == modeAuto || f.fleetBudget == fleetKafka {
+		if f.fleetBudget, u, err = s.resolver.resolve(ctx, fleet, f.fleetBudget, fleetKafka, fleetStatic); err != nil {
+			return f, err
+		}
+		if u != nil {
+			s.fallbacks = append(s.fallbacks, u)
+		}
+	}
+	s.log.Info("modes chosen", zap.String("retry_lane", f.retryLane), zap.String("fleet_budget", f.fleetBudget))
+	s.mu.Lock()
+	s.choosing = nil
+	s.mu.Unlock()
+	return f, nil
 }
 
 // Values of --fleet-budget.
@@ -183,16 +304,22 @@ var errNotInGroup = errors.New("not a member of the consumer group")
 // ready is /readyz: in the group, the API accepts our credentials, and dead letters can be
 // written (else their partitions are stuck).
 func (s *service) ready() error {
-	if !s.consumer.Ready() {
+	s.mu.Lock()
+	p, choosing := s.pipe, s.choosing
+	s.mu.Unlock()
+	if choosing != nil {
+		return choosing
+	}
+	if !p.consumer.Ready() {
 		if err := s.brokers.err(); err != nil {
 			return fmt.Errorf("%w: %w", errNotInGroup, err)
 		}
 		return errNotInGroup
 	}
-	if err := s.consumer.DeadLetterHealth(); err != nil {
+	if err := p.consumer.DeadLetterHealth(); err != nil {
 		return err
 	}
-	if err := s.dispatcher.Ready(); err != nil {
+	if err := p.dispatcher.Ready(); err != nil {
 		return fmt.Errorf("im api: %w", err)
 	}
 	return nil
@@ -207,21 +334,14 @@ func (s *service) Run(ctx context.Context) error {
 		// which is the contract; but say so now rather than at the first failure.
 		s.log.Error("dead-letter topic not usable yet; dead letters will wait for it", zap.Error(err))
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(runCtx)
 	// The consumer owns the shutdown order: when ctx ends (or another component fails) it drains,
 	// commits and leaves the group; only then do the dispatcher's prober and the HTTP server stop,
 	// so /metrics and /readyz stay up while the consumer drains.
 	tail, cancelTail := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelTail()
-	g.Go(func() error {
-		defer cancelTail()
-		return s.consumer.Run(gctx)
-	})
-	g.Go(func() error { return s.dispatcher.Run(tail) })
-	if s.fleet != nil {
-		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
-		g.Go(func() error { return s.fleet.Run(tail) })
-	}
 	g.Go(func() error { return s.brokers.run(gctx) })
 	g.Go(func() error {
 		if s.ln != nil {
@@ -229,6 +349,41 @@ func (s *service) Run(ctx context.Context) error {
 		}
 		return s.http.Run(tail)
 	})
+	p := s.pipeline()
+	if p == nil || s.resolver != nil {
+		// Modes at auto are chosen here, with /readyz answering; required ones (on, kafka) are
+		// checked, and their topics created when missing.
+		f, err := s.chooseModes(gctx)
+		if err == nil && p == nil {
+			err = s.build(f)
+		}
+		if err != nil {
+			stop()
+			cancelTail()
+			if werr := g.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+				err = werr // e.g. the metrics port in use: the cause, not the choice it cut short
+			} else if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Error("chatgroupd stopped", zap.Error(err))
+			return err
+		}
+		p = s.pipeline()
+		if len(s.fallbacks) > 0 {
+			g.Go(func() error {
+				return s.resolver.watch(gctx, s.fallbacks, watchInterval(s.cfg.flags.accountStallLimit))
+			})
+		}
+	}
+	g.Go(func() error {
+		defer cancelTail()
+		return p.consumer.Run(gctx)
+	})
+	g.Go(func() error { return p.dispatcher.Run(tail) })
+	if p.fleet != nil {
+		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
+		g.Go(func() error { return p.fleet.Run(tail) })
+	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		err = nil
@@ -261,3 +416,12 @@ func testBreak(v string) (string, error) {
 type wholeBudget struct{ d *dispatcher.Dispatcher }
 
 func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0) }
+
+// handoverSkew maps the flag onto consumer.Config.HandoverSkew, whose zero means the default:
+// the flag's 0 is no margin at all.
+func handoverSkew(d time.Duration) time.Duration {
+	if d == 0 {
+		return time.Nanosecond
+	}
+	return d
+}

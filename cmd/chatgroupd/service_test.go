@@ -23,6 +23,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
@@ -51,7 +52,13 @@ func startService(t *testing.T, simKey, svcKey string, faults imsim.Faults) *har
 // startServiceWith is startService with flags changed by tweak.
 func startServiceWith(t *testing.T, simKey, svcKey string, faults imsim.Faults, tweak func(*serviceFlags)) *harness {
 	t.Helper()
-	h := &harness{t: t, kafka: kafkatest.New(t), topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
+	return startServiceIn(t, kafkatest.New(t), simKey, svcKey, faults, tweak)
+}
+
+// startServiceIn is startServiceWith on a cluster the test prepared.
+func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, faults imsim.Faults, tweak func(*serviceFlags)) *harness {
+	t.Helper()
+	h := &harness{t: t, kafka: kc, topic: kafkatest.UniqueName("events"), done: make(chan error, 1)}
 	h.kafka.CreateTopic(t, h.topic, 3)
 	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
 	var err error
@@ -123,16 +130,10 @@ func (h *harness) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is testwait.For on the harness's test.
 func (h *harness) waitFor(what string, d time.Duration, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.For(h.t, d, what, cond)
 }
 
 func (h *harness) produce(n int, cfg loadgen.Config) loadgen.Expect {

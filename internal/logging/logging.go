@@ -5,10 +5,12 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -98,27 +100,60 @@ func Redact(s string) string {
 	return sigPattern.ReplaceAllString(s, "${1}"+Redacted)
 }
 
-// RedactError returns err with its message redacted (nil stays nil). errors.Is and errors.As
-// still see the original chain.
-func RedactError(err error) error {
+// RedactSecrets is Redact that also replaces every given secret, raw or query-escaped (as it
+// travels in a URL). Empty secrets are ignored.
+func RedactSecrets(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if sec == "" {
+			continue
+		}
+		// The escaped form first: it contains pieces of the raw one.
+		s = strings.ReplaceAll(s, url.QueryEscape(sec), Redacted)
+		s = strings.ReplaceAll(s, sec, Redacted)
+	}
+	return Redact(s)
+}
+
+// RedactError returns err with RedactSecrets applied to its message; nil stays nil, and an
+// error that shows no secret is returned unchanged. A *url.Error in the chain, which quotes the
+// whole request URL, is rewritten in place. An error whose message had to change becomes a
+// message-only error: the rest of its chain may still hold the secret (fmt.Errorf keeps the text
+// it was given), so only context.Canceled and context.DeadlineExceeded stay matchable with
+// errors.Is.
+func RedactError(err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = RedactSecrets(ue.URL, secrets...)
+	}
 	msg := err.Error()
-	red := Redact(msg)
+	red := RedactSecrets(msg, secrets...)
 	if red == msg {
 		return err
 	}
-	return &redactedError{msg: red, err: err}
+	return &redactedError{msg: red, cause: contextCause(err)}
+}
+
+// contextCause is the context error err wraps, if any.
+func contextCause(err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return context.Canceled
+	}
+	return nil
 }
 
 type redactedError struct {
-	msg string
-	err error
+	msg   string
+	cause error
 }
 
 func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
+func (e *redactedError) Unwrap() error { return e.cause }
 
 // containsFold reports whether s contains the lower-case ASCII word sub, ignoring case,
 // without allocating: most lines carry no sig and must stay cheap.

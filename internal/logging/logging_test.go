@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,24 +159,53 @@ func TestRedact(t *testing.T) {
 }
 
 func TestRedactError(t *testing.T) {
-	if RedactError(nil) != nil {
+	if RedactError(nil, fakeSig) != nil {
 		t.Fatal("nil must stay nil")
 	}
 	plain := errors.New("plain")
-	if RedactError(plain) != plain {
+	if RedactError(plain, fakeSig) != plain {
 		t.Error("an error without a sig must be returned unchanged")
 	}
-	sentinel := errors.New("timeout")
-	err := RedactError(&url.Error{Op: "Post", URL: imURL(fakeSig), Err: sentinel})
-	if strings.Contains(err.Error(), fakeSig) {
-		t.Errorf("sig in %q", err)
+	// A request URL in a *url.Error, as the IM client's transport returns it: rewritten in place,
+	// and context errors stay matchable.
+	ue := &url.Error{Op: "Post", URL: "http://h/p?usersig=" + url.QueryEscape(fakeSig) + "&x=1", Err: context.DeadlineExceeded}
+	err := RedactError(ue, fakeSig)
+	if strings.Contains(err.Error(), url.QueryEscape(fakeSig)) || !strings.Contains(err.Error(), "usersig="+Redacted) ||
+		!errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("url.Error: %v", err)
 	}
-	if !errors.Is(err, sentinel) {
-		t.Error("errors.Is lost the chain")
+	if strings.Contains(ue.URL, url.QueryEscape(fakeSig)) {
+		t.Errorf("url.Error.URL not rewritten: %s", ue.URL)
 	}
-	var ue *url.Error
-	if !errors.As(err, &ue) {
-		t.Error("errors.As lost the chain")
+	// The sig outside a usersig= parameter, in a wrapped error whose text fmt.Errorf fixed
+	// before: redacted by value, and no error left in the chain shows it.
+	err = RedactError(fmt.Errorf("wrapped: %w", errors.New("saw "+fakeSig)), fakeSig)
+	if !strings.Contains(err.Error(), Redacted) {
+		t.Errorf("plain: %v", err)
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if strings.Contains(e.Error(), fakeSig) {
+			t.Errorf("sig left in the chain: %q", e.Error())
+		}
+	}
+	// Without the sig's value, the usersig= pattern still applies.
+	err = RedactError(&url.Error{Op: "Post", URL: imURL(fakeSig), Err: context.Canceled})
+	if strings.Contains(err.Error(), fakeSig) || !errors.Is(err, context.Canceled) {
+		t.Errorf("pattern only: %v", err)
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"key " + fakeKey + " used", "key " + Redacted + " used"},
+		{"q=" + url.QueryEscape(fakeSig), "q=" + Redacted},
+		{imURL("other"), imURL(Redacted)},
+		{"nothing", "nothing"},
+	}
+	for _, tt := range tests {
+		if got := RedactSecrets(tt.in, fakeKey, fakeSig, ""); got != tt.want {
+			t.Errorf("RedactSecrets(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
 

@@ -37,15 +37,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		chatgroupd = fs.String("chatgroupd", "bin/chatgroupd", "chatgroupd binary (run as `<bin> run ...`); empty to skip")
 		naive      = fs.String("naive", "bin/naive", "naive peer binary; empty to skip")
 		watermill  = fs.String("watermill", "bin/watermill-peer", "Watermill peer binary; empty to skip")
-		subjects   = fs.String("subjects", "chatgroupd,naive,watermill", "subjects to run, in order (the first is compared with the others)")
-		scenarios  = fs.String("scenarios", "all", "comma-separated scenario name prefixes, or all: util, cpu, e2e, backlog, restart")
-		full       = fs.Bool("full", false, "the full-size set (longer windows) used for BENCHMARKS.md")
-		out        = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
-		timeout    = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
-		list       = fs.Bool("list", false, "list the scenarios and exit")
-		simulator  = fs.String("simulator", "bin/chatgroupd", "binary whose `imsim` subcommand serves the IM simulator in a process of its own (at the harness's priority); empty to serve it inside the harness")
-		priority   = fs.Int("priority", 10, "raise the harness (simulator and embedded Kafka) this many nice levels above the subjects; needs root, 0 to keep everything equal")
-		render     = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
+		subjects   = fs.String("subjects", "chatgroupd,naive,watermill", "subjects to run, in order (the first is compared with the others): chatgroupd (its defaults), "+
+			"chatgroupd-static and chatgroupd-kafka (--fleet-budget static or kafka), chatgroupd-lane and chatgroupd-nolane (--retry-lane on with a 2s --account-stall-limit, or off), naive, watermill")
+		scenarios = fs.String("scenarios", "all", "comma-separated scenario name prefixes, or all: util, cpu, e2e, backlog, restart, fleet, stuck")
+		full      = fs.Bool("full", false, "the full-size set (longer windows) used for BENCHMARKS.md")
+		out       = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
+		timeout   = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
+		list      = fs.Bool("list", false, "list the scenarios and exit")
+		simulator = fs.String("simulator", "bin/chatgroupd", "binary whose `imsim` subcommand serves the IM simulator in a process of its own (at the harness's priority); empty to serve it inside the harness")
+		priority  = fs.Int("priority", 10, "raise the harness (simulator and embedded Kafka) this many nice levels above the subjects; needs root, 0 to keep everything equal")
+		render    = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,21 +74,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	bins := map[string][]string{"chatgroupd": {*chatgroupd, "run"}, "naive": {*naive}, "watermill": {*watermill}}
-	var subs []harness.Subject
-	for _, name := range strings.Split(*subjects, ",") {
-		cmd, ok := bins[strings.TrimSpace(name)]
-		if !ok {
-			return fmt.Errorf("unknown subject %q (want chatgroupd, naive, watermill)", name)
-		}
-		if cmd[0] == "" {
-			continue
-		}
-		if _, err := os.Stat(cmd[0]); err != nil {
-			fmt.Fprintf(stderr, "skipping %s: %v\n", name, err)
-			continue
-		}
-		subs = append(subs, harness.Subject{Name: strings.TrimSpace(name), Command: cmd})
+	subs, err := subjectsOf(*subjects, *chatgroupd, *naive, *watermill, stderr)
+	if err != nil {
+		return err
 	}
 	if *priority > 0 {
 		if err := harness.RaisePriority(*priority); err != nil {
@@ -135,6 +124,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// subjectsOf builds the subjects named in list (comma-separated), skipping those whose binary
+// is not configured or missing.
+func subjectsOf(list, chatgroupd, naive, watermill string, stderr io.Writer) ([]harness.Subject, error) {
+	cg := func(extra ...string) harness.Subject {
+		return harness.Subject{Command: []string{chatgroupd, "run"}, Extra: extra, Fleet: true}
+	}
+	known := map[string]harness.Subject{
+		"chatgroupd":        cg(),
+		"chatgroupd-static": cg("--fleet-budget", "static"),
+		"chatgroupd-kafka":  cg("--fleet-budget", "kafka"),
+		// The stall limit scaled down from 2m so that parking shows within a 20 s run.
+		"chatgroupd-lane":   cg("--retry-lane", "on", "--account-stall-limit", "2s"),
+		"chatgroupd-nolane": cg("--retry-lane", "off"),
+		"naive":             {Command: []string{naive}},
+		"watermill":         {Command: []string{watermill}},
+	}
+	var subs []harness.Subject
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		s, ok := known[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown subject %q (want chatgroupd, chatgroupd-static, chatgroupd-kafka, chatgroupd-lane, chatgroupd-nolane, naive, watermill)", name)
+		}
+		if s.Command[0] == "" {
+			continue
+		}
+		if _, err := os.Stat(s.Command[0]); err != nil {
+			fmt.Fprintf(stderr, "skipping %s: %v\n", name, err)
+			continue
+		}
+		s.Name = name
+		subs = append(subs, s)
+	}
+	return subs, nil
 }
 
 // loadResults merges results files, keeping the first-seen order of scenarios and subjects.

@@ -278,6 +278,8 @@ unknown flag would be an error.)
 - --metrics-addr=:{{ .Values.metrics.port }}
 - --reorder-window={{ .Values.config.reorderWindow }}
 - --retry-budget={{ .Values.config.retryBudget }}
+- --retry-lane={{ .Values.config.retryLane | default "auto" }}
+- --fleet-budget={{ .Values.config.fleetBudget | default "auto" }}
 - --shutdown-timeout={{ .Values.config.shutdownTimeoutSeconds }}s
 - --log-level={{ .Values.config.logLevel }}
 - --log-format={{ .Values.config.logFormat }}

@@ -1,0 +1,146 @@
+package consumer
+
+import (
+	"context"
+	"net/http/httptrace"
+	"sync"
+	"time"
+)
+
+// Hand-over without a blind wait (DESIGN.md, "Uncertain records and the dispatch horizon").
+//
+// A new owner must not dispatch an account while a request of the previous owner for it may still
+// run at the API. Without knowing more it waits UncertainHold from its set-up. The previous owner
+// knows more once it has drained: each partition follows its requests through net/http/httptrace
+// hooks on the context handed to Dispatcher.Dispatch (the IM client makes every request under it),
+// so when the last runner has returned it knows, per partition, whether every request it wrote got
+// its answer, and when the others were written. Its final commit states that (metadata v3):
+// "nothing runs any more", or "nothing runs after Q" (its clock). A member that dies, or whose
+// final commit is refused, states nothing, and its successor holds in full.
+
+// callWatch follows the API requests of one partition (main and lane records) within a generation.
+type callWatch struct {
+	mu sync.Mutex
+	// until is the latest end, by the UncertainHold rule (written + UncertainHold), of requests
+	// written without an answer; zero when none.
+	until time.Time
+	// unknown: a request may have been written at a time not seen (a connection taken with no
+	// write reported by the time its dispatch returned): nothing can be stated.
+	unknown bool
+}
+
+// reqWatch is one dispatch's view: its requests go one after another.
+type reqWatch struct {
+	w        *callWatch
+	hold     time.Duration
+	now      func() time.Time
+	pending  bool // a connection was taken for a request whose write was not reported yet
+	open     bool // the current request was written and has no answer yet
+	answered bool // the current request got the first byte of its answer
+	wrote    time.Time
+	done     bool // the dispatch returned
+}
+
+// trace returns ctx carrying hooks that follow the dispatch's requests, and the function to call
+// once the dispatch returned. hold is how long a written request may run at the API.
+func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() time.Time) (context.Context, func()) {
+	r := &reqWatch{w: w, hold: hold, now: now}
+	ct := &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) {
+			w.mu.Lock()
+			r.fold()
+			r.pending, r.open, r.answered = true, false, false
+			if r.done {
+				// A request started after its dispatch returned: nothing can be stated.
+				w.unknown = true
+			}
+			w.mu.Unlock()
+		},
+		WroteRequest: func(httptrace.WroteRequestInfo) {
+			w.mu.Lock()
+			// Written, even with an error: some of it may have reached the server.
+			r.pending = false
+			if !r.answered {
+				r.open, r.wrote = true, r.now()
+			}
+			if r.done {
+				r.fold()
+			}
+			w.mu.Unlock()
+		},
+		GotFirstResponseByte: func() {
+			w.mu.Lock()
+			// The server answered: it is done with the request (the API answers when it acted).
+			r.answered, r.open, r.pending = true, false, false
+			w.mu.Unlock()
+		},
+	}
+	return httptrace.WithClientTrace(ctx, ct), func() {
+		w.mu.Lock()
+		r.fold()
+		r.done = true
+		w.mu.Unlock()
+	}
+}
+
+// fold records the current request in the partition's watch. w.mu held.
+func (r *reqWatch) fold() {
+	if r.pending {
+		r.w.unknown = true
+	}
+	if r.open {
+		if end := r.wrote.Add(r.hold); end.After(r.w.until) {
+			r.w.until = end
+		}
+	}
+	r.pending, r.open = false, false
+}
+
+// statement is the hand-over statement of a final commit sent at sent: nil when nothing can be
+// stated, until 0 when nothing of the partition runs at the API any more, else the unix
+// millisecond (rounded up) after which nothing runs. inherited is the hold this member applied
+// itself: a call of an earlier owner may run until then, and the successor must know it too.
+func (w *callWatch) statement(inherited, sent time.Time) *handover {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.unknown {
+		return nil
+	}
+	until := w.until
+	if inherited.After(until) {
+		until = inherited
+	}
+	if !until.After(sent) {
+		// Every request ended before the commit was sent, so before the successor reads it:
+		// no clock is involved.
+		return &handover{}
+	}
+	ms := until.UnixMilli()
+	if time.UnixMilli(ms).Before(until) {
+		ms++
+	}
+	return &handover{until: ms}
+}
+
+// handoverHold returns until when the accounts of a partition just set up must dispatch nothing:
+// the full hold from now without a statement, else what is left of the window stated by the
+// previous owner's final commit, its clock taken as up to skew behind ours. Never longer than the
+// full hold, which is safe whatever the clocks say: every request of the previous owner was
+// written before this assignment (its membership lease) and runs at most hold.
+func handoverHold(now time.Time, hold, skew time.Duration, ho *handover) time.Time {
+	full := now.Add(hold)
+	if ho == nil || skew < 0 {
+		return full
+	}
+	if ho.until == 0 {
+		return now
+	}
+	until := time.UnixMilli(ho.until).Add(skew)
+	if until.After(full) {
+		return full
+	}
+	if until.Before(now) {
+		return now
+	}
+	return until
+}

@@ -1,0 +1,205 @@
+package imsim_test
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/imsim"
+)
+
+// The simulator states the documented rules itself (codes.go, usersig.go) instead of borrowing
+// the client's; these tests hold the two statements against each other, so a mistake on either
+// side shows as a disagreement rather than being mirrored.
+
+// classNames maps the simulator's class names (docs/api-notes.md's) to the client's classes.
+var classNames = map[string]im.Class{
+	"transient":    im.ClassTransient,
+	"rate limited": im.ClassRateLimited,
+	"credentials":  im.ClassCredentials,
+	"config/auth":  im.ClassConfig,
+	"permanent":    im.ClassPermanent,
+}
+
+// TestClientAgreesWithSimulatorCodes checks, code by code, that the client (im.Classify)
+// classifies every code of the simulator's table as the table says, that codes outside the
+// table are permanent on both sides, and that the client's named constants are the codes the
+// simulator answers for the same conditions.
+func TestClientAgreesWithSimulatorCodes(t *testing.T) {
+	seen := map[int]bool{}
+	for _, r := range imsim.CodeTable() {
+		want, ok := classNames[r.Class]
+		if !ok {
+			t.Errorf("code %d: unknown class %q in the simulator's table", r.Code, r.Class)
+			continue
+		}
+		if seen[r.Code] {
+			t.Errorf("code %d listed twice in the simulator's table", r.Code)
+		}
+		seen[r.Code] = true
+		if got := im.Classify(r.Code); got != want {
+			t.Errorf("code %d (%s): client classifies it %v, simulator's table says %s", r.Code, r.When, got, r.Class)
+		}
+	}
+	for name, code := range imsim.SimCode {
+		if !seen[code] {
+			t.Errorf("the simulator answers %d (%s), which its table does not list", code, name)
+		}
+	}
+	// Codes the table leaves out: permanent for the client too (docs: unknown codes are kept).
+	for _, code := range []int{1, 50000, 50006, 51006, 51014, 60001, 60007 + 1000, 70000, 70051, 999999} {
+		if seen[code] {
+			t.Fatalf("code %d is in the table; pick another unlisted code", code)
+		}
+		if got := im.Classify(code); got != im.ClassPermanent {
+			t.Errorf("unlisted code %d: client classifies it %v, want permanent", code, got)
+		}
+	}
+	// The client's named codes, each for the condition the simulator answers it for.
+	for name, code := range map[string]int{
+		"NotImported":      im.CodeNotImported,
+		"BadParams":        im.CodeBadParams,
+		"NotAdmin":         im.CodeNotAdmin,
+		"Timeout":          im.CodeTimeout,
+		"GroupCheckFailed": im.CodeGroupCheckFailed,
+		"TooManyContacts":  im.CodeTooManyContacts,
+		"GroupNotFound":    im.CodeGroupNotFound,
+		"TooManyGroups":    im.CodeTooManyGroups,
+		"NameTooLong":      im.CodeNameTooLong,
+		"Frequency":        im.CodeFrequency,
+		"SigExpired":       im.CodeSigExpired,
+		"SigEmpty":         im.CodeSigEmpty,
+		"SigMalformed":     im.CodeSigMismatch,
+		"SigKey":           im.CodeSigKeyMismatch,
+		"SigIdentifier":    im.CodeIdentifierInvalid,
+		"SigAppID":         im.CodeAppIDMismatch,
+		"AppIDNotFound":    im.CodeAppIDNotFound,
+		"SigInvalidated":   im.CodeSigInvalidated,
+	} {
+		sim, ok := imsim.SimCode[name]
+		if !ok {
+			t.Errorf("%s: the simulator has no such code", name)
+		} else if sim != code {
+			t.Errorf("%s: client says %d, simulator answers %d", name, code, sim)
+		}
+	}
+}
+
+// TestClientSigsVerifyInSimulator checks that a UserSig made by the client (im.GenUserSig)
+// verifies in the simulator's own verifier, with the issue time and lifetime it was made with,
+// and that tampered, foreign and expired ones do not.
+func TestClientSigsVerifyInSimulator(t *testing.T) {
+	const key = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
+	const app = 1400000000
+	now := time.Unix(1700000000, 0)
+	for _, id := range []string{"administrator", "xiaojun", "管理员", strings.Repeat("a", 32)} {
+		for _, exp := range []time.Duration{time.Second, time.Hour, 180 * 24 * time.Hour} {
+			sig, err := im.GenUserSig(key, app, id, now, exp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			issued, expire, code := imsim.VerifyUserSig(key, app, id, sig, now.Add(exp))
+			if code != 0 || !issued.Equal(now) || expire != exp {
+				t.Errorf("%s/%v: simulator verified (%v, %v, code %d)", id, exp, issued, expire, code)
+			}
+			if _, _, code := imsim.VerifyUserSig(key, app, id, sig, now.Add(exp+time.Second)); code != im.CodeSigExpired {
+				t.Errorf("%s/%v: a second past expiry answers %d", id, exp, code)
+			}
+		}
+	}
+
+	sig, err := im.GenUserSig(key, app, "administrator", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := inflateSig(t, sig)
+	tampered := []struct {
+		name string
+		sig  string
+		want int
+	}{
+		{"sig bytes changed", reseal(t, doc, func(d map[string]any) { d["TLS.sig"] = flipBase64(d["TLS.sig"].(string)) }), im.CodeSigKeyMismatch},
+		{"lifetime stretched", reseal(t, doc, func(d map[string]any) { d["TLS.expire"] = 3600 * 24 * 365 }), im.CodeSigKeyMismatch},
+		{"issue time moved", reseal(t, doc, func(d map[string]any) { d["TLS.time"] = 1700000600 }), im.CodeSigKeyMismatch},
+		{"encoding damaged", sig[:len(sig)/2] + "!" + sig[len(sig)/2+1:], im.CodeSigMismatch},
+		{"other key", mustSig(t, strings.Repeat("0", 64), app, "administrator", now), im.CodeSigKeyMismatch},
+		{"other identifier", mustSig(t, key, app, "bob", now), im.CodeIdentifierInvalid},
+		{"other sdkappid", mustSig(t, key, app+1, "administrator", now), im.CodeAppIDMismatch},
+	}
+	for _, tt := range tampered {
+		if _, _, code := imsim.VerifyUserSig(key, app, "administrator", tt.sig, now); code != tt.want {
+			t.Errorf("%s: simulator answers %d, want %d", tt.name, code, tt.want)
+		}
+		// The client's own verifier refuses it too (it is the reference the simulator replaced).
+		if err := im.VerifyUserSig(key, app, "administrator", tt.sig, now); err == nil {
+			t.Errorf("%s: im.VerifyUserSig accepts it", tt.name)
+		}
+	}
+}
+
+func mustSig(t *testing.T, key string, app int64, id string, now time.Time) string {
+	t.Helper()
+	sig, err := im.GenUserSig(key, app, id, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
+
+var urlSafe = strings.NewReplacer("+", "*", "/", "-", "=", "_")
+
+// inflateSig returns the JSON document inside sig.
+func inflateSig(t *testing.T, sig string) map[string]any {
+	t.Helper()
+	z, err := base64.StdEncoding.DecodeString(strings.NewReplacer("*", "+", "-", "/", "_", "=").Replace(sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zlib.NewReader(bytes.NewReader(z))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// reseal returns doc changed by edit, wrapped as a UserSig again (without re-signing it).
+func reseal(t *testing.T, doc map[string]any, edit func(map[string]any)) string {
+	t.Helper()
+	d := make(map[string]any, len(doc))
+	for k, v := range doc {
+		d[k] = v
+	}
+	edit(d)
+	raw, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	zw := zlib.NewWriter(&b)
+	zw.Write(raw)
+	zw.Close()
+	return urlSafe.Replace(base64.StdEncoding.EncodeToString(b.Bytes()))
+}
+
+// flipBase64 changes the first character of a standard-base64 string to another valid one.
+func flipBase64(s string) string {
+	c := byte('A')
+	if s[0] == 'A' {
+		c = 'B'
+	}
+	return string(c) + s[1:]
+}
