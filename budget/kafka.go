@@ -15,7 +15,11 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// KafkaConfig is how a Runner reaches the budget topic.
+// DefaultRetention is the budget topic's retention when a Runner creates it.
+const DefaultRetention = 10 * time.Minute
+
+// KafkaConfig is how a Runner reaches the budget topic. Brokers and Topic are required; zero
+// values of the other fields take the defaults documented on them.
 type KafkaConfig struct {
 	Brokers []string
 	// Topic is the budget topic (one partition; created when missing).
@@ -23,24 +27,42 @@ type KafkaConfig struct {
 	// Dialer is for the reader, Transport for the writer and the admin client; nil for plain TCP.
 	Dialer    *kafka.Dialer
 	Transport kafka.RoundTripper
-	// Retention of the topic when it is created: records older than a few TTLs are never read.
+	// Retention of the topic when it is created (DefaultRetention): records older than a few
+	// TTLs are never read.
 	Retention time.Duration
 	// ReplicationOf names a topic whose replication factor the budget topic gets when it is
 	// created (the event topic); without it, or when it can't be read, the broker's default.
 	ReplicationOf string
-	Logger        *zap.Logger
-	Metrics       *metrics.Metrics
+	Logger        *zap.Logger      // default zap.NewNop()
+	Metrics       *metrics.Metrics // default metrics.NewNop()
 }
 
-// Validate reports the first configuration error.
+// setDefaults fills the zero fields that have a default.
+func (c *KafkaConfig) setDefaults() {
+	c.Retention = cmp.Or(c.Retention, DefaultRetention)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewNop()
+	}
+}
+
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
 func (c KafkaConfig) Validate() error {
-	switch {
-	case len(c.Brokers) == 0:
-		return errors.New("budget kafka config: no brokers")
-	case c.Topic == "":
-		return errors.New("budget kafka config: no topic")
-	case c.Retention < 0:
-		return fmt.Errorf("budget kafka config: retention %v is negative", c.Retention)
+	c.setDefaults()
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: no brokers"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("topic: no topic"))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention: %v is negative", c.Retention))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("budget kafka config: %w", err)
 	}
 	return nil
 }
@@ -59,26 +81,21 @@ type Runner struct {
 	member *Member
 }
 
-// NewRunner validates both configurations and returns a Runner steering sink.
+// NewRunner applies both configurations' defaults, validates them and returns a Runner
+// steering sink.
 func NewRunner(kc KafkaConfig, mc Config, sink Sink, src Source) (*Runner, error) {
+	kc.setDefaults()
 	if err := kc.Validate(); err != nil {
 		return nil, err
 	}
-	mc.defaults()
-	if err := mc.validate(); err != nil {
+	mc.setDefaults()
+	if err := mc.Validate(); err != nil {
 		return nil, err
 	}
 	if sink == nil || src == nil {
 		return nil, errors.New("budget: runner needs a sink and a source")
 	}
-	kc.Retention = cmp.Or(kc.Retention, 10*time.Minute)
 	r := &Runner{kc: kc, mc: mc, sink: sink, src: src, log: kc.Logger, m: kc.Metrics, now: time.Now}
-	if r.log == nil {
-		r.log = zap.NewNop()
-	}
-	if r.m == nil {
-		r.m = metrics.NewNop()
-	}
 	for _, op := range []string{"published", "read", "publish_error", "read_error", "invalid"} {
 		r.m.FleetRecords.WithLabelValues(op).Add(0)
 	}

@@ -1,9 +1,10 @@
 package budget
 
 import (
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 func TestLedgerGrants(t *testing.T) {
@@ -114,32 +115,60 @@ func TestLedgerTarget(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	ok := Config{Member: "m", Budget: 200}
-	if err := ok.Validate(); err != nil {
-		t.Fatalf("valid config: %v", err)
-	}
 	for _, tc := range []struct {
 		name   string
 		mutate func(*Config)
-		want   string
+		want   []string
 	}{
-		{"no member", func(c *Config) { c.Member = "" }, "member"},
-		{"no budget", func(c *Config) { c.Budget = 0 }, "budget"},
-		{"negative duration", func(c *Config) { c.Interval = -time.Second }, "durations"},
-		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, "fence"},
-		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, "window"},
+		{"defaults", func(*Config) {}, nil},
+		{"no member", func(c *Config) { c.Member = "" }, []string{"budget config: member: name is empty"}},
+		{"no budget", func(c *Config) { c.Budget = 0 }, []string{"budget: 0 must be positive"}},
+		{"negative duration", func(c *Config) { c.Interval = -time.Second }, []string{"interval: durations must be positive"}},
+		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, []string{"ttl: durations must be positive"}},
+		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, []string{"fence: 3s + 2 × margin"}},
+		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, []string{"window: 1ms shorter than one second"}},
+		{"everything", func(c *Config) {
+			*c = Config{Budget: -1, Interval: -1, TTL: -1, Fence: -1, Margin: -1, Resend: -1, Window: time.Millisecond}
+		}, []string{"member", "budget", "interval", "ttl", "fence", "margin", "resend", "window"}},
+		{"member, budget and the relation", func(c *Config) { *c = Config{TTL: 2 * time.Second} },
+			[]string{"member", "budget", "fence: 1.4s"}},
 	} {
-		c := ok
-		tc.mutate(&c)
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v, want an error about %s", tc.name, err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mutate(&c)
+			configtest.Problems(t, c.Validate(), tc.want...)
+			if _, err := NewMember(c, &simLimiter{}, time.Time{}); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("NewMember error %v disagrees with Validate", err)
+			}
+		})
 	}
-	if err := (KafkaConfig{Topic: "t"}).Validate(); err == nil {
-		t.Error("kafka config without brokers accepted")
+}
+
+func TestKafkaConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kc   KafkaConfig
+		want []string
+	}{
+		{"ok", KafkaConfig{Brokers: []string{"b"}, Topic: "t"}, nil},
+		{"no brokers", KafkaConfig{Topic: "t"}, []string{"budget kafka config: brokers: no brokers"}},
+		{"no topic", KafkaConfig{Brokers: []string{"b"}}, []string{"topic: no topic"}},
+		{"negative retention", KafkaConfig{Brokers: []string{"b"}, Topic: "t", Retention: -1}, []string{"retention: -1ns is negative"}},
+		{"everything", KafkaConfig{Retention: -time.Minute}, []string{"brokers", "topic", "retention"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.Problems(t, tc.kc.Validate(), tc.want...)
+		})
 	}
-	if err := (KafkaConfig{Brokers: []string{"b"}}).Validate(); err == nil {
-		t.Error("kafka config without topic accepted")
+	kc := KafkaConfig{}
+	kc.setDefaults()
+	if kc.Retention != DefaultRetention || kc.Logger == nil || kc.Metrics == nil {
+		t.Errorf("defaults not applied: %+v", kc)
 	}
+}
+
+func TestNewRunnerChecks(t *testing.T) {
+	ok := Config{Member: "m", Budget: 200}
 	if _, err := NewRunner(KafkaConfig{Brokers: []string{"b"}, Topic: "t"}, ok, nil, nil); err == nil {
 		t.Error("runner without sink and source accepted")
 	}

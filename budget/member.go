@@ -43,7 +43,8 @@ type Config struct {
 	Window time.Duration
 }
 
-func (c *Config) defaults() {
+// setDefaults fills the zero durations with the defaults above.
+func (c *Config) setDefaults() {
 	c.Interval = cmp.Or(c.Interval, DefaultInterval)
 	c.TTL = cmp.Or(c.TTL, DefaultTTL)
 	c.Fence = cmp.Or(c.Fence, DefaultFence)
@@ -52,24 +53,35 @@ func (c *Config) defaults() {
 	c.Window = cmp.Or(c.Window, DefaultWindow)
 }
 
-// Validate reports the first configuration error, after applying defaults to a copy.
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
 func (c Config) Validate() error {
-	c.defaults()
-	return c.validate()
-}
-
-func (c *Config) validate() error {
-	switch {
-	case c.Member == "":
-		return errors.New("budget config: member name is empty")
-	case c.Budget <= 0:
-		return fmt.Errorf("budget config: budget %d must be positive", c.Budget)
-	case c.Interval < 0 || c.TTL < 0 || c.Fence < 0 || c.Margin < 0 || c.Resend < 0:
-		return errors.New("budget config: durations must be positive")
-	case c.Window < time.Second:
-		return fmt.Errorf("budget config: window %v shorter than one second", c.Window)
-	case c.Fence+2*c.Margin+c.Window > c.TTL:
-		return fmt.Errorf("budget config: fence %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL)
+	c.setDefaults()
+	var errs []error
+	if c.Member == "" {
+		errs = append(errs, errors.New("member: name is empty"))
+	}
+	if c.Budget <= 0 {
+		errs = append(errs, fmt.Errorf("budget: %d must be positive", c.Budget))
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{{"interval", c.Interval}, {"ttl", c.TTL}, {"fence", c.Fence}, {"margin", c.Margin}, {"resend", c.Resend}}
+	negative := false
+	for _, d := range durations {
+		if d.v < 0 {
+			negative = true
+			errs = append(errs, fmt.Errorf("%s: durations must be positive, got %v", d.name, d.v))
+		}
+	}
+	if c.Window < time.Second {
+		errs = append(errs, fmt.Errorf("window: %v shorter than one second", c.Window))
+	} else if !negative && c.Fence+2*c.Margin+c.Window > c.TTL {
+		// The relation is meaningful only between durations that are each valid.
+		errs = append(errs, fmt.Errorf("fence: %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("budget config: %w", err)
 	}
 	return nil
 }
@@ -122,8 +134,8 @@ type change struct {
 // NewMember returns a member steering sink that starts reading the topic at records stamped
 // from on (see Config.StartAt).
 func NewMember(cfg Config, sink Sink, from time.Time) (*Member, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if sink == nil {
@@ -158,7 +170,7 @@ func (m *Member) peak(at time.Time) int {
 
 // StartAt is where a member starting at now should begin reading the topic.
 func (c Config) StartAt(now time.Time) time.Time {
-	c.defaults()
+	c.setDefaults()
 	return now.Add(-c.TTL - c.Margin)
 }
 

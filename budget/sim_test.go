@@ -133,7 +133,7 @@ type simWorld struct {
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
 	w := &simWorld{t: t, rng: rand.New(rand.NewPCG(seed, 99)), now: time.Unix(1_900_000_000, 0),
 		cfg: Config{Budget: budget}}
-	w.cfg.defaults()
+	w.cfg.setDefaults()
 	return w
 }
 

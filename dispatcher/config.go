@@ -39,8 +39,13 @@ const (
 
 // Defaults of Config.
 const (
-	DefaultRateLimit         = 200
-	DefaultGetRateLimit      = 200
+	// DefaultRateLimit is the documented quota of create_contact_group (im.RateLimitPerAPI).
+	DefaultRateLimit = im.RateLimitPerAPI
+	// DefaultGetRateLimit is the quota of get_contact_group and, separately, of
+	// update_contact_group. Each API has its own quota of the same documented size, so it is
+	// DefaultRateLimit, and a caller that sizes one budget (chatgroupd's --rate-limit) sizes
+	// the other the same.
+	DefaultGetRateLimit      = DefaultRateLimit
 	DefaultRetryBudget       = time.Hour
 	DefaultBackoffBase       = 200 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
@@ -63,7 +68,12 @@ const (
 	DefaultDuplicateCode     = im.CodeBadParams
 )
 
-// Config configures a Dispatcher. Zero values take the defaults above.
+// LateArrivalOff, as Config.LateArrivalMax, turns the late-arrival shift off (any negative
+// value does; zero means DefaultLateArrivalMax).
+const LateArrivalOff time.Duration = -1
+
+// Config configures a Dispatcher. API is required; zero values of the other fields take the
+// defaults above.
 type Config struct {
 	// API is the IM client. Required.
 	API API
@@ -104,7 +114,7 @@ type Config struct {
 	// up to 21 ms, showed in the round trip). Where they vary a lot, slow processing is taken
 	// for late arrival and rate is lost while the limiter is saturated: at worst, every call
 	// that late, the rate falls to 1s/(1s+JitterMargin+LateArrivalMax), 97% of the share.
-	// Negative turns it off.
+	// Negative (LateArrivalOff) turns it off.
 	LateArrivalMax time.Duration
 	// WidenOnStall widens the limiter's window by how late its timers fire, for a few seconds
 	// after each oversleep of a millisecond or more. Set it when the IM server runs in this
@@ -155,7 +165,8 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-func (c *Config) defaults() {
+// setDefaults fills the zero fields with the defaults above.
+func (c *Config) setDefaults() {
 	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
 	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultGetRateLimit)
 	c.RetryBudget = cmp.Or(c.RetryBudget, DefaultRetryBudget)
@@ -192,46 +203,75 @@ func (c *Config) defaults() {
 	}
 }
 
-// Validate reports the first configuration error, after applying defaults to a copy.
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
 func (c Config) Validate() error {
-	c.defaults()
-	return c.validate()
-}
-
-func (c *Config) validate() error {
-	switch {
-	case c.API == nil:
-		return errors.New("dispatcher config: API is required")
-	case c.RateLimit < 0 || c.GetRateLimit < 0:
-		return fmt.Errorf("dispatcher config: rate limits must be positive (%g, %g)", c.RateLimit, c.GetRateLimit)
-	case c.RetryBudget < 0:
-		return fmt.Errorf("dispatcher config: retry budget %v is negative", c.RetryBudget)
-	case c.BackoffBase < 0 || c.BackoffMax < c.BackoffBase:
-		return fmt.Errorf("dispatcher config: backoff base %v and max %v must satisfy 0 < base <= max", c.BackoffBase, c.BackoffMax)
-	case c.ProbeInterval < 0:
-		return fmt.Errorf("dispatcher config: probe interval %v is negative", c.ProbeInterval)
-	case c.JitterMargin < 0 || c.JitterMargin > 500*time.Millisecond:
-		return fmt.Errorf("dispatcher config: jitter margin %v outside 0-500ms", c.JitterMargin)
-	case c.FreshConnMargin < 0 || c.FreshConnMargin > 500*time.Millisecond:
-		return fmt.Errorf("dispatcher config: fresh connection margin %v outside 0-500ms", c.FreshConnMargin)
-	case c.LateArrivalMax > 500*time.Millisecond:
-		return fmt.Errorf("dispatcher config: late arrival max %v over 500ms", c.LateArrivalMax)
-	case c.OutageWindow < 0 || c.OutageAccounts < 0 || c.OutageSpan < 0:
-		return errors.New("dispatcher config: outage window, span and accounts must be positive")
-	case c.OutageRatio < 0 || c.OutageRatio > 1:
-		return fmt.Errorf("dispatcher config: outage ratio %g outside 0-1", c.OutageRatio)
-	case c.GroupCheckRetries < 0:
-		return fmt.Errorf("dispatcher config: group check retries %d is negative", c.GroupCheckRetries)
-	case c.SlowDownAfter < 0:
-		return fmt.Errorf("dispatcher config: slow-down-after %d is negative", c.SlowDownAfter)
-	case c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1:
-		return fmt.Errorf("dispatcher config: slow-down factor %g outside (0, 1)", c.SlowDownFactor)
-	case c.MinRateFactor <= 0 || c.MinRateFactor > 1:
-		return fmt.Errorf("dispatcher config: min rate factor %g outside (0, 1]", c.MinRateFactor)
-	case c.RecoverStep <= 0 || c.RecoverInterval < 0:
-		return errors.New("dispatcher config: recover step and interval must be positive")
-	case c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject:
-		return fmt.Errorf("dispatcher config: duplicate names %q: want merge or reject", c.DuplicateNames)
+	c.setDefaults()
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.API == nil {
+		add("api: API is required")
+	}
+	if c.RateLimit < 0 {
+		add("rate limit: rate limits must be positive, got %g", c.RateLimit)
+	}
+	if c.GetRateLimit < 0 {
+		add("get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
+	}
+	if c.RetryBudget < 0 {
+		add("retry budget: %v is negative", c.RetryBudget)
+	}
+	if c.BackoffBase < 0 {
+		add("backoff base: %v is negative", c.BackoffBase)
+	} else if c.BackoffMax < c.BackoffBase {
+		add("backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)
+	}
+	if c.ProbeInterval < 0 {
+		add("probe interval: %v is negative", c.ProbeInterval)
+	}
+	if c.JitterMargin < 0 || c.JitterMargin > 500*time.Millisecond {
+		add("jitter margin: %v outside 0-500ms", c.JitterMargin)
+	}
+	if c.FreshConnMargin < 0 || c.FreshConnMargin > 500*time.Millisecond {
+		add("fresh connection margin: %v outside 0-500ms", c.FreshConnMargin)
+	}
+	if c.LateArrivalMax > 500*time.Millisecond {
+		add("late arrival max: %v over 500ms", c.LateArrivalMax)
+	}
+	if c.OutageWindow < 0 {
+		add("outage window: %d must be positive", c.OutageWindow)
+	}
+	if c.OutageSpan < 0 {
+		add("outage span: %v must be positive", c.OutageSpan)
+	}
+	if c.OutageAccounts < 0 {
+		add("outage accounts: %d must be positive", c.OutageAccounts)
+	}
+	if c.OutageRatio < 0 || c.OutageRatio > 1 {
+		add("outage ratio: %g outside 0-1", c.OutageRatio)
+	}
+	if c.GroupCheckRetries < 0 {
+		add("group check retries: %d is negative", c.GroupCheckRetries)
+	}
+	if c.SlowDownAfter < 0 {
+		add("slow-down-after: %d is negative", c.SlowDownAfter)
+	}
+	if c.SlowDownFactor <= 0 || c.SlowDownFactor >= 1 {
+		add("slow-down factor: %g outside (0, 1)", c.SlowDownFactor)
+	}
+	if c.MinRateFactor <= 0 || c.MinRateFactor > 1 {
+		add("min rate factor: %g outside (0, 1]", c.MinRateFactor)
+	}
+	if c.RecoverStep <= 0 {
+		add("recover step: %g must be positive", c.RecoverStep)
+	}
+	if c.RecoverInterval < 0 {
+		add("recover interval: %v must be positive", c.RecoverInterval)
+	}
+	if c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject {
+		add("duplicate names: %q: want merge or reject", c.DuplicateNames)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dispatcher config: %w", err)
 	}
 	return nil
 }

@@ -58,10 +58,10 @@ type Dispatcher struct {
 	st     state
 }
 
-// New validates cfg and returns a Dispatcher.
+// New applies cfg's defaults, validates it and returns a Dispatcher.
 func New(cfg Config) (*Dispatcher, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &Dispatcher{cfg: cfg, log: cfg.Logger.Named("dispatcher")}

@@ -18,6 +18,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
@@ -660,21 +661,62 @@ func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cfg  Config
-		ok   bool
+		want []string
 	}{
-		{"defaults", Config{API: api}, true},
-		{"no api", Config{}, false},
-		{"negative rate", Config{API: api, RateLimit: -1}, false},
-		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, false},
-		{"huge margin", Config{API: api, JitterMargin: time.Second}, false},
-		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, false},
-		{"late arrival shift off", Config{API: api, LateArrivalMax: -1}, true},
-		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, false},
-		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, false},
+		{"defaults", Config{API: api}, nil},
+		{"no api", Config{}, []string{"dispatcher config: api: API is required"}},
+		{"negative rate", Config{API: api, RateLimit: -1}, []string{"rate limit: rate limits must be positive, got -1"}},
+		{"negative get rate", Config{API: api, GetRateLimit: -1}, []string{"get rate limit: rate limits must be positive, got -1"}},
+		{"negative retry budget", Config{API: api, RetryBudget: -1}, []string{"retry budget: -1ns is negative"}},
+		{"negative backoff base", Config{API: api, BackoffBase: -1}, []string{"backoff base: -1ns is negative"}},
+		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, []string{"backoff max: 1ms below backoff base 1s"}},
+		{"negative probe interval", Config{API: api, ProbeInterval: -1}, []string{"probe interval: -1ns is negative"}},
+		{"huge margin", Config{API: api, JitterMargin: time.Second}, []string{"jitter margin: 1s outside 0-500ms"}},
+		{"negative margin", Config{API: api, JitterMargin: -1}, []string{"jitter margin: -1ns outside"}},
+		{"fresh conn margin", Config{API: api, FreshConnMargin: time.Second}, []string{"fresh connection margin: 1s outside"}},
+		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, []string{"late arrival max: 1s over 500ms"}},
+		{"late arrival shift off", Config{API: api, LateArrivalMax: LateArrivalOff}, nil},
+		{"outage window", Config{API: api, OutageWindow: -1}, []string{"outage window: -1 must be positive"}},
+		{"outage span", Config{API: api, OutageSpan: -1}, []string{"outage span: -1ns must be positive"}},
+		{"outage accounts", Config{API: api, OutageAccounts: -1}, []string{"outage accounts: -1 must be positive"}},
+		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, []string{"outage ratio: 1.5 outside 0-1"}},
+		{"group check retries", Config{API: api, GroupCheckRetries: -1}, []string{"group check retries: -1 is negative"}},
+		{"slow-down-after", Config{API: api, SlowDownAfter: -1}, []string{"slow-down-after: -1 is negative"}},
+		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, []string{"slow-down factor: 1 outside (0, 1)"}},
+		{"min rate factor", Config{API: api, MinRateFactor: 2}, []string{"min rate factor: 2 outside (0, 1]"}},
+		{"recover step", Config{API: api, RecoverStep: -1}, []string{"recover step: -1 must be positive"}},
+		{"recover interval", Config{API: api, RecoverInterval: -1}, []string{"recover interval: -1ns must be positive"}},
+		{"duplicate names", Config{API: api, DuplicateNames: "allow"}, []string{`duplicate names: "allow": want merge or reject`}},
+		{"everything", Config{
+			RateLimit: -1, GetRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1, JitterMargin: -1,
+			FreshConnMargin: -1, LateArrivalMax: time.Second, OutageWindow: -1, OutageSpan: -1, OutageAccounts: -1,
+			OutageRatio: 2, GroupCheckRetries: -1, SlowDownAfter: -1, SlowDownFactor: 2, MinRateFactor: 2,
+			RecoverStep: -1, RecoverInterval: -1, DuplicateNames: "x",
+		}, []string{"api", "rate limit", "get rate limit", "retry budget", "backoff base", "probe interval",
+			"jitter margin", "fresh connection margin", "late arrival max", "outage window", "outage span",
+			"outage accounts", "outage ratio", "group check retries", "slow-down-after", "slow-down factor",
+			"min rate factor", "recover step", "recover interval", "duplicate names"}},
 	} {
-		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
-			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.Problems(t, tc.cfg.Validate(), tc.want...)
+			if _, err := New(tc.cfg); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("New error %v disagrees with Validate", err)
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	c.setDefaults()
+	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit || c.LateArrivalMax != DefaultLateArrivalMax ||
+		c.DuplicateNames != DuplicateMerge || c.Logger == nil || c.Metrics == nil || c.Now == nil || c.Sleep == nil {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	c = Config{RateLimit: 50, LateArrivalMax: LateArrivalOff}
+	c.setDefaults()
+	if c.RateLimit != 50 || c.GetRateLimit != DefaultGetRateLimit || c.LateArrivalMax != LateArrivalOff {
+		t.Errorf("set values overwritten: %+v", c)
 	}
 }
 

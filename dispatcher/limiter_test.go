@@ -19,7 +19,7 @@ import (
 
 func testLimiter(clock *fakeclock.Clock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
 	cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: sleep}
-	cfg.defaults()
+	cfg.setDefaults()
 	return newLimiter("create_contact_group", budget, cfg, true), cfg
 }
 
@@ -337,7 +337,7 @@ func TestLimiterHoldsSlotOfLateRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
 			cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: clock.Sleep, LateArrivalMax: tc.max}
-			cfg.defaults()
+			cfg.setDefaults()
 			l := newLimiter("create_contact_group", 1, cfg, false)
 			l.setShare(1, 1)
 			clock.Advance(l.window)

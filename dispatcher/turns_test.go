@@ -78,7 +78,7 @@ func earliest(a, b time.Time) time.Time {
 
 func newMember(clock *fakeclock.Clock, budget float64, offset time.Duration) *member {
 	cfg := &Config{API: newFakeAPI(), Now: func() time.Time { return clock.Now().Add(offset) }}
-	cfg.defaults()
+	cfg.setDefaults()
 	return &member{l: newLimiter("create_contact_group", budget, cfg, false), offset: offset}
 }
 

@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// ToolConfig is what the operator tools (List, Replay) need to reach Kafka.
+// ToolConfig is what the operator tools (List, Replay) need to reach Kafka. Brokers and Topic
+// (or DLQTopic) are required; zero values of the other fields take the defaults documented on them.
 type ToolConfig struct {
 	Brokers []string
 	Topic   string // the main event topic: where Replay produces
@@ -20,8 +22,8 @@ type ToolConfig struct {
 	LedgerTopic string
 	// Transport carries TLS and SASL settings; nil means plaintext with DialTimeout.
 	Transport kafka.RoundTripper
-	// DialTimeout bounds connecting to a broker when Transport is nil (default 5s), so an
-	// unreachable cluster fails in seconds.
+	// DialTimeout bounds connecting to a broker when Transport is nil (DefaultDialTimeout), so
+	// an unreachable cluster fails in seconds.
 	DialTimeout time.Duration
 	// SkipMalformed skips (and counts) DLQ records without our headers instead of failing.
 	SkipMalformed bool
@@ -29,40 +31,42 @@ type ToolConfig struct {
 	Now           func() time.Time // default time.Now; stamps ledger entries
 }
 
-// withDefaults fills the defaults and validates.
-func (c ToolConfig) withDefaults() (ToolConfig, error) {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no brokers"))
-	}
-	if c.Topic == "" && c.DLQTopic == "" {
-		errs = append(errs, errors.New("no topic"))
-	}
-	if c.DialTimeout < 0 {
-		errs = append(errs, errors.New("negative dial timeout"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return c, fmt.Errorf("dlq config: %w", err)
-	}
-	if c.DLQTopic == "" {
+// setDefaults fills the zero fields that have a default. The topics derive only from a topic
+// that is set, so a config naming none stays invalid.
+func (c *ToolConfig) setDefaults() {
+	if c.DLQTopic == "" && c.Topic != "" {
 		c.DLQTopic = c.Topic + ".dlq"
 	}
-	if c.LedgerTopic == "" {
+	if c.LedgerTopic == "" && c.DLQTopic != "" {
 		c.LedgerTopic = c.DLQTopic + ".replays"
 	}
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return c, nil
 }
 
-// Validate checks cfg without contacting Kafka.
+// Validate reports every problem of c, defaults applied, joined, each naming its field. It does
+// not contact Kafka.
 func (c ToolConfig) Validate() error {
-	_, err := c.withDefaults()
-	return err
+	c.setDefaults()
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: no brokers"))
+	}
+	if c.DLQTopic == "" {
+		errs = append(errs, errors.New("topic: no topic"))
+	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("dial timeout: negative dial timeout %v", c.DialTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("dlq config: %w", err)
+	}
+	return nil
 }
 
 // tools holds the connections of one List or Replay run.
@@ -74,8 +78,8 @@ type tools struct {
 }
 
 func openTools(cfg ToolConfig) (*tools, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	t := &tools{cfg: cfg, rt: cfg.Transport}

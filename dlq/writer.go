@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,16 +15,25 @@ import (
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-// Config configures a Writer.
+// Defaults of Config and ToolConfig.
+const (
+	// DefaultDialTimeout bounds connecting to a broker, so an unreachable cluster fails in seconds.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultWriteTimeout bounds one produce request.
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// Config configures a Writer. Brokers, Topic and GroupID are required; zero values of the other
+// fields take the defaults documented on them.
 type Config struct {
 	Brokers []string
 	Topic   string // the DLQ topic
 	GroupID string // written to dlq-consumer-group
 	// Transport carries TLS and SASL settings; nil means plaintext with DialTimeout.
 	Transport kafka.RoundTripper
-	// DialTimeout bounds connecting to a broker when Transport is nil (default 5s).
+	// DialTimeout bounds connecting to a broker when Transport is nil (DefaultDialTimeout).
 	DialTimeout time.Duration
-	// WriteTimeout bounds one produce request (default 10s).
+	// WriteTimeout bounds one produce request (DefaultWriteTimeout).
 	WriteTimeout time.Duration
 	Logger       *zap.Logger      // default zap.NewNop()
 	Metrics      *metrics.Metrics // default metrics.NewNop()
@@ -31,20 +41,39 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Validate checks the fields that have no default.
-func (c *Config) Validate() error {
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewNop()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
+func (c Config) Validate() error {
+	c.setDefaults()
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no brokers"))
+		errs = append(errs, errors.New("brokers: no brokers"))
 	}
 	if c.Topic == "" {
-		errs = append(errs, errors.New("no DLQ topic"))
+		errs = append(errs, errors.New("topic: no DLQ topic"))
 	}
 	if c.GroupID == "" {
-		errs = append(errs, errors.New("no consumer group id"))
+		errs = append(errs, errors.New("group id: no consumer group id"))
 	}
-	if c.DialTimeout < 0 || c.WriteTimeout < 0 {
-		errs = append(errs, errors.New("negative timeout"))
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("dial timeout: negative timeout %v", c.DialTimeout))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, fmt.Errorf("write timeout: negative timeout %v", c.WriteTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("dlq config: %w", err)
@@ -69,21 +98,14 @@ type Writer struct {
 	counts *partitionCounts
 }
 
-// NewWriter validates cfg and returns a Writer. It does not contact Kafka; Check does.
+// NewWriter applies cfg's defaults, validates it and returns a Writer. It does not contact
+// Kafka; Check does.
 func NewWriter(cfg Config) (*Writer, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now}
-	if w.log == nil {
-		w.log = zap.NewNop()
-	}
-	if w.m == nil {
-		w.m = metrics.NewNop()
-	}
-	if w.now == nil {
-		w.now = time.Now
-	}
 	rt := cfg.Transport
 	if rt == nil {
 		w.own = newTransport(cfg.DialTimeout)
@@ -100,7 +122,7 @@ func NewWriter(cfg Config) (*Writer, error) {
 // milliseconds, not the default second.
 func newProducer(brokers []string, topic string, rt kafka.RoundTripper, writeTimeout time.Duration) *kafka.Writer {
 	if writeTimeout <= 0 {
-		writeTimeout = 10 * time.Second
+		writeTimeout = DefaultWriteTimeout
 	}
 	return &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
@@ -122,7 +144,7 @@ func newProducer(brokers []string, topic string, rt kafka.RoundTripper, writeTim
 // unreachable broker fail in seconds.
 func newTransport(dialTimeout time.Duration) *kafka.Transport {
 	if dialTimeout <= 0 {
-		dialTimeout = 5 * time.Second
+		dialTimeout = DefaultDialTimeout
 	}
 	return &kafka.Transport{DialTimeout: dialTimeout, ClientID: "chatgroupd-dlq"}
 }

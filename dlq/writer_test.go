@@ -34,31 +34,6 @@ func newTestWriter(t *testing.T, c *kafkatest.Cluster, topic string, log *zap.Lo
 	return w
 }
 
-func TestConfigValidate(t *testing.T) {
-	cases := []struct {
-		cfg  Config
-		want string
-	}{
-		{Config{Topic: "d", GroupID: "g"}, "no brokers"},
-		{Config{Brokers: []string{"b"}, GroupID: "g"}, "no DLQ topic"},
-		{Config{Brokers: []string{"b"}, Topic: "d"}, "no consumer group id"},
-		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g", DialTimeout: -1}, "negative timeout"},
-		{Config{Brokers: []string{"b"}, Topic: "d", GroupID: "g"}, ""},
-	}
-	for _, tc := range cases {
-		err := tc.cfg.Validate()
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("%+v: %v", tc.cfg, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
-		}
-	}
-}
-
 // Every reason, written through Kafka and read back, is the original byte for byte plus correct
 // dlq-* headers; the account keys the record, the counter and the log line follow.
 func TestWriterEveryReasonOnKafka(t *testing.T) {

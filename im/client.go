@@ -29,8 +29,8 @@ type Client struct {
 
 // New validates cfg and returns a Client with a freshly signed admin UserSig.
 func New(cfg Config) (*Client, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, obs: cfg.Observer, log: cfg.Logger, now: cfg.Now, timeout: cfg.Timeout, hc: cfg.HTTPClient}

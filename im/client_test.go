@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 // recorder is a hand-written IM server: it answers each call with the next scripted reply and
@@ -474,26 +476,34 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	tests := map[string]func(*Config){
-		"no appid":        func(c *Config) { c.SDKAppID = 0 },
-		"no key":          func(c *Config) { c.SecretKey = "" },
-		"timeout 3s":      func(c *Config) { c.Timeout = 3 * time.Second },
-		"unknown region":  func(c *Config) { c.Region = "mars" },
-		"bad base url":    func(c *Config) { c.BaseURL = "127.0.0.1:8080" },
-		"base url query":  func(c *Config) { c.BaseURL = "http://h/?x=1" },
-		"tiny body cap":   func(c *Config) { c.MaxResponseBytes = 10 },
-		"short sig ttl":   func(c *Config) { c.SigTTL = time.Second },
-		"long admin name": func(c *Config) { c.Admin = strings.Repeat("a", 33) },
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want []string
+	}{
+		{"no appid", func(c *Config) { c.SDKAppID = 0 }, []string{"im config: sdkappid: must be positive"}},
+		{"no key", func(c *Config) { c.SecretKey = "" }, []string{"secret key: is empty"}},
+		{"timeout 3s", func(c *Config) { c.Timeout = 3 * time.Second }, []string{"timeout: 3s must exceed"}},
+		{"unknown region", func(c *Config) { c.Region = "mars" }, []string{`region: unknown region "mars"`}},
+		{"region ignored with base url", func(c *Config) { c.Region = "mars"; c.BaseURL = "http://h" }, nil},
+		{"bad base url", func(c *Config) { c.BaseURL = "127.0.0.1:8080" }, []string{"base url:"}},
+		{"base url query", func(c *Config) { c.BaseURL = "http://h/?x=1" }, []string{"base url:"}},
+		{"tiny body cap", func(c *Config) { c.MaxResponseBytes = 10 }, []string{"max response bytes: 10 below 1024"}},
+		{"short sig ttl", func(c *Config) { c.SigTTL = time.Second }, []string{"sig ttl: 1s below one minute"}},
+		{"long admin name", func(c *Config) { c.Admin = strings.Repeat("a", 33) }, []string{"admin: identifier over 32 bytes"}},
+		{"everything", func(c *Config) {
+			*c = Config{Admin: strings.Repeat("a", 33), Timeout: time.Second, MaxResponseBytes: 1, SigTTL: 1, Region: "mars"}
+		}, []string{"sdkappid", "secret key", "admin", "timeout", "max response bytes", "sig ttl", "region"}},
 	}
-	for name, edit := range tests {
-		c := ok
-		edit(&c)
-		if err := c.Validate(); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-		if _, err := New(c); err == nil {
-			t.Errorf("%s: New accepted", name)
-		}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.edit(&c)
+			configtest.Problems(t, c.Validate(), tc.want...)
+			if _, err := New(c); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("New error %v disagrees with Validate", err)
+			}
+		})
 	}
 	for _, r := range RegionNames() {
 		c, err := New(Config{SDKAppID: 1, SecretKey: "k", Region: r})

@@ -50,6 +50,10 @@ const (
 	DefaultTimeout          = 5 * time.Second
 	DefaultMaxResponseBytes = 4 << 20
 	DefaultSigTTL           = 24 * time.Hour
+	// RateLimitPerAPI is the documented quota of each contact-group API: calls per second per
+	// app, each API counted on its own. The client does not enforce it; the dispatcher's and
+	// the probe's defaults derive from it.
+	RateLimitPerAPI = 200
 	// ServerTimeout is how long the IM server works on a request before giving up; a client
 	// timeout at or below it would turn slow successes into ambiguous failures.
 	ServerTimeout = 3 * time.Second
@@ -82,13 +86,8 @@ type Config struct {
 	Now      func() time.Time
 }
 
-// Validate reports the first configuration error, after applying defaults to a copy.
-func (c Config) Validate() error {
-	c.defaults()
-	return c.validate()
-}
-
-func (c *Config) defaults() {
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
 	c.Admin = cmp.Or(c.Admin, DefaultAdmin)
 	c.Region = cmp.Or(c.Region, DefaultRegion)
 	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
@@ -96,30 +95,39 @@ func (c *Config) defaults() {
 	c.SigTTL = cmp.Or(c.SigTTL, DefaultSigTTL)
 }
 
-func (c *Config) validate() error {
-	switch {
-	case c.SDKAppID <= 0:
-		return errors.New("im config: sdkappid must be positive")
-	case c.SecretKey == "":
-		return errors.New("im config: secret key is empty")
-	case len(c.Admin) > 32:
-		return errors.New("im config: admin identifier over 32 bytes")
-	case c.Timeout <= ServerTimeout:
-		return fmt.Errorf("im config: timeout %v must exceed the server's %v", c.Timeout, ServerTimeout)
-	case c.MaxResponseBytes < 1024:
-		return fmt.Errorf("im config: max response bytes %d below 1024", c.MaxResponseBytes)
-	case c.SigTTL < time.Minute:
-		return fmt.Errorf("im config: sig ttl %v below one minute", c.SigTTL)
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
+func (c Config) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if c.SDKAppID <= 0 {
+		errs = append(errs, errors.New("sdkappid: must be positive"))
+	}
+	if c.SecretKey == "" {
+		errs = append(errs, errors.New("secret key: is empty"))
+	}
+	if len(c.Admin) > 32 {
+		errs = append(errs, errors.New("admin: identifier over 32 bytes"))
+	}
+	if c.Timeout <= ServerTimeout {
+		errs = append(errs, fmt.Errorf("timeout: %v must exceed the server's %v", c.Timeout, ServerTimeout))
+	}
+	if c.MaxResponseBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max response bytes: %d below 1024", c.MaxResponseBytes))
+	}
+	if c.SigTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("sig ttl: %v below one minute", c.SigTTL))
 	}
 	if c.BaseURL != "" {
+		// BaseURL replaces the region, which is then not checked.
 		u, err := url.Parse(c.BaseURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-			return fmt.Errorf("im config: base url %q must be http(s)://host[:port][/prefix]", c.BaseURL)
+			errs = append(errs, fmt.Errorf("base url: %q must be http(s)://host[:port][/prefix]", c.BaseURL))
 		}
-		return nil
+	} else if _, ok := RegionDomain(c.Region); !ok {
+		errs = append(errs, fmt.Errorf("region: unknown region %q (want one of %s)", c.Region, strings.Join(RegionNames(), ", ")))
 	}
-	if _, ok := RegionDomain(c.Region); !ok {
-		return fmt.Errorf("im config: unknown region %q (want one of %s)", c.Region, strings.Join(RegionNames(), ", "))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("im config: %w", err)
 	}
 	return nil
 }

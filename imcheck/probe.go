@@ -36,8 +36,8 @@ import (
 // Defaults and bounds of Config.
 const (
 	DefaultRate           = 5.0
-	MaxRate               = 50.0 // a quarter of the documented 200 calls/s per API
-	DefaultWindowLimit    = 200
+	MaxRate               = im.RateLimitPerAPI / 4.0 // a quarter of the documented quota per API
+	DefaultWindowLimit    = im.RateLimitPerAPI
 	DefaultCleanupTimeout = time.Minute
 	// convsPerGroup is how many conversations one create carries when filling the account; the
 	// newest documentation caps a create at 100.
@@ -117,7 +117,8 @@ type Config struct {
 	// at once (the full per-second budget of that API for the app), then one call every 50 ms
 	// for about a second. Off by default, as it spends a second of get_contact_group budget.
 	ProbeRateWindow bool
-	// WindowLimit is the API's calls per second; default 200.
+	// WindowLimit is the API's calls per second; default DefaultWindowLimit, the documented
+	// im.RateLimitPerAPI.
 	WindowLimit int
 	// CleanupTimeout bounds the final clean-up, which runs on a fresh context when the run's
 	// own has ended; default one minute.
@@ -130,7 +131,8 @@ type Config struct {
 	Logger *zap.Logger
 }
 
-func (c *Config) defaults() {
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
 	c.Rate = cmp.Or(c.Rate, DefaultRate)
 	c.WindowLimit = cmp.Or(c.WindowLimit, DefaultWindowLimit)
 	c.CleanupTimeout = cmp.Or(c.CleanupTimeout, DefaultCleanupTimeout)
@@ -145,31 +147,43 @@ func (c *Config) defaults() {
 	}
 }
 
-// Validate reports the first configuration error, after applying defaults to a copy.
+// Validate reports every problem of c, defaults applied, joined, each naming its field; the
+// client's own problems come last.
 func (c Config) Validate() error {
-	c.defaults()
-	return c.validate()
-}
-
-func (c *Config) validate() error {
-	switch {
-	case c.Account == "":
-		return errors.New("imcheck config: a test account is required (the probe never picks one)")
-	case c.Account2 == c.Account:
-		return errors.New("imcheck config: the second test account must differ from the first")
-	case len(c.Account) > 32 || len(c.Account2) > 32:
-		return errors.New("imcheck config: accounts are at most 32 bytes")
-	case c.Rate > MaxRate:
-		return fmt.Errorf("imcheck config: rate %g over %g calls/s", c.Rate, MaxRate)
-	case c.Rate > 0 && c.Rate < 1:
-		// A call waits for its turn inside the client's per-call timeout.
-		return fmt.Errorf("imcheck config: rate %g below 1 call/s", c.Rate)
-	case c.WindowLimit < 1:
-		return fmt.Errorf("imcheck config: window limit %d below 1", c.WindowLimit)
-	case c.CleanupTimeout <= 0:
-		return errors.New("imcheck config: cleanup timeout must be positive")
+	c.setDefaults()
+	var errs []error
+	if c.Account == "" {
+		errs = append(errs, errors.New("account: a test account is required (the probe never picks one)"))
 	}
-	return c.Client.Validate()
+	if c.Account2 != "" && c.Account2 == c.Account {
+		errs = append(errs, errors.New("account2: the second test account must differ from the first"))
+	}
+	if len(c.Account) > 32 {
+		errs = append(errs, errors.New("account: accounts are at most 32 bytes"))
+	}
+	if len(c.Account2) > 32 {
+		errs = append(errs, errors.New("account2: accounts are at most 32 bytes"))
+	}
+	if c.Rate > MaxRate {
+		errs = append(errs, fmt.Errorf("rate: %g over %g calls/s", c.Rate, MaxRate))
+	}
+	if c.Rate > 0 && c.Rate < 1 {
+		// A call waits for its turn inside the client's per-call timeout.
+		errs = append(errs, fmt.Errorf("rate: %g below 1 call/s", c.Rate))
+	}
+	if c.WindowLimit < 1 {
+		errs = append(errs, fmt.Errorf("window limit: %d below 1", c.WindowLimit))
+	}
+	if c.CleanupTimeout <= 0 {
+		errs = append(errs, errors.New("cleanup timeout: must be positive"))
+	}
+	if len(errs) > 0 {
+		errs = []error{fmt.Errorf("imcheck config: %w", errors.Join(errs...))}
+	}
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, err) // already prefixed "im config: "
+	}
+	return errors.Join(errs...)
 }
 
 // ErrAccountHasGroups is returned when a test account already has groups and
@@ -183,8 +197,8 @@ var ErrLeftover = errors.New("imcheck: groups left behind")
 // Run runs the script and returns its transcript. The transcript is returned also with an error
 // (interrupted, refused account, clean-up failure), holding what was done until then.
 func Run(ctx context.Context, cfg Config) (*Transcript, error) {
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	p, err := newProber(cfg)

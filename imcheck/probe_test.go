@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 )
 
@@ -303,23 +304,31 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 
 func TestConfigValidate(t *testing.T) {
 	ok := im.Config{SDKAppID: 1, SecretKey: "k", BaseURL: "http://127.0.0.1:1"}
+	long := strings.Repeat("a", 33)
 	for _, c := range []struct {
+		name string
 		cfg  Config
-		want string
+		want []string
 	}{
-		{Config{Client: ok}, "test account is required"},
-		{Config{Client: ok, Account: "a", Account2: "a"}, "must differ"},
-		{Config{Client: ok, Account: strings.Repeat("a", 33)}, "32 bytes"},
-		{Config{Client: ok, Account: "a", Rate: 51}, "over 50"},
-		{Config{Client: ok, Account: "a", Rate: 0.5}, "below 1"},
-		{Config{Client: im.Config{}, Account: "a"}, "sdkappid"},
+		{"ok", Config{Client: ok, Account: "a"}, nil},
+		{"two accounts", Config{Client: ok, Account: "a", Account2: "b"}, nil},
+		{"unpaced", Config{Client: ok, Account: "a", Rate: -1}, nil},
+		{"no account", Config{Client: ok}, []string{"imcheck config: account: a test account is required"}},
+		{"same accounts", Config{Client: ok, Account: "a", Account2: "a"}, []string{"account2: the second test account must differ"}},
+		{"long account", Config{Client: ok, Account: long}, []string{"account: accounts are at most 32 bytes"}},
+		{"long account2", Config{Client: ok, Account: "a", Account2: long}, []string{"account2: accounts are at most 32 bytes"}},
+		{"fast", Config{Client: ok, Account: "a", Rate: 51}, []string{"rate: 51 over 50"}},
+		{"slow", Config{Client: ok, Account: "a", Rate: 0.5}, []string{"rate: 0.5 below 1"}},
+		{"window", Config{Client: ok, Account: "a", WindowLimit: -1}, []string{"window limit: -1 below 1"}},
+		{"cleanup", Config{Client: ok, Account: "a", CleanupTimeout: -1}, []string{"cleanup timeout: must be positive"}},
+		{"client", Config{Client: im.Config{}, Account: "a"}, []string{"im config: sdkappid", "secret key"}},
+		{"everything", Config{Account: long, Account2: long, Rate: 99, WindowLimit: -1, CleanupTimeout: -1},
+			[]string{"imcheck config: account2: the second", "account: accounts", "account2: accounts", "rate: 99",
+				"window limit", "cleanup timeout", "im config: sdkappid", "secret key"}},
 	} {
-		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
-		}
-	}
-	if err := (Config{Client: ok, Account: "a"}).Validate(); err != nil {
-		t.Fatal(err)
+		t.Run(c.name, func(t *testing.T) {
+			configtest.Problems(t, c.cfg.Validate(), c.want...)
+		})
 	}
 }
 

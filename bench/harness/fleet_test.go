@@ -285,3 +285,17 @@ func TestFleetRunChangesMembership(t *testing.T) {
 		t.Fatalf("drain %v, utilisation %v: want both measured", got.Drain, got.Utilisation)
 	}
 }
+
+func TestSupportsFlagReadsHelp(t *testing.T) {
+	with := Subject{Command: []string{"sh", "-c", `echo "  --instance-id string"; exit 2`}}
+	without := Subject{Command: []string{"sh", "-c", `echo "  --instance-ids-file string"`}}
+	if !supportsFlag(with, "--instance-id") {
+		t.Error("a help text listing --instance-id was not recognised")
+	}
+	if supportsFlag(without, "--instance-id") {
+		t.Error("--instance-ids-file taken for --instance-id")
+	}
+	if supportsFlag(Subject{}, "--instance-id") {
+		t.Error("a subject without a command supports a flag")
+	}
+}

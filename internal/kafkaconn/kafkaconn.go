@@ -25,7 +25,11 @@ const (
 	SASLScramSHA512 = "scram-sha-512"
 )
 
-// Config is how to reach the cluster.
+// DefaultDialTimeout bounds connecting to a broker, so an unreachable cluster fails in seconds.
+const DefaultDialTimeout = 10 * time.Second
+
+// Config is how to reach the cluster. Brokers is required; zero values of the other fields
+// are off, or the default documented on them.
 type Config struct {
 	Brokers []string
 
@@ -39,34 +43,43 @@ type Config struct {
 	SASLUsername  string
 	SASLPassword  string // from the environment or a file, never a flag value
 
-	DialTimeout time.Duration // default 10s
+	DialTimeout time.Duration // default DefaultDialTimeout
 }
 
-// Validate reports every setting that can't work.
-func (c *Config) Validate() error {
+// setDefaults fills the zero fields that have a default.
+func (c *Config) setDefaults() {
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+}
+
+// Validate reports every setting that can't work, defaults applied, joined, each naming its
+// field (and, for TLS, the flag). New prefixes "kafka config: ".
+func (c Config) Validate() error {
+	c.setDefaults()
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("no brokers"))
+		errs = append(errs, errors.New("brokers: no brokers"))
 	}
 	for _, b := range c.Brokers {
 		if strings.TrimSpace(b) == "" || !strings.Contains(b, ":") {
-			errs = append(errs, fmt.Errorf("broker %q is not host:port", b))
+			errs = append(errs, fmt.Errorf("brokers: broker %q is not host:port", b))
 		}
 	}
 	switch c.SASLMechanism {
 	case "":
 	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
 		if c.SASLUsername == "" {
-			errs = append(errs, fmt.Errorf("sasl %s needs a username", c.SASLMechanism))
+			errs = append(errs, fmt.Errorf("sasl username: sasl %s needs a username", c.SASLMechanism))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("unknown sasl mechanism %q (want plain, scram-sha-256 or scram-sha-512)", c.SASLMechanism))
+		errs = append(errs, fmt.Errorf("sasl mechanism: unknown sasl mechanism %q (want plain, scram-sha-256 or scram-sha-512)", c.SASLMechanism))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		errs = append(errs, errors.New("tls client certificate needs both cert and key files"))
+		errs = append(errs, errors.New("tls cert file, tls key file: tls client certificate needs both cert and key files"))
 	}
 	if !c.TLS && (c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSInsecureSkipVerify) {
-		errs = append(errs, errors.New("tls files or insecure-skip-verify given without --kafka-tls"))
+		errs = append(errs, errors.New("tls: tls files or insecure-skip-verify given without --kafka-tls"))
 	}
 	return errors.Join(errs...)
 }
@@ -83,15 +96,13 @@ func (c *Conn) Client() *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport, Timeout: 10 * time.Second}
 }
 
-// New validates cfg and builds both stacks from it.
+// New applies cfg's defaults, validates it and builds both stacks from it.
 func New(cfg Config) (*Conn, error) {
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka config: %w", err)
 	}
 	timeout := cfg.DialTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
 	tlsCfg, err := cfg.tlsConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kafka tls: %w", err)

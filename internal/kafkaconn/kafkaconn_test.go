@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 func TestValidate(t *testing.T) {
@@ -29,6 +31,12 @@ func TestValidate(t *testing.T) {
 		{"ca not pem", Config{Brokers: []string{"a:1"}, TLS: true, TLSCAFile: bad}, "no PEM certificate"},
 		{"ca missing", Config{Brokers: []string{"a:1"}, TLS: true, TLSCAFile: filepath.Join(dir, "nope")}, "no such file"},
 	}
+	t.Run("every problem joined", func(t *testing.T) {
+		err := Config{Brokers: []string{"a", "b:1", " "}, SASLMechanism: SASLPlain, TLSCertFile: "c"}.Validate()
+		configtest.Problems(t, err, `brokers: broker "a" is not host:port`, `brokers: broker " " is not host:port`,
+			"sasl username: sasl plain needs a username", "tls cert file, tls key file:", "tls: tls files or insecure-skip-verify given without --kafka-tls")
+		configtest.Problems(t, Config{SASLMechanism: "gssapi"}.Validate(), "brokers: no brokers", `sasl mechanism: unknown sasl mechanism "gssapi"`)
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := New(tt.cfg)

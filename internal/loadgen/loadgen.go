@@ -38,57 +38,72 @@ type Record struct {
 	EventID string
 }
 
-// Config shapes the stream. Rates are fractions of the records generated.
+// Defaults of Config.
+const (
+	DefaultAccounts         = 100
+	DefaultGroupsPerAccount = 15
+	DefaultMaxContacts      = 5
+	DefaultOverQuotaExtra   = 3
+	DefaultPrefix           = "user"
+)
+
+// Config shapes the stream. Rates are fractions of the records generated. Zero values take the
+// defaults documented on the fields.
 type Config struct {
-	Accounts int // accounts active at once (default 100)
+	Accounts int // accounts active at once (DefaultAccounts)
 	// GroupsPerAccount is how many valid groups an account creates before it is retired and a
-	// fresh one takes its place; keep it under the API's 20 (default 15).
+	// fresh one takes its place; keep it under the API's 20 (DefaultGroupsPerAccount).
 	GroupsPerAccount int
-	MaxContacts      int     // contacts per event, 1..MaxContacts (default 5)
+	MaxContacts      int     // contacts per event, 1..MaxContacts (DefaultMaxContacts)
 	DuplicateRate    float64 // default 0
 	InvalidRate      float64
 	SwapRate         float64 // chance a valid event is emitted together with its successor, swapped
 	// OverQuotaAccounts is how many accounts push past 20 groups, each producing
 	// OverQuotaExtra events that must be rejected with 51010.
 	OverQuotaAccounts int
-	OverQuotaExtra    int // default 3
-	Prefix            string
+	OverQuotaExtra    int    // DefaultOverQuotaExtra
+	Prefix            string // of account names (DefaultPrefix)
 	Seed              uint64
 	Now               func() time.Time
 }
 
-// Validate checks the configuration.
-func (c *Config) Validate() error {
-	var errs []error
-	if c.Accounts < 1 {
-		errs = append(errs, fmt.Errorf("accounts must be >= 1, got %d", c.Accounts))
-	}
-	if c.GroupsPerAccount < 1 || c.GroupsPerAccount > 20 {
-		errs = append(errs, fmt.Errorf("groups per account must be 1-20, got %d", c.GroupsPerAccount))
-	}
-	if c.MaxContacts < 1 || c.MaxContacts > event.MaxContacts {
-		errs = append(errs, fmt.Errorf("max contacts must be 1-%d, got %d", event.MaxContacts, c.MaxContacts))
-	}
-	for name, r := range map[string]float64{"duplicate": c.DuplicateRate, "invalid": c.InvalidRate, "swap": c.SwapRate} {
-		if r < 0 || r > 0.5 {
-			errs = append(errs, fmt.Errorf("%s rate must be within 0-0.5, got %g", name, r))
-		}
-	}
-	if c.OverQuotaAccounts < 0 {
-		errs = append(errs, errors.New("over-quota accounts must be >= 0"))
-	}
-	return errors.Join(errs...)
-}
-
-func (c *Config) defaults() {
-	c.Accounts = cmp.Or(c.Accounts, 100)
-	c.GroupsPerAccount = cmp.Or(c.GroupsPerAccount, 15)
-	c.MaxContacts = cmp.Or(c.MaxContacts, 5)
-	c.OverQuotaExtra = cmp.Or(c.OverQuotaExtra, 3)
-	c.Prefix = cmp.Or(c.Prefix, "user")
+// setDefaults fills the zero fields with the defaults above.
+func (c *Config) setDefaults() {
+	c.Accounts = cmp.Or(c.Accounts, DefaultAccounts)
+	c.GroupsPerAccount = cmp.Or(c.GroupsPerAccount, DefaultGroupsPerAccount)
+	c.MaxContacts = cmp.Or(c.MaxContacts, DefaultMaxContacts)
+	c.OverQuotaExtra = cmp.Or(c.OverQuotaExtra, DefaultOverQuotaExtra)
+	c.Prefix = cmp.Or(c.Prefix, DefaultPrefix)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// Validate reports every problem of c, defaults applied, joined, each naming its field.
+func (c Config) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if c.Accounts < 1 {
+		errs = append(errs, fmt.Errorf("accounts: must be >= 1, got %d", c.Accounts))
+	}
+	if c.GroupsPerAccount < 1 || c.GroupsPerAccount > 20 {
+		errs = append(errs, fmt.Errorf("groups per account: must be 1-20, got %d", c.GroupsPerAccount))
+	}
+	if c.MaxContacts < 1 || c.MaxContacts > event.MaxContacts {
+		errs = append(errs, fmt.Errorf("max contacts: must be 1-%d, got %d", event.MaxContacts, c.MaxContacts))
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"duplicate rate", c.DuplicateRate}, {"invalid rate", c.InvalidRate}, {"swap rate", c.SwapRate}} {
+		if r.v < 0 || r.v > 0.5 {
+			errs = append(errs, fmt.Errorf("%s: must be within 0-0.5, got %g", r.name, r.v))
+		}
+	}
+	if c.OverQuotaAccounts < 0 {
+		errs = append(errs, fmt.Errorf("over-quota accounts: must be >= 0, got %d", c.OverQuotaAccounts))
+	}
+	return errors.Join(errs...)
 }
 
 // Expect is what a correct pipeline does with everything generated so far.
@@ -125,7 +140,7 @@ type Generator struct {
 
 // New returns a generator for cfg (zero fields take defaults).
 func New(cfg Config) (*Generator, error) {
-	cfg.defaults()
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}

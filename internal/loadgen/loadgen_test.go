@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
 
 func TestGeneratorMatchesExpectation(t *testing.T) {
@@ -90,16 +91,26 @@ func TestExpectCountsOnlyEmitted(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	for _, c := range []Config{
-		{Accounts: -1},
-		{GroupsPerAccount: 21},
-		{MaxContacts: 101},
-		{InvalidRate: 0.9},
-		{OverQuotaAccounts: -1},
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"defaults", Config{}, nil},
+		{"accounts", Config{Accounts: -1}, []string{"accounts: must be >= 1, got -1"}},
+		{"groups", Config{GroupsPerAccount: 21}, []string{"groups per account: must be 1-20, got 21"}},
+		{"contacts", Config{MaxContacts: 101}, []string{"max contacts: must be 1-100, got 101"}},
+		{"invalid rate", Config{InvalidRate: 0.9}, []string{"invalid rate: must be within 0-0.5, got 0.9"}},
+		{"over quota", Config{OverQuotaAccounts: -1}, []string{"over-quota accounts: must be >= 0, got -1"}},
+		{"everything", Config{Accounts: -1, GroupsPerAccount: -1, MaxContacts: -1, DuplicateRate: -1, InvalidRate: 1, SwapRate: 1, OverQuotaAccounts: -1},
+			[]string{"accounts", "groups per account", "max contacts", "duplicate rate", "invalid rate", "swap rate", "over-quota accounts"}},
 	} {
-		if _, err := New(c); err == nil {
-			t.Errorf("New(%+v) accepted a bad config", c)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.Problems(t, tc.cfg.Validate(), tc.want...)
+			if _, err := New(tc.cfg); (err == nil) != (len(tc.want) == 0) {
+				t.Errorf("New error %v disagrees with Validate", err)
+			}
+		})
 	}
 }
 
