@@ -5,6 +5,7 @@ import (
 	"compress/zlib"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -202,4 +203,50 @@ func flipBase64(s string) string {
 		c = 'B'
 	}
 	return string(c) + s[1:]
+}
+
+// FuzzSigVerifiersAgree feeds the same sig to the client's verifier (im.VerifyUserSig) and the
+// simulator's own: both accept it or both refuse it, with the code the simulator answered before
+// it had its own verifier (im's failure mapped as authLocked used to map it).
+func FuzzSigVerifiersAgree(f *testing.F) {
+	const key = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
+	const app = 1400000000
+	now := time.Unix(1700000000, 0)
+	for _, id := range []string{"administrator", "bob"} {
+		sig, err := im.GenUserSig(key, app, id, now, time.Hour)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(sig, int64(0))
+		f.Add(sig, int64(3601))
+	}
+	f.Add("eAEBrABT-3siVExTLnZlciI6IjIuMCIsIlRMUy5pZGVudGlmaWVyIjoieGlhb2p1biIsIlRMUy5zZGthcHBpZCI6MTQwMDAwMDAwMCwiVExTLmV4cGlyZSI6MTU1NTIwMDAsIlRMUy50aW1lIjoxNzAwMDAwMDAwLCJUTFMuc2lnIjoiTHZBN2QvSXc3Z1NzbnNrdlZ6QkRQT0NDRGJ1TkN3NEdId1RDMGJpcCtCND0ifQrfwzH8", int64(0))
+	f.Add("not-a-sig", int64(0))
+	f.Fuzz(func(t *testing.T, sig string, later int64) {
+		at := now.Add(time.Duration(later%(1<<32)) * time.Second)
+		err := im.VerifyUserSig(key, app, "administrator", sig, at)
+		want := 0
+		switch {
+		case errors.Is(err, im.ErrSigMalformed):
+			want = im.CodeSigMismatch
+		case errors.Is(err, im.ErrSigExpired):
+			want = im.CodeSigExpired
+		case errors.Is(err, im.ErrSigIdentifier):
+			want = im.CodeIdentifierInvalid
+		case errors.Is(err, im.ErrSigAppID):
+			want = im.CodeAppIDMismatch
+		case err != nil:
+			want = im.CodeSigKeyMismatch
+		}
+		issued, expire, code := imsim.VerifyUserSig(key, app, "administrator", sig, at)
+		if code != want {
+			t.Fatalf("simulator answers %d, client's verifier says %v (%d)", code, err, want)
+		}
+		if code == 0 {
+			info, err := im.DecodeUserSig(sig)
+			if err != nil || !info.Issued.Equal(issued) || info.Expire != expire {
+				t.Fatalf("simulator read (%v, %v), client (%+v, %v)", issued, expire, info, err)
+			}
+		}
+	})
 }
