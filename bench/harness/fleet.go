@@ -36,6 +36,11 @@ const BackThreshold = 0.975
 // DipAttribution bounds how long after a change a dip is still blamed on it.
 const DipAttribution = 10 * time.Second
 
+// MinDip is the shortest stretch below the threshold that counts as a dip. At the full rate the
+// trailing second holds 196-200 calls and flickers below 195 for a few grid steps now and then;
+// a real stall keeps it below for at least the second the window needs to refill.
+const MinDip = 250 * time.Millisecond
+
 // drainGrid is the resolution at which the trailing one-second rate is evaluated.
 const drainGrid = 10 * time.Millisecond
 
@@ -46,6 +51,7 @@ type drainAnalysis struct {
 	Utilisation float64 // Calls ÷ (limit × (Last − First))
 	Changes     []ChangeResult
 	PerSecond   []int // admitted calls in each second after First
+	Arrivals    []int // every admitted call, milliseconds after First (to analyse again)
 }
 
 // change is a membership change the harness made, and when.
@@ -70,6 +76,7 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 	a.PerSecond = make([]int, int(a.Last.Sub(a.First)/time.Second)+1)
 	for _, t := range ts {
 		a.PerSecond[int(t.Sub(a.First)/time.Second)]++
+		a.Arrivals = append(a.Arrivals, int(t.Sub(a.First)/time.Millisecond))
 	}
 	thr := BackThreshold * limit
 	// rate(t) = calls in (t-1s, t], for t on the grid.
@@ -96,9 +103,14 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 			horizon = changes[i+1].at
 		}
 		cr := ChangeResult{Label: c.label, At: round1(c.at.Sub(a.First).Seconds())}
-		var dipStart, dipEnd time.Time // the last dip starting within DipAttribution
-		inDip, open := false, false
-		var below time.Duration
+		// Stretches below the threshold between the change and the horizon, at least MinDip
+		// long (one still open at the horizon counts whatever its length).
+		type dip struct {
+			from, to time.Time
+			open     bool
+		}
+		var dips []dip
+		var cur *dip
 		for _, p := range grid {
 			if p.t.Before(c.at) {
 				continue
@@ -107,29 +119,36 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 				break
 			}
 			low := float64(p.rate) < thr
-			if low {
-				below += drainGrid
-			}
 			switch {
-			case low && !inDip:
-				inDip = true
-				if p.t.Sub(c.at) <= DipAttribution {
-					dipStart, open = p.t, true
+			case low && cur == nil:
+				cur = &dip{from: p.t, open: true}
+			case !low && cur != nil:
+				cur.to, cur.open = p.t, false
+				if cur.to.Sub(cur.from) >= MinDip {
+					dips = append(dips, *cur)
 				}
-			case !low && inDip:
-				inDip = false
-				if open {
-					dipEnd, open = p.t, false
-				}
+				cur = nil
 			}
 		}
-		switch {
-		case dipStart.IsZero():
-			cr.Gap = 0
-		case open:
-			cr.Gap = -1
-		default:
-			cr.Gap = round1(dipEnd.Sub(c.at).Seconds())
+		if cur != nil {
+			dips = append(dips, *cur)
+		}
+		var below time.Duration
+		cr.Gap = 0
+		for _, d := range dips {
+			if d.open {
+				below += horizon.Sub(d.from)
+			} else {
+				below += d.to.Sub(d.from)
+			}
+			if d.from.Sub(c.at) > DipAttribution {
+				continue
+			}
+			if d.open {
+				cr.Gap = -1
+			} else {
+				cr.Gap = round1(d.to.Sub(c.at).Seconds())
+			}
 		}
 		cr.Below = round1(below.Seconds())
 		a.Changes = append(a.Changes, cr)
@@ -392,6 +411,11 @@ func (rn *run) fleet(ctx context.Context) error {
 	rn.res.CallsPerSec = a.Utilisation * rn.sc.RateLimit
 	rn.res.Changes = a.Changes
 	rn.res.PerSecond = a.PerSecond
+	rn.res.Arrivals = a.Arrivals
+	rn.res.ChangeTimes = make([]float64, len(changes))
+	for i, c := range changes {
+		rn.res.ChangeTimes[i] = c.at.Sub(a.First).Seconds()
+	}
 	return nil
 }
 

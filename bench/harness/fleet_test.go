@@ -29,6 +29,23 @@ func steady(start time.Time, rate float64, d time.Duration) []time.Time {
 	return out
 }
 
+// without drops the arrivals in [from1, to1), [from2, to2), ...
+func without(ts []time.Time, spans ...time.Time) []time.Time {
+	var out []time.Time
+	for _, t := range ts {
+		keep := true
+		for i := 0; i+1 < len(spans); i += 2 {
+			if !t.Before(spans[i]) && t.Before(spans[i+1]) {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 func TestAnalyseDrain(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
@@ -75,6 +92,14 @@ func TestAnalyseDrain(t *testing.T) {
 			arrivals: cat(steady(t0, 200, 14*time.Second), steady(at(16), 200, 10*time.Second)),
 			changes:  []change{{"c", at(2)}},
 			util:     4800.0 / (200 * 26), gap: []float64{0}, belowMin: []float64{2.9}, belowMax: []float64{3.0},
+		},
+		{
+			// 196/s: the trailing second flickers below 195 at times; no dip.
+			name: "flicker is no dip",
+			// Two short holes 0.9 s apart: the trailing second holds 194 for under 100 ms.
+			arrivals: without(steady(t0, 200, 15*time.Second), at(5), at(5.02), at(5.9), at(5.91)),
+			changes:  []change{{"c", at(4)}},
+			util:     2994.0 / (200 * 14.995), gap: []float64{0}, belowMin: []float64{0}, belowMax: []float64{0},
 		},
 		{
 			// Two changes: each is measured up to the next one.

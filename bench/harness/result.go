@@ -58,6 +58,10 @@ type Result struct {
 	Drain       time.Duration // first admitted call → last
 	Changes     []ChangeResult
 	PerSecond   []int // admitted calls in each second of the drain
+	// Arrivals (ms after the first admitted call) and ChangeTimes (s after it) keep what the
+	// gaps were computed from.
+	Arrivals    []int
+	ChangeTimes []float64
 
 	// Stuck-account runs (KindStuck): E2E* and CreatedPerSec are the other accounts'.
 	StuckEvents int // events of the stuck account produced
