@@ -6,6 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -61,5 +65,44 @@ func TestOnWrite(t *testing.T) {
 	defer plain.Close()
 	if _, ok := OnWrite(plain, func() {}); ok {
 		t.Error("OnWrite accepted a conn not made by StampDial")
+	}
+}
+
+// TestDefaultClientStampsHTTP1: the default client speaks HTTP/1.1 even to a server offering
+// HTTP/2 over TLS, and the connection its GotConn hook sees (a *tls.Conn) takes OnWrite.
+func TestDefaultClientStampsHTTP1(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	hc := newHTTPClient()
+	tr := hc.Transport.(*http.Transport)
+	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	defer tr.CloseIdleConnections()
+	var stamped, writes atomic.Int32
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			if _, isTLS := i.Conn.(*tls.Conn); !isTLS {
+				t.Errorf("GotConn gave a %T, want *tls.Conn", i.Conn)
+			}
+			if _, ok := OnWrite(i.Conn, func() { writes.Add(1) }); ok {
+				stamped.Add(1)
+			}
+		},
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.ProtoMajor != 1 {
+		t.Errorf("default client spoke %s to a server offering HTTP/2, want HTTP/1.1", res.Proto)
+	}
+	if stamped.Load() != 1 || writes.Load() == 0 {
+		t.Errorf("OnWrite accepted %d conns and saw %d writes, want 1 and some", stamped.Load(), writes.Load())
 	}
 }
