@@ -2,9 +2,12 @@ package consumer
 
 import (
 	"context"
+	"net"
 	"net/http/httptrace"
 	"sync"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/im"
 )
 
 // Hand-over without a blind wait (DESIGN.md, "Uncertain records and the dispatch horizon").
@@ -38,7 +41,9 @@ type reqWatch struct {
 	open     bool // the current request was written and has no answer yet
 	answered bool // the current request got the first byte of its answer
 	wrote    time.Time
-	done     bool // the dispatch returned
+	done     bool     // the dispatch returned
+	conn     net.Conn // the current request's connection, from GotConn
+	unstamp  func()   // stops the current request's write stamps (im.OnWrite); nil when none
 }
 
 // trace returns ctx carrying hooks that follow the dispatch's requests, and the function to call
@@ -46,8 +51,10 @@ type reqWatch struct {
 func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() time.Time) (context.Context, func()) {
 	r := &reqWatch{w: w, hold: hold, now: now}
 	ct := &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
+		GotConn: func(info httptrace.GotConnInfo) {
 			w.mu.Lock()
+			r.stopStamps()
+			r.conn = info.Conn
 			r.fold()
 			r.pending, r.open, r.answered = true, false, false
 			if r.done {
@@ -57,7 +64,25 @@ func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() ti
 			w.mu.Unlock()
 		},
 		WroteRequest: func(httptrace.WroteRequestInfo) {
+			// WroteRequest fires before the transport flushes the request: the write time
+			// moves to each Write on the connection that completes after it (im.OnWrite),
+			// armed before the time is taken, so it is never earlier than the last byte.
 			w.mu.Lock()
+			conn := r.conn
+			w.mu.Unlock()
+			var stop func()
+			if conn != nil {
+				stop, _ = im.OnWrite(conn, func() {
+					w.mu.Lock()
+					if t := r.now(); r.open && t.After(r.wrote) {
+						r.wrote = t
+					}
+					w.mu.Unlock()
+				})
+			}
+			w.mu.Lock()
+			r.stopStamps()
+			r.unstamp = stop
 			// Written, even with an error: some of it may have reached the server.
 			r.pending = false
 			if !r.answered {
@@ -77,9 +102,18 @@ func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() ti
 	}
 	return httptrace.WithClientTrace(ctx, ct), func() {
 		w.mu.Lock()
+		r.stopStamps()
 		r.fold()
 		r.done = true
 		w.mu.Unlock()
+	}
+}
+
+// stopStamps ends the previous request's write stamps. w.mu held.
+func (r *reqWatch) stopStamps() {
+	if r.unstamp != nil {
+		r.unstamp()
+		r.unstamp = nil
 	}
 }
 

@@ -336,19 +336,40 @@ func (r *run) call(ctx context.Context, l *limiter, fn func(context.Context) err
 		return errPaused
 	}
 	r.attempts++
-	var fresh atomic.Bool // GotConn runs on this goroutine, WroteRequest on the transport's
+	var (
+		fresh   atomic.Bool // GotConn runs on this goroutine, WroteRequest on the transport's
+		conn    atomic.Pointer[net.Conn]
+		unstamp atomic.Pointer[func()] // stops the current request's write stamps
+	)
 	trace := &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) { fresh.Store(!info.Reused) },
+		GotConn: func(info httptrace.GotConnInfo) {
+			fresh.Store(!info.Reused)
+			conn.Store(&info.Conn)
+		},
 		WroteRequest: func(httptrace.WroteRequestInfo) {
-			now := r.d.cfg.Now()
-			t := now
+			g := gate.cur.Load()
+			var margin time.Duration
 			if fresh.Load() {
-				t = t.Add(r.d.cfg.FreshConnMargin)
+				margin = r.d.cfg.FreshConnMargin
 			}
-			l.wrote(gate.cur.Load(), now, t, r.ev.FromAccount)
+			// WroteRequest fires before the transport flushes its buffer: the slot moves to
+			// each Write that completes after it (im.OnWrite), armed before now is taken, so it
+			// is never earlier than the request's last byte reaching the kernel.
+			if c := conn.Load(); c != nil {
+				if stop, ok := im.OnWrite(*c, func() { l.flushed(g, r.d.cfg.Now(), margin) }); ok {
+					if prev := unstamp.Swap(&stop); prev != nil {
+						(*prev)()
+					}
+				}
+			}
+			now := r.d.cfg.Now()
+			l.wrote(g, now, now.Add(margin), r.ev.FromAccount)
 		},
 	}
 	err = fn(im.WithGate(httptrace.WithClientTrace(ctx, trace), gate))
+	if stop := unstamp.Load(); stop != nil {
+		(*stop)() // answered (or failed): later writes on the conn are another request's
+	}
 	if errors.Is(err, errLeaseLapsed) {
 		// Refused at the write: nothing reached the server. Wait for the lease (or the drain)
 		// like a request held before its grant.

@@ -567,6 +567,17 @@ func (l *limiter) wrote(g *grant, now, t time.Time, account string) {
 	}
 }
 
+// flushed records that bytes of g's request reached the kernel at now: g.wrote and g move later
+// to now (and margin after it, for a fresh connection), never earlier.
+func (l *limiter) flushed(g *grant, now time.Time, margin time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.After(g.wrote) {
+		g.wrote = now
+	}
+	l.moveLocked(g, now.Add(margin))
+}
+
 // inWindowLocked is how many logged calls lie within the window ending at now, pending ones
 // included. Callers hold mu.
 func (l *limiter) inWindowLocked(now time.Time) int {

@@ -62,9 +62,12 @@ func New(cfg Config) (*Client, error) {
 // Redirects are not followed: the UserSig is in the query and must not travel elsewhere.
 func newHTTPClient() *http.Client {
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
+		Proxy:       http.ProxyFromEnvironment,
+		DialContext: StampDial((&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
+		// HTTP/1.1 only: a connection then carries one request at a time, so the Writes that
+		// complete between a request's WroteRequest and its answer are its own (OnWrite); on
+		// HTTP/2 other streams' frames would push every call's write stamp toward its answer.
+		ForceAttemptHTTP2:     false,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
