@@ -450,12 +450,7 @@ func (e *engine) process(r *rec) bool {
 		}
 	}
 	if r.ev == nil {
-		l := dlq.Letter{Reason: dlq.ReasonInvalid, Code: 0, Info: r.verr.Error(), ReplayCount: r.replay}
-		if !e.deadLetter(ctx, r, l) {
-			return false
-		}
-		e.outcomes[metrics.OutcomeInvalid].Inc()
-		return true
+		return e.deadLetterInvalid(ctx, r)
 	}
 	var lease func() bool
 	if !e.cfg.TestLegacyDrain {
@@ -548,6 +543,17 @@ func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, pri
 
 // deadLetter writes l until Kafka acknowledges it. Until then the account and the watermark wait:
 // a record must never be committed past before its dead letter is durable.
+// deadLetterInvalid ends a record that failed validation with its dead letter; false when the
+// letter could not be written (the record stays unended).
+func (e *engine) deadLetterInvalid(ctx context.Context, r *rec) bool {
+	l := dlq.Letter{Reason: dlq.ReasonInvalid, Info: r.verr.Error(), ReplayCount: r.replay}
+	if !e.deadLetter(ctx, r, l) {
+		return false
+	}
+	e.outcomes[metrics.OutcomeInvalid].Inc()
+	return true
+}
+
 func (e *engine) deadLetter(ctx context.Context, r *rec, l dlq.Letter) bool {
 	backoff := 100 * time.Millisecond
 	failed := false

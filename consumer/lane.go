@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
-	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
@@ -699,12 +698,7 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 	}
 	dr := &rec{msg: src, ev: r.ev, verr: r.verr, replay: r.replay}
 	if r.ev == nil {
-		l := dlq.Letter{Reason: dlq.ReasonInvalid, Info: r.verr.Error(), ReplayCount: r.replay}
-		if !e.deadLetter(ctx, dr, l) {
-			return false
-		}
-		e.outcomes[metrics.OutcomeInvalid].Inc()
-		return true
+		return e.deadLetterInvalid(ctx, dr)
 	}
 	var lease func() bool
 	if !e.cfg.TestLegacyDrain {
