@@ -46,6 +46,10 @@ type Metrics struct {
 	Paused          *prometheus.GaugeVec // reason: config, outage
 	Rebalances      prometheus.Counter
 	AssignedParts   prometheus.Gauge
+	// AssignmentGaps counts partitions a group leader's assignment left unowned or gave twice.
+	AssignmentGaps prometheus.Counter
+	// StalledRejoins counts leader rejoins forced by partitions of other members without progress.
+	StalledRejoins prometheus.Counter
 	Commits         *prometheus.CounterVec // result: ok, error
 	DedupeEntries   prometheus.Gauge
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
@@ -134,6 +138,10 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		Paused:         f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
 		Rebalances:     f.counter("rebalances_total", "Consumer group generations joined."),
 		AssignedParts:  f.gauge("assigned_partitions", "Partitions this replica owns."),
+		AssignmentGaps: f.counter("assignment_gaps_total",
+			"Partitions this replica's assignment as group leader left without an owner or gave to two members (should stay 0)."),
+		StalledRejoins: f.counter("stalled_partition_rejoins_total",
+			"Rebalances this replica forced as group leader because partitions of other members made no progress with records waiting."),
 		Commits:        f.counterVec("commits_total", "Offset commit requests by result.", "result"),
 		DedupeEntries:  f.gauge("dedupe_entries", "Event ids remembered by the dedupe window."),
 		LimiterChanges: f.counterVec("ratelimit_changes_total", "Adaptive limiter adjustments.", "direction"),
