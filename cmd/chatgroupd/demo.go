@@ -25,7 +25,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/httpserve"
@@ -33,6 +32,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // demoFlags shape a demo run. The defaults exercise every path: duplicates, invalid records, an
@@ -219,7 +219,7 @@ func (d *demo) run(ctx context.Context) error {
 	sf := serviceFlags{
 		topic: demoTopic, group: "chatgroupd-demo", imEndpoint: "http://" + simLn.Addr().String(),
 		imTimeout: im.DefaultTimeout, sdkAppID: demoAppID, admin: im.DefaultAdmin, rateLimit: f.rateLimit,
-		reorderWindow: f.reorderWindow, retryBudget: time.Hour, lateArrivalMax: dispatcher.DefaultLateArrivalMax,
+		reorderWindow: f.reorderWindow, retryBudget: time.Hour, lateArrivalMax: ratelimit.DefaultLateArrivalMax,
 		shutdownTimeout: 10 * time.Second, commitInterval: 500 * time.Millisecond, maxInFlight: 256, dedupeWindow: 100000, inProcessAPI: true,
 	}
 	svc, err := newService(serviceConfig{flags: sf, conn: conn, secretKey: key, log: d.log, metrics: m, gatherer: d.reg, metricsListener: metricsLn})
