@@ -695,38 +695,7 @@ func (r *run) locate(ctx context.Context) error {
 // lag is the group's committed-to-end distance over the event topic.
 func (r *run) lag(ctx context.Context) (int64, error) {
 	cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second}
-	var reqs []kafka.OffsetRequest
-	ids := make([]int, r.cfg.Partitions)
-	for p := range ids {
-		ids[p] = p
-		reqs = append(reqs, kafka.LastOffsetOf(p))
-	}
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.topic: reqs}})
-	if err != nil {
-		return 0, err
-	}
-	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{r.topic: ids}})
-	if err != nil {
-		return 0, err
-	}
-	if of.Error != nil {
-		return 0, of.Error
-	}
-	committed := map[int]int64{}
-	for _, p := range of.Topics[r.topic] {
-		if p.Error != nil {
-			return 0, p.Error
-		}
-		committed[p.Partition] = max(p.CommittedOffset, 0)
-	}
-	var sum int64
-	for _, p := range lo.Topics[r.topic] {
-		if p.Error != nil {
-			return 0, p.Error
-		}
-		sum += p.LastOffset - committed[p.Partition]
-	}
-	return sum, nil
+	return kafkatest.GroupLag(ctx, cl, r.group, r.topic, r.cfg.Partitions)
 }
 
 func freeAddr() (string, error) {

@@ -117,8 +117,24 @@ func newDemoService(sc demo.ServiceConfig) (demo.Service, error) {
 		shutdownTimeout: sc.ShutdownTimeout, commitInterval: sc.CommitInterval, maxInFlight: sc.MaxInFlight,
 		dedupeWindow: sc.DedupeWindow, inProcessAPI: sc.InProcessAPI,
 	}
-	return newService(serviceConfig{flags: sf, conn: conn, secretKey: sc.SecretKey, log: sc.Log, metrics: sc.Metrics,
+	svc, err := newService(serviceConfig{flags: sf, conn: conn, secretKey: sc.SecretKey, log: sc.Log, metrics: sc.Metrics,
 		gatherer: sc.Gatherer, metricsListener: sc.MetricsListener})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &demoService{svc: svc, conn: conn}, nil
+}
+
+// demoService is the demo's service, which owns its Kafka connections: they close when it stops.
+type demoService struct {
+	svc  *service
+	conn *kafkaconn.Conn
+}
+
+func (d *demoService) Run(ctx context.Context) error {
+	defer d.conn.Close()
+	return d.svc.Run(ctx)
 }
 
 func isTerminal(w io.Writer) bool {

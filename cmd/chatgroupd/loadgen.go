@@ -68,6 +68,7 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
 	log, err := logging.New("warn", logging.FormatConsole, stderr, secrets...)
 	if err != nil {
 		return err

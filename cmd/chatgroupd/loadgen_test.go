@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 
@@ -13,7 +12,7 @@ func TestLoadgenCommand(t *testing.T) {
 	k := kafkatest.New(t)
 	k.CreateTopic(t, "events", 2)
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
+	err := run(t.Context(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
 		"--count", "250", "--seed", "3"}, mapEnv(nil), &out, &out)
 	if err != nil {
 		t.Fatalf("loadgen: %v\n%s", err, out.String())
@@ -25,7 +24,7 @@ func TestLoadgenCommand(t *testing.T) {
 		t.Fatalf("topic holds %d records", got)
 	}
 	for _, args := range [][]string{{"--count", "5"}, {"--brokers", "a:1", "--invalid-rate", "0.9"}} {
-		if err := run(context.Background(), append([]string{"loadgen"}, args...), mapEnv(nil), &out, &out); err == nil {
+		if err := run(t.Context(), append([]string{"loadgen"}, args...), mapEnv(nil), &out, &out); err == nil {
 			t.Errorf("loadgen %v: no error", args)
 		}
 	}
