@@ -260,7 +260,9 @@ func TestCheckLifecycle(t *testing.T) {
 		}},
 		{name: "schedule with a valid rename of a missing group", want: "wrong outcomes", mutate: func(run *lifecycleRun) {
 			run.recs["bob/5"].Type, run.recs["bob/5"].Group, run.recs["bob/5"].NewGroup = EventRenamed, "nope", "x"
-		}, check: func(r Report) bool { return strings.Contains(strings.Join(r.Problems, "\n"), "the schedule marks it valid") }},
+		}, check: func(r Report) bool {
+			return strings.Contains(strings.Join(r.Problems, "\n"), "the schedule marks it valid")
+		}},
 		{name: "original of a re-sent rename lost: the duplicate is not dropped", want: "2 records lost", mutate: func(run *lifecycleRun) {
 			run.ev.Calls[run.call["alice/3"]].Applied = false
 			run.ev.Calls[run.call["alice/7"]].Applied = false
