@@ -25,6 +25,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 func TestMetaV3HandoverStatement(t *testing.T) {
@@ -525,7 +526,7 @@ func TestCallWatchRealDispatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := dispatcher.New(dispatcher.Config{API: client, Standalone: true, RateLimit: 100, GetRateLimit: 100,
+	d, err := dispatcher.New(dispatcher.Config{API: client, Limiter: ratelimit.Config{Standalone: true}, RateLimit: 100, GetRateLimit: 100,
 		RetryBudget: time.Minute, Metrics: metrics.New(prometheus.NewRegistry(), "test", false)})
 	if err != nil {
 		t.Fatal(err)
