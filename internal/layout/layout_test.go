@@ -26,6 +26,7 @@ var checked = []string{"consumer", "dlq", "im", "imsim"}
 // allowed over a limit for now, with why. An entry no longer needed fails the test: remove it.
 var exempt = map[string]string{
 	"consumer/assign.go:assignSticky": "the membership fix for issue 14 is rewriting assign.go; split it once that lands",
+	"consumer/group.go:member.joinOnce": "the membership fix for issue 14 is changing group.go; split it once that lands",
 }
 
 // generated matches the header Go tools put in generated files (https://go.dev/s/generatedcode).
