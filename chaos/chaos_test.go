@@ -15,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/leakcheck"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // Environment of the seeded runs.
@@ -44,7 +47,7 @@ var (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
-		os.Exit(m.Run())
+		leakcheck.VerifyTestMain(m)
 	}
 	dir, err := os.MkdirTemp("", "chatgroupd-chaos-bin-")
 	if err != nil {
@@ -52,7 +55,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary, buildErr = build(dir)
-	code := m.Run()
+	code := leakcheck.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -110,8 +113,7 @@ func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.Duration+10*time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t, s.Duration+10*time.Minute)
 	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
 		LogLevel: os.Getenv(envLogLevel), DrainTimeout: drain, KeepVanished: os.Getenv(envVanished) != ""})
 	if err != nil {
@@ -420,20 +422,23 @@ func parseSeeds(spec string) ([]uint64, error) {
 func TestParseSeeds(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want string
+		want []uint64
 		err  bool
 	}{
-		{"1-3", "[1 2 3]", false},
-		{"3,7, 12", "[3 7 12]", false},
-		{"1-2,5", "[1 2 5]", false},
-		{"", "", true},
-		{"x", "", true},
-		{"5-2", "", true},
-		{"1-y", "", true},
+		{"1-3", []uint64{1, 2, 3}, false},
+		{"3,7, 12", []uint64{3, 7, 12}, false},
+		{"1-2,5", []uint64{1, 2, 5}, false},
+		{"", nil, true},
+		{"x", nil, true},
+		{"5-2", nil, true},
+		{"1-y", nil, true},
 	} {
 		got, err := parseSeeds(tc.in)
-		if (err != nil) != tc.err || (!tc.err && fmt.Sprint(got) != tc.want) {
-			t.Errorf("parseSeeds(%q) = %v, %v", tc.in, got, err)
+		if (err != nil) != tc.err {
+			t.Errorf("parseSeeds(%q): err %v, want an error: %v", tc.in, err, tc.err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("parseSeeds(%q) (-want +got):\n%s", tc.in, diff)
 		}
 	}
 }

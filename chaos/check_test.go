@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -195,7 +194,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
-	if _, err := Run(context.Background(), Config{}); err == nil {
+	if _, err := Run(t.Context(), Config{}); err == nil {
 		t.Error("Run with an empty config did not fail")
 	}
 }

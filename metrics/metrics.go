@@ -12,6 +12,14 @@ import (
 // Namespace prefixes every metric name.
 const Namespace = "chatgroupd"
 
+// Label names that readers of the collectors (the demo's summary) look values up by.
+const (
+	LabelOutcome = "outcome"
+	LabelAPI     = "api"
+	LabelCode    = "code"
+	LabelReason  = "reason"
+)
+
 // Outcome label values of EventsProcessed.
 const (
 	OutcomeApplied   = "applied"
@@ -101,12 +109,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 	m := &Metrics{
 		EventsConsumed: f.counter("events_consumed_total", "Records read from the event topic."),
 		EventsProcessed: f.counterVec("events_processed_total",
-			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", "outcome"),
+			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", LabelOutcome),
 		APIRequests: f.counterVec("api_requests_total",
-			"IM API calls by api and result code (IM code, http_<status> or network).", "api", "code"),
+			"IM API calls by api and result code (IM code, http_<status> or network).", LabelAPI, LabelCode),
 		APIDuration: f.histogramVec("api_request_duration_seconds", "IM API call latency.",
 			prometheus.ExponentialBuckets(0.005, 2, 12), "api"),
-		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", "reason", "code"),
+		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", LabelReason, LabelCode),
 		ConsumerLag: f.gaugeVec("consumer_lag",
 			"Records between the committed offset and the end of the partition.", "topic", "partition"),
 		OldestUnfinished: f.gaugeVec("oldest_unfinished_age_seconds",

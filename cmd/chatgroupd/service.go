@@ -26,6 +26,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // serviceConfig is everything the pipeline needs, already validated by the caller's flags.
@@ -185,14 +186,15 @@ func (s *service) build(f serviceFlags) error {
 	}
 	lateArrivalMax := f.lateArrivalMax
 	if lateArrivalMax <= 0 {
-		lateArrivalMax = dispatcher.LateArrivalOff // the flag's 0 is "off"; the Config's 0 is DefaultLateArrivalMax
+		lateArrivalMax = ratelimit.LateArrivalOff // the flag's 0 is "off"; the Config's 0 is DefaultLateArrivalMax
 	}
 	disp, err := dispatcher.New(dispatcher.Config{
 		// --rate-limit sizes the get and update budgets too: each API has its own quota, all of
 		// the documented same size (dispatcher.DefaultGetRateLimit is DefaultRateLimit).
 		API: s.client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
-		LateArrivalMax: lateArrivalMax, ProbeAccount: f.admin, WidenOnStall: f.inProcessAPI,
-		DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
+		ProbeAccount: f.admin, DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
+		// Only the demo runs the API in this process, where its stalls delay the server's count.
+		Limiter:     ratelimit.Config{LateArrivalMax: lateArrivalMax, WidenOnStall: f.inProcessAPI},
 		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
