@@ -497,3 +497,50 @@ func TestSimulationCutOffMember(t *testing.T) {
 		t.Errorf("%d calls in the second to %v", worst, at)
 	}
 }
+
+// TestSimulationPauseKeepsShares: every member's callers stop for 300 ms at once (a rebalance
+// drains the in-flight events of every replica), then the backlog is back. Nobody else wanted
+// the budget meanwhile, so nobody gives its share away: the group is back at the whole budget
+// as soon as the work is, instead of regrowing through the log and a window's wait.
+func TestSimulationPauseKeepsShares(t *testing.T) {
+	w := newWorld(t, 7, 200)
+	var ms []*simMember
+	for range 3 {
+		m := w.join()
+		m.backlog = 1e9
+		ms = append(ms, m)
+	}
+	w.run(5 * time.Second)
+	for _, m := range ms {
+		m.backlog = 0
+	}
+	w.run(300 * time.Millisecond)
+	lowest := 200
+	for _, m := range ms {
+		m.backlog = 1e9
+		lowest = min(lowest, m.lim.share)
+	}
+	from := w.now
+	start := len(w.calls)
+	w.run(2 * time.Second)
+	// The first window after the pause: calls of the last second before it still count, so
+	// measure the second one, when the window holds only calls made after the pause.
+	second, first := 0, 0
+	for _, c := range w.calls[start:] {
+		if c.Sub(from) > time.Second {
+			second++
+		} else {
+			first++
+		}
+	}
+	t.Logf("after a 300 ms pause of every member: lowest share %d at its end; %d calls in the first second, %d in the second", lowest, first, second)
+	if lowest < 60 {
+		t.Errorf("a member's share fell to %d during a pause nobody else used: it must regrow through the log", lowest)
+	}
+	if second < 195 {
+		t.Errorf("%d calls in the second second after the pause, want >= 195", second)
+	}
+	if worst, at := maxWindow(w.calls); worst > 200 {
+		t.Errorf("%d calls in the second to %v", worst, at)
+	}
+}
