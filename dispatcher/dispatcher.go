@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -103,10 +104,11 @@ func (d *Dispatcher) SetPartitions(ids []int, total int) {
 		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
 }
 
-// partitionLimiters are the limiters whose share follows the partitions owned.
+// partitionLimiters are the limiters whose share follows the partitions owned: none in fleet
+// mode, where every API's ceiling follows the replica's grant (SetCeiling).
 func (d *Dispatcher) partitionLimiters() []*limiter {
 	if d.cfg.FleetBudget {
-		return []*limiter{d.get, d.update}
+		return nil
 	}
 	return []*limiter{d.create, d.get, d.update}
 }
@@ -115,17 +117,35 @@ func (d *Dispatcher) partitionLimiters() []*limiter {
 // Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
 // one up to now at once and the rest a window later, which is what the fleet protocol's safety
 // rests on.
+//
+// The get and update budgets are quotas of their own, of the same kind: the grant, scaled to
+// their budget, is a share of them too, and the members' shares add up to at most their budget
+// as the grants add up to at most the create budget. They follow it with the window's wait on
+// growth (now is room measured in create calls), so budget also flows to a replica whose work
+// is existence checks: a successor re-checking the uncertain records of a crashed replica's
+// partitions made its gets at the static share of those partitions while the others idled.
 func (d *Dispatcher) SetCeiling(n, now int) {
-	d.create.setCeiling(float64(max(n, 0)), float64(max(now, 0)))
+	n, now = max(n, 0), max(now, 0)
+	d.create.setCeiling(float64(n), float64(now))
+	for _, l := range []*limiter{d.get, d.update} {
+		l.setCeiling(math.Floor(float64(n)*l.budget/d.create.budget+1e-9), 0)
+	}
 	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now))
 }
 
 // Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.used() }
 
-// Demand is how many create calls per window this replica could use now (budget.Source): the
-// whole budget while calls queue at a saturated limiter, else its recent use with headroom.
-func (d *Dispatcher) Demand() int { return d.create.demand() }
+// Demand is how many calls per window of the create budget this replica could use now
+// (budget.Source): the whole budget while calls queue at a saturated limiter (of any API, its
+// demand scaled to the create budget), else its recent use with headroom.
+func (d *Dispatcher) Demand() int {
+	dm := d.create.demand()
+	for _, l := range []*limiter{d.get, d.update} {
+		dm = max(dm, int(math.Ceil(float64(l.demand())*d.create.budget/l.budget-1e-9)))
+	}
+	return min(dm, int(math.Floor(d.create.budget+1e-9)))
+}
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
 // when a probe is accepted. It returns nil when ctx ends.
