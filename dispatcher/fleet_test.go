@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // TestFleetDemandAndUsed: in fleet mode the create limiter waits for SetCeiling; with work
@@ -15,13 +16,13 @@ import (
 // demand falls to what it used lately.
 func TestFleetDemandAndUsed(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
-		c.Standalone = false
+		c.Limiter.Standalone = false
 		c.FleetBudget = true
 		c.RateLimit = 200
 		c.Now, c.Sleep = time.Now, sleep
 	})
 	h.d.SetPartitions([]int{0}, 1) // get and update only
-	if got := h.d.create.rateNow(); got != 0 {
+	if got := h.d.create.Rate(); got != 0 {
 		t.Fatalf("create rate %v before any SetCeiling, want 0", got)
 	}
 	if got := h.d.Demand(); got != 2 {
@@ -39,7 +40,7 @@ func TestFleetDemandAndUsed(t *testing.T) {
 			}
 		}()
 	}
-	testwait.For(t, 5*time.Second, "callers queued at the limiter", func() bool { return h.d.create.waiting.Load() >= 30 })
+	testwait.For(t, 5*time.Second, "callers queued at the limiter", func() bool { return h.d.create.Waiting() >= 30 })
 	if got := h.d.Demand(); got != 200 {
 		t.Errorf("demand with 40 callers and no ceiling = %d, want the budget", got)
 	}
@@ -64,31 +65,30 @@ func TestFleetDemandAndUsed(t *testing.T) {
 // and update ceilings, which grow only a window after it; shrinks apply at once everywhere.
 func TestFleetCeilingSetsEveryAPI(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
-		c.Standalone = false
+		c.Limiter.Standalone = false
 		c.FleetBudget = true
 		c.RateLimit, c.GetRateLimit = 200, 100
 	})
-	window := h.d.create.window
 	h.d.SetPartitions([]int{0, 1}, 2) // every partition: the whole budget in static mode
-	for _, l := range []*limiter{h.d.create, h.d.get, h.d.update} {
-		if got := l.rateNow(); got != 0 {
-			t.Fatalf("%s rate %v after SetPartitions in fleet mode, want 0 until a grant", l.api, got)
+	for api, l := range map[string]*ratelimit.Limiter{"create": h.d.create, "get": h.d.get, "update": h.d.update} {
+		if got := l.Rate(); got != 0 {
+			t.Fatalf("%s rate %v after SetPartitions in fleet mode, want 0 until a grant", api, got)
 		}
 	}
 	h.d.SetCeiling(60, 40)
-	if c, g, u := h.d.create.rateNow(), h.d.get.rateNow(), h.d.update.rateNow(); c != 40 || g != 0 || u != 0 {
+	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 40 || g != 0 || u != 0 {
 		t.Fatalf("at once: create %v get %v update %v, want 40, 0, 0", c, g, u)
 	}
-	h.clock.Advance(window)
-	if c, g, u := h.d.create.rateNow(), h.d.get.rateNow(), h.d.update.rateNow(); c != 60 || g != 30 || u != 30 {
+	h.clock.Advance(2 * time.Second) // past the window (1s and the jitter margin)
+	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 60 || g != 30 || u != 30 {
 		t.Fatalf("a window later: create %v get %v update %v, want 60, 30, 30 (the grant scaled to 100/200)", c, g, u)
 	}
 	h.d.SetCeiling(21, 0)
-	if c, g, u := h.d.create.rateNow(), h.d.get.rateNow(), h.d.update.rateNow(); c != 21 || g != 10 || u != 10 {
+	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 21 || g != 10 || u != 10 {
 		t.Fatalf("after a shrink: create %v get %v update %v, want 21, 10, 10 at once (rounded down)", c, g, u)
 	}
 	h.d.SetPartitions(nil, 2) // a generation ends: the fleet ceilings stay
-	if g := h.d.get.rateNow(); g != 10 {
+	if g := h.d.get.Rate(); g != 10 {
 		t.Fatalf("get rate %v after SetPartitions(nil), want the grant's 10", g)
 	}
 }
@@ -97,7 +97,7 @@ func TestFleetCeilingSetsEveryAPI(t *testing.T) {
 // the whole budget, as callers at the create ceiling do.
 func TestFleetDemandCountsGets(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
-		c.Standalone = false
+		c.Limiter.Standalone = false
 		c.FleetBudget = true
 		c.RateLimit, c.GetRateLimit = 200, 100
 		c.Now, c.Sleep = time.Now, sleep
@@ -114,12 +114,12 @@ func TestFleetDemandCountsGets(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if g, _, err := h.d.get.acquire(ctx); err == nil {
-				h.d.get.finished(g)
+			if c, err := h.d.get.Acquire(ctx, "a"); err == nil {
+				c.Done()
 			}
 		}()
 	}
-	testwait.For(t, 5*time.Second, "callers queued at the get limiter", func() bool { return h.d.get.waiting.Load() >= 5 })
+	testwait.For(t, 5*time.Second, "callers queued at the get limiter", func() bool { return h.d.get.Waiting() >= 5 })
 	if got := h.d.Demand(); got != 200 {
 		t.Errorf("demand with get callers waiting and no ceiling = %d, want the whole create budget", got)
 	}

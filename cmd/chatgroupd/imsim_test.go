@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,9 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 const imsimTestKey = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
@@ -86,8 +90,7 @@ func TestIMSimCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 10*time.Second)
 	req := &im.CreateRequest{FromAccount: "alice", GroupContactItem: []im.GroupContactItem{{GroupName: "g",
 		ContactItem: []im.ContactItem{{Type: im.ContactC2C, ToAccount: "bob"}}}}}
 	if _, err := c.CreateContactGroup(ctx, req); err != nil {
@@ -116,8 +119,9 @@ func TestIMSimCommand(t *testing.T) {
 	var st imsim.AccountState
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
-	if len(st.Groups) != 1 || st.Groups[0].Name != "g" {
-		t.Errorf("state %+v", st)
+	want := imsim.AccountState{Account: "alice", Groups: []imsim.Group{{Name: "g", Contacts: req.GroupContactItem[0].ContactItem}}}
+	if diff := cmp.Diff(want, st, cmpopts.IgnoreFields(imsim.Group{}, "ID")); diff != "" {
+		t.Errorf("state (-want +got):\n%s", diff)
 	}
 
 	if err := stop(); err != nil {
@@ -137,12 +141,88 @@ func TestIMSimCommand(t *testing.T) {
 	}
 }
 
+// TestIMSimStateFileLifecycle: --state-file carries renames, adds, removes and deletes across a
+// restart of the command, and a state file the simulator could not have written stops it with
+// an error naming the file.
+func TestIMSimStateFileLifecycle(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state.json")
+	args := []string{"--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--state-file", state, "--log-level", "error"}
+	base, stop := startIMSim(t, args...)
+	c, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bob := im.ContactItem{Type: im.ContactC2C, ToAccount: "bob"}
+	carol := im.ContactItem{Type: im.ContactC2C, ToAccount: "carol"}
+	for _, g := range []string{"g1", "g2", "g3"} {
+		if _, err := c.CreateContactGroup(ctx, &im.CreateRequest{FromAccount: "alice",
+			GroupContactItem: []im.GroupContactItem{{GroupName: g, ContactItem: []im.ContactItem{bob}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upd := func(c *im.Client, u im.UpdateGroup) error {
+		_, err := c.UpdateContactGroup(ctx, &im.UpdateRequest{FromAccount: "alice", UpdateType: im.UpdateTypeGroup, UpdateGroup: u})
+		return err
+	}
+	for _, u := range []im.UpdateGroup{
+		{UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: "g1", NewGroupName: "renamed"},
+		{UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: "g2", ContactUpdateItem: []im.ContactUpdateItem{
+			{ContactOptType: im.ContactOptAdd, ContactItem: carol}, {ContactOptType: im.ContactOptDel, ContactItem: bob}}},
+	} {
+		if err := upd(c, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: "alice", GroupName: []string{"g3"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	base, stop = startIMSim(t, args...)
+	c, _ = im.New(im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base})
+	groups, contacts, err := c.GetAllContactGroups(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range groups {
+		got = append(got, g.GroupName)
+	}
+	for _, ci := range contacts {
+		got = append(got, fmt.Sprintf("%s@%v", ci.Item().Key(), ci.ContactGroupID))
+	}
+	if want := "renamed g2 1:bob@[1] 1:carol@[2]"; strings.Join(got, " ") != want {
+		t.Errorf("after the restart: %q, want %q", strings.Join(got, " "), want)
+	}
+	var e *im.Error
+	if err := upd(c, im.UpdateGroup{UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: "g1", NewGroupName: "x"}); !errors.As(err, &e) || e.Code != im.CodeGroupNotFound {
+		t.Errorf("rename by the old name after the restart: %v", err)
+	}
+	if _, err := c.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: "alice", GroupName: []string{"g3"}}); !errors.As(err, &e) || e.Code != im.CodeGroupNotFound {
+		t.Errorf("delete of the deleted group after the restart: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	if err := os.WriteFile(state, []byte(`{"alice":{"Groups":[{"GroupName":"g","GroupId":1},{"GroupName":"g","GroupId":2}]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = runIMSim(ctx, args, mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), state) || !strings.Contains(err.Error(), `group name "g" twice`) {
+		t.Fatalf("impossible state file: %v", err)
+	}
+}
+
 func TestIMSimCommandFaultFlags(t *testing.T) {
 	base, stop := startIMSim(t, "--addr", "127.0.0.1:0", "--sdkappid", "7", "--error-rates", "50004=1",
 		"--fault-apis", "create_contact_group", "--seed", "3", "--log-level", "error")
 	c, _ := im.New(im.Config{SDKAppID: 7, SecretKey: imsimTestKey, BaseURL: base})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 10*time.Second)
 	req := &im.CreateRequest{FromAccount: "a", GroupContactItem: []im.GroupContactItem{{GroupName: "g",
 		ContactItem: []im.ContactItem{{Type: im.ContactC2C, ToAccount: "b"}}}}}
 	if _, err := c.CreateContactGroup(ctx, req); im.ClassOf(err) != im.ClassTransient {
@@ -172,8 +252,7 @@ func TestIMSimCommandErrors(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
+			ctx := testwait.Context(t, 5*time.Second)
 			if err := runIMSim(ctx, tt.args, mapEnv(tt.env), io.Discard, io.Discard); err == nil {
 				t.Fatal("accepted")
 			}
@@ -233,7 +312,7 @@ func TestIMSimAdminAPIFlags(t *testing.T) {
 	if c := status(base, "Bearer t0ken"); c != http.StatusOK {
 		t.Errorf("token: %d", c)
 	}
-	err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-token-file", tok},
+	err := runIMSim(t.Context(), []string{"--sdkappid", "1", "--admin-token-file", tok},
 		mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "without --admin-api") {
 		t.Errorf("token without --admin-api: %v", err)
@@ -243,7 +322,7 @@ func TestIMSimAdminAPIFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for file, want := range map[string]string{empty: "is empty", "/nonexistent/token": "admin token"} {
-		err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
+		err := runIMSim(t.Context(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
 			mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("token file %s: %v, want %q", file, err, want)

@@ -1,7 +1,8 @@
 // Package loadgen produces realistic contact-group event streams: valid events in per-account seq
 // order, with configurable shares of duplicates, swapped seq pairs, invalid records and accounts
 // that run over the IM 20-group quota. It also counts what a correct pipeline must do with them, so
-// the demo and benchmarks can check invariants instead of eyeballing output.
+// the demo and benchmarks can check invariants instead of eyeballing output. Writer and Produce
+// put a stream on a Kafka topic the way real producers do.
 package loadgen
 
 import (
