@@ -179,8 +179,20 @@ func (d *Dispatcher) probe(ctx context.Context) {
 	if d.st.reason == "" || account == "" {
 		account = d.cfg.ProbeAccount
 	}
+	d.st.probeWaits = true
 	d.st.mu.Unlock()
-	_, err := d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: account})
+	// The probe is a get call like any other: it waits for a slot of the get budget. Sent
+	// outside it, a replica starting up (its share still zero) or probing while paused added
+	// a call to a second the others had filled (chaos seeds 16 and 24: 201 gets in a second).
+	c, err := d.get.Acquire(ctx, account)
+	d.st.mu.Lock()
+	d.st.probeWaits = false
+	d.st.mu.Unlock()
+	if err != nil {
+		return
+	}
+	_, err = d.cfg.API.GetContactGroup(im.WithGate(c.Trace(ctx), &slotGate{call: c}), &im.GetRequest{FromAccount: account})
+	c.Done()
 	if ctx.Err() != nil {
 		return
 	}
