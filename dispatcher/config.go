@@ -102,9 +102,10 @@ type Config struct {
 	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
-	// FleetBudget: the create limiter's ceiling comes from SetCeiling (package budget, shared
-	// through Kafka) instead of from the partitions; SetPartitions then sets only
-	// the get and update limiters. Until the first SetCeiling no create call is made.
+	// FleetBudget: every limiter's ceiling comes from SetCeiling (package budget, shared
+	// through Kafka; the get and update limiters take the grant scaled to their budgets)
+	// instead of from the partitions, and SetPartitions sets none. Until the first SetCeiling
+	// no call is made.
 	FleetBudget bool
 	// Limiter tunes the rate limiter of each API (package ratelimit). Its Standalone starts
 	// with the whole budget; otherwise no call is made until the first SetPartitions, so a

@@ -7,6 +7,7 @@ package dispatcher
 import (
 	"cmp"
 	"context"
+	"math"
 
 	"go.uber.org/zap"
 
@@ -88,10 +89,11 @@ func (d *Dispatcher) SetPartitions(ids []int, total int) {
 		zap.Float64("create_calls_per_s", d.create.Rate()), zap.Float64("create_calls_per_s_in_1s", d.create.Target()))
 }
 
-// partitionLimiters are the limiters whose share follows the partitions owned.
+// partitionLimiters are the limiters whose share follows the partitions owned: none in fleet
+// mode, where every API's ceiling follows the replica's grant (SetCeiling).
 func (d *Dispatcher) partitionLimiters() []*ratelimit.Limiter {
 	if d.cfg.FleetBudget {
-		return []*ratelimit.Limiter{d.get, d.update}
+		return nil
 	}
 	return []*ratelimit.Limiter{d.create, d.get, d.update}
 }
@@ -111,8 +113,19 @@ func (d *Dispatcher) limiterFor(api string) *ratelimit.Limiter {
 // Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
 // one up to now at once and the rest a window later, which is what the fleet protocol's safety
 // rests on.
+//
+// The get and update budgets are quotas of their own, of the same kind: the grant, scaled to
+// their budget, is a share of them too, and the members' shares add up to at most their budget
+// as the grants add up to at most the create budget. They follow it with the window's wait on
+// growth (now is room measured in create calls), so budget also flows to a replica whose work
+// is existence checks: a successor re-checking the uncertain records of a crashed replica's
+// partitions made its gets at the static share of those partitions while the others idled.
 func (d *Dispatcher) SetCeiling(n, now int) {
-	d.create.SetCeiling(float64(max(n, 0)), float64(max(now, 0)))
+	n, now = max(n, 0), max(now, 0)
+	d.create.SetCeiling(float64(n), float64(now))
+	for _, l := range []*ratelimit.Limiter{d.get, d.update} {
+		l.SetCeiling(math.Floor(float64(n)*d.cfg.GetRateLimit/d.cfg.RateLimit+1e-9), 0)
+	}
 	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now),
 		zap.Int("waiting", d.create.Waiting()))
 }
@@ -120,9 +133,16 @@ func (d *Dispatcher) SetCeiling(n, now int) {
 // Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }
 
-// Demand is how many create calls per window this replica could use now (budget.Source): the
-// whole budget while calls queue at a saturated limiter, else its recent use with headroom.
-func (d *Dispatcher) Demand() int { return d.create.Demand() }
+// Demand is how many calls per window of the create budget this replica could use now
+// (budget.Source): the whole budget while calls queue at a saturated limiter (of any API, its
+// demand scaled to the create budget), else its recent use with headroom.
+func (d *Dispatcher) Demand() int {
+	dm := d.create.Demand()
+	for _, l := range []*ratelimit.Limiter{d.get, d.update} {
+		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.GetRateLimit-1e-9)))
+	}
+	return min(dm, int(math.Floor(d.cfg.RateLimit+1e-9)))
+}
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
 // when a probe is accepted. It returns nil when ctx ends.
@@ -159,8 +179,20 @@ func (d *Dispatcher) probe(ctx context.Context) {
 	if d.st.reason == "" || account == "" {
 		account = d.cfg.ProbeAccount
 	}
+	d.st.probeWaits = true
 	d.st.mu.Unlock()
-	_, err := d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: account})
+	// The probe is a get call like any other: it waits for a slot of the get budget. Sent
+	// outside it, a replica starting up (its share still zero) or probing while paused added
+	// a call to a second the others had filled (chaos seeds 16 and 24: 201 gets in a second).
+	c, err := d.get.Acquire(ctx, account)
+	d.st.mu.Lock()
+	d.st.probeWaits = false
+	d.st.mu.Unlock()
+	if err != nil {
+		return
+	}
+	_, err = d.cfg.API.GetContactGroup(im.WithGate(c.Trace(ctx), &slotGate{call: c}), &im.GetRequest{FromAccount: account})
+	c.Done()
 	if ctx.Err() != nil {
 		return
 	}
