@@ -109,8 +109,9 @@ func (d *Dispatcher) limiterFor(api string) *ratelimit.Limiter {
 	return d.create
 }
 
-// SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
-// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
+// SetCeiling sets the create limiter's ceiling to n calls per window, and the others' to n
+// scaled (below), in fleet mode (see Config.FleetBudget; it implements budget.Sink). A smaller
+// ceiling applies at once; a larger
 // one up to now at once and the rest a window later, which is what the fleet protocol's safety
 // rests on.
 //
