@@ -305,61 +305,78 @@ func Parse(value []byte) (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	var (
-		base     *wireBase
-		target   any
-		contacts *wireContacts
-		renamed  *wireRenamed
-		deleted  *wireDeleted
-	)
-	switch typ {
-	case TypeContactGroupRenamed:
-		renamed = new(wireRenamed)
-		base, target = &renamed.wireBase, renamed
-	case TypeContactGroupDeleted:
-		deleted = new(wireDeleted)
-		base, target = &deleted.wireBase, deleted
-	case TypeContactGroupCreated, TypeContactGroupContactsAdded, TypeContactGroupContactsRemoved:
-		contacts = new(wireContacts)
-		base, target = &contacts.wireBase, contacts
-	default:
-		// An unknown type: its fields are unknown too, so only the common ones are decoded and
-		// Validate names the type as the problem.
-		base = new(wireBase)
-		target = base
-	}
-	if err := json.Unmarshal(trimmed, target); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			// te.Value may hold the raw literal ("number 1111…"): bound it. encoding/json names a
-			// field of the embedded wireBase "wireBase.<key>"; the producer knows it as <key>.
-			return nil, invalid(strings.TrimPrefix(te.Field, "wireBase."), "wrong JSON type %.64q, want %s", te.Value, te.Type)
-		}
-		return nil, invalid("", "bad JSON: %.128q", err.Error())
-	}
-	e, err := base.event()
+	e, err := decode(trimmed, typ)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case renamed != nil:
-		if renamed.NewGroupName == nil {
-			return nil, invalid("new_group_name", "required field missing")
-		}
-		e.NewGroupName = *renamed.NewGroupName
-	case deleted != nil:
-		if err := checkDeletedContacts(deleted.Contacts); err != nil {
-			return nil, err
-		}
-	case contacts != nil:
-		if e.Contacts, err = contacts.contacts(); err != nil {
-			return nil, err
-		}
 	}
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// decode unmarshals value into the wire shape of typ and converts it to an Event, checking what
+// Validate can't see on a typed Event: presence and JSON types.
+func decode(value []byte, typ Type) (*Event, error) {
+	switch typ {
+	case TypeContactGroupRenamed:
+		var w wireRenamed
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		if w.NewGroupName == nil {
+			return nil, invalid("new_group_name", "required field missing")
+		}
+		e.NewGroupName = *w.NewGroupName
+		return e, nil
+	case TypeContactGroupDeleted:
+		var w wireDeleted
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		return e, checkDeletedContacts(w.Contacts)
+	case TypeContactGroupCreated, TypeContactGroupContactsAdded, TypeContactGroupContactsRemoved:
+		var w wireContacts
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		e.Contacts, err = w.contacts()
+		return e, err
+	}
+	// An unknown type: its fields are unknown too, so only the common ones are decoded and
+	// Validate names the type as the problem.
+	var w wireBase
+	if err := unmarshal(value, &w); err != nil {
+		return nil, err
+	}
+	return w.event()
+}
+
+// unmarshal is json.Unmarshal with its errors made *ValidationError.
+func unmarshal(value []byte, w any) error {
+	err := json.Unmarshal(value, w)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		// te.Value may hold the raw literal ("number 1111…"): bound it. encoding/json names a
+		// field of the embedded wireBase "wireBase.<key>"; the producer knows it as <key>.
+		return invalid(strings.TrimPrefix(te.Field, "wireBase."), "wrong JSON type %.64q, want %s", te.Value, te.Type)
+	}
+	return invalid("", "bad JSON: %.128q", err.Error())
 }
 
 // event converts the common fields, checking those Validate can't see on a typed Event: presence,
@@ -491,7 +508,8 @@ func checkKeys(value []byte) (Type, error) {
 			problems = append(problems, keyProblem{field, err})
 		}
 	}
-	walkObject(d, "", allFields, func(key string) error {
+	// A syntax error ends the walk: json.Unmarshal says it better. Problems seen before it stand.
+	_ = walkObject(d, "", allFields, func(key string) error {
 		switch key {
 		case "event_type":
 			t, err := d.Token()
@@ -503,42 +521,46 @@ func checkKeys(value []byte) (Type, error) {
 			}
 			return skipRest(d, t)
 		case "contacts":
-		default:
-			return skipValue(d)
+			return walkContacts(d, report("contacts"))
 		}
-		t, err := d.Token()
-		if err != nil {
-			return err
-		}
-		if t != json.Delim('[') {
-			return skipRest(d, t) // not an array: Unmarshal reports the wrong type
-		}
-		for i := 0; d.More(); i++ {
-			t, err := d.Token()
-			if err != nil {
-				return err
-			}
-			if t != json.Delim('{') {
-				if err := skipRest(d, t); err != nil {
-					return err
-				}
-				continue
-			}
-			f := "contacts[" + strconv.Itoa(i) + "]"
-			if err := walkObject(d, f+".", contactFields, func(string) error { return skipValue(d) }, report("contacts"), false); err != nil {
-				return err
-			}
-		}
-		_, err = d.Token() // ]
-		return err
+		return skipValue(d)
 	}, report(""), true)
-	// A syntax error ends the walk: json.Unmarshal says it better. Problems seen before it stand.
 	for _, p := range problems {
 		if fieldsOf(typ, p.field) {
 			return typ, p.err
 		}
 	}
 	return typ, nil
+}
+
+// walkContacts walks the contacts array (or whatever value stands there), checking each item's
+// keys like walkObject.
+func walkContacts(d *json.Decoder, problem func(string, error)) error {
+	t, err := d.Token()
+	if err != nil {
+		return err
+	}
+	if t != json.Delim('[') {
+		return skipRest(d, t) // not an array: Unmarshal reports the wrong type
+	}
+	for i := 0; d.More(); i++ {
+		t, err := d.Token()
+		if err != nil {
+			return err
+		}
+		if t != json.Delim('{') {
+			if err := skipRest(d, t); err != nil {
+				return err
+			}
+			continue
+		}
+		f := "contacts[" + strconv.Itoa(i) + "]"
+		if err := walkObject(d, f+".", contactFields, func(string) error { return skipValue(d) }, problem, false); err != nil {
+			return err
+		}
+	}
+	_, err = d.Token() // ]
+	return err
 }
 
 // walkObject reads the keys of one object (its '{' already consumed unless open is true) and

@@ -256,7 +256,7 @@ func FuzzValidateAgreesWithParse(f *testing.F) {
 	f.Add(uint8(0), "e1", "alice", "work", "office", "bob", int64(1))
 	f.Add(uint8(1), "e2", "alice", "work", "work", "", int64(2))
 	f.Add(uint8(1), "e3", "alice", "work", strings.Repeat("组", 11), "", int64(3))
-	f.Add(uint8(2), "e4", "alice", "w‮", "", "@TGS#1", int64(0))
+	f.Add(uint8(2), "e4", "alice", "w\u202e", "", "@TGS#1", int64(0))
 	f.Add(uint8(3), "", "alice", "work", "", "bob", int64(-1))
 	f.Add(uint8(4), "e6", strings.Repeat("a", 33), "work", "", "", int64(5))
 	f.Add(uint8(5), "e7", "alice", "work", "", "", int64(6))
