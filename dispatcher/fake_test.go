@@ -36,9 +36,10 @@ type fakeAPI struct {
 	itemCodes map[string]int    // contact key → per-item code (partial results)
 	calls     map[string]int
 	refreshes int
-	gate      chan struct{} // when set, creates wait for it to close
-	entered   int           // creates that reached the fake, gated or not
-	pageSize  int           // conversations per get page; 0: everything in one page
+	gate      chan struct{}       // when set, creates wait for it to close
+	entered   int                 // creates that reached the fake, gated or not
+	pageSize  int                 // conversations per get page; 0: everything in one page
+	updates   []*im.UpdateRequest // every update_contact_group request received
 	// removeMissing is the per-item code of removing a conversation not in the group (0: success).
 	removeMissing int
 }
@@ -110,6 +111,16 @@ func (f *fakeAPI) groupCount(account string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.groups[account])
+}
+
+// lastUpdate is the last update_contact_group request received (nil: none).
+func (f *fakeAPI) lastUpdate() *im.UpdateRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.updates) == 0 {
+		return nil
+	}
+	return f.updates[len(f.updates)-1]
 }
 
 // seed creates a group directly, as if an earlier attempt had applied it.
@@ -232,6 +243,7 @@ func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, scripted := f.next(im.APIUpdate)
+	f.updates = append(f.updates, req)
 	if scripted && !s.apply {
 		return nil, s.err
 	}
