@@ -281,7 +281,8 @@ func (g *Generator) valid(a *account) Record {
 		gr.contacts = append(gr.contacts, ev.Contacts...)
 		a.convs += len(ev.Contacts)
 	case event.TypeContactGroupContactsRemoved:
-		gr := a.removable()[g.rng.IntN(len(a.removable()))]
+		rs := a.removable()
+		gr := rs[g.rng.IntN(len(rs))]
 		ev.GroupName = gr.name
 		n := 1 + g.rng.IntN(min(g.cfg.MaxContacts, len(gr.contacts)-1))
 		g.rng.Shuffle(len(gr.contacts), func(i, j int) { gr.contacts[i], gr.contacts[j] = gr.contacts[j], gr.contacts[i] })

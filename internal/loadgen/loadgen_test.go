@@ -123,10 +123,14 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func BenchmarkNext(b *testing.B) {
-	g, _ := New(Config{DuplicateRate: 0.01, InvalidRate: 0.01, SwapRate: 0.05})
-	b.ReportAllocs()
-	for b.Loop() {
-		g.Next()
+	for _, mix := range []Mix{MixV1, MixLifecycle} {
+		b.Run(mix.String(), func(b *testing.B) {
+			g, _ := New(Config{DuplicateRate: 0.01, InvalidRate: 0.01, SwapRate: 0.05, Mix: mix})
+			b.ReportAllocs()
+			for b.Loop() {
+				g.Next()
+			}
+		})
 	}
 }
 

@@ -49,7 +49,7 @@ func (a *account) can(t event.Type) bool {
 	case event.TypeContactGroupContactsAdded:
 		return len(a.live) > 0 && a.convs < maxConversations
 	case event.TypeContactGroupContactsRemoved:
-		return len(a.removable()) > 0
+		return slices.ContainsFunc(a.live, func(gr *group) bool { return len(gr.contacts) >= 2 })
 	}
 	return len(a.live) > 0 // renamed, deleted
 }
