@@ -4,6 +4,7 @@
 // conversations and delete groups, always of groups they created earlier in the stream. It counts
 // what a correct pipeline must do with the records and keeps the groups each account must end up
 // with, so the demo, benchmarks and tests can check invariants instead of eyeballing output.
+// Writer and Produce put a stream on a Kafka topic the way real producers do.
 package loadgen
 
 import (
