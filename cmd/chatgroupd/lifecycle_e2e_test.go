@@ -12,6 +12,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestServiceLifecycleEndToEnd: contract v2 through the whole pipeline. A lifecycle mix
@@ -25,7 +26,7 @@ func TestServiceLifecycleEndToEnd(t *testing.T) {
 	}
 	h := startService(t, "k", "k", imsim.Faults{Latency: time.Millisecond, ApplyThenFailRate: 0.2,
 		APIs: []string{im.APICreate, im.APIUpdate, im.APIDelete}})
-	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
 	gen, err := loadgen.New(loadgen.Config{Accounts: 10, GroupsPerAccount: 6, MaxContacts: 4, DuplicateRate: 0.05,
 		SwapRate: 0.05, Mix: loadgen.MixLifecycle, KeepState: true, Seed: 19})
 	if err != nil {
@@ -42,7 +43,7 @@ func TestServiceLifecycleEndToEnd(t *testing.T) {
 	}
 	h.kafka.Produce(t, h.topic, msgs...)
 	want := gen.Expect()
-	h.waitFor("every record to end", 90*time.Second, func() bool {
+	testwait.For(t, 90*time.Second, "every record to end", func() bool {
 		return h.scrape().Sum("chatgroupd_events_processed_total") >= float64(len(msgs))
 	})
 	s := h.scrape()
