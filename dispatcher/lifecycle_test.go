@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -152,6 +153,14 @@ func TestLifecycleErrorClasses(t *testing.T) {
 					want = map[string][]string{"friends": {"bob", "dave"}}
 					if o.Code != cl.code {
 						t.Errorf("code %d, want %d", o.Code, cl.code)
+					}
+					// The dead letter's detail names the group and every conversation of the
+					// event as failed: an empty list (not null) for a rename or a delete.
+					var det ResultDetail
+					if err := json.Unmarshal(o.Detail, &det); err != nil || det.GroupName != "friends" || det.Failed == nil ||
+						len(det.Failed) != len(v2Event(tc.typ, "alice").Contacts) {
+						t.Errorf("detail %s (%v), want group friends and the event's %d conversations failed", o.Detail, err,
+							len(v2Event(tc.typ, "alice").Contacts))
 					}
 				}
 				if diff := cmp.Diff(want, h.api.state("alice")); diff != "" {
