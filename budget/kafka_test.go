@@ -44,6 +44,10 @@ func (a *countingAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequ
 	return &im.UpdateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
 }
 
+func (a *countingAPI) DelContactGroup(ctx context.Context, req *im.DeleteRequest) (*im.DeleteResponse, error) {
+	return &im.DeleteResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
+}
+
 func (a *countingAPI) RefreshSig() {}
 
 func (a *countingAPI) calls() []time.Time {

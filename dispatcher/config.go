@@ -21,6 +21,7 @@ type API interface {
 	// GetContactGroup is one page; the dispatcher pages itself so every page passes the limiter.
 	GetContactGroup(ctx context.Context, req *im.GetRequest) (*im.GetResponse, error)
 	UpdateContactGroup(ctx context.Context, req *im.UpdateRequest) (*im.UpdateResponse, error)
+	DelContactGroup(ctx context.Context, req *im.DeleteRequest) (*im.DeleteResponse, error)
 	// RefreshSig regenerates the admin UserSig.
 	RefreshSig()
 }
@@ -41,12 +42,9 @@ const (
 // Defaults of Config.
 const (
 	// DefaultRateLimit is the documented quota of create_contact_group (im.RateLimitPerAPI).
-	DefaultRateLimit = im.RateLimitPerAPI
-	// DefaultGetRateLimit is the quota of get_contact_group and, separately, of
-	// update_contact_group. Each API has its own quota of the same documented size, so it is
-	// DefaultRateLimit, and a caller that sizes one budget (chatgroupd's --rate-limit) sizes
-	// the other the same.
-	DefaultGetRateLimit      = DefaultRateLimit
+	// Each API has its own quota of the same documented size, so it is also the default of
+	// GetRateLimit, UpdateRateLimit and DeleteRateLimit.
+	DefaultRateLimit         = im.RateLimitPerAPI
 	DefaultRetryBudget       = time.Hour
 	DefaultBackoffBase       = 200 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
@@ -69,9 +67,11 @@ type Config struct {
 	// RateLimit is the create_contact_group budget of the whole consumer group in calls/s; this
 	// replica uses the share SetPartitions gives it.
 	RateLimit float64
-	// GetRateLimit is the budget, shared the same way, of get_contact_group and (separately, as
-	// each API has its own quota) of update_contact_group.
-	GetRateLimit float64
+	// GetRateLimit, UpdateRateLimit and DeleteRateLimit are the budgets, shared the same way, of
+	// get_contact_group, update_contact_group and del_contact_group: each API has its own quota.
+	GetRateLimit    float64
+	UpdateRateLimit float64
+	DeleteRateLimit float64
 	// RetryBudget bounds the time an event spends retrying transient failures; time spent paused
 	// (config/auth failure, outage) does not count.
 	RetryBudget time.Duration
@@ -103,7 +103,7 @@ type Config struct {
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
 	// FleetBudget: every limiter's ceiling comes from SetCeiling (package budget, shared
-	// through Kafka; the get and update limiters take the grant scaled to their budgets)
+	// through Kafka; the get, update and delete limiters take the grant scaled to their budgets)
 	// instead of from the partitions, and SetPartitions sets none. Until the first SetCeiling
 	// no call is made.
 	FleetBudget bool
@@ -120,10 +120,25 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
+// budget is the budget of api in calls/s (RateLimit for create and for an unknown api).
+func (c *Config) budget(api string) float64 {
+	switch api {
+	case im.APIGet:
+		return c.GetRateLimit
+	case im.APIUpdate:
+		return c.UpdateRateLimit
+	case im.APIDelete:
+		return c.DeleteRateLimit
+	}
+	return c.RateLimit
+}
+
 // setDefaults fills the zero fields with the defaults above.
 func (c *Config) setDefaults() {
 	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
-	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultGetRateLimit)
+	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultRateLimit)
+	c.UpdateRateLimit = cmp.Or(c.UpdateRateLimit, DefaultRateLimit)
+	c.DeleteRateLimit = cmp.Or(c.DeleteRateLimit, DefaultRateLimit)
 	c.RetryBudget = cmp.Or(c.RetryBudget, DefaultRetryBudget)
 	c.BackoffBase = cmp.Or(c.BackoffBase, DefaultBackoffBase)
 	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultBackoffMax)
@@ -171,6 +186,8 @@ func (c Config) Validate() error {
 	check(c.API == nil, "api: API is required")
 	check(c.RateLimit < 0, "rate limit: rate limits must be positive, got %g", c.RateLimit)
 	check(c.GetRateLimit < 0, "get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
+	check(c.UpdateRateLimit < 0, "update rate limit: rate limits must be positive, got %g", c.UpdateRateLimit)
+	check(c.DeleteRateLimit < 0, "delete rate limit: rate limits must be positive, got %g", c.DeleteRateLimit)
 	check(c.RetryBudget < 0, "retry budget: %v is negative", c.RetryBudget)
 	check(c.BackoffBase < 0, "backoff base: %v is negative", c.BackoffBase)
 	check(c.BackoffBase >= 0 && c.BackoffMax < c.BackoffBase, "backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)

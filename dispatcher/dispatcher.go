@@ -19,9 +19,9 @@ import (
 // Dispatch from one goroutine per account. Run must be running for paused dispatchers to
 // resume.
 //
-// Rate: each API (create, get, update) has its own limiter holding this replica's share of
-// the budget, set by SetPartitions. Until the first SetPartitions no call is made (unless
-// Config.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
+// Rate: each API (create, get, update, delete) has its own limiter holding this replica's
+// share of its budget, set by SetPartitions (or by the fleet budget, Config.FleetBudget). Until
+// the first SetPartitions no call is made (unless Config.Limiter.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
 // startup and while paused) bypass the limiters.
 //
 // Pauses: a config/auth failure, or an outage (most recent calls failing transiently for many
@@ -38,6 +38,7 @@ type Dispatcher struct {
 	create *ratelimit.Limiter
 	get    *ratelimit.Limiter
 	update *ratelimit.Limiter
+	delete *ratelimit.Limiter
 	st     state
 }
 
@@ -49,17 +50,16 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, err
 	}
 	d := &Dispatcher{cfg: cfg, log: cfg.Logger}
-	var err error
-	if d.create, err = ratelimit.New(cfg.Limiter, im.APICreate, cfg.RateLimit); err != nil {
-		return nil, err
+	for _, l := range []struct {
+		to  **ratelimit.Limiter
+		api string
+	}{{&d.create, im.APICreate}, {&d.get, im.APIGet}, {&d.update, im.APIUpdate}, {&d.delete, im.APIDelete}} {
+		var err error
+		if *l.to, err = ratelimit.New(cfg.Limiter, l.api, cfg.budget(l.api)); err != nil {
+			return nil, err
+		}
 	}
 	d.create.ExportShare(cfg.Metrics.RateLimitLimit)
-	if d.get, err = ratelimit.New(cfg.Limiter, im.APIGet, cfg.GetRateLimit); err != nil {
-		return nil, err
-	}
-	if d.update, err = ratelimit.New(cfg.Limiter, im.APIUpdate, cfg.GetRateLimit); err != nil {
-		return nil, err
-	}
 	d.st.kick = make(chan struct{}, 1)
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
@@ -95,7 +95,7 @@ func (d *Dispatcher) partitionLimiters() []*ratelimit.Limiter {
 	if d.cfg.FleetBudget {
 		return nil
 	}
-	return []*ratelimit.Limiter{d.create, d.get, d.update}
+	return []*ratelimit.Limiter{d.create, d.get, d.update, d.delete}
 }
 
 // limiterFor is the limiter of api.
@@ -105,27 +105,34 @@ func (d *Dispatcher) limiterFor(api string) *ratelimit.Limiter {
 		return d.get
 	case im.APIUpdate:
 		return d.update
+	case im.APIDelete:
+		return d.delete
 	}
 	return d.create
 }
 
-// SetCeiling sets the create limiter's ceiling to n calls per window, and the others' to n
-// scaled (below), in fleet mode (see Config.FleetBudget; it implements budget.Sink). A smaller
-// ceiling applies at once; a larger
+// scaled are the limiters whose fleet ceiling is the create grant scaled to their budget.
+func (d *Dispatcher) scaled() map[string]*ratelimit.Limiter {
+	return map[string]*ratelimit.Limiter{im.APIGet: d.get, im.APIUpdate: d.update, im.APIDelete: d.delete}
+}
+
+// SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
+// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
 // one up to now at once and the rest a window later, which is what the fleet protocol's safety
 // rests on.
 //
-// The get and update budgets are quotas of their own, of the same kind: the grant, scaled to
-// their budget, is a share of them too, and the members' shares add up to at most their budget
-// as the grants add up to at most the create budget. They follow it with the window's wait on
-// growth (now is room measured in create calls), so budget also flows to a replica whose work
-// is existence checks: a successor re-checking the uncertain records of a crashed replica's
-// partitions made its gets at the static share of those partitions while the others idled.
+// The get, update and delete budgets are quotas of their own, of the same kind: the grant,
+// scaled to their budget, is a share of them too, and the members' shares add up to at most
+// their budget as the grants add up to at most the create budget. They follow it with the
+// window's wait on growth (now is room measured in create calls), so budget also flows to a
+// replica whose work is existence checks: a successor re-checking the uncertain records of a
+// crashed replica's partitions made its gets at the static share of those partitions while the
+// others idled.
 func (d *Dispatcher) SetCeiling(n, now int) {
 	n, now = max(n, 0), max(now, 0)
 	d.create.SetCeiling(float64(n), float64(now))
-	for _, l := range []*ratelimit.Limiter{d.get, d.update} {
-		l.SetCeiling(math.Floor(float64(n)*d.cfg.GetRateLimit/d.cfg.RateLimit+1e-9), 0)
+	for api, l := range d.scaled() {
+		l.SetCeiling(math.Floor(float64(n)*d.cfg.budget(api)/d.cfg.RateLimit+1e-9), 0)
 	}
 	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now),
 		zap.Int("waiting", d.create.Waiting()))
@@ -139,8 +146,8 @@ func (d *Dispatcher) Used() int { return d.create.Used() }
 // demand scaled to the create budget), else its recent use with headroom.
 func (d *Dispatcher) Demand() int {
 	dm := d.create.Demand()
-	for _, l := range []*ratelimit.Limiter{d.get, d.update} {
-		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.GetRateLimit-1e-9)))
+	for api, l := range d.scaled() {
+		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.budget(api)-1e-9)))
 	}
 	return min(dm, int(math.Floor(d.cfg.RateLimit+1e-9)))
 }

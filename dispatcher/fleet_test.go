@@ -61,16 +61,16 @@ func TestFleetDemandAndUsed(t *testing.T) {
 }
 
 // TestFleetCeilingSetsEveryAPI: in fleet mode the partitions set no limiter; the grant sets the
-// create ceiling (now at once, the rest a window later) and, scaled to their budgets, the get
-// and update ceilings, which grow only a window after it; shrinks apply at once everywhere.
+// create ceiling (now at once, the rest a window later) and, scaled to their budgets, the get,
+// update and delete ceilings, which grow only a window after it; shrinks apply at once everywhere.
 func TestFleetCeilingSetsEveryAPI(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Limiter.Standalone = false
 		c.FleetBudget = true
-		c.RateLimit, c.GetRateLimit = 200, 100
+		c.RateLimit, c.GetRateLimit, c.UpdateRateLimit, c.DeleteRateLimit = 200, 100, 100, 50
 	})
 	h.d.SetPartitions([]int{0, 1}, 2) // every partition: the whole budget in static mode
-	for api, l := range map[string]*ratelimit.Limiter{"create": h.d.create, "get": h.d.get, "update": h.d.update} {
+	for api, l := range map[string]*ratelimit.Limiter{"create": h.d.create, "get": h.d.get, "update": h.d.update, "delete": h.d.delete} {
 		if got := l.Rate(); got != 0 {
 			t.Fatalf("%s rate %v after SetPartitions in fleet mode, want 0 until a grant", api, got)
 		}
@@ -83,9 +83,12 @@ func TestFleetCeilingSetsEveryAPI(t *testing.T) {
 	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 60 || g != 30 || u != 30 {
 		t.Fatalf("a window later: create %v get %v update %v, want 60, 30, 30 (the grant scaled to 100/200)", c, g, u)
 	}
+	if d := h.d.delete.Rate(); d != 15 {
+		t.Fatalf("a window later: delete %v, want 15 (the grant scaled to 50/200)", d)
+	}
 	h.d.SetCeiling(21, 0)
-	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 21 || g != 10 || u != 10 {
-		t.Fatalf("after a shrink: create %v get %v update %v, want 21, 10, 10 at once (rounded down)", c, g, u)
+	if c, g, u, d := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(), h.d.delete.Rate(); c != 21 || g != 10 || u != 10 || d != 5 {
+		t.Fatalf("after a shrink: create %v get %v update %v delete %v, want 21, 10, 10, 5 at once (rounded down)", c, g, u, d)
 	}
 	h.d.SetPartitions(nil, 2) // a generation ends: the fleet ceilings stay
 	if g := h.d.get.Rate(); g != 10 {
