@@ -385,7 +385,7 @@ func (g *generator) invalid(acct string) Record {
 	case 0: // truncated JSON
 		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.created","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]`, id, acct)
 	case 1: // unknown type
-		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.deleted","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]}`, id, acct)
+		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.archived","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]}`, id, acct)
 	case 2: // no contacts
 		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.created","from_account":%q,"group_name":"x","contacts":[]}`, id, acct)
 	case 3: // group name too long

@@ -114,7 +114,7 @@ func TestInvalidDeadLettered(t *testing.T) {
 		{`{` + valid + `,"group_name":"` + strings.Repeat("n", 33) + `","contacts":[{"type":1,"to_account":"b"}]}`, "group_name: 33 bytes, at most 32"},
 		{`{"event_id":"e","event_type":"contact_group.created","from_account":"` + strings.Repeat("a", 33) + `","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account: 33 bytes"},
 		{`{` + valid + `,"group_name":"g","contacts":` + contacts(101) + `}`, "contacts: must have 1-100 items, got 101"},
-		{`{"event_id":"e","event_type":"contact_group.deleted","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, `event_type: unknown type "contact_group.deleted"`},
+		{`{"event_id":"e","event_type":"contact_group.archived","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, `event_type: unknown type "contact_group.archived"`},
 		{`{` + valid + `,"group_name":"g","contacts":[{"type":3,"to_account":"b"}]}`, "contacts[0].type: must be 1 (one-to-one) or 2 (group), got 3"},
 		{`{` + valid + `,"group_name":"g","contacts":[{"type":2,"to_account":"b"}]}`, "contacts[0].to_account: not allowed for type 2"},
 	}

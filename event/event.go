@@ -1,6 +1,8 @@
-// Package event defines the contact-group event the product app writes to Kafka and its
-// validation rules (docs/events.md). Producers use it to build, validate, key and marshal events;
-// chatgroupd uses Parse to turn a record value into an Event or a precise reason it is invalid.
+// Package event defines the contact-group events the product app writes to Kafka (contract v2:
+// created, renamed, contacts added, contacts removed, deleted) and their validation rules
+// (docs/events.md). Producers use it to build (NewCreated, NewRenamed, …), validate, key and
+// marshal events; chatgroupd uses Parse to turn a record value into an Event or a precise reason it
+// is invalid, and Event.Call to know which IM call applies it.
 package event
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,10 +19,7 @@ import (
 	"unicode/utf8"
 )
 
-// TypeContactGroupCreated is the only event type of schema v1.
-const TypeContactGroupCreated = "contact_group.created"
-
-// Limits of schema v1. They mirror what the IM API accepts, so that an event that passes
+// Limits of the event contract. They mirror what the IM API accepts, so that an event that passes
 // Validate is never rejected by the API for its shape.
 const (
 	MaxValueBytes     = 1 << 20
@@ -55,15 +55,19 @@ type Contact struct {
 	ToGroupID string `json:"to_group_id,omitempty"`
 }
 
-// Event is one "the user created a conversation group" fact.
+// Event is one fact about a user's conversation group: it was created, renamed, had contacts
+// added or removed, or was deleted (EventType). GroupName names the group as it is before the
+// event. NewGroupName is set only for TypeContactGroupRenamed, Contacts only for the types whose
+// UsesContacts is true; Validate rejects them elsewhere.
 type Event struct {
-	EventID     string    `json:"event_id"`
-	EventType   string    `json:"event_type"`
-	FromAccount string    `json:"from_account"`
-	Seq         int64     `json:"seq,omitempty"`
-	OccurredAt  time.Time `json:"occurred_at,omitzero"`
-	GroupName   string    `json:"group_name"`
-	Contacts    []Contact `json:"contacts"`
+	EventID      string    `json:"event_id"`
+	EventType    Type      `json:"event_type"`
+	FromAccount  string    `json:"from_account"`
+	Seq          int64     `json:"seq,omitempty"`
+	OccurredAt   time.Time `json:"occurred_at,omitzero"`
+	GroupName    string    `json:"group_name"`
+	NewGroupName string    `json:"new_group_name,omitempty"`
+	Contacts     []Contact `json:"contacts,omitempty"`
 }
 
 // Key returns the Kafka record key producers must use: the account, so that all of one account's
@@ -116,13 +120,14 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Validate checks every rule of the event contract (docs/events.md) that can be checked on a typed Event.
+// Validate checks every rule of the event contract (docs/events.md) that can be checked on a
+// typed Event: the common fields, then those of its type.
 func (e *Event) Validate() error {
 	if err := checkString("event_id", e.EventID, MaxEventIDBytes); err != nil {
 		return err
 	}
-	if e.EventType != TypeContactGroupCreated {
-		return invalid("event_type", "unknown type %.64q (v1 knows only %q)", e.EventType, TypeContactGroupCreated)
+	if !e.EventType.Known() {
+		return invalid("event_type", "unknown type %.64q (known: %s)", string(e.EventType), typeList())
 	}
 	if err := checkName("from_account", e.FromAccount, MaxAccountBytes); err != nil {
 		return err
@@ -133,13 +138,47 @@ func (e *Event) Validate() error {
 	if err := checkName("group_name", e.GroupName, MaxGroupNameBytes); err != nil {
 		return err
 	}
-	if len(e.Contacts) == 0 {
+	switch e.EventType {
+	case TypeContactGroupRenamed:
+		if len(e.Contacts) > 0 {
+			return invalid("contacts", "not used by %s: a rename keeps the group's conversations", e.EventType)
+		}
+		if err := checkName("new_group_name", e.NewGroupName, MaxGroupNameBytes); err != nil {
+			return err
+		}
+		if e.NewGroupName == e.GroupName {
+			return invalid("new_group_name", "equals group_name %.64q; a rename must change the name", e.GroupName)
+		}
+		return nil
+	case TypeContactGroupDeleted:
+		if len(e.Contacts) > 0 {
+			return invalid("contacts", deletedWithContacts)
+		}
+	default:
+		if err := checkContacts(e.Contacts); err != nil {
+			return err
+		}
+	}
+	if e.NewGroupName != "" {
+		return invalid("new_group_name", "only %s has a new name, not %s", TypeContactGroupRenamed, e.EventType)
+	}
+	return nil
+}
+
+// deletedWithContacts is why a deleted event may not list contacts: a producer that sends them
+// may have meant contacts_removed, and deleting the whole group instead can't be undone.
+const deletedWithContacts = "must be absent or empty for contact_group.deleted, which deletes the whole group " +
+	"(to take conversations out of a group, send contact_group.contacts_removed)"
+
+// checkContacts checks the contacts of a created, contacts_added or contacts_removed event.
+func checkContacts(cs []Contact) error {
+	if len(cs) == 0 {
 		return invalid("contacts", "must have 1-%d items, got 0", MaxContacts)
 	}
-	if len(e.Contacts) > MaxContacts {
-		return invalid("contacts", "must have 1-%d items, got %d", MaxContacts, len(e.Contacts))
+	if len(cs) > MaxContacts {
+		return invalid("contacts", "must have 1-%d items, got %d", MaxContacts, len(cs))
 	}
-	for i, c := range e.Contacts {
+	for i, c := range cs {
 		f := "contacts[" + strconv.Itoa(i) + "]"
 		switch c.Type {
 		case ContactC2C:
@@ -208,16 +247,34 @@ func forbiddenRune(r rune) bool {
 	return false
 }
 
-// wire mirrors Event with pointers and raw fields so Parse can tell "missing" from "zero" and
-// report a wrong JSON type precisely.
-type wire struct {
+// wireBase mirrors the fields every event has, with pointers and raw fields so Parse can tell
+// "missing" from "zero" and report a wrong JSON type precisely. Each type decodes into a struct
+// that embeds it and adds only the fields that type uses, so a field the type ignores can't fail
+// the decode.
+type wireBase struct {
 	EventID     *string         `json:"event_id"`
 	EventType   *string         `json:"event_type"`
 	FromAccount *string         `json:"from_account"`
 	Seq         json.RawMessage `json:"seq"`
 	OccurredAt  *string         `json:"occurred_at"`
 	GroupName   *string         `json:"group_name"`
-	Contacts    []wireContact   `json:"contacts"`
+}
+
+// wireContacts is the shape of created, contacts_added and contacts_removed events.
+type wireContacts struct {
+	wireBase
+	Contacts []wireContact `json:"contacts"`
+}
+
+type wireRenamed struct {
+	wireBase
+	NewGroupName *string `json:"new_group_name"`
+}
+
+// wireDeleted keeps contacts raw: it may be absent, null or [] (see deletedWithContacts).
+type wireDeleted struct {
+	wireBase
+	Contacts json.RawMessage `json:"contacts"`
 }
 
 type wireContact struct {
@@ -227,10 +284,12 @@ type wireContact struct {
 }
 
 // Parse decodes and validates a record value. Every failure is a *ValidationError.
-// Unknown fields are ignored, as the contract promises forward compatibility. Parse is stricter
-// than encoding/json, which matches keys case-insensitively and lets the last duplicate win: a
-// known field given twice, or under another case ("FROM_ACCOUNT"), is invalid, so the event
-// chatgroupd acts on is the one every other JSON reader sees.
+// Unknown fields are ignored, as the contract promises forward compatibility, and so are the
+// fields of other types (contacts on a rename, new_group_name on a create), with one exception:
+// a deleted event with contacts is invalid (see docs/events.md). Parse is stricter than
+// encoding/json, which matches keys case-insensitively and lets the last duplicate win: a field
+// of the event's type given twice, or under another case ("FROM_ACCOUNT"), is invalid, so the
+// event chatgroupd acts on is the one every other JSON reader sees.
 func Parse(value []byte) (*Event, error) {
 	if len(value) > MaxValueBytes {
 		return nil, invalid("", "value is %d bytes, at most %d allowed", len(value), MaxValueBytes)
@@ -242,18 +301,87 @@ func Parse(value []byte) (*Event, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, invalid("", "value is not a JSON object")
 	}
-	if err := checkKeys(trimmed); err != nil {
+	typ, err := checkKeys(trimmed)
+	if err != nil {
 		return nil, err
 	}
-	var w wire
-	if err := json.Unmarshal(trimmed, &w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			// te.Value may hold the raw literal ("number 1111…"): bound it.
-			return nil, invalid(te.Field, "wrong JSON type %.64q, want %s", te.Value, te.Type)
-		}
-		return nil, invalid("", "bad JSON: %.128q", err.Error())
+	e, err := decode(trimmed, typ)
+	if err != nil {
+		return nil, err
 	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decode unmarshals value into the wire shape of typ and converts it to an Event, checking what
+// Validate can't see on a typed Event: presence and JSON types.
+func decode(value []byte, typ Type) (*Event, error) {
+	switch typ {
+	case TypeContactGroupRenamed:
+		var w wireRenamed
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		if w.NewGroupName == nil {
+			return nil, invalid("new_group_name", "required field missing")
+		}
+		e.NewGroupName = *w.NewGroupName
+		return e, nil
+	case TypeContactGroupDeleted:
+		var w wireDeleted
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		return e, checkDeletedContacts(w.Contacts)
+	case TypeContactGroupCreated, TypeContactGroupContactsAdded, TypeContactGroupContactsRemoved:
+		var w wireContacts
+		if err := unmarshal(value, &w); err != nil {
+			return nil, err
+		}
+		e, err := w.event()
+		if err != nil {
+			return nil, err
+		}
+		e.Contacts, err = w.contacts()
+		return e, err
+	}
+	// An unknown type: its fields are unknown too, so only the common ones are decoded and
+	// Validate names the type as the problem.
+	var w wireBase
+	if err := unmarshal(value, &w); err != nil {
+		return nil, err
+	}
+	return w.event()
+}
+
+// unmarshal is json.Unmarshal with its errors made *ValidationError.
+func unmarshal(value []byte, w any) error {
+	err := json.Unmarshal(value, w)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		// te.Value may hold the raw literal ("number 1111…"): bound it. encoding/json names a
+		// field of the embedded wireBase "wireBase.<key>"; the producer knows it as <key>.
+		return invalid(strings.TrimPrefix(te.Field, "wireBase."), "wrong JSON type %.64q, want %s", te.Value, te.Type)
+	}
+	return invalid("", "bad JSON: %.128q", err.Error())
+}
+
+// event converts the common fields, checking those Validate can't see on a typed Event: presence,
+// and the JSON forms of seq and occurred_at.
+func (w *wireBase) event() (*Event, error) {
 	req := func(field string, p *string) (string, error) {
 		if p == nil {
 			return "", invalid(field, "required field missing")
@@ -265,9 +393,11 @@ func Parse(value []byte) (*Event, error) {
 	if e.EventID, err = req("event_id", w.EventID); err != nil {
 		return nil, err
 	}
-	if e.EventType, err = req("event_type", w.EventType); err != nil {
+	var typ string
+	if typ, err = req("event_type", w.EventType); err != nil {
 		return nil, err
 	}
+	e.EventType = Type(typ)
 	if e.FromAccount, err = req("from_account", w.FromAccount); err != nil {
 		return nil, err
 	}
@@ -288,10 +418,15 @@ func Parse(value []byte) (*Event, error) {
 		}
 		e.OccurredAt = t
 	}
+	return &e, nil
+}
+
+// contacts converts the contacts array; Validate checks the items' rules.
+func (w *wireContacts) contacts() ([]Contact, error) {
 	if w.Contacts == nil {
 		return nil, invalid("contacts", "required field missing")
 	}
-	e.Contacts = make([]Contact, len(w.Contacts))
+	cs := make([]Contact, len(w.Contacts))
 	for i, wc := range w.Contacts {
 		f := "contacts[" + strconv.Itoa(i) + "]"
 		t, err := strconv.Atoi(string(wc.Type))
@@ -301,75 +436,139 @@ func Parse(value []byte) (*Event, error) {
 			}
 			return nil, invalid(f+".type", "must be 1 or 2, got %.64q", wc.Type)
 		}
-		e.Contacts[i].Type = t
+		cs[i].Type = t
 		if wc.ToAccount != nil {
-			e.Contacts[i].ToAccount = *wc.ToAccount
+			cs[i].ToAccount = *wc.ToAccount
 		}
 		if wc.ToGroupID != nil {
-			e.Contacts[i].ToGroupID = *wc.ToGroupID
+			cs[i].ToGroupID = *wc.ToGroupID
 		}
 	}
-	if err := e.Validate(); err != nil {
-		return nil, err
-	}
-	return &e, nil
+	return cs, nil
 }
 
-// Known field names, by the object they belong to.
+// checkDeletedContacts accepts a deleted event's contacts only when absent, null or [].
+func checkDeletedContacts(raw json.RawMessage) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil || len(items) > 0 {
+		return invalid("contacts", deletedWithContacts)
+	}
+	return nil
+}
+
+// Known field names, by the object they belong to. A key is checked for case variants and
+// duplicates only when it is a field of the event's own type (fieldsOf); other keys are ignored
+// like unknown ones.
 var (
-	eventFields   = []string{"event_id", "event_type", "from_account", "seq", "occurred_at", "group_name", "contacts"}
+	commonFields  = []string{"event_id", "event_type", "from_account", "seq", "occurred_at", "group_name"}
+	allFields     = append(slices.Clip(commonFields), "contacts", "new_group_name")
 	contactFields = []string{"type", "to_account", "to_group_id"}
 )
+
+// fieldsOf reports whether name is a top-level field of events of type t. An unknown type has
+// only the common fields.
+func fieldsOf(t Type, name string) bool {
+	switch name {
+	case "contacts":
+		return t.Known() && t != TypeContactGroupRenamed
+	case "new_group_name":
+		return t == TypeContactGroupRenamed
+	}
+	return slices.Contains(commonFields, name)
+}
+
+// keyProblem is a case-variant or duplicate key, under the top-level field it concerns.
+type keyProblem struct {
+	field string
+	err   error
+}
 
 // checkKeys rejects, in the top-level object and in each contacts item, a key that is a known
 // field's name in another case (encoding/json would match it; Unicode simple folding, as it does,
 // so "ſeq" is a variant of "seq") and a known field given more than once. Keys are compared after
-// JSON unescaping, so "from\u005faccount" is from_account. A syntax error is left to
-// json.Unmarshal to report.
-func checkKeys(value []byte) error {
+// JSON unescaping, so "from\u005faccount" is from_account. It walks the whole value, then reports
+// the first problem with a field of the event's type, which it returns too ("" when event_type is
+// not a plain string under its exact key). A syntax error is left to json.Unmarshal to report.
+func checkKeys(value []byte) (Type, error) {
 	d := json.NewDecoder(bytes.NewReader(value))
 	d.UseNumber()
-	err := walkObject(d, "", eventFields, func(key string) error {
-		if key != "contacts" {
-			return skipValue(d)
+	var (
+		problems []keyProblem
+		typ      Type
+	)
+	report := func(top string) func(string, error) {
+		return func(field string, err error) {
+			if top != "" {
+				field = top
+			}
+			problems = append(problems, keyProblem{field, err})
 		}
-		t, err := d.Token()
-		if err != nil {
-			return err
-		}
-		if t != json.Delim('[') {
-			return nil // a scalar: Unmarshal reports the wrong type
-		}
-		for i := 0; d.More(); i++ {
+	}
+	// A syntax error ends the walk: json.Unmarshal says it better. Problems seen before it stand.
+	_ = walkObject(d, "", allFields, func(key string) error {
+		switch key {
+		case "event_type":
 			t, err := d.Token()
 			if err != nil {
 				return err
 			}
-			if t != json.Delim('{') {
-				if err := skipRest(d, t); err != nil {
-					return err
-				}
-				continue
+			if s, ok := t.(string); ok {
+				typ = Type(s)
 			}
-			f := "contacts[" + strconv.Itoa(i) + "]"
-			if err := walkObject(d, f+".", contactFields, func(string) error { return skipValue(d) }, false); err != nil {
-				return err
-			}
+			return skipRest(d, t)
+		case "contacts":
+			return walkContacts(d, report("contacts"))
 		}
-		_, err = d.Token() // ]
-		return err
-	}, true)
-	var ve *ValidationError
-	if errors.As(err, &ve) {
+		return skipValue(d)
+	}, report(""), true)
+	for _, p := range problems {
+		if fieldsOf(typ, p.field) {
+			return typ, p.err
+		}
+	}
+	return typ, nil
+}
+
+// walkContacts walks the contacts array (or whatever value stands there), checking each item's
+// keys like walkObject.
+func walkContacts(d *json.Decoder, problem func(string, error)) error {
+	t, err := d.Token()
+	if err != nil {
 		return err
 	}
-	return nil // syntax errors: json.Unmarshal says it better
+	if t != json.Delim('[') {
+		return skipRest(d, t) // not an array: Unmarshal reports the wrong type
+	}
+	for i := 0; d.More(); i++ {
+		t, err := d.Token()
+		if err != nil {
+			return err
+		}
+		if t != json.Delim('{') {
+			if err := skipRest(d, t); err != nil {
+				return err
+			}
+			continue
+		}
+		f := "contacts[" + strconv.Itoa(i) + "]"
+		if err := walkObject(d, f+".", contactFields, func(string) error { return skipValue(d) }, problem, false); err != nil {
+			return err
+		}
+	}
+	_, err = d.Token() // ]
+	return err
 }
 
 // walkObject reads the keys of one object (its '{' already consumed unless open is true) and
 // calls value for each known key with the decoder positioned at its value; unknown keys' values
-// are skipped.
-func walkObject(d *json.Decoder, prefix string, known []string, value func(key string) error, open bool) error {
+// are skipped. A known field's name in another case, or a known field given again, goes to
+// problem (with the field's name) and its value is skipped.
+func walkObject(d *json.Decoder, prefix string, known []string, value func(key string) error,
+	problem func(field string, err error), open bool) error {
 	if open {
 		t, err := d.Token()
 		if err != nil {
@@ -389,17 +588,18 @@ func walkObject(d *json.Decoder, prefix string, known []string, value func(key s
 		name, exact := knownField(key, known)
 		switch {
 		case name == "":
-			if err := skipValue(d); err != nil {
+		case !exact:
+			problem(name, invalid(prefix+name, "key %.64q differs from %q only in case; keys are case-sensitive", key, name))
+		case seen[name]:
+			problem(name, invalid(prefix+name, "duplicate key"))
+		default:
+			seen[name] = true
+			if err := value(name); err != nil {
 				return err
 			}
 			continue
-		case !exact:
-			return invalid(prefix+name, "key %.64q differs from %q only in case; keys are case-sensitive", key, name)
-		case seen[name]:
-			return invalid(prefix+name, "duplicate key")
 		}
-		seen[name] = true
-		if err := value(name); err != nil {
+		if err := skipValue(d); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 const good = `{"event_id":"e1","event_type":"contact_group.created","from_account":"alice","seq":3,
@@ -43,7 +46,7 @@ var invalidCases = []struct {
 	{"empty event_id", `{"event_id":"","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "event_id", "required"},
 	{"long event_id", `{"event_id":"` + strings.Repeat("x", 129) + `","event_type":"contact_group.created","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "event_id", "129 bytes"},
 	{"missing event_type", `{"event_id":"e","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "event_type", "missing"},
-	{"unknown type", `{"event_id":"e","event_type":"contact_group.deleted","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "event_type", "unknown type"},
+	{"unknown type", `{"event_id":"e","event_type":"contact_group.archived","from_account":"a","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "event_type", "unknown type"},
 	{"missing account", `{"event_id":"e","event_type":"contact_group.created","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "missing"},
 	{"long account", `{"event_id":"e","event_type":"contact_group.created","from_account":"` + strings.Repeat("a", 33) + `","group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "33 bytes"},
 	{"account wrong type", `{"event_id":"e","event_type":"contact_group.created","from_account":7,"group_name":"g","contacts":[{"type":1,"to_account":"b"}]}`, "from_account", "wrong JSON type"},
@@ -179,6 +182,12 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range invalidCases {
 		f.Add([]byte(tc.value))
 	}
+	for _, g := range goodV2 {
+		f.Add([]byte(g.value))
+	}
+	for _, tc := range invalidV2Cases {
+		f.Add([]byte(tc.value))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := Parse(b)
 		if err != nil {
@@ -197,11 +206,30 @@ func FuzzParse(f *testing.F) {
 		if err := json.Unmarshal(b, &exact); err != nil {
 			t.Fatalf("parsed but not a JSON object: %v", err)
 		}
-		var acct string
-		if err := json.Unmarshal(exact["from_account"], &acct); err != nil || acct != e.FromAccount {
-			t.Fatalf("from_account %q, an exact-key reader sees %s", e.FromAccount, exact["from_account"])
+		for field, got := range map[string]string{"from_account": e.FromAccount, "event_type": string(e.EventType), "group_name": e.GroupName} {
+			var s string
+			if err := json.Unmarshal(exact[field], &s); err != nil || s != got {
+				t.Fatalf("%s %q, an exact-key reader sees %s", field, got, exact[field])
+			}
 		}
-		for _, s := range []string{e.FromAccount, e.GroupName} {
+		if _, ok := e.EventType.Call(); !ok {
+			t.Fatalf("parsed an event of unknown type %q", e.EventType)
+		}
+		if e.EventType == TypeContactGroupRenamed {
+			var s string
+			if err := json.Unmarshal(exact["new_group_name"], &s); err != nil || s != e.NewGroupName {
+				t.Fatalf("new_group_name %q, an exact-key reader sees %s", e.NewGroupName, exact["new_group_name"])
+			}
+			if e.NewGroupName == e.GroupName {
+				t.Fatalf("rename to the same name %q passed", e.GroupName)
+			}
+		} else if e.NewGroupName != "" {
+			t.Fatalf("%s carries new_group_name %q", e.EventType, e.NewGroupName)
+		}
+		if e.EventType.UsesContacts() != (len(e.Contacts) > 0) {
+			t.Fatalf("%s with %d contacts", e.EventType, len(e.Contacts))
+		}
+		for _, s := range []string{e.FromAccount, e.GroupName, e.NewGroupName} {
 			if strings.ContainsFunc(s, forbiddenRune) {
 				t.Fatalf("forbidden character passed in %q", s)
 			}
@@ -210,8 +238,80 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parsed event fails Marshal: %v", err)
 		}
-		if _, err := Parse(v); err != nil {
+		back, err := Parse(v)
+		if err != nil {
 			t.Fatalf("re-parse: %v", err)
+		}
+		if !cmp.Equal(e, back) {
+			t.Fatalf("round trip changed the event: %s", cmp.Diff(e, back))
+		}
+	})
+}
+
+// FuzzValidateAgreesWithParse: for events a producer builds with the constructors, Validate (what
+// Marshal checks) and Parse of the same event's JSON give the same verdict, and an accepted event
+// comes back unchanged. A producer whose Marshal succeeds never has its event dead-lettered as
+// invalid, and one whose Marshal fails learns it before producing.
+func FuzzValidateAgreesWithParse(f *testing.F) {
+	f.Add(uint8(0), "e1", "alice", "work", "office", "bob", int64(1))
+	f.Add(uint8(1), "e2", "alice", "work", "work", "", int64(2))
+	f.Add(uint8(1), "e3", "alice", "work", strings.Repeat("组", 11), "", int64(3))
+	f.Add(uint8(2), "e4", "alice", "w\u202e", "", "@TGS#1", int64(0))
+	f.Add(uint8(3), "", "alice", "work", "", "bob", int64(-1))
+	f.Add(uint8(4), "e6", strings.Repeat("a", 33), "work", "", "", int64(5))
+	f.Add(uint8(5), "e7", "alice", "work", "", "", int64(6))
+	f.Fuzz(func(t *testing.T, kind uint8, id, acct, name, newName, peer string, seq int64) {
+		for _, s := range []string{id, acct, name, newName, peer} {
+			if !utf8.ValidString(s) {
+				return // json.Marshal would replace the bad bytes: not the same event any more
+			}
+		}
+		var c []Contact
+		if peer != "" {
+			c = []Contact{ToAccount(peer)}
+			if strings.HasPrefix(peer, "@") {
+				c = []Contact{ToGroup(peer)}
+			}
+		}
+		var e *Event
+		switch kind % 6 {
+		case 0:
+			e = NewCreated(id, acct, name, c...)
+		case 1:
+			e = NewRenamed(id, acct, name, newName)
+		case 2:
+			e = NewContactsAdded(id, acct, name, c...)
+		case 3:
+			e = NewContactsRemoved(id, acct, name, c...)
+		case 4:
+			e = NewDeleted(id, acct, name)
+		default:
+			e = &Event{EventID: id, EventType: Type(newName), FromAccount: acct, GroupName: name, Contacts: c}
+		}
+		e.Seq = seq
+		verr := e.Validate()
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, perr := Parse(raw)
+		if seq < 0 {
+			// A negative seq can't be sent (Marshal refuses it) and Parse rejects it: both invalid.
+			if verr == nil || perr == nil {
+				t.Fatalf("seq %d: Validate %v, Parse %v", seq, verr, perr)
+			}
+			return
+		}
+		if (verr == nil) != (perr == nil) {
+			t.Fatalf("Validate %v but Parse %v for %s", verr, perr, raw)
+		}
+		if verr != nil {
+			// Both invalid. They may name different fields: Parse reports a missing field
+			// before the rules of the fields that are present.
+			return
+		}
+		if !cmp.Equal(e, back) {
+			t.Fatalf("round trip changed the event: %s", cmp.Diff(e, back))
 		}
 	})
 }

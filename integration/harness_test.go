@@ -138,7 +138,7 @@ func (s *stream) invalid(account string, variant int) plan {
 	case 0:
 		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.created","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]`, id, account) // truncated JSON
 	case 1:
-		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.deleted","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]}`, id, account)
+		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.archived","from_account":%q,"group_name":"x","contacts":[{"type":1,"to_account":"p"}]}`, id, account)
 	case 2:
 		v = fmt.Appendf(nil, `{"event_id":%q,"event_type":"contact_group.created","from_account":%q,"group_name":"x","contacts":[]}`, id, account)
 	case 3:

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/event"
@@ -20,6 +21,7 @@ type loadgenFlags struct {
 	forever bool
 	perSec  float64
 	gen     loadgen.Config
+	mix     string
 	seed    uint64
 }
 
@@ -29,9 +31,12 @@ func loadgenHelp() help {
 		usage: "chatgroupd loadgen [flags]",
 		about: `Produces realistic events to a Kafka topic, keyed by account like a real producer: accounts that
 create groups in seq order, with a share of duplicates, invalid records, swapped pairs and
-accounts pushed past the 20-group quota. Prints what it produced.`,
-		env:     []string{"CHATGROUPD_KAFKA_SASL_PASSWORD   the Kafka SASL password (or --kafka-sasl-password-file)"},
-		example: []string{"chatgroupd loadgen --brokers 127.0.0.1:19092 --count 10000 --rate 150"},
+accounts pushed past the 20-group quota. --mix lifecycle adds the rest of a group's life (event
+contract v2): mostly creates and adds, some removes and renames, few deletes, each acting only on a
+group its account created earlier in the stream. Prints what it produced.`,
+		env: []string{"CHATGROUPD_KAFKA_SASL_PASSWORD   the Kafka SASL password (or --kafka-sasl-password-file)"},
+		example: []string{"chatgroupd loadgen --brokers 127.0.0.1:19092 --count 10000 --rate 150",
+			"chatgroupd loadgen --brokers 127.0.0.1:19092 --mix created=5,contacts_added=4,deleted=1"},
 	}
 }
 
@@ -51,6 +56,9 @@ func newLoadgenFlags(f *loadgenFlags) *flag.FlagSet {
 	floatFlag(fs, &f.gen.SwapRate, "swap-rate", 0.05, 0, 0.5, "fraction of events emitted with their successor first")
 	intFlag(fs, &f.gen.OverQuotaAccounts, "over-quota-accounts", 0, 0, 1000000, "accounts that push past the 20-group quota (51010)")
 	stringFlag(fs, &f.gen.Prefix, "account-prefix", loadgen.DefaultPrefix, nonEmpty, "account name prefix")
+	checkedFlag(fs, &f.mix, "mix", "v1", "v1, lifecycle or type=weight,… (created, renamed, contacts_added, contacts_removed, deleted)",
+		func(s string) error { _, err := loadgen.ParseMix(s); return err },
+		"event types: v1 (creates only), lifecycle (the whole life of a group), or weights per type")
 	seedFlag(fs, &f.seed, "random seed (0: time-based)")
 	return fs
 }
@@ -78,6 +86,9 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 		return err
 	}
 	gc := f.gen
+	if gc.Mix, err = loadgen.ParseMix(f.mix); err != nil {
+		return usageError("loadgen", err)
+	}
 	gc.Seed = f.seed
 	if gc.Seed == 0 {
 		gc.Seed = uint64(time.Now().UnixNano())
@@ -96,5 +107,17 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 	el := time.Since(start)
 	fmt.Fprintf(stdout, "produced %d records to %s in %s (%.0f/s): valid %d, duplicates %d, invalid %d, over-quota %d, swapped pairs %d\n",
 		produced, f.topic, el.Round(time.Millisecond), float64(produced)/el.Seconds(), e.Valid, e.Duplicates, e.Invalid, e.OverQuota, e.Swapped)
+	if !gc.Mix.IsV1() {
+		fmt.Fprintf(stdout, "valid by type (mix %s): %s\n", gc.Mix, byTypeLine(e.ByType))
+	}
 	return nil
+}
+
+// byTypeLine lists counts per event type: "created 40, renamed 10, …".
+func byTypeLine(c loadgen.TypeCounts) string {
+	parts := make([]string, 0, len(event.Types()))
+	for _, t := range event.Types() {
+		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(string(t), "contact_group."), c.Of(t)))
+	}
+	return strings.Join(parts, ", ")
 }

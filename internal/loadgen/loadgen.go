@@ -1,8 +1,10 @@
 // Package loadgen produces realistic contact-group event streams: valid events in per-account seq
 // order, with configurable shares of duplicates, swapped seq pairs, invalid records and accounts
-// that run over the IM 20-group quota. It also counts what a correct pipeline must do with them, so
-// the demo and benchmarks can check invariants instead of eyeballing output. Writer and Produce
-// put a stream on a Kafka topic the way real producers do.
+// that run over the IM 20-group quota. With a lifecycle Mix, accounts also rename, add and remove
+// conversations and delete groups, always of groups they created earlier in the stream. It counts
+// what a correct pipeline must do with the records and keeps the groups each account must end up
+// with, so the demo, benchmarks and tests can check invariants instead of eyeballing output. Writer and
+// Produce put a stream on a Kafka topic the way real producers do.
 package loadgen
 
 import (
@@ -11,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -37,6 +40,7 @@ type Record struct {
 	Value   []byte
 	Kind    Kind
 	EventID string
+	Type    event.Type // the event's type; "" for an invalid record
 }
 
 // Defaults of Config.
@@ -64,8 +68,16 @@ type Config struct {
 	OverQuotaAccounts int
 	OverQuotaExtra    int    // DefaultOverQuotaExtra
 	Prefix            string // of account names (DefaultPrefix)
-	Seed              uint64
-	Now               func() time.Time
+	// Mix weighs the event types of an account's life; the zero Mix (MixV1) is creates only.
+	// With another mix an account renames, adds to, removes from and deletes only groups it
+	// created earlier in the stream, and retires once it has created GroupsPerAccount groups
+	// and draws another create. Over-quota accounts only create.
+	Mix Mix
+	// KeepState keeps the final groups of retired accounts for State (memory grows with the
+	// stream); without it State covers the active accounts only.
+	KeepState bool
+	Seed      uint64
+	Now       func() time.Time
 }
 
 // setDefaults fills the zero fields with the defaults above.
@@ -104,6 +116,9 @@ func (c Config) Validate() error {
 	if c.OverQuotaAccounts < 0 {
 		errs = append(errs, fmt.Errorf("over-quota accounts: must be >= 0, got %d", c.OverQuotaAccounts))
 	}
+	if err := c.Mix.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -114,17 +129,12 @@ type Expect struct {
 	Invalid    int // records that must be dead-lettered as invalid
 	OverQuota  int // events that must be dead-lettered as rejected with 51010
 	Swapped    int // seq pairs emitted out of order
+	// ByType splits Valid by event type; with MixV1 all are creates.
+	ByType TypeCounts
 }
 
 // Total is every record generated.
 func (e Expect) Total() int { return e.Valid + e.Duplicates + e.Invalid + e.OverQuota }
-
-type account struct {
-	name   string
-	seq    int64
-	groups int
-	limit  int // groups to create before retiring; > 20 for an over-quota account
-}
 
 // Generator makes records. It is not safe for concurrent use.
 type Generator struct {
@@ -132,6 +142,7 @@ type Generator struct {
 	rng      *rand.Rand
 	accounts []*account
 	retired  int
+	final    State    // retired accounts' groups, with KeepState
 	recent   []Record // ring of recent valid records, source of duplicates
 	pending  []Record // the swapped partner waiting to be emitted
 	quotaLen int      // over-quota accounts still to start
@@ -146,6 +157,9 @@ func New(cfg Config) (*Generator, error) {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
 	g := &Generator{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), quotaLen: cfg.OverQuotaAccounts}
+	if cfg.KeepState {
+		g.final = State{}
+	}
 	for i := 0; i < cfg.Accounts; i++ {
 		g.accounts = append(g.accounts, g.newAccount())
 	}
@@ -157,8 +171,24 @@ func (g *Generator) newAccount() *account {
 	if g.quotaLen > 0 {
 		g.quotaLen--
 		a.limit = 20 + g.cfg.OverQuotaExtra
+		a.overQuota = true
 	}
 	return a
+}
+
+// retire replaces a with a fresh account, keeping a's groups when asked to.
+func (g *Generator) retire(a *account) *account {
+	for i, b := range g.accounts {
+		if b == a {
+			if g.final != nil && len(a.live) > 0 {
+				g.final[a.name] = a.groups()
+			}
+			g.retired++
+			g.accounts[i] = g.newAccount()
+			return g.accounts[i]
+		}
+	}
+	panic("loadgen: retiring an account that is not active") // a bug in this file
 }
 
 // Expect returns the expectation for everything generated so far.
@@ -178,7 +208,20 @@ func (g *Generator) Next() Record {
 	case OverQuota:
 		g.expect.OverQuota++
 	}
+	if r.Kind == Valid {
+		g.expect.ByType.add(r.Type)
+	}
 	return r
+}
+
+// Flush returns the swapped partner held back, if any, counting it like Next: afterwards the
+// expectation and State cover exactly the records returned.
+func (g *Generator) Flush() []Record {
+	var out []Record
+	for len(g.pending) > 0 {
+		out = append(out, g.Next())
+	}
+	return out
 }
 
 func (g *Generator) next() Record {
@@ -208,36 +251,55 @@ func (g *Generator) next() Record {
 	return first
 }
 
-// valid makes the account's next event, retiring the account when it reached its limit.
+// valid makes the account's next event (or, when the account retires instead, its
+// replacement's first), in the account's seq order.
 func (g *Generator) valid(a *account) Record {
-	a.seq++
-	a.groups++
-	kind := Valid
-	if a.groups > 20 {
-		kind = OverQuota
+	t, ok := g.pickType(a)
+	if !ok {
+		a = g.retire(a) // only if done missed it
+		t, _ = g.pickType(a)
 	}
-	n := 1 + g.rng.IntN(g.cfg.MaxContacts)
+	a.seq++
 	ev := event.Event{
 		EventID:     fmt.Sprintf("%s-%d-%016x", a.name, a.seq, g.rng.Uint64()),
-		EventType:   event.TypeContactGroupCreated,
+		EventType:   t,
 		FromAccount: a.name,
 		Seq:         a.seq,
 		OccurredAt:  g.cfg.Now().UTC(),
-		GroupName:   "group-" + strconv.FormatInt(a.seq, 10),
-		Contacts:    make([]event.Contact, n),
 	}
-	for j := range ev.Contacts {
-		if g.rng.IntN(4) == 0 {
-			ev.Contacts[j] = event.Contact{Type: event.ContactGroup, ToGroupID: "@TGS#" + strconv.Itoa(g.rng.IntN(1_000_000))}
-		} else {
-			ev.Contacts[j] = event.Contact{Type: event.ContactC2C, ToAccount: "peer-" + strconv.Itoa(g.rng.IntN(1_000_000))}
-		}
+	kind := Valid
+	switch t {
+	case event.TypeContactGroupCreated:
+		kind = g.create(a, &ev)
+	case event.TypeContactGroupRenamed:
+		gr := a.live[g.rng.IntN(len(a.live))]
+		ev.GroupName, ev.NewGroupName = gr.name, groupName(a.seq)
+		gr.name = ev.NewGroupName
+	case event.TypeContactGroupContactsAdded:
+		gr := a.live[g.rng.IntN(len(a.live))]
+		ev.GroupName = gr.name
+		ev.Contacts = g.newContacts(min(1+g.rng.IntN(g.cfg.MaxContacts), maxConversations-a.convs), gr.contacts)
+		gr.contacts = append(gr.contacts, ev.Contacts...)
+		a.convs += len(ev.Contacts)
+	case event.TypeContactGroupContactsRemoved:
+		gr := a.removable()[g.rng.IntN(len(a.removable()))]
+		ev.GroupName = gr.name
+		n := 1 + g.rng.IntN(min(g.cfg.MaxContacts, len(gr.contacts)-1))
+		g.rng.Shuffle(len(gr.contacts), func(i, j int) { gr.contacts[i], gr.contacts[j] = gr.contacts[j], gr.contacts[i] })
+		ev.Contacts = slices.Clone(gr.contacts[:n])
+		gr.contacts = slices.Delete(gr.contacts, 0, n)
+		a.convs -= n
+	case event.TypeContactGroupDeleted:
+		i := g.rng.IntN(len(a.live))
+		ev.GroupName = a.live[i].name
+		a.convs -= len(a.live[i].contacts)
+		a.live = slices.Delete(a.live, i, i+1)
 	}
 	v, err := ev.Marshal()
 	if err != nil {
 		panic("loadgen: generated an invalid event: " + err.Error()) // a bug in this file
 	}
-	r := Record{Key: ev.Key(), Value: v, Kind: kind, EventID: ev.EventID}
+	r := Record{Key: ev.Key(), Value: v, Kind: kind, EventID: ev.EventID, Type: t}
 	if kind == Valid {
 		if len(g.recent) < 1024 {
 			g.recent = append(g.recent, r)
@@ -245,22 +307,66 @@ func (g *Generator) valid(a *account) Record {
 			g.recent[g.rng.IntN(len(g.recent))] = r
 		}
 	}
-	if a.groups >= a.limit {
-		for i, b := range g.accounts {
-			if b == a {
-				g.retired++
-				g.accounts[i] = g.newAccount()
-			}
-		}
+	if g.done(a) {
+		g.retire(a)
 	}
 	return r
+}
+
+// create fills a create event and, unless it is over the 20-group quota, adds the group.
+func (g *Generator) create(a *account, ev *event.Event) Kind {
+	a.groupsMade++
+	ev.GroupName = groupName(a.seq)
+	n := 1 + g.rng.IntN(g.cfg.MaxContacts)
+	if a.overQuota {
+		// Small enough that 20 groups fit under the conversation cap: the 21st create must
+		// fail for the group count (51010), not for its conversations.
+		n = min(n, maxConversations/20)
+	}
+	if a.groupsMade > 20 {
+		ev.Contacts = g.newContacts(n, nil)
+		return OverQuota // rejected with 51010: the group never exists
+	}
+	ev.Contacts = g.newContacts(min(n, maxConversations-a.convs), nil)
+	a.live = append(a.live, &group{name: ev.GroupName, contacts: slices.Clone(ev.Contacts)})
+	a.convs += len(ev.Contacts)
+	return Valid
+}
+
+// groupName names the group an account's event seq creates or renames to: unique in the
+// account's life, so a name never means two groups.
+func groupName(seq int64) string { return "group-" + strconv.FormatInt(seq, 10) }
+
+// newContacts makes n conversations, none of them already in have or repeated.
+func (g *Generator) newContacts(n int, have []event.Contact) []event.Contact {
+	cs := make([]event.Contact, 0, n)
+	for len(cs) < n {
+		var c event.Contact
+		if g.rng.IntN(4) == 0 {
+			c = event.ToGroup("@TGS#" + strconv.Itoa(g.rng.IntN(1_000_000)))
+		} else {
+			c = event.ToAccount("peer-" + strconv.Itoa(g.rng.IntN(1_000_000)))
+		}
+		if !slices.Contains(have, c) && !slices.Contains(cs, c) {
+			cs = append(cs, c)
+		}
+	}
+	return cs
 }
 
 // InvalidKinds names the ways invalid() breaks the contract, in rotation order.
 var invalidKinds = []string{"bad_json", "bad_utf8", "missing_field", "long_name", "too_many_contacts", "unknown_type", "wrong_contact_type"}
 
+// lifecycleInvalidKinds are the ways a v2 event breaks its type's rules, rotated in after
+// invalidKinds when the mix has v2 types.
+var lifecycleInvalidKinds = []string{"rename_to_same_name", "rename_without_new_name", "delete_with_contacts", "add_without_contacts"}
+
 func (g *Generator) invalid() Record {
-	kind := invalidKinds[g.invalids%len(invalidKinds)]
+	kinds := invalidKinds
+	if !g.cfg.Mix.IsV1() {
+		kinds = append(slices.Clip(invalidKinds), lifecycleInvalidKinds...)
+	}
+	kind := kinds[g.invalids%len(kinds)]
 	id := fmt.Sprintf("bad-%d-%016x", g.invalids, g.rng.Uint64())
 	g.invalids++
 	acct := g.cfg.Prefix + "-invalid"
@@ -285,9 +391,19 @@ func (g *Generator) invalid() Record {
 		}
 		base["contacts"] = cs
 	case "unknown_type":
-		base["event_type"] = "contact_group.renamed"
+		base["event_type"] = "contact_group.archived"
 	case "wrong_contact_type":
 		base["contacts"] = []map[string]any{{"type": 3, "to_account": "x"}}
+	case "rename_to_same_name":
+		base["event_type"], base["new_group_name"] = event.TypeContactGroupRenamed, base["group_name"]
+		delete(base, "contacts")
+	case "rename_without_new_name":
+		base["event_type"] = event.TypeContactGroupRenamed
+	case "delete_with_contacts":
+		base["event_type"] = event.TypeContactGroupDeleted
+	case "add_without_contacts":
+		base["event_type"] = event.TypeContactGroupContactsAdded
+		delete(base, "contacts")
 	}
 	if v == nil {
 		v, _ = json.Marshal(base)
