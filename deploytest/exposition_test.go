@@ -27,7 +27,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()
 	m.APIRequests.WithLabelValues("create_contact_group", "0").Inc()
 	m.APIDuration.WithLabelValues("create_contact_group").Observe(0.05)
-	m.DLQRecords.WithLabelValues("invalid", "0").Inc()
+	m.DLQRecords.WithLabelValues("invalid", "0", metrics.EventTypeUnknown).Inc()
 	m.ConsumerLag.WithLabelValues("chat.contact-groups", "0").Set(3)
 	m.OldestUnfinished.WithLabelValues("chat.contact-groups", "0").Set(1.5)
 	m.Retries.WithLabelValues("create_contact_group", "50004").Inc()

@@ -48,7 +48,7 @@ func TestRealPrometheus(t *testing.T) {
 		m.APIRequests.WithLabelValues(im.APICreate, "0").Add(5)
 		m.APIRequests.WithLabelValues(im.APICreate, "60007").Inc()
 		m.APIDuration.WithLabelValues(im.APICreate).Observe(0.04)
-		m.DLQRecords.WithLabelValues("invalid", "0").Inc()
+		m.DLQRecords.WithLabelValues("invalid", "0", metrics.EventTypeUnknown).Inc()
 		m.ConsumerLag.WithLabelValues("chat.contact-groups", "0").Set(12)
 		m.OldestUnfinished.WithLabelValues("chat.contact-groups", "0").Set(0.5)
 		m.LaneParked.WithLabelValues("chat.contact-groups", "0").Set(1)

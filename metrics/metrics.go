@@ -5,6 +5,7 @@ package metrics
 import (
 	"runtime"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -18,7 +19,27 @@ const (
 	LabelAPI     = "api"
 	LabelCode    = "code"
 	LabelReason  = "reason"
+	// LabelEventType is the event_type label of the metrics that count events: one of the
+	// event.Types() values, or EventTypeUnknown.
+	LabelEventType = "event_type"
 )
+
+// EventTypeUnknown is the event_type label of a record whose type can't be read or is not one
+// of event.Types(): only invalid records have it.
+const EventTypeUnknown = "unknown"
+
+// EventTypeLabel is the event_type label value of an event of type t.
+func EventTypeLabel(t event.Type) string {
+	if t.Known() {
+		return string(t)
+	}
+	return EventTypeUnknown
+}
+
+// Outcomes returns every outcome label value of EventsProcessed.
+func Outcomes() []string {
+	return []string{OutcomeApplied, OutcomeDuplicate, OutcomeInvalid, OutcomeRejected, OutcomePartial, OutcomeExhausted}
+}
 
 // Outcome label values of EventsProcessed.
 const (
@@ -36,7 +57,7 @@ type Metrics struct {
 	EventsProcessed  *prometheus.CounterVec // outcome
 	APIRequests      *prometheus.CounterVec // api, code
 	APIDuration      *prometheus.HistogramVec
-	DLQRecords       *prometheus.CounterVec // reason, code
+	DLQRecords       *prometheus.CounterVec // reason, code, event_type
 	ConsumerLag      *prometheus.GaugeVec   // topic, partition
 	OldestUnfinished *prometheus.GaugeVec   // topic, partition
 	RateLimitWait    prometheus.Histogram
@@ -110,7 +131,7 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"IM API calls by api and result code (IM code, http_<status> or network).", LabelAPI, LabelCode),
 		APIDuration: f.histogramVec("api_request_duration_seconds", "IM API call latency.",
 			prometheus.ExponentialBuckets(0.005, 2, 12), "api"),
-		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", LabelReason, LabelCode),
+		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic, by reason, code and event_type.", LabelReason, LabelCode, LabelEventType),
 		ConsumerLag: f.gaugeVec("consumer_lag",
 			"Records between the committed offset and the end of the partition.", "topic", "partition"),
 		OldestUnfinished: f.gaugeVec("oldest_unfinished_age_seconds",
