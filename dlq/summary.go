@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // Summary reports what Replay did (or, with DryRun, would do). Before the writes (the Plan
@@ -52,7 +53,7 @@ func (s *Summary) count(r route) {
 	if s.ByEventType == nil {
 		s.ByEventType = map[string]int{}
 	}
-	s.ByEventType[eventTypeName(r.e.EventType)]++
+	s.ByEventType[eventTypeLabel(r.e.EventType)]++
 	if r.fallback == "" {
 		s.ToOriginalPartition++
 		return
@@ -64,12 +65,13 @@ func (s *Summary) count(r route) {
 	s.FallbackReasons[r.fallback]++
 }
 
-// eventTypeName is the ByEventType key of an event of type t.
-func eventTypeName(t event.Type) string {
+// eventTypeLabel is the event_type of an event of type t in dlq_records_total and
+// Summary.ByEventType.
+func eventTypeLabel(t event.Type) string {
 	if t.Known() {
 		return string(t)
 	}
-	return "unknown"
+	return metrics.EventTypeUnknown
 }
 
 // OtherTopicsText renders OtherTopics as `"a" (3), "b" (1)`, sorted by topic: the refusal's
