@@ -743,7 +743,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 				}
 			}
 		} else {
-			e.outcomes[metrics.OutcomeDuplicate].Inc()
+			e.outcomes.inc(metrics.OutcomeDuplicate, ev, m.Value)
 		}
 		// Ended at once, but tracked until the watermark passes it: it counts toward the
 		// fetch bound like any record, or a stuck watermark lets the tracker grow without end.

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
@@ -34,10 +33,10 @@ type engine struct {
 	stopping bool
 	inflight int
 
-	outcomes  map[string]prometheus.Counter // EventsProcessed by outcome, looked up once
-	commitNow chan struct{}                 // asks the commit loop for an early (horizon) commit
-	lastRate  time.Time                     // when dispatch rates were last sampled
-	final     bool                          // the generation is over: the next commit is the last
+	outcomes  *outcomeCounters // EventsProcessed by outcome and event type
+	commitNow chan struct{}    // asks the commit loop for an early (horizon) commit
+	lastRate  time.Time        // when dispatch rates were last sampled
+	final     bool             // the generation is over: the next commit is the last
 	// keptWindows lists partitions whose dedupe window came from the previous generation.
 	keptWindows []int
 	dctx        context.Context
@@ -143,11 +142,7 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 	e.renewLease(time.Now()) // just joined
 	e.idle = sync.NewCond(&e.mu)
 	e.laneCond = sync.NewCond(&e.mu)
-	e.outcomes = map[string]prometheus.Counter{}
-	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
-		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
-		e.outcomes[o] = c.cfg.Metrics.EventsProcessed.WithLabelValues(o)
-	}
+	e.outcomes = newOutcomeCounters(c.cfg.Metrics)
 	if c.cfg.testEngine != nil {
 		c.cfg.testEngine(e)
 	}
@@ -342,7 +337,7 @@ func (e *engine) endRec(r *rec) {
 	e.endIdx(p, r.idx)
 	for _, d := range r.dups {
 		e.endIdx(p, d)
-		e.outcomes[metrics.OutcomeDuplicate].Inc()
+		e.outcomes.inc(metrics.OutcomeDuplicate, r.ev, r.msg.Value)
 	}
 	r.dups = nil
 	if r.key != 0 {
@@ -512,20 +507,16 @@ func (e *engine) stallLimit() time.Duration {
 // finish ends r with the dispatcher's outcome: counted when applied, else dead-lettered. prior
 // is the API calls made for it before (in the main topic, before it moved to the retry lane).
 func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, prior int) bool {
-	m := e.metrics()
 	if out.Result == dispatcher.Applied {
-		e.outcomes[metrics.OutcomeApplied].Inc()
 		t := r.ev.OccurredAt
 		if t.IsZero() {
 			t = r.msg.Time
 		}
-		if !t.IsZero() {
-			m.EventE2E.Observe(e.cfg.Now().Sub(t).Seconds())
-		}
+		e.outcomes.applied(r.ev, e.cfg.Now().Sub(t).Seconds(), !t.IsZero())
 		return true
 	}
 	reason := out.Result.String() // rejected, partial, exhausted: the dlq reasons and outcome labels
-	if e.outcomes[reason] == nil {
+	if !knownOutcome(reason) {
 		e.cfg.Logger.Error("dispatcher returned an unknown result; dead-lettering as rejected",
 			zap.Int("result", int(out.Result)), zap.Int64("offset", r.msg.Offset))
 		reason = dlq.ReasonRejected
@@ -537,7 +528,7 @@ func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, pri
 	if !e.deadLetter(ctx, r, l) {
 		return false
 	}
-	e.outcomes[reason].Inc()
+	e.outcomes.inc(reason, r.ev, r.msg.Value)
 	return true
 }
 
@@ -550,7 +541,7 @@ func (e *engine) deadLetterInvalid(ctx context.Context, r *rec) bool {
 	if !e.deadLetter(ctx, r, l) {
 		return false
 	}
-	e.outcomes[metrics.OutcomeInvalid].Inc()
+	e.outcomes.inc(metrics.OutcomeInvalid, nil, r.msg.Value)
 	return true
 }
 

@@ -24,7 +24,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	bin := promtool(t)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test", true)
-	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied, "contact_group.created").Inc()
 	m.APIRequests.WithLabelValues("create_contact_group", "0").Inc()
 	m.APIDuration.WithLabelValues("create_contact_group").Observe(0.05)
 	m.DLQRecords.WithLabelValues("invalid", "0", metrics.EventTypeUnknown).Inc()
