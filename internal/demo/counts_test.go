@@ -29,7 +29,7 @@ func TestSnapshot(t *testing.T) {
 		outcomes: map[string]float64{"applied": 6, "duplicate": 1, "invalid": 2, "rejected": 1, "partial": 0, "exhausted": 0},
 		applied: map[string]float64{"contact_group.created": 6, "contact_group.renamed": 0, "contact_group.contacts_added": 0,
 			"contact_group.contacts_removed": 0, "contact_group.deleted": 0},
-		dlq:      map[string]float64{"invalid ": 2, "rejected 51010": 1},
+		dlq: map[string]float64{"invalid ": 2, "rejected 51010": 1},
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(counts{})); diff != "" {
 		t.Fatalf("snapshot (-want +got):\n%s", diff)
