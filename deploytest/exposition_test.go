@@ -45,6 +45,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.RetryLaneMode.WithLabelValues("on").Set(1)
 	m.ModeFallback.WithLabelValues("fleet_budget", "create_refused").Set(1)
 	m.FleetRecords.WithLabelValues("published").Inc()
+	m.EventE2E.WithLabelValues("contact_group.renamed").Observe(0.4)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
