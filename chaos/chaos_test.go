@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,6 +99,12 @@ func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) O
 // the test. Logs are kept (and named) when the run fails.
 func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Result {
 	t.Helper()
+	return playDrain(t, c, s, 0, env...)
+}
+
+// playDrain is play with a bound on the wait for the group to drain (0: Config's default).
+func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Duration, env ...string) *Result {
+	t.Helper()
 	if binary == "" {
 		t.Fatalf("no chatgroupd binary: %v", buildErr)
 	}
@@ -107,7 +114,7 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 	}
 	ctx := testwait.Context(t, s.Duration+10*time.Minute)
 	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
-		LogLevel: os.Getenv(envLogLevel)})
+		LogLevel: os.Getenv(envLogLevel), DrainTimeout: drain})
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
@@ -132,7 +139,7 @@ func verify(t *testing.T, s *Schedule, res *Result) {
 	t.Helper()
 	if res.JoinStalled {
 		r := *res
-		r.Report.Lost, r.Report.Lag = 0, 0
+		r.Report.Lost, r.Report.Lag, r.Report.Unprogressed = 0, 0, 0
 		if err := r.Err(); err != nil {
 			t.Errorf("seed %d: %v\n%s", s.Seed, err, s)
 		}
@@ -265,6 +272,31 @@ func TestChaosCatchesWholeBudget(t *testing.T) {
 	r := res.Report
 	if r.WindowsOverBudget == 0 {
 		t.Fatalf("the checker did not catch replicas that each use the whole budget: %s\n%s", r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosCatchesDroppedPartition is the progress check's own test: replicas whose group leader
+// leaves the topic's last partition out of every assignment (CHATGROUPD_TEST_BREAK=drop-partition)
+// must be caught with that partition named as without progress and without an owner in the last
+// generation: the class of issue 14's seed 9 (partitions assigned to members that did not exist).
+func TestChaosCatchesDroppedPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(97)
+	s.Replicas = 2
+	res := playDrain(t, c, s, 30*time.Second, "CHATGROUPD_TEST_BREAK=drop-partition")
+	r := res.Report
+	last := fmt.Sprintf("partition %d without progress", 8-1)
+	if r.Unprogressed == 0 || !slices.ContainsFunc(r.Problems, func(p string) bool {
+		return strings.Contains(p, last) && strings.Contains(p, "no replica was")
+	}) {
+		t.Fatalf("the checker did not name the dropped partition: %s\n%q\n%s", r.Summary(), r.Problems, s)
 	}
 	t.Logf("caught: %v", r.Err())
 }

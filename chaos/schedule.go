@@ -67,8 +67,12 @@ type Record struct {
 	Account    string
 	Seq        int64
 	EventID    string
-	Group      string           // valid and rejected events
-	Contacts   []im.ContactItem // valid events
+	// Type is the event_type: "" or EventCreated for a create, else a lifecycle type
+	// (EventRenamed, ...). The generator draws creates only so far.
+	Type     string
+	Group    string           // the group the event names, as it is before the event (valid and rejected events)
+	NewGroup string           // a rename's new name
+	Contacts []im.ContactItem // a valid create's conversations, or those an add/remove names
 	// Filled by the run: when it was produced and where it landed.
 	ProducedAt time.Time
 	Partition  int

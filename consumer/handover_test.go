@@ -24,6 +24,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 func TestMetaV3HandoverStatement(t *testing.T) {
@@ -524,7 +525,7 @@ func TestCallWatchRealDispatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := dispatcher.New(dispatcher.Config{API: client, Standalone: true, RateLimit: 100, GetRateLimit: 100,
+	d, err := dispatcher.New(dispatcher.Config{API: client, Limiter: ratelimit.Config{Standalone: true}, RateLimit: 100, GetRateLimit: 100,
 		RetryBudget: time.Minute, Metrics: metrics.New(prometheus.NewRegistry(), "test", false)})
 	if err != nil {
 		t.Fatal(err)

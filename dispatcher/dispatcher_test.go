@@ -21,6 +21,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/configtest"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 func TestDispatchApplied(t *testing.T) {
@@ -197,7 +198,7 @@ func TestFrequencyLimitStormSlowsAndRecovers(t *testing.T) {
 		c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
 		c.Sleep = func(ctx context.Context, dur time.Duration) error {
 			if dur >= time.Millisecond && d != nil {
-				r := d.create.rateNow()
+				r := d.create.Rate()
 				mu.Lock()
 				lowest = min(lowest, r)
 				mu.Unlock()
@@ -226,14 +227,14 @@ func TestFrequencyLimitStormSlowsAndRecovers(t *testing.T) {
 	mu.Lock()
 	low := lowest
 	mu.Unlock()
-	if low > 200*DefaultSlowDownFactor+1e-9 || low < 200*DefaultMinRateFactor {
+	if low > 200*ratelimit.DefaultSlowDownFactor+1e-9 || low < 200*ratelimit.DefaultMinRateFactor {
 		t.Fatalf("lowest rate during storm = %v, want within [20, 140]", low)
 	}
 	if got := testutil.ToFloat64(h.m.Retries.WithLabelValues(im.APICreate, "60007")); got != 120 {
 		t.Errorf("retries{60007} = %v, want 120", got)
 	}
 	clock.Advance(time.Minute)
-	if got := h.d.create.rateNow(); got != 200 {
+	if got := h.d.create.Rate(); got != 200 {
 		t.Errorf("rate a minute later = %v, want 200", got)
 	}
 	if up := testutil.ToFloat64(h.m.LimiterChanges.WithLabelValues("up")); up < 1 {
@@ -604,7 +605,7 @@ func TestShutdownReturnsPromptly(t *testing.T) {
 			c.Sleep = sleep // real time: a 10-minute backoff
 			c.BackoffBase, c.BackoffMax = 10*time.Minute, 10*time.Minute
 		}, func(f *fakeAPI) { f.setAlways(im.APICreate, imErr(im.APICreate, 60008)) }},
-		{"no share yet", func(c *Config) { c.Standalone = false }, nil},
+		{"no share yet", func(c *Config) { c.Limiter.Standalone = false }, nil},
 		{"call in flight", nil, func(f *fakeAPI) { f.gate = make(chan struct{}) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -671,31 +672,23 @@ func TestConfigValidate(t *testing.T) {
 		{"negative backoff base", Config{API: api, BackoffBase: -1}, []string{"backoff base: -1ns is negative"}},
 		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, []string{"backoff max: 1ms below backoff base 1s"}},
 		{"negative probe interval", Config{API: api, ProbeInterval: -1}, []string{"probe interval: -1ns is negative"}},
-		{"huge margin", Config{API: api, JitterMargin: time.Second}, []string{"jitter margin: 1s outside 0-500ms"}},
-		{"negative margin", Config{API: api, JitterMargin: -1}, []string{"jitter margin: -1ns outside"}},
-		{"fresh conn margin", Config{API: api, FreshConnMargin: time.Second}, []string{"fresh connection margin: 1s outside"}},
-		{"late arrival max over 500ms", Config{API: api, LateArrivalMax: time.Second}, []string{"late arrival max: 1s over 500ms"}},
-		{"late arrival shift off", Config{API: api, LateArrivalMax: LateArrivalOff}, nil},
 		{"outage window", Config{API: api, OutageWindow: -1}, []string{"outage window: -1 must be positive"}},
 		{"outage span", Config{API: api, OutageSpan: -1}, []string{"outage span: -1ns must be positive"}},
 		{"outage accounts", Config{API: api, OutageAccounts: -1}, []string{"outage accounts: -1 must be positive"}},
 		{"ratio above 1", Config{API: api, OutageRatio: 1.5}, []string{"outage ratio: 1.5 outside 0-1"}},
 		{"group check retries", Config{API: api, GroupCheckRetries: -1}, []string{"group check retries: -1 is negative"}},
-		{"slow-down-after", Config{API: api, SlowDownAfter: -1}, []string{"slow-down-after: -1 is negative"}},
-		{"slow-down of 1", Config{API: api, SlowDownFactor: 1}, []string{"slow-down factor: 1 outside (0, 1)"}},
-		{"min rate factor", Config{API: api, MinRateFactor: 2}, []string{"min rate factor: 2 outside (0, 1]"}},
-		{"recover step", Config{API: api, RecoverStep: -1}, []string{"recover step: -1 must be positive"}},
-		{"recover interval", Config{API: api, RecoverInterval: -1}, []string{"recover interval: -1ns must be positive"}},
 		{"duplicate names", Config{API: api, DuplicateNames: "allow"}, []string{`duplicate names: "allow": want merge or reject`}},
+		// The limiter's problems are the dispatcher's (each of them is tested in ratelimit).
+		{"limiter", Config{API: api, Limiter: ratelimit.Config{JitterMargin: time.Second, SlowDownFactor: 1}},
+			[]string{"dispatcher config: ratelimit config: jitter margin: 1s outside", "slow-down factor: 1 outside"}},
+		{"late arrival shift off", Config{API: api, Limiter: ratelimit.Config{LateArrivalMax: ratelimit.LateArrivalOff}}, nil},
 		{"everything", Config{
-			RateLimit: -1, GetRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1, JitterMargin: -1,
-			FreshConnMargin: -1, LateArrivalMax: time.Second, OutageWindow: -1, OutageSpan: -1, OutageAccounts: -1,
-			OutageRatio: 2, GroupCheckRetries: -1, SlowDownAfter: -1, SlowDownFactor: 2, MinRateFactor: 2,
-			RecoverStep: -1, RecoverInterval: -1, DuplicateNames: "x",
+			RateLimit: -1, GetRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1,
+			OutageWindow: -1, OutageSpan: -1, OutageAccounts: -1, OutageRatio: 2, GroupCheckRetries: -1,
+			DuplicateNames: "x", Limiter: ratelimit.Config{JitterMargin: -1, RecoverStep: -1},
 		}, []string{"api", "rate limit", "get rate limit", "retry budget", "backoff base", "probe interval",
-			"jitter margin", "fresh connection margin", "late arrival max", "outage window", "outage span",
-			"outage accounts", "outage ratio", "group check retries", "slow-down-after", "slow-down factor",
-			"min rate factor", "recover step", "recover interval", "duplicate names"}},
+			"outage window", "outage span", "outage accounts", "outage ratio", "group check retries",
+			"duplicate names", "ratelimit config: jitter margin", "recover step"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			configtest.Problems(t, tc.cfg.Validate(), tc.want...)
@@ -709,13 +702,19 @@ func TestConfigValidate(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.setDefaults()
-	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit || c.LateArrivalMax != DefaultLateArrivalMax ||
+	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit ||
 		c.DuplicateNames != DuplicateMerge || c.Logger == nil || c.Metrics == nil || c.Now == nil || c.Sleep == nil {
 		t.Errorf("defaults not applied: %+v", c)
 	}
-	c = Config{RateLimit: 50, LateArrivalMax: LateArrivalOff}
+	// The limiter's clock, logger and metrics are the dispatcher's unless set.
+	if c.Limiter.Logger != c.Logger || c.Limiter.Metrics != c.Metrics || c.Limiter.Now == nil || c.Limiter.Sleep == nil {
+		t.Errorf("limiter defaults not the dispatcher's: %+v", c.Limiter)
+	}
+	now := func() time.Time { return time.Unix(7, 0) }
+	c = Config{RateLimit: 50, Now: now, Limiter: ratelimit.Config{LateArrivalMax: ratelimit.LateArrivalOff}}
 	c.setDefaults()
-	if c.RateLimit != 50 || c.GetRateLimit != DefaultGetRateLimit || c.LateArrivalMax != LateArrivalOff {
+	if c.RateLimit != 50 || c.GetRateLimit != DefaultGetRateLimit || c.Limiter.LateArrivalMax != ratelimit.LateArrivalOff ||
+		!c.Limiter.Now().Equal(time.Unix(7, 0)) {
 		t.Errorf("set values overwritten: %+v", c)
 	}
 }
@@ -783,7 +782,7 @@ func (r retryingAccount) CreateContactGroup(ctx context.Context, req *im.CreateR
 func TestRetryingAccountDoesNotStallOthers(t *testing.T) {
 	api := newFakeAPI()
 	m := metrics.NewNop()
-	d := mustNew(t, Config{API: retryingAccount{api, "slow"}, Standalone: true, Metrics: m,
+	d := mustNew(t, Config{API: retryingAccount{api, "slow"}, Limiter: ratelimit.Config{Standalone: true}, Metrics: m,
 		BackoffBase: time.Minute, BackoffMax: time.Minute}) // real clock: "slow" sleeps for up to a minute
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -834,7 +833,7 @@ func TestFrequencyLimitInItemResultsSlowsDown(t *testing.T) {
 				sleep := c.Sleep
 				c.Sleep = func(ctx context.Context, dur time.Duration) error {
 					if d != nil {
-						r := d.limiterFor(api).rateNow()
+						r := d.limiterFor(api).Rate()
 						mu.Lock()
 						lowest = min(lowest, r)
 						mu.Unlock()
@@ -859,8 +858,8 @@ func TestFrequencyLimitInItemResultsSlowsDown(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if lowest > 20*DefaultSlowDownFactor+1e-9 {
-				t.Errorf("lowest %s rate while items were answered 60007 = %v, want <= %v", api, lowest, 20*DefaultSlowDownFactor)
+			if lowest > 20*ratelimit.DefaultSlowDownFactor+1e-9 {
+				t.Errorf("lowest %s rate while items were answered 60007 = %v, want <= %v", api, lowest, 20*ratelimit.DefaultSlowDownFactor)
 			}
 		})
 	}

@@ -28,7 +28,7 @@ func TestDrainStopsCallsNotSent(t *testing.T) {
 			c.Sleep = sleep // real time: a 10-minute backoff
 			c.BackoffBase, c.BackoffMax = 10*time.Minute, 10*time.Minute
 		}, func(f *fakeAPI) { f.setAlways(im.APICreate, imErr(im.APICreate, 60008)) }},
-		{"queued in the limiter", func(c *Config) { c.Standalone = false }, nil},
+		{"queued in the limiter", func(c *Config) { c.Limiter.Standalone = false }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.tweak)
@@ -90,13 +90,13 @@ func TestDrainLetsASentCallFinish(t *testing.T) {
 // TestZeroShareStopsNewGrants: SetPartitions with no partitions (what the consumer does the
 // moment a generation ends) gives no grant to a new call until a share is set again.
 func TestZeroShareStopsNewGrants(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Standalone, c.Now, c.Sleep = false, time.Now, sleep })
+	h := newHarness(t, func(c *Config) { c.Limiter.Standalone, c.Now, c.Sleep = false, time.Now, sleep })
 	h.run()
 	h.d.SetPartitions([]int{0, 1}, 4)
-	testwait.For(t, 5*time.Second, "first share in force", func() bool { return h.d.create.rateNow() > 0 })
+	testwait.For(t, 5*time.Second, "first share in force", func() bool { return h.d.create.Rate() > 0 })
 	wantApplied(t, "dispatch with a share", h.async(context.Background(), Task{Event: newEvent("alice", "a")}), 2*time.Second)
 	h.d.SetPartitions(nil, 4)
-	if r := h.d.create.rateNow(); r != 0 {
+	if r := h.d.create.Rate(); r != 0 {
 		t.Fatalf("rate after the share was dropped = %v, want 0", r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,13 +2,21 @@ package dispatcher
 
 import "go.uber.org/zap"
 
-// SetShare gives this replica owned/total of every API's budget, as SetPartitions does for a
-// caller that knows only how many partitions it owns (total <= 0: the whole budget). Only the
-// tests still think in counts; the consumer calls SetPartitions.
+// SetShare gives a new dispatcher owned/total of every API's budget (total <= 0: the whole
+// budget), for a caller that knows only how many partitions it owns; the consumer calls
+// SetPartitions. On a limiter that has no share yet, a ceiling with nothing at once is exactly
+// such a first share: in force one window from now.
 func (d *Dispatcher) SetShare(owned, total int) {
 	for _, l := range d.partitionLimiters() {
-		l.setShare(owned, total)
+		budget := d.cfg.GetRateLimit
+		if l == d.create {
+			budget = d.cfg.RateLimit
+		}
+		if total > 0 {
+			budget *= float64(min(max(owned, 0), total)) / float64(total)
+		}
+		l.SetCeiling(budget, 0)
 	}
 	d.log.Info("rate share set", zap.Int("owned", owned), zap.Int("total", total),
-		zap.Float64("create_calls_per_s", d.create.rateNow()), zap.Float64("create_calls_per_s_in_1s", d.create.target()))
+		zap.Float64("create_calls_per_s", d.create.Rate()), zap.Float64("create_calls_per_s_in_1s", d.create.Target()))
 }

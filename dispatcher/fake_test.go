@@ -15,6 +15,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // step is one scripted answer: err is returned; with apply the call is carried out first (the
@@ -285,7 +286,7 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, api: newFakeAPI(), clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	h.m = metrics.New(h.reg, "test", false)
-	cfg := Config{API: h.api, Standalone: true, Metrics: h.m, Now: h.clock.Now, Sleep: h.clock.Sleep,
+	cfg := Config{API: h.api, Limiter: ratelimit.Config{Standalone: true}, Metrics: h.m, Now: h.clock.Now, Sleep: h.clock.Sleep,
 		RateLimit: 1000, GetRateLimit: 1000, RetryBudget: time.Minute}
 	if tweak != nil {
 		tweak(&cfg)

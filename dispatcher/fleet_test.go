@@ -15,13 +15,13 @@ import (
 // demand falls to what it used lately.
 func TestFleetDemandAndUsed(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
-		c.Standalone = false
+		c.Limiter.Standalone = false
 		c.FleetBudget = true
 		c.RateLimit = 200
 		c.Now, c.Sleep = time.Now, sleep
 	})
 	h.d.SetPartitions([]int{0}, 1) // get and update only
-	if got := h.d.create.rateNow(); got != 0 {
+	if got := h.d.create.Rate(); got != 0 {
 		t.Fatalf("create rate %v before any SetCeiling, want 0", got)
 	}
 	if got := h.d.Demand(); got != 2 {
@@ -39,7 +39,7 @@ func TestFleetDemandAndUsed(t *testing.T) {
 			}
 		}()
 	}
-	testwait.For(t, 5*time.Second, "callers queued at the limiter", func() bool { return h.d.create.waiting.Load() >= 30 })
+	testwait.For(t, 5*time.Second, "callers queued at the limiter", func() bool { return h.d.create.Waiting() >= 30 })
 	if got := h.d.Demand(); got != 200 {
 		t.Errorf("demand with 40 callers and no ceiling = %d, want the budget", got)
 	}

@@ -121,3 +121,15 @@ func TestLeaseCheckedAtTheWrite(t *testing.T) {
 		})
 	}
 }
+
+// maxWindow is the highest number of grants in any sliding window (t-w, t].
+func maxWindow(grants []time.Time, w time.Duration) int {
+	best, lo := 0, 0
+	for hi, t := range grants {
+		for !grants[lo].After(t.Add(-w)) {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}

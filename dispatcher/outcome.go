@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
 )
 
 // Task is one validated event to apply.
@@ -113,4 +118,114 @@ type FailedContact struct {
 	ToGroupID  string `json:"ToGroupId,omitempty"`
 	ResultCode int    `json:"ResultCode"`
 	ResultInfo string `json:"ResultInfo"`
+}
+
+func (r *run) applied() *Outcome { return &Outcome{Result: Applied, Attempts: r.attempts} }
+
+// rejected is the outcome of a permanent failure: no group was created.
+func (r *run) rejected(e *im.Error) Outcome {
+	det := ResultDetail{GroupName: r.ev.GroupName, Failed: failedResults(e.Results)}
+	if e.Group != nil && e.Group.GroupID != 0 {
+		det.GroupID = e.Group.GroupID
+	}
+	if len(det.Failed) == 0 {
+		for _, c := range contactItems(r.ev.Contacts) {
+			det.Failed = append(det.Failed, failedContact(c, errCode(e), e.Info))
+		}
+	}
+	return Outcome{Result: Rejected, Code: errCode(e), Info: e.Error(), Attempts: r.attempts, Detail: mustJSON(det)}
+}
+
+// duplicate is the outcome under DuplicateReject of an event naming group, which its user
+// already has without the missing conversations.
+func (r *run) duplicate(group *im.GroupItem, missing []im.ContactItem) Outcome {
+	code := r.d.cfg.DuplicateCode
+	info := fmt.Sprintf("group %q already exists for %q without %d of the event's conversations (duplicate names: reject)",
+		r.ev.GroupName, r.ev.FromAccount, len(missing))
+	det := ResultDetail{GroupName: r.ev.GroupName, GroupID: group.GroupID}
+	for _, c := range missing {
+		det.Failed = append(det.Failed, failedContact(c, code, "group name already exists"))
+	}
+	return Outcome{Result: Rejected, Code: code, Info: info, Attempts: r.attempts, Detail: mustJSON(det)}
+}
+
+// partial is the outcome of a group that exists without some of its conversations.
+func (r *run) partial(e *im.Error) *Outcome {
+	det := ResultDetail{GroupName: r.ev.GroupName, Failed: failedResults(e.Results)}
+	if e.Group != nil {
+		det.GroupID = e.Group.GroupID
+		if e.Group.GroupName != "" {
+			det.GroupName = e.Group.GroupName
+		}
+	}
+	code, info := errCode(e), e.Info
+	if len(det.Failed) > 0 {
+		code, info = det.Failed[0].ResultCode, det.Failed[0].ResultInfo
+	}
+	return &Outcome{Result: Partial, Code: code, Attempts: r.attempts, Detail: mustJSON(det),
+		Info: fmt.Sprintf("group %q exists but %d of %d conversations failed: first code %d: %s",
+			det.GroupName, len(det.Failed), len(r.ev.Contacts), code, info)}
+}
+
+// exhausted is the outcome of transient failures past the retry budget.
+func (r *run) exhausted(e *im.Error) Outcome {
+	return Outcome{Result: Exhausted, Code: exhaustedCode(e), Attempts: r.attempts,
+		Info: fmt.Sprintf("retry budget %v spent after %d attempts; last: %v", r.d.cfg.RetryBudget, r.attempts, e)}
+}
+
+// exhaustedCode is errCode, except that a last failure with no answer at all gets
+// dlq.CodeTimeout or dlq.CodeNetwork: 0 is the code of invalid events.
+func exhaustedCode(e *im.Error) int {
+	if c := errCode(e); c != 0 {
+		return c
+	}
+	var ne net.Error
+	if errors.Is(e, context.DeadlineExceeded) || errors.As(e, &ne) && ne.Timeout() {
+		return dlq.CodeTimeout
+	}
+	return dlq.CodeNetwork
+}
+
+// errCode is the IM code of e, or its HTTP status when there is none (0 for network failures).
+func errCode(e *im.Error) int {
+	switch {
+	case e.Code != 0:
+		return e.Code
+	case e.HTTPStatus != 0 && e.HTTPStatus != http.StatusOK:
+		return e.HTTPStatus
+	}
+	return 0
+}
+
+func asIMError(api string, err error) *im.Error {
+	if err == nil {
+		return nil
+	}
+	var e *im.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &im.Error{API: api, Class: im.ClassTransient, Network: true, Err: err}
+}
+
+func failedResults(res []im.ContactResult) []FailedContact {
+	var out []FailedContact
+	for _, x := range res {
+		if x.ResultCode != 0 {
+			out = append(out, failedContact(x.ContactItem, x.ResultCode, x.ResultInfo))
+		}
+	}
+	return out
+}
+
+func failedContact(c im.ContactItem, code int, info string) FailedContact {
+	return FailedContact{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID, ResultCode: code, ResultInfo: info}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("dispatcher: marshal %T: %v", v, err)) // plain structs of strings and ints
+	}
+	return b
 }

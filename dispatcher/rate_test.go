@@ -17,6 +17,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 const (
@@ -145,7 +146,7 @@ func (r rateRun) run(tb testing.TB) rateResult {
 
 	// The shares just set are in force one window from now (limiter.set); the run's duration
 	// starts then.
-	ctx, cancel := context.WithTimeout(context.Background(), ds[0].create.window+r.duration)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second+ratelimit.DefaultJitterMargin+r.duration)
 	defer cancel()
 	var (
 		mu       sync.Mutex
@@ -212,7 +213,7 @@ func (r rateRun) run(tb testing.TB) rateResult {
 		quickest := slices.Min(delays)
 		res.spread = slices.Max(delays) - quickest
 		for _, d := range delays {
-			if d > quickest+DefaultJitterMargin {
+			if d > quickest+ratelimit.DefaultJitterMargin {
 				res.late++
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // switchAPI forwards to whichever client is current, as if an operator fixed the app's
@@ -62,7 +63,7 @@ func newSimEnv(t *testing.T, simCfg imsim.Config, key string, tweak func(*Config
 	t.Cleanup(sim.Close)
 	e := &simEnv{t: t, sim: sim, url: srv.URL, api: &switchAPI{}, m: metrics.New(prometheus.NewRegistry(), "test", false)}
 	e.api.cur.Store(e.client(key))
-	cfg := Config{API: e.api, Standalone: true, Metrics: e.m, RetryBudget: 2 * time.Second,
+	cfg := Config{API: e.api, Limiter: ratelimit.Config{Standalone: true}, Metrics: e.m, RetryBudget: 2 * time.Second,
 		BackoffBase: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)

@@ -25,6 +25,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 const (
@@ -114,7 +115,7 @@ func startPipelineTopics(t *testing.T, simCfg imsim.Config, seed func(ctx contex
 	seed(ctx, client)
 	cancel()
 
-	disp, err := dispatcher.New(dispatcher.Config{API: p.api, Standalone: true, RetryBudget: 5 * time.Second,
+	disp, err := dispatcher.New(dispatcher.Config{API: p.api, Limiter: ratelimit.Config{Standalone: true}, RetryBudget: 5 * time.Second,
 		BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Logger: log, Metrics: p.m})
 	if err != nil {
 		t.Fatal(err)

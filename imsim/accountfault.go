@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -17,25 +19,41 @@ type accountFault struct {
 	until time.Time
 }
 
+// faultKey names whose calls an account fault answers: one account's calls of api, or of every
+// API when api is "".
+type faultKey struct{ account, api string }
+
 // SetAccountFault makes every call from account answer code (without applying it) for d from
 // now, as for a user whose data is broken on the IM side (50004 internal errors for one user);
-// d <= 0 removes it. Other accounts are untouched.
-func (s *Server) SetAccountFault(account string, code int, d time.Duration) {
+// with apis only that account's calls of those APIs (im.APIUpdate, ...), so a user's deletes can
+// fail while their creates go through. d <= 0 removes it: the fault of those APIs, or without
+// apis every fault of the account. Other accounts are untouched. An API's own fault goes before
+// the account's all-API one.
+func (s *Server) SetAccountFault(account string, code int, d time.Duration, apis ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d <= 0 {
-		delete(s.acctFaults, account)
+		for k := range s.acctFaults {
+			if k.account == account && (len(apis) == 0 || slices.Contains(apis, k.api)) {
+				delete(s.acctFaults, k)
+			}
+		}
 		return
 	}
 	if s.acctFaults == nil {
-		s.acctFaults = map[string]accountFault{}
+		s.acctFaults = map[faultKey]accountFault{}
 	}
-	s.acctFaults[account] = accountFault{code: code, until: s.cfg.Now().Add(d)}
+	if len(apis) == 0 {
+		apis = []string{""}
+	}
+	for _, api := range apis {
+		s.acctFaults[faultKey{account, api}] = accountFault{code: code, until: s.cfg.Now().Add(d)}
+	}
 }
 
-// accountFaultCode returns the code a call with this body answers, 0 when its account has no
-// fault in force.
-func (s *Server) accountFaultCode(body []byte) int {
+// accountFaultCode returns the code a call of api with this body answers, 0 when its account
+// has no fault in force.
+func (s *Server) accountFaultCode(api string, body []byte) int {
 	s.mu.Lock()
 	none := len(s.acctFaults) == 0
 	s.mu.Unlock()
@@ -50,15 +68,19 @@ func (s *Server) accountFaultCode(body []byte) int {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, ok := s.acctFaults[req.FromAccount]
-	if !ok {
-		return 0
+	now := s.cfg.Now()
+	for _, k := range []faultKey{{req.FromAccount, api}, {req.FromAccount, ""}} {
+		f, ok := s.acctFaults[k]
+		if !ok {
+			continue
+		}
+		if !now.Before(f.until) {
+			delete(s.acctFaults, k)
+			continue
+		}
+		return f.code
 	}
-	if !s.cfg.Now().Before(f.until) {
-		delete(s.acctFaults, req.FromAccount)
-		return 0
-	}
-	return f.code
+	return 0
 }
 
 // AccountFault is the /admin/account-fault body.
@@ -68,6 +90,9 @@ type AccountFault struct {
 	Code int `json:"code"`
 	// Duration is a Go duration ("10m") up to MaxAccountFault; "0s" removes the fault.
 	Duration string `json:"duration"`
+	// APIs, when set, limit the fault to the account's calls of these APIs
+	// (e.g. ["del_contact_group"]); empty means every API.
+	APIs []string `json:"apis,omitempty"`
 }
 
 func (s *Server) serveAccountFault(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +127,12 @@ func (s *Server) serveAccountFault(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("imsim: code %d is not an IM error code (1..999999)", af.Code), http.StatusBadRequest)
 		return
 	}
-	s.SetAccountFault(af.Account, af.Code, d)
+	for _, a := range af.APIs {
+		if !slices.Contains(apiNames, a) {
+			http.Error(w, fmt.Sprintf("imsim: unknown api %q (want one of %s)", a, strings.Join(apiNames, ", ")), http.StatusBadRequest)
+			return
+		}
+	}
+	s.SetAccountFault(af.Account, af.Code, d, af.APIs...)
 	w.WriteHeader(http.StatusNoContent)
 }

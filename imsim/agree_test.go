@@ -3,10 +3,13 @@ package imsim_test
 import (
 	"bytes"
 	"compress/zlib"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +252,118 @@ func FuzzSigVerifiersAgree(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClientAgreesOnLifecycleCodes drives each condition of update_contact_group and
+// del_contact_group through the client's typed calls against the simulator: the code the client
+// reports is the one the simulator states for that condition (SimCode), the client classifies
+// it as the simulator's table does, per-item codes come back as a partial result with every
+// item's outcome, and the table names the lifecycle condition it answers the code for.
+func TestClientAgreesOnLifecycleCodes(t *testing.T) {
+	sim, err := imsim.New(imsim.Config{SDKAppID: 1400000000, SecretKey: "dev-key", MaxContacts: 3,
+		DismissedGroups: []string{"@gone"}, NotImported: []string{"ghost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() { sim.Close(); srv.Close() })
+	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "dev-key", BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	u := func(n int) im.ContactItem { return im.ContactItem{Type: im.ContactC2C, ToAccount: fmt.Sprint("u", n)} }
+	for _, name := range []string{"g", "other"} {
+		if _, err := client.CreateContactGroup(ctx, &im.CreateRequest{FromAccount: "a",
+			GroupContactItem: []im.GroupContactItem{{GroupName: name, ContactItem: []im.ContactItem{u(len(name))}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename := func(acct, from, to string) error {
+		_, err := client.UpdateContactGroup(ctx, &im.UpdateRequest{FromAccount: acct, UpdateType: im.UpdateTypeGroup,
+			UpdateGroup: im.UpdateGroup{UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: from, NewGroupName: to}})
+		return err
+	}
+	add := func(group string, cs ...im.ContactItem) error {
+		upd := im.UpdateGroup{UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: group}
+		for _, c := range cs {
+			upd.ContactUpdateItem = append(upd.ContactUpdateItem, im.ContactUpdateItem{ContactOptType: im.ContactOptAdd, ContactItem: c})
+		}
+		_, err := client.UpdateContactGroup(ctx, &im.UpdateRequest{FromAccount: "a", UpdateType: im.UpdateTypeGroup, UpdateGroup: upd})
+		return err
+	}
+	del := func(acct, name string) error {
+		_, err := client.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: acct, GroupName: []string{name}})
+		return err
+	}
+	table := map[int]imsim.CodeRule{}
+	for _, r := range imsim.CodeTable() {
+		table[r.Code] = r
+	}
+	tests := []struct {
+		name    string
+		call    func() error
+		simCode string // the condition's name in imsim.SimCode
+		partial []int  // per-item codes when the answer is a partial result
+		when    string // what the table says the code is answered for
+	}{
+		{"rename of a missing group", func() error { return rename("a", "nope", "x") }, "GroupNotFound", nil, "update or delete of a missing group"},
+		{"delete of a missing group", func() error { return del("a", "nope") }, "GroupNotFound", nil, "update or delete of a missing group"},
+		{"add to a missing group", func() error { return add("nope", u(7)) }, "GroupNotFound", nil, "update or delete of a missing group"},
+		{"new name over 32 bytes", func() error { return rename("a", "g", strings.Repeat("x", 33)) }, "NameTooLong", nil, "a group name over"},
+		{"rename onto an existing name", func() error { return rename("a", "g", "other") }, "DuplicateName", nil, "a duplicate name"},
+		{"empty new name", func() error { return rename("a", "g", "") }, "BadParams", nil, "a bad body or field"},
+		{"update of an account not imported", func() error { return rename("ghost", "g", "h") }, "NotImported", nil, "From_Account"},
+		{"delete of an account not imported", func() error { return del("ghost", "g") }, "NotImported", nil, "From_Account"},
+		{"add past the conversation limit", func() error { return add("g", u(2), u(3)) }, "TooManyContacts", []int{0, im.CodeTooManyContacts}, "per item"},
+		{"add of a dismissed group conversation", func() error { return add("g", im.ContactItem{Type: im.ContactGroup, ToGroupID: "@gone"}) },
+			"GroupCheckFailed", []int{im.CodeGroupCheckFailed}, "per item"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, ok := imsim.SimCode[tt.simCode]
+			if !ok {
+				t.Fatalf("the simulator names no condition %s", tt.simCode)
+			}
+			var e *im.Error
+			if err := tt.call(); !errors.As(err, &e) {
+				t.Fatalf("client returned %v, want an *im.Error", err)
+			}
+			if e.Code != want {
+				t.Fatalf("client reports code %d (%s), the simulator states %d for %s", e.Code, e.Info, want, tt.simCode)
+			}
+			rule, listed := table[e.Code]
+			if !listed {
+				t.Fatalf("code %d is not in the simulator's table", e.Code)
+			}
+			if got := e.Class; got != classNames[rule.Class] {
+				t.Errorf("client classifies %d as %v, the simulator's table says %s", e.Code, got, rule.Class)
+			}
+			if !strings.Contains(rule.When, tt.when) {
+				t.Errorf("the table says %d is answered for %q, want it to name %q", e.Code, rule.When, tt.when)
+			}
+			if e.Partial != (tt.partial != nil) {
+				t.Fatalf("partial %v, want %v", e.Partial, tt.partial != nil)
+			}
+			var got []int
+			for _, r := range e.Results {
+				got = append(got, r.ResultCode)
+			}
+			if tt.partial != nil && fmt.Sprint(got) != fmt.Sprint(tt.partial) {
+				t.Errorf("per-item codes %v, want %v", got, tt.partial)
+			}
+		})
+	}
+	// A lifecycle call that works comes back without an error, and a repeated delete is the
+	// permanent 51009 the dispatcher counts as "already applied" only after checking.
+	if err := rename("a", "g", "h"); err != nil {
+		t.Fatalf("rename: %v", err)
+	}
+	if err := del("a", "h"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	var e *im.Error
+	if err := del("a", "h"); !errors.As(err, &e) || e.Code != im.CodeGroupNotFound || e.Class != im.ClassPermanent {
+		t.Fatalf("second delete: %v", err)
+	}
 }

@@ -29,13 +29,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		s.record(api, -1)
 		return
 	}
-	if code := s.accountFaultCode(body); code != 0 {
+	if code := s.accountFaultCode(api, body); code != 0 {
 		s.answer(w, api, fail(code, "injected account fault"), true)
 		return
 	}
 	s.mu.Lock()
-	delay := s.faults.delay(s.rng)
-	kind, code := s.faults.pick(s.rng, api)
+	f := s.faults.forAPI(api)
+	delay := f.delay(s.rng)
+	kind, code := f.pick(s.rng, api)
 	s.mu.Unlock()
 	if delay > 0 && !s.sleep(r.Context(), delay) {
 		s.record(api, -1)
@@ -56,7 +57,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		return
 	}
 	resp = s.apply(api, body)
-	markApplied(r.Context(), api, resp)
+	markApplied(r.Context(), resp)
 	switch kind {
 	case faultApplyFail:
 		s.answer(w, api, fail(codeTimeout, "injected fault: applied, then timed out"), true)

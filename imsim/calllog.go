@@ -20,10 +20,20 @@ import (
 type Call struct {
 	API     string `json:"api"`
 	Account string `json:"account"`
-	// Group and Contacts are the create request's group name and conversations (or the update's
-	// old group name); empty for get and delete.
-	Group    string           `json:"group,omitempty"`
+	// Group is the group the call names: a create's GroupName, an update's OldGroupName, a
+	// delete's first GroupName; empty for get.
+	Group string `json:"group,omitempty"`
+	// NewGroup is a rename's NewGroupName (update, UpdateType 1).
+	NewGroup string `json:"new_group,omitempty"`
+	// UpdateType is an update's UpdateGroupType: 1 rename, 2 add/remove conversations.
+	UpdateType int `json:"update_type,omitempty"`
+	// MoreGroups are a delete's GroupName entries after the first (the API takes a list; the
+	// event contract sends one).
+	MoreGroups []string `json:"more_groups,omitempty"`
+	// Contacts are a create's conversations, or an add/remove's (update, UpdateType 2), whose
+	// Ops holds the ContactOptType of each (1 add, 2 remove).
 	Contacts []im.ContactItem `json:"contacts,omitempty"`
+	Ops      []int            `json:"ops,omitempty"`
 	Start    time.Time        `json:"start"`
 	// Arrived is when the request's bytes reached the server's socket (the kernel's receive
 	// time; Linux, Serve only), zero when unknown. Start can be much later on a starved machine.
@@ -33,9 +43,18 @@ type Call struct {
 	// away before an answer.
 	Code int    `json:"code"`
 	Info string `json:"info,omitempty"`
-	// Applied is set when a create, update or delete changed state, whatever was answered
-	// (an apply-then-fail call is applied and answers 50005).
+	// Applied is set when a create, update or delete changed state, whatever was answered (an
+	// apply-then-fail call is applied and answers 50005). A call that succeeded without changing
+	// anything is not: an add of a conversation already in the group, a rename onto the group's
+	// own name, a delete of only missing groups with Config.DeleteMissingOK.
 	Applied bool `json:"applied,omitempty"`
+	// Results and Changed hold, per entry of Contacts, the ResultCode the state change produced
+	// and whether that conversation was added to (or removed from) the group; set for creates and
+	// add/removes that reached the state, even when a fault then answered something else.
+	Results []int  `json:"results,omitempty"`
+	Changed []bool `json:"changed,omitempty"`
+	// Deleted are the groups a delete removed.
+	Deleted []string `json:"deleted,omitempty"`
 }
 
 // callState is the call log and the per-account latencies. It has its own lock so logging never
@@ -71,21 +90,7 @@ func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, api string)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	var req struct {
-		FromAccount      string                `json:"From_Account"`
-		GroupContactItem []im.GroupContactItem `json:"GroupContactItem"`
-		UpdateGroup      struct {
-			OldGroupName string `json:"OldGroupName"`
-		} `json:"UpdateGroup"`
-	}
-	if json.Unmarshal(body, &req) == nil {
-		c.Account = req.FromAccount
-		if len(req.GroupContactItem) > 0 {
-			c.Group, c.Contacts = req.GroupContactItem[0].GroupName, req.GroupContactItem[0].ContactItem
-		} else {
-			c.Group = req.UpdateGroup.OldGroupName
-		}
-	}
+	describeCall(c, body)
 	s.cs.mu.Lock()
 	d := s.cs.latency[c.Account]
 	s.cs.mu.Unlock()
@@ -110,11 +115,52 @@ func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, api string)
 	s.logCall(c)
 }
 
-// markApplied records on the call being served that its request changed state.
-func markApplied(ctx context.Context, api string, resp *response) {
-	if c, ok := ctx.Value(callKey{}).(*Call); ok && api != im.APIGet && resp.ErrorCode == 0 {
-		c.Applied = true
+// describeCall fills c's account and request fields from body. A body that does not decode
+// (bad JSON, a field of the wrong type) leaves what did decode: the simulator answers it 50002,
+// and the log still says whose it was when it can.
+func describeCall(c *Call, body []byte) {
+	switch c.API {
+	case im.APICreate:
+		var req im.CreateRequest
+		_ = json.Unmarshal(body, &req) // best effort, see above
+		c.Account = req.FromAccount
+		if len(req.GroupContactItem) > 0 {
+			c.Group, c.Contacts = req.GroupContactItem[0].GroupName, req.GroupContactItem[0].ContactItem
+		}
+	case im.APIUpdate:
+		var req im.UpdateRequest
+		_ = json.Unmarshal(body, &req)
+		u := req.UpdateGroup
+		c.Account, c.Group, c.NewGroup, c.UpdateType = req.FromAccount, u.OldGroupName, u.NewGroupName, u.UpdateGroupType
+		for _, it := range u.ContactUpdateItem {
+			c.Contacts = append(c.Contacts, it.ContactItem)
+			c.Ops = append(c.Ops, it.ContactOptType)
+		}
+	case im.APIDelete:
+		var req im.DeleteRequest
+		_ = json.Unmarshal(body, &req)
+		c.Account = req.FromAccount
+		if len(req.GroupName) > 0 {
+			c.Group, c.MoreGroups = req.GroupName[0], req.GroupName[1:]
+		}
+	default:
+		var req im.GetRequest
+		_ = json.Unmarshal(body, &req)
+		c.Account = req.FromAccount
 	}
+	if len(c.MoreGroups) == 0 {
+		c.MoreGroups = nil
+	}
+}
+
+// markApplied records on the call being served what its request changed.
+func markApplied(ctx context.Context, resp *response) {
+	c, ok := ctx.Value(callKey{}).(*Call)
+	if !ok {
+		return
+	}
+	e := resp.effect
+	c.Applied, c.Results, c.Changed, c.Deleted = e.applied, e.results, e.changed, e.deleted
 }
 
 func (s *Server) logCall(c *Call) {

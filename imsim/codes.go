@@ -90,14 +90,14 @@ func codeTable() []codeRule {
 		{51013, classConfig, ""},
 
 		{codeNotImported, classPermanent, "From_Account is in Config.NotImported or Imported says no"},
-		{codeBadParams, classPermanent, "a bad body or field; a duplicate name by default (Config.DuplicateCode)"},
+		{codeBadParams, classPermanent, "a bad body or field; a duplicate name by default (Config.DuplicateCode), of a create or a rename"},
 		{60003, classPermanent, ""},
 		{70402, classPermanent, ""},
-		{codeGroupCheckFailed, classPermanent, "per item: a ToGroupId in Config.DismissedGroups"},
-		{codeTooManyContacts, classPermanent, "the user's distinct grouped conversations would pass Config.MaxContacts"},
+		{codeGroupCheckFailed, classPermanent, "per item of a create or an add: a ToGroupId in Config.DismissedGroups"},
+		{codeTooManyContacts, classPermanent, "per item of a create or an add: the user's distinct grouped conversations would pass Config.MaxContacts"},
 		{codeGroupNotFound, classPermanent, "update or delete of a missing group (Config.MissingGroupCode)"},
-		{codeTooManyGroups, classPermanent, "the user would have more than Config.MaxGroups groups"},
-		{codeNameTooLong, classPermanent, "a group name over Config.MaxNameBytes"},
+		{codeTooManyGroups, classPermanent, "a create would give the user more than Config.MaxGroups groups (update and delete never do)"},
+		{codeNameTooLong, classPermanent, "a group name over Config.MaxNameBytes (a create's GroupName, a rename's NewGroupName)"},
 		{51012, classPermanent, ""},
 	}
 }

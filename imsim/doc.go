@@ -25,6 +25,35 @@
 //     MissingGroupCode, DeleteMissingOK, NameUnit, RateWindow) change the answers the public
 //     documentation does not settle; `chatgroupd imcheck` finds the real API's.
 //
+// The lifecycle calls, where the documentation is silent, answer what the real API most
+// plausibly does (each a default a Config field can change):
+//
+//   - update_contact_group, UpdateGroupType 1 (rename OldGroupName → NewGroupName): the request
+//     is checked first (NewGroupName empty → 50002, over MaxNameBytes → 51011), then the group
+//     is looked up (missing → 51009), then the new name (another group has it → 50002,
+//     Config.DuplicateCode). A rename onto the group's own name succeeds and changes nothing.
+//     The answer's UpdateGroupResult carries the new name and the unchanged GroupId.
+//   - UpdateGroupType 2 (ContactOptType 1 add, 2 remove, per item, 1–MaxContactsPerCall items):
+//     items apply one by one in request order, so a remove before an add frees room for it.
+//     Each item has its ResultCode: 51008 when an add would pass MaxContacts distinct
+//     conversations, 51007 for a dismissed group conversation, 0 otherwise (also for an add of
+//     a conversation already in the group and a remove of one not in it, unless
+//     AddExistingCode/RemoveMissingCode say otherwise). The group exists, so the top level is
+//     OK even when every item failed — unlike create, where no group is made then.
+//   - del_contact_group: 1–MaxGroups names; any missing → 51009 and nothing is deleted (or,
+//     with DeleteMissingOK, the missing ones are skipped). A name listed twice deletes once.
+//     Deleting frees the group's slot (create's 51010 counts the groups left) and its
+//     conversations' share of the 1000. Group ids are never reused.
+//   - update and delete never make a group, so they never answer 51010.
+//
+// Each API has its own rate window (rule 3), its own faults when Faults.ByAPI names it, and
+// per-account faults can be limited to some APIs (SetAccountFault's apis). The call log
+// (Config.CallLog, Call) records for every call its API, From_Account, the group names and
+// conversations it named, start, end and arrival stamps, the answer, and what it changed
+// (Applied, per-item Results and Changed, Deleted) — which the chaos checker reads to find
+// effects applied twice. SaveState/LoadState carry every account's groups — names, ids,
+// conversations and the next id — across restarts (`chatgroupd imsim --state-file`).
+//
 // The simulator states these codes (codes.go) and the UserSig algorithm (usersig.go) itself
 // rather than borrowing the client's, so the two are tested against each other instead of
 // sharing a mistake.
@@ -47,5 +76,7 @@
 //	POST /admin/invalidate-sigs   sigs issued before now answer 70052
 //	GET  /admin/calls             the call log (Config.CallLog) as a JSON array of Call
 //	POST /admin/account-latency   body {"account":"a","latency":"5s"}: a's calls wait 5s first
-//	POST /admin/account-fault     body {"account":"a","code":50004,"duration":"10m"}: a's calls answer 50004 for 10m
+//	POST /admin/account-fault     body {"account":"a","code":50004,"duration":"10m"}: a's calls answer 50004 for 10m;
+//	                              with "apis":["del_contact_group"] only a's deletes do
+//	POST /admin/faults            {"by_api":{"del_contact_group":{"error_rates":{"50004":0.5}}}}: deletes' own faults
 package imsim

@@ -23,8 +23,11 @@ func CodeTable() []CodeRule {
 
 // SimCode names the code the simulator answers for each condition it checks itself.
 var SimCode = map[string]int{
-	"NotImported":      codeNotImported,
-	"BadParams":        codeBadParams,
+	"NotImported": codeNotImported,
+	"BadParams":   codeBadParams,
+	// DuplicateName is what a create or rename onto an existing name answers by default
+	// (Config.DuplicateCode).
+	"DuplicateName":    codeBadParams,
 	"NotAdmin":         codeNotAdmin,
 	"Timeout":          codeTimeout,
 	"GroupCheckFailed": codeGroupCheckFailed,

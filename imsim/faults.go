@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/im"
@@ -40,6 +42,19 @@ type Faults struct {
 	// APIs limits the rate-based faults (not latency) to these API names (im.APICreate, ...);
 	// empty means all four.
 	APIs []string
+
+	// ByAPI gives an API faults of its own: a call of an API listed here meets that entry
+	// (latency and rates) instead of the fields above, so deletes can fail while creates are
+	// slow. An entry's own APIs and ByAPI must be empty.
+	ByAPI map[string]Faults
+}
+
+// forAPI returns the faults a call of api meets.
+func (f *Faults) forAPI(api string) *Faults {
+	if g, ok := f.ByAPI[api]; ok {
+		return &g
+	}
+	return f
 }
 
 // MaxLatency caps injected latency. A client gives up after a few seconds anyway, and an
@@ -99,6 +114,21 @@ func (f Faults) Validate() error {
 	for _, a := range f.APIs {
 		if !slices.Contains(apiNames, a) {
 			errs = append(errs, fmt.Errorf("imsim faults: unknown api %q", a))
+		}
+	}
+	apis := slices.Sorted(maps.Keys(f.ByAPI)) // one order for the messages
+	for _, a := range apis {
+		g := f.ByAPI[a]
+		if !slices.Contains(apiNames, a) {
+			errs = append(errs, fmt.Errorf("imsim faults: by api: unknown api %q", a))
+			continue
+		}
+		if len(g.APIs) > 0 || g.ByAPI != nil {
+			errs = append(errs, fmt.Errorf("imsim faults: by api %s: an entry sets neither apis nor by_api", a))
+		}
+		if err := g.Validate(); err != nil {
+			msg := strings.ReplaceAll(err.Error(), "imsim faults: ", "")
+			errs = append(errs, fmt.Errorf("imsim faults: by api %s: %s", a, strings.ReplaceAll(msg, "\n", "; ")))
 		}
 	}
 	return errors.Join(errs...)
@@ -169,16 +199,17 @@ func (f *Faults) pick(rng *rand.Rand, api string) (faultKind, int) {
 
 // faultsJSON is the wire form of Faults: durations as Go duration strings ("50ms").
 type faultsJSON struct {
-	Latency           string          `json:"latency,omitempty"`
-	Jitter            string          `json:"jitter,omitempty"`
-	LogNormalMean     string          `json:"lognormal_mean,omitempty"`
-	LogNormalP99      string          `json:"lognormal_p99,omitempty"`
-	ErrorRates        map[int]float64 `json:"error_rates,omitempty"`
-	HTTP502Rate       float64         `json:"http_502_rate,omitempty"`
-	HangRate          float64         `json:"hang_rate,omitempty"`
-	ApplyThenFailRate float64         `json:"apply_then_fail_rate,omitempty"`
-	ApplyThenHangRate float64         `json:"apply_then_hang_rate,omitempty"`
-	APIs              []string        `json:"apis,omitempty"`
+	Latency           string            `json:"latency,omitempty"`
+	Jitter            string            `json:"jitter,omitempty"`
+	LogNormalMean     string            `json:"lognormal_mean,omitempty"`
+	LogNormalP99      string            `json:"lognormal_p99,omitempty"`
+	ErrorRates        map[int]float64   `json:"error_rates,omitempty"`
+	HTTP502Rate       float64           `json:"http_502_rate,omitempty"`
+	HangRate          float64           `json:"hang_rate,omitempty"`
+	ApplyThenFailRate float64           `json:"apply_then_fail_rate,omitempty"`
+	ApplyThenHangRate float64           `json:"apply_then_hang_rate,omitempty"`
+	APIs              []string          `json:"apis,omitempty"`
+	ByAPI             map[string]Faults `json:"by_api,omitempty"`
 }
 
 func durString(d time.Duration) string {
@@ -194,7 +225,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		Latency: durString(f.Latency), Jitter: durString(f.Jitter),
 		LogNormalMean: durString(f.LogNormalMean), LogNormalP99: durString(f.LogNormalP99),
 		ErrorRates: f.ErrorRates, HTTP502Rate: f.HTTP502Rate, HangRate: f.HangRate,
-		ApplyThenFailRate: f.ApplyThenFailRate, ApplyThenHangRate: f.ApplyThenHangRate, APIs: f.APIs,
+		ApplyThenFailRate: f.ApplyThenFailRate, ApplyThenHangRate: f.ApplyThenHangRate, APIs: f.APIs, ByAPI: f.ByAPI,
 	})
 }
 
@@ -221,6 +252,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 	}
 	out.ErrorRates, out.HTTP502Rate, out.HangRate = w.ErrorRates, w.HTTP502Rate, w.HangRate
 	out.ApplyThenFailRate, out.ApplyThenHangRate, out.APIs = w.ApplyThenFailRate, w.ApplyThenHangRate, w.APIs
+	out.ByAPI = w.ByAPI
 	*f = out
 	return nil
 }
@@ -234,5 +266,12 @@ func (f Faults) clone() Faults {
 		f.ErrorRates = m
 	}
 	f.APIs = slices.Clone(f.APIs)
+	if f.ByAPI != nil {
+		m := make(map[string]Faults, len(f.ByAPI))
+		for k, v := range f.ByAPI {
+			m[k] = v.clone()
+		}
+		f.ByAPI = m
+	}
 	return f
 }

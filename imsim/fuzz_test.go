@@ -12,7 +12,8 @@ import (
 )
 
 // FuzzAPIBodies throws arbitrary bodies at every API: the answer is always a 200 with a JSON
-// envelope, and the limits hold afterwards whatever was accepted.
+// envelope, and the limits hold afterwards whatever was accepted — groups and conversations per
+// user, names unique and within the length limit (renames included), ids unique.
 func FuzzAPIBodies(f *testing.F) {
 	f.Add(0, `{"From_Account":"a","GroupContactItem":[{"GroupName":"g","ContactItem":[{"Type":1,"To_Account":"b"}]}]}`)
 	f.Add(1, `{"From_Account":"a","StartIndex":3}`)
@@ -21,6 +22,9 @@ func FuzzAPIBodies(f *testing.F) {
 	f.Add(0, `{"From_Account":"a","GroupContactItem":[{"GroupName":"g","ContactItem":[{"Type":1}]}]}`)
 	f.Add(1, `[]`)
 	f.Add(2, `{"UpdateGroup":null}`)
+	f.Add(2, `{"From_Account":"a","UpdateType":1,"UpdateGroup":{"UpdateGroupType":1,"OldGroupName":"g","NewGroupName":"h"}}`)
+	f.Add(2, `{"From_Account":"a","UpdateType":1,"UpdateGroup":{"UpdateGroupType":2,"OldGroupName":"g","ContactUpdateItem":[{"ContactOptType":2,"ContactItem":{"Type":1,"To_Account":"b"}}]}}`)
+	f.Add(3, `{"From_Account":"a","GroupName":["g","g","h"]}`)
 	paths := []string{im.PathCreateContactGroup, im.PathGetContactGroup, im.PathUpdateContactGroup, im.PathDelContactGroup}
 	clk := newClock()
 	sim, err := New(Config{SDKAppID: testAppID, SecretKey: testKey, Now: clk.Now, RateLimit: 1 << 30,
@@ -55,8 +59,13 @@ func FuzzAPIBodies(f *testing.F) {
 				n += c
 			}
 			m := 0
+			names, ids := map[string]bool{}, map[int64]bool{}
 			for _, g := range a.Groups {
 				m += len(g.Contacts)
+				if names[g.Name] || ids[g.ID] || g.Name == "" || len(g.Name) > DefaultMaxNameBytes || g.ID >= a.NextID {
+					t.Fatalf("%s: group %q id %d (next %d) repeats or breaks a limit", name, g.Name, g.ID, a.NextID)
+				}
+				names[g.Name], ids[g.ID] = true, true
 			}
 			if n != m {
 				t.Fatalf("%s: refs %d, memberships %d", name, n, m)

@@ -2,6 +2,7 @@ package imsim
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -131,13 +132,18 @@ func (s *Server) create(req *im.CreateRequest) *response {
 		g = &Group{Name: item.GroupName, ID: a.NextID}
 	}
 	results := make([]im.ContactResult, 0, len(item.ContactItem))
+	var eff effect
 	okCount := 0
 	for _, c := range item.ContactItem {
+		had := g.has(c)
 		code, info := s.addItemLocked(a, g, c)
 		if code == 0 {
 			okCount++
 		}
 		results = append(results, im.ContactResult{ContactItem: c, ResultCode: code, ResultInfo: info})
+		eff.results = append(eff.results, code)
+		eff.changed = append(eff.changed, code == 0 && !had)
+		eff.applied = eff.applied || code == 0 && !had
 	}
 	if fresh {
 		if okCount == 0 {
@@ -150,6 +156,7 @@ func (s *Server) create(req *im.CreateRequest) *response {
 		s.created.Inc()
 	}
 	r := ok()
+	r.effect = eff
 	r.GroupResultItem = []im.GroupResultItem{{GroupItem: im.GroupItem{GroupName: g.Name, GroupID: g.ID}, ResultItem: results}}
 	return r
 }
@@ -240,28 +247,39 @@ func (s *Server) update(req *im.UpdateRequest) *response {
 		return fail(s.cfg.MissingGroupCode, "conversation group does not exist")
 	}
 	res := im.UpdateGroupResult{GroupID: g.ID}
+	var eff effect
 	if u.UpdateGroupType == im.UpdateGroupTypeRename {
 		if other := a.find(u.NewGroupName); other != nil && other != g && s.cfg.RenameDuplicates == DuplicateReject {
 			return fail(s.cfg.DuplicateCode, "NewGroupName already exists")
 		}
+		eff.applied = g.Name != u.NewGroupName
 		g.Name = u.NewGroupName
 	} else {
+		// Items apply in order, each on its own: a remove before an add frees room for it, and
+		// an item that fails (51007, 51008) leaves the others applied. The group exists, so the
+		// answer is OK even when every item failed; the per-item codes say what happened.
 		for _, it := range u.ContactUpdateItem {
 			code, info := 0, ""
+			had := g.has(it.ContactItem)
 			switch {
 			case it.ContactOptType == im.ContactOptAdd:
 				code, info = s.addItemLocked(a, g, it.ContactItem)
-			case !g.has(it.ContactItem) && s.cfg.RemoveMissingCode != 0:
+			case !had && s.cfg.RemoveMissingCode != 0:
 				code, info = s.cfg.RemoveMissingCode, "conversation not in the group"
 			default:
 				a.remove(g, it.ContactItem)
 			}
+			changed := code == 0 && had != g.has(it.ContactItem)
+			eff.results = append(eff.results, code)
+			eff.changed = append(eff.changed, changed)
+			eff.applied = eff.applied || changed
 			res.ContactResultItem = append(res.ContactResultItem, im.ContactUpdateResult{
 				ContactOptType: it.ContactOptType, ContactItem: it.ContactItem, ResultCode: code, ResultInfo: info})
 		}
 	}
 	res.GroupName = g.Name
 	r := ok()
+	r.effect = eff
 	r.UpdateGroupResult = &res
 	return r
 }
@@ -293,8 +311,13 @@ func (s *Server) del(req *im.DeleteRequest) *response {
 		}
 		gs = append(gs, g)
 	}
+	r := ok()
 	for _, g := range gs {
-		a.deleteGroup(g)
+		if slices.Contains(a.Groups, g) { // a name listed twice is deleted once
+			r.effect.deleted = append(r.effect.deleted, g.Name)
+			a.deleteGroup(g)
+		}
 	}
-	return ok()
+	r.effect.applied = len(r.effect.deleted) > 0
+	return r
 }

@@ -8,17 +8,6 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 )
 
-func addDel(acct, group string, opt int, c im.ContactItem) im.UpdateRequest {
-	return im.UpdateRequest{FromAccount: acct, UpdateType: im.UpdateTypeGroup, UpdateGroup: im.UpdateGroup{
-		UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: group,
-		ContactUpdateItem: []im.ContactUpdateItem{{ContactOptType: opt, ContactItem: c}}}}
-}
-
-func rename(acct, from, to string) im.UpdateRequest {
-	return im.UpdateRequest{FromAccount: acct, UpdateType: im.UpdateTypeGroup, UpdateGroup: im.UpdateGroup{
-		UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: from, NewGroupName: to}}
-}
-
 func itemCode(r result) int {
 	if len(r.UpdateGroupResult.ContactResultItem) != 1 {
 		return -1

@@ -70,7 +70,7 @@ type Server struct {
 	rng           *rand.Rand
 	invalidBefore int64 // unix seconds; sigs issued before it answer 70052
 	sigCache      map[string]userSig
-	acctFaults    map[string]accountFault // per-account answers (accountfault.go)
+	acctFaults    map[faultKey]accountFault // per-account answers (accountfault.go)
 
 	cs callState // call log and per-account latency (calllog.go)
 }
@@ -200,6 +200,16 @@ type response struct {
 	CompleteFlag      *int                  `json:"CompleteFlag,omitempty"`
 	NextStartIndex    *int                  `json:"NextStartIndex,omitempty"`
 	UpdateGroupResult *im.UpdateGroupResult `json:"UpdateGroupResult,omitempty"`
+	// effect is what the call changed, for the call log; never sent.
+	effect effect
+}
+
+// effect is what one create, update or delete changed in the state.
+type effect struct {
+	applied bool     // anything changed
+	results []int    // per conversation item of a create or an add/remove: the ResultCode answered
+	changed []bool   // per conversation item: it was added to (or removed from) the group
+	deleted []string // the groups a delete removed
 }
 
 func fail(code int, info string) *response {

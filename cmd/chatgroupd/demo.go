@@ -12,11 +12,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/demo"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // demoFlags shape a demo run. The defaults exercise every path: duplicates, invalid records, an
@@ -113,7 +113,7 @@ func newDemoService(sc demo.ServiceConfig) (demo.Service, error) {
 	sf := serviceFlags{
 		topic: sc.Topic, group: sc.Group, imEndpoint: sc.IMEndpoint,
 		imTimeout: im.DefaultTimeout, sdkAppID: sc.SDKAppID, admin: im.DefaultAdmin, rateLimit: sc.RateLimit,
-		reorderWindow: sc.ReorderWindow, retryBudget: sc.RetryBudget, lateArrivalMax: dispatcher.DefaultLateArrivalMax,
+		reorderWindow: sc.ReorderWindow, retryBudget: sc.RetryBudget, lateArrivalMax: ratelimit.DefaultLateArrivalMax,
 		shutdownTimeout: sc.ShutdownTimeout, commitInterval: sc.CommitInterval, maxInFlight: sc.MaxInFlight,
 		dedupeWindow: sc.DedupeWindow, inProcessAPI: sc.InProcessAPI,
 	}

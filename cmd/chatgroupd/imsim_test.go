@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -137,6 +138,83 @@ func TestIMSimCommand(t *testing.T) {
 	req.FromAccount = "alice"
 	if _, err := c.CreateContactGroup(ctx, req); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("after restart: %v", err)
+	}
+}
+
+// TestIMSimStateFileLifecycle: --state-file carries renames, adds, removes and deletes across a
+// restart of the command, and a state file the simulator could not have written stops it with
+// an error naming the file.
+func TestIMSimStateFileLifecycle(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state.json")
+	args := []string{"--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--state-file", state, "--log-level", "error"}
+	base, stop := startIMSim(t, args...)
+	c, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bob := im.ContactItem{Type: im.ContactC2C, ToAccount: "bob"}
+	carol := im.ContactItem{Type: im.ContactC2C, ToAccount: "carol"}
+	for _, g := range []string{"g1", "g2", "g3"} {
+		if _, err := c.CreateContactGroup(ctx, &im.CreateRequest{FromAccount: "alice",
+			GroupContactItem: []im.GroupContactItem{{GroupName: g, ContactItem: []im.ContactItem{bob}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upd := func(c *im.Client, u im.UpdateGroup) error {
+		_, err := c.UpdateContactGroup(ctx, &im.UpdateRequest{FromAccount: "alice", UpdateType: im.UpdateTypeGroup, UpdateGroup: u})
+		return err
+	}
+	for _, u := range []im.UpdateGroup{
+		{UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: "g1", NewGroupName: "renamed"},
+		{UpdateGroupType: im.UpdateGroupTypeAddDel, OldGroupName: "g2", ContactUpdateItem: []im.ContactUpdateItem{
+			{ContactOptType: im.ContactOptAdd, ContactItem: carol}, {ContactOptType: im.ContactOptDel, ContactItem: bob}}},
+	} {
+		if err := upd(c, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: "alice", GroupName: []string{"g3"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	base, stop = startIMSim(t, args...)
+	c, _ = im.New(im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base})
+	groups, contacts, err := c.GetAllContactGroups(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range groups {
+		got = append(got, g.GroupName)
+	}
+	for _, ci := range contacts {
+		got = append(got, fmt.Sprintf("%s@%v", ci.Item().Key(), ci.ContactGroupID))
+	}
+	if want := "renamed g2 1:bob@[1] 1:carol@[2]"; strings.Join(got, " ") != want {
+		t.Errorf("after the restart: %q, want %q", strings.Join(got, " "), want)
+	}
+	var e *im.Error
+	if err := upd(c, im.UpdateGroup{UpdateGroupType: im.UpdateGroupTypeRename, OldGroupName: "g1", NewGroupName: "x"}); !errors.As(err, &e) || e.Code != im.CodeGroupNotFound {
+		t.Errorf("rename by the old name after the restart: %v", err)
+	}
+	if _, err := c.DelContactGroup(ctx, &im.DeleteRequest{FromAccount: "alice", GroupName: []string{"g3"}}); !errors.As(err, &e) || e.Code != im.CodeGroupNotFound {
+		t.Errorf("delete of the deleted group after the restart: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+
+	if err := os.WriteFile(state, []byte(`{"alice":{"Groups":[{"GroupName":"g","GroupId":1},{"GroupName":"g","GroupId":2}]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = runIMSim(ctx, args, mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), state) || !strings.Contains(err.Error(), `group name "g" twice`) {
+		t.Fatalf("impossible state file: %v", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 const (
@@ -91,7 +92,7 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	stringFlag(fs, &f.metricsAddr, "metrics-addr", ":9090", hostPort, "listen address of /metrics, /healthz and /readyz")
 	durationFlag(fs, &f.reorderWindow, "reorder-window", consumer.DefaultReorderWindow, time.Millisecond, time.Minute, "how long an event ahead of its account's seq waits for the missing ones")
 	durationFlag(fs, &f.retryBudget, "retry-budget", dispatcher.DefaultRetryBudget, time.Second, 7*24*time.Hour, "how long one event's transient failures are retried before it is dead-lettered as exhausted")
-	durationFlag(fs, &f.lateArrivalMax, "late-arrival-max", dispatcher.DefaultLateArrivalMax, 0, 500*time.Millisecond, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
+	durationFlag(fs, &f.lateArrivalMax, "late-arrival-max", ratelimit.DefaultLateArrivalMax, 0, 500*time.Millisecond, "longest a call's rate slot is held past its write when its round trip was slower than the recent median (the API may have counted it late; at most 500ms, 0 turns it off)")
 	durationFlag(fs, &f.shutdownTimeout, "shutdown-timeout", consumer.DefaultShutdownTimeout, time.Second, 10*time.Minute, "how long shutdown waits for in-flight calls before leaving them uncommitted")
 	durationFlag(fs, &f.commitInterval, "commit-interval", consumer.DefaultCommitInterval, 10*time.Millisecond, 10*time.Minute, "how often offsets are committed")
 	intFlag(fs, &f.maxInFlight, "max-in-flight", consumer.DefaultMaxInFlight, 1, 100000, "events dispatched at once across accounts")

@@ -16,7 +16,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
@@ -27,6 +26,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 const testAppID = 1400000001
@@ -85,7 +85,7 @@ func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, 
 	h.flags = serviceFlags{
 		topic: h.topic, group: kafkatest.UniqueName("group"), imEndpoint: h.simSrv.URL, imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
-		retryBudget: time.Hour, lateArrivalMax: dispatcher.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
+		retryBudget: time.Hour, lateArrivalMax: ratelimit.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
 		commitInterval: 200 * time.Millisecond, maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
 	}
 	if tweak != nil {

@@ -1,4 +1,4 @@
-package dispatcher
+package ratelimit
 
 import (
 	"math"
@@ -52,7 +52,7 @@ type turns struct {
 // setTurns switches the limiter to turns among total partitions sharing whole calls per second,
 // owning owned. A partition already owned keeps its turns; a new one (or any, on the first
 // share) gets them one window from now.
-func (l *limiter) setTurns(owned map[int]bool, total, whole int) {
+func (l *Limiter) setTurns(owned map[int]bool, total, whole int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.cfg.Now()
@@ -76,7 +76,7 @@ func (l *limiter) setTurns(owned map[int]bool, total, whole int) {
 }
 
 // clearTurns returns the limiter to per-window ceilings.
-func (l *limiter) clearTurns() {
+func (l *Limiter) clearTurns() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.turns = nil

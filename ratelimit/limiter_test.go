@@ -1,30 +1,32 @@
-package dispatcher
+package ratelimit
 
 import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"net/http/httptrace"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/chatgroupd/chatgroupd/metrics"
-
-	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/fakeclock"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
-func testLimiter(clock *fakeclock.Clock, budget float64, sleep func(context.Context, time.Duration) error) (*limiter, *Config) {
-	cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: sleep}
+func testLimiter(clock *fakeclock.Clock, budget float64, sleep func(context.Context, time.Duration) error) (*Limiter, *Config) {
+	cfg := &Config{Now: clock.Now, Sleep: sleep}
 	cfg.setDefaults()
-	return newLimiter("create_contact_group", budget, cfg, true), cfg
+	l := newLimiter("create_contact_group", budget, cfg)
+	l.ExportShare(cfg.Metrics.RateLimitLimit)
+	return l, cfg
 }
 
+// newFakeClock returns a clock that advances only when something sleeps.
+func newFakeClock() *fakeclock.Clock { return fakeclock.New(time.Unix(1800000000, 0)) }
+
 // take acquires a grant for a call that finishes at once without being written.
-func take(l *limiter) error {
+func take(l *Limiter) error {
 	g, _, err := l.acquire(context.Background())
 	if err == nil {
 		l.finished(g)
@@ -136,21 +138,22 @@ func TestLimiterAIMD(t *testing.T) {
 	l, cfg := testLimiter(clock, 20, clock.Sleep)
 	reg := metrics.NewNop()
 	l.m, cfg.Metrics = reg, reg
+	l.ExportShare(reg.RateLimitLimit)
 	l.setShare(1, 1)
 	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
-	l.slowDown()
+	l.SlowDown()
 	clock.Advance(2 * time.Second)
-	l.slowDown()
-	l.slowDown()
-	if got := l.rateNow(); got != 20 {
+	l.SlowDown()
+	l.SlowDown()
+	if got := l.Rate(); got != 20 {
 		t.Fatalf("after isolated frequency-limit answers rate = %v, want 20", got)
 	}
-	l.slowDown() // the third within a window
-	if got := l.rateNow(); !near(got, 14) {
+	l.SlowDown() // the third within a window
+	if got := l.Rate(); !near(got, 14) {
 		t.Fatalf("after three answers within a window rate = %v, want 14", got)
 	}
-	l.slowDown() // same window: an echo of the same overrun
-	if got := l.rateNow(); !near(got, 14) {
+	l.SlowDown() // same window: an echo of the same overrun
+	if got := l.Rate(); !near(got, 14) {
 		t.Fatalf("another answer within the window changed the rate to %v", got)
 	}
 	if got := testutil.ToFloat64(reg.RateLimitLimit); !near(got, 14) {
@@ -158,19 +161,19 @@ func TestLimiterAIMD(t *testing.T) {
 	}
 	for range 20 {
 		clock.Advance(2 * time.Second)
-		l.slowDown()
-		l.slowDown()
-		l.slowDown()
+		l.SlowDown()
+		l.SlowDown()
+		l.SlowDown()
 	}
-	if got := l.rateNow(); !near(got, 20*DefaultMinRateFactor) {
+	if got := l.Rate(); !near(got, 20*DefaultMinRateFactor) {
 		t.Fatalf("after a long storm rate = %v, want the floor %v", got, 20*DefaultMinRateFactor)
 	}
 	clock.Advance(DefaultRecoverInterval)
-	if got := l.rateNow(); !near(got, 20*(DefaultMinRateFactor+DefaultRecoverStep)) {
+	if got := l.Rate(); !near(got, 20*(DefaultMinRateFactor+DefaultRecoverStep)) {
 		t.Errorf("one interval later rate = %v, want one additive step up", got)
 	}
 	clock.Advance(time.Minute)
-	if got := l.rateNow(); got != 20 {
+	if got := l.Rate(); got != 20 {
 		t.Errorf("a minute later rate = %v, want 20", got)
 	}
 	if down, up := testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("down")), testutil.ToFloat64(reg.LimiterChanges.WithLabelValues("up")); down < 5 || up != 2 {
@@ -185,76 +188,14 @@ func TestLimiterSlowDownThresholdScalesWithRate(t *testing.T) {
 	// The first share is in force one window after it was set.
 	clock.Advance(l.window)
 	for range 9 { // under 5% of 200 calls per window: jitter at window edges, not overuse
-		l.slowDown()
+		l.SlowDown()
 	}
-	if got := l.rateNow(); got != 200 {
+	if got := l.Rate(); got != 200 {
 		t.Fatalf("after 9 answers rate = %v, want 200", got)
 	}
-	l.slowDown()
-	if got := l.rateNow(); got >= 200 {
+	l.SlowDown()
+	if got := l.Rate(); got >= 200 {
 		t.Fatalf("after 10 answers rate = %v, want slowed", got)
-	}
-}
-
-func TestOutageDetector(t *testing.T) {
-	t0 := time.Unix(0, 0)
-	for _, tc := range []struct {
-		name  string
-		calls func(record func(at time.Duration, account string, failed bool) bool) bool
-		want  bool
-	}{
-		{"all fail, many accounts", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 20 {
-				trip = rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%5)), true)
-			}
-			return trip
-		}, true},
-		{"all fail, one account", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 40 {
-				trip = trip || rec(time.Duration(i)*time.Millisecond, "a", true)
-			}
-			return trip
-		}, false},
-		{"fewer than the window", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 19 {
-				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i)), true)
-			}
-			return trip
-		}, false},
-		{"75% failing", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 100 {
-				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%7)), i%4 != 0)
-			}
-			return trip
-		}, false},
-		{"85% failing", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 100 {
-				trip = trip || rec(time.Duration(i)*time.Millisecond, string(rune('a'+i%7)), i%20 > 2)
-			}
-			return trip
-		}, true},
-		{"spread over more than the span", func(rec func(time.Duration, string, bool) bool) bool {
-			trip := false
-			for i := range 40 {
-				trip = trip || rec(time.Duration(i)*time.Second, string(rune('a'+i%7)), true)
-			}
-			return trip
-		}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			o := outageDetector{size: 20, span: 10 * time.Second, ratio: 0.8, accounts: 3}
-			got := tc.calls(func(at time.Duration, account string, failed bool) bool {
-				return o.record(t0.Add(at), account, failed)
-			})
-			if got != tc.want {
-				t.Errorf("tripped = %v, want %v", got, tc.want)
-			}
-		})
 	}
 }
 
@@ -336,9 +277,9 @@ func TestLimiterHoldsSlotOfLateRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newFakeClock()
-			cfg := &Config{API: newFakeAPI(), Now: clock.Now, Sleep: clock.Sleep, LateArrivalMax: tc.max}
+			cfg := &Config{Now: clock.Now, Sleep: clock.Sleep, LateArrivalMax: tc.max}
 			cfg.setDefaults()
-			l := newLimiter("create_contact_group", 1, cfg, false)
+			l := newLimiter("create_contact_group", 1, cfg)
 			l.setShare(1, 1)
 			clock.Advance(l.window)
 			call := func(rtt time.Duration) time.Time {
@@ -408,7 +349,7 @@ func TestLimiterShareGrowsAfterAWindow(t *testing.T) {
 	step := func(d time.Duration, want float64) {
 		t.Helper()
 		clock.Advance(d)
-		if got := l.rateNow(); got != want {
+		if got := l.Rate(); got != want {
 			t.Fatalf("at %v: rate %v, want %v", clock.Now().Sub(time.Unix(0, 0)), got, want)
 		}
 	}
@@ -459,7 +400,7 @@ func TestLimitersStayWithinBudgetAcrossRebalance(t *testing.T) {
 					events = events[1:]
 				}
 				next := time.Duration(math.MaxInt64)
-				for _, l := range []*limiter{a, b} {
+				for _, l := range []*Limiter{a, b} {
 					for {
 						g, wait, _ := l.tryGrant()
 						if g == nil {
@@ -512,9 +453,9 @@ func TestLimiterSetPartitionsUsesWholeBudget(t *testing.T) {
 			for i, ids := range tc.owners {
 				clock := newFakeClock()
 				l, _ := testLimiter(clock, tc.budget, nil)
-				l.setPartitions(ids, tc.total)
+				l.SetPartitions(ids, tc.total)
 				clock.Advance(l.window)
-				got := l.rateNow()
+				got := l.Rate()
 				sum += got
 				if math.Abs(got-tc.want[i]) > 1e-9 {
 					t.Errorf("member %d (%v): share %v, want %v", i, ids, got, tc.want[i])
@@ -567,51 +508,6 @@ func TestLimiterWidenOnStall(t *testing.T) {
 	}
 }
 
-// tracingAPI fires the HTTP trace hooks the real client's transport would, reporting whether
-// the call reused a keep-alive connection.
-type tracingAPI struct {
-	*fakeAPI
-	reused bool
-}
-
-func (a tracingAPI) CreateContactGroup(ctx context.Context, req *im.CreateRequest) (*im.CreateResponse, error) {
-	if tr := httptrace.ContextClientTrace(ctx); tr != nil {
-		tr.GotConn(httptrace.GotConnInfo{Reused: a.reused})
-		tr.WroteRequest(httptrace.WroteRequestInfo{})
-	}
-	return a.fakeAPI.CreateContactGroup(ctx, req)
-}
-
-// TestFreshConnectionHoldsItsSlotLonger: a call on a newly dialled connection is logged at its
-// write time plus FreshConnMargin (the server counts it later than a warm one), a reused one at
-// its write time.
-func TestFreshConnectionHoldsItsSlotLonger(t *testing.T) {
-	for _, reused := range []bool{true, false} {
-		h := newHarness(t, func(c *Config) {
-			c.API = tracingAPI{fakeAPI: newFakeAPI(), reused: reused}
-			c.FreshConnMargin = 20 * time.Millisecond
-		})
-		now := h.clock.Now()
-		out, err := h.d.Dispatch(context.Background(), Task{Event: newEvent("alice", "g")})
-		if err != nil || out.Result != Applied {
-			t.Fatalf("reused=%v: %v %v", reused, out, err)
-		}
-		want := now
-		if !reused {
-			want = now.Add(20 * time.Millisecond)
-		}
-		h.d.create.mu.Lock()
-		if len(h.d.create.sent) != 1 || !h.d.create.sent[0].at.Equal(want) {
-			t.Errorf("reused=%v: logged %v, want the slot at %v", reused, h.d.create.sent, want)
-		}
-		h.d.create.mu.Unlock()
-		held := testutil.ToFloat64(h.m.RateLimitHeld.WithLabelValues(im.APICreate, heldFreshConn))
-		if held != want.Sub(now).Seconds() {
-			t.Errorf("reused=%v: held fresh_conn %vs, want %vs", reused, held, want.Sub(now).Seconds())
-		}
-	}
-}
-
 // TestLimiterSetCeiling: the fleet budget's ceilings. A smaller one is in force at once; a
 // larger one up to its "now" part at once and the rest one window later; lowering a pending
 // growth keeps its time (one pool, no partitions gained).
@@ -621,30 +517,30 @@ func TestLimiterSetCeiling(t *testing.T) {
 	step := func(d time.Duration, want float64) {
 		t.Helper()
 		clock.Advance(d)
-		if got := l.rateNow(); got != want {
+		if got := l.Rate(); got != want {
 			t.Fatalf("at %v: rate %v, want %v", clock.Now().Sub(time.Unix(1800000000, 0)), got, want)
 		}
 	}
-	l.setCeiling(100, 0) // first ceiling, nothing at once: growth from zero
+	l.SetCeiling(100, 0) // first ceiling, nothing at once: growth from zero
 	step(0, 0)
 	step(l.window, 100)
-	l.setCeiling(180, 150) // 150 at once, 180 a window later
+	l.SetCeiling(180, 150) // 150 at once, 180 a window later
 	step(0, 150)
 	step(l.window/2, 150)
-	l.setCeiling(170, 0) // lowering the pending growth keeps its time
+	l.SetCeiling(170, 0) // lowering the pending growth keeps its time
 	step(l.window/2, 170)
-	l.setCeiling(20, 20) // shrink: at once
+	l.SetCeiling(20, 20) // shrink: at once
 	step(0, 20)
-	l.setCeiling(50, 60) // now above the ceiling: the ceiling
+	l.SetCeiling(50, 60) // now above the ceiling: the ceiling
 	step(0, 50)
 
 	fresh, _ := testLimiter(clock, 200, nil)
-	fresh.setCeiling(80, 30) // a first ceiling may take its "now" part at once too
-	if got := fresh.rateNow(); got != 30 {
+	fresh.SetCeiling(80, 30) // a first ceiling may take its "now" part at once too
+	if got := fresh.Rate(); got != 30 {
 		t.Fatalf("first ceiling with 30 at once: rate %v", got)
 	}
 	clock.Advance(fresh.window)
-	if got := fresh.rateNow(); got != 80 {
+	if got := fresh.Rate(); got != 80 {
 		t.Fatalf("a window later: rate %v, want 80", got)
 	}
 }

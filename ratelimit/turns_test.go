@@ -1,4 +1,4 @@
-package dispatcher
+package ratelimit
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 // member is one replica's create limiter in a fleet simulation: its own clock offset, and wake-ups
 // that run late by up to a few milliseconds like real timers.
 type member struct {
-	l      *limiter
+	l      *Limiter
 	offset time.Duration
 	wake   time.Time // real time of its next try
 }
@@ -77,9 +77,9 @@ func earliest(a, b time.Time) time.Time {
 }
 
 func newMember(clock *fakeclock.Clock, budget float64, offset time.Duration) *member {
-	cfg := &Config{API: newFakeAPI(), Now: func() time.Time { return clock.Now().Add(offset) }}
+	cfg := &Config{Now: func() time.Time { return clock.Now().Add(offset) }}
 	cfg.setDefaults()
-	return &member{l: newLimiter("create_contact_group", budget, cfg, false), offset: offset}
+	return &member{l: newLimiter("create_contact_group", budget, cfg), offset: offset}
 }
 
 // TestTurnsKeepFleetWithinBudget: with fewer whole calls per second than partitions, a member
@@ -107,7 +107,7 @@ func TestTurnsKeepFleetWithinBudget(t *testing.T) {
 			var ms []*member
 			for _, ids := range tc.members {
 				m := newMember(clock, tc.budget, time.Duration(rng.Int64N(int64(20*time.Millisecond)))-10*time.Millisecond)
-				m.l.setPartitions(ids, tc.total)
+				m.l.SetPartitions(ids, tc.total)
 				ms = append(ms, m)
 			}
 			// At 20s every partition moves to the next member: the losers drop it first, the
@@ -116,11 +116,11 @@ func TestTurnsKeepFleetWithinBudget(t *testing.T) {
 				order := rng.Perm(len(ms))
 				for _, i := range order {
 					next := tc.members[(i+1)%len(ms)]
-					ms[i].l.setPartitions(intersect(tc.members[i], next), tc.total)
+					ms[i].l.SetPartitions(intersect(tc.members[i], next), tc.total)
 				}
 				clock.Advance(time.Duration(rng.Int64N(int64(200 * time.Millisecond))))
 				for _, i := range order {
-					ms[i].l.setPartitions(tc.members[(i+1)%len(ms)], tc.total)
+					ms[i].l.SetPartitions(tc.members[(i+1)%len(ms)], tc.total)
 				}
 			}
 			span := 40 * time.Second
