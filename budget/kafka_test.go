@@ -44,6 +44,10 @@ func (a *countingAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequ
 	return &im.UpdateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
 }
 
+func (a *countingAPI) DelContactGroup(ctx context.Context, req *im.DeleteRequest) (*im.DeleteResponse, error) {
+	return &im.DeleteResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
+}
+
 func (a *countingAPI) RefreshSig() {}
 
 func (a *countingAPI) calls() []time.Time {
@@ -62,7 +66,7 @@ type replica struct {
 func newReplica(t testing.TB, brokers []string, topic, name string, api dispatcher.API, budgetCalls int) *replica {
 	t.Helper()
 	m := metrics.NewNop()
-	d, err := dispatcher.New(dispatcher.Config{API: api, RateLimit: float64(budgetCalls), FleetBudget: true, Metrics: m})
+	d, err := dispatcher.New(dispatcher.Config{API: api, RateLimit: float64(budgetCalls), FleetAPIs: []string{im.APICreate}, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

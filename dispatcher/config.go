@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,6 +22,7 @@ type API interface {
 	// GetContactGroup is one page; the dispatcher pages itself so every page passes the limiter.
 	GetContactGroup(ctx context.Context, req *im.GetRequest) (*im.GetResponse, error)
 	UpdateContactGroup(ctx context.Context, req *im.UpdateRequest) (*im.UpdateResponse, error)
+	DelContactGroup(ctx context.Context, req *im.DeleteRequest) (*im.DeleteResponse, error)
 	// RefreshSig regenerates the admin UserSig.
 	RefreshSig()
 }
@@ -41,12 +43,9 @@ const (
 // Defaults of Config.
 const (
 	// DefaultRateLimit is the documented quota of create_contact_group (im.RateLimitPerAPI).
-	DefaultRateLimit = im.RateLimitPerAPI
-	// DefaultGetRateLimit is the quota of get_contact_group and, separately, of
-	// update_contact_group. Each API has its own quota of the same documented size, so it is
-	// DefaultRateLimit, and a caller that sizes one budget (chatgroupd's --rate-limit) sizes
-	// the other the same.
-	DefaultGetRateLimit      = DefaultRateLimit
+	// Each API has its own quota of the same documented size, so it is also the default of
+	// GetRateLimit, UpdateRateLimit and DeleteRateLimit.
+	DefaultRateLimit         = im.RateLimitPerAPI
 	DefaultRetryBudget       = time.Hour
 	DefaultBackoffBase       = 200 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
@@ -69,9 +68,11 @@ type Config struct {
 	// RateLimit is the create_contact_group budget of the whole consumer group in calls/s; this
 	// replica uses the share SetPartitions gives it.
 	RateLimit float64
-	// GetRateLimit is the budget, shared the same way, of get_contact_group and (separately, as
-	// each API has its own quota) of update_contact_group.
-	GetRateLimit float64
+	// GetRateLimit, UpdateRateLimit and DeleteRateLimit are the budgets, shared the same way, of
+	// get_contact_group, update_contact_group and del_contact_group: each API has its own quota.
+	GetRateLimit    float64
+	UpdateRateLimit float64
+	DeleteRateLimit float64
 	// RetryBudget bounds the time an event spends retrying transient failures; time spent paused
 	// (config/auth failure, outage) does not count.
 	RetryBudget time.Duration
@@ -102,10 +103,11 @@ type Config struct {
 	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
-	// FleetBudget: the create limiter's ceiling comes from SetCeiling (package budget, shared
-	// through Kafka) instead of from the partitions; SetPartitions then sets only
-	// the get and update limiters. Until the first SetCeiling no create call is made.
-	FleetBudget bool
+	// FleetAPIs names the APIs (im.APICreate, ...) whose limiter's ceiling comes from the fleet
+	// budget (package budget, shared through Kafka; Fleet(api) is its Sink and Source) instead
+	// of from the partitions; SetPartitions then sets only the others. Until an API's first
+	// ceiling none of its calls is made.
+	FleetAPIs []string
 	// Limiter tunes the rate limiter of each API (package ratelimit). Its Standalone starts
 	// with the whole budget; otherwise no call is made until the first SetPartitions, so a
 	// replica that has not learned its share can't overrun the group's budget. Its Logger,
@@ -119,10 +121,15 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
+// apis are the IM APIs the dispatcher calls, each through its own limiter.
+func apis() []string { return []string{im.APICreate, im.APIGet, im.APIUpdate, im.APIDelete} }
+
 // setDefaults fills the zero fields with the defaults above.
 func (c *Config) setDefaults() {
 	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
-	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultGetRateLimit)
+	c.GetRateLimit = cmp.Or(c.GetRateLimit, DefaultRateLimit)
+	c.UpdateRateLimit = cmp.Or(c.UpdateRateLimit, DefaultRateLimit)
+	c.DeleteRateLimit = cmp.Or(c.DeleteRateLimit, DefaultRateLimit)
 	c.RetryBudget = cmp.Or(c.RetryBudget, DefaultRetryBudget)
 	c.BackoffBase = cmp.Or(c.BackoffBase, DefaultBackoffBase)
 	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultBackoffMax)
@@ -170,6 +177,11 @@ func (c Config) Validate() error {
 	check(c.API == nil, "api: API is required")
 	check(c.RateLimit < 0, "rate limit: rate limits must be positive, got %g", c.RateLimit)
 	check(c.GetRateLimit < 0, "get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
+	check(c.UpdateRateLimit < 0, "update rate limit: rate limits must be positive, got %g", c.UpdateRateLimit)
+	check(c.DeleteRateLimit < 0, "delete rate limit: rate limits must be positive, got %g", c.DeleteRateLimit)
+	for _, api := range c.FleetAPIs {
+		check(!slices.Contains(apis(), api), "fleet apis: %q is not one of %q", api, apis())
+	}
 	check(c.RetryBudget < 0, "retry budget: %v is negative", c.RetryBudget)
 	check(c.BackoffBase < 0, "backoff base: %v is negative", c.BackoffBase)
 	check(c.BackoffBase >= 0 && c.BackoffMax < c.BackoffBase, "backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)

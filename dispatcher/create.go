@@ -29,20 +29,25 @@ func (r *run) create(ctx context.Context) (*Outcome, string, error) {
 	return nil, im.APICreate, err
 }
 
+// createOp applies contact_group.created: create_contact_group, and after an ambiguous failure,
+// for an uncertain record or a replay, a look-up first that merges into an existing group
+// (Config.DuplicateNames).
+type createOp struct{}
+
+func (createOp) look(ctx context.Context, r *run) (*Outcome, string, error) {
+	return r.checkExisting(ctx)
+}
+func (createOp) send(ctx context.Context, r *run) (*Outcome, string, error) { return r.create(ctx) }
+
 // checkExisting looks the group up. Found: the event was applied; missing conversations are
 // added. Not found: check is cleared so the caller creates.
 func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
-	groups, contacts, err := r.getAll(ctx)
-	if err != nil {
-		if e := asIMError(im.APIGet, err); ctx.Err() == nil && !e.Partial && e.Class == im.ClassPermanent {
-			// The account itself is unusable (e.g. not imported); a create would fail the same way.
-			o := r.rejected(e)
-			return &o, "", nil
-		}
-		return nil, im.APIGet, err
+	lk, o, api, err := r.lookUp(ctx)
+	if lk == nil {
+		return o, api, err
 	}
-	group := findGroup(groups, r.ev.GroupName)
-	r.d.cfg.Metrics.UncertainChecks.WithLabelValues(strconv.FormatBool(group != nil)).Inc()
+	group := findGroup(lk.groups, r.ev.GroupName)
+	r.found(group != nil)
 	if group == nil {
 		if r.dupErr != nil {
 			// Refused with the duplicate code, yet no group has the name: the code meant
@@ -53,7 +58,7 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 		r.check = false
 		return nil, "", nil
 	}
-	missing := missingContacts(r.ev.Contacts, contacts, group.GroupID)
+	missing := missingContacts(r.ev.Contacts, lk.contacts, group.GroupID)
 	if len(missing) == 0 {
 		return r.applied(), "", nil
 	}
@@ -62,6 +67,32 @@ func (r *run) checkExisting(ctx context.Context) (*Outcome, string, error) {
 		return &o, "", nil
 	}
 	return r.addMissing(ctx, group, missing)
+}
+
+// lookup is a user's groups and grouped conversations.
+type lookup struct {
+	groups   []im.GroupItem
+	contacts []im.ContactInfo
+}
+
+// lookUp fetches the user's groups for an existence check. Without a lookup it returns the
+// outcome (a permanent answer about the account itself: rejected) or the failure to handle.
+func (r *run) lookUp(ctx context.Context) (*lookup, *Outcome, string, error) {
+	groups, contacts, err := r.getAll(ctx)
+	if err != nil {
+		if e := asIMError(im.APIGet, err); ctx.Err() == nil && !e.Partial && e.Class == im.ClassPermanent {
+			// The account itself is unusable (e.g. not imported); the call would fail the same way.
+			o := r.rejected(e)
+			return nil, &o, "", nil
+		}
+		return nil, nil, im.APIGet, err
+	}
+	return &lookup{groups: groups, contacts: contacts}, nil, "", nil
+}
+
+// found counts an existence check by whether it found the event's group (or effect).
+func (r *run) found(ok bool) {
+	r.d.cfg.Metrics.UncertainChecks.WithLabelValues(strconv.FormatBool(ok)).Inc()
 }
 
 // addMissing adds the event's missing conversations to its existing group with

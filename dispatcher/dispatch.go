@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,13 +22,14 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 	if err := ev.Validate(); err != nil {
 		// The consumer parses before dispatching, so this is a bug upstream: still, never spend
 		// quota on a call that must fail.
-		e := &im.Error{API: im.APICreate, Class: im.ClassPermanent, Code: im.CodeBadParams, Info: "not sent: " + err.Error()}
+		e := &im.Error{API: cmp.Or(ev.Call().API, im.APICreate), Class: im.ClassPermanent, Code: im.CodeBadParams, Info: "not sent: " + err.Error()}
 		r := &run{d: d, ev: ev}
 		o := r.rejected(e)
 		o.Info = e.Info
 		return o, nil
 	}
-	r := &run{d: d, ev: ev, check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx, lease: t.Lease, stallLimit: t.StallLimit, parkNow: t.ParkNow}
+	r := &run{d: d, ev: ev, op: opFor(ev.EventType), check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx,
+		lease: t.Lease, stallLimit: t.StallLimit, parkNow: t.ParkNow}
 	if !t.RetryStart.IsZero() && t.RetryStart.Before(r.start) {
 		r.start = t.RetryStart
 	}
@@ -44,9 +46,13 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 
 // run is the state of one Dispatch.
 type run struct {
-	d           *Dispatcher
-	ev          *event.Event
-	check       bool // look the group up before creating
+	d     *Dispatcher
+	ev    *event.Event
+	op    op   // how ev's type is applied
+	check bool // look the user's groups up before the call (op.look)
+	// items is what a look-up left for a contacts_added or contacts_removed event to send (the
+	// conversations not yet in the group, or those still in it); nil: all of the event's.
+	items       []im.ContactItem
 	attempts    int
 	failures    int // retries so far, for the backoff exponent
 	groupChecks int // 51007 retries so far
@@ -86,10 +92,10 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 			err error
 		)
 		if r.check {
-			o, api, err = r.checkExisting(ctx)
+			o, api, err = r.op.look(ctx, r)
 		}
 		if o == nil && err == nil {
-			o, api, err = r.create(ctx)
+			o, api, err = r.op.send(ctx, r)
 		}
 		if o != nil {
 			return *o, nil

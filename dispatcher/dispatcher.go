@@ -7,6 +7,7 @@ package dispatcher
 import (
 	"cmp"
 	"context"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -18,9 +19,9 @@ import (
 // Dispatch from one goroutine per account. Run must be running for paused dispatchers to
 // resume.
 //
-// Rate: each API (create, get, update) has its own limiter holding this replica's share of
-// the budget, set by SetPartitions. Until the first SetPartitions no call is made (unless
-// Config.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
+// Rate: each API (create, get, update, delete) has its own limiter holding this replica's
+// share of its budget, set by SetPartitions (or by the fleet budget, Config.FleetAPIs). Until
+// the first SetPartitions no call is made (unless Config.Limiter.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
 // startup and while paused) bypass the limiters.
 //
 // Pauses: a config/auth failure, or an outage (most recent calls failing transiently for many
@@ -35,8 +36,7 @@ type Dispatcher struct {
 	cfg    Config
 	log    *zap.Logger
 	create *ratelimit.Limiter
-	get    *ratelimit.Limiter
-	update *ratelimit.Limiter
+	limits map[string]*ratelimit.Limiter // by API name: create, get, update, delete
 	st     state
 }
 
@@ -47,18 +47,18 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger}
-	var err error
-	if d.create, err = ratelimit.New(cfg.Limiter, im.APICreate, cfg.RateLimit); err != nil {
-		return nil, err
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, limits: map[string]*ratelimit.Limiter{}}
+	budgets := map[string]float64{im.APICreate: cfg.RateLimit, im.APIGet: cfg.GetRateLimit,
+		im.APIUpdate: cfg.UpdateRateLimit, im.APIDelete: cfg.DeleteRateLimit}
+	for _, api := range apis() {
+		l, err := ratelimit.New(cfg.Limiter, api, budgets[api])
+		if err != nil {
+			return nil, err
+		}
+		d.limits[api] = l
 	}
+	d.create = d.limits[im.APICreate]
 	d.create.ExportShare(cfg.Metrics.RateLimitLimit)
-	if d.get, err = ratelimit.New(cfg.Limiter, im.APIGet, cfg.GetRateLimit); err != nil {
-		return nil, err
-	}
-	if d.update, err = ratelimit.New(cfg.Limiter, im.APIUpdate, cfg.GetRateLimit); err != nil {
-		return nil, err
-	}
 	d.st.kick = make(chan struct{}, 1)
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
@@ -88,40 +88,65 @@ func (d *Dispatcher) SetPartitions(ids []int, total int) {
 		zap.Float64("create_calls_per_s", d.create.Rate()), zap.Float64("create_calls_per_s_in_1s", d.create.Target()))
 }
 
-// partitionLimiters are the limiters whose share follows the partitions owned.
+// partitionLimiters are the limiters whose share follows the partitions owned (not the fleet
+// budget's), in the order of apis.
 func (d *Dispatcher) partitionLimiters() []*ratelimit.Limiter {
-	if d.cfg.FleetBudget {
-		return []*ratelimit.Limiter{d.get, d.update}
+	var out []*ratelimit.Limiter
+	for _, api := range apis() {
+		if !slices.Contains(d.cfg.FleetAPIs, api) {
+			out = append(out, d.limits[api])
+		}
 	}
-	return []*ratelimit.Limiter{d.create, d.get, d.update}
+	return out
 }
 
 // limiterFor is the limiter of api.
 func (d *Dispatcher) limiterFor(api string) *ratelimit.Limiter {
-	switch api {
-	case im.APIGet:
-		return d.get
-	case im.APIUpdate:
-		return d.update
+	if l, ok := d.limits[api]; ok {
+		return l
 	}
 	return d.create
 }
 
-// SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
-// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
-// one up to now at once and the rest a window later, which is what the fleet protocol's safety
-// rests on.
-func (d *Dispatcher) SetCeiling(n, now int) {
-	d.create.SetCeiling(float64(max(n, 0)), float64(max(now, 0)))
-	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now),
-		zap.Int("waiting", d.create.Waiting()))
+// Fleet is the fleet budget's view of one API's limiter: it implements budget.Sink and
+// budget.Source, for a budget runner of that API (Config.FleetAPIs).
+type Fleet struct {
+	api string
+	l   *ratelimit.Limiter
+	log *zap.Logger
 }
 
-// Used is how many create calls this replica made in the last window (budget.Source).
+// Fleet returns api's Fleet; an unknown api gets create's.
+func (d *Dispatcher) Fleet(api string) Fleet {
+	if _, ok := d.limits[api]; !ok {
+		api = im.APICreate
+	}
+	return Fleet{api: api, l: d.limiterFor(api), log: d.log}
+}
+
+// SetCeiling sets the limiter's ceiling in calls per window (budget.Sink). A smaller ceiling
+// applies at once; a larger one up to now at once and the rest a window later, which is what
+// the fleet protocol's safety rests on.
+func (f Fleet) SetCeiling(n, now int) {
+	f.l.SetCeiling(float64(max(n, 0)), float64(max(now, 0)))
+	f.log.Debug("fleet ceiling set", zap.String("api", f.api), zap.Int("calls_per_window", n),
+		zap.Int("at_once", now), zap.Int("waiting", f.l.Waiting()))
+}
+
+// Used is how many calls this replica made in the last window (budget.Source).
+func (f Fleet) Used() int { return f.l.Used() }
+
+// Demand is how many calls per window this replica could use now (budget.Source): the whole
+// budget while calls queue at a saturated limiter, else its recent use with headroom.
+func (f Fleet) Demand() int { return f.l.Demand() }
+
+// SetCeiling is Fleet(im.APICreate).SetCeiling: the create budget's budget.Sink.
+func (d *Dispatcher) SetCeiling(n, now int) { d.Fleet(im.APICreate).SetCeiling(n, now) }
+
+// Used is Fleet(im.APICreate).Used (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }
 
-// Demand is how many create calls per window this replica could use now (budget.Source): the
-// whole budget while calls queue at a saturated limiter, else its recent use with headroom.
+// Demand is Fleet(im.APICreate).Demand (budget.Source).
 func (d *Dispatcher) Demand() int { return d.create.Demand() }
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch

@@ -668,6 +668,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no api", Config{}, []string{"dispatcher config: api: API is required"}},
 		{"negative rate", Config{API: api, RateLimit: -1}, []string{"rate limit: rate limits must be positive, got -1"}},
 		{"negative get rate", Config{API: api, GetRateLimit: -1}, []string{"get rate limit: rate limits must be positive, got -1"}},
+		{"negative update rate", Config{API: api, UpdateRateLimit: -1}, []string{"update rate limit: rate limits must be positive, got -1"}},
+		{"negative delete rate", Config{API: api, DeleteRateLimit: -1}, []string{"delete rate limit: rate limits must be positive, got -1"}},
+		{"fleet api", Config{API: api, FleetAPIs: []string{im.APIDelete, "create"}}, []string{`fleet apis: "create" is not one of`}},
 		{"negative retry budget", Config{API: api, RetryBudget: -1}, []string{"retry budget: -1ns is negative"}},
 		{"negative backoff base", Config{API: api, BackoffBase: -1}, []string{"backoff base: -1ns is negative"}},
 		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, []string{"backoff max: 1ms below backoff base 1s"}},
@@ -683,10 +686,10 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"dispatcher config: ratelimit config: jitter margin: 1s outside", "slow-down factor: 1 outside"}},
 		{"late arrival shift off", Config{API: api, Limiter: ratelimit.Config{LateArrivalMax: ratelimit.LateArrivalOff}}, nil},
 		{"everything", Config{
-			RateLimit: -1, GetRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1,
+			RateLimit: -1, GetRateLimit: -1, UpdateRateLimit: -1, DeleteRateLimit: -1, RetryBudget: -1, BackoffBase: -1, ProbeInterval: -1,
 			OutageWindow: -1, OutageSpan: -1, OutageAccounts: -1, OutageRatio: 2, GroupCheckRetries: -1,
 			DuplicateNames: "x", Limiter: ratelimit.Config{JitterMargin: -1, RecoverStep: -1},
-		}, []string{"api", "rate limit", "get rate limit", "retry budget", "backoff base", "probe interval",
+		}, []string{"api", "rate limit", "get rate limit", "update rate limit", "delete rate limit", "retry budget", "backoff base", "probe interval",
 			"outage window", "outage span", "outage accounts", "outage ratio", "group check retries",
 			"duplicate names", "ratelimit config: jitter margin", "recover step"}},
 	} {
@@ -702,7 +705,8 @@ func TestConfigValidate(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.setDefaults()
-	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit ||
+	if c.RateLimit != DefaultRateLimit || c.GetRateLimit != DefaultRateLimit || c.UpdateRateLimit != DefaultRateLimit ||
+		c.DeleteRateLimit != DefaultRateLimit ||
 		c.DuplicateNames != DuplicateMerge || c.Logger == nil || c.Metrics == nil || c.Now == nil || c.Sleep == nil {
 		t.Errorf("defaults not applied: %+v", c)
 	}
@@ -713,7 +717,7 @@ func TestConfigDefaults(t *testing.T) {
 	now := func() time.Time { return time.Unix(7, 0) }
 	c = Config{RateLimit: 50, Now: now, Limiter: ratelimit.Config{LateArrivalMax: ratelimit.LateArrivalOff}}
 	c.setDefaults()
-	if c.RateLimit != 50 || c.GetRateLimit != DefaultGetRateLimit || c.Limiter.LateArrivalMax != ratelimit.LateArrivalOff ||
+	if c.RateLimit != 50 || c.GetRateLimit != DefaultRateLimit || c.Limiter.LateArrivalMax != ratelimit.LateArrivalOff ||
 		!c.Limiter.Now().Equal(time.Unix(7, 0)) {
 		t.Errorf("set values overwritten: %+v", c)
 	}
@@ -827,7 +831,7 @@ func TestFrequencyLimitInItemResultsSlowsDown(t *testing.T) {
 				lowest = 20.0
 			)
 			h := newHarness(t, func(c *Config) {
-				c.RateLimit, c.GetRateLimit = 20, 20
+				c.RateLimit, c.GetRateLimit, c.UpdateRateLimit = 20, 20, 20
 				c.RetryBudget = 3 * time.Second
 				c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
 				sleep := c.Sleep

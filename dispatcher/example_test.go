@@ -28,6 +28,10 @@ func (groupLimit) UpdateContactGroup(context.Context, *im.UpdateRequest) (*im.Up
 	return &im.UpdateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
 }
 
+func (groupLimit) DelContactGroup(context.Context, *im.DeleteRequest) (*im.DeleteResponse, error) {
+	return &im.DeleteResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
+}
+
 func (groupLimit) RefreshSig() {}
 
 func Example() {

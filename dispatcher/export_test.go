@@ -1,6 +1,11 @@
 package dispatcher
 
-import "go.uber.org/zap"
+import (
+	"go.uber.org/zap"
+
+	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
+)
 
 // SetShare gives a new dispatcher owned/total of every API's budget (total <= 0: the whole
 // budget), for a caller that knows only how many partitions it owns; the consumer calls
@@ -8,10 +13,8 @@ import "go.uber.org/zap"
 // such a first share: in force one window from now.
 func (d *Dispatcher) SetShare(owned, total int) {
 	for _, l := range d.partitionLimiters() {
-		budget := d.cfg.GetRateLimit
-		if l == d.create {
-			budget = d.cfg.RateLimit
-		}
+		budget := map[*ratelimit.Limiter]float64{d.create: d.cfg.RateLimit, d.limits[im.APIGet]: d.cfg.GetRateLimit,
+			d.limits[im.APIUpdate]: d.cfg.UpdateRateLimit, d.limits[im.APIDelete]: d.cfg.DeleteRateLimit}[l]
 		if total > 0 {
 			budget *= float64(min(max(owned, 0), total)) / float64(total)
 		}

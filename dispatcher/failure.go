@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 )
 
@@ -37,8 +38,8 @@ func (r *run) failed(ctx context.Context, api string, err error) (*Outcome, erro
 	case im.ClassRateLimited:
 		r.d.limiterFor(api).SlowDown()
 	case im.ClassTransient:
-		if api == im.APICreate && e.Ambiguous() {
-			// The group may exist now: never create blindly again.
+		if api != im.APIGet && e.Ambiguous() {
+			// The call may have had its effect: never make it blindly again.
 			r.check = true
 		}
 	default:
@@ -80,8 +81,9 @@ func (r *run) permanent(api string, e *im.Error) (o *Outcome, again bool) {
 		r.dupErr = e
 		r.check = true
 		return nil, false
-	case api == im.APIUpdate && e.Code == im.CodeGroupNotFound:
-		// Deleted between our look-up and the update: look again (and create it then).
+	case api == im.APIUpdate && e.Code == im.CodeGroupNotFound && r.ev.EventType == event.TypeContactGroupCreated:
+		// Deleted between our look-up and the update that merges into it: look again (and
+		// create it then). Any other type's group is missing: rejected.
 		r.check = true
 		return nil, true
 	case r.groupCheckRetry(e.Code):

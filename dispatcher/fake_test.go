@@ -36,9 +36,12 @@ type fakeAPI struct {
 	itemCodes map[string]int    // contact key → per-item code (partial results)
 	calls     map[string]int
 	refreshes int
-	gate      chan struct{} // when set, creates wait for it to close
-	entered   int           // creates that reached the fake, gated or not
-	pageSize  int           // conversations per get page; 0: everything in one page
+	gate      chan struct{}       // when set, creates wait for it to close
+	entered   int                 // creates that reached the fake, gated or not
+	pageSize  int                 // conversations per get page; 0: everything in one page
+	updates   []*im.UpdateRequest // every update_contact_group request received
+	// removeMissing is the per-item code of removing a conversation not in the group (0: success).
+	removeMissing int
 }
 
 type fakeGroup struct {
@@ -108,6 +111,16 @@ func (f *fakeAPI) groupCount(account string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.groups[account])
+}
+
+// lastUpdate is the last update_contact_group request received (nil: none).
+func (f *fakeAPI) lastUpdate() *im.UpdateRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.updates) == 0 {
+		return nil
+	}
+	return f.updates[len(f.updates)-1]
 }
 
 // seed creates a group directly, as if an earlier attempt had applied it.
@@ -230,6 +243,7 @@ func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, scripted := f.next(im.APIUpdate)
+	f.updates = append(f.updates, req)
 	if scripted && !s.apply {
 		return nil, s.err
 	}
@@ -242,12 +256,25 @@ func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest)
 	if g == nil {
 		return nil, imErr(im.APIUpdate, im.CodeGroupNotFound)
 	}
+	if req.UpdateGroup.UpdateGroupType == im.UpdateGroupTypeRename {
+		for _, x := range f.groups[req.FromAccount] {
+			if x != g && x.name == req.UpdateGroup.NewGroupName {
+				return nil, imErr(im.APIUpdate, im.CodeBadParams) // a rename onto an existing name
+			}
+		}
+		g.name = req.UpdateGroup.NewGroupName
+	}
 	var res []im.ContactResult
 	failed := false
 	resp := &im.UpdateResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"},
 		UpdateGroupResult: im.UpdateGroupResult{GroupName: g.name, GroupID: g.id}}
 	for _, it := range req.UpdateGroup.ContactUpdateItem {
-		r := f.addLocked(g, it.ContactItem)
+		var r im.ContactResult
+		if it.ContactOptType == im.ContactOptDel {
+			r = f.removeLocked(g, it.ContactItem)
+		} else {
+			r = f.addLocked(g, it.ContactItem)
+		}
 		failed = failed || r.ResultCode != 0
 		res = append(res, r)
 		resp.UpdateGroupResult.ContactResultItem = append(resp.UpdateGroupResult.ContactResultItem, im.ContactUpdateResult{
@@ -260,6 +287,39 @@ func (f *fakeAPI) UpdateContactGroup(ctx context.Context, req *im.UpdateRequest)
 		return resp, im.PartialResult(im.APIUpdate, res, &im.GroupItem{GroupName: g.name, GroupID: g.id})
 	}
 	return resp, nil
+}
+
+// removeLocked takes c out of g; removing what is not there succeeds, unless removeMissing
+// sets a code for it. Callers hold mu.
+func (f *fakeAPI) removeLocked(g *fakeGroup, c im.ContactItem) im.ContactResult {
+	i := slices.Index(g.contacts, c)
+	if i < 0 && f.removeMissing != 0 {
+		return im.ContactResult{ContactItem: c, ResultCode: f.removeMissing, ResultInfo: "fake: not in the group"}
+	}
+	if i >= 0 {
+		g.contacts = slices.Delete(g.contacts, i, i+1)
+	}
+	return im.ContactResult{ContactItem: c}
+}
+
+func (f *fakeAPI) DelContactGroup(ctx context.Context, req *im.DeleteRequest) (*im.DeleteResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, scripted := f.next(im.APIDelete)
+	if scripted && !s.apply {
+		return nil, s.err
+	}
+	for _, name := range req.GroupName {
+		i := slices.IndexFunc(f.groups[req.FromAccount], func(g *fakeGroup) bool { return g.name == name })
+		if i < 0 {
+			return nil, imErr(im.APIDelete, im.CodeGroupNotFound)
+		}
+		f.groups[req.FromAccount] = slices.Delete(f.groups[req.FromAccount], i, i+1)
+	}
+	if scripted {
+		return nil, s.err
+	}
+	return &im.DeleteResponse{BaseResponse: im.BaseResponse{ActionStatus: "OK"}}, nil
 }
 
 func (f *fakeAPI) RefreshSig() {
@@ -287,7 +347,7 @@ func newHarness(t *testing.T, tweak func(*Config)) *harness {
 	h := &harness{t: t, api: newFakeAPI(), clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	h.m = metrics.New(h.reg, "test", false)
 	cfg := Config{API: h.api, Limiter: ratelimit.Config{Standalone: true}, Metrics: h.m, Now: h.clock.Now, Sleep: h.clock.Sleep,
-		RateLimit: 1000, GetRateLimit: 1000, RetryBudget: time.Minute}
+		RateLimit: 1000, GetRateLimit: 1000, UpdateRateLimit: 1000, DeleteRateLimit: 1000, RetryBudget: time.Minute}
 	if tweak != nil {
 		tweak(&cfg)
 	}

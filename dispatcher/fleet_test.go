@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestFleetDemandAndUsed(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Limiter.Standalone = false
-		c.FleetBudget = true
+		c.FleetAPIs = []string{im.APICreate}
 		c.RateLimit = 200
 		c.Now, c.Sleep = time.Now, sleep
 	})

@@ -129,6 +129,8 @@ func (r *run) rejected(e *im.Error) Outcome {
 		det.GroupID = e.Group.GroupID
 	}
 	if len(det.Failed) == 0 {
+		// Every conversation of the event is out (none for a rename or a delete).
+		det.Failed = []FailedContact{}
 		for _, c := range contactItems(r.ev.Contacts) {
 			det.Failed = append(det.Failed, failedContact(c, errCode(e), e.Info))
 		}

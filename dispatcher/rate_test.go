@@ -127,7 +127,8 @@ func (r rateRun) run(tb testing.TB) rateResult {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		d, err := New(Config{API: traced{API: client, log: wl}, RateLimit: float64(r.budget), GetRateLimit: float64(r.budget)})
+		d, err := New(Config{API: traced{API: client, log: wl}, RateLimit: float64(r.budget), GetRateLimit: float64(r.budget),
+			UpdateRateLimit: float64(r.budget)})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -39,6 +39,10 @@ func (s *switchAPI) UpdateContactGroup(ctx context.Context, r *im.UpdateRequest)
 	return s.cur.Load().UpdateContactGroup(ctx, r)
 }
 
+func (s *switchAPI) DelContactGroup(ctx context.Context, r *im.DeleteRequest) (*im.DeleteResponse, error) {
+	return s.cur.Load().DelContactGroup(ctx, r)
+}
+
 func (s *switchAPI) RefreshSig() { s.cur.Load().RefreshSig() }
 
 // simEnv is a Dispatcher (with Run going) on the real im client against the simulator.

@@ -188,14 +188,19 @@ func (s *service) build(f serviceFlags) error {
 	if lateArrivalMax <= 0 {
 		lateArrivalMax = ratelimit.LateArrivalOff // the flag's 0 is "off"; the Config's 0 is DefaultLateArrivalMax
 	}
+	var fleetAPIs []string
+	if f.fleetBudget == fleetKafka {
+		fleetAPIs = []string{im.APICreate} // the budget topic carries the create budget's ledger
+	}
 	disp, err := dispatcher.New(dispatcher.Config{
-		// --rate-limit sizes the get and update budgets too: each API has its own quota, all of
-		// the documented same size (dispatcher.DefaultGetRateLimit is DefaultRateLimit).
-		API: s.client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
+		// --rate-limit sizes the get, update and delete budgets too: each API has its own quota,
+		// all of the documented same size (dispatcher.DefaultRateLimit).
+		API: s.client, RateLimit: f.rateLimit, GetRateLimit: f.rateLimit, UpdateRateLimit: f.rateLimit,
+		DeleteRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		ProbeAccount: f.admin, DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
 		// Only the demo runs the API in this process, where its stalls delay the server's count.
-		Limiter:     ratelimit.Config{LateArrivalMax: lateArrivalMax, WidenOnStall: f.inProcessAPI},
-		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
+		Limiter:   ratelimit.Config{LateArrivalMax: lateArrivalMax, WidenOnStall: f.inProcessAPI},
+		FleetAPIs: fleetAPIs, Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		return err
