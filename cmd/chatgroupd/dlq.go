@@ -208,27 +208,7 @@ func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stder
 			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--partitioner: %w", err)
 		}
 	}
-	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	for _, r := range splitList(o.reasons) {
-		if !dlq.ValidReason(r) {
-			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
-		}
-		f.Reasons = append(f.Reasons, r)
-	}
-	if f.EventTypes, err = dlqParseEventTypes(o.eventTypes); err != nil {
-		return dlq.ToolConfig{}, f, nop, fmt.Errorf("--event-type: %w", err)
-	}
-	f.Account, f.Group = o.account, o.group
-	now := time.Now()
-	if f.Since, err = dlqParseTime("--since", o.since, now); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	if f.Until, err = dlqParseTime("--until", o.until, now); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	if err := f.Validate(); err != nil {
+	if f, err = o.filter(time.Now()); err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}
 	log, err := logging.New(o.logLevel, logging.FormatConsole, stderr)
@@ -253,6 +233,32 @@ func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stder
 		Transport: conn.Transport, SkipMalformed: o.skipMalformed, Logger: log,
 	}
 	return cfg, f, func() { conn.Transport.CloseIdleConnections(); _ = log.Sync() }, nil
+}
+
+// filter reads the filter flags; now anchors --since and --until given as durations ago.
+func (o *dlqOptions) filter(now time.Time) (dlq.Filter, error) {
+	var f dlq.Filter
+	var err error
+	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
+		return f, err
+	}
+	for _, r := range splitList(o.reasons) {
+		if !dlq.ValidReason(r) {
+			return f, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
+		}
+		f.Reasons = append(f.Reasons, r)
+	}
+	if f.EventTypes, err = dlqParseEventTypes(o.eventTypes); err != nil {
+		return f, fmt.Errorf("--event-type: %w", err)
+	}
+	f.Account, f.Group = o.account, o.group
+	if f.Since, err = dlqParseTime("--since", o.since, now); err != nil {
+		return f, err
+	}
+	if f.Until, err = dlqParseTime("--until", o.until, now); err != nil {
+		return f, err
+	}
+	return f, f.Validate()
 }
 
 func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output string, stdout io.Writer) error {

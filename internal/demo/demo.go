@@ -141,15 +141,28 @@ func (d *run) progress() (int, loadgen.Expect) {
 }
 
 func (d *run) run(ctx context.Context) error {
-	f := d.cfg
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(f.Partitions), Topic, Topic+".dlq"))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(d.cfg.Partitions), Topic, Topic+".dlq"))
 	if err != nil {
 		return fmt.Errorf("demo: embedded kafka: %w", err)
 	}
 	defer cluster.Close()
 	d.brokers = cluster.ListenAddrs()
+	if d.sim, err = d.newSimulator(); err != nil {
+		return err
+	}
+	defer d.sim.Close()
+	simLn, svc, err := d.newService()
+	if err != nil {
+		return err
+	}
+	return d.play(ctx, simLn, svc)
+}
 
-	d.sim, err = imsim.New(imsim.Config{
+// newSimulator is the demo's IM API: the documented quota, with the configured latency and
+// transient faults.
+func (d *run) newSimulator() (*imsim.Server, error) {
+	f := d.cfg
+	return imsim.New(imsim.Config{
 		SDKAppID: appID, SecretKey: f.SecretKey, RateLimit: DefaultRateLimit, Seed: f.Seed,
 		Faults: imsim.Faults{
 			Latency: f.Latency, Jitter: f.Jitter,
@@ -158,20 +171,21 @@ func (d *run) run(ctx context.Context) error {
 			ApplyThenFailRate: f.FaultRate / 4,
 		},
 	})
-	if err != nil {
-		return err
-	}
-	defer d.sim.Close()
+}
+
+// newService opens the simulator's and the metrics' listeners and builds the service between
+// the broker and the simulator; it returns the simulator's listener, which play serves.
+func (d *run) newService() (net.Listener, Service, error) {
+	f := d.cfg
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("demo: simulator listener: %w", err)
+		return nil, nil, fmt.Errorf("demo: simulator listener: %w", err)
 	}
 	metricsLn, err := net.Listen("tcp", f.MetricsAddr)
 	if err != nil {
 		simLn.Close()
-		return fmt.Errorf("demo: metrics listener: %w", err)
+		return nil, nil, fmt.Errorf("demo: metrics listener: %w", err)
 	}
-
 	reg := prometheus.NewRegistry()
 	d.metrics = metrics.New(reg, f.Version, true)
 	sc := ServiceConfig{
@@ -183,13 +197,19 @@ func (d *run) run(ctx context.Context) error {
 	}
 	svc, err := f.NewService(sc)
 	if err != nil {
-		return err
+		simLn.Close()
+		metricsLn.Close()
+		return nil, nil, err
 	}
-
 	d.metricsAddr = metricsLn.Addr().String()
 	fmt.Fprintf(f.Out, "chatgroupd demo: embedded Kafka %s (%d partitions), IM simulator %s (%v±%v latency, %.0f%% transient faults), metrics http://%s/metrics\n",
 		d.brokers[0], f.Partitions, sc.IMEndpoint, f.Latency, f.Jitter, f.FaultRate*100, metricsLn.Addr())
+	return simLn, svc, nil
+}
 
+// play serves the simulator, runs the service and the producer, watches until the pipeline
+// drained (or the run ends), stops them and summarizes.
+func (d *run) play(ctx context.Context, simLn net.Listener, svc Service) error {
 	svcCtx, stopSvc := context.WithCancel(ctx)
 	defer stopSvc()
 	g, gctx := errgroup.WithContext(svcCtx)
@@ -222,8 +242,7 @@ func (d *run) run(ctx context.Context) error {
 	if runErr != nil {
 		return fmt.Errorf("demo: %w", runErr)
 	}
-	dlqCount := d.countDLQ()
-	return d.summary(elapsed, drained, dlqCount)
+	return d.summary(elapsed, drained, d.countDLQ())
 }
 
 // produce writes the generated stream: all at once, or at ProduceRate (forever, or until
