@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	r := &run{cfg: cfg, gen: gen}
+	r := &run{cfg: cfg, gen: gen, accounts: map[string]bool{}}
 	err = r.run(ctx)
 	res := Result{Report: r.report, Start: r.start, Brokers: r.brokers}
 	if r.calls != nil {
@@ -131,6 +131,7 @@ type run struct {
 	mu       sync.Mutex // guards what the producer shares with the watcher
 	produced int
 	expect   loadgen.Expect
+	accounts map[string]bool // every record key produced
 }
 
 // progress returns what has been produced so far and what a correct pipeline does with it.
@@ -250,14 +251,33 @@ func (d *run) play(ctx context.Context, simLn net.Listener, svc Service) error {
 func (d *run) produce(ctx context.Context) error {
 	w := loadgen.Writer(d.brokers, Topic, nil)
 	defer w.Close()
-	_, _, err := loadgen.Produce(ctx, w, d.gen, d.cfg.Events, d.cfg.Forever, d.cfg.ProduceRate,
-		func(produced int, e loadgen.Expect, batch []kafka.Message) {
-			d.events.add(batch)
-			d.mu.Lock()
-			d.produced, d.expect = produced, e
-			d.mu.Unlock()
-		})
-	return err
+	published := func(produced int, e loadgen.Expect, batch []kafka.Message) {
+		d.events.add(batch)
+		d.mu.Lock()
+		d.produced, d.expect = produced, e
+		for _, m := range batch {
+			d.accounts[string(m.Key)] = true
+		}
+		d.mu.Unlock()
+	}
+	n, _, err := loadgen.Produce(ctx, w, d.gen, d.cfg.Events, d.cfg.Forever, d.cfg.ProduceRate, published)
+	if err != nil || d.cfg.Forever || ctx.Err() != nil {
+		return err
+	}
+	// A swapped pair cut by the count: its held-back partner goes too, so that the stream is
+	// complete and the final groups can be compared with the model.
+	var rest []kafka.Message
+	for _, r := range d.gen.Flush() {
+		rest = append(rest, kafka.Message{Key: r.Key, Value: r.Value})
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	if err := w.WriteMessages(ctx, rest...); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	published(n+len(rest), d.gen.Expect(), rest)
+	return nil
 }
 
 // watch prints progress until every produced record has ended (drained), the run is
