@@ -13,6 +13,8 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/internal/configtest"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -132,7 +134,7 @@ func TestShareAndMetrics(t *testing.T) {
 	if n := counter(m.EventsConsumed); n != 300 {
 		t.Errorf("consumed %v", n)
 	}
-	if n := counter(m.EventsProcessed.WithLabelValues("applied")); n != 300 {
+	if n := metricstest.CollectorSum(m.EventsProcessed, metrics.LabelOutcome, "applied"); n != 300 {
 		t.Errorf("applied %v", n)
 	}
 	if n := counter(m.Commits.WithLabelValues("ok")); n < 1 {

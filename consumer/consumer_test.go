@@ -16,6 +16,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 // TestPerAccountOrder: many accounts over 4 partitions, each account's events applied one at a
@@ -142,7 +143,7 @@ func TestInvalidDeadLettered(t *testing.T) {
 	if c := e.disp.snapshot(); c[0].ID != "ok" {
 		t.Errorf("dispatched %v, want only the valid event", c)
 	}
-	if n := counter(m.EventsProcessed.WithLabelValues("invalid")); n != float64(len(cases)) {
+	if n := metricstest.CollectorSum(m.EventsProcessed, metrics.LabelOutcome, "invalid"); n != float64(len(cases)) {
 		t.Errorf("invalid count %v", n)
 	}
 	testwait.For(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
@@ -168,7 +169,7 @@ func TestDuplicates(t *testing.T) {
 	if want := map[string]int{"e1/0": 1, "e1/1": 1, "e2/0": 1}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("dispatched %v, want %v", got, want)
 	}
-	if d := counter(m.EventsProcessed.WithLabelValues("duplicate")); d != 2 {
+	if d := metricstest.CollectorSum(m.EventsProcessed, metrics.LabelOutcome, "duplicate"); d != 2 {
 		t.Errorf("duplicates %v, want 2", d)
 	}
 	r.stop(t)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
@@ -147,7 +149,7 @@ func TestEndedOnArrivalCountTowardFetchBound(t *testing.T) {
 	}
 	close(hold)
 	testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
-	if n := counter(m.EventsProcessed.WithLabelValues("duplicate")); n != 500 {
+	if n := metricstest.CollectorSum(m.EventsProcessed, metrics.LabelOutcome, "duplicate"); n != 500 {
 		t.Errorf("%v duplicates counted, want 500", n)
 	}
 }

@@ -15,20 +15,16 @@ import (
 // finish ends r with the dispatcher's outcome: counted when applied, else dead-lettered. prior
 // is the API calls made for it before (in the main topic, before it moved to the retry lane).
 func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, prior int) bool {
-	m := e.metrics()
 	if out.Result == dispatcher.Applied {
-		e.outcomes[metrics.OutcomeApplied].Inc()
 		t := r.ev.OccurredAt
 		if t.IsZero() {
 			t = r.msg.Time
 		}
-		if !t.IsZero() {
-			m.EventE2E.Observe(e.cfg.Now().Sub(t).Seconds())
-		}
+		e.outcomes.applied(r.ev, e.cfg.Now().Sub(t).Seconds(), !t.IsZero())
 		return true
 	}
 	reason := out.Result.String() // rejected, partial, exhausted: the dlq reasons and outcome labels
-	if e.outcomes[reason] == nil {
+	if !knownOutcome(reason) {
 		e.cfg.Logger.Error("dispatcher returned an unknown result; dead-lettering as rejected",
 			zap.Int("result", int(out.Result)), zap.Int64("offset", r.msg.Offset))
 		reason = dlq.ReasonRejected
@@ -40,7 +36,7 @@ func (e *engine) finish(ctx context.Context, r *rec, out dispatcher.Outcome, pri
 	if !e.deadLetter(ctx, r, l) {
 		return false
 	}
-	e.outcomes[reason].Inc()
+	e.outcomes.inc(reason, r.ev, r.msg.Value)
 	return true
 }
 
@@ -51,7 +47,7 @@ func (e *engine) deadLetterInvalid(ctx context.Context, r *rec) bool {
 	if !e.deadLetter(ctx, r, l) {
 		return false
 	}
-	e.outcomes[metrics.OutcomeInvalid].Inc()
+	e.outcomes.inc(metrics.OutcomeInvalid, nil, r.msg.Value)
 	return true
 }
 
@@ -96,7 +92,7 @@ func (e *engine) endRec(r *rec) {
 	e.endIdx(p, r.idx)
 	for _, d := range r.dups {
 		e.endIdx(p, d)
-		e.outcomes[metrics.OutcomeDuplicate].Inc()
+		e.outcomes.inc(metrics.OutcomeDuplicate, r.ev, r.msg.Value)
 	}
 	r.dups = nil
 	if r.key != 0 {

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/event"
@@ -30,10 +29,10 @@ type engine struct {
 	stopping bool
 	inflight int
 
-	outcomes  map[string]prometheus.Counter // EventsProcessed by outcome, looked up once
-	commitNow chan struct{}                 // asks the commit loop for an early (horizon) commit
-	lastRate  time.Time                     // when dispatch rates were last sampled
-	final     bool                          // the generation is over: the next commit is the last
+	outcomes  *outcomeCounters // EventsProcessed by outcome and event type
+	commitNow chan struct{}    // asks the commit loop for an early (horizon) commit
+	lastRate  time.Time        // when dispatch rates were last sampled
+	final     bool             // the generation is over: the next commit is the last
 	// keptWindows lists partitions whose dedupe window came from the previous generation.
 	keptWindows []int
 	dctx        context.Context
@@ -140,11 +139,7 @@ func newEngine(c *Consumer, dctx context.Context) *engine {
 	e.renewLease(time.Now()) // just joined
 	e.idle = sync.NewCond(&e.mu)
 	e.laneCond = sync.NewCond(&e.mu)
-	e.outcomes = map[string]prometheus.Counter{}
-	for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
-		metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
-		e.outcomes[o] = c.cfg.Metrics.EventsProcessed.WithLabelValues(o)
-	}
+	e.outcomes = newOutcomeCounters(c.cfg.Metrics)
 	if c.cfg.testEngine != nil {
 		c.cfg.testEngine(e)
 	}

@@ -73,7 +73,7 @@ func (e *engine) endAtOnce(p *part, off int64, now time.Time, completed bool, ke
 	idx := p.tr.add(off, now.UnixNano(), nil)
 	e.endIdx(p, idx)
 	if !completed {
-		e.outcomes[metrics.OutcomeDuplicate].Inc()
+		e.outcomes.inc(metrics.OutcomeDuplicate, ev, nil)
 		return
 	}
 	if ev == nil {

@@ -197,7 +197,7 @@ func (e *engine) laneIngest(p *part, m kafka.Message) {
 	if r.key != 0 {
 		if first, ok := la.seen[r.key]; ok && first != m.Offset {
 			// A crash between forwarding and the main commit forwards the same record again.
-			e.outcomes[metrics.OutcomeDuplicate].Inc()
+			e.outcomes.inc(metrics.OutcomeDuplicate, r.ev, m.Value)
 			return
 		}
 		la.seen[r.key] = m.Offset

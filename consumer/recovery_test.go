@@ -15,6 +15,8 @@ import (
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 // checkOnce fails unless every id in want was applied, and every repeat dispatch of an id was
@@ -110,7 +112,7 @@ func TestRebalanceTwoConsumers(t *testing.T) {
 	if !a.c.Ready() {
 		t.Error("first member not ready after the rebalance")
 	}
-	if n := counter(mb.EventsProcessed.WithLabelValues("applied")); n == 0 {
+	if n := metricstest.CollectorSum(mb.EventsProcessed, metrics.LabelOutcome, "applied"); n == 0 {
 		t.Error("second member applied nothing")
 	}
 	calls := e.disp.snapshot()

@@ -630,7 +630,7 @@ func TestDLQReplayJob(t *testing.T) {
 	}
 	flags := flagValues(c.Args)
 	// --yes: replay refuses to run without it, and a Job has nobody to ask.
-	for k, v := range map[string]string{"reason": "exhausted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3", "yes": "true"} {
+	for k, v := range map[string]string{"reason": "exhausted", "event-type": "renamed,contact_group.deleted", "code": "60007", "dry-run": "false", "limit": "1000", "max-replays": "3", "yes": "true"} {
 		if flags[k] != v {
 			t.Errorf("--%s=%q, want %q", k, flags[k], v)
 		}
@@ -686,6 +686,7 @@ func TestValuesRejected(t *testing.T) {
 		{"sasl plain without tls", []string{"--set", "kafka.sasl.mechanism=plain", "--set", "kafka.sasl.username=u", "--set", "kafka.sasl.existingSecret=s"}, "allowPlaintext"},
 		{"http endpoint off loopback", []string{"--set", "im.endpoint=http://im.example.com"}, "allowInsecureHTTP"},
 		{"code not a number", []string{"--set", "dlqReplay.code=fifty"}, "code"},
+		{"unknown event type", []string{"--set", "dlqReplay.eventType=archived"}, "eventType"},
 		{"half a client certificate", []string{"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.existingSecret=s", "--set", "kafka.tls.certKey=tls.crt"}, "keyKey"},
 	}
 	for _, tt := range tests {

@@ -24,10 +24,10 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	bin := promtool(t)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test", true)
-	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Inc()
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied, "contact_group.created").Inc()
 	m.APIRequests.WithLabelValues("create_contact_group", "0").Inc()
 	m.APIDuration.WithLabelValues("create_contact_group").Observe(0.05)
-	m.DLQRecords.WithLabelValues("invalid", "0").Inc()
+	m.DLQRecords.WithLabelValues("invalid", "0", metrics.EventTypeUnknown).Inc()
 	m.ConsumerLag.WithLabelValues("chat.contact-groups", "0").Set(3)
 	m.OldestUnfinished.WithLabelValues("chat.contact-groups", "0").Set(1.5)
 	m.Retries.WithLabelValues("create_contact_group", "50004").Inc()
@@ -45,6 +45,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	m.RetryLaneMode.WithLabelValues("on").Set(1)
 	m.ModeFallback.WithLabelValues("fleet_budget", "create_refused").Set(1)
 	m.FleetRecords.WithLabelValues("published").Inc()
+	m.EventE2E.WithLabelValues("contact_group.renamed").Observe(0.4)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

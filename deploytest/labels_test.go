@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // TestQueryLabelValuesMatchTheCode checks label values the queries hard-code against the code
@@ -41,6 +43,9 @@ func TestQueryLabelValuesMatchTheCode(t *testing.T) {
 			}
 			for _, m := range vs.LabelMatchers {
 				switch {
+				case m.Name == "event_type" && (m.Type == labels.MatchEqual || m.Type == labels.MatchNotEqual) &&
+					m.Value != metrics.EventTypeUnknown && !slices.Contains(metrics.EventTypes(), m.Value):
+					t.Errorf("%s: event_type %s %q is not a type the service counts", e.Where, m.Type, m.Value)
 				case m.Name == "api" && m.Type == labels.MatchEqual && !apis[m.Value]:
 					t.Errorf("%s: api=%q is not an API the IM client calls", e.Where, m.Value)
 				case m.Name == "code" && (m.Type == labels.MatchRegexp || m.Type == labels.MatchNotRegexp) &&

@@ -41,14 +41,15 @@ func TestRealPrometheus(t *testing.T) {
 	m := metrics.New(reg, "test", true)
 	feed := func() {
 		m.EventsConsumed.Add(10)
-		for _, o := range []string{metrics.OutcomeApplied, metrics.OutcomeDuplicate, metrics.OutcomeInvalid,
-			metrics.OutcomeRejected, metrics.OutcomePartial, metrics.OutcomeExhausted} {
-			m.EventsProcessed.WithLabelValues(o).Inc()
+		for _, o := range metrics.Outcomes() {
+			for _, typ := range metrics.EventTypes() {
+				m.EventsProcessed.WithLabelValues(o, typ).Inc()
+			}
 		}
 		m.APIRequests.WithLabelValues(im.APICreate, "0").Add(5)
 		m.APIRequests.WithLabelValues(im.APICreate, "60007").Inc()
 		m.APIDuration.WithLabelValues(im.APICreate).Observe(0.04)
-		m.DLQRecords.WithLabelValues("invalid", "0").Inc()
+		m.DLQRecords.WithLabelValues("invalid", "0", metrics.EventTypeUnknown).Inc()
 		m.ConsumerLag.WithLabelValues("chat.contact-groups", "0").Set(12)
 		m.OldestUnfinished.WithLabelValues("chat.contact-groups", "0").Set(0.5)
 		m.LaneParked.WithLabelValues("chat.contact-groups", "0").Set(1)
@@ -57,7 +58,7 @@ func TestRealPrometheus(t *testing.T) {
 		m.RateLimitWait.Observe(0.002)
 		m.RateLimitLimit.Set(100)
 		m.Retries.WithLabelValues(im.APICreate, "60007").Inc()
-		m.EventE2E.Observe(0.3)
+		m.EventE2E.WithLabelValues("contact_group.created").Observe(0.3)
 		m.SeqGaps.Inc()
 		m.LateEvents.Inc()
 		m.InFlight.Set(3)

@@ -174,7 +174,7 @@ func TestDashboardStructure(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{"Flow", "API", "Backlog", "Failures", "Process", "Retry lane"}; strings.Join(rows, ",") != strings.Join(want, ",") {
+	if want := []string{"Flow", "API", "Backlog", "Failures", "Process", "Retry lane", "Event types"}; strings.Join(rows, ",") != strings.Join(want, ",") {
 		t.Errorf("rows %v, want %v", rows, want)
 	}
 }

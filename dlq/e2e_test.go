@@ -24,6 +24,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
@@ -313,13 +314,13 @@ func TestReplayEndToEnd(t *testing.T) {
 	if sum.Replayed != 0 || sum.AlreadyReplayed != 2 {
 		t.Fatalf("second replay %+v, want nothing replayed", sum)
 	}
-	dups := testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate))
+	dups := metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeDuplicate)
 	sum = p.replay(t, dlq.ReplayOptions{Filter: dlq.Filter{Account: "full"}, Again: true})
 	if sum.Replayed != 1 {
 		t.Fatalf("--again %+v", sum)
 	}
 	testwait.For(t, 30*time.Second, "the --again copy dropped as a duplicate", func() bool {
-		return testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate)) == dups+1
+		return metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeDuplicate) == dups+1
 	})
 	if names := groupNames(p.sim.Groups("full")); !slices.Equal(names, []string{"old2", "new1"}) {
 		t.Errorf("after --again full's groups %v", names)

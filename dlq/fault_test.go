@@ -19,6 +19,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 // batchSize is what a broker's max.message.bytes is compared with for m produced alone,
@@ -168,10 +169,10 @@ func TestFaultRecordAtSizeLimitAndDLQDeleted(t *testing.T) {
 	if !slices.Contains(groupNames(p.sim.Groups("bob")), "after") {
 		t.Error("bob's next event was not applied")
 	}
-	if v := testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeInvalid)); v != 2 {
+	if v := metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeInvalid); v != 2 {
 		t.Errorf("invalid events ended: %v, want 2", v)
 	}
-	if v := testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied)); v != 2 {
+	if v := metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeApplied); v != 2 {
 		t.Errorf("applied events: %v, want 2", v)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/event"
 )
 
 // Filter selects DLQ records. Zero fields match everything; a record must match every set field.
@@ -15,7 +17,13 @@ type Filter struct {
 	Group   string   // dlq-consumer-group
 	Since   time.Time
 	Until   time.Time // dlq-failed-at in [Since, Until)
+	// EventTypes: the original value's event_type is one of these (each must be known).
+	EventTypes []event.Type
 }
+
+// ErrUnknownEventType is returned (wrapped) for a Filter event type that is not one of
+// event.Types().
+var ErrUnknownEventType = errors.New("unknown event type")
 
 // ErrUnknownReason is returned (wrapped) for a Filter reason that is not one of Reasons.
 var ErrUnknownReason = errors.New("unknown reason")
@@ -25,6 +33,11 @@ func (f Filter) Validate() error {
 	for _, r := range f.Reasons {
 		if !ValidReason(r) {
 			return fmt.Errorf("dlq filter: %w %q (want one of %v)", ErrUnknownReason, r, Reasons())
+		}
+	}
+	for _, t := range f.EventTypes {
+		if !t.Known() {
+			return fmt.Errorf("dlq filter: %w %q (want one of %v)", ErrUnknownEventType, t, event.Types())
 		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
@@ -40,6 +53,9 @@ func (f Filter) Match(e *Entry) bool {
 		return false
 	}
 	if len(f.Reasons) > 0 && !slices.Contains(f.Reasons, e.Reason) {
+		return false
+	}
+	if len(f.EventTypes) > 0 && !slices.Contains(f.EventTypes, e.EventType) {
 		return false
 	}
 	if f.Account != "" && e.Account() != f.Account {

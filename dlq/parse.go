@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -41,6 +42,9 @@ type Entry struct {
 	ConsumerGroup string          `json:"consumer_group"`
 	ReplayCount   int             `json:"replay_count"`
 	Result        json.RawMessage `json:"result,omitempty"`
+	// EventType is the original value's event_type as written, whether or not it is a known
+	// type ("" when the value has none or the letter was truncated without it).
+	EventType event.Type `json:"event_type,omitempty"`
 	// Truncated is dlq-truncated: what the letter left out because the DLQ topic refused it at
 	// full size ("" for a complete letter). Such a letter can't be replayed from the DLQ.
 	Truncated string `json:"truncated,omitempty"`
@@ -109,6 +113,7 @@ func Parse(m kafka.Message) (*Entry, error) {
 	e.EventID = r.optional(HeaderEventID)
 	e.FromAccount = r.optional(HeaderFromAccount)
 	e.Truncated = r.optional(HeaderTruncated)
+	e.EventType = event.PeekType(m.Value)
 	e.Result = r.json(HeaderResult)
 	if r.has(HeaderOriginalPartitionCount) {
 		e.OriginalPartitions = int(r.integer(HeaderOriginalPartitionCount, 1))

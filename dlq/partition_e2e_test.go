@@ -16,6 +16,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 // TestReplayCRC32ProducerKeepsPartitionOrder: the product app produces with librdkafka's default
@@ -124,13 +125,13 @@ func TestReplayCRC32ProducerKeepsPartitionOrder(t *testing.T) {
 
 	// A double replay: the ledger is bypassed (--again), the copy lands in the same partition
 	// with the same replay-count and is dropped as a duplicate.
-	dups := testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate))
+	dups := metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeDuplicate)
 	sum = p.replay(t, dlq.ReplayOptions{Filter: dlq.Filter{Account: acct}, Again: true})
 	if sum.Replayed != 1 || sum.ToOriginalPartition != 1 {
 		t.Fatalf("second replay %+v", sum)
 	}
 	testwait.For(t, 30*time.Second, "the second replay dropped as a duplicate", func() bool {
-		return testutil.ToFloat64(p.m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate)) == dups+1
+		return metricstest.CollectorSum(p.m.EventsProcessed, metrics.LabelOutcome, metrics.OutcomeDuplicate) == dups+1
 	})
 	for _, m := range p.k.ReadAll(t, p.topic) {
 		if string(m.Key) == acct && m.Partition != home {

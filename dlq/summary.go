@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
 // Summary reports what Replay did (or, with DryRun, would do). Before the writes (the Plan
@@ -38,12 +41,19 @@ type Summary struct {
 	ToOriginalPartition int            `json:"to_original_partition"`
 	ByPartitioner       int            `json:"by_partitioner"`
 	FallbackReasons     map[string]int `json:"fallback_reasons,omitempty"`
-	OverMaxRecords      []string       `json:"over_max_records,omitempty"`
+	// ByEventType counts the replays (planned) by the event's event_type ("unknown" when the
+	// value has none that is known: an invalid event).
+	ByEventType    map[string]int `json:"by_event_type,omitempty"`
+	OverMaxRecords []string       `json:"over_max_records,omitempty"`
 	// ReplayedRecords names the DLQ records replayed (or that would be, in a dry run).
 	ReplayedRecords []string `json:"replayed_records,omitempty"`
 }
 
 func (s *Summary) count(r route) {
+	if s.ByEventType == nil {
+		s.ByEventType = map[string]int{}
+	}
+	s.ByEventType[eventTypeLabel(r.e.EventType)]++
 	if r.fallback == "" {
 		s.ToOriginalPartition++
 		return
@@ -53,6 +63,15 @@ func (s *Summary) count(r route) {
 		s.FallbackReasons = map[string]int{}
 	}
 	s.FallbackReasons[r.fallback]++
+}
+
+// eventTypeLabel is the event_type of an event of type t in dlq_records_total and
+// Summary.ByEventType.
+func eventTypeLabel(t event.Type) string {
+	if t.Known() {
+		return string(t)
+	}
+	return metrics.EventTypeUnknown
 }
 
 // OtherTopicsText renders OtherTopics as `"a" (3), "b" (1)`, sorted by topic: the refusal's

@@ -32,18 +32,19 @@ type seeded struct {
 	l       Letter
 	group   string
 	at      time.Time
+	typ     event.Type // contact_group.created when empty
 }
 
 func seedLetters() []seeded {
 	return []seeded{
-		{"alice", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "chatgroupd", t0},
-		{"bob", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "chatgroupd", t0.Add(time.Hour)},
-		{"carol", Letter{Reason: ReasonPartial, Code: 51008, Info: "1 of 3 failed", Attempts: 2, Result: []byte(`{"GroupId":"9"}`)}, "chatgroupd", t0.Add(2 * time.Hour)},
-		{"alice", Letter{Reason: ReasonRejected, Code: 50001, Info: "not imported", Attempts: 1}, "chatgroupd", t0.Add(3 * time.Hour)},
-		{"dave", Letter{Reason: ReasonExhausted, Code: 50004, Info: "budget", Attempts: 30}, "chatgroupd", t0.Add(4 * time.Hour)},
-		{"erin", Letter{Reason: ReasonInvalid, Info: "bad JSON"}, "chatgroupd", t0.Add(5 * time.Hour)},
-		{"frank", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1, ReplayCount: 3}, "chatgroupd", t0.Add(6 * time.Hour)},
-		{"gina", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "other-group", t0.Add(7 * time.Hour)},
+		{"alice", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "chatgroupd", t0, ""},
+		{"bob", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "chatgroupd", t0.Add(time.Hour), ""},
+		{"carol", Letter{Reason: ReasonPartial, Code: 51008, Info: "1 of 3 failed", Attempts: 2, Result: []byte(`{"GroupId":"9"}`)}, "chatgroupd", t0.Add(2 * time.Hour), ""},
+		{"alice", Letter{Reason: ReasonRejected, Code: 50001, Info: "not imported", Attempts: 1}, "chatgroupd", t0.Add(3 * time.Hour), event.TypeContactGroupContactsAdded},
+		{"dave", Letter{Reason: ReasonExhausted, Code: 50004, Info: "budget", Attempts: 30}, "chatgroupd", t0.Add(4 * time.Hour), event.TypeContactGroupDeleted},
+		{"erin", Letter{Reason: ReasonInvalid, Info: "bad JSON"}, "chatgroupd", t0.Add(5 * time.Hour), ""},
+		{"frank", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1, ReplayCount: 3}, "chatgroupd", t0.Add(6 * time.Hour), ""},
+		{"gina", Letter{Reason: ReasonRejected, Code: 51010, Info: "20 groups", Attempts: 1}, "other-group", t0.Add(7 * time.Hour), ""},
 	}
 }
 
@@ -55,8 +56,14 @@ func setup(t *testing.T) (*kafkatest.Cluster, ToolConfig) {
 	c.CreateTopic(t, "t.dlq", 3)
 	var msgs []kafka.Message
 	for i, s := range seedLetters() {
-		ev := event.Event{EventID: "e-" + strconv.Itoa(i), EventType: event.TypeContactGroupCreated, FromAccount: s.account,
-			GroupName: "g" + strconv.Itoa(i), Contacts: []event.Contact{{Type: 1, ToAccount: "x"}}}
+		id, name := "e-"+strconv.Itoa(i), "g"+strconv.Itoa(i)
+		ev := event.NewCreated(id, s.account, name, event.ToAccount("x"))
+		switch s.typ {
+		case event.TypeContactGroupContactsAdded:
+			ev = event.NewContactsAdded(id, s.account, name, event.ToAccount("x"))
+		case event.TypeContactGroupDeleted:
+			ev = event.NewDeleted(id, s.account, name)
+		}
 		v, err := ev.Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -102,6 +109,9 @@ func TestListFilters(t *testing.T) {
 		{"until (exclusive)", Filter{Until: t0.Add(time.Hour)}, []string{"alice:51010"}},
 		{"window and code", Filter{Codes: []int{51010}, Since: t0.Add(30 * time.Minute), Until: t0.Add(7 * time.Hour)}, []string{"bob:51010", "frank:51010"}},
 		{"nothing", Filter{Account: "zed"}, nil},
+		{"event type", Filter{EventTypes: []event.Type{event.TypeContactGroupDeleted}}, []string{"dave:50004"}},
+		{"event types and reason", Filter{EventTypes: []event.Type{event.TypeContactGroupContactsAdded, event.TypeContactGroupCreated},
+			Reasons: []string{ReasonRejected}}, []string{"alice:50001", "alice:51010", "bob:51010", "frank:51010", "gina:51010"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,7 +130,7 @@ func TestListFilters(t *testing.T) {
 			t.Fatalf("List: %v %v", es, err)
 		}
 		e := es[0]
-		if e.EventID != "e-2" || e.Attempts != 2 || e.Info != "1 of 3 failed" || string(e.Result) != `{"GroupId":"9"}` ||
+		if e.EventID != "e-2" || e.EventType != event.TypeContactGroupCreated || e.Attempts != 2 || e.Info != "1 of 3 failed" || string(e.Result) != `{"GroupId":"9"}` ||
 			!e.FailedAt.Equal(t0.Add(2*time.Hour)) || e.OriginalOffset != 102 || e.Replayed {
 			t.Errorf("entry %+v", e)
 		}
@@ -139,6 +149,9 @@ func TestListBadInput(t *testing.T) {
 	ctx := testwait.Context(t, 30*time.Second)
 	if _, err := List(ctx, cfg, Filter{Reasons: []string{"rejected", "lost"}}); !errors.Is(err, ErrUnknownReason) || !strings.Contains(err.Error(), `"lost"`) {
 		t.Errorf("unknown reason: %v", err)
+	}
+	if _, err := List(ctx, cfg, Filter{EventTypes: []event.Type{"contact_group.archived"}}); !errors.Is(err, ErrUnknownEventType) || !strings.Contains(err.Error(), "archived") {
+		t.Errorf("unknown event type: %v", err)
 	}
 	if _, err := List(ctx, cfg, Filter{Since: t0, Until: t0}); err == nil {
 		t.Error("empty time range accepted")
@@ -238,6 +251,7 @@ func TestReplay(t *testing.T) {
 	want := Summary{DryRun: true, Source: "t.dlq", Target: "t", TargetPartitions: 3, Partitioner: "murmur2",
 		Scanned: 8, FilteredOut: 5, Matched: 3, Replayed: 2, OverMax: 1, ByPartitioner: 2,
 		FallbackReasons: map[string]int{"letter does not record the topic's partition count": 2},
+		ByEventType:     map[string]int{"contact_group.created": 2},
 		OverMaxRecords:  sum.OverMaxRecords, ReplayedRecords: sum.ReplayedRecords}
 	if diff := cmp.Diff(want, sum); diff != "" || len(sum.OverMaxRecords) != 1 || len(sum.ReplayedRecords) != 2 {
 		t.Fatalf("dry run summary (-want +got):\n%s\ngot %+v", diff, sum)
@@ -255,7 +269,7 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Replayed != 2 || sum.OverMax != 1 || sum.AlreadyReplayed != 0 || sum.DryRun {
+	if sum.Replayed != 2 || sum.OverMax != 1 || sum.AlreadyReplayed != 0 || sum.DryRun || sum.ByEventType["contact_group.created"] != 2 {
 		t.Fatalf("summary %+v", sum)
 	}
 	dlqRecs := c.ReadAll(t, "t.dlq")
@@ -508,5 +522,34 @@ func TestReplaySkipsTruncated(t *testing.T) {
 	got := c.ReadAll(t, "t")
 	if len(got) != 1 || string(got[0].Value) != `{"big":1}` {
 		t.Fatalf("replayed %v", got)
+	}
+}
+
+// TestReplayByEventType: a replay filtered by type takes only those letters and counts them by
+// type, in the plan and in the result.
+func TestReplayByEventType(t *testing.T) {
+	c, cfg := setup(t)
+	ctx := testwait.Context(t, 60*time.Second)
+	opts := ReplayOptions{Filter: Filter{EventTypes: []event.Type{event.TypeContactGroupContactsAdded, event.TypeContactGroupDeleted}}}
+	var planned Summary
+	opts.Plan = func(s Summary) error { planned = s; return nil }
+	sum, err := Replay(ctx, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"contact_group.contacts_added": 1, "contact_group.deleted": 1}
+	if diff := cmp.Diff(want, planned.ByEventType); diff != "" {
+		t.Errorf("plan by type (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, sum.ByEventType); diff != "" || sum.Replayed != 2 {
+		t.Errorf("replayed %d, by type (-want +got):\n%s", sum.Replayed, diff)
+	}
+	var got []event.Type
+	for _, m := range c.ReadAll(t, "t") {
+		got = append(got, event.PeekType(m.Value))
+	}
+	slices.Sort(got)
+	if diff := cmp.Diff([]event.Type{event.TypeContactGroupContactsAdded, event.TypeContactGroupDeleted}, got); diff != "" {
+		t.Errorf("main topic (-want +got):\n%s", diff)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -196,7 +197,7 @@ func (w *Writer) DeadLetter(ctx context.Context, rec kafka.Message, l Letter) er
 		return fmt.Errorf("dlq: write %s/%d/%d to %s: %w", rec.Topic, rec.Partition, rec.Offset, w.cfg.Topic, err)
 	}
 	code := FormatCode(l.Code)
-	w.m.DLQRecords.WithLabelValues(l.Reason, code).Inc()
+	w.m.DLQRecords.WithLabelValues(l.Reason, code, eventTypeLabel(event.PeekType(rec.Value))).Inc()
 	w.log.Warn("dead-lettered",
 		zap.String("topic", rec.Topic),
 		zap.Int("partition", rec.Partition),

@@ -18,7 +18,27 @@ const (
 	LabelAPI     = "api"
 	LabelCode    = "code"
 	LabelReason  = "reason"
+	// LabelEventType is the event_type label of the metrics that count events: one of the
+	// event.Types() values, or EventTypeUnknown.
+	LabelEventType = "event_type"
 )
+
+// EventTypeUnknown is the event_type label of a record whose type can't be read or is not one
+// of event.Types(): only invalid records have it. (metrics does not import event, so that the
+// chart's tests, which read these definitions, stay free of the Kafka client.)
+const EventTypeUnknown = "unknown"
+
+// EventTypes returns the event_type label values of known events: event.Types(), which
+// TestEventTypesAreEvents holds this list to.
+func EventTypes() []string {
+	return []string{"contact_group.created", "contact_group.renamed", "contact_group.contacts_added",
+		"contact_group.contacts_removed", "contact_group.deleted"}
+}
+
+// Outcomes returns every outcome label value of EventsProcessed.
+func Outcomes() []string {
+	return []string{OutcomeApplied, OutcomeDuplicate, OutcomeInvalid, OutcomeRejected, OutcomePartial, OutcomeExhausted}
+}
 
 // Outcome label values of EventsProcessed.
 const (
@@ -33,16 +53,16 @@ const (
 // Metrics holds the collectors. Label sets are bounded: no account or event ids ever.
 type Metrics struct {
 	EventsConsumed   prometheus.Counter
-	EventsProcessed  *prometheus.CounterVec // outcome
+	EventsProcessed  *prometheus.CounterVec // outcome, event_type
 	APIRequests      *prometheus.CounterVec // api, code
 	APIDuration      *prometheus.HistogramVec
-	DLQRecords       *prometheus.CounterVec // reason, code
+	DLQRecords       *prometheus.CounterVec // reason, code, event_type
 	ConsumerLag      *prometheus.GaugeVec   // topic, partition
 	OldestUnfinished *prometheus.GaugeVec   // topic, partition
 	RateLimitWait    prometheus.Histogram
 	RateLimitLimit   prometheus.Gauge
-	Retries          *prometheus.CounterVec // api, code
-	EventE2E         prometheus.Histogram
+	Retries          *prometheus.CounterVec   // api, code
+	EventE2E         *prometheus.HistogramVec // event_type
 	BuildInfo        *prometheus.GaugeVec
 
 	// Beyond the contract.
@@ -109,12 +129,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 	m := &Metrics{
 		EventsConsumed: f.counter("events_consumed_total", "Records read from the event topic."),
 		EventsProcessed: f.counterVec("events_processed_total",
-			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", LabelOutcome),
+			"Records that ended, by outcome (applied, duplicate, invalid, rejected, partial, exhausted) and event_type (unknown: an invalid record without a known type).", LabelOutcome, LabelEventType),
 		APIRequests: f.counterVec("api_requests_total",
 			"IM API calls by api and result code (IM code, http_<status> or network).", LabelAPI, LabelCode),
 		APIDuration: f.histogramVec("api_request_duration_seconds", "IM API call latency.",
 			prometheus.ExponentialBuckets(0.005, 2, 12), "api"),
-		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", LabelReason, LabelCode),
+		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic, by reason, code and event_type.", LabelReason, LabelCode, LabelEventType),
 		ConsumerLag: f.gaugeVec("consumer_lag",
 			"Records between the committed offset and the end of the partition.", "topic", "partition"),
 		OldestUnfinished: f.gaugeVec("oldest_unfinished_age_seconds",
@@ -132,8 +152,8 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		FleetRecords: f.counterVec("fleet_budget_records_total",
 			"Budget topic records by op: published, read, publish_error, read_error, invalid.", "op"),
 		Retries: f.counterVec("retries_total", "API calls retried, by api and the code that caused it.", "api", "code"),
-		EventE2E: f.histogram("event_e2e_seconds", "From occurred_at (or the record time) to applied.",
-			prometheus.ExponentialBuckets(0.01, 2, 16)),
+		EventE2E: f.histogramVec("event_e2e_seconds", "From occurred_at (or the record time) to applied, by event_type.",
+			prometheus.ExponentialBuckets(0.01, 2, 16), LabelEventType),
 		BuildInfo: f.gaugeVec("build_info", "Build information; always 1.", "version", "goversion"),
 
 		HandoverHold: f.histogram("handover_hold_seconds",
@@ -194,6 +214,11 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 	}
 	for _, r := range []string{"no_commit", "bad_metadata", "moved_offset", "beyond_log_end", "below_log_start"} {
 		m.OffsetResets.WithLabelValues(r) // the same: "alert on any increase" needs the zero first
+	}
+	for _, o := range Outcomes() {
+		for _, t := range EventTypes() {
+			m.EventsProcessed.WithLabelValues(o, t) // the same: the rejected-lifecycle alert needs the zero first
+		}
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	if withRuntime {

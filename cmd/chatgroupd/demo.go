@@ -15,6 +15,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/demo"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
+	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
@@ -24,6 +25,7 @@ import (
 type demoFlags struct {
 	cfg      demo.Config
 	logLevel string
+	mix      string
 }
 
 // demoHelp is `chatgroupd demo --help` besides the flags.
@@ -58,6 +60,9 @@ func newDemoFlags(f *demoFlags) *flag.FlagSet {
 	floatFlag(fs, &c.Load.InvalidRate, "invalid-rate", 0.02, 0, 0.5, "share of records that break the event contract")
 	floatFlag(fs, &c.Load.SwapRate, "swap-rate", 0.05, 0, 0.5, "share of events emitted after their successor")
 	intFlag(fs, &c.Load.OverQuotaAccounts, "over-quota-accounts", 1, 0, 100000, "accounts that go past the 20-group quota (51010)")
+	checkedFlag(fs, &f.mix, "mix", "lifecycle", "v1, lifecycle or type=weight,… (created, renamed, contacts_added, contacts_removed, deleted)",
+		func(s string) error { _, err := loadgen.ParseMix(s); return err },
+		"event types of the load: lifecycle (creates, contacts added and removed, renames, deletes), v1 (creates only) or weights")
 	durationFlag(fs, &c.ReorderWindow, "reorder-window", demo.DefaultReorderWindow, time.Millisecond, time.Minute, "seq reorder window")
 	stringFlag(fs, &c.MetricsAddr, "metrics-addr", demo.DefaultMetricsAddr, hostPort, "listen address of /metrics, /healthz, /readyz")
 	durationFlag(fs, &c.Timeout, "timeout", demo.DefaultTimeout, time.Second, 24*time.Hour, "give up when the pipeline hasn't drained by then")
@@ -87,6 +92,10 @@ func newDemoConfig(args []string, getenv env, stdout, stderr io.Writer) (demo.Co
 		return demo.Config{}, err
 	}
 	c := f.cfg
+	var err error
+	if c.Load.Mix, err = loadgen.ParseMix(f.mix); err != nil {
+		return demo.Config{}, usageError("demo", fmt.Errorf("--mix: %w", err))
+	}
 	if c.Load.OverQuotaAccounts > c.Load.Accounts {
 		return demo.Config{}, usageError("demo", fmt.Errorf("--over-quota-accounts %d: at most --accounts (%d)", c.Load.OverQuotaAccounts, c.Load.Accounts))
 	}

@@ -29,7 +29,7 @@ func TestDemoSummaryMatchesCallLog(t *testing.T) {
 	// loaded machine, can count calls the limiter spaced out as bunched (the demo's window
 	// invariant); this test is about the summary's arithmetic, not that margin.
 	cfg, err := newDemoConfig([]string{"--count", "900", "--accounts", "20", "--latency", "2ms", "--jitter", "2ms", "--seed", "11", "--timeout", "90s",
-		"--rate-limit", "180"},
+		"--rate-limit", "180", "--mix", "v1"}, // creates only: the window arithmetic is about the create budget
 		mapEnv(nil), &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)

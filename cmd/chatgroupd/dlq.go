@@ -99,6 +99,7 @@ type dlqOptions struct {
 	group         string
 	codes         string
 	reasons       string
+	eventTypes    string
 	account       string
 	since         string
 	until         string
@@ -159,6 +160,10 @@ func (o *dlqOptions) register(fs *flag.FlagSet, replay bool) {
 		}
 		return nil
 	}, "only these reasons, comma-separated: "+strings.Join(dlq.Reasons(), ", "))
+	checkedFlag(fs, &o.eventTypes, "event-type", "", "event types, comma-separated: "+strings.Join(dlqEventTypeNames(), ", "), func(s string) error {
+		_, err := dlqParseEventTypes(s)
+		return err
+	}, "only events of these types, comma-separated: "+strings.Join(dlqEventTypeNames(), ", ")+" (contact_group. may be left out)")
 	stringFlag(fs, &o.account, "account", "", anyString, "only this account (from_account)")
 	timeCheck := func(s string) error { _, err := dlqParseTime("", s, time.Now()); return err }
 	checkedFlag(fs, &o.since, "since", "", "an RFC 3339 time or a duration ago (24h, 7d)", timeCheck, "only records dead-lettered at or after this RFC 3339 time, or this long ago (24h, 7d)")
@@ -203,24 +208,7 @@ func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stder
 			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--partitioner: %w", err)
 		}
 	}
-	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	for _, r := range splitList(o.reasons) {
-		if !dlq.ValidReason(r) {
-			return dlq.ToolConfig{}, f, nop, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
-		}
-		f.Reasons = append(f.Reasons, r)
-	}
-	f.Account, f.Group = o.account, o.group
-	now := time.Now()
-	if f.Since, err = dlqParseTime("--since", o.since, now); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	if f.Until, err = dlqParseTime("--until", o.until, now); err != nil {
-		return dlq.ToolConfig{}, f, nop, err
-	}
-	if err := f.Validate(); err != nil {
+	if f, err = o.filter(time.Now()); err != nil {
 		return dlq.ToolConfig{}, f, nop, err
 	}
 	log, err := logging.New(o.logLevel, logging.FormatConsole, stderr)
@@ -247,6 +235,32 @@ func (o *dlqOptions) resolve(ctx context.Context, replay bool, getenv env, stder
 	return cfg, f, func() { conn.Transport.CloseIdleConnections(); _ = log.Sync() }, nil
 }
 
+// filter reads the filter flags; now anchors --since and --until given as durations ago.
+func (o *dlqOptions) filter(now time.Time) (dlq.Filter, error) {
+	var f dlq.Filter
+	var err error
+	if f.Codes, err = dlqParseCodes(o.codes); err != nil {
+		return f, err
+	}
+	for _, r := range splitList(o.reasons) {
+		if !dlq.ValidReason(r) {
+			return f, fmt.Errorf("--reason %q: unknown reason (want %s)", r, strings.Join(dlq.Reasons(), ", "))
+		}
+		f.Reasons = append(f.Reasons, r)
+	}
+	if f.EventTypes, err = dlqParseEventTypes(o.eventTypes); err != nil {
+		return f, fmt.Errorf("--event-type: %w", err)
+	}
+	f.Account, f.Group = o.account, o.group
+	if f.Since, err = dlqParseTime("--since", o.since, now); err != nil {
+		return f, err
+	}
+	if f.Until, err = dlqParseTime("--until", o.until, now); err != nil {
+		return f, err
+	}
+	return f, f.Validate()
+}
+
 func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output string, stdout io.Writer) error {
 	l, err := dlq.Scan(ctx, cfg, f)
 	if err != nil {
@@ -263,16 +277,16 @@ func dlqList(ctx context.Context, cfg dlq.ToolConfig, f dlq.Filter, output strin
 		return enc.Encode(views)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tPARTITION/OFFSET\tACCOUNT\tREASON\tCODE\tINFO\tATTEMPTS\tREPLAYED")
+	fmt.Fprintln(tw, "TIME\tPARTITION/OFFSET\tACCOUNT\tTYPE\tREASON\tCODE\tINFO\tATTEMPTS\tREPLAYED")
 	for i := range entries {
 		e := &entries[i]
 		replayed := "no"
 		if e.Replayed {
 			replayed = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
 			e.FailedAt.UTC().Format(time.RFC3339), e.Partition, e.Offset, dlqCell(e.Account(), 32),
-			e.Reason, dlq.FormatCode(e.Code), dlqInfoCell(e.Info), e.Attempts, replayed)
+			dlqTypeCell(e.EventType), e.Reason, dlq.FormatCode(e.Code), dlqInfoCell(e.Info), e.Attempts, replayed)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -371,6 +385,11 @@ func dlqPrintPlan(w io.Writer, s dlq.Summary, opts dlq.ReplayOptions) {
 	fmt.Fprintf(tw, "would replay\t%d\t\n", s.Replayed)
 	fmt.Fprintf(tw, "  to the original partition\t%d\t%s still has the partition count the letter records\n", s.ToOriginalPartition, s.Target)
 	fmt.Fprintf(tw, "  by %s\t%d\tthe account's partition under --partitioner %s instead\n", s.Partitioner, s.ByPartitioner, s.Partitioner)
+	for _, t := range append(dlqEventTypeNames(), "unknown") {
+		if n := s.ByEventType[dlqFullType(t)]; n > 0 {
+			fmt.Fprintf(tw, "  %s events\t%d\t\n", t, n)
+		}
+	}
 	tw.Flush()
 	reasons := make([]string, 0, len(s.FallbackReasons))
 	for r := range s.FallbackReasons {
@@ -488,4 +507,50 @@ func dlqCell(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+// dlqEventTypeNames are the event types as --event-type and the TYPE column name them: without
+// the common "contact_group." prefix.
+func dlqEventTypeNames() []string {
+	names := make([]string, 0, len(event.Types()))
+	for _, t := range event.Types() {
+		names = append(names, strings.TrimPrefix(string(t), dlqTypePrefix))
+	}
+	return names
+}
+
+const dlqTypePrefix = "contact_group."
+
+// dlqFullType is the event_type a short name stands for ("renamed" → "contact_group.renamed");
+// other names are returned as given.
+func dlqFullType(name string) string {
+	if t := event.Type(dlqTypePrefix + name); t.Known() {
+		return string(t)
+	}
+	return name
+}
+
+// dlqParseEventTypes reads --event-type: known types, short or in full, comma-separated.
+func dlqParseEventTypes(s string) ([]event.Type, error) {
+	var out []event.Type
+	for _, n := range splitList(s) {
+		t := event.Type(dlqFullType(n))
+		if !t.Known() {
+			return nil, fmt.Errorf("unknown event type %q (want %s)", n, strings.Join(dlqEventTypeNames(), ", "))
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// dlqTypeCell is an event type in the table: short when known, "-" when the value has none, else
+// the value's own (bounded).
+func dlqTypeCell(t event.Type) string {
+	switch {
+	case t.Known():
+		return strings.TrimPrefix(string(t), dlqTypePrefix)
+	case t == "":
+		return "-"
+	}
+	return dlqCell(string(t), 32)
 }

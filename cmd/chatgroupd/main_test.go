@@ -123,7 +123,9 @@ func TestDemoSmall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"SUMMARY", "reason=invalid", "reason=rejected", "code 51010", "duplicate creates", "OK: nothing lost"} {
+	// The default load is the whole lifecycle: every type is applied and counted.
+	for _, want := range []string{"SUMMARY", "reason=invalid", "reason=rejected", "code 51010", "duplicate creates", "OK: nothing lost",
+		"    renamed ", "    contacts_added ", "    contacts_removed ", "    deleted ", "update calls", "delete calls"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}
@@ -131,7 +133,7 @@ func TestDemoSmall(t *testing.T) {
 }
 
 func TestDemoBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--count", "0"}, {"--partitions", "0"}, {"--fault-rate", "0.9"}, {"--invalid-rate", "0.9"}} {
+	for _, args := range [][]string{{"--count", "0"}, {"--partitions", "0"}, {"--fault-rate", "0.9"}, {"--invalid-rate", "0.9"}, {"--mix", "created=0,deleted=1"}, {"--mix", "archived=1"}} {
 		err := run(t.Context(), append([]string{"demo"}, args...), mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil {
 			t.Errorf("demo %v: no error", args)

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
@@ -220,6 +221,16 @@ func TestServiceMetricsMove(t *testing.T) {
 	}
 	if got := after.Sum("chatgroupd_events_processed_total", "outcome", "applied"); got != float64(want.Valid) {
 		t.Errorf("applied %v, want %d", got, want.Valid)
+	}
+	// Every applied event of this v1 load is a create, counted under its type; every dead
+	// letter carries a type label (the five types or unknown).
+	if got := after.Sum("chatgroupd_events_processed_total", "outcome", "applied", "event_type", "contact_group.created"); got != float64(want.Valid) {
+		t.Errorf("applied creates %v, want %d", got, want.Valid)
+	}
+	for _, s := range after.Find("chatgroupd_dlq_records_total") {
+		if typ := s.Labels["event_type"]; typ != metrics.EventTypeUnknown && !event.Type(typ).Known() {
+			t.Errorf("dlq_records_total series with event_type %q", typ)
+		}
 	}
 	if st := h.sim.Stats(); st.DuplicateCreates != 0 || st.GroupsCreated != want.Valid {
 		t.Errorf("simulator: %d groups, %d duplicate creates; want %d and 0", st.GroupsCreated, st.DuplicateCreates, want.Valid)

@@ -108,6 +108,9 @@ func (c *Config) setDefaults() {
 		c.Seed = uint64(time.Now().UnixNano())
 	}
 	c.Load.Seed = c.Seed
+	// The final groups are checked against the model at the end of a run that ends; a Forever
+	// run would keep every retired account's groups in memory.
+	c.Load.KeepState = !c.Forever
 	if c.MetricsAddr == "" {
 		c.MetricsAddr = DefaultMetricsAddr
 	}

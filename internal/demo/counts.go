@@ -12,6 +12,7 @@ import (
 type counts struct {
 	consumed  float64
 	outcomes  map[string]float64
+	applied   map[string]float64 // applied events by event_type
 	dlq       map[string]float64 // "reason code"
 	creates   float64
 	processed float64
@@ -26,14 +27,18 @@ func (c counts) deadLettered() float64 {
 // snapshot reads the service's counters off the collectors it updates, so no metric is looked
 // up by name.
 func (d *run) snapshot() counts {
-	c := counts{outcomes: map[string]float64{}, dlq: map[string]float64{}}
+	c := counts{outcomes: map[string]float64{}, applied: map[string]float64{}, dlq: map[string]float64{}}
 	m := d.metrics
 	for _, s := range collect(m.EventsConsumed) {
 		c.consumed += s.GetCounter().GetValue()
 	}
 	for _, s := range collect(m.EventsProcessed) {
-		c.outcomes[label(s, metrics.LabelOutcome)] += s.GetCounter().GetValue()
-		c.processed += s.GetCounter().GetValue()
+		o, v := label(s, metrics.LabelOutcome), s.GetCounter().GetValue()
+		c.outcomes[o] += v
+		c.processed += v
+		if o == metrics.OutcomeApplied {
+			c.applied[label(s, metrics.LabelEventType)] += v
+		}
 	}
 	for _, s := range collect(m.DLQRecords) {
 		c.dlq[label(s, metrics.LabelReason)+" "+label(s, metrics.LabelCode)] += s.GetCounter().GetValue()

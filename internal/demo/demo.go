@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	r := &run{cfg: cfg, gen: gen}
+	r := &run{cfg: cfg, gen: gen, accounts: map[string]bool{}}
 	err = r.run(ctx)
 	res := Result{Report: r.report, Start: r.start, Brokers: r.brokers}
 	if r.calls != nil {
@@ -131,6 +131,7 @@ type run struct {
 	mu       sync.Mutex // guards what the producer shares with the watcher
 	produced int
 	expect   loadgen.Expect
+	accounts map[string]bool // every record key produced
 }
 
 // progress returns what has been produced so far and what a correct pipeline does with it.
@@ -141,15 +142,28 @@ func (d *run) progress() (int, loadgen.Expect) {
 }
 
 func (d *run) run(ctx context.Context) error {
-	f := d.cfg
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(f.Partitions), Topic, Topic+".dlq"))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(d.cfg.Partitions), Topic, Topic+".dlq"))
 	if err != nil {
 		return fmt.Errorf("demo: embedded kafka: %w", err)
 	}
 	defer cluster.Close()
 	d.brokers = cluster.ListenAddrs()
+	if d.sim, err = d.newSimulator(); err != nil {
+		return err
+	}
+	defer d.sim.Close()
+	simLn, svc, err := d.newService()
+	if err != nil {
+		return err
+	}
+	return d.play(ctx, simLn, svc)
+}
 
-	d.sim, err = imsim.New(imsim.Config{
+// newSimulator is the demo's IM API: the documented quota, with the configured latency and
+// transient faults.
+func (d *run) newSimulator() (*imsim.Server, error) {
+	f := d.cfg
+	return imsim.New(imsim.Config{
 		SDKAppID: appID, SecretKey: f.SecretKey, RateLimit: DefaultRateLimit, Seed: f.Seed,
 		Faults: imsim.Faults{
 			Latency: f.Latency, Jitter: f.Jitter,
@@ -158,20 +172,21 @@ func (d *run) run(ctx context.Context) error {
 			ApplyThenFailRate: f.FaultRate / 4,
 		},
 	})
-	if err != nil {
-		return err
-	}
-	defer d.sim.Close()
+}
+
+// newService opens the simulator's and the metrics' listeners and builds the service between
+// the broker and the simulator; it returns the simulator's listener, which play serves.
+func (d *run) newService() (net.Listener, Service, error) {
+	f := d.cfg
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("demo: simulator listener: %w", err)
+		return nil, nil, fmt.Errorf("demo: simulator listener: %w", err)
 	}
 	metricsLn, err := net.Listen("tcp", f.MetricsAddr)
 	if err != nil {
 		simLn.Close()
-		return fmt.Errorf("demo: metrics listener: %w", err)
+		return nil, nil, fmt.Errorf("demo: metrics listener: %w", err)
 	}
-
 	reg := prometheus.NewRegistry()
 	d.metrics = metrics.New(reg, f.Version, true)
 	sc := ServiceConfig{
@@ -183,13 +198,19 @@ func (d *run) run(ctx context.Context) error {
 	}
 	svc, err := f.NewService(sc)
 	if err != nil {
-		return err
+		simLn.Close()
+		metricsLn.Close()
+		return nil, nil, err
 	}
-
 	d.metricsAddr = metricsLn.Addr().String()
 	fmt.Fprintf(f.Out, "chatgroupd demo: embedded Kafka %s (%d partitions), IM simulator %s (%v±%v latency, %.0f%% transient faults), metrics http://%s/metrics\n",
 		d.brokers[0], f.Partitions, sc.IMEndpoint, f.Latency, f.Jitter, f.FaultRate*100, metricsLn.Addr())
+	return simLn, svc, nil
+}
 
+// play serves the simulator, runs the service and the producer, watches until the pipeline
+// drained (or the run ends), stops them and summarizes.
+func (d *run) play(ctx context.Context, simLn net.Listener, svc Service) error {
 	svcCtx, stopSvc := context.WithCancel(ctx)
 	defer stopSvc()
 	g, gctx := errgroup.WithContext(svcCtx)
@@ -222,8 +243,7 @@ func (d *run) run(ctx context.Context) error {
 	if runErr != nil {
 		return fmt.Errorf("demo: %w", runErr)
 	}
-	dlqCount := d.countDLQ()
-	return d.summary(elapsed, drained, dlqCount)
+	return d.summary(elapsed, drained, d.countDLQ())
 }
 
 // produce writes the generated stream: all at once, or at ProduceRate (forever, or until
@@ -231,14 +251,33 @@ func (d *run) run(ctx context.Context) error {
 func (d *run) produce(ctx context.Context) error {
 	w := loadgen.Writer(d.brokers, Topic, nil)
 	defer w.Close()
-	_, _, err := loadgen.Produce(ctx, w, d.gen, d.cfg.Events, d.cfg.Forever, d.cfg.ProduceRate,
-		func(produced int, e loadgen.Expect, batch []kafka.Message) {
-			d.events.add(batch)
-			d.mu.Lock()
-			d.produced, d.expect = produced, e
-			d.mu.Unlock()
-		})
-	return err
+	published := func(produced int, e loadgen.Expect, batch []kafka.Message) {
+		d.events.add(batch)
+		d.mu.Lock()
+		d.produced, d.expect = produced, e
+		for _, m := range batch {
+			d.accounts[string(m.Key)] = true
+		}
+		d.mu.Unlock()
+	}
+	n, _, err := loadgen.Produce(ctx, w, d.gen, d.cfg.Events, d.cfg.Forever, d.cfg.ProduceRate, published)
+	if err != nil || d.cfg.Forever || ctx.Err() != nil {
+		return err
+	}
+	// A swapped pair cut by the count: its held-back partner goes too, so that the stream is
+	// complete and the final groups can be compared with the model.
+	var rest []kafka.Message
+	for _, r := range d.gen.Flush() {
+		rest = append(rest, kafka.Message{Key: r.Key, Value: r.Value})
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	if err := w.WriteMessages(ctx, rest...); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	published(n+len(rest), d.gen.Expect(), rest)
+	return nil
 }
 
 // watch prints progress until every produced record has ended (drained), the run is

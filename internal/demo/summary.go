@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
@@ -24,6 +25,9 @@ func (d *run) summary(elapsed time.Duration, drained bool, dlqCount int64) error
 	d.printTable(produced, want, c, st, dlqCount)
 
 	broken := d.check(drained, produced, want, c, st, dlqCount)
+	if !d.cfg.Forever && drained {
+		broken = append(broken, d.checkGroups()...)
+	}
 	create := st.APIs[im.APICreate]
 	if create.MaxWindow > DefaultRateLimit && create.MaxWindow <= windowTolerance {
 		fmt.Fprintf(d.cfg.Out, "\nnote: the simulator counted %d calls in one second: it shares this process's CPU, and late-read requests bunch up under load.\n", create.MaxWindow)
@@ -35,7 +39,11 @@ func (d *run) summary(elapsed time.Duration, drained bool, dlqCount int64) error
 		}
 		return &InvariantsError{Broken: broken}
 	}
-	fmt.Fprintln(d.cfg.Out, "\nOK: nothing lost — every record applied, dead-lettered or dropped as a duplicate; no group created twice; the rate limit held.")
+	groups := ""
+	if !d.cfg.Forever {
+		groups = " every account's groups are as its events, applied once in order, leave them;"
+	}
+	fmt.Fprintf(d.cfg.Out, "\nOK: nothing lost — every record applied, dead-lettered or dropped as a duplicate; no group created twice;%s the rate limit held.\n", groups)
 	d.printNext()
 	return nil
 }
@@ -48,6 +56,11 @@ func (d *run) printTable(produced int, want loadgen.Expect, c counts, st imsim.S
 	row := func(k string, v any, note string) { fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note) }
 	row("events produced", produced, fmt.Sprintf("(%d valid, %d duplicates, %d invalid, %d over quota, %d swapped pairs)", want.Valid, want.Duplicates, want.Invalid, want.OverQuota, want.Swapped))
 	row("applied", c.outcomes[metrics.OutcomeApplied], "")
+	if !d.cfg.Load.Mix.IsV1() {
+		for _, t := range event.Types() {
+			row("  "+strings.TrimPrefix(string(t), "contact_group."), c.applied[string(t)], fmt.Sprintf("(%d in the load)", want.ByType.Of(t)))
+		}
+	}
 	row("duplicates dropped", c.outcomes[metrics.OutcomeDuplicate], "")
 	row("dead-lettered", c.deadLettered(), fmt.Sprintf("(%d records on the DLQ topic)", dlqCount))
 	keys := make([]string, 0, len(c.dlq))
@@ -61,6 +74,10 @@ func (d *run) printTable(produced int, want loadgen.Expect, c counts, st imsim.S
 	}
 	r := d.report
 	row("create calls", r.Creates, fmt.Sprintf("(the simulator answered %d)", create.Total))
+	if !d.cfg.Load.Mix.IsV1() {
+		row("update calls", st.APIs[im.APIUpdate].Total, "(renames, contacts added and removed; the simulator's count)")
+		row("delete calls", st.APIs[im.APIDelete].Total, "(the simulator's count)")
+	}
 	row("start-up delay", fmtDuration(r.Startup), "(start to the first create call: group join, assignment, the limiter's first second)")
 	if r.Backlogged {
 		row("rate while backlogged", fmt.Sprintf("%.1f/s", r.Rate), fmt.Sprintf("(%.0f calls in %.1fs, %.1f%% of the %.0f/s budget)",
@@ -70,6 +87,9 @@ func (d *run) printTable(produced int, want loadgen.Expect, c counts, st imsim.S
 		row("rate while backlogged", "-", "(no backlog: the producer, not the budget, set the pace)")
 	}
 	row("highest calls in any 1s window", create.MaxWindow, fmt.Sprintf("(limit %d)", DefaultRateLimit))
+	if !d.cfg.Load.Mix.IsV1() {
+		row("  update, delete", fmt.Sprintf("%d, %d", st.APIs[im.APIUpdate].MaxWindow, st.APIs[im.APIDelete].MaxWindow), fmt.Sprintf("(each API has its own %d/s)", DefaultRateLimit))
+	}
 	row("rate-limited by the API (60007)", create.RateLimited, "")
 	row("groups created", st.GroupsCreated, "")
 	row("duplicate creates", st.DuplicateCreates, "(must be 0)")
@@ -96,7 +116,11 @@ func (d *run) check(drained bool, produced int, want loadgen.Expect, c counts, s
 		check(c.outcomes[metrics.OutcomeInvalid] == float64(want.Invalid), "invalid %.0f, want %d", c.outcomes[metrics.OutcomeInvalid], want.Invalid)
 		check(c.dlq["rejected 51010"] == float64(want.OverQuota), "rejected with 51010: %.0f, want %d", c.dlq["rejected 51010"], want.OverQuota)
 		check(deadLettered == float64(want.Invalid+want.OverQuota), "dead-lettered %.0f, want %d (the invalid and over-quota records, nothing else)", deadLettered, want.Invalid+want.OverQuota)
-		check(st.GroupsCreated == want.Valid, "simulator holds %d created groups, want %d", st.GroupsCreated, want.Valid)
+		for _, t := range event.Types() {
+			got, n := c.applied[string(t)], want.ByType.Of(t)
+			check(got == float64(n), "applied %.0f %s events, want %d", got, t, n)
+		}
+		check(st.GroupsCreated == want.ByType.Created, "simulator created %d groups, want %d", st.GroupsCreated, want.ByType.Created)
 	}
 	check(c.processed <= float64(produced), "%.0f records ended but only %d produced", c.processed, produced)
 	check(float64(dlqCount) == deadLettered, "%d records on the DLQ topic, %.0f dead-lettered", dlqCount, deadLettered)
@@ -105,8 +129,42 @@ func (d *run) check(drained bool, produced int, want loadgen.Expect, c counts, s
 	// detector, parallel tests) requests the limiter spaced out are read late and counted
 	// together. The dispatcher's own tests hold the strict bound; here only an overshoot that
 	// no scheduling stall explains — the signature of a limiter not doing its job — fails the run.
-	create := st.APIs[im.APICreate]
-	check(create.MaxWindow <= windowTolerance, "a one-second window saw %d create calls (limit %d)", create.MaxWindow, DefaultRateLimit)
+	for _, api := range []string{im.APICreate, im.APIUpdate, im.APIDelete} { // each API has its own budget
+		w := st.APIs[api].MaxWindow
+		check(w <= windowTolerance, "a one-second window saw %d %s calls (limit %d)", w, api, DefaultRateLimit)
+	}
+	return broken
+}
+
+// checkGroups compares every produced account's groups at the simulator with the model of the
+// load (each valid event applied once, in seq order); each difference is a broken invariant, the
+// first few named.
+func (d *run) checkGroups() []string {
+	got := loadgen.State{}
+	d.mu.Lock()
+	for acct := range d.accounts {
+		for _, g := range d.sim.Groups(acct) {
+			if got[acct] == nil {
+				got[acct] = map[string][]event.Contact{}
+			}
+			cs := make([]event.Contact, len(g.Contacts))
+			for i, c := range g.Contacts {
+				cs[i] = event.Contact{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID}
+			}
+			got[acct][g.Name] = cs
+		}
+	}
+	d.mu.Unlock()
+	diff := d.gen.State().Diff(got)
+	const named = 5
+	var broken []string
+	for i, s := range diff {
+		if i == named {
+			broken = append(broken, fmt.Sprintf("final groups: %d more differences from the model", len(diff)-named))
+			break
+		}
+		broken = append(broken, "final groups: "+s)
+	}
 	return broken
 }
 

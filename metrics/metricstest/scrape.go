@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -185,4 +186,51 @@ func (x Sample) String() string {
 		parts[i] = fmt.Sprintf("%s=%q", k, x.Labels[k])
 	}
 	return fmt.Sprintf("%s{%s} %g", x.Name, strings.Join(parts, ","), x.Value)
+}
+
+// CollectorSum adds up the series c holds now whose labels include all of match ("k", "v"
+// pairs): counter, gauge and untyped values, and a histogram's or summary's sample count. A test
+// reads one vector with it without a registry, whatever other labels the series carry.
+func CollectorSum(c prometheus.Collector, match ...string) float64 {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil || !hasLabels(&d, match) {
+			continue
+		}
+		switch {
+		case d.Counter != nil:
+			sum += d.GetCounter().GetValue()
+		case d.Gauge != nil:
+			sum += d.GetGauge().GetValue()
+		case d.Untyped != nil:
+			sum += d.GetUntyped().GetValue()
+		case d.Histogram != nil:
+			sum += float64(d.GetHistogram().GetSampleCount())
+		case d.Summary != nil:
+			sum += float64(d.GetSummary().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+func hasLabels(m *dto.Metric, match []string) bool {
+	for i := 0; i+1 < len(match); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == match[i] && l.GetValue() == match[i+1] {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

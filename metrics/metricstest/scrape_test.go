@@ -34,8 +34,8 @@ func TestScrapeSeesMetricsMove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied).Add(2)
-	m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate).Inc()
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied, "contact_group.created").Add(2)
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeDuplicate, "contact_group.deleted").Inc()
 	m.APIDuration.WithLabelValues("create_contact_group").Observe(0.02)
 	m.ConsumerLag.WithLabelValues("t", "3").Set(7)
 	after, err := metricstest.Scrape(ctx, client, url)
@@ -43,8 +43,12 @@ func TestScrapeSeesMetricsMove(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if before.Has("chatgroupd_events_processed_total") {
+	if before.Has("chatgroupd_api_request_duration_seconds_count") {
 		t.Error("an untouched vector should not be exposed yet")
+	}
+	if !before.Has("chatgroupd_events_processed_total", "outcome", "rejected", "event_type", "contact_group.renamed") ||
+		before.Sum("chatgroupd_events_processed_total") != 0 {
+		t.Error("events_processed_total should be exposed at zero for every outcome and type")
 	}
 	checks := []struct {
 		name  string
@@ -115,5 +119,30 @@ func TestScrapeErrors(t *testing.T) {
 	ln.Close()
 	if _, err := metricstest.Scrape(ctx, nil, "http://"+addr+"/metrics"); err == nil {
 		t.Error("scrape of a closed port succeeded")
+	}
+}
+
+func TestCollectorSum(t *testing.T) {
+	m := metrics.New(nil, "test", false)
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied, "contact_group.created").Add(2)
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeApplied, "contact_group.renamed").Add(3)
+	m.EventsProcessed.WithLabelValues(metrics.OutcomeInvalid, metrics.EventTypeUnknown).Inc()
+	m.EventE2E.WithLabelValues("contact_group.created").Observe(1)
+	m.Ready.Set(1)
+	for _, tc := range []struct {
+		c     prometheus.Collector
+		match []string
+		want  float64
+	}{
+		{m.EventsProcessed, nil, 6},
+		{m.EventsProcessed, []string{"outcome", "applied"}, 5},
+		{m.EventsProcessed, []string{"outcome", "applied", "event_type", "contact_group.renamed"}, 3},
+		{m.EventsProcessed, []string{"outcome", "exhausted"}, 0},
+		{m.EventE2E, []string{"event_type", "contact_group.created"}, 1},
+		{m.Ready, nil, 1},
+	} {
+		if got := metricstest.CollectorSum(tc.c, tc.match...); got != tc.want {
+			t.Errorf("CollectorSum(%v) = %v, want %v", tc.match, got, tc.want)
+		}
 	}
 }
