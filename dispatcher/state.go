@@ -111,21 +111,30 @@ func (d *Dispatcher) accepted() {
 // Ready returns nil when the API accepts our credentials, else an error wrapping ErrConfig (paused
 // on a config/auth failure) or ErrUnverified (no call accepted yet). An outage does not make a
 // replica unready: nothing about it is wrong, and it resumes by itself.
+//
+// A replica with no share of the get budget (it holds no partitions, or no fleet grant yet) is
+// ready while its probe waits for one: it makes no calls, so there is nothing to verify, and
+// calling it unready would hold a rollout on every replica beyond the partition count. The
+// probe runs as soon as a share arrives, before the replica's first calls can fail for the
+// same reason, and a refusal then makes it unready.
 func (d *Dispatcher) Ready() error {
+	noShare := d.get.Rate() <= 0 // outside st.mu: the limiter has a lock of its own
 	d.st.mu.Lock()
 	defer d.st.mu.Unlock()
-	return d.readyLocked()
+	return d.readyLocked(noShare)
 }
 
-func (d *Dispatcher) readyLocked() error {
+func (d *Dispatcher) readyLocked(noShare bool) error {
 	st := &d.st
 	switch {
 	case st.reason == ReasonConfig:
 		return fmt.Errorf("dispatcher: %w: %v", ErrConfig, st.cause)
 	case !st.verified && st.lastErr != nil:
 		return fmt.Errorf("dispatcher: %w: %v", ErrUnverified, st.lastErr)
+	case !st.verified && st.probeWaits && noShare:
+		return nil
 	case !st.verified && st.probeWaits:
-		return fmt.Errorf("dispatcher: %w: the probe waits for a share of the get budget", ErrUnverified)
+		return fmt.Errorf("dispatcher: %w: the probe waits for a slot of the get budget", ErrUnverified)
 	case !st.verified:
 		return fmt.Errorf("dispatcher: %w", ErrUnverified)
 	}

@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -75,35 +74,49 @@ func TestOutageDetector(t *testing.T) {
 
 // TestProbeTakesAGetSlot: the startup probe is a get call of the budget like any other. A
 // replica with no share of the get budget yet (no partitions) waits for one instead of adding a
-// call to a second the others may have filled, says so in Ready, and probes once its share is
-// in force, the call counted in the get limiter's window.
+// call to a second the others may have filled, and is ready meanwhile: it makes no calls, and an
+// unready replica beyond the partition count would hold a rollout for good. Once its share is in
+// force it probes, the call counted in the get limiter's window, and the answer decides: ready,
+// or unready when the API refuses our credentials.
 func TestProbeTakesAGetSlot(t *testing.T) {
-	h := newHarness(t, func(c *Config) {
-		c.Limiter.Standalone = false
-		c.Now, c.Sleep = time.Now, sleep
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	testwait.For(t, 5*time.Second, "the probe queued at the get limiter", func() bool { return h.d.get.Waiting() == 1 })
-	if n := h.api.count(im.APIGet); n != 0 {
-		t.Fatalf("%d get calls with no share of the get budget, want 0", n)
-	}
-	if err := h.d.Ready(); !errors.Is(err, ErrUnverified) || !strings.Contains(err.Error(), "share of the get budget") {
-		t.Fatalf("Ready while the probe waits: %v, want ErrUnverified saying it waits for a share", err)
-	}
-	h.d.SetPartitions([]int{0}, 1)
-	testwait.For(t, 5*time.Second, "the probe", func() bool { return h.d.Ready() == nil })
-	if n := h.api.count(im.APIGet); n != 1 {
-		t.Fatalf("%d get calls, want the probe's 1", n)
-	}
-	if n := h.d.get.Used(); n != 1 {
-		t.Fatalf("get limiter's window holds %d calls, want the probe's", n)
+	for name, tc := range map[string]struct {
+		getErr    error
+		wantReady func(error) bool
+	}{
+		"accepted":      {wantReady: func(err error) bool { return err == nil }},
+		"bad key":       {getErr: imErr(im.APIGet, im.CodeSigKeyMismatch), wantReady: func(err error) bool { return errors.Is(err, ErrConfig) }},
+		"still unknown": {getErr: imErr(im.APIGet, im.CodeInternal), wantReady: func(err error) bool { return errors.Is(err, ErrUnverified) }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) {
+				c.Limiter.Standalone = false
+				c.Now, c.Sleep = time.Now, sleep
+			})
+			if tc.getErr != nil {
+				h.api.setAlways(im.APIGet, tc.getErr)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- h.d.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}()
+			testwait.For(t, 5*time.Second, "the probe queued at the get limiter", func() bool { return h.d.get.Waiting() == 1 })
+			if n := h.api.count(im.APIGet); n != 0 {
+				t.Fatalf("%d get calls with no share of the get budget, want 0", n)
+			}
+			if err := h.d.Ready(); err != nil {
+				t.Fatalf("Ready with no share, the probe waiting: %v, want nil (no calls to make)", err)
+			}
+			h.d.SetPartitions([]int{0}, 1)
+			testwait.For(t, 5*time.Second, "the probe", func() bool { return h.api.count(im.APIGet) >= 1 })
+			testwait.For(t, 5*time.Second, "Ready to follow the probe's answer", func() bool { return tc.wantReady(h.d.Ready()) })
+			if n := h.d.get.Used(); n < 1 {
+				t.Fatalf("get limiter's window holds %d calls, want the probe's", n)
+			}
+		})
 	}
 }
