@@ -9,14 +9,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/leakcheck"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // Environment of the seeded runs.
@@ -42,7 +46,7 @@ var (
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
-		os.Exit(m.Run())
+		leakcheck.VerifyTestMain(m)
 	}
 	dir, err := os.MkdirTemp("", "chatgroupd-chaos-bin-")
 	if err != nil {
@@ -50,7 +54,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary, buildErr = build(dir)
-	code := m.Run()
+	code := leakcheck.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -95,6 +99,12 @@ func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) O
 // the test. Logs are kept (and named) when the run fails.
 func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Result {
 	t.Helper()
+	return playDrain(t, c, s, 0, env...)
+}
+
+// playDrain is play with a bound on the wait for the group to drain (0: Config's default).
+func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Duration, env ...string) *Result {
+	t.Helper()
 	if binary == "" {
 		t.Fatalf("no chatgroupd binary: %v", buildErr)
 	}
@@ -102,10 +112,9 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.Duration+10*time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t, s.Duration+10*time.Minute)
 	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
-		LogLevel: os.Getenv(envLogLevel)})
+		LogLevel: os.Getenv(envLogLevel), DrainTimeout: drain})
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
@@ -130,7 +139,7 @@ func verify(t *testing.T, s *Schedule, res *Result) {
 	t.Helper()
 	if res.JoinStalled {
 		r := *res
-		r.Report.Lost, r.Report.Lag = 0, 0
+		r.Report.Lost, r.Report.Lag, r.Report.Unprogressed = 0, 0, 0
 		if err := r.Err(); err != nil {
 			t.Errorf("seed %d: %v\n%s", s.Seed, err, s)
 		}
@@ -267,6 +276,31 @@ func TestChaosCatchesWholeBudget(t *testing.T) {
 	t.Logf("caught: %v", r.Err())
 }
 
+// TestChaosCatchesDroppedPartition is the progress check's own test: replicas whose group leader
+// leaves the topic's last partition out of every assignment (CHATGROUPD_TEST_BREAK=drop-partition)
+// must be caught with that partition named as without progress and without an owner in the last
+// generation: the class of issue 14's seed 9 (partitions assigned to members that did not exist).
+func TestChaosCatchesDroppedPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := backlogSchedule(97)
+	s.Replicas = 2
+	res := playDrain(t, c, s, 30*time.Second, "CHATGROUPD_TEST_BREAK=drop-partition")
+	r := res.Report
+	last := fmt.Sprintf("partition %d without progress", 8-1)
+	if r.Unprogressed == 0 || !slices.ContainsFunc(r.Problems, func(p string) bool {
+		return strings.Contains(p, last) && strings.Contains(p, "no replica was")
+	}) {
+		t.Fatalf("the checker did not name the dropped partition: %s\n%q\n%s", r.Summary(), r.Problems, s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
 // TestChaosWholeBudgetControl runs the budget self-test's schedule without the break: it must
 // pass, so that what the self-test catches is the break. With the seeds of `make chaos`.
 func TestChaosWholeBudgetControl(t *testing.T) {
@@ -387,20 +421,23 @@ func parseSeeds(spec string) ([]uint64, error) {
 func TestParseSeeds(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want string
+		want []uint64
 		err  bool
 	}{
-		{"1-3", "[1 2 3]", false},
-		{"3,7, 12", "[3 7 12]", false},
-		{"1-2,5", "[1 2 5]", false},
-		{"", "", true},
-		{"x", "", true},
-		{"5-2", "", true},
-		{"1-y", "", true},
+		{"1-3", []uint64{1, 2, 3}, false},
+		{"3,7, 12", []uint64{3, 7, 12}, false},
+		{"1-2,5", []uint64{1, 2, 5}, false},
+		{"", nil, true},
+		{"x", nil, true},
+		{"5-2", nil, true},
+		{"1-y", nil, true},
 	} {
 		got, err := parseSeeds(tc.in)
-		if (err != nil) != tc.err || (!tc.err && fmt.Sprint(got) != tc.want) {
-			t.Errorf("parseSeeds(%q) = %v, %v", tc.in, got, err)
+		if (err != nil) != tc.err {
+			t.Errorf("parseSeeds(%q): err %v, want an error: %v", tc.in, err, tc.err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("parseSeeds(%q) (-want +got):\n%s", tc.in, diff)
 		}
 	}
 }

@@ -35,6 +35,26 @@ type Evidence struct {
 	ReorderWindow time.Duration
 	// Exempt accounts are left out of the one-call-at-a-time check (the readiness prober's).
 	Exempt []string
+	// Partitions are the event topic's partitions as the run ended, with who held each last.
+	Partitions []PartitionEnd
+}
+
+// PartitionEnd is one partition of the event topic when the run ended: the group's committed
+// offset, the log end, and the last generation a replica logged it assigned in.
+type PartitionEnd struct {
+	Partition int
+	Committed int64 // -1: nothing committed
+	End       int64
+	// Owner is the last replica that logged the partition assigned ("" if none ever did), in
+	// generation Generation as member Member; OwnerAlive is whether it still ran when the
+	// drain ended.
+	Owner      string
+	Member     string
+	Generation int
+	OwnerAlive bool
+	// LastGeneration is the newest generation any replica logged: a partition whose Generation
+	// is older went to no replica in it (a member that no longer existed, or nobody).
+	LastGeneration int
 }
 
 // Report is the result of Check: the figures, and the violations among them.
@@ -60,6 +80,9 @@ type Report struct {
 	DLQStrays          int // letters for no produced record
 	DLQRepeats         int // extra letters for one record (at-least-once across crashes: counted, allowed)
 	Lag                int64
+	// Unprogressed counts partitions whose records were not all committed when the run ended;
+	// each is named in Problems with the last owner it had.
+	Unprogressed int
 
 	Problems []string // the first few of each kind, for the failure message
 	kinds    map[string]int
@@ -80,9 +103,9 @@ func (r *Report) problem(kind, format string, args ...any) {
 
 // Summary is the report on one line.
 func (r Report) Summary() string {
-	return fmt.Sprintf("records=%d applied=%d dead_lettered=%d duplicates_dropped=%d lost=%d duplicate_creates=%d contacts_twice=%d double_effects=%d concurrent_calls=%d order_violations=%d late=%d windows_over_budget=%d max_window=%d max_window_at_handler=%d wrong_outcome=%d dlq_strays=%d dlq_repeats=%d lag=%d",
+	return fmt.Sprintf("records=%d applied=%d dead_lettered=%d duplicates_dropped=%d lost=%d duplicate_creates=%d contacts_twice=%d double_effects=%d concurrent_calls=%d order_violations=%d late=%d windows_over_budget=%d max_window=%d max_window_at_handler=%d wrong_outcome=%d dlq_strays=%d dlq_repeats=%d lag=%d unprogressed=%d",
 		r.Records, r.Applied, r.DeadLettered, r.DuplicatesDropped, r.Lost, r.DuplicateCreates, r.ContactsTwice, r.DoubleEffects, r.ConcurrentCalls,
-		r.OrderViolations, r.Late, r.WindowsOverBudget, r.MaxWindow, r.MaxWindowAtHandler, r.WrongOutcome, r.DLQStrays, r.DLQRepeats, r.Lag)
+		r.OrderViolations, r.Late, r.WindowsOverBudget, r.MaxWindow, r.MaxWindowAtHandler, r.WrongOutcome, r.DLQStrays, r.DLQRepeats, r.Lag, r.Unprogressed)
 }
 
 // Err returns the violations, nil when every invariant held.
@@ -103,6 +126,7 @@ func (r Report) Err() error {
 	add(int64(r.WrongOutcome), "wrong outcomes")
 	add(int64(r.DLQStrays), "stray dead letters")
 	add(r.Lag, "records of lag: offsets not committed to the log end")
+	add(int64(r.Unprogressed), "partitions without progress: records left uncommitted (owners named below)")
 	if len(errs) > 0 && len(r.Problems) > 0 {
 		errs = append(errs, errors.New("first problems:\n  "+strings.Join(r.Problems, "\n  ")))
 	}
@@ -129,6 +153,7 @@ func (r *Report) Add(o Report) {
 	r.DLQStrays += o.DLQStrays
 	r.DLQRepeats += o.DLQRepeats
 	r.Lag += o.Lag
+	r.Unprogressed += o.Unprogressed
 }
 
 type coord struct {
@@ -141,6 +166,7 @@ type groupKey struct{ account, group string }
 // Check judges a run. It is pure: the unit tests feed it synthetic evidence.
 func Check(ev Evidence) Report {
 	r := Report{Records: len(ev.Records), Lag: ev.Lag}
+	checkProgress(&r, ev.Partitions)
 	applied, created := appliedCreates(&r, ev.Calls, ev.Records)
 	life := checkLifecycle(&r, ev.Records, ev.Calls)
 	appliedAt := life.appliedAt
@@ -440,4 +466,29 @@ func sameContacts(got, want []im.ContactItem) bool {
 		return out
 	}
 	return slices.Equal(key(got), key(want))
+}
+
+// checkProgress names every partition left with uncommitted records, and who held it last: a
+// member of the last generation that no replica was (one that vanished, or none at all when the
+// leader left the partition out), a replica that had exited, or a live replica that stalled.
+func checkProgress(r *Report, parts []PartitionEnd) {
+	for _, p := range parts {
+		if p.End <= max(p.Committed, 0) {
+			continue
+		}
+		r.Unprogressed++
+		var who string
+		switch {
+		case p.Owner == "":
+			who = "no replica was ever assigned it"
+		case p.Generation < p.LastGeneration:
+			who = fmt.Sprintf("no replica was assigned it in generation %d, the last (it went to a member that no longer existed, or to nobody); "+
+				"last held by %s (member %s) in generation %d", p.LastGeneration, p.Owner, p.Member, p.Generation)
+		case !p.OwnerAlive:
+			who = fmt.Sprintf("its owner in generation %d, %s (member %s), had exited", p.Generation, p.Owner, p.Member)
+		default:
+			who = fmt.Sprintf("its owner in generation %d, %s (member %s), still ran", p.Generation, p.Owner, p.Member)
+		}
+		r.problem("unprogressed", "partition %d without progress: committed %d of %d; %s", p.Partition, p.Committed, p.End, who)
+	}
 }

@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"context"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -195,7 +194,44 @@ func TestConfigValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
 	}
-	if _, err := Run(context.Background(), Config{}); err == nil {
+	if _, err := Run(t.Context(), Config{}); err == nil {
 		t.Error("Run with an empty config did not fail")
+	}
+}
+
+// TestCheckProgress: every partition left with uncommitted records is counted and named with
+// who held it last; caught-up partitions are not.
+func TestCheckProgress(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    PartitionEnd
+		want string // "" = no problem
+	}{
+		{"caught up", PartitionEnd{Partition: 1, Committed: 50, End: 50, Owner: "replica-0.1", Generation: 7, LastGeneration: 7, OwnerAlive: true}, ""},
+		{"empty, nothing committed", PartitionEnd{Partition: 1, Committed: -1, End: 0}, ""},
+		{"never assigned", PartitionEnd{Partition: 2, Committed: -1, End: 9}, "partition 2 without progress: committed -1 of 9; no replica was ever assigned it"},
+		{"given to a vanished member", PartitionEnd{Partition: 3, Committed: 40, End: 90, Owner: "replica-2.4", Member: "m-24", Generation: 6, LastGeneration: 7},
+			"no replica was assigned it in generation 7, the last (it went to a member that no longer existed, or to nobody); last held by replica-2.4 (member m-24) in generation 6"},
+		{"owner exited", PartitionEnd{Partition: 4, Committed: 40, End: 90, Owner: "replica-1.2", Member: "m-12", Generation: 7, LastGeneration: 7},
+			"its owner in generation 7, replica-1.2 (member m-12), had exited"},
+		{"owner stalled", PartitionEnd{Partition: 5, Committed: 40, End: 90, Owner: "replica-0.3", Member: "m-03", Generation: 7, LastGeneration: 7, OwnerAlive: true},
+			"its owner in generation 7, replica-0.3 (member m-03), still ran"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Report
+			checkProgress(&r, []PartitionEnd{tc.p})
+			if tc.want == "" {
+				if r.Unprogressed != 0 || r.Err() != nil {
+					t.Fatalf("unprogressed %d, err %v; want none", r.Unprogressed, r.Err())
+				}
+				return
+			}
+			if r.Unprogressed != 1 || len(r.Problems) != 1 || !strings.Contains(r.Problems[0], tc.want) {
+				t.Fatalf("unprogressed %d, problems %q; want one naming %q", r.Unprogressed, r.Problems, tc.want)
+			}
+			if err := r.Err(); err == nil || !strings.Contains(err.Error(), "partitions without progress") {
+				t.Fatalf("Err() = %v, want the partitions without progress", err)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,21 +131,23 @@ func (r *Result) Err() error {
 
 // run is the state of one Run.
 type run struct {
-	cfg       Config
-	topic     string
-	dlqTopic  string
-	group     string
-	sim       *proc
-	simURL    string
-	slots     []*proc
-	all       []*proc
-	gen       []int
-	dlqDown   atomic.Bool
-	slow      map[string]bool
-	writer    *kafka.Writer
-	records   []Record
-	unclean   []string
-	uncleanMu sync.Mutex
+	cfg      Config
+	topic    string
+	dlqTopic string
+	group    string
+	sim      *proc
+	simURL   string
+	slots    []*proc
+	all      []*proc
+	// aliveAtEnd are the replicas still running when the drain ended (before stopAll).
+	aliveAtEnd map[string]bool
+	gen        []int
+	dlqDown    atomic.Bool
+	slow       map[string]bool
+	writer     *kafka.Writer
+	records    []Record
+	unclean    []string
+	uncleanMu  sync.Mutex
 }
 
 // Run starts the simulator and the fleet, plays the schedule, waits for the group to catch up,
@@ -210,6 +213,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Drained = r.waitDrained(ctx, cfg.DrainTimeout)
 	if !res.Drained && cfg.Fake != nil {
 		res.JoinStalled = joinStalled(cfg.Dir, played)
+	}
+	r.aliveAtEnd = map[string]bool{}
+	for _, p := range r.slots {
+		if p != nil && !p.exited() {
+			r.aliveAtEnd[p.name] = true
+		}
 	}
 	r.stopAll()
 	ev, err := r.evidence(ctx)
@@ -565,7 +574,7 @@ func (r *run) waitDrained(ctx context.Context, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	zero := 0
 	for time.Now().Before(deadline) {
-		if lag, err := r.lag(ctx); err == nil && lag == 0 {
+		if lag, _, err := r.lag(ctx); err == nil && lag == 0 {
 			if zero++; zero == 2 {
 				return true
 			}
@@ -655,8 +664,15 @@ func (r *run) evidence(ctx context.Context) (Evidence, error) {
 		}
 		ev.Letters = append(ev.Letters, e)
 	}
-	if ev.Lag, err = r.lag(rctx); err != nil {
+	if ev.Lag, ev.Partitions, err = r.lag(rctx); err != nil {
 		return ev, fmt.Errorf("chaos: lag: %w", err)
+	}
+	owners, last := lastOwners(r.cfg.Dir)
+	for i := range ev.Partitions {
+		pe := &ev.Partitions[i]
+		o := owners[pe.Partition]
+		pe.Owner, pe.Member, pe.Generation, pe.LastGeneration = o.replica, o.member, o.generation, last
+		pe.OwnerAlive = o.replica != "" && r.aliveAtEnd[o.replica]
 	}
 	return ev, nil
 }
@@ -692,8 +708,9 @@ func (r *run) locate(ctx context.Context) error {
 	return nil
 }
 
-// lag is the group's committed-to-end distance over the event topic.
-func (r *run) lag(ctx context.Context) (int64, error) {
+// lag is the group's committed-to-end distance over the event topic, and each partition's
+// committed offset and end.
+func (r *run) lag(ctx context.Context) (int64, []PartitionEnd, error) {
 	cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second}
 	var reqs []kafka.OffsetRequest
 	ids := make([]int, r.cfg.Partitions)
@@ -703,30 +720,38 @@ func (r *run) lag(ctx context.Context) (int64, error) {
 	}
 	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.topic: reqs}})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{r.topic: ids}})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if of.Error != nil {
-		return 0, of.Error
+		return 0, nil, of.Error
 	}
 	committed := map[int]int64{}
+	var parts []PartitionEnd
 	for _, p := range of.Topics[r.topic] {
 		if p.Error != nil {
-			return 0, p.Error
+			return 0, nil, p.Error
 		}
 		committed[p.Partition] = max(p.CommittedOffset, 0)
+		parts = append(parts, PartitionEnd{Partition: p.Partition, Committed: p.CommittedOffset})
 	}
+	ends := map[int]int64{}
 	var sum int64
 	for _, p := range lo.Topics[r.topic] {
 		if p.Error != nil {
-			return 0, p.Error
+			return 0, nil, p.Error
 		}
 		sum += p.LastOffset - committed[p.Partition]
+		ends[p.Partition] = p.LastOffset
 	}
-	return sum, nil
+	for i := range parts {
+		parts[i].End = ends[parts[i].Partition]
+	}
+	slices.SortFunc(parts, func(a, b PartitionEnd) int { return a.Partition - b.Partition })
+	return sum, parts, nil
 }
 
 func freeAddr() (string, error) {
@@ -773,6 +798,48 @@ func Tails(dir string, n int) string {
 		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", filepath.Base(p), n, tail(p, n))
 	}
 	return b.String()
+}
+
+// owner is who a replica log says held a partition, and in which generation.
+type owner struct {
+	replica, member string
+	generation      int
+}
+
+// lastOwners reads the replica logs in dir: for each partition the replica that logged it
+// assigned in the newest generation, and the newest generation any replica logged.
+func lastOwners(dir string) (map[int]owner, int) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "replica-*.log"))
+	out := map[int]owner{}
+	last := 0
+	for _, l := range logs {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(l), ".log")
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var line struct {
+				Msg        string `json:"msg"`
+				Generation int    `json:"generation"`
+				Member     string `json:"member"`
+				Partitions []int  `json:"partitions"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg != "rebalance: partitions assigned" {
+				continue
+			}
+			last = max(last, line.Generation)
+			for _, p := range line.Partitions {
+				if line.Generation >= out[p].generation {
+					out[p] = owner{replica: name, member: line.Member, generation: line.Generation}
+				}
+			}
+		}
+		f.Close()
+	}
+	return out, last
 }
 
 // joinStalled reports whether the replica logs in dir show, after since, joins that timed out

@@ -197,9 +197,9 @@ func BenchmarkMemoryPerEvent(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		newPart := func(e *engine, horizon int64) *part {
+		newPart := func(e *engine, h int64) *part {
 			p := &part{win: newWindow(n), accounts: map[string]*account{}, pending: map[uint64]*rec{},
-				space: make(chan struct{}, 1), tr: newTracker(0), committedH: horizon, inherited: 0}
+				space: make(chan struct{}, 1), tr: newTracker(0), hz: horizon{committed: h}, inherited: 0}
 			e.parts[0] = p
 			return p
 		}

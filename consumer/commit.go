@@ -44,8 +44,40 @@ type commitSnap struct {
 // adopted only once the broker accepted it: dispatch never passes a horizon a successor can't see.
 func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	cfg := e.cfg
-	now := cfg.Now()
+	snaps, laneCommits := e.snapshot(cfg.Now())
+	// Encoding and the round trip before the commit are O(ranges): outside the lock.
+	snaps = e.encodeSnaps(snaps)
+	if len(snaps) == 0 && len(laneCommits) == 0 {
+		return nil
+	}
+	sent := time.Now()
+	failed, err := e.send(ctx, gen, snaps, laneCommits)
+	if err != nil {
+		return err
+	}
+	e.adopt(snaps, failed)
+	if len(failed) > 0 {
+		cfg.Metrics.Commits.WithLabelValues("error").Inc()
+		errs := make([]error, 0, len(failed))
+		for id, err := range failed {
+			errs = append(errs, fmt.Errorf("partition %d: %w", id, err))
+		}
+		err := errors.Join(errs...)
+		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
+		return fmt.Errorf("commit: %w", err)
+	}
+	// The coordinator took a commit of this generation: the member was one when it was sent.
+	e.renewLease(sent)
+	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
+	return nil
+}
+
+// snapshot takes, under the lock, what each partition's commit writes (its watermark and the
+// horizon to extend to) and the lane positions, sampling dispatch rates on the way.
+func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
+	cfg := e.cfg
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	elapsed := now.Sub(e.lastRate)
 	sample := elapsed >= 200*time.Millisecond // shorter intervals (early commits) give noisy rates
 	if sample {
@@ -55,33 +87,39 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 	for _, p := range e.parts {
 		w := p.tr.watermark()
 		if sample {
-			r := float64(p.sinceCommit) / elapsed.Seconds()
-			p.rate = (p.rate + r) / 2
-			p.sinceCommit = 0
+			r := float64(p.hz.picked) / elapsed.Seconds()
+			p.hz.rate = (p.hz.rate + r) / 2
+			p.hz.picked = 0
 		}
 		// Extend the horizon by what the partition dispatches in ~2s, so it rarely blocks, but
 		// no further: everything below it is uncertain (an existence check) for a successor.
-		ext := max(int64(2*cfg.MaxInFlight), int64(p.rate*2))
-		h := max(p.committedH, max(p.maxPicked+1, p.wantH, w)+ext)
+		ext := max(int64(2*cfg.MaxInFlight), int64(p.hz.rate*2))
+		h := max(p.hz.committed, max(p.hz.maxPicked+1, p.hz.want, w)+ext)
 		var ho *handover
 		if e.final {
 			// Nothing will be dispatched any more: the horizon can shrink to what really was,
 			// keeping what the previous owner may have dispatched.
-			h = max(p.inherited, p.maxPicked+1, w)
-			// Every runner has returned: what the partition's requests did is known.
-			if cfg.HandoverSkew >= 0 && cfg.UncertainHold > 0 {
-				inherited := p.holdUntil
-				if p.laneHold.After(inherited) {
-					inherited = p.laneHold
-				}
-				ho = p.calls.statement(inherited, now)
-			}
+			h = max(p.inherited, p.hz.maxPicked+1, w)
+			ho = e.statement(p, now)
 		}
 		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho})
 	}
-	laneCommits := e.laneCommits()
-	e.mu.Unlock()
-	// Encoding and the round trip before the commit are O(ranges): outside the lock.
+	return snaps, e.laneCommits()
+}
+
+// statement is the final commit's hand-over statement for p (nil: none, the successor holds in
+// full). Every runner has returned: what the partition's requests did is known. mu held.
+func (e *engine) statement(p *part, now time.Time) *handover {
+	if e.cfg.HandoverSkew < 0 || e.cfg.UncertainHold <= 0 {
+		return nil
+	}
+	return p.calls.statement(p.hold.inherited(), now)
+}
+
+// encodeSnaps encodes each snapshot's metadata and checks it round-trips; a partition whose
+// metadata can't be written even without ranges is left out of this commit.
+func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
+	cfg := e.cfg
 	encode := encodeMeta
 	if cfg.metaEncoder != nil {
 		encode = cfg.metaEncoder
@@ -102,11 +140,14 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		s.w, s.h, s.meta, s.done = enc.w, enc.h, enc.s, nil
 		verified = append(verified, s)
 	}
-	snaps = verified
-	if len(snaps) == 0 && len(laneCommits) == 0 {
-		return nil
-	}
-	slices.SortFunc(snaps, func(a, b commitSnap) int { return a.p.id - b.p.id })
+	slices.SortFunc(verified, func(a, b commitSnap) int { return a.p.id - b.p.id })
+	return verified
+}
+
+// send makes the commit request and returns the partitions the coordinator refused, or an error
+// when the request failed as a whole.
+func (e *engine) send(ctx context.Context, gen *kafka.Generation, snaps []commitSnap, laneCommits []kafka.OffsetCommit) (map[int]error, error) {
+	cfg := e.cfg
 	commits := make([]kafka.OffsetCommit, len(snaps))
 	for i, s := range snaps {
 		commits[i] = kafka.OffsetCommit{Partition: s.p.id, Offset: s.w, Metadata: s.meta}
@@ -119,7 +160,6 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 		// The lane's positions go with the same generation id: a fenced member can't move them.
 		topics[cfg.laneTopic()] = laneCommits
 	}
-	sent := time.Now()
 	resp, err := e.c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
 		GroupID: cfg.GroupID, GenerationID: int(gen.ID), MemberID: gen.MemberID, Topics: topics,
 	})
@@ -129,11 +169,11 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 			// commit that follows carries the same offsets. Counting it as one made every
 			// rebalance look like a broker refusing commits.
 			cfg.Logger.Debug("commit abandoned: its generation ended", zap.Int32("generation", gen.ID), zap.Error(err))
-			return fmt.Errorf("commit: %w", err)
+			return nil, fmt.Errorf("commit: %w", err)
 		}
 		cfg.Metrics.Commits.WithLabelValues("error").Inc()
 		cfg.Logger.Warn("commit failed", zap.Int32("generation", gen.ID), zap.Error(err))
-		return fmt.Errorf("commit: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	for _, pr := range resp.Topics[cfg.laneTopic()] {
 		if pr.Error != nil && cfg.RetryLane {
@@ -147,37 +187,29 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 			failed[pr.Partition] = pr.Error
 		}
 	}
+	return failed, nil
+}
+
+// adopt takes the accepted commits' watermarks and horizons as the partitions' own, and lets the
+// accounts waiting for the horizon go on.
+func (e *engine) adopt(snaps []commitSnap, failed map[int]error) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, s := range snaps {
 		if failed[s.p.id] != nil {
 			continue
 		}
 		s.p.committedW = s.w
-		s.p.committedH = max(s.p.committedH, s.h)
+		s.p.hz.committed = max(s.p.hz.committed, s.h)
 		// The window may stand in for the read-back only if it saw every record below the
 		// committed offset: the encoder advances that offset over an inherited completed range
 		// the fetch may not have reached, whose events the read-back would remember.
 		if e.final && s.w <= s.p.tr.next {
 			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
 		}
-		s.p.ext = s.ext
+		s.p.hz.ext = s.ext
 		e.unblock(&s.p.hblocked)
 	}
-	e.mu.Unlock()
-	if len(failed) > 0 {
-		cfg.Metrics.Commits.WithLabelValues("error").Inc()
-		errs := make([]error, 0, len(failed))
-		for id, err := range failed {
-			errs = append(errs, fmt.Errorf("partition %d: %w", id, err))
-		}
-		err := errors.Join(errs...)
-		cfg.Logger.Warn("commit rejected", zap.Int32("generation", gen.ID), zap.Error(err))
-		return fmt.Errorf("commit: %w", err)
-	}
-	// The coordinator took a commit of this generation: the member was one when it was sent.
-	e.renewLease(sent)
-	cfg.Metrics.Commits.WithLabelValues("ok").Inc()
-	return nil
 }
 
 // doneAbove lists every offset above the watermark known to have ended: what the tracker saw,

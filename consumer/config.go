@@ -118,6 +118,20 @@ type Config struct {
 	// another partition than it gives their key are counted in EventsMisrouted.
 	Partitioner event.Partitioner
 
+	// ProgressStall is how long the group leader lets a partition assigned to another member
+	// go without progress (its committed offset and metadata unchanged while records wait
+	// beyond it) before it rejoins to force a rebalance: the owner may be a member that
+	// vanished before it ever heard its assignment, which a coordinator is meant to evict a
+	// session later but may not (see member.watchProgress). A live owner blocked that long
+	// costs one rebalance that gives it the same partitions back. Default: the longer of twice
+	// the rebalance timeout and twice the session plus UncertainHold. Negative turns it off.
+	ProgressStall time.Duration
+
+	// TestDropPartition is for tests only, never for production: the group leader leaves the
+	// topic's last partition out of its assignment, so a chaos suite can prove its checker
+	// catches a partition without an owner.
+	TestDropPartition bool
+
 	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
 	// revoked generation as it was before the session bound (rebalance timeout only, calls
 	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its
@@ -149,6 +163,7 @@ func (c *Config) setDefaults() {
 	c.RebalanceTimeout = cmp.Or(c.RebalanceTimeout, DefaultRebalanceTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
 	c.UncertainHold = cmp.Or(c.UncertainHold, DefaultUncertainHold)
+	c.ProgressStall = cmp.Or(c.ProgressStall, max(2*c.RebalanceTimeout, 2*c.SessionTimeout+max(c.UncertainHold, 0)))
 	c.HandoverSkew = cmp.Or(c.HandoverSkew, DefaultHandoverSkew)
 	c.AccountStallLimit = cmp.Or(c.AccountStallLimit, DefaultAccountStallLimit)
 	c.Partitioner = cmp.Or(c.Partitioner, event.DefaultPartitioner)

@@ -179,3 +179,33 @@ func TestCommitMetadataBrokerRoundTrip(t *testing.T) {
 		t.Fatalf("decoded %+v, %v", m.horizon, err)
 	}
 }
+
+func TestLaneListConfigValidate(t *testing.T) {
+	ok := LaneListConfig{Brokers: []string{"127.0.0.1:9092"}, Topic: "t", GroupID: "g"}
+	tests := []struct {
+		name string
+		edit func(*LaneListConfig)
+		want []string // none: valid
+	}{
+		{"minimal", func(*LaneListConfig) {}, nil},
+		{"own lane topic", func(c *LaneListConfig) { c.LaneTopic = "t.lane" }, nil},
+		{"no brokers", func(c *LaneListConfig) { c.Brokers = nil }, []string{"lane list config: brokers: required"}},
+		{"no group", func(c *LaneListConfig) { c.GroupID = "" }, []string{"lane list config: group id: required"}},
+		{"lane topic is the topic", func(c *LaneListConfig) { c.LaneTopic = "t" }, []string{"lane topic: must differ"}},
+		{"everything missing", func(c *LaneListConfig) { *c = LaneListConfig{} },
+			[]string{"lane list config: brokers: required", "topic: required", "group id: required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.edit(&c)
+			configtest.Problems(t, c.Validate(), tt.want...)
+		})
+	}
+}
+
+func TestListParkedRejectsBadConfig(t *testing.T) {
+	// Nothing listens at the broker address: the error must come from Validate, before any request.
+	_, err := ListParked(t.Context(), LaneListConfig{Brokers: []string{"127.0.0.1:1"}, Topic: "t"})
+	configtest.Problems(t, err, "lane list config: group id: required")
+}

@@ -148,9 +148,12 @@ func (m *member) joinOnce(ctx context.Context) (*groupGen, error) {
 	if err != nil {
 		return nil, m.groupErr("join", err)
 	}
-	var assignments []kafka.SyncGroupRequestAssignment
+	var (
+		assignments []kafka.SyncGroupRequestAssignment
+		owners      map[int]string // the leader's: each partition of the topic → its member
+	)
 	if jr.LeaderID == jr.MemberID {
-		if assignments, err = m.assign(ctx, jr); err != nil {
+		if assignments, owners, err = m.assign(ctx, jr); err != nil {
 			return nil, fmt.Errorf("assign: %w", err)
 		}
 	}
@@ -179,16 +182,27 @@ func (m *member) joinOnce(ctx context.Context) (*groupGen, error) {
 	cfg.Logger.Debug("consumer group: joined", zap.Int("generation", jr.GenerationID), zap.String("member", m.id),
 		zap.String("leader", jr.LeaderID), zap.String("protocol", jr.ProtocolName), zap.Ints("partitions", parts))
 	g.beats.Go(func() { m.heartbeat(g) })
+	if owners != nil {
+		others := map[int]string{}
+		for p, id := range owners {
+			if id != m.id {
+				others[p] = id
+			}
+		}
+		g.beats.Go(func() { m.watchProgress(g, others) })
+	}
 	return g, nil
 }
 
 // assign is the leader's part: the topic's partitions spread over the members by the protocol
-// the coordinator chose.
-func (m *member) assign(ctx context.Context, jr *kafka.JoinGroupResponse) ([]kafka.SyncGroupRequestAssignment, error) {
+// the coordinator chose. It also returns who got each partition. An assignment that leaves a
+// partition without an owner or gives it twice is logged and counted (AssignmentGaps): the
+// assignors never do, so it is a defect to hear of, not a state to repair here.
+func (m *member) assign(ctx context.Context, jr *kafka.JoinGroupResponse) ([]kafka.SyncGroupRequestAssignment, map[int]string, error) {
 	cfg := m.cfg
 	md, err := m.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
 	if err != nil {
-		return nil, fmt.Errorf("metadata: %w", err)
+		return nil, nil, fmt.Errorf("metadata: %w", err)
 	}
 	var parts []kafka.Partition
 	for _, t := range md.Topics {
@@ -197,24 +211,67 @@ func (m *member) assign(ctx context.Context, jr *kafka.JoinGroupResponse) ([]kaf
 		}
 	}
 	if len(parts) == 0 {
-		return nil, fmt.Errorf("metadata: topic %s missing", cfg.Topic)
+		return nil, nil, fmt.Errorf("metadata: topic %s missing", cfg.Topic)
 	}
 	var bal kafka.GroupBalancer = stickyBalancer{}
 	if jr.ProtocolName != stickyProtocol {
 		bal = kafka.RangeGroupBalancer{}
 	}
 	members := make([]kafka.GroupMember, 0, len(jr.Members))
+	ids := make([]string, 0, len(jr.Members))
 	for _, mm := range jr.Members {
 		members = append(members, kafka.GroupMember{ID: mm.ID, Topics: mm.Metadata.Topics, UserData: mm.Metadata.UserData})
+		ids = append(ids, mm.ID)
+	}
+	assigned := bal.AssignGroups(members, parts)
+	if cfg.TestDropPartition {
+		dropLastPartition(assigned, cfg.Topic)
+	}
+	var topicParts []int
+	for _, p := range parts {
+		if p.Topic == cfg.Topic {
+			topicParts = append(topicParts, p.ID)
+		}
+	}
+	if unowned, twice := assignmentGaps(cfg.Topic, topicParts, ids, assigned); len(unowned)+len(twice) > 0 {
+		cfg.Logger.Error("consumer group: the assignment leaves partitions without an owner or gives them twice",
+			zap.Int("generation", jr.GenerationID), zap.String("protocol", jr.ProtocolName),
+			zap.Ints("unowned", unowned), zap.Ints("twice", twice), zap.Strings("members", ids))
+		cfg.Metrics.AssignmentGaps.Add(float64(len(unowned) + len(twice)))
 	}
 	out := make([]kafka.SyncGroupRequestAssignment, 0, len(members))
-	for id, topics := range bal.AssignGroups(members, parts) {
+	owners := map[int]string{}
+	for id, topics := range assigned {
 		out = append(out, kafka.SyncGroupRequestAssignment{MemberID: id,
 			Assignment: kafka.GroupProtocolAssignment{AssignedPartitions: topics}})
+		for _, p := range topics[cfg.Topic] {
+			owners[p] = id
+		}
+	}
+	for _, p := range topicParts {
+		if _, ok := owners[p]; !ok {
+			owners[p] = "" // nobody's: the progress watch looks after it too
+		}
 	}
 	cfg.Logger.Debug("consumer group: assigned as leader", zap.Int("generation", jr.GenerationID),
-		zap.String("protocol", jr.ProtocolName), zap.Int("members", len(members)))
-	return out, nil
+		zap.String("protocol", jr.ProtocolName), zap.Strings("members", ids), zap.Any("owners", owners))
+	return out, owners, nil
+}
+
+// dropLastPartition is the TestDropPartition break: the topic's highest assigned partition is
+// taken from its member.
+func dropLastPartition(a kafka.GroupMemberAssignments, topic string) {
+	last, who := -1, ""
+	for id, topics := range a {
+		for _, p := range topics[topic] {
+			if p > last {
+				last, who = p, id
+			}
+		}
+	}
+	if who != "" {
+		a[who][topic] = slices.DeleteFunc(a[who][topic], func(p int) bool { return p == last })
+	}
 }
 
 // heartbeat runs for the life of g: every m.hb one heartbeat, each accepted one renewing the

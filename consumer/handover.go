@@ -178,3 +178,24 @@ func handoverHold(now time.Time, hold, skew time.Duration, ho *handover) time.Ti
 	}
 	return until
 }
+
+// prevHold is the uncertain hold, stated here once: after getting a partition, a call of the
+// previous owner may still be running at the API for a while (Config.UncertainHold from set-up,
+// shortened by the previous owner's hand-over statement, handoverHold). Until then nothing of an
+// account with an uncertain main-topic record is dispatched (its records keep their order: the
+// account waits as a whole), nor any lane record, uncertain or not (a lane worker of the previous
+// owner may still have a call of its head running).
+type prevHold struct {
+	until time.Time // the previous owner's calls end by then, whether or not records wait for it
+	main  time.Time // until, when uncertain main-topic records were inherited (else zero)
+	lane  time.Time // until, when the lane held records at assignment (else zero)
+}
+
+// inherited is how long this partition's records waited for the previous owner: what the final
+// commit's statement must still cover of it (callWatch.statement).
+func (h prevHold) inherited() time.Time {
+	if h.lane.After(h.main) {
+		return h.lane
+	}
+	return h.main
+}

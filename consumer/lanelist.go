@@ -39,56 +39,51 @@ type LaneListConfig struct {
 	GroupID   string
 }
 
+// setDefaults fills the zero fields: the lane topic and the transport.
+func (c *LaneListConfig) setDefaults() {
+	c.LaneTopic = (&Config{Topic: c.Topic, LaneTopic: c.LaneTopic}).laneTopic()
+	c.Transport = cmpRT(c.Transport)
+}
+
+// Validate reports every problem of c, defaults applied, one per line.
+func (c LaneListConfig) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: required"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("topic: required"))
+	}
+	if c.GroupID == "" {
+		errs = append(errs, errors.New("group id: required"))
+	}
+	if c.Topic != "" && c.LaneTopic == c.Topic {
+		errs = append(errs, fmt.Errorf("lane topic: must differ from the topic %q", c.Topic))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lane list config: %w", err)
+	}
+	return nil
+}
+
 // ListParked reads every partition of the lane from the group's committed lane position to its
 // end and returns the accounts parked there, the longest-parked first. It only reads: the same
 // rule a new owner uses (records after the account's last unpark marker are waiting).
 func ListParked(ctx context.Context, c LaneListConfig) ([]Parked, error) {
-	lt := (&Config{Topic: c.Topic, LaneTopic: c.LaneTopic}).laneTopic()
-	rt := cmpRT(c.Transport)
-	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: rt, Timeout: 10 * time.Second}
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{lt}})
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	lt := c.LaneTopic
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport, Timeout: 10 * time.Second}
+	starts, ends, err := laneListRange(ctx, cl, c)
 	if err != nil {
-		return nil, fmt.Errorf("lane list: metadata: %w", err)
-	}
-	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		return nil, fmt.Errorf("lane list: topic %s missing", lt)
-	}
-	var ids []int
-	for _, p := range md.Topics[0].Partitions {
-		ids = append(ids, p.ID)
-	}
-	slices.Sort(ids)
-	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.GroupID, Topics: map[string][]int{lt: ids}})
-	if err == nil && of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
-		err = of.Error // no group yet: nothing committed, the lane is read from its start
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lane list: offset fetch: %w", err)
-	}
-	committed := map[int]int64{}
-	for _, p := range of.Topics[lt] {
-		if p.Error == nil {
-			committed[p.Partition] = p.CommittedOffset
-		}
-	}
-	reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
-	for _, id := range ids {
-		reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
-	}
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{lt: reqs}})
-	if err != nil {
-		return nil, fmt.Errorf("lane list: list offsets: %w", err)
+		return nil, err
 	}
 	var out []Parked
-	for _, b := range lo.Topics[lt] {
-		if b.Error != nil {
-			return nil, fmt.Errorf("lane list: list offsets %s/%d: %w", lt, b.Partition, b.Error)
-		}
-		start := b.FirstOffset
-		if c, ok := committed[b.Partition]; ok && c > start {
-			start = min(c, b.LastOffset)
-		}
-		f := &fetcher{rt: rt, addr: kafka.TCP(c.Brokers...), topic: lt, part: b.Partition, next: start,
+	for _, b := range ends {
+		f := &fetcher{rt: c.Transport, addr: kafka.TCP(c.Brokers...), topic: lt, part: b.Partition, next: starts[b.Partition],
 			maxWait: 100 * time.Millisecond, maxBytes: 4 << 20}
 		var msgs []kafka.Message
 		for f.next < b.LastOffset {
@@ -107,6 +102,57 @@ func ListParked(ctx context.Context, c LaneListConfig) ([]Parked, error) {
 		return a.Partition - b.Partition
 	})
 	return out, nil
+}
+
+// laneListRange returns, per lane partition, where ListParked reads from (the group's committed
+// position, else the log start) and its bounds, whose LastOffset is where it stops.
+func laneListRange(ctx context.Context, cl *kafka.Client, c LaneListConfig) (map[int]int64, []kafka.PartitionOffsets, error) {
+	lt := c.LaneTopic
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{lt}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("lane list: metadata: %w", err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return nil, nil, fmt.Errorf("lane list: topic %s missing", lt)
+	}
+	var ids []int
+	for _, p := range md.Topics[0].Partitions {
+		ids = append(ids, p.ID)
+	}
+	slices.Sort(ids)
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.GroupID, Topics: map[string][]int{lt: ids}})
+	if err == nil && of.Error != nil && !errors.Is(of.Error, kafka.GroupIdNotFound) {
+		err = of.Error // no group yet: nothing committed, the lane is read from its start
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("lane list: offset fetch: %w", err)
+	}
+	committed := map[int]int64{}
+	for _, p := range of.Topics[lt] {
+		if p.Error == nil {
+			committed[p.Partition] = p.CommittedOffset
+		}
+	}
+	reqs := make([]kafka.OffsetRequest, 0, 2*len(ids))
+	for _, id := range ids {
+		reqs = append(reqs, kafka.FirstOffsetOf(id), kafka.LastOffsetOf(id))
+	}
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{lt: reqs}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("lane list: list offsets: %w", err)
+	}
+	starts := map[int]int64{}
+	for _, b := range lo.Topics[lt] {
+		if b.Error != nil {
+			return nil, nil, fmt.Errorf("lane list: list offsets %s/%d: %w", lt, b.Partition, b.Error)
+		}
+		start := b.FirstOffset
+		if c, ok := committed[b.Partition]; ok && c > start {
+			start = min(c, b.LastOffset)
+		}
+		starts[b.Partition] = start
+	}
+	return starts, lo.Topics[lt], nil
 }
 
 // parkedFrom applies the load rule to one lane partition's records in order.

@@ -246,7 +246,7 @@ func TestKeptPartitionNoHold(t *testing.T) {
 			eng.initPart(0, st)
 			eng.mu.Unlock()
 			p := eng.parts[0]
-			if hold := !p.holdUntil.IsZero(); hold != tc.wantHold {
+			if hold := !p.hold.main.IsZero(); hold != tc.wantHold {
 				t.Errorf("hold %v, want %v", hold, tc.wantHold)
 			}
 			if win := tc.kept != nil && p.win == tc.kept.win; win != tc.wantWin {

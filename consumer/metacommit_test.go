@@ -213,7 +213,7 @@ func TestFinalCommitKeepsWindowOnlyIfSeen(t *testing.T) {
 			clear(c.kept)
 			eng := newEngine(c, context.Background())
 			p := &part{id: 0, tr: newTracker(1), win: newWindow(10), accounts: map[string]*account{},
-				pending: map[uint64]*rec{}, done: tc.inherited, inherited: 4, committedH: 4, maxPicked: 1, hasPrev: true}
+				pending: map[uint64]*rec{}, done: tc.inherited, inherited: 4, hz: horizon{committed: 4, maxPicked: 1}, hasPrev: true}
 			p.tr.end(p.tr.add(1, 0, nil)) // record 1 fetched and ended: watermark 2, fetch position 2
 			eng.parts[0] = p
 			eng.final = true

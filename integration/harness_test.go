@@ -304,39 +304,7 @@ func (s *scenario) dlqEntries(ctx context.Context) ([]*dlq.Entry, error) {
 // lag returns the group's committed-to-end distance summed over partitions (a partition
 // without a commit counts all its records).
 func (s *scenario) lag(ctx context.Context) (int64, error) {
-	cl := client(s.c)
-	var reqs []kafka.OffsetRequest
-	var ids []int
-	for p := range s.partitions {
-		reqs = append(reqs, kafka.LastOffsetOf(p))
-		ids = append(ids, p)
-	}
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{s.topic: reqs}})
-	if err != nil {
-		return 0, err
-	}
-	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{s.topic: ids}})
-	if err != nil {
-		return 0, err
-	}
-	if of.Error != nil {
-		return 0, of.Error
-	}
-	committed := map[int]int64{}
-	for _, p := range of.Topics[s.topic] {
-		if p.Error != nil {
-			return 0, p.Error
-		}
-		committed[p.Partition] = max(p.CommittedOffset, 0)
-	}
-	var sum int64
-	for _, p := range lo.Topics[s.topic] {
-		if p.Error != nil {
-			return 0, p.Error
-		}
-		sum += p.LastOffset - committed[p.Partition]
-	}
-	return sum, nil
+	return kafkatest.GroupLag(ctx, client(s.c), s.group, s.topic, s.partitions)
 }
 
 // committed returns the group's committed offset per partition (-1 when none).

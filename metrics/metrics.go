@@ -12,6 +12,14 @@ import (
 // Namespace prefixes every metric name.
 const Namespace = "chatgroupd"
 
+// Label names that readers of the collectors (the demo's summary) look values up by.
+const (
+	LabelOutcome = "outcome"
+	LabelAPI     = "api"
+	LabelCode    = "code"
+	LabelReason  = "reason"
+)
+
 // Outcome label values of EventsProcessed.
 const (
 	OutcomeApplied   = "applied"
@@ -38,14 +46,18 @@ type Metrics struct {
 	BuildInfo        *prometheus.GaugeVec
 
 	// Beyond the contract.
-	HandoverHold    prometheus.Histogram // how long a new owner's uncertain accounts wait for the previous owner's calls
-	SeqGaps         prometheus.Counter
-	LateEvents      prometheus.Counter
-	InFlight        prometheus.Gauge
-	Ready           prometheus.Gauge
-	Paused          *prometheus.GaugeVec // reason: config, outage
-	Rebalances      prometheus.Counter
-	AssignedParts   prometheus.Gauge
+	HandoverHold  prometheus.Histogram // how long a new owner's uncertain accounts wait for the previous owner's calls
+	SeqGaps       prometheus.Counter
+	LateEvents    prometheus.Counter
+	InFlight      prometheus.Gauge
+	Ready         prometheus.Gauge
+	Paused        *prometheus.GaugeVec // reason: config, outage
+	Rebalances    prometheus.Counter
+	AssignedParts prometheus.Gauge
+	// AssignmentGaps counts partitions a group leader's assignment left unowned or gave twice.
+	AssignmentGaps prometheus.Counter
+	// StalledRejoins counts leader rejoins forced by partitions of other members without progress.
+	StalledRejoins  prometheus.Counter
 	Commits         *prometheus.CounterVec // result: ok, error
 	DedupeEntries   prometheus.Gauge
 	LimiterChanges  *prometheus.CounterVec // direction: down, up
@@ -97,12 +109,12 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 	m := &Metrics{
 		EventsConsumed: f.counter("events_consumed_total", "Records read from the event topic."),
 		EventsProcessed: f.counterVec("events_processed_total",
-			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", "outcome"),
+			"Records that ended, by outcome: applied, duplicate, invalid, rejected, partial, exhausted.", LabelOutcome),
 		APIRequests: f.counterVec("api_requests_total",
-			"IM API calls by api and result code (IM code, http_<status> or network).", "api", "code"),
+			"IM API calls by api and result code (IM code, http_<status> or network).", LabelAPI, LabelCode),
 		APIDuration: f.histogramVec("api_request_duration_seconds", "IM API call latency.",
 			prometheus.ExponentialBuckets(0.005, 2, 12), "api"),
-		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", "reason", "code"),
+		DLQRecords: f.counterVec("dlq_records_total", "Records written to the dead-letter topic.", LabelReason, LabelCode),
 		ConsumerLag: f.gaugeVec("consumer_lag",
 			"Records between the committed offset and the end of the partition.", "topic", "partition"),
 		OldestUnfinished: f.gaugeVec("oldest_unfinished_age_seconds",
@@ -127,13 +139,17 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 		HandoverHold: f.histogram("handover_hold_seconds",
 			"Per partition set up with uncertain records: how long their accounts wait for the previous owner's calls (0: its final commit said none ran any more).",
 			[]float64{0, .1, .25, .5, 1, 2, 3, 4, 5, 6, 8, 12, 30}),
-		SeqGaps:        f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
-		LateEvents:     f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
-		InFlight:       f.gauge("inflight_events", "Events dispatched and not yet ended."),
-		Ready:          f.gauge("ready", "1 when in the group and the API accepts our credentials."),
-		Paused:         f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
-		Rebalances:     f.counter("rebalances_total", "Consumer group generations joined."),
-		AssignedParts:  f.gauge("assigned_partitions", "Partitions this replica owns."),
+		SeqGaps:       f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
+		LateEvents:    f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
+		InFlight:      f.gauge("inflight_events", "Events dispatched and not yet ended."),
+		Ready:         f.gauge("ready", "1 when in the group and the API accepts our credentials."),
+		Paused:        f.gaugeVec("paused", "1 while taking no new work, by reason (config, outage).", "reason"),
+		Rebalances:    f.counter("rebalances_total", "Consumer group generations joined."),
+		AssignedParts: f.gauge("assigned_partitions", "Partitions this replica owns."),
+		AssignmentGaps: f.counter("assignment_gaps_total",
+			"Partitions this replica's assignment as group leader left without an owner or gave to two members (should stay 0)."),
+		StalledRejoins: f.counter("stalled_partition_rejoins_total",
+			"Rebalances this replica forced as group leader because partitions of other members made no progress with records waiting."),
 		Commits:        f.counterVec("commits_total", "Offset commit requests by result.", "result"),
 		DedupeEntries:  f.gauge("dedupe_entries", "Event ids remembered by the dedupe window."),
 		LimiterChanges: f.counterVec("ratelimit_changes_total", "Adaptive limiter adjustments.", "direction"),

@@ -20,6 +20,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -166,7 +167,7 @@ func TestCheckTopic(t *testing.T) {
 			if adm.topics == nil {
 				adm.topics = map[string]int{}
 			}
-			u, err := checkTopic(context.Background(), adm, "ev", tc.need, tc.create)
+			u, err := checkTopic(t.Context(), adm, "ev", tc.need, tc.create)
 			switch {
 			case tc.errIs != nil:
 				if !errors.Is(err, tc.errIs) || u != nil {
@@ -227,7 +228,7 @@ func TestResolveAuto(t *testing.T) {
 	t.Run("refused: old mode, logged, exported", func(t *testing.T) {
 		adm := &fakeAdmin{topics: map[string]int{"ev": 6}, createErr: []error{kafka.TopicAuthorizationFailed}}
 		r, logs, m, _ := testResolver(t, adm)
-		mode, u, err := r.resolve(context.Background(), testLane, modeAuto, laneOn, laneOff)
+		mode, u, err := r.resolve(t.Context(), testLane, modeAuto, laneOn, laneOff)
 		if err != nil || mode != laneOff || u == nil {
 			t.Fatalf("got %q %v %v, want off with the reason", mode, u, err)
 		}
@@ -243,7 +244,7 @@ func TestResolveAuto(t *testing.T) {
 		r, _, m, reg := testResolver(t, adm)
 		var retries []error
 		r.onRetry = func(err error) { retries = append(retries, err) }
-		mode, u, err := r.resolve(context.Background(), testBudget, modeAuto, fleetKafka, fleetStatic)
+		mode, u, err := r.resolve(t.Context(), testBudget, modeAuto, fleetKafka, fleetStatic)
 		if err != nil || mode != fleetKafka || u != nil {
 			t.Fatalf("got %q %v %v, want kafka", mode, u, err)
 		}
@@ -260,7 +261,7 @@ func TestResolveAuto(t *testing.T) {
 		r, _, _, _ := testResolver(t, adm)
 		need := testLane
 		need.flag = "--retry-lane=on"
-		_, _, err := r.resolve(context.Background(), need, laneOn, laneOn, laneOff)
+		_, _, err := r.resolve(t.Context(), need, laneOn, laneOn, laneOff)
 		var u *unusable
 		if !errors.As(err, &u) || !strings.Contains(err.Error(), "--retry-lane=on") || !strings.Contains(err.Error(), "kafka-topics.sh") {
 			t.Fatalf("err %v, want the unusable topic and the fix", err)
@@ -269,15 +270,14 @@ func TestResolveAuto(t *testing.T) {
 	t.Run("lane holding records: fails to start even in auto", func(t *testing.T) {
 		adm := &fakeAdmin{topics: map[string]int{"ev": 6, "ev.retry": 2}, records: map[string]int64{"ev.retry": 1}}
 		r, _, _, _ := testResolver(t, adm)
-		if _, _, err := r.resolve(context.Background(), testLane, modeAuto, laneOn, laneOff); !errors.Is(err, errLaneInUse) {
+		if _, _, err := r.resolve(t.Context(), testLane, modeAuto, laneOn, laneOff); !errors.Is(err, errLaneInUse) {
 			t.Fatalf("err %v, want errLaneInUse", err)
 		}
 	})
 	t.Run("never definite: ends with ctx", func(t *testing.T) {
 		adm := &fakeAdmin{topics: map[string]int{}} // the event topic never shows up
 		r, _, _, _ := testResolver(t, adm)
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
+		ctx := testwait.Context(t, 50*time.Millisecond)
 		if _, _, err := r.resolve(ctx, testLane, modeAuto, laneOn, laneOff); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err %v, want the context's", err)
 		}
@@ -334,8 +334,7 @@ func TestCheckTopicCreatesOnKafka(t *testing.T) {
 	kc := kafkatest.New(t)
 	kc.CreateTopic(t, "ev", 4)
 	adm := &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Timeout: 10 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 30*time.Second)
 	for _, need := range []topicNeed{testLane, testBudget} {
 		if u, err := checkTopic(ctx, adm, "ev", need, true); u != nil || err != nil {
 			t.Fatalf("%s: create: %v %v", need.topic, u, err)
@@ -365,7 +364,7 @@ func TestServiceAutoModes(t *testing.T) {
 		t.Skip("runs the whole pipeline")
 	}
 	h := startServiceWith(t, "k", "k", imsim.Faults{}, func(f *serviceFlags) { f.retryLane, f.fleetBudget = modeAuto, modeAuto })
-	h.waitFor("/readyz 200", 60*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	testwait.For(t, 60*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
 	s := h.scrape()
 	if s.Sum("chatgroupd_retry_lane_mode", "mode", laneOn) != 1 || s.Sum("chatgroupd_fleet_budget_mode", "mode", fleetKafka) != 1 {
 		t.Errorf("modes %v %v, want lane on, budget kafka", s.Find("chatgroupd_retry_lane_mode"), s.Find("chatgroupd_fleet_budget_mode"))
@@ -388,13 +387,12 @@ func TestServiceAutoFallbackThenRestart(t *testing.T) {
 	h := startServiceIn(t, kc, "k", "k", imsim.Faults{}, func(f *serviceFlags) {
 		f.retryLane, f.fleetBudget, f.laneTopic, f.accountStallLimit = modeAuto, fleetStatic, lane, 2*time.Second
 	})
-	h.waitFor("/readyz 200", 60*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	testwait.For(t, 60*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
 	s := h.scrape()
 	if s.Sum("chatgroupd_retry_lane_mode", "mode", laneOff) != 1 || s.Sum("chatgroupd_mode_fallback", "feature", featureLane, "reason", reasonPartitions) != 1 {
 		t.Fatalf("lane mode %v fallback %v, want off with reason partitions", s.Find("chatgroupd_retry_lane_mode"), s.Find("chatgroupd_mode_fallback"))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 10*time.Second)
 	cl := &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Timeout: 10 * time.Second}
 	res, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: lane, Count: 3}}})
 	if err != nil || res.Errors[lane] != nil {
@@ -448,6 +446,7 @@ func TestServiceAutoMetricsPortInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(conn.Close)
 	f := serviceFlags{topic: "events", group: "g", imEndpoint: "http://127.0.0.1:1", imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, retryLane: modeAuto, fleetBudget: modeAuto,
 		metricsAddr: taken.Addr().String(), shutdownTimeout: time.Second, maxInFlight: 8, dedupeWindow: 100}
@@ -457,8 +456,7 @@ func TestServiceAutoMetricsPortInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 30*time.Second)
 	err = svc.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Fatalf("Run: %v, want the listen error", err)

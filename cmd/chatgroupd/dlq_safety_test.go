@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // Without --yes (or --dry-run) replay prints the plan — source, target and counts first — and
@@ -180,8 +180,7 @@ func TestDLQReplayPartitionCountChangedCommand(t *testing.T) {
 	}
 	c.Produce(t, "t.dlq", letters...)
 	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 30*time.Second)
 	if res, err := cl.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: "t", Count: 5}}}); err != nil || res.Errors["t"] != nil {
 		t.Fatalf("grow t: %v %v", err, res)
 	}

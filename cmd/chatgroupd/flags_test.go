@@ -138,7 +138,7 @@ func TestEveryFlagRejectsBadValues(t *testing.T) {
 				check := func(how string, args []string, getenv env) {
 					t.Helper()
 					var stdout, stderr bytes.Buffer
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // called per flag: cancelled at once
 					defer cancel()
 					err := run(ctx, args, getenv, &stdout, &stderr)
 					checkedN++
@@ -225,7 +225,7 @@ func TestHelpEveryCommand(t *testing.T) {
 			append([]string{"help"}, strings.Fields(c)...),
 		} {
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), args, mapEnv(nil), &stdout, &stderr)
+			err := run(t.Context(), args, mapEnv(nil), &stdout, &stderr)
 			if err != errHelp || exitCode(err) == 2 {
 				t.Errorf("%v: err %v, want errHelp", args, err)
 			}
@@ -251,19 +251,19 @@ func TestHelpEveryCommand(t *testing.T) {
 		}
 	}
 	var stdout bytes.Buffer
-	if err := run(context.Background(), []string{"help", "nosuch"}, mapEnv(nil), &stdout, &stdout); exitCode(err) != 2 {
+	if err := run(t.Context(), []string{"help", "nosuch"}, mapEnv(nil), &stdout, &stdout); exitCode(err) != 2 {
 		t.Errorf("help nosuch: %v", err)
 	}
 	// dlq alone: its subcommands on --help; a missing or unknown subcommand is a usage error.
 	for _, args := range [][]string{{"dlq", "--help"}, {"help", "dlq"}, {"dlq", "help"}} {
 		var out, errOut bytes.Buffer
-		if err := run(context.Background(), args, mapEnv(nil), &out, &errOut); err != errHelp || !strings.Contains(out.String(), "chatgroupd dlq <list|replay>") {
+		if err := run(t.Context(), args, mapEnv(nil), &out, &errOut); err != errHelp || !strings.Contains(out.String(), "chatgroupd dlq <list|replay>") {
 			t.Errorf("%v: err %v, stdout %q", args, err, out.String())
 		}
 	}
 	for _, args := range [][]string{{"dlq"}, {"dlq", "purge"}} {
 		var out bytes.Buffer
-		err := run(context.Background(), args, mapEnv(nil), &out, &out)
+		err := run(t.Context(), args, mapEnv(nil), &out, &out)
 		if exitCode(err) != 2 || out.Len() > 0 || !strings.Contains(err.Error(), "--help") {
 			t.Errorf("%v: exit %d, err %v, output %q; want exit 2, one line", args, exitCode(err), err, out.String())
 		}
@@ -296,7 +296,7 @@ func TestInsecureTransportsRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), append(append([]string{}, base...), tc.args...), mapEnv(tc.env), &out, &out)
+			err := run(t.Context(), append(append([]string{}, base...), tc.args...), mapEnv(tc.env), &out, &out)
 			if tc.want == "" {
 				if err == nil || !strings.Contains(err.Error(), "no secret key") {
 					t.Fatalf("err = %v, want the flags accepted (and the missing key reported)", err)
@@ -346,7 +346,7 @@ func TestKafkaDialTimeoutHonoured(t *testing.T) {
 		{"dlq", "list", "--brokers", silent, "--kafka-dial-timeout", "300ms"},
 		{"loadgen", "--brokers", silent + ",127.0.0.1:1", "--kafka-dial-timeout", "300ms", "--count", "1"},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		start := time.Now()
 		err := run(ctx, args, mapEnv(nil), io.Discard, io.Discard)
 		took := time.Since(start)
@@ -370,13 +370,13 @@ func TestSkipVerifyWarned(t *testing.T) {
 		{"dlq", "list", "--brokers", "127.0.0.1:1", "--kafka-tls", "--kafka-tls-insecure-skip-verify"},
 	} {
 		var stderr bytes.Buffer
-		_ = run(context.Background(), args, mapEnv(nil), io.Discard, &stderr)
+		_ = run(t.Context(), args, mapEnv(nil), io.Discard, &stderr)
 		if !strings.Contains(stderr.String(), "not verified") {
 			t.Errorf("%v: no warning about unverified certificates in:\n%s", args, stderr.String())
 		}
 	}
 	var stderr bytes.Buffer
-	_ = run(context.Background(), []string{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-sasl-mechanism", "plain",
+	_ = run(t.Context(), []string{"loadgen", "--brokers", "127.0.0.1:1", "--kafka-sasl-mechanism", "plain",
 		"--kafka-sasl-username", "u", "--kafka-sasl-allow-plaintext", "--count", "1"},
 		mapEnv(map[string]string{"CHATGROUPD_KAFKA_SASL_PASSWORD": "pw-0123456789"}), io.Discard, &stderr)
 	if !strings.Contains(stderr.String(), "clear text") || strings.Contains(stderr.String(), "pw-0123456789") {
@@ -393,7 +393,7 @@ func TestDLQReplayUnreachableNoTable(t *testing.T) {
 		{"dlq", "list", "--brokers", "127.0.0.1:1"},
 	} {
 		var stdout bytes.Buffer
-		err := run(context.Background(), args, mapEnv(nil), &stdout, io.Discard)
+		err := run(t.Context(), args, mapEnv(nil), &stdout, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || stdout.Len() > 0 {
 			t.Errorf("%v: err %v, stdout %q; want the broker's error and nothing printed", args, err, stdout.String())
 		}

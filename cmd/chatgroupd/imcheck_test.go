@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imcheck"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // runIMCheckAgainst runs `chatgroupd imcheck` against base and returns stdout, stderr, the
@@ -22,7 +22,7 @@ func runIMCheckAgainst(t *testing.T, base string, extra ...string) (string, stri
 	args := append([]string{"imcheck", "--im-endpoint", base, "--sdkappid", "1400000000", "--account", "probe-a",
 		"--account2", "probe-b", "--rate", "50", "--transcript", path}, extra...)
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), args, mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), &out, &errOut)
+	err := run(t.Context(), args, mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), &out, &errOut)
 	fh, ferr := os.Open(path)
 	if ferr != nil {
 		t.Fatalf("no transcript: %v (run: %v)\n%s", ferr, err, errOut.String())
@@ -89,7 +89,7 @@ func TestIMCheckCommandFlippedSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err = run(context.Background(), []string{"imcheck", "--from-transcript", path}, mapEnv(nil), &out, &out)
+	err = run(t.Context(), []string{"imcheck", "--from-transcript", path}, mapEnv(nil), &out, &out)
 	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "duplicate-name, page-size") {
 		t.Fatalf("from transcript: %v\n%s", err, out.String())
 	}
@@ -109,7 +109,7 @@ func TestIMCheckCommandErrors(t *testing.T) {
 		{[]string{"--from-transcript", "/nonexistent/t.json"}, "no such file"},
 		{[]string{"--sdkappid", "1", "--account", "a", "--im-endpoint", "http://127.0.0.1:1", "--transcript", "/nonexistent/dir/t.json"}, "imcheck transcript"},
 	} {
-		err := run(context.Background(), append([]string{"imcheck"}, c.args...), keyEnv, &bytes.Buffer{}, &bytes.Buffer{})
+		err := run(t.Context(), append([]string{"imcheck"}, c.args...), keyEnv, &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want %q", c.args, err, c.want)
 		}
@@ -139,8 +139,7 @@ func TestIMCheckFixturesReproduced(t *testing.T) {
 			args := append([]string{"--addr", "127.0.0.1:0", "--sdkappid", "1400000000", "--log-level", "warn"},
 				imcheck.IMSimFlags(want.Observations)...)
 			base, _ := startIMSim(t, args...)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
+			ctx := testwait.Context(t, time.Minute)
 			got, err := imcheck.Run(ctx, imcheck.Config{
 				Client:  im.Config{SDKAppID: 1400000000, SecretKey: imsimTestKey, BaseURL: base},
 				Account: want.Accounts[0], Account2: second(want.Accounts), Rate: imcheck.MaxRate,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -33,7 +32,7 @@ func TestAPIObserverCountsEveryRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GetContactGroup(context.Background(), &im.GetRequest{FromAccount: "a"}); err != nil {
+	if _, err := c.GetContactGroup(t.Context(), &im.GetRequest{FromAccount: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	for code, want := range map[string]float64{"70001": 1, "0": 1} {

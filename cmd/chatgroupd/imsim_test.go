@@ -16,6 +16,9 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 const imsimTestKey = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
@@ -87,8 +90,7 @@ func TestIMSimCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 10*time.Second)
 	req := &im.CreateRequest{FromAccount: "alice", GroupContactItem: []im.GroupContactItem{{GroupName: "g",
 		ContactItem: []im.ContactItem{{Type: im.ContactC2C, ToAccount: "bob"}}}}}
 	if _, err := c.CreateContactGroup(ctx, req); err != nil {
@@ -117,8 +119,9 @@ func TestIMSimCommand(t *testing.T) {
 	var st imsim.AccountState
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
-	if len(st.Groups) != 1 || st.Groups[0].Name != "g" {
-		t.Errorf("state %+v", st)
+	want := imsim.AccountState{Account: "alice", Groups: []imsim.Group{{Name: "g", Contacts: req.GroupContactItem[0].ContactItem}}}
+	if diff := cmp.Diff(want, st, cmpopts.IgnoreFields(imsim.Group{}, "ID")); diff != "" {
+		t.Errorf("state (-want +got):\n%s", diff)
 	}
 
 	if err := stop(); err != nil {
@@ -219,8 +222,7 @@ func TestIMSimCommandFaultFlags(t *testing.T) {
 	base, stop := startIMSim(t, "--addr", "127.0.0.1:0", "--sdkappid", "7", "--error-rates", "50004=1",
 		"--fault-apis", "create_contact_group", "--seed", "3", "--log-level", "error")
 	c, _ := im.New(im.Config{SDKAppID: 7, SecretKey: imsimTestKey, BaseURL: base})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testwait.Context(t, 10*time.Second)
 	req := &im.CreateRequest{FromAccount: "a", GroupContactItem: []im.GroupContactItem{{GroupName: "g",
 		ContactItem: []im.ContactItem{{Type: im.ContactC2C, ToAccount: "b"}}}}}
 	if _, err := c.CreateContactGroup(ctx, req); im.ClassOf(err) != im.ClassTransient {
@@ -250,8 +252,7 @@ func TestIMSimCommandErrors(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
+			ctx := testwait.Context(t, 5*time.Second)
 			if err := runIMSim(ctx, tt.args, mapEnv(tt.env), io.Discard, io.Discard); err == nil {
 				t.Fatal("accepted")
 			}
@@ -311,7 +312,7 @@ func TestIMSimAdminAPIFlags(t *testing.T) {
 	if c := status(base, "Bearer t0ken"); c != http.StatusOK {
 		t.Errorf("token: %d", c)
 	}
-	err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-token-file", tok},
+	err := runIMSim(t.Context(), []string{"--sdkappid", "1", "--admin-token-file", tok},
 		mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "without --admin-api") {
 		t.Errorf("token without --admin-api: %v", err)
@@ -321,7 +322,7 @@ func TestIMSimAdminAPIFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for file, want := range map[string]string{empty: "is empty", "/nonexistent/token": "admin token"} {
-		err := runIMSim(context.Background(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
+		err := runIMSim(t.Context(), []string{"--sdkappid", "1", "--admin-api", "--admin-token-file", file},
 			mapEnv(map[string]string{"CHATGROUPD_SECRET_KEY": imsimTestKey}), io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("token file %s: %v, want %q", file, err, want)

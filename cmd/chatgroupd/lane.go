@@ -62,6 +62,7 @@ func runLane(ctx context.Context, args []string, getenv env, stdout, stderr io.W
 	if err != nil {
 		return usageError("lane list", err)
 	}
+	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	parked, err := consumer.ListParked(ctx, consumer.LaneListConfig{Brokers: conn.Brokers, Transport: conn.Transport,

@@ -8,9 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"golang.org/x/time/rate"
-
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 	"github.com/chatgroupd/chatgroupd/internal/logging"
@@ -79,6 +76,7 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
 	log, err := logging.New("warn", logging.FormatConsole, stderr, secrets...)
 	if err != nil {
 		return err
@@ -99,10 +97,10 @@ func runLoadgen(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	w := eventWriter(conn.Brokers, f.topic, conn.Transport)
+	w := loadgen.Writer(conn.Brokers, f.topic, conn.Transport)
 	defer w.Close()
 	start := time.Now()
-	produced, e, err := produceStream(ctx, w, gen, f.count, f.forever, f.perSec, nil)
+	produced, e, err := loadgen.Produce(ctx, w, gen, f.count, f.forever, f.perSec, nil)
 	if err != nil {
 		return err
 	}
@@ -122,64 +120,4 @@ func byTypeLine(c loadgen.TypeCounts) string {
 		parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(string(t), "contact_group."), c.Of(t)))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// eventWriter writes events the way producers must: keyed by account and partitioned like the
-// Java client (murmur2), acknowledged by every in-sync replica.
-func eventWriter(brokers []string, topic string, transport kafka.RoundTripper) *kafka.Writer {
-	return &kafka.Writer{
-		Addr: kafka.TCP(brokers...), Topic: topic, Transport: transport,
-		Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 2 * time.Millisecond, BatchSize: 500,
-	}
-}
-
-// produceStream writes gen's next count records to w (all of them until ctx ends when forever),
-// perSec records a second (0: as fast as the broker takes them). After each acknowledged write it
-// calls flushed, when set, with the records written so far, the expectation for exactly those,
-// and the batch just acknowledged.
-// An ended ctx stops it without error; it returns what was written.
-func produceStream(ctx context.Context, w *kafka.Writer, gen *loadgen.Generator, count int, forever bool, perSec float64,
-	flushed func(produced int, e loadgen.Expect, batch []kafka.Message)) (int, loadgen.Expect, error) {
-	lim := rate.NewLimiter(rate.Inf, 0)
-	if perSec > 0 {
-		lim = rate.NewLimiter(rate.Limit(perSec), 1)
-	}
-	// Paced streams write record by record so each lands when it is made; a backlog goes in batches.
-	batchSize := 500
-	if perSec > 0 && perSec < 2000 {
-		batchSize = 1
-	}
-	produced := 0
-	var expect loadgen.Expect
-	batch := make([]kafka.Message, 0, batchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := w.WriteMessages(ctx, batch...); err != nil {
-			return fmt.Errorf("produce: %w", err)
-		}
-		produced += len(batch)
-		expect = gen.Expect() // every record generated so far is in this batch or an earlier one
-		if flushed != nil {
-			flushed(produced, expect, batch)
-		}
-		batch = batch[:0]
-		return nil
-	}
-	for forever || produced+len(batch) < count {
-		if lim.Wait(ctx) != nil {
-			return produced, expect, nil // interrupted; the unwritten batch is not counted
-		}
-		r := gen.Next()
-		batch = append(batch, kafka.Message{Key: r.Key, Value: r.Value})
-		if len(batch) == batchSize {
-			if err := flush(); err != nil {
-				return produced, expect, err
-			}
-		}
-	}
-	err := flush()
-	return produced, expect, err
 }

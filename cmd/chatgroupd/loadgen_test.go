@@ -2,76 +2,19 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
-	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 )
-
-func TestProduceStream(t *testing.T) {
-	k := kafkatest.New(t)
-	k.CreateTopic(t, "events", 3)
-	gen, err := loadgen.New(loadgen.Config{Accounts: 5, SwapRate: 0.3, DuplicateRate: 0.1, InvalidRate: 0.1, Seed: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := eventWriter(k.Brokers, "events", nil)
-	defer w.Close()
-	var calls int
-	n, want, err := produceStream(context.Background(), w, gen, 1203, false, 0, func(produced int, e loadgen.Expect, _ []kafka.Message) {
-		calls++
-		if e.Total() != produced {
-			t.Errorf("after %d records the expectation covers %d", produced, e.Total())
-		}
-	})
-	if err != nil || n != 1203 || want.Total() != 1203 || calls != 3 {
-		t.Fatalf("produced %d (%+v) in %d writes, err %v; want 1203 in 3 batches", n, want, calls, err)
-	}
-	msgs := k.ReadAll(t, "events")
-	if len(msgs) != 1203 {
-		t.Fatalf("topic holds %d records", len(msgs))
-	}
-	for _, m := range msgs {
-		if e, err := event.Parse(m.Value); err == nil && string(m.Key) != e.FromAccount {
-			t.Fatalf("record keyed %q for account %q", m.Key, e.FromAccount)
-		}
-	}
-}
-
-// TestProduceStreamInterrupted: a paced stream stops when ctx ends, without error, and reports
-// only what Kafka acknowledged.
-func TestProduceStreamInterrupted(t *testing.T) {
-	k := kafkatest.New(t)
-	k.CreateTopic(t, "events", 1)
-	gen, _ := loadgen.New(loadgen.Config{Accounts: 2, Seed: 1})
-	w := eventWriter(k.Brokers, "events", nil)
-	defer w.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	n, want, err := produceStream(ctx, w, gen, 0, true, 50, nil)
-	if err != nil {
-		t.Fatalf("interrupted stream: %v", err)
-	}
-	if n == 0 || n > 30 || want.Total() != n {
-		t.Fatalf("produced %d with expectation %+v at 50/s for 0.3s", n, want)
-	}
-	if got := len(k.ReadAll(t, "events")); got != n {
-		t.Fatalf("reported %d, topic holds %d", n, got)
-	}
-}
 
 func TestLoadgenCommand(t *testing.T) {
 	k := kafkatest.New(t)
 	k.CreateTopic(t, "events", 2)
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
+	err := run(t.Context(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
 		"--count", "250", "--seed", "3"}, mapEnv(nil), &out, &out)
 	if err != nil {
 		t.Fatalf("loadgen: %v\n%s", err, out.String())
@@ -83,7 +26,7 @@ func TestLoadgenCommand(t *testing.T) {
 		t.Fatalf("topic holds %d records", got)
 	}
 	for _, args := range [][]string{{"--count", "5"}, {"--brokers", "a:1", "--invalid-rate", "0.9"}} {
-		if err := run(context.Background(), append([]string{"loadgen"}, args...), mapEnv(nil), &out, &out); err == nil {
+		if err := run(t.Context(), append([]string{"loadgen"}, args...), mapEnv(nil), &out, &out); err == nil {
 			t.Errorf("loadgen %v: no error", args)
 		}
 	}
@@ -95,7 +38,7 @@ func TestLoadgenLifecycleMix(t *testing.T) {
 	k := kafkatest.New(t)
 	k.CreateTopic(t, "events", 3)
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
+	err := run(t.Context(), []string{"loadgen", "--brokers", strings.Join(k.Brokers, ","), "--topic", "events",
 		"--count", "600", "--seed", "4", "--accounts", "10", "--mix", "lifecycle", "--swap-rate", "0", "--duplicate-rate", "0", "--invalid-rate", "0"},
 		mapEnv(nil), &out, &out)
 	if err != nil {
@@ -129,7 +72,7 @@ func TestLoadgenLifecycleMix(t *testing.T) {
 		t.Fatalf("summary:\n%s\nwant a line %q", out.String(), want)
 	}
 	for _, mix := range []string{"renamed=1", "created=1,moved=1", "created=-1"} {
-		err := run(context.Background(), []string{"loadgen", "--brokers", "a:1", "--mix", mix}, mapEnv(nil), &out, &out)
+		err := run(t.Context(), []string{"loadgen", "--brokers", "a:1", "--mix", mix}, mapEnv(nil), &out, &out)
 		if err == nil || !strings.Contains(err.Error(), "mix") {
 			t.Errorf("--mix %s: %v", mix, err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/internal/leakcheck"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -33,7 +35,7 @@ func TestRunCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, mapEnv(nil), &out, &out)
+			err := run(t.Context(), tt.args, mapEnv(nil), &out, &out)
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("err = %v", err)
 			}
@@ -114,8 +116,7 @@ func TestDemoSmall(t *testing.T) {
 		t.Skip("demo runs for a few seconds")
 	}
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testwait.Context(t, 2*time.Minute)
 	err := run(ctx, []string{"demo", "--count", "400", "--accounts", "10", "--latency", "1ms", "--jitter", "2ms",
 		"--fault-rate", "0.05", "--duplicate-rate", "0.05", "--invalid-rate", "0.05", "--seed", "7", "--timeout", "90s"},
 		mapEnv(nil), &out, &out)
@@ -131,7 +132,7 @@ func TestDemoSmall(t *testing.T) {
 
 func TestDemoBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"--count", "0"}, {"--partitions", "0"}, {"--fault-rate", "0.9"}, {"--invalid-rate", "0.9"}} {
-		err := run(context.Background(), append([]string{"demo"}, args...), mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{})
+		err := run(t.Context(), append([]string{"demo"}, args...), mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil {
 			t.Errorf("demo %v: no error", args)
 		}
@@ -146,3 +147,7 @@ func TestExitCode(t *testing.T) {
 		t.Fatalf("exitError exit %d, want 2", c)
 	}
 }
+
+// TestMain fails the run when a test leaves a goroutine behind (a service, demo or server not
+// shut down).
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

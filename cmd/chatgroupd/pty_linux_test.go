@@ -4,7 +4,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"golang.org/x/sys/unix"
 )
 
@@ -86,8 +86,7 @@ func TestDemoProgressOnPTY(t *testing.T) {
 			var got bytes.Buffer
 			copied := make(chan struct{})
 			go func() { _, _ = io.Copy(&got, ptm); close(copied) }()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
+			ctx := testwait.Context(t, 2*time.Minute)
 			err := run(ctx, []string{"demo", "--count", "500", "--accounts", "10", "--latency", "1ms", "--jitter", "1ms",
 				"--fault-rate", "0", "--seed", "3", "--timeout", "90s", "--rate-limit", "180"}, mapEnv(map[string]string{"COLUMNS": "999"}), tty, io.Discard)
 			tty.Close()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,7 +31,7 @@ var (
 func helpFlags(t *testing.T, cmd []string) []helpFlag {
 	t.Helper()
 	var out bytes.Buffer
-	err := run(context.Background(), append(append([]string{}, cmd...), "--help"), func(string) string { return "" }, &out, &out)
+	err := run(t.Context(), append(append([]string{}, cmd...), "--help"), func(string) string { return "" }, &out, &out)
 	if !errors.Is(err, errHelp) {
 		t.Fatalf("%v --help: %v", cmd, err)
 	}

@@ -216,6 +216,7 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	defer conn.Close()
 	log, err := logging.New(f.logLevel, f.logFormat, stderr, append(secrets, key)...)
 	if err != nil {
 		return err

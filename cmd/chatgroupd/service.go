@@ -62,8 +62,10 @@ type service struct {
 	legacyDrain bool
 	// wholeBudget is the whole-budget test break (see testBreak).
 	wholeBudget bool
-	resolver    *modeResolver // nil when no flag is auto
-	fallbacks   []*unusable   // what auto fell back on, watched by Run
+	// dropPart is the drop-partition test break (see testBreak).
+	dropPart  bool
+	resolver  *modeResolver // nil when no flag is auto
+	fallbacks []*unusable   // what auto fell back on, watched by Run
 
 	dlq  *dlq.Writer
 	http *metrics.Server
@@ -130,8 +132,12 @@ func newService(cfg serviceConfig) (*service, error) {
 		cfg.log.Warn("TEST BREAK ACTIVE: this replica takes the whole rate budget whatever it owns; the fleet crosses the budget",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
+	if brk == breakDropPart {
+		cfg.log.Warn("TEST BREAK ACTIVE: as group leader this replica leaves the last partition unassigned; its records are never consumed",
+			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
-		wholeBudget: brk == breakWholeBudget, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -213,7 +219,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: disp, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
@@ -406,18 +412,19 @@ const envTestBreak = "CHATGROUPD_TEST_BREAK"
 
 // Variants CHATGROUPD_TEST_BREAK selects.
 const (
-	breakLegacyDrain = "legacy-drain" // the revoke drain bounded by the rebalance timeout only
-	breakWholeBudget = "whole-budget" // every replica uses the whole rate budget, as if alone
+	breakLegacyDrain = "legacy-drain"   // the revoke drain bounded by the rebalance timeout only
+	breakWholeBudget = "whole-budget"   // every replica uses the whole rate budget, as if alone
+	breakDropPart    = "drop-partition" // a group leader leaves the topic's last partition unassigned
 )
 
 // testBreak checks CHATGROUPD_TEST_BREAK and returns the variant it selects ("" for none).
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget, breakDropPart)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the

@@ -74,6 +74,7 @@ func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(conn.Close) // after the service stops (cleanups run last first)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, 
 
 func (h *harness) scrape() metricstest.Samples {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(h.t.Context(), 5*time.Second) // polled: cancelled at once, not at Cleanup
 	defer cancel()
 	s, err := metricstest.Scrape(ctx, http.DefaultClient, h.url+"/metrics")
 	if err != nil {
@@ -128,12 +129,6 @@ func (h *harness) get(path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// waitFor is testwait.For on the harness's test.
-func (h *harness) waitFor(what string, d time.Duration, cond func() bool) {
-	h.t.Helper()
-	testwait.For(h.t, d, what, cond)
 }
 
 func (h *harness) produce(n int, cfg loadgen.Config) loadgen.Expect {
@@ -154,7 +149,7 @@ func (h *harness) produce(n int, cfg loadgen.Config) loadgen.Expect {
 // committed sums the group's committed offsets over the topic's partitions.
 func (h *harness) committed() int64 {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second) // polled: cancelled at once, not at Cleanup
 	defer cancel()
 	c := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...)}
 	resp, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: h.flags.group, Topics: map[string][]int{h.topic: {0, 1, 2}}})
@@ -177,17 +172,17 @@ func TestServiceMetricsMove(t *testing.T) {
 		t.Skip("runs the whole pipeline")
 	}
 	h := startService(t, "k", "k", imsim.Faults{Latency: time.Millisecond, ErrorRates: map[int]float64{im.CodeInternal: 0.1}})
-	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
 	if code, _ := h.get("/healthz"); code != 200 {
 		t.Fatalf("/healthz %d", code)
 	}
 	before := h.scrape()
 	const n = 300
 	want := h.produce(n, loadgen.Config{Accounts: 5, DuplicateRate: 0.05, InvalidRate: 0.05, OverQuotaAccounts: 1, Seed: 11})
-	h.waitFor("every record to end", 60*time.Second, func() bool {
+	testwait.For(t, 60*time.Second, "every record to end", func() bool {
 		return h.scrape().Sum("chatgroupd_events_processed_total") >= n
 	})
-	h.waitFor("lag 0 after commit", 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "lag 0 after commit", func() bool {
 		s := h.scrape()
 		return s.Has("chatgroupd_consumer_lag") && s.Sum("chatgroupd_consumer_lag") == 0
 	})
@@ -254,10 +249,10 @@ func TestServiceFleetBudgetKafka(t *testing.T) {
 		t.Skip("runs the whole pipeline")
 	}
 	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) { f.fleetBudget = fleetKafka })
-	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
 	const n = 200
 	want := h.produce(n, loadgen.Config{Accounts: 20, Seed: 5})
-	h.waitFor("every record to end", 60*time.Second, func() bool {
+	testwait.For(t, 60*time.Second, "every record to end", func() bool {
 		return h.scrape().Sum("chatgroupd_events_processed_total") >= n
 	})
 	s := h.scrape()
@@ -286,7 +281,7 @@ func TestServiceWrongKeyNotReady(t *testing.T) {
 	const wrongKey = "wrong-key-0123456789abcdef"
 	h := startService(t, "right-key", wrongKey, imsim.Faults{})
 	h.produce(20, loadgen.Config{Accounts: 4, Seed: 5})
-	h.waitFor("/readyz 503 naming the API", 30*time.Second, func() bool {
+	testwait.For(t, 30*time.Second, "/readyz 503 naming the API", func() bool {
 		code, body := h.get("/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "im api")
 	})
@@ -294,7 +289,7 @@ func TestServiceWrongKeyNotReady(t *testing.T) {
 	if strings.Contains(body, wrongKey) || strings.Contains(strings.ToLower(body), "usersig=") {
 		t.Fatalf("/readyz leaks a secret: %q", body)
 	}
-	h.waitFor("paused gauge", 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "paused gauge", func() bool {
 		return h.scrape().Sum("chatgroupd_paused", "reason", "config") == 1
 	})
 	time.Sleep(500 * time.Millisecond) // a few commit intervals
@@ -315,6 +310,7 @@ func TestServiceBadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(conn.Close)
 	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200}
 	for name, mutate := range map[string]func(*serviceFlags){
 		"unknown region":              func(f *serviceFlags) { f.imRegion = "atlantis" },
@@ -344,15 +340,14 @@ func TestServiceDLQDeletedNotReady(t *testing.T) {
 		t.Skip("runs the whole pipeline")
 	}
 	h := startService(t, "right-key", "right-key", imsim.Faults{})
-	h.waitFor("/readyz 200", 30*time.Second, func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
+	ctx := testwait.Context(t, 10*time.Second)
 	cl := &kafka.Client{Addr: kafka.TCP(h.kafka.Brokers...), Timeout: 10 * time.Second}
 	if res, err := cl.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{h.topic + ".dlq"}}); err != nil || res.Errors[h.topic+".dlq"] != nil {
 		t.Fatalf("delete the DLQ topic: %v %v", err, res)
 	}
 	h.kafka.Produce(t, h.topic, kafka.Message{Key: []byte("alice"), Value: []byte(`{"event_id":`)})
-	h.waitFor("/readyz 503 naming the DLQ", 60*time.Second, func() bool {
+	testwait.For(t, 60*time.Second, "/readyz 503 naming the DLQ", func() bool {
 		code, body := h.get("/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "dead letters can't be written")
 	})
@@ -362,8 +357,8 @@ func TestServiceDLQDeletedNotReady(t *testing.T) {
 			s.Sum("chatgroupd_dlq_write_failures_total"))
 	}
 	h.kafka.CreateTopic(t, h.topic+".dlq", 3)
-	h.waitFor("/readyz 200 again", 60*time.Second, func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
-	h.waitFor("the dead letter written", 30*time.Second, func() bool {
+	testwait.For(t, 60*time.Second, "/readyz 200 again", func() bool { code, _ := h.get("/readyz"); return code == http.StatusOK })
+	testwait.For(t, 30*time.Second, "the dead letter written", func() bool {
 		return h.scrape().Sum("chatgroupd_dlq_records_total", "reason", "invalid") == 1
 	})
 }
@@ -381,6 +376,7 @@ func TestServiceUnreachableBrokerNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(conn.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +406,7 @@ func TestServiceUnreachableBrokerNamed(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	h := &harness{t: t, url: "http://" + ln.Addr().String()}
 	var body string
-	h.waitFor("/readyz naming the broker", 60*time.Second, func() bool {
+	testwait.For(t, 60*time.Second, "/readyz naming the broker", func() bool {
 		resp, err := http.Get(h.url + "/readyz")
 		if err != nil {
 			return false
@@ -424,7 +420,7 @@ func TestServiceUnreachableBrokerNamed(t *testing.T) {
 	if !strings.Contains(body, "connection refused") || !strings.Contains(body, "not a member of the consumer group") {
 		t.Errorf("/readyz = %q, want the group, the broker and its error", body)
 	}
-	h.waitFor("a log line naming the broker", 30*time.Second, func() bool {
+	testwait.For(t, 30*time.Second, "a log line naming the broker", func() bool {
 		return strings.Contains(logs.String(), "kafka unreachable") && strings.Contains(logs.String(), broker)
 	})
 }

@@ -8,7 +8,7 @@ func TestTestBreak(t *testing.T) {
 		want    string
 		wantErr bool
 	}{
-		{"", "", false}, {"legacy-drain", breakLegacyDrain, false}, {"whole-budget", breakWholeBudget, false},
+		{"", "", false}, {"legacy-drain", breakLegacyDrain, false}, {"whole-budget", breakWholeBudget, false}, {"drop-partition", breakDropPart, false},
 		{"legacy_drain", "", true}, {"yes", "", true},
 	} {
 		got, err := testBreak(tc.v)

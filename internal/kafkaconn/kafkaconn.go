@@ -96,6 +96,12 @@ func (c *Conn) Client() *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: c.Transport, Timeout: 10 * time.Second}
 }
 
+// Close releases the Transport's idle connections and the goroutines that keep them: call it
+// once whatever used the Conn has stopped. The Conn stays usable; the Transport dials again.
+func (c *Conn) Close() {
+	c.Transport.CloseIdleConnections()
+}
+
 // New applies cfg's defaults, validates it and builds both stacks from it.
 func New(cfg Config) (*Conn, error) {
 	cfg.setDefaults()

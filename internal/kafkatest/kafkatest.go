@@ -187,3 +187,40 @@ func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 	}
 	return out, nil
 }
+
+// GroupLag is group's committed-to-end distance summed over topic's partitions 0..partitions-1;
+// a partition without a commit counts all its records.
+func GroupLag(ctx context.Context, cl *kafka.Client, group, topic string, partitions int) (int64, error) {
+	reqs := make([]kafka.OffsetRequest, partitions)
+	ids := make([]int, partitions)
+	for p := range ids {
+		ids[p] = p
+		reqs[p] = kafka.LastOffsetOf(p)
+	}
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, err
+	}
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err != nil {
+		return 0, err
+	}
+	if of.Error != nil {
+		return 0, of.Error
+	}
+	committed := map[int]int64{}
+	for _, p := range of.Topics[topic] {
+		if p.Error != nil {
+			return 0, p.Error
+		}
+		committed[p.Partition] = max(p.CommittedOffset, 0)
+	}
+	var sum int64
+	for _, p := range lo.Topics[topic] {
+		if p.Error != nil {
+			return 0, p.Error
+		}
+		sum += p.LastOffset - committed[p.Partition]
+	}
+	return sum, nil
+}

@@ -17,6 +17,12 @@ import (
 // belong to no test. A goroutine from a Transport, reader or writer that a test or the code
 // under test made itself still fails the run. Call it from TestMain.
 func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
+	os.Exit(Run(m, opts...))
+}
+
+// Run is VerifyTestMain for a TestMain with work left after the tests (removing what it set
+// up): it returns the exit code instead of exiting.
+func Run(m *testing.M, opts ...goleak.Option) int {
 	code := m.Run()
 	if t, ok := kafka.DefaultTransport.(*kafka.Transport); ok {
 		t.CloseIdleConnections()
@@ -27,5 +33,5 @@ func VerifyTestMain(m *testing.M, opts ...goleak.Option) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }

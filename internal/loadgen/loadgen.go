@@ -4,6 +4,7 @@
 // conversations and delete groups, always of groups they created earlier in the stream. It counts
 // what a correct pipeline must do with the records and keeps the groups each account must end up
 // with, so the demo, benchmarks and tests can check invariants instead of eyeballing output.
+// Writer and Produce put a stream on a Kafka topic the way real producers do.
 package loadgen
 
 import (
@@ -281,7 +282,8 @@ func (g *Generator) valid(a *account) Record {
 		gr.contacts = append(gr.contacts, ev.Contacts...)
 		a.convs += len(ev.Contacts)
 	case event.TypeContactGroupContactsRemoved:
-		gr := a.removable()[g.rng.IntN(len(a.removable()))]
+		rs := a.removable()
+		gr := rs[g.rng.IntN(len(rs))]
 		ev.GroupName = gr.name
 		n := 1 + g.rng.IntN(min(g.cfg.MaxContacts, len(gr.contacts)-1))
 		g.rng.Shuffle(len(gr.contacts), func(i, j int) { gr.contacts[i], gr.contacts[j] = gr.contacts[j], gr.contacts[i] })

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	gocmp "github.com/google/go-cmp/cmp"
-
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/configtest"
 )
@@ -123,10 +121,14 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func BenchmarkNext(b *testing.B) {
-	g, _ := New(Config{DuplicateRate: 0.01, InvalidRate: 0.01, SwapRate: 0.05})
-	b.ReportAllocs()
-	for b.Loop() {
-		g.Next()
+	for _, mix := range []Mix{MixV1, MixLifecycle} {
+		b.Run(mix.String(), func(b *testing.B) {
+			g, _ := New(Config{DuplicateRate: 0.01, InvalidRate: 0.01, SwapRate: 0.05, Mix: mix})
+			b.ReportAllocs()
+			for b.Loop() {
+				g.Next()
+			}
+		})
 	}
 }
 
@@ -219,25 +221,6 @@ func applyInSeqOrder(recs []Record) (State, error) {
 	return st, nil
 }
 
-// sameState compares two states, ignoring the order of each group's conversations.
-func sameState(a, b State) string {
-	norm := func(s State) State {
-		out := State{}
-		for acct, gs := range s {
-			out[acct] = map[string][]event.Contact{}
-			for name, cs := range gs {
-				cs = slices.Clone(cs)
-				slices.SortFunc(cs, func(x, y event.Contact) int {
-					return cmp.Or(cmp.Compare(x.Type, y.Type), cmp.Compare(x.ToAccount, y.ToAccount), cmp.Compare(x.ToGroupID, y.ToGroupID))
-				})
-				out[acct][name] = cs
-			}
-		}
-		return out
-	}
-	return gocmp.Diff(norm(a), norm(b))
-}
-
 // TestLifecycleStreamIsConsistent: with the lifecycle mix every account's events, applied in
 // seq order, act only on groups created earlier in the stream, never break an API limit, and end
 // in exactly the State the generator reports; the mix is mostly creates and adds.
@@ -256,8 +239,8 @@ func TestLifecycleStreamIsConsistent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := sameState(got, g.State()); d != "" {
-		t.Fatalf("State() differs from the stream applied in seq order (-applied +State):\n%s", d)
+	if d := got.Diff(g.State()); d != nil {
+		t.Fatalf("State() differs from the stream applied in seq order:\n%s", strings.Join(d, "\n"))
 	}
 	e := g.Expect()
 	if e.Total() != len(recs) || e.ByType.Total() != e.Valid {
@@ -385,8 +368,8 @@ func TestV1MixCreatesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := sameState(got, g.State()); d != "" {
-		t.Fatalf("State() (-applied +State):\n%s", d)
+	if d := got.Diff(g.State()); d != nil {
+		t.Fatalf("State() differs from the stream applied in seq order:\n%s", strings.Join(d, "\n"))
 	}
 	if e := g.Expect(); e.ByType.Created != e.Valid {
 		t.Fatalf("v1 expectation %+v", e)
@@ -428,6 +411,32 @@ func TestParseMix(t *testing.T) {
 			}
 			if back, err := ParseMix(m.String()); err != nil || back.String() != m.String() {
 				t.Fatalf("String %q does not parse back: %+v %v", m.String(), back, err)
+			}
+		})
+	}
+}
+
+// TestStateDiff: Diff finds each kind of difference, ignores the order of conversations and
+// accounts without groups, and finds nothing between equal states.
+func TestStateDiff(t *testing.T) {
+	bob, carol, tgs := event.ToAccount("bob"), event.ToAccount("carol"), event.ToGroup("@TGS#1")
+	want := State{"alice": {"work": {bob, carol, tgs}, "home": {bob}}, "dave": {"x": {carol}}}
+	for _, tc := range []struct {
+		name string
+		got  State
+		diff []string
+	}{
+		{"equal, other order", State{"dave": {"x": {carol}}, "alice": {"home": {bob}, "work": {tgs, bob, carol}}, "erin": {}}, nil},
+		{"group missing", State{"alice": {"work": {bob, carol, tgs}}, "dave": {"x": {carol}}}, []string{`alice: group "home" missing`}},
+		{"account missing", State{"alice": {"work": {bob, carol, tgs}, "home": {bob}}}, []string{`dave: group "x" missing`}},
+		{"group extra (a rename applied twice, a delete lost)", State{"alice": {"work": {bob, carol, tgs}, "home": {bob}, "old": {bob}}, "dave": {"x": {carol}}},
+			[]string{`alice: group "old" should not exist`}},
+		{"contacts differ", State{"alice": {"work": {bob, tgs, event.ToAccount("eve")}, "home": {bob}}, "dave": {"x": {carol}}},
+			[]string{`alice: group "work" lacks [{1 carol }], has extra [{1 eve }]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := want.Diff(tc.got); !slices.Equal(d, tc.diff) {
+				t.Fatalf("Diff = %q, want %q", d, tc.diff)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -49,7 +50,7 @@ func (a *account) can(t event.Type) bool {
 	case event.TypeContactGroupContactsAdded:
 		return len(a.live) > 0 && a.convs < maxConversations
 	case event.TypeContactGroupContactsRemoved:
-		return len(a.removable()) > 0
+		return slices.ContainsFunc(a.live, func(gr *group) bool { return len(gr.contacts) >= 2 })
 	}
 	return len(a.live) > 0 // renamed, deleted
 }
@@ -137,4 +138,52 @@ func (g *Generator) State() State {
 		}
 	}
 	return s
+}
+
+// Diff compares got, a state read back from the API (or a simulator), with s, the state the
+// stream must leave, and describes each difference: an account's group missing or extra, or its
+// conversations differing (compared as sets). It returns nil when they are equal; accounts
+// without groups may be absent from either.
+func (s State) Diff(got State) []string {
+	var out []string
+	for _, acct := range slices.Sorted(maps.Keys(unionKeys(s, got))) {
+		want, have := s[acct], got[acct]
+		for _, name := range slices.Sorted(maps.Keys(unionKeys(want, have))) {
+			w, inWant := want[name]
+			h, inHave := have[name]
+			switch {
+			case !inHave:
+				out = append(out, fmt.Sprintf("%s: group %q missing", acct, name))
+			case !inWant:
+				out = append(out, fmt.Sprintf("%s: group %q should not exist", acct, name))
+			default:
+				if miss, extra := setDiff(w, h), setDiff(h, w); len(miss)+len(extra) > 0 {
+					out = append(out, fmt.Sprintf("%s: group %q lacks %v, has extra %v", acct, name, miss, extra))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func unionKeys[V any](a, b map[string]V) map[string]bool {
+	u := make(map[string]bool, len(a)+len(b))
+	for k := range a {
+		u[k] = true
+	}
+	for k := range b {
+		u[k] = true
+	}
+	return u
+}
+
+// setDiff returns the contacts of a that are not in b.
+func setDiff(a, b []event.Contact) []event.Contact {
+	var out []event.Contact
+	for _, c := range a {
+		if !slices.Contains(b, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

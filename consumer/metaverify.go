@@ -1,0 +1,74 @@
+package consumer
+
+import "fmt"
+
+// verifiedMeta encodes m for a commit at w with encode and decodes the result before it may be
+// written: a string the next owner would reject, or read differently, is never committed. On a
+// mismatch it returns an error and, in its place, the watermark and horizon with no completed
+// ranges (only "done" knowledge is lost: those offsets become uncertain, an existence check each),
+// or, if even that does not round-trip, ok false: skip the partition in this commit and keep the
+// previous commit, which stays true.
+func verifiedMeta(encode func(int64, commitMeta, int) metaEnc, w int64, m commitMeta, maxBytes int) (enc metaEnc, ok bool, err error) {
+	enc = encode(w, m, maxBytes)
+	if err = checkMeta(w, m, enc, maxBytes); err == nil {
+		return enc, true, nil
+	}
+	plain := commitMeta{horizon: m.horizon}
+	fb := encode(w, plain, maxBytes)
+	if checkMeta(w, plain, fb, maxBytes) != nil {
+		return metaEnc{}, false, err
+	}
+	return fb, true, err
+}
+
+// checkMeta decodes enc as a successor would and checks it against what was asked: it may claim
+// done only offsets that are (the ranges of m, and everything below w), its horizon is m's (or the
+// advanced watermark), and it loses no range but the ones it counts as dropped.
+func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
+	if len(enc.s) > maxBytes {
+		return fmt.Errorf("commit metadata: %d bytes, limit %d", len(enc.s), maxBytes)
+	}
+	got, err := decodeMeta(enc.w, enc.s)
+	if err != nil {
+		return fmt.Errorf("commit metadata does not decode: %w", err)
+	}
+	in := mergeSpans(m.done)
+	// covered reports whether r lies in one range of in (or below w); claims are asked in
+	// increasing order, so one walk through in serves them all.
+	j := 0
+	covered := func(r span) bool {
+		if r.end <= w {
+			return true
+		}
+		r.start = max(r.start, w)
+		for j < len(in) && in[j].end <= r.start {
+			j++
+		}
+		return j < len(in) && in[j].start <= r.start && r.end <= in[j].end
+	}
+	if enc.w < w || enc.w > w && !covered(span{w, enc.w}) {
+		return fmt.Errorf("commit metadata moves the watermark from %d to %d over offsets not done", w, enc.w)
+	}
+	if want := max(m.horizon, enc.w); got.horizon != want {
+		return fmt.Errorf("commit metadata decodes to horizon %d, want %d", got.horizon, want)
+	}
+	// A hand-over statement may only be left out (a full hold), never changed or made up.
+	if got.handover != nil && (m.handover == nil || *got.handover != *m.handover) {
+		return fmt.Errorf("commit metadata states hand-over %+v, asked %+v", *got.handover, m.handover)
+	}
+	if (got.handover == nil) != (enc.handover == nil) {
+		return fmt.Errorf("commit metadata: hand-over statement written %v, reported %v", got.handover != nil, enc.handover != nil)
+	}
+	prev := enc.w
+	for _, r := range got.done {
+		if r.start <= prev || !covered(r) {
+			return fmt.Errorf("commit metadata claims [%d,%d) done, which was not", r.start, r.end)
+		}
+		prev = r.end
+	}
+	_, want := normalizeMeta(w, m.done)
+	if len(got.done)+enc.dropped != len(want) || enc.dropped < 0 {
+		return fmt.Errorf("commit metadata holds %d ranges and drops %d of %d", len(got.done), enc.dropped, len(want))
+	}
+	return nil
+}
