@@ -105,6 +105,12 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 // playDrain is play with a bound on the wait for the group to drain (0: Config's default).
 func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Duration, env ...string) *Result {
 	t.Helper()
+	return playConfig(t, c, s, func(cfg *Config) { cfg.DrainTimeout = drain }, env...)
+}
+
+// playConfig is play with the run's Config adjusted by adjust.
+func playConfig(t *testing.T, c *kafkatest.Cluster, s *Schedule, adjust func(*Config), env ...string) *Result {
+	t.Helper()
 	if binary == "" {
 		t.Fatalf("no chatgroupd binary: %v", buildErr)
 	}
@@ -113,8 +119,10 @@ func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Durat
 		t.Fatal(err)
 	}
 	ctx := testwait.Context(t, s.Duration+10*time.Minute)
-	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
-		LogLevel: os.Getenv(envLogLevel), DrainTimeout: drain})
+	cfg := Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
+		LogLevel: os.Getenv(envLogLevel)}
+	adjust(&cfg)
+	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
