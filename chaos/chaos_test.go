@@ -33,6 +33,7 @@ const (
 	envLogLevel  = "CHAOS_LOG_LEVEL"      // the replicas' log level, default info (debug logs every write)
 	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
+	envEvents    = "CHAOS_EVENTS"         // create or lifecycle for every seed; default by seed (every third: lifecycle)
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -87,8 +88,15 @@ func broker(t *testing.T) *kafkatest.Cluster {
 
 // options are the schedule options of seed on c: a real broker keeps its 6s minimum session
 // and has no DLQ switch.
-func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
-	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget)}
+func options(t *testing.T, c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
+	t.Helper()
+	switch v := os.Getenv(envEvents); v {
+	case "", EventsCreate, EventsLifecycle:
+	default:
+		t.Fatalf("%s=%q: want %s or %s", envEvents, v, EventsCreate, EventsLifecycle)
+	}
+	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget),
+		Events: os.Getenv(envEvents)}
 	if c.Fake == nil {
 		o.SessionTimeout = 6 * time.Second
 	}
@@ -186,7 +194,7 @@ func TestChaosShort(t *testing.T) {
 	c := broker(t)
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-			s := NewSchedule(options(c, seed, d, 3))
+			s := NewSchedule(options(t, c, seed, d, 3))
 			res := play(t, c, s)
 			verify(t, s, res)
 		})
@@ -221,7 +229,7 @@ func TestChaos(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			c := broker(t)
-			s := NewSchedule(options(c, seed, d, replicas))
+			s := NewSchedule(options(t, c, seed, d, replicas))
 			res := play(t, c, s)
 			total.Add(res.Report)
 			stops, kills, pauses, ran = stops+res.Stops, kills+res.Kills, pauses+res.Pauses, ran+1
