@@ -34,6 +34,7 @@ const (
 	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	envEvents    = "CHAOS_EVENTS"         // create or lifecycle for every seed; default by seed (every third: lifecycle)
+	envVanished  = "CHAOS_KEEP_VANISHED"  // set: don't expire the embedded broker's members of dead replicas (Config.KeepVanished)
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -128,14 +129,14 @@ func playConfig(t *testing.T, c *kafkatest.Cluster, s *Schedule, adjust func(*Co
 	}
 	ctx := testwait.Context(t, s.Duration+10*time.Minute)
 	cfg := Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
-		LogLevel: os.Getenv(envLogLevel)}
+		LogLevel: os.Getenv(envLogLevel), KeepVanished: os.Getenv(envVanished) != ""}
 	adjust(&cfg)
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
-	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v): %s", s.Seed, s.Replicas, s.Duration,
-		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.Report.Summary())
+	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v, expired members %d): %s", s.Seed, s.Replicas, s.Duration,
+		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.ExpiredMembers, res.Report.Summary())
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv(envKeep) != "" {
 			t.Logf("logs of seed %d kept in %s", s.Seed, dir)

@@ -69,6 +69,9 @@ type Config struct {
 	// StateOf are accounts whose groups the simulator holds at the end are read into
 	// Result.State (the lifecycle order test compares them with its model).
 	StateOf []string
+	// KeepVanished turns evictVanished off: on the embedded broker, members of replicas killed
+	// in a join stay until the leader's progress watch rebalances them away (or for good).
+	KeepVanished bool
 }
 
 // Validate reports a missing binary, broker list or schedule.
@@ -116,7 +119,10 @@ type Result struct {
 	// that rejoin faster than that deadline keep a rebalance from ever completing (the same
 	// seeds drain on Apache Kafka). Such a run says nothing about chatgroupd.
 	JoinStalled bool
-	Elapsed     time.Duration
+	// ExpiredMembers counts the member ids of exited replicas the harness removed from the
+	// embedded broker's group a session after the process ended (see evictVanished).
+	ExpiredMembers int
+	Elapsed        time.Duration
 	// Counts of what the schedule did.
 	Stops, Kills, Pauses int
 	// State is the simulator's groups at the end of the run of each account in Config.StateOf.
@@ -147,13 +153,17 @@ type run struct {
 	all      []*proc
 	// aliveAtEnd are the replicas still running when the drain ended (before stopAll).
 	aliveAtEnd map[string]bool
-	gen        []int
-	dlqDown    atomic.Bool
-	slow       map[string]bool
-	writer     *kafka.Writer
-	records    []Record
-	unclean    []string
-	uncleanMu  sync.Mutex
+	// expired are the exited replicas whose members evictVanished has dealt with.
+	expired map[string]bool
+	// expiredLeaves counts the member ids evictVanished sent a LeaveGroup for.
+	expiredLeaves int
+	gen           []int
+	dlqDown       atomic.Bool
+	slow          map[string]bool
+	writer        *kafka.Writer
+	records       []Record
+	unclean       []string
+	uncleanMu     sync.Mutex
 }
 
 // Run starts the simulator and the fleet, plays the schedule, waits for the group to catch up,
@@ -199,6 +209,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err := sleepCtx(ctx, time.Until(t0.Add(st.At))); err != nil {
 			return nil, err
 		}
+		r.evictVanished(ctx)
 		if err := r.do(ctx, st); err != nil {
 			return nil, fmt.Errorf("chaos: step %s at %v: %w", st.Kind, st.At, err)
 		}
@@ -239,6 +250,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if b, err := json.Marshal(ev.Calls); err == nil {
 		_ = os.WriteFile(filepath.Join(cfg.Dir, "calls.json"), b, 0o600)
 	}
+	res.ExpiredMembers = r.expiredLeaves
 	r.uncleanMu.Lock()
 	res.UncleanExits = r.unclean
 	r.uncleanMu.Unlock()
@@ -364,7 +376,8 @@ type proc struct {
 	termed  atomic.Bool
 	killed  atomic.Bool
 	done    chan struct{}
-	err     error // valid once done is closed
+	err     error     // valid once done is closed
+	endedAt time.Time // valid once done is closed
 }
 
 func (p *proc) exited() bool {
@@ -396,6 +409,7 @@ func (r *run) spawn(name string, args []string, env []string, stdout io.Writer) 
 	r.all = append(r.all, p)
 	go func() {
 		p.err = p.cmd.Wait()
+		p.endedAt = time.Now()
 		logf.Close()
 		close(p.done)
 	}()
@@ -583,6 +597,7 @@ func (r *run) waitDrained(ctx context.Context, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	zero := 0
 	for time.Now().Before(deadline) {
+		r.evictVanished(ctx)
 		if lag, _, err := r.lag(ctx); err == nil && lag == 0 {
 			if zero++; zero == 2 {
 				return true
@@ -830,6 +845,70 @@ func Tails(dir string, n int) string {
 		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", filepath.Base(p), n, tail(p, n))
 	}
 	return b.String()
+}
+
+// evictVanished does, on the embedded broker, what Apache Kafka does by itself: a member
+// whose process is gone leaves the group a session after its last word. kfake starts no session
+// timer for a member whose JoinGroup answer it could not deliver (the process was killed while
+// the join waited) and keeps it, with its partitions, for good; and since it restarts its
+// rebalance deadline at every join, such a member also keeps later rebalances from completing
+// (the join stall). So a session after a replica exited, every member id it logged is sent a
+// LeaveGroup once (one it left already is refused as unknown, which changes nothing). Live
+// processes' members are never touched: member ids are unique to one process's join.
+func (r *run) evictVanished(ctx context.Context) {
+	if r.cfg.Fake == nil || r.cfg.KeepVanished {
+		return
+	}
+	if r.expired == nil {
+		r.expired = map[string]bool{}
+	}
+	session := r.cfg.Schedule.SessionTimeout
+	for _, p := range r.all {
+		if !strings.HasPrefix(p.name, "replica-") || r.expired[p.name] || !p.exited() || time.Since(p.endedAt) < session {
+			continue
+		}
+		r.expired[p.name] = true
+		ids := memberIDs(p.logPath)
+		if len(ids) == 0 {
+			continue
+		}
+		members := make([]kafka.LeaveGroupRequestMember, 0, len(ids))
+		for _, id := range ids {
+			members = append(members, kafka.LeaveGroupRequestMember{ID: id})
+		}
+		cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 5 * time.Second}
+		_, err := cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: r.group, Members: members})
+		r.expiredLeaves += len(ids)
+		r.cfg.Logf("%s exited %v ago: its members %v leave the embedded broker's group as Kafka would have expired them (err %v)",
+			p.name, time.Since(p.endedAt).Round(time.Millisecond), ids, err)
+	}
+}
+
+// memberIDs are the group member ids a replica's log says it was given.
+func memberIDs(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var ids []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Msg    string `json:"msg"`
+			Member string `json:"member"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Member == "" {
+			continue
+		}
+		if line.Msg == "consumer group: member id assigned" || line.Msg == "consumer group: joined" {
+			if !slices.Contains(ids, line.Member) {
+				ids = append(ids, line.Member)
+			}
+		}
+	}
+	return ids
 }
 
 // owner is who a replica log says held a partition, and in which generation.

@@ -3,6 +3,7 @@ package chaos
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -39,5 +40,56 @@ func TestJoinStalled(t *testing.T) {
 				t.Errorf("joinStalled = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestReplicaLogReaders: the member ids a replica was given (each once, also one it never
+// joined with) and, over all replicas, each partition's owner in the newest generation that
+// logged it.
+func TestReplicaLogReaders(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, lines ...string) {
+		var b []byte
+		for _, l := range lines {
+			b = append(b, l+"\n"...)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("replica-0.1.log",
+		`{"msg":"consumer group: member id assigned","member":"m1"}`,
+		`{"msg":"consumer group: joined","member":"m1","generation":1}`,
+		`{"msg":"rebalance: partitions assigned","generation":1,"member":"m1","partitions":[0,1,2,3]}`,
+		`not json`,
+		`{"msg":"consumer group: member id assigned","member":"m2"}`,
+		`{"msg":"rebalance: partitions assigned","generation":3,"member":"m2","partitions":[0,1]}`)
+	write("replica-1.1.log",
+		`{"msg":"consumer group: member id assigned","member":"g1"}`)
+	write("replica-2.1.log",
+		`{"msg":"rebalance: partitions assigned","generation":2,"member":"k1","partitions":[2,3]}`,
+		`{"msg":"rebalance: partitions assigned","generation":4,"member":"k1","partitions":[3]}`)
+
+	if got := memberIDs(filepath.Join(dir, "replica-0.1.log")); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Errorf("memberIDs(replica-0.1) = %v, want [m1 m2]", got)
+	}
+	if got := memberIDs(filepath.Join(dir, "replica-1.1.log")); !slices.Equal(got, []string{"g1"}) {
+		t.Errorf("memberIDs(replica-1.1) = %v, want [g1] (a member that died in its join)", got)
+	}
+	if got := memberIDs(filepath.Join(dir, "missing.log")); got != nil {
+		t.Errorf("memberIDs(missing) = %v, want none", got)
+	}
+	owners, last := lastOwners(dir)
+	want := map[int]owner{
+		0: {"replica-0.1", "m2", 3}, 1: {"replica-0.1", "m2", 3},
+		2: {"replica-2.1", "k1", 2}, 3: {"replica-2.1", "k1", 4},
+	}
+	if last != 4 || len(owners) != len(want) {
+		t.Fatalf("lastOwners = %v, %d; want %v, 4", owners, last, want)
+	}
+	for p, o := range want {
+		if owners[p] != o {
+			t.Errorf("partition %d: owner %+v, want %+v", p, owners[p], o)
+		}
 	}
 }

@@ -141,8 +141,11 @@ func (m *member) joinOnce(ctx context.Context) (*groupGen, error) {
 	})
 	if err == nil {
 		err = jr.Error
-		if jr.MemberID != "" {
+		if jr.MemberID != "" && jr.MemberID != m.id {
 			m.id = jr.MemberID
+			// Logged before the id is used, so whoever reads the logs (the chaos suite) knows
+			// every member this process may be in the group as, even if it dies in the join.
+			cfg.Logger.Info("consumer group: member id assigned", zap.String("group", cfg.GroupID), zap.String("member", m.id))
 		}
 	}
 	if err != nil {
