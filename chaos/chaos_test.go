@@ -35,6 +35,7 @@ const (
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	envEvents    = "CHAOS_EVENTS"         // create or lifecycle for every seed; default by seed (every third: lifecycle)
 	envVanished  = "CHAOS_KEEP_VANISHED"  // set: don't expire the embedded broker's members of dead replicas (Config.KeepVanished)
+	envOrder     = "CHAOS_ORDER"          // set: run the lifecycle order test and its self-test (order_test.go)
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )

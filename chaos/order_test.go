@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -236,8 +237,8 @@ func applyInOrder(recs []Record) (loadgen.State, error) {
 // the simulator holds exactly the model's groups (each account's valid events applied once, in
 // seq order), and the checker finds no double effect, no order violation and nothing lost.
 func TestChaosLifecycleOrder(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
+	if testing.Short() || os.Getenv(envOrder) == "" {
+		t.Skipf("%s not set (or -short): a 6 000-event fleet run, on demand: %s=1 go test -run Lifecycle ./chaos/", envOrder, envOrder)
 	}
 	sc, err := lifecycleOrderScenario(19)
 	if err != nil {
@@ -258,8 +259,8 @@ func TestChaosLifecycleOrder(t *testing.T) {
 // (CHATGROUPD_TEST_BREAK=blind-lifecycle) re-apply what the killed or departed owner already
 // applied; the checker or the final-state comparison must catch it.
 func TestChaosCatchesBlindLifecycle(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
+	if testing.Short() || os.Getenv(envOrder) == "" {
+		t.Skipf("%s not set (or -short): a 6 000-event fleet run, on demand: %s=1 go test -run Lifecycle ./chaos/", envOrder, envOrder)
 	}
 	c := broker(t)
 	if c.Fake == nil {
