@@ -246,8 +246,8 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
-		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
+		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.DoubleEffects, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
 		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled)
 	t.Log(line)
 	fmt.Println(line)
