@@ -157,14 +157,23 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		case rec := <-records:
 			r.mu.Lock()
-			member.Apply(rec, r.now())
+			before := member.Ceiling()
+			ceiling := member.Apply(rec, r.now())
 			r.m.FleetPeers.Set(float64(member.Peers()))
 			r.mu.Unlock()
+			// At debug level every record read is logged with the ceiling it left, so that a
+			// window the API saw crossed can be replayed against the ledger.
+			if ce := r.log.Check(zap.DebugLevel, "budget record read"); ce != nil {
+				ce.Write(zap.Any("record", rec), zap.Int("ceiling_before", before), zap.Int("ceiling", ceiling))
+			}
 		case <-tick.C:
 			r.mu.Lock()
 			out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
 			r.mu.Unlock()
 			if out != nil {
+				if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
+					ce.Write(zap.Any("record", *out))
+				}
 				select {
 				case <-outbox: // an unsent older record is superseded
 				default:

@@ -66,7 +66,7 @@ type replica struct {
 func newReplica(t testing.TB, brokers []string, topic, name string, api dispatcher.API, budgetCalls int) *replica {
 	t.Helper()
 	m := metrics.NewNop()
-	d, err := dispatcher.New(dispatcher.Config{API: api, RateLimit: float64(budgetCalls), FleetAPIs: []string{im.APICreate}, Metrics: m})
+	d, err := dispatcher.New(dispatcher.Config{API: api, RateLimit: float64(budgetCalls), FleetBudget: true, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

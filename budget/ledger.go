@@ -197,15 +197,48 @@ func (l *Ledger) Granted() int {
 // the budget water-filled over the demands (each gets its demand if it fits, the rest is split
 // evenly among those wanting more, remainders to the lowest member ids). Members compute it
 // from their own views, which may differ; safety never depends on it, only on the grants.
+//
+// When the demands fit in the budget, what is left is split evenly over the members (a member
+// that left, demand 0, takes none) on top of their demands, so that nobody shrinks while the
+// budget is not contended. A demand falls whenever a member's callers stop waiting for a
+// moment — a rebalance draining its partitions, a slow fetch, a stall of the process — and
+// every member's at once in a rebalance; a member that shrank on that must grow again, and
+// growth waits for a round trip through the log and, beyond what the others' records show
+// free, a whole window. Holding the headroom costs a member whose demand rises one more round
+// trip: the others shrink to their demands when they read its new one.
 func (l *Ledger) Target(member string, demand int) int {
 	type d struct {
 		m string
 		d int
 	}
-	ds := []d{{member, min(demand, l.budget)}}
+	ds := []d{{member, min(max(demand, 0), l.budget)}}
+	sum := ds[0].d
 	for m, e := range l.es {
 		if m != member {
 			ds = append(ds, d{m, min(e.demand, l.budget)})
+			sum += ds[len(ds)-1].d
+		}
+	}
+	if sum <= l.budget {
+		if ds[0].d == 0 {
+			return 0
+		}
+		var taking []d
+		for _, x := range ds {
+			if x.d > 0 {
+				taking = append(taking, x)
+			}
+		}
+		slices.SortFunc(taking, func(a, b d) int { return cmp.Compare(a.m, b.m) })
+		left := l.budget - sum
+		n := len(taking)
+		for j, x := range taking {
+			if x.m == member {
+				if j < left%n {
+					return x.d + left/n + 1
+				}
+				return x.d + left/n
+			}
 		}
 	}
 	slices.SortFunc(ds, func(a, b d) int { return cmp.Or(cmp.Compare(a.d, b.d), cmp.Compare(a.m, b.m)) })

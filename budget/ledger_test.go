@@ -100,6 +100,13 @@ func TestLedgerTarget(t *testing.T) {
 		{"three saturated: not the lowest", map[string]int{"a": 200, "b": 200}, 200, 66, "c"},
 		{"small demand is met", map[string]int{"b": 200}, 30, 30, "m"},
 		{"demand above the budget", map[string]int{}, 1000, 200, "m"},
+		{"uncontended: the rest is split evenly on top of the demands", map[string]int{"b": 2}, 2, 100, "m"},
+		{"uncontended, uneven demands", map[string]int{"b": 2, "c": 50}, 10, 56, "a"},
+		{"uncontended: remainder to the lowest ids", map[string]int{"b": 3, "c": 2}, 2, 67, "a"},
+		{"uncontended: not the lowest", map[string]int{"a": 2, "b": 3}, 2, 66, "c"},
+		{"uncontended: a member that left takes no headroom", map[string]int{"b": 0}, 2, 200, "m"},
+		{"no demand, no headroom", map[string]int{"b": 2}, 0, 0, "m"},
+		{"contended: no headroom", map[string]int{"b": 150}, 60, 60, "m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := NewLedger(200, 3*time.Second, 0, t0)

@@ -202,8 +202,10 @@ func NewSchedule(o Options) *Schedule {
 	o = o.withDefaults()
 	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{},
 		groups: map[string]*acctGroups{}}
-	if o.Replicas <= 0 {
-		g.o.Replicas = 3 + g.rng.IntN(3)
+	// Drawn whether or not it is forced, so that forcing the drawn size (the replay command
+	// prints CHAOS_REPLICAS) replays the very same schedule.
+	if drawn := 3 + g.rng.IntN(3); o.Replicas <= 0 {
+		g.o.Replicas = drawn
 	}
 	if g.o.FleetBudget == "" {
 		// Odd seeds kafka, even ones static: any two consecutive seeds test both. Not drawn from

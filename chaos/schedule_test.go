@@ -209,3 +209,15 @@ func TestScheduleLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduleReplayWithReplicas: forcing the fleet size a seed draws anyway (as the printed
+// replay command does) gives the very same schedule; seed 9 once replayed as another one.
+func TestScheduleReplayWithReplicas(t *testing.T) {
+	for seed := uint64(1); seed <= 30; seed++ {
+		drawn := NewSchedule(Options{Seed: seed, Duration: time.Minute})
+		forced := NewSchedule(Options{Seed: seed, Duration: time.Minute, Replicas: drawn.Replicas})
+		if drawn.String() != forced.String() {
+			t.Fatalf("seed %d: forcing %d replicas changed the schedule:\n%s\nvs\n%s", seed, drawn.Replicas, drawn, forced)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/internal/configtest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -115,8 +116,8 @@ func TestShareAndMetrics(t *testing.T) {
 	msgs, _ := makeEvents(300, 30, "m")
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 300 })
-	waitFor(t, 5*time.Second, "lag 0", func() bool {
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 300 })
+	testwait.For(t, 5*time.Second, "lag 0", func() bool {
 		sum := 0.0
 		for p := 0; p < 3; p++ {
 			sum += testutil.ToFloat64(m.ConsumerLag.WithLabelValues(e.topic, string(rune('0'+p))))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -30,8 +31,8 @@ func TestPerAccountOrder(t *testing.T) {
 	}
 	e.k.Produce(t, e.topic, msgs...)
 	r := e.start()
-	waitFor(t, 20*time.Second, "all applied", func() bool { return len(e.disp.snapshot()) >= accounts*per })
-	waitFor(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == accounts*per })
+	testwait.For(t, 20*time.Second, "all applied", func() bool { return len(e.disp.snapshot()) >= accounts*per })
+	testwait.For(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == accounts*per })
 	if !r.c.Ready() {
 		t.Error("Ready() false while consuming")
 	}
@@ -76,7 +77,7 @@ func TestSeqReorder(t *testing.T) {
 		evMsg("z1", "z", 1), evMsg("z2", "z", 2), evMsg("z2b", "z", 2),
 	)
 	e.start()
-	waitFor(t, 10*time.Second, "9 applied", func() bool { return len(e.disp.snapshot()) == 9 })
+	testwait.For(t, 10*time.Second, "9 applied", func() bool { return len(e.disp.snapshot()) == 9 })
 	order := map[string][]string{}
 	for _, c := range e.disp.snapshot() {
 		order[c.Account] = append(order[c.Account], c.ID)
@@ -91,7 +92,7 @@ func TestSeqReorder(t *testing.T) {
 	if l := counter(m.LateEvents); l != 1 {
 		t.Errorf("late events %v, want 1", l)
 	}
-	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == 9 })
+	testwait.For(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == 9 })
 }
 
 // TestInvalidDeadLettered: every invalid kind of event (docs/events.md) goes to the DLQ with the precise
@@ -125,8 +126,8 @@ func TestInvalidDeadLettered(t *testing.T) {
 	msgs = append(msgs, evMsg("ok", "a", 0))
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 10*time.Second, "letters", func() bool { return len(e.dl.snapshot()) == len(cases) })
-	waitFor(t, 5*time.Second, "valid applied", func() bool { return len(e.disp.snapshot()) == 1 })
+	testwait.For(t, 10*time.Second, "letters", func() bool { return len(e.dl.snapshot()) == len(cases) })
+	testwait.For(t, 5*time.Second, "valid applied", func() bool { return len(e.disp.snapshot()) == 1 })
 	for i, l := range e.dl.snapshot() {
 		if l.l.Reason != dlq.ReasonInvalid || l.l.Code != 0 || l.l.Attempts != 0 {
 			t.Errorf("letter %d: %+v", i, l.l)
@@ -144,7 +145,7 @@ func TestInvalidDeadLettered(t *testing.T) {
 	if n := counter(m.EventsProcessed.WithLabelValues("invalid")); n != float64(len(cases)) {
 		t.Errorf("invalid count %v", n)
 	}
-	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	testwait.For(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 }
 
 // withReplay marks m as dlq replay does: replay-count n alongside replay-of.
@@ -162,7 +163,7 @@ func TestDuplicates(t *testing.T) {
 	e.disp.delay["a"] = 50 * time.Millisecond // e1's first copy is in flight when the second arrives
 	e.k.Produce(t, e.topic, evMsg("e1", "a", 0), evMsg("e1", "a", 0), withReplay(evMsg("e1", "a", 0), "1"), evMsg("e2", "b", 0), evMsg("e2", "b", 0))
 	r := e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 5 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 5 })
 	got := ids(e.disp.snapshot())
 	if want := map[string]int{"e1/0": 1, "e1/1": 1, "e2/0": 1}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("dispatched %v, want %v", got, want)
@@ -175,7 +176,7 @@ func TestDuplicates(t *testing.T) {
 	// After a restart the window is rebuilt from the log before the committed offset.
 	e.k.Produce(t, e.topic, evMsg("e1", "a", 0), withReplay(evMsg("e1", "a", 0), "1"), evMsg("e2", "b", 0), evMsg("e3", "b", 0))
 	e.start()
-	waitFor(t, 10*time.Second, "committed after restart", func() bool { return e.committedTotal() == 9 })
+	testwait.For(t, 10*time.Second, "committed after restart", func() bool { return e.committedTotal() == 9 })
 	got = ids(e.disp.snapshot())
 	if want := map[string]int{"e1/0": 1, "e1/1": 1, "e2/0": 1, "e3/0": 1}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("after restart dispatched %v, want %v", got, want)
@@ -195,7 +196,7 @@ func TestSlowAccountDoesNotDelayOthers(t *testing.T) {
 	}
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 10*time.Second, "all applied", func() bool { return len(e.disp.snapshot()) == len(msgs) })
+	testwait.For(t, 10*time.Second, "all applied", func() bool { return len(e.disp.snapshot()) == len(msgs) })
 	calls := e.disp.snapshot()
 	firstSlow := -1
 	lastFast := -1
@@ -210,7 +211,7 @@ func TestSlowAccountDoesNotDelayOthers(t *testing.T) {
 	if lastFast > firstSlow {
 		t.Fatalf("a fast account finished at call %d, after the slow account's first call %d", lastFast, firstSlow)
 	}
-	waitFor(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	testwait.For(t, 5*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 }
 
 // TestDispatchErrorRetried: a Dispatcher error outside shutdown doesn't lose the record: it is
@@ -220,7 +221,7 @@ func TestDispatchErrorRetried(t *testing.T) {
 	e.disp.errs["e1"] = 1
 	e.k.Produce(t, e.topic, evMsg("e1", "a", 1), evMsg("e2", "a", 2))
 	e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
 	calls := e.disp.snapshot()
 	want := []call{{"e1!error", "a", 1, 0, false}, {"e1", "a", 1, 0, true}, {"e2", "a", 2, 0, false}}
 	if !reflect.DeepEqual(calls, want) {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestRevokeDrainBoundedBySession reproduces a member evicted while its call still runs: session
@@ -47,7 +49,7 @@ func TestRevokeDrainBoundedBySession(t *testing.T) {
 			e.disp.hold["slow"] = hold
 			e.disp.mu.Unlock()
 			a := e.start()
-			waitFor(t, 15*time.Second, "the slow call in flight", func() bool {
+			testwait.For(t, 15*time.Second, "the slow call in flight", func() bool {
 				e.disp.mu.Lock()
 				defer e.disp.mu.Unlock()
 				return e.disp.active["slow"] == 1
@@ -55,10 +57,10 @@ func TestRevokeDrainBoundedBySession(t *testing.T) {
 			b := e.start()
 			// Long enough for an eviction (session 6s after the last heartbeat) and for the
 			// successor to dispatch, shorter than the legacy drain's end.
-			waitFor(t, 20*time.Second, "the second member ready", b.c.Ready)
+			testwait.For(t, 20*time.Second, "the second member ready", b.c.Ready)
 			time.Sleep(3 * time.Second)
 			close(hold)
-			waitFor(t, 40*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+			testwait.For(t, 40*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 			a.stop(t)
 			n := e.disp.overlaps.Load()
 			failed := counter(m.Commits.WithLabelValues("error"))
@@ -101,14 +103,14 @@ func TestShareDroppedWhenGenerationEnds(t *testing.T) {
 		defer e.disp.mu.Unlock()
 		return e.disp.active["slow"] == 1
 	}
-	waitFor(t, 15*time.Second, "the slow call in flight", active)
+	testwait.For(t, 15*time.Second, "the slow call in flight", active)
 	share.mu.Lock()
 	if share.owned != 2 {
 		t.Errorf("share of %d partitions while running, want 2", share.owned)
 	}
 	share.mu.Unlock()
 	r.cancel()
-	waitFor(t, 3*time.Second, "share dropped to zero", func() bool {
+	testwait.For(t, 3*time.Second, "share dropped to zero", func() bool {
 		share.mu.Lock()
 		defer share.mu.Unlock()
 		return share.calls == 2 && share.owned == 0 && share.tot == 2
@@ -138,13 +140,13 @@ func TestEndedOnArrivalCountTowardFetchBound(t *testing.T) {
 	e.disp.mu.Unlock()
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 15*time.Second, "the fetch reaching the bound", func() bool { return counter(m.EventsConsumed) >= 40 })
+	testwait.For(t, 15*time.Second, "the fetch reaching the bound", func() bool { return counter(m.EventsConsumed) >= 40 })
 	time.Sleep(time.Second) // were the bound ignored, the other 460 arrive within it
 	if n := counter(m.EventsConsumed); n > 45 {
 		t.Errorf("%v records fetched above a stuck watermark, bound is 4×10 tracked", n)
 	}
 	close(hold)
-	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 	if n := counter(m.EventsProcessed.WithLabelValues("duplicate")); n != 500 {
 		t.Errorf("%v duplicates counted, want 500", n)
 	}
@@ -166,17 +168,17 @@ func TestShutdownDrainCutWhenGenerationEnds(t *testing.T) {
 	e.disp.hold["slow"] = hold
 	e.disp.mu.Unlock()
 	a := e.start()
-	waitFor(t, 15*time.Second, "the slow call in flight", func() bool {
+	testwait.For(t, 15*time.Second, "the slow call in flight", func() bool {
 		e.disp.mu.Lock()
 		defer e.disp.mu.Unlock()
 		return e.disp.active["slow"] == 1
 	})
 	a.cancel() // shutdown: drains up to 20s while heartbeating
 	b := e.start()
-	waitFor(t, 30*time.Second, "the joiner ready", b.c.Ready)
+	testwait.For(t, 30*time.Second, "the joiner ready", b.c.Ready)
 	time.Sleep(3 * time.Second) // past an eviction of the first member, had it drained on
 	close(hold)
-	waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
+	testwait.For(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
 	a.stop(t)
 	if n := e.disp.overlaps.Load(); n != 0 {
 		t.Errorf("%d dispatches of one account in flight at once", n)
@@ -228,21 +230,21 @@ func testLeaseLapses(t *testing.T, unreachable bool) {
 	first, firstIDs := makeEvents(10, 2, "l")
 	e.k.Produce(t, e.topic, first...)
 	e.start()
-	waitFor(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == 10 })
+	testwait.For(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == 10 })
 	if n := e.disp.leaseHeld.Load(); n != 0 {
 		t.Fatalf("%d dispatches held while commits were accepted", n)
 	}
 	tr.failing.Store(true)
 	failed := counter(m.Commits.WithLabelValues("error"))
-	waitFor(t, 5*time.Second, "a refused commit", func() bool { return counter(m.Commits.WithLabelValues("error")) > failed })
+	testwait.For(t, 5*time.Second, "a refused commit", func() bool { return counter(m.Commits.WithLabelValues("error")) > failed })
 	time.Sleep(4500 * time.Millisecond) // the lease: session 6s − heartbeat 0.5s − 1s
 	more, moreIDs := makeEvents(5, 5, "m")
 	e.k.Produce(t, e.topic, more...)
-	waitFor(t, 10*time.Second, "a dispatch held by the lapsed lease", func() bool { return e.disp.leaseHeld.Load() > 0 })
+	testwait.For(t, 10*time.Second, "a dispatch held by the lapsed lease", func() bool { return e.disp.leaseHeld.Load() > 0 })
 	if n := len(e.disp.snapshot()); n != 10 {
 		t.Fatalf("%d dispatches done, want the first 10 only while membership is unconfirmed", n)
 	}
 	tr.failing.Store(false)
-	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 15 })
+	testwait.For(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 15 })
 	checkOnce(t, e.disp.snapshot(), append(firstIDs, moreIDs...))
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
-	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // call is one Dispatch the fake saw.
@@ -274,12 +273,6 @@ func (r *running) stop(t testing.TB) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return within 30s of cancel")
 	}
-}
-
-// waitFor is testwait.For, under the name the package's tests call it by.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testwait.For(t, d, what, cond)
 }
 
 // committed reads the group's committed offsets and metadata.

@@ -10,20 +10,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// generation is one generation's run around its engine: the partitions it got, the goroutines it
-// started (a fetch per partition, the commit loop) and the contexts that end them. runGeneration
-// reads as its three phases: start, drain, finish.
+// generation is one generation's run around its engine: the partitions it got and the goroutines
+// it started (a fetch per partition, the commit loop). runGeneration reads as its phases: start,
+// stop the intake, drain, finish. Its contexts are runGeneration's and passed to each phase: stop
+// (stopCtx) ends with the generation or with Run's context: no new fetch, no periodic commit;
+// dctx bounds the generation's dispatches: the drain ends it (dcancel) once its time is up, or at
+// once when the process crashes (tests).
 type generation struct {
-	c    *Consumer
-	g    *groupGen
-	e    *engine
-	ids  []int // the assigned partitions, sorted
-	runs context.Context
-	// stop ends with the generation or with Run's context: no new fetch, no periodic commit.
-	stop context.Context
-	// dctx bounds the dispatches of the generation: the drain ends it (dcancel) once its time
-	// is up, or at once when the process crashes (tests).
-	dctx    context.Context
+	c       *Consumer
+	g       *groupGen
+	e       *engine
+	ids     []int // the assigned partitions, sorted
 	dcancel context.CancelFunc
 	// fetchCancel ends the fetches; fetchers and committer wait for them and the commit loop.
 	fetchCancel context.CancelFunc
@@ -40,8 +37,8 @@ func (c *Consumer) runGeneration(runCtx context.Context, g *groupGen) {
 	defer context.AfterFunc(g.ctx, stop)()
 	dctx, dcancel := context.WithCancel(context.WithoutCancel(runCtx))
 	defer dcancel()
-	gr := &generation{c: c, g: g, ids: assigned(c.cfg.Topic, g), runs: runCtx, stop: stopCtx, dctx: dctx, dcancel: dcancel}
-	if !gr.start() {
+	gr := &generation{c: c, g: g, ids: assigned(c.cfg.Topic, g), dcancel: dcancel}
+	if !gr.start(stopCtx, dctx) {
 		return
 	}
 	defer gr.fetchCancel()
@@ -60,8 +57,8 @@ func (c *Consumer) runGeneration(runCtx context.Context, g *groupGen) {
 		gr.e.runners.Wait()
 		return
 	}
-	abandoned := gr.drain(shutdown, inflight)
-	gr.finish(abandoned)
+	abandoned := gr.drain(dctx, shutdown, inflight)
+	gr.finish(runCtx, abandoned)
 }
 
 // assigned lists the partitions of topic the generation assigned to this member, sorted.
@@ -76,19 +73,19 @@ func assigned(topic string, g *groupGen) []int {
 
 // start sets the partitions up and starts their fetches and the commit loop. False: the set-up
 // failed or the generation ended first (nothing was started).
-func (gr *generation) start() bool {
+func (gr *generation) start(stopCtx, dctx context.Context) bool {
 	c, cfg, gen := gr.c, &gr.c.cfg, gr.g.gen
 	cfg.Metrics.Rebalances.Inc()
 	cfg.Metrics.AssignedParts.Set(float64(len(gr.ids)))
-	e := newEngine(c, gr.dctx)
+	e := newEngine(c, dctx)
 	gr.e = e
-	total, late, err := e.setup(gr.stop, gr.ids)
+	total, late, err := e.setup(stopCtx, gr.ids)
 	if err != nil {
-		if gr.stop.Err() == nil {
+		if stopCtx.Err() == nil {
 			cfg.Logger.Error("consumer: partition setup failed; leaving generation", zap.Int32("generation", gen.ID), zap.Error(err))
 			// Returning rejoins (the coordinator hands the same partitions back, or rebalances
 			// if the group changed meanwhile); pause so a lasting failure doesn't spin.
-			sleepCtx(gr.stop, time.Second)
+			sleepCtx(stopCtx, time.Second)
 		}
 		return false
 	}
@@ -102,7 +99,7 @@ func (gr *generation) start() bool {
 		zap.Ints("dedupe_kept", e.keptWindows))
 	c.ready.Store(true)
 
-	fetchCtx, fetchCancel := context.WithCancel(gr.stop)
+	fetchCtx, fetchCancel := context.WithCancel(stopCtx)
 	gr.fetchCancel = fetchCancel
 	for _, id := range gr.ids {
 		if slices.Contains(late, id) {
@@ -120,7 +117,7 @@ func (gr *generation) start() bool {
 		p := e.parts[id]
 		gr.fetchers.Go(func() { e.fetch(fetchCtx, p) })
 	}
-	gr.committer.Go(func() { e.commitLoop(gr.stop, gen) })
+	gr.committer.Go(func() { e.commitLoop(stopCtx, gen) })
 	return true
 }
 
@@ -154,7 +151,7 @@ func (gr *generation) stopIntake() int {
 // drain waits for the records in flight to end, within ShutdownTimeout on shutdown or the revoke
 // bound when the generation ended under the member, and returns how many it abandoned. Every
 // runner has returned when it does.
-func (gr *generation) drain(shutdown bool, inflight int) int {
+func (gr *generation) drain(dctx context.Context, shutdown bool, inflight int) int {
 	c, cfg, e := gr.c, &gr.c.cfg, gr.e
 	drain, why := cfg.ShutdownTimeout, "shutdown"
 	if !shutdown {
@@ -182,7 +179,7 @@ func (gr *generation) drain(shutdown bool, inflight int) int {
 		defer stopAfter()
 	}
 	e.mu.Lock()
-	for e.inflight > 0 && gr.dctx.Err() == nil {
+	for e.inflight > 0 && dctx.Err() == nil {
 		e.idle.Wait()
 	}
 	abandoned := e.inflight
@@ -198,9 +195,9 @@ func (gr *generation) drain(shutdown bool, inflight int) int {
 
 // finish makes the generation's final commit, remembers what the next generation may keep and
 // removes the partitions' metric series.
-func (gr *generation) finish(abandoned int) {
+func (gr *generation) finish(runCtx context.Context, abandoned int) {
 	c, cfg, e, gen := gr.c, &gr.c.cfg, gr.e, gr.g.gen
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(gr.runs), 10*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), 10*time.Second)
 	defer cancel()
 	e.mu.Lock()
 	e.final = true

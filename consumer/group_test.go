@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // groupEnv is a topic and group on a cluster, for member-level tests.
@@ -209,7 +210,7 @@ func testStaticRestart(t *testing.T, killLeader bool) {
 	}
 	// The other member's generation must survive: three of its heartbeats accepted after the restart.
 	n := liveBeats.Load()
-	waitFor(t, 10*time.Second, "the other member's heartbeats after the restart", func() bool {
+	testwait.For(t, 10*time.Second, "the other member's heartbeats after the restart", func() bool {
 		return liveBeats.Load() >= n+3 || gLive.ctx.Err() != nil
 	})
 	if err := context.Cause(gLive.ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestReplayCountTrustedOnlyWithReplayOf: a producer-set replay-count can't make a copy of an
@@ -40,7 +41,7 @@ func TestReplayCountTrustedOnlyWithReplayOf(t *testing.T) {
 		rc(bad, count, "2", of, "d/0/9"),                             // dead letter: trusted
 	)
 	e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 8 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 8 })
 	if got, want := ids(e.disp.snapshot()), map[string]int{"e1/0": 1, "e1/1": 1}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("dispatched %v, want %v", got, want)
 	}
@@ -74,7 +75,7 @@ func TestKeyMismatchCounted(t *testing.T) {
 	e.k.Produce(t, e.topic, mismatched("m1", "x", "a"), mismatched("m2", "y", "a"), mismatched("m3", "", "b"),
 		evMsg("ok", "c", 0), mismatched("m4", "A", "a"))
 	e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 5 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 5 })
 	if n := len(e.disp.snapshot()); n != 5 {
 		t.Errorf("%d dispatched, want all 5 (count mode applies them)", n)
 	}
@@ -98,7 +99,7 @@ func TestKeyMismatchDeadLetter(t *testing.T) {
 	e.cfgEdit = func(c *Config) { c.KeyMismatch = KeyMismatchDeadLetter }
 	e.k.Produce(t, e.topic, mismatched("m1", "mallory", "alice"), evMsg("ok", "bob", 0))
 	e.start()
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
 	if got := ids(e.disp.snapshot()); !reflect.DeepEqual(got, map[string]int{"ok/0": 1}) {
 		t.Errorf("dispatched %v", got)
 	}
@@ -130,7 +131,7 @@ func TestDeadLetterFailureVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := e.start()
-	waitFor(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
+	testwait.For(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
 	err := r.c.DeadLetterHealth()
 	if !errors.Is(err, errDLQBlocked) || !strings.Contains(err.Error(), "partitions 1 blocked") ||
 		!strings.Contains(err.Error(), "fake: broker unavailable") {
@@ -140,7 +141,7 @@ func TestDeadLetterFailureVisible(t *testing.T) {
 		t.Errorf("dlq_blocked_partitions = %v, want 1", v)
 	}
 	e.dl.failing.Store(false)
-	waitFor(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
+	testwait.For(t, 10*time.Second, "committed", func() bool { return e.committedTotal() == 2 })
 	if err := r.c.DeadLetterHealth(); err != nil {
 		t.Errorf("DeadLetterHealth after recovery = %v", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
@@ -266,7 +267,7 @@ func TestHandoverWithoutBlindWait(t *testing.T) {
 			e.cfgEdit = func(c *Config) { c.Dispatcher, c.UncertainHold, c.HandoverSkew, c.Metrics = gw, tc.hold, tc.skew, m }
 			a := e.start()
 			a.c.crash = tc.crash
-			waitFor(t, 15*time.Second, "every account waiting for a grant", func() bool { return gw.waiting.Load() == 5 })
+			testwait.For(t, 15*time.Second, "every account waiting for a grant", func() bool { return gw.waiting.Load() == 5 })
 			a.stop(t)
 			c := e.committed()[0]
 			meta, err := decodeMeta(c.CommittedOffset, c.Metadata)
@@ -285,9 +286,9 @@ func TestHandoverWithoutBlindWait(t *testing.T) {
 			e.cfgEdit = func(c *Config) { c.Dispatcher, c.UncertainHold, c.HandoverSkew, c.Metrics = sl, tc.hold, tc.skew, m2 }
 			t0 := time.Now()
 			b := e.start()
-			waitFor(t, 20*time.Second, "the successor assigned", b.c.Ready)
+			testwait.For(t, 20*time.Second, "the successor assigned", b.c.Ready)
 			assigned := time.Now()
-			waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+			testwait.For(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 			checkOnce(t, e.disp.snapshot(), all)
 			first := time.Time{}
 			for a := range accts {
@@ -346,7 +347,7 @@ func TestHandoverAbandonedCall(t *testing.T) {
 			e.disp.hold["slow"] = h
 			e.disp.mu.Unlock()
 			a := e.start()
-			waitFor(t, 15*time.Second, "the slow call written", func() bool { return len(sl.since("slow", time.Time{})) == 1 })
+			testwait.For(t, 15*time.Second, "the slow call written", func() bool { return len(sl.since("slow", time.Time{})) == 1 })
 			wrote := sl.since("slow", time.Time{})[0]
 			a.stop(t) // the drain gives up on the call after ShutdownTimeout
 			close(h)
@@ -363,9 +364,9 @@ func TestHandoverAbandonedCall(t *testing.T) {
 
 			e.cfgEdit = func(c *Config) { c.Dispatcher, c.UncertainHold, c.HandoverSkew = sl, hold, tc.skew }
 			b := e.start()
-			waitFor(t, 20*time.Second, "the successor assigned", b.c.Ready)
+			testwait.For(t, 20*time.Second, "the successor assigned", b.c.Ready)
 			assigned := time.Now()
-			waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
+			testwait.For(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == 2 })
 			checkOnce(t, e.disp.snapshot(), []string{"slow-1", "slow-2"})
 			next := sl.since("slow", wrote.Add(time.Nanosecond))
 			if len(next) == 0 {
@@ -460,7 +461,7 @@ func TestLaneSuccessorHold(t *testing.T) {
 			e.cfgEdit = func(c *Config) { base(c); c.Dispatcher, c.UncertainHold = sim, tc.hold }
 			a := e.start()
 			a.c.crash = tc.crash
-			waitFor(t, 30*time.Second, "the lane head's call written", func() bool {
+			testwait.For(t, 30*time.Second, "the lane head's call written", func() bool {
 				sim.mu.Lock()
 				defer sim.mu.Unlock()
 				return len(sim.written) > 0 && (tc.crash || sim.answered.Load() > 0)
@@ -471,9 +472,9 @@ func TestLaneSuccessorHold(t *testing.T) {
 			e.cfgEdit = func(c *Config) { base(c); c.Dispatcher, c.UncertainHold = sl, tc.hold }
 			t0 := time.Now()
 			b := e.start()
-			waitFor(t, 20*time.Second, "the successor assigned", b.c.Ready)
+			testwait.For(t, 20*time.Second, "the successor assigned", b.c.Ready)
 			assigned := time.Now()
-			waitFor(t, 30*time.Second, "the parked account applied", func() bool {
+			testwait.For(t, 30*time.Second, "the parked account applied", func() bool {
 				n := 0
 				for _, c := range d.snapshot() {
 					if c.Account == "stuck" {

@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // startLog wraps a Dispatcher and notes when each dispatch of an account began.
@@ -68,7 +69,7 @@ func TestSuccessorWaitsOutPreviousCalls(t *testing.T) {
 			e.disp.mu.Unlock()
 			a := e.start()
 			a.c.crash = true
-			waitFor(t, 15*time.Second, "the slow call in flight and its horizon committed", func() bool {
+			testwait.For(t, 15*time.Second, "the slow call in flight and its horizon committed", func() bool {
 				e.disp.mu.Lock()
 				active := e.disp.active["slow"] == 1
 				e.disp.mu.Unlock()
@@ -83,9 +84,9 @@ func TestSuccessorWaitsOutPreviousCalls(t *testing.T) {
 			close(h)
 			t0 := time.Now()
 			b := e.start()
-			waitFor(t, 20*time.Second, "the successor assigned", b.c.Ready)
+			testwait.For(t, 20*time.Second, "the successor assigned", b.c.Ready)
 			assigned := time.Now()
-			waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+			testwait.For(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 			calls := e.disp.snapshot()
 			checkOnce(t, calls, all)
 			starts := sl.since("slow", t0)

@@ -1,8 +1,3 @@
-// Package consumer reads the event topic as a Kafka consumer group and drives each record to an
-// end — applied, dead-lettered or dropped as a duplicate — keeping one account's events in order
-// while many accounts proceed at once. It commits per-partition watermarks with the set of
-// completed offsets above them in the commit metadata, so restarts and rebalances lose nothing and
-// repeat nothing that is known done.
 package consumer
 
 import (

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -185,16 +186,16 @@ func TestLaneParksStuckAccount(t *testing.T) {
 		}
 		rc := e.start()
 		// Latency from here on is the consumer's, not the group join's.
-		waitFor(t, 30*time.Second, "member ready", rc.c.Ready)
+		testwait.For(t, 30*time.Second, "member ready", rc.c.Ready)
 		n := produceRounds(t, e, accounts, rounds, 200*time.Millisecond, func(r int) []kafka.Message {
 			return []kafka.Message{evMsg(fmt.Sprintf("s-%d", r+1), "stuck", int64(r+1))}
 		})
-		waitFor(t, 30*time.Second, "others applied", func() bool { return len(d.snapshot()) >= accounts*rounds })
+		testwait.For(t, 30*time.Second, "others applied", func() bool { return len(d.snapshot()) >= accounts*rounds })
 		if !fault {
-			waitFor(t, 10*time.Second, "all applied", func() bool { return len(d.snapshot()) == n })
+			testwait.For(t, 10*time.Second, "all applied", func() bool { return len(d.snapshot()) == n })
 			return d.p99(), e, d
 		}
-		waitFor(t, 10*time.Second, "main partition committed to its end while parked", func() bool {
+		testwait.For(t, 10*time.Second, "main partition committed to its end while parked", func() bool {
 			return e.committed()[0].CommittedOffset == int64(n)
 		})
 		if !d.fault.Load() || slices.ContainsFunc(d.snapshot(), func(c call) bool { return c.Account == "stuck" }) {
@@ -220,7 +221,7 @@ func TestLaneParksStuckAccount(t *testing.T) {
 			t.Fatalf("lane list %+v, want stuck with %d events, code 50004, head at offset %d", parked, rounds, accounts)
 		}
 		d.clear()
-		waitFor(t, 10*time.Second, "stuck account applied", func() bool {
+		testwait.For(t, 10*time.Second, "stuck account applied", func() bool {
 			return len(d.snapshot()) == accounts*rounds+rounds
 		})
 		calls := d.snapshot()
@@ -231,7 +232,7 @@ func TestLaneParksStuckAccount(t *testing.T) {
 			}
 		}
 		// The unpark marker follows: the lane's committed position passes every record.
-		waitFor(t, 10*time.Second, "lane committed to its end", func() bool {
+		testwait.For(t, 10*time.Second, "lane committed to its end", func() bool {
 			return e.laneCommitted(t) == int64(rounds)+1
 		})
 		if parked, err := ListParked(context.Background(), lc); err != nil || len(parked) != 0 {
@@ -339,7 +340,7 @@ func TestLaneHotStuckAccount(t *testing.T) {
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
 	n := hot + produceRounds(t, e, accounts, rounds, 100*time.Millisecond, nil)
-	waitFor(t, 60*time.Second, "others applied and main committed to its end while parked", func() bool {
+	testwait.For(t, 60*time.Second, "others applied and main committed to its end while parked", func() bool {
 		return len(d.snapshot()) >= accounts*rounds && e.committed()[0].CommittedOffset == int64(n)
 	})
 	if c := slices.ContainsFunc(d.snapshot(), func(c call) bool { return c.Account == "hot" }); c || !d.fault.Load() {
@@ -347,7 +348,7 @@ func TestLaneHotStuckAccount(t *testing.T) {
 	}
 	t.Logf("lane holds %d records", e.laneEnd(t))
 	d.clear()
-	waitFor(t, 60*time.Second, "hot account applied", func() bool { return len(d.snapshot()) >= n })
+	testwait.For(t, 60*time.Second, "hot account applied", func() bool { return len(d.snapshot()) >= n })
 	checkOnceEach(t, d.snapshot(), n, "hot", hot)
 	checkAccount(t, d.snapshot(), "hot", hot)
 }
@@ -371,24 +372,24 @@ func TestLaneCrash(t *testing.T) {
 			r.c.crash = phase != "handover"
 			n := stuckN + produceRounds(t, e, accounts, 1, 0, nil)
 			if phase == "parking" || phase == "handover" {
-				waitFor(t, 30*time.Second, "parking under way", func() bool { return e.laneEnd(t) > 50 })
+				testwait.For(t, 30*time.Second, "parking under way", func() bool { return e.laneEnd(t) > 50 })
 				r.stop(t)
 				t.Logf("%s with %d of %d records in the lane", map[bool]string{true: "crashed", false: "stopped"}[phase == "parking"], e.laneEnd(t), stuckN)
 				r = e.start()
 				r.c.crash = true
-				waitFor(t, 30*time.Second, "others applied, main committed to its end", func() bool {
+				testwait.For(t, 30*time.Second, "others applied, main committed to its end", func() bool {
 					return e.committed()[0].CommittedOffset == int64(n)
 				})
 				d.clear()
 			} else {
-				waitFor(t, 30*time.Second, "parked, main committed to its end", func() bool {
+				testwait.For(t, 30*time.Second, "parked, main committed to its end", func() bool {
 					return e.committed()[0].CommittedOffset == int64(n) && e.laneEnd(t) >= stuckN
 				})
 				d.mu.Lock()
 				d.delay["stuck"] = 2 * time.Millisecond
 				d.mu.Unlock()
 				d.clear()
-				waitFor(t, 30*time.Second, "lane drain under way", func() bool {
+				testwait.For(t, 30*time.Second, "lane drain under way", func() bool {
 					k := 0
 					for _, c := range d.snapshot() {
 						if c.Account == "stuck" {
@@ -402,7 +403,7 @@ func TestLaneCrash(t *testing.T) {
 				d.undelay()
 				r = e.start()
 			}
-			waitFor(t, 60*time.Second, "everything applied", func() bool {
+			testwait.For(t, 60*time.Second, "everything applied", func() bool {
 				return len(ids(d.snapshot())) >= n && e.laneCommitted(t) == e.laneEnd(t)
 			})
 			r.stop(t)
@@ -486,7 +487,7 @@ func TestLaneParksOnMetadataBudget(t *testing.T) {
 	e.k.Produce(t, e.topic, msgs...)
 	start := time.Now()
 	e.start()
-	waitFor(t, 20*time.Second, "others applied and committed while the stall limit is far off", func() bool {
+	testwait.For(t, 20*time.Second, "others applied and committed while the stall limit is far off", func() bool {
 		return len(d.snapshot()) == 3000 && e.committed()[0].CommittedOffset == int64(len(msgs))
 	})
 	took := time.Since(start)
@@ -495,6 +496,6 @@ func TestLaneParksOnMetadataBudget(t *testing.T) {
 	}
 	t.Logf("3000 others applied in %v with the account parked for the metadata budget", took)
 	d.clear()
-	waitFor(t, 10*time.Second, "stuck applied", func() bool { return len(d.snapshot()) == 3002 })
+	testwait.For(t, 10*time.Second, "stuck applied", func() bool { return len(d.snapshot()) == 3002 })
 	checkAccount(t, d.snapshot(), "stuck", 2)
 }

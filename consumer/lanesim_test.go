@@ -16,6 +16,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -137,7 +138,7 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 			c.RetryLane, c.AccountStallLimit = true, stallLimit
 		}
 		rc := e.start()
-		waitFor(t, 30*time.Second, "member ready", rc.c.Ready)
+		testwait.For(t, 30*time.Second, "member ready", rc.c.Ready)
 		r := result{e: e, sim: sim, rec: rec}
 		if fault {
 			sim.SetAccountFault(stuck, 50004, faultFor)
@@ -180,7 +181,7 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		if !fault {
-			waitFor(t, 10*time.Second, "all applied", func() bool { return rec.count(true) == stuckEvents })
+			testwait.For(t, 10*time.Second, "all applied", func() bool { return rec.count(true) == stuckEvents })
 		}
 		r.p99 = rec.p99()
 		return r
@@ -194,7 +195,7 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 		if r.p99 > base+2*time.Second {
 			t.Errorf("others' p99 %v, more than 2s over the run without the fault (%v)", r.p99, base)
 		}
-		waitFor(t, 15*time.Second, "main partition committed to its end", func() bool {
+		testwait.For(t, 15*time.Second, "main partition committed to its end", func() bool {
 			return r.e.committed()[0].CommittedOffset == int64(r.n)
 		})
 		if time.Now().After(r.tEnd) || len(r.sim.Groups(stuck)) != 0 {
@@ -219,7 +220,7 @@ func TestLaneParksAccountStuckAtSimulator(t *testing.T) {
 			}
 			return order
 		}
-		waitFor(t, time.Until(r.tEnd)+30*time.Second, "stuck account applied after the fault", func() bool {
+		testwait.For(t, time.Until(r.tEnd)+30*time.Second, "stuck account applied after the fault", func() bool {
 			return len(r.sim.Groups(stuck)) == stuckEvents && len(appliedCreates()) >= stuckEvents
 		})
 		order := appliedCreates()

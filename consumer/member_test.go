@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // partsRec records every SetPartitions: the current partitions and how many generations began
@@ -101,15 +103,15 @@ func TestStaticCrashRestart(t *testing.T) {
 	e := newEnv(t, 4)
 	recA, recB := &partsRec{}, &partsRec{}
 	a := e.startAs("a", recA, nil)
-	waitFor(t, 15*time.Second, "a ready", a.c.Ready)
+	testwait.For(t, 15*time.Second, "a ready", a.c.Ready)
 	b := e.startAs("b", recB, nil)
-	waitFor(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
+	testwait.For(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
 	partsA, startsA, endsA := recA.get()
 	partsB, _, _ := recB.get()
 
 	first, firstIDs := eventsFor(t, e, []int{0, 1, 2, 3}, 3, "before")
 	e.k.Produce(t, e.topic, first...)
-	waitFor(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == int64(len(first)) })
+	testwait.For(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == int64(len(first)) })
 
 	b.c.crash, b.c.vanish = true, true
 	b.stop(t)
@@ -118,16 +120,16 @@ func TestStaticCrashRestart(t *testing.T) {
 	e.k.Produce(t, e.topic, after...)
 	recB2 := &partsRec{}
 	b2 := e.startAs("b", recB2, nil)
-	waitFor(t, 15*time.Second, "b restarted with partitions", owns(recB2, 2))
+	testwait.For(t, 15*time.Second, "b restarted with partitions", owns(recB2, 2))
 	t.Logf("b killed and restarted with its instance id: its partitions back %v after the kill", time.Since(killed).Round(time.Millisecond))
 	if got, _, _ := recB2.get(); !slices.Equal(got, partsB) {
 		t.Fatalf("b restarted with %v, had %v", got, partsB)
 	}
 	want := append(slices.Clone(firstIDs), afterIDs...)
-	waitFor(t, 15*time.Second, "the events after the kill dispatched", func() bool { return len(e.disp.snapshot()) >= len(want) })
+	testwait.For(t, 15*time.Second, "the events after the kill dispatched", func() bool { return len(e.disp.snapshot()) >= len(want) })
 	t.Logf("b killed and restarted with its instance id: all %d events written to its partitions after the kill dispatched %v after the kill",
 		len(afterIDs), time.Since(killed).Round(time.Millisecond))
-	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(want)) })
+	testwait.For(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(want)) })
 	checkOnce(t, e.disp.snapshot(), want)
 	if cur, starts, ends := recA.get(); starts != startsA || ends != endsA || !slices.Equal(cur, partsA) {
 		t.Fatalf("a's generation changed across b's static restart: partitions %v → %v, starts %d → %d, ends %d → %d",
@@ -145,7 +147,7 @@ func TestFencedInstanceStops(t *testing.T) {
 	e := newEnv(t, 2)
 	rec1, rec2 := &partsRec{}, &partsRec{}
 	old := e.startAs("same", rec1, nil)
-	waitFor(t, 15*time.Second, "first ready", owns(rec1, 2))
+	testwait.For(t, 15*time.Second, "first ready", owns(rec1, 2))
 	e.startAs("same", rec2, nil)
 	select {
 	case err := <-old.done:
@@ -156,10 +158,10 @@ func TestFencedInstanceStops(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the first process was not stopped")
 	}
-	waitFor(t, 15*time.Second, "second owns everything", owns(rec2, 2))
+	testwait.For(t, 15*time.Second, "second owns everything", owns(rec2, 2))
 	msgs, ids := eventsFor(t, e, []int{0, 1}, 2, "f")
 	e.k.Produce(t, e.topic, msgs...)
-	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+	testwait.For(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 	checkOnce(t, e.disp.snapshot(), ids)
 }
 
@@ -179,12 +181,12 @@ func TestRebalanceKeepsWindowOfKeptPartitions(t *testing.T) {
 				return ""
 			}
 			a := e.startAs(id("a"), recA, func(c *Config) { c.Logger = zap.New(zapcore.NewTee(core, c.Logger.Core())) })
-			waitFor(t, 15*time.Second, "a ready", a.c.Ready)
+			testwait.For(t, 15*time.Second, "a ready", a.c.Ready)
 			msgs, ids := eventsFor(t, e, []int{0, 1, 2, 3}, 5, "k")
 			e.k.Produce(t, e.topic, msgs...)
-			waitFor(t, 15*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
+			testwait.For(t, 15*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 			e.startAs(id("b"), recB, nil)
-			waitFor(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
+			testwait.For(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
 			kept, _, _ := recA.get()
 			var last observer.LoggedEntry
 			for _, l := range logs.FilterMessage("rebalance: partitions assigned").All() {
@@ -203,7 +205,7 @@ func TestRebalanceKeepsWindowOfKeptPartitions(t *testing.T) {
 			}
 			n := len(e.disp.snapshot())
 			e.k.Produce(t, e.topic, again...)
-			waitFor(t, 15*time.Second, "re-sent committed", func() bool { return e.committedTotal() == int64(len(msgs)+len(again)) })
+			testwait.For(t, 15*time.Second, "re-sent committed", func() bool { return e.committedTotal() == int64(len(msgs)+len(again)) })
 			if got := e.disp.snapshot()[n:]; len(got) != 0 {
 				t.Fatalf("re-sent events dispatched again: %+v", got)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/metrics"
 )
 
@@ -42,8 +43,8 @@ func TestInheritedRangeAtWatermarkDecodes(t *testing.T) {
 	// 03 01 02), before offsets 2 and 3 reached this test's log.
 	e.commitAs(1, "v1:AwEC")
 	r := e.start()
-	waitFor(t, 10*time.Second, "s1 dispatched", func() bool { return len(e.disp.snapshot()) == 1 })
-	waitFor(t, 10*time.Second, "commit past offset 1", func() bool { return e.committed()[0].CommittedOffset > 1 })
+	testwait.For(t, 10*time.Second, "s1 dispatched", func() bool { return len(e.disp.snapshot()) == 1 })
+	testwait.For(t, 10*time.Second, "commit past offset 1", func() bool { return e.committed()[0].CommittedOffset > 1 })
 	r.stop(t)
 	c := e.committed()[0]
 	m, err := decodeMeta(c.CommittedOffset, c.Metadata)
@@ -78,7 +79,7 @@ func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 	e.disp.delay["stuck"] = time.Hour
 	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
 	r := e.start()
-	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+	testwait.For(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
 	r.stop(t)
 	c := e.committed()[0]
 	if m, err := decodeMeta(c.CommittedOffset, c.Metadata); c.CommittedOffset != 1 || err != nil || len(m.done) != 1 {
@@ -90,7 +91,7 @@ func TestMovedOffsetDoesNotShiftRanges(t *testing.T) {
 	e.disp.undelay()
 	r = e.start()
 	want := map[string]bool{"s3": true, "s4": true, "s5": true, "s6": true}
-	waitFor(t, 10*time.Second, "s3-s6 dispatched", func() bool {
+	testwait.For(t, 10*time.Second, "s3-s6 dispatched", func() bool {
 		n := 0
 		for _, c := range e.disp.snapshot()[3:] {
 			if want[c.ID] {
@@ -133,7 +134,7 @@ func TestCommitRefusesMetadataThatDoesNotRoundTrip(t *testing.T) {
 			e.disp.delay["stuck"] = time.Hour
 			e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
 			e.start()
-			waitFor(t, 10*time.Second, "a refused metadata", func() bool { return counter(m.CommitMetaRefused) >= 2 })
+			testwait.For(t, 10*time.Second, "a refused metadata", func() bool { return counter(m.CommitMetaRefused) >= 2 })
 			if name == "garbage" {
 				if c := e.committed()[0]; c.CommittedOffset >= 0 {
 					t.Fatalf("committed %d %q with an encoder whose output never decodes", c.CommittedOffset, c.Metadata)
@@ -143,8 +144,8 @@ func TestCommitRefusesMetadataThatDoesNotRoundTrip(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
-			waitFor(t, 10*time.Second, "commit at 1", func() bool { return e.committed()[0].CommittedOffset == 1 })
+			testwait.For(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+			testwait.For(t, 10*time.Second, "commit at 1", func() bool { return e.committed()[0].CommittedOffset == 1 })
 			c := e.committed()[0]
 			got, err := decodeMeta(c.CommittedOffset, c.Metadata)
 			if c.CommittedOffset != 1 || err != nil || len(got.done) != 0 || got.horizon < 4 {

@@ -13,6 +13,8 @@ import (
 	"github.com/segmentio/kafka-go/protocol/offsetfetch"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // commitRaw stores offset and metadata for the group as a tool outside any generation would.
@@ -94,7 +96,7 @@ func TestUntrustedPositionIsUncertain(t *testing.T) {
 			e.k.Produce(t, e.topic, msgs...)
 			want := tc.prepare(e, all)
 			e.start()
-			waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == 20 })
+			testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == 20 })
 			unc := uncertainOf(e.disp.snapshot())
 			for _, id := range want {
 				u, ok := unc[id]
@@ -126,10 +128,10 @@ func TestCommittedBeyondLogEnd(t *testing.T) {
 	meta := encodeMeta(50, commitMeta{horizon: 60, done: []span{{52, 55}}}, DefaultMetadataMaxBytes).s
 	e.commitRaw(0, 50, meta)
 	r := e.start()
-	waitFor(t, 15*time.Second, "ready", r.c.Ready)
+	testwait.For(t, 15*time.Second, "ready", r.c.Ready)
 	msgs, all := makeEvents(10, 2, "new")
 	e.k.Produce(t, e.topic, msgs...)
-	waitFor(t, 20*time.Second, "committed at the new end", func() bool { return e.committedTotal() == 20 })
+	testwait.For(t, 20*time.Second, "committed at the new end", func() bool { return e.committedTotal() == 20 })
 	unc := uncertainOf(e.disp.snapshot())
 	for _, id := range all {
 		if u, ok := unc[id]; !ok || !u {
@@ -212,14 +214,14 @@ func TestOnePartitionSetupErrorSparesTheOthers(t *testing.T) {
 				t.Fatalf("%d of %d events in partition 0: the test needs both partitions used", len(inPart0), len(all))
 			}
 			e.start()
-			waitFor(t, 20*time.Second, "partition 0 done while partition 1 fails", func() bool {
+			testwait.For(t, 20*time.Second, "partition 0 done while partition 1 fails", func() bool {
 				return len(e.disp.snapshot()) == len(inPart0)
 			})
 			if tr.hits.Load() == 0 {
 				t.Fatal("no error injected")
 			}
 			tr.failing.Store(false)
-			waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+			testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 			checkOnce(t, e.disp.snapshot(), all)
 			if n := counter(m.Rebalances); n != 1 {
 				t.Errorf("%v generations: the failing partition cost a rejoin", n)

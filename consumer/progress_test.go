@@ -72,7 +72,9 @@ func TestLeaderRebalancesAwayFromVanishedMember(t *testing.T) {
 	// rebalance it started (a's generation ends), and then its process dies.
 	gcfg := cfg
 	killer := &connKiller{}
-	gcfg.Transport = &kafka.Transport{Dial: killer.dial}
+	tr := &kafka.Transport{Dial: killer.dial}
+	defer tr.CloseIdleConnections() // its connection pool's goroutines end with the test (leakcheck)
+	gcfg.Transport = tr
 	ghost := newMember(&gcfg, DefaultHeartbeatInterval)
 	jreq := func() *kafka.JoinGroupRequest {
 		return &kafka.JoinGroupRequest{GroupID: gcfg.GroupID, SessionTimeout: gcfg.SessionTimeout,

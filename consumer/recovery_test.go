@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/dlq"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // checkOnce fails unless every id in want was applied, and every repeat dispatch of an id was
@@ -25,7 +26,7 @@ func (e *env) restartToEnd(t *testing.T, all []string, before int) (calls []call
 	t.Helper()
 	e.disp.undelay()
 	e.start()
-	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+	testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 	calls = e.disp.snapshot()
 	checkOnce(t, calls, all)
 	for _, c := range calls[before:] {
@@ -78,7 +79,7 @@ func TestRestartMidStream(t *testing.T) {
 		}
 	}
 	r := e.start()
-	waitFor(t, 10*time.Second, "some progress", func() bool { return len(e.disp.snapshot()) > 300 })
+	testwait.For(t, 10*time.Second, "some progress", func() bool { return len(e.disp.snapshot()) > 300 })
 	r.stop(t)
 	before := len(e.disp.snapshot())
 	if before >= len(all) {
@@ -101,11 +102,11 @@ func TestRebalanceTwoConsumers(t *testing.T) {
 		e.disp.delay[fmt.Sprintf("acct%d", a)] = 20 * time.Millisecond
 	}
 	a := e.start()
-	waitFor(t, 10*time.Second, "first member progress", func() bool { return len(e.disp.snapshot()) > 200 })
+	testwait.For(t, 10*time.Second, "first member progress", func() bool { return len(e.disp.snapshot()) > 200 })
 	mb := newMetricsEnv(e)
 	b := e.start()
-	waitFor(t, 15*time.Second, "second member ready", b.c.Ready)
-	waitFor(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
+	testwait.For(t, 15*time.Second, "second member ready", b.c.Ready)
+	testwait.For(t, 30*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
 	if !a.c.Ready() {
 		t.Error("first member not ready after the rebalance")
 	}
@@ -124,7 +125,7 @@ func TestRebalanceTwoConsumers(t *testing.T) {
 	// Both members' dedupe windows survived the rebalance (kept or read back): re-sent events
 	// are dropped, a new one is applied.
 	e.k.Produce(t, e.topic, append(msgs[:200:200], evMsg("fresh", "acct1", 0))...)
-	waitFor(t, 10*time.Second, "re-sent committed", func() bool { return e.committedTotal() == int64(len(all)+201) })
+	testwait.For(t, 10*time.Second, "re-sent committed", func() bool { return e.committedTotal() == int64(len(all)+201) })
 	after := e.disp.snapshot()[len(calls):]
 	if len(after) != 1 || after[0].ID != "fresh" {
 		t.Fatalf("after re-sending 200 applied events, dispatched %+v, want only fresh", after)
@@ -139,8 +140,8 @@ func TestDeadLetterFailureBlocksCommit(t *testing.T) {
 	e.dl.failing.Store(true)
 	e.k.Produce(t, e.topic, evMsg("ok0", "a", 0), evMsg("bad", "b", 0), evMsg("ok1", "c", 0), evMsg("ok2", "d", 0))
 	e.start()
-	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 4 })
-	waitFor(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
+	testwait.For(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 4 })
+	testwait.For(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
 	time.Sleep(500 * time.Millisecond) // a few commit intervals
 	c := e.committed()[0]
 	if c.CommittedOffset != 1 {
@@ -151,7 +152,7 @@ func TestDeadLetterFailureBlocksCommit(t *testing.T) {
 		t.Fatalf("metadata %+v (%v), want offsets 2-3 done", m, err)
 	}
 	e.dl.failing.Store(false)
-	waitFor(t, 10*time.Second, "committed past it", func() bool { return e.committed()[0].CommittedOffset == 4 })
+	testwait.For(t, 10*time.Second, "committed past it", func() bool { return e.committed()[0].CommittedOffset == 4 })
 	l := e.dl.snapshot()
 	if len(l) != 1 || l[0].l.Reason != dlq.ReasonRejected || l[0].l.Code != 40001 || l[0].l.EventID != "bad" ||
 		l[0].l.FromAccount != "b" || string(l[0].l.Result) != `{"x":1}` || l[0].l.Attempts != 1 {
@@ -167,7 +168,7 @@ func TestShutdownPromptAndCommits(t *testing.T) {
 	e.disp.delay["stuck"] = time.Hour
 	e.k.Produce(t, e.topic, evMsg("s0", "a", 0), evMsg("stuck", "stuck", 0), evMsg("s2", "b", 0), evMsg("s3", "c", 0))
 	r := e.start()
-	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
+	testwait.For(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 3 })
 	start := time.Now()
 	r.stop(t)
 	if d := time.Since(start); d > 3*time.Second {
@@ -184,7 +185,7 @@ func TestShutdownPromptAndCommits(t *testing.T) {
 	// Restart: only the stuck one runs again, flagged uncertain.
 	e.disp.undelay()
 	r = e.start()
-	waitFor(t, 10*time.Second, "stuck applied", func() bool { return len(e.disp.snapshot()) == 4 })
+	testwait.For(t, 10*time.Second, "stuck applied", func() bool { return len(e.disp.snapshot()) == 4 })
 	r.stop(t)
 	if c := e.committed()[0]; c.CommittedOffset != 4 {
 		t.Fatalf("committed %d after shutdown, want 4", c.CommittedOffset)
@@ -208,7 +209,7 @@ func TestCrashUncertainBoundedByHorizon(t *testing.T) {
 	}
 	r := e.start()
 	r.c.crash = true
-	waitFor(t, 10*time.Second, "progress", func() bool { return len(e.disp.snapshot()) > 400 })
+	testwait.For(t, 10*time.Second, "progress", func() bool { return len(e.disp.snapshot()) > 400 })
 	r.stop(t)
 	before := len(e.disp.snapshot())
 	var window int64
@@ -295,25 +296,25 @@ func TestCommitFailureHoldsHorizon(t *testing.T) {
 	msgs, all := makeEvents(50, 5, "h")
 	e.k.Produce(t, e.topic, msgs...)
 	r := e.start()
-	waitFor(t, 10*time.Second, "failed commits", func() bool { return counter(m.Commits.WithLabelValues("error")) >= 2 })
+	testwait.For(t, 10*time.Second, "failed commits", func() bool { return counter(m.Commits.WithLabelValues("error")) >= 2 })
 	if n := len(e.disp.snapshot()); n != 0 {
 		t.Fatalf("%d dispatched before any horizon was committed", n)
 	}
 	tr.failing.Store(false)
-	waitFor(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 50 })
+	testwait.For(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 50 })
 
 	// Commits fail again: dispatch goes on within the committed horizon, the watermark stays.
 	tr.failing.Store(true)
 	more, moreIDs := makeEvents(50, 5, "k")
 	e.k.Produce(t, e.topic, more...)
-	waitFor(t, 10*time.Second, "more applied", func() bool { return len(e.disp.snapshot()) == 100 })
+	testwait.For(t, 10*time.Second, "more applied", func() bool { return len(e.disp.snapshot()) == 100 })
 	r.stop(t)
 	if got := e.committedTotal(); got != 50 {
 		t.Fatalf("committed %d while commits fail, want 50", got)
 	}
 	tr.failing.Store(false)
 	e.start()
-	waitFor(t, 10*time.Second, "recommitted", func() bool { return e.committedTotal() == 100 })
+	testwait.For(t, 10*time.Second, "recommitted", func() bool { return e.committedTotal() == 100 })
 	calls := e.disp.snapshot()
 	checkOnce(t, calls, append(all, moreIDs...))
 	if len(calls) != 150 {
@@ -340,13 +341,13 @@ func TestStuckWatermarkPausesFetch(t *testing.T) {
 	}
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
+	testwait.For(t, 10*time.Second, "DLQ retried", func() bool { return e.dl.tries.Load() >= 2 })
 	time.Sleep(500 * time.Millisecond)
 	if n := len(e.disp.snapshot()); n > 80 || n < 40 {
 		t.Fatalf("%d dispatched behind a stuck watermark, want about 4×MaxBuffered (80)", n)
 	}
 	e.dl.failing.Store(false)
-	waitFor(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 200 })
+	testwait.For(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == 200 })
 	if l := e.dl.snapshot(); len(l) != 1 || l[0].l.Reason != dlq.ReasonExhausted || l[0].l.Attempts != 9 {
 		t.Fatalf("letters %+v", l)
 	}
@@ -361,17 +362,17 @@ func TestRevokeAbandonsStuckDispatch(t *testing.T) {
 	e.disp.hold["stuck"] = release
 	e.k.Produce(t, e.topic, evMsg("a1", "a", 0), evMsg("s1", "stuck", 1), evMsg("s2", "stuck", 2), evMsg("a2", "a", 0))
 	first := e.start()
-	waitFor(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 2 })
+	testwait.For(t, 10*time.Second, "others applied", func() bool { return len(e.disp.snapshot()) == 2 })
 	second := e.start()
 	start := time.Now()
-	waitFor(t, 20*time.Second, "rebalanced", func() bool {
+	testwait.For(t, 20*time.Second, "rebalanced", func() bool {
 		return first.c.Ready() && second.c.Ready()
 	})
 	if c := e.committed()[0].CommittedOffset; c != 1 {
 		t.Fatalf("committed %d across the rebalance, want 1 (s1 unended)", c)
 	}
 	close(release)
-	waitFor(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == 4 })
+	testwait.For(t, 20*time.Second, "all committed", func() bool { return e.committedTotal() == 4 })
 	calls := e.disp.snapshot()
 	var got []call
 	for _, c := range calls {
@@ -402,7 +403,7 @@ func TestBufferedBytesBound(t *testing.T) {
 	}
 	e.k.Produce(t, e.topic, msgs...)
 	e.start()
-	waitFor(t, 10*time.Second, "dispatch started", func() bool { return e.disp.n.Load() >= 5 })
+	testwait.For(t, 10*time.Second, "dispatch started", func() bool { return e.disp.n.Load() >= 5 })
 	time.Sleep(300 * time.Millisecond)
 	if n := e.disp.n.Load(); n > 11 {
 		t.Fatalf("%d in flight with room for 10 records' bytes", n)
@@ -411,5 +412,5 @@ func TestBufferedBytesBound(t *testing.T) {
 	close(e.disp.block)
 	e.disp.block = nil
 	e.disp.mu.Unlock()
-	waitFor(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 100 })
+	testwait.For(t, 10*time.Second, "all committed", func() bool { return e.committedTotal() == 100 })
 }

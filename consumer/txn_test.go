@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
 
 // TestReadCommitted: records of an aborted transaction are never applied, a committed
@@ -58,12 +59,12 @@ func TestReadCommitted(t *testing.T) {
 	// (3 events, 2 markers, 1 plain record).
 	const end = 6
 	cl := &kafka.Client{Addr: kafka.TCP(e.k.Brokers...)}
-	waitFor(t, 10*time.Second, "the markers written", func() bool {
+	testwait.For(t, 10*time.Second, "the markers written", func() bool {
 		lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{e.topic: {kafka.LastOffsetOf(0)}}})
 		return err == nil && len(lo.Topics[e.topic]) == 1 && lo.Topics[e.topic][0].LastOffset == end
 	})
 	e.start()
-	waitFor(t, 20*time.Second, "committed to the log end", func() bool { return e.committedTotal() == end })
+	testwait.For(t, 20*time.Second, "committed to the log end", func() bool { return e.committedTotal() == end })
 	got := ids(e.disp.snapshot())
 	for _, id := range []string{"committed1/0", "plain1/0"} {
 		if got[id] != 1 {

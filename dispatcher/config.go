@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -103,11 +102,11 @@ type Config struct {
 	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
-	// FleetAPIs names the APIs (im.APICreate, ...) whose limiter's ceiling comes from the fleet
-	// budget (package budget, shared through Kafka; Fleet(api) is its Sink and Source) instead
-	// of from the partitions; SetPartitions then sets only the others. Until an API's first
-	// ceiling none of its calls is made.
-	FleetAPIs []string
+	// FleetBudget: every limiter's ceiling comes from SetCeiling (package budget, shared
+	// through Kafka; the get, update and delete limiters take the grant scaled to their budgets)
+	// instead of from the partitions, and SetPartitions sets none. Until the first SetCeiling
+	// no call is made.
+	FleetBudget bool
 	// Limiter tunes the rate limiter of each API (package ratelimit). Its Standalone starts
 	// with the whole budget; otherwise no call is made until the first SetPartitions, so a
 	// replica that has not learned its share can't overrun the group's budget. Its Logger,
@@ -121,8 +120,18 @@ type Config struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-// apis are the IM APIs the dispatcher calls, each through its own limiter.
-func apis() []string { return []string{im.APICreate, im.APIGet, im.APIUpdate, im.APIDelete} }
+// budget is the budget of api in calls/s (RateLimit for create and for an unknown api).
+func (c *Config) budget(api string) float64 {
+	switch api {
+	case im.APIGet:
+		return c.GetRateLimit
+	case im.APIUpdate:
+		return c.UpdateRateLimit
+	case im.APIDelete:
+		return c.DeleteRateLimit
+	}
+	return c.RateLimit
+}
 
 // setDefaults fills the zero fields with the defaults above.
 func (c *Config) setDefaults() {
@@ -179,9 +188,6 @@ func (c Config) Validate() error {
 	check(c.GetRateLimit < 0, "get rate limit: rate limits must be positive, got %g", c.GetRateLimit)
 	check(c.UpdateRateLimit < 0, "update rate limit: rate limits must be positive, got %g", c.UpdateRateLimit)
 	check(c.DeleteRateLimit < 0, "delete rate limit: rate limits must be positive, got %g", c.DeleteRateLimit)
-	for _, api := range c.FleetAPIs {
-		check(!slices.Contains(apis(), api), "fleet apis: %q is not one of %q", api, apis())
-	}
 	check(c.RetryBudget < 0, "retry budget: %v is negative", c.RetryBudget)
 	check(c.BackoffBase < 0, "backoff base: %v is negative", c.BackoffBase)
 	check(c.BackoffBase >= 0 && c.BackoffMax < c.BackoffBase, "backoff max: %v below backoff base %v (want 0 < base <= max)", c.BackoffMax, c.BackoffBase)

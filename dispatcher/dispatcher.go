@@ -7,7 +7,7 @@ package dispatcher
 import (
 	"cmp"
 	"context"
-	"slices"
+	"math"
 
 	"go.uber.org/zap"
 
@@ -20,7 +20,7 @@ import (
 // resume.
 //
 // Rate: each API (create, get, update, delete) has its own limiter holding this replica's
-// share of its budget, set by SetPartitions (or by the fleet budget, Config.FleetAPIs). Until
+// share of its budget, set by SetPartitions (or by the fleet budget, Config.FleetBudget). Until
 // the first SetPartitions no call is made (unless Config.Limiter.Standalone). Probes made by Run (one get_contact_group page per ProbeInterval, only at
 // startup and while paused) bypass the limiters.
 //
@@ -36,7 +36,9 @@ type Dispatcher struct {
 	cfg    Config
 	log    *zap.Logger
 	create *ratelimit.Limiter
-	limits map[string]*ratelimit.Limiter // by API name: create, get, update, delete
+	get    *ratelimit.Limiter
+	update *ratelimit.Limiter
+	delete *ratelimit.Limiter
 	st     state
 }
 
@@ -47,17 +49,16 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, limits: map[string]*ratelimit.Limiter{}}
-	budgets := map[string]float64{im.APICreate: cfg.RateLimit, im.APIGet: cfg.GetRateLimit,
-		im.APIUpdate: cfg.UpdateRateLimit, im.APIDelete: cfg.DeleteRateLimit}
-	for _, api := range apis() {
-		l, err := ratelimit.New(cfg.Limiter, api, budgets[api])
-		if err != nil {
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger}
+	for _, l := range []struct {
+		to  **ratelimit.Limiter
+		api string
+	}{{&d.create, im.APICreate}, {&d.get, im.APIGet}, {&d.update, im.APIUpdate}, {&d.delete, im.APIDelete}} {
+		var err error
+		if *l.to, err = ratelimit.New(cfg.Limiter, l.api, cfg.budget(l.api)); err != nil {
 			return nil, err
 		}
-		d.limits[api] = l
 	}
-	d.create = d.limits[im.APICreate]
 	d.create.ExportShare(cfg.Metrics.RateLimitLimit)
 	d.st.kick = make(chan struct{}, 1)
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
@@ -88,66 +89,68 @@ func (d *Dispatcher) SetPartitions(ids []int, total int) {
 		zap.Float64("create_calls_per_s", d.create.Rate()), zap.Float64("create_calls_per_s_in_1s", d.create.Target()))
 }
 
-// partitionLimiters are the limiters whose share follows the partitions owned (not the fleet
-// budget's), in the order of apis.
+// partitionLimiters are the limiters whose share follows the partitions owned: none in fleet
+// mode, where every API's ceiling follows the replica's grant (SetCeiling).
 func (d *Dispatcher) partitionLimiters() []*ratelimit.Limiter {
-	var out []*ratelimit.Limiter
-	for _, api := range apis() {
-		if !slices.Contains(d.cfg.FleetAPIs, api) {
-			out = append(out, d.limits[api])
-		}
+	if d.cfg.FleetBudget {
+		return nil
 	}
-	return out
+	return []*ratelimit.Limiter{d.create, d.get, d.update, d.delete}
 }
 
 // limiterFor is the limiter of api.
 func (d *Dispatcher) limiterFor(api string) *ratelimit.Limiter {
-	if l, ok := d.limits[api]; ok {
-		return l
+	switch api {
+	case im.APIGet:
+		return d.get
+	case im.APIUpdate:
+		return d.update
+	case im.APIDelete:
+		return d.delete
 	}
 	return d.create
 }
 
-// Fleet is the fleet budget's view of one API's limiter: it implements budget.Sink and
-// budget.Source, for a budget runner of that API (Config.FleetAPIs).
-type Fleet struct {
-	api string
-	l   *ratelimit.Limiter
-	log *zap.Logger
+// scaled are the limiters whose fleet ceiling is the create grant scaled to their budget.
+func (d *Dispatcher) scaled() map[string]*ratelimit.Limiter {
+	return map[string]*ratelimit.Limiter{im.APIGet: d.get, im.APIUpdate: d.update, im.APIDelete: d.delete}
 }
 
-// Fleet returns api's Fleet; an unknown api gets create's.
-func (d *Dispatcher) Fleet(api string) Fleet {
-	if _, ok := d.limits[api]; !ok {
-		api = im.APICreate
+// SetCeiling sets the create limiter's ceiling in calls per window, in fleet mode (see
+// Config.FleetBudget; it implements budget.Sink). A smaller ceiling applies at once; a larger
+// one up to now at once and the rest a window later, which is what the fleet protocol's safety
+// rests on.
+//
+// The get, update and delete budgets are quotas of their own, of the same kind: the grant,
+// scaled to their budget, is a share of them too, and the members' shares add up to at most
+// their budget as the grants add up to at most the create budget. They follow it with the
+// window's wait on growth (now is room measured in create calls), so budget also flows to a
+// replica whose work is existence checks: a successor re-checking the uncertain records of a
+// crashed replica's partitions made its gets at the static share of those partitions while the
+// others idled.
+func (d *Dispatcher) SetCeiling(n, now int) {
+	n, now = max(n, 0), max(now, 0)
+	d.create.SetCeiling(float64(n), float64(now))
+	for api, l := range d.scaled() {
+		l.SetCeiling(math.Floor(float64(n)*d.cfg.budget(api)/d.cfg.RateLimit+1e-9), 0)
 	}
-	return Fleet{api: api, l: d.limiterFor(api), log: d.log}
+	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now),
+		zap.Int("waiting", d.create.Waiting()))
 }
 
-// SetCeiling sets the limiter's ceiling in calls per window (budget.Sink). A smaller ceiling
-// applies at once; a larger one up to now at once and the rest a window later, which is what
-// the fleet protocol's safety rests on.
-func (f Fleet) SetCeiling(n, now int) {
-	f.l.SetCeiling(float64(max(n, 0)), float64(max(now, 0)))
-	f.log.Debug("fleet ceiling set", zap.String("api", f.api), zap.Int("calls_per_window", n),
-		zap.Int("at_once", now), zap.Int("waiting", f.l.Waiting()))
-}
-
-// Used is how many calls this replica made in the last window (budget.Source).
-func (f Fleet) Used() int { return f.l.Used() }
-
-// Demand is how many calls per window this replica could use now (budget.Source): the whole
-// budget while calls queue at a saturated limiter, else its recent use with headroom.
-func (f Fleet) Demand() int { return f.l.Demand() }
-
-// SetCeiling is Fleet(im.APICreate).SetCeiling: the create budget's budget.Sink.
-func (d *Dispatcher) SetCeiling(n, now int) { d.Fleet(im.APICreate).SetCeiling(n, now) }
-
-// Used is Fleet(im.APICreate).Used (budget.Source).
+// Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }
 
-// Demand is Fleet(im.APICreate).Demand (budget.Source).
-func (d *Dispatcher) Demand() int { return d.create.Demand() }
+// Demand is how many calls per window of the create budget this replica could use now
+// (budget.Source): the whole budget while calls queue at a saturated limiter (of any API, its
+// demand scaled to the create budget), else its recent use with headroom.
+func (d *Dispatcher) Demand() int {
+	dm := d.create.Demand()
+	for api, l := range d.scaled() {
+		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.budget(api)-1e-9)))
+	}
+	return min(dm, int(math.Floor(d.cfg.RateLimit+1e-9)))
+}
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch
 // when a probe is accepted. It returns nil when ctx ends.
@@ -184,8 +187,20 @@ func (d *Dispatcher) probe(ctx context.Context) {
 	if d.st.reason == "" || account == "" {
 		account = d.cfg.ProbeAccount
 	}
+	d.st.probeWaits = true
 	d.st.mu.Unlock()
-	_, err := d.cfg.API.GetContactGroup(ctx, &im.GetRequest{FromAccount: account})
+	// The probe is a get call like any other: it waits for a slot of the get budget. Sent
+	// outside it, a replica starting up (its share still zero) or probing while paused added
+	// a call to a second the others had filled (chaos seeds 16 and 24: 201 gets in a second).
+	c, err := d.get.Acquire(ctx, account)
+	d.st.mu.Lock()
+	d.st.probeWaits = false
+	d.st.mu.Unlock()
+	if err != nil {
+		return
+	}
+	_, err = d.cfg.API.GetContactGroup(im.WithGate(c.Trace(ctx), &slotGate{call: c}), &im.GetRequest{FromAccount: account})
+	c.Done()
 	if ctx.Err() != nil {
 		return
 	}

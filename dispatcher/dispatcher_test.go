@@ -670,7 +670,6 @@ func TestConfigValidate(t *testing.T) {
 		{"negative get rate", Config{API: api, GetRateLimit: -1}, []string{"get rate limit: rate limits must be positive, got -1"}},
 		{"negative update rate", Config{API: api, UpdateRateLimit: -1}, []string{"update rate limit: rate limits must be positive, got -1"}},
 		{"negative delete rate", Config{API: api, DeleteRateLimit: -1}, []string{"delete rate limit: rate limits must be positive, got -1"}},
-		{"fleet api", Config{API: api, FleetAPIs: []string{im.APIDelete, "create"}}, []string{`fleet apis: "create" is not one of`}},
 		{"negative retry budget", Config{API: api, RetryBudget: -1}, []string{"retry budget: -1ns is negative"}},
 		{"negative backoff base", Config{API: api, BackoffBase: -1}, []string{"backoff base: -1ns is negative"}},
 		{"backoff max below base", Config{API: api, BackoffBase: time.Second, BackoffMax: time.Millisecond}, []string{"backoff max: 1ms below backoff base 1s"}},

@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"go.uber.org/zap"
 
-	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
@@ -13,8 +12,8 @@ import (
 // such a first share: in force one window from now.
 func (d *Dispatcher) SetShare(owned, total int) {
 	for _, l := range d.partitionLimiters() {
-		budget := map[*ratelimit.Limiter]float64{d.create: d.cfg.RateLimit, d.limits[im.APIGet]: d.cfg.GetRateLimit,
-			d.limits[im.APIUpdate]: d.cfg.UpdateRateLimit, d.limits[im.APIDelete]: d.cfg.DeleteRateLimit}[l]
+		budget := map[*ratelimit.Limiter]float64{d.create: d.cfg.RateLimit, d.get: d.cfg.GetRateLimit,
+			d.update: d.cfg.UpdateRateLimit, d.delete: d.cfg.DeleteRateLimit}[l]
 		if total > 0 {
 			budget *= float64(min(max(owned, 0), total)) / float64(total)
 		}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // TestFleetDemandAndUsed: in fleet mode the create limiter waits for SetCeiling; with work
@@ -17,7 +17,7 @@ import (
 func TestFleetDemandAndUsed(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Limiter.Standalone = false
-		c.FleetAPIs = []string{im.APICreate}
+		c.FleetBudget = true
 		c.RateLimit = 200
 		c.Now, c.Sleep = time.Now, sleep
 	})
@@ -57,5 +57,73 @@ func TestFleetDemandAndUsed(t *testing.T) {
 	}
 	if got := h.d.Demand(); got >= 200 {
 		t.Errorf("demand %d with no work left, want what it used lately", got)
+	}
+}
+
+// TestFleetCeilingSetsEveryAPI: in fleet mode the partitions set no limiter; the grant sets the
+// create ceiling (now at once, the rest a window later) and, scaled to their budgets, the get,
+// update and delete ceilings, which grow only a window after it; shrinks apply at once everywhere.
+func TestFleetCeilingSetsEveryAPI(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Limiter.Standalone = false
+		c.FleetBudget = true
+		c.RateLimit, c.GetRateLimit, c.UpdateRateLimit, c.DeleteRateLimit = 200, 100, 100, 50
+	})
+	h.d.SetPartitions([]int{0, 1}, 2) // every partition: the whole budget in static mode
+	for api, l := range map[string]*ratelimit.Limiter{"create": h.d.create, "get": h.d.get, "update": h.d.update, "delete": h.d.delete} {
+		if got := l.Rate(); got != 0 {
+			t.Fatalf("%s rate %v after SetPartitions in fleet mode, want 0 until a grant", api, got)
+		}
+	}
+	h.d.SetCeiling(60, 40)
+	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 40 || g != 0 || u != 0 {
+		t.Fatalf("at once: create %v get %v update %v, want 40, 0, 0", c, g, u)
+	}
+	h.clock.Advance(2 * time.Second) // past the window (1s and the jitter margin)
+	if c, g, u := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(); c != 60 || g != 30 || u != 30 {
+		t.Fatalf("a window later: create %v get %v update %v, want 60, 30, 30 (the grant scaled to 100/200)", c, g, u)
+	}
+	if d := h.d.delete.Rate(); d != 15 {
+		t.Fatalf("a window later: delete %v, want 15 (the grant scaled to 50/200)", d)
+	}
+	h.d.SetCeiling(21, 0)
+	if c, g, u, d := h.d.create.Rate(), h.d.get.Rate(), h.d.update.Rate(), h.d.delete.Rate(); c != 21 || g != 10 || u != 10 || d != 5 {
+		t.Fatalf("after a shrink: create %v get %v update %v delete %v, want 21, 10, 10, 5 at once (rounded down)", c, g, u, d)
+	}
+	h.d.SetPartitions(nil, 2) // a generation ends: the fleet ceilings stay
+	if g := h.d.get.Rate(); g != 10 {
+		t.Fatalf("get rate %v after SetPartitions(nil), want the grant's 10", g)
+	}
+}
+
+// TestFleetDemandCountsGets: callers waiting at a full get ceiling make the replica ask for
+// the whole budget, as callers at the create ceiling do.
+func TestFleetDemandCountsGets(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Limiter.Standalone = false
+		c.FleetBudget = true
+		c.RateLimit, c.GetRateLimit = 200, 100
+		c.Now, c.Sleep = time.Now, sleep
+	})
+	if got := h.d.Demand(); got != 4 {
+		t.Fatalf("idle demand %d, want 4 (the get limiter's 2, in calls of a budget twice its size)", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c, err := h.d.get.Acquire(ctx, "a"); err == nil {
+				c.Done()
+			}
+		}()
+	}
+	testwait.For(t, 5*time.Second, "callers queued at the get limiter", func() bool { return h.d.get.Waiting() >= 5 })
+	if got := h.d.Demand(); got != 200 {
+		t.Errorf("demand with get callers waiting and no ceiling = %d, want the whole create budget", got)
 	}
 }

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -152,6 +153,14 @@ func TestLifecycleErrorClasses(t *testing.T) {
 					want = map[string][]string{"friends": {"bob", "dave"}}
 					if o.Code != cl.code {
 						t.Errorf("code %d, want %d", o.Code, cl.code)
+					}
+					// The dead letter's detail names the group and every conversation of the
+					// event as failed: an empty list (not null) for a rename or a delete.
+					var det ResultDetail
+					if err := json.Unmarshal(o.Detail, &det); err != nil || det.GroupName != "friends" || det.Failed == nil ||
+						len(det.Failed) != len(v2Event(tc.typ, "alice").Contacts) {
+						t.Errorf("detail %s (%v), want group friends and the event's %d conversations failed", o.Detail, err,
+							len(v2Event(tc.typ, "alice").Contacts))
 					}
 				}
 				if diff := cmp.Diff(want, h.api.state("alice")); diff != "" {
@@ -331,37 +340,5 @@ func TestPerAPIBudgets(t *testing.T) {
 		if got := h.d.limiterFor(api).Rate(); got != want {
 			t.Errorf("%s rate %v, want %v", api, got, want)
 		}
-	}
-}
-
-// TestFleetAPIs: an API listed in FleetAPIs takes its ceiling from the fleet budget (Fleet(api)),
-// not from the partitions; the others follow the partitions.
-func TestFleetAPIs(t *testing.T) {
-	h := newHarness(t, func(c *Config) {
-		c.Limiter.Standalone = false
-		c.FleetAPIs = []string{im.APIDelete}
-	})
-	h.d.SetPartitions([]int{0}, 1)
-	h.clock.Advance(2 * time.Second) // a first share is in force a window after it was set
-	if got := h.d.limiterFor(im.APICreate).Rate(); got != 1000 {
-		t.Errorf("create rate %v after SetPartitions, want 1000", got)
-	}
-	if got := h.d.limiterFor(im.APIDelete).Rate(); got != 0 {
-		t.Errorf("delete rate %v before any ceiling, want 0", got)
-	}
-	f := h.d.Fleet(im.APIDelete)
-	f.SetCeiling(10, 10)
-	if got := h.d.limiterFor(im.APIDelete).Rate(); got != 10 {
-		t.Errorf("delete rate %v after a ceiling of 10 at once, want 10", got)
-	}
-	h.api.seed("alice", "friends")
-	if o := h.dispatch(Task{Event: v2Event(event.TypeContactGroupDeleted, "alice")}); o.Result != Applied {
-		t.Fatalf("delete: %+v", o)
-	}
-	if f.Used() != 1 || h.d.Used() != 0 {
-		t.Errorf("used: delete %d, create %d; want 1 and 0", f.Used(), h.d.Used())
-	}
-	if got := h.d.Fleet("no such api"); got.api != im.APICreate {
-		t.Errorf("Fleet of an unknown api is %q's, want create's", got.api)
 	}
 }

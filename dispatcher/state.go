@@ -34,8 +34,11 @@ type state struct {
 	resumed  chan struct{}
 	verified bool  // the API accepted a call of ours since the last config pause
 	lastErr  error // the last probe failure while unverified
-	kick     chan struct{}
-	outage   outageDetector
+	// probeWaits: the probe waits for a slot of the get budget (a replica whose share is
+	// still zero: it holds no partitions yet, or no fleet grant).
+	probeWaits bool
+	kick       chan struct{}
+	outage     outageDetector
 }
 
 // paused reports the pause reason ("" while running) and a channel closed on resume.
@@ -121,6 +124,8 @@ func (d *Dispatcher) readyLocked() error {
 		return fmt.Errorf("dispatcher: %w: %v", ErrConfig, st.cause)
 	case !st.verified && st.lastErr != nil:
 		return fmt.Errorf("dispatcher: %w: %v", ErrUnverified, st.lastErr)
+	case !st.verified && st.probeWaits:
+		return fmt.Errorf("dispatcher: %w: the probe waits for a share of the get budget", ErrUnverified)
 	case !st.verified:
 		return fmt.Errorf("dispatcher: %w", ErrUnverified)
 	}

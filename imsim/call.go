@@ -16,8 +16,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	now := s.cfg.Now()
-	resp := s.gate(r, api, now)
+	resp := s.gate(r, api, arrivedAt(r, s.cfg.Now()))
 	if resp != nil {
 		s.answer(w, api, resp, false)
 		return
@@ -66,6 +65,24 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, api string) {
 	default:
 		s.answer(w, api, resp, false)
 	}
+}
+
+// arrivedAt is when r reached the server, which is when a real API counts it against the
+// per-second limit: the kernel's receive stamp of its connection (Serve with the call log, on
+// Linux) when there is one, else now (the handler's start). On a starved machine the handler
+// can start tens of milliseconds after the bytes arrived, and counting there squeezes a client's
+// calls of more than a second into one window. A stamp after now, or a second or more before
+// it, is not this request's (or not on this clock): now counts.
+func arrivedAt(r *http.Request, now time.Time) time.Time {
+	ac, ok := r.Context().Value(connKey{}).(*arrivalConn)
+	if !ok {
+		return now
+	}
+	at := ac.arrived()
+	if at.IsZero() || at.After(now) || now.Sub(at) >= time.Second {
+		return now
+	}
+	return at
 }
 
 // gate checks auth and the rate limit; a non-nil response ends the call.

@@ -2,7 +2,9 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -171,10 +173,39 @@ func admittedArrivals(calls []imsim.Call) []time.Time {
 	var out []time.Time
 	for _, c := range calls {
 		if c.API == im.APICreate && c.Code != im.CodeFrequency {
-			out = append(out, c.Start)
+			out = append(out, arrivalOf(c))
 		}
 	}
 	return out
+}
+
+// arrivalOf is when c reached the simulator: the kernel's stamp when it has one, else the
+// start of its handler, which a starved simulator may reach tens of milliseconds later.
+func arrivalOf(c imsim.Call) time.Time {
+	if !c.Arrived.IsZero() {
+		return c.Arrived
+	}
+	return c.Start
+}
+
+// maxWindowAtHandler is the most create calls, admitted or not, whose handlers started within
+// one second (t-1s, t].
+func maxWindowAtHandler(calls []imsim.Call) int {
+	var ts []time.Time
+	for _, c := range calls {
+		if c.API == im.APICreate {
+			ts = append(ts, c.Start)
+		}
+	}
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	best, lo := 0, 0
+	for hi, t := range ts {
+		for !ts[lo].After(t.Add(-time.Second)) {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
 }
 
 // produceSkewed writes n events of gen to topic, keyed as the producers key them (murmur2),
@@ -405,7 +436,15 @@ func (rn *run) fleet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every call, rejected ones included, beside the subject's logs: a window over the budget
+	// is joined with the replicas' debug logs from here.
+	if b, err := json.Marshal(calls); err == nil {
+		if err := os.WriteFile(strings.TrimSuffix(rn.logPath, ".log")+"-calls.json", b, 0o644); err != nil {
+			return fmt.Errorf("call log: %w", err)
+		}
+	}
 	a := analyseDrain(admittedArrivals(calls), rn.sc.RateLimit, changes)
+	rn.res.MaxWindowAtHandler = maxWindowAtHandler(calls)
 	rn.res.Drain = a.Last.Sub(a.First)
 	rn.res.Utilisation = a.Utilisation
 	rn.res.CallsPerSec = a.Utilisation * rn.sc.RateLimit

@@ -144,6 +144,29 @@ func TestAdmittedArrivalsSkipsOverLimitAndOtherAPIs(t *testing.T) {
 	if len(got) != 2 || !got[0].Equal(t0) || !got[1].Equal(t0.Add(3*time.Millisecond)) {
 		t.Fatalf("arrivals %v", got)
 	}
+	// A kernel stamp is the arrival; the handler's start only stands in for a missing one.
+	got = admittedArrivals([]imsim.Call{{API: im.APICreate, Start: t0.Add(50 * time.Millisecond), Arrived: t0}})
+	if len(got) != 1 || !got[0].Equal(t0) {
+		t.Fatalf("stamped arrival %v, want %v", got, t0)
+	}
+}
+
+// Calls whose handlers a starved simulator started together count in one window there, however
+// far apart they arrived; rejected calls count too.
+func TestMaxWindowAtHandler(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var calls []imsim.Call
+	for i := range 5 {
+		calls = append(calls, imsim.Call{API: im.APICreate, Arrived: t0.Add(time.Duration(i) * 400 * time.Millisecond),
+			Start: t0.Add(2*time.Second + time.Duration(i)*time.Millisecond), Code: []int{0, im.CodeFrequency}[i%2]})
+	}
+	calls = append(calls, imsim.Call{API: im.APIGet, Start: t0.Add(2 * time.Second)})
+	if got := maxWindowAtHandler(calls); got != 5 {
+		t.Fatalf("max window at the handlers %d, want 5 (creates only, rejected included)", got)
+	}
+	if got := maxWindowAtHandler(nil); got != 0 {
+		t.Fatalf("no calls: %d", got)
+	}
 }
 
 func TestAccountFaultAnswersOnlyThatAccountsCreates(t *testing.T) {

@@ -58,6 +58,10 @@ type Result struct {
 	Drain       time.Duration // first admitted call → last
 	Changes     []ChangeResult
 	PerSecond   []int // admitted calls in each second of the drain
+	// MaxWindowAtHandler is the highest number of create calls (admitted or not) whose
+	// simulator handlers started within one second. MaxWindow counts them as they arrived (the
+	// kernel's stamp), as a real API does; the two differ by the simulator's own starvation.
+	MaxWindowAtHandler int
 	// Arrivals (ms after the first admitted call) and ChangeTimes (s after it) keep what the
 	// gaps were computed from.
 	Arrivals    []int
@@ -91,7 +95,7 @@ func (r Result) Summary() string {
 	case KindE2E:
 		fmt.Fprintf(&b, "%d samples, p50 %v, p99 %v", r.E2ESamples, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond))
 	case KindFleet:
-		fmt.Fprintf(&b, "%d replicas, %d/%d ended, drain %v, util %.3f, max window %d, 60007s %d, changes %s", r.Replicas, r.Ended, r.Expected, r.Drain.Round(100*time.Millisecond), r.Utilisation, r.MaxWindow, r.RateLimited, changesText(r.Changes))
+		fmt.Fprintf(&b, "%d replicas, %d/%d ended, drain %v, util %.3f, max window %d (%d at the simulator's handlers), 60007s %d, changes %s", r.Replicas, r.Ended, r.Expected, r.Drain.Round(100*time.Millisecond), r.Utilisation, r.MaxWindow, r.MaxWindowAtHandler, r.RateLimited, changesText(r.Changes))
 	case KindStuck:
 		fmt.Fprintf(&b, "others %d/%d applied, %.1f/s, p50 %v, p99 %v; stuck account %d events, %d calls; %d dead-lettered", r.E2ESamples, r.Expected, r.CreatedPerSec, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond), r.StuckEvents, r.StuckCalls, r.DLQ)
 	case KindRestart:

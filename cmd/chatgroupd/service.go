@@ -196,10 +196,6 @@ func (s *service) build(f serviceFlags) error {
 	if lateArrivalMax <= 0 {
 		lateArrivalMax = ratelimit.LateArrivalOff // the flag's 0 is "off"; the Config's 0 is DefaultLateArrivalMax
 	}
-	var fleetAPIs []string
-	if f.fleetBudget == fleetKafka {
-		fleetAPIs = []string{im.APICreate} // the budget topic carries the create budget's ledger
-	}
 	disp, err := dispatcher.New(dispatcher.Config{
 		// --rate-limit sizes the get, update and delete budgets too: each API has its own quota,
 		// all of the documented same size (dispatcher.DefaultRateLimit).
@@ -207,8 +203,8 @@ func (s *service) build(f serviceFlags) error {
 		DeleteRateLimit: f.rateLimit, RetryBudget: f.retryBudget,
 		ProbeAccount: f.admin, DuplicateNames: f.duplicateNames, DuplicateCode: f.duplicateCode,
 		// Only the demo runs the API in this process, where its stalls delay the server's count.
-		Limiter:   ratelimit.Config{LateArrivalMax: lateArrivalMax, WidenOnStall: f.inProcessAPI},
-		FleetAPIs: fleetAPIs, Logger: cfg.log, Metrics: cfg.metrics,
+		Limiter:     ratelimit.Config{LateArrivalMax: lateArrivalMax, WidenOnStall: f.inProcessAPI},
+		FleetBudget: f.fleetBudget == fleetKafka, Logger: cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
 		return err

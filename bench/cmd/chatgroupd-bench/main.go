@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		timeout   = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
 		list      = fs.Bool("list", false, "list the scenarios and exit")
 		simulator = fs.String("simulator", "bin/chatgroupd", "binary whose `imsim` subcommand serves the IM simulator in a process of its own (at the harness's priority); empty to serve it inside the harness")
+		extra     = fs.String("extra", "", "space-separated flags added to every chatgroupd subject's command line (for example --log-level debug)")
 		priority  = fs.Int("priority", 10, "raise the harness (simulator and embedded Kafka) this many nice levels above the subjects; needs root, 0 to keep everything equal")
 		render    = fs.String("render", "", "print the tables of earlier results.json files (comma-separated; a later file's result replaces an earlier one's for the same scenario and subject) and exit")
 	)
@@ -77,6 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	subs, err := subjectsOf(*subjects, *chatgroupd, *naive, *watermill, stderr)
 	if err != nil {
 		return err
+	}
+	for i := range subs {
+		if subs[i].Fleet {
+			subs[i].Extra = append(subs[i].Extra, strings.Fields(*extra)...)
+		}
 	}
 	if *priority > 0 {
 		if err := harness.RaisePriority(*priority); err != nil {
