@@ -33,7 +33,9 @@ const (
 	envLogLevel  = "CHAOS_LOG_LEVEL"      // the replicas' log level, default info (debug logs every write)
 	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
+	envEvents    = "CHAOS_EVENTS"         // create or lifecycle for every seed; default by seed (every third: lifecycle)
 	envVanished  = "CHAOS_KEEP_VANISHED"  // set: don't expire the embedded broker's members of dead replicas (Config.KeepVanished)
+	envOrder     = "CHAOS_ORDER"          // set: run the lifecycle order test and its self-test (order_test.go)
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
 )
@@ -88,8 +90,15 @@ func broker(t *testing.T) *kafkatest.Cluster {
 
 // options are the schedule options of seed on c: a real broker keeps its 6s minimum session
 // and has no DLQ switch.
-func options(c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
-	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget)}
+func options(t *testing.T, c *kafkatest.Cluster, seed uint64, d time.Duration, replicas int) Options {
+	t.Helper()
+	switch v := os.Getenv(envEvents); v {
+	case "", EventsCreate, EventsLifecycle:
+	default:
+		t.Fatalf("%s=%q: want %s or %s", envEvents, v, EventsCreate, EventsLifecycle)
+	}
+	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget),
+		Events: os.Getenv(envEvents)}
 	if c.Fake == nil {
 		o.SessionTimeout = 6 * time.Second
 	}
@@ -106,6 +115,12 @@ func play(t *testing.T, c *kafkatest.Cluster, s *Schedule, env ...string) *Resul
 // playDrain is play with a bound on the wait for the group to drain (0: Config's default).
 func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Duration, env ...string) *Result {
 	t.Helper()
+	return playConfig(t, c, s, func(cfg *Config) { cfg.DrainTimeout = drain }, env...)
+}
+
+// playConfig is play with the run's Config adjusted by adjust.
+func playConfig(t *testing.T, c *kafkatest.Cluster, s *Schedule, adjust func(*Config), env ...string) *Result {
+	t.Helper()
 	if binary == "" {
 		t.Fatalf("no chatgroupd binary: %v", buildErr)
 	}
@@ -114,8 +129,10 @@ func playDrain(t *testing.T, c *kafkatest.Cluster, s *Schedule, drain time.Durat
 		t.Fatal(err)
 	}
 	ctx := testwait.Context(t, s.Duration+10*time.Minute)
-	res, err := Run(ctx, Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
-		LogLevel: os.Getenv(envLogLevel), DrainTimeout: drain, KeepVanished: os.Getenv(envVanished) != ""})
+	cfg := Config{Schedule: s, Binary: binary, Brokers: c.Brokers, Fake: c.Fake, Dir: dir, Env: env, Logf: t.Logf,
+		LogLevel: os.Getenv(envLogLevel), KeepVanished: os.Getenv(envVanished) != ""}
+	adjust(&cfg)
+	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
@@ -179,7 +196,7 @@ func TestChaosShort(t *testing.T) {
 	c := broker(t)
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-			s := NewSchedule(options(c, seed, d, 3))
+			s := NewSchedule(options(t, c, seed, d, 3))
 			res := play(t, c, s)
 			verify(t, s, res)
 		})
@@ -214,7 +231,7 @@ func TestChaos(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			c := broker(t)
-			s := NewSchedule(options(c, seed, d, replicas))
+			s := NewSchedule(options(t, c, seed, d, replicas))
 			res := play(t, c, s)
 			total.Add(res.Report)
 			stops, kills, pauses, ran = stops+res.Stops, kills+res.Kills, pauses+res.Pauses, ran+1
@@ -229,8 +246,8 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
-		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
+		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.DoubleEffects, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
 		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled)
 	t.Log(line)
 	fmt.Println(line)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +66,9 @@ type Config struct {
 	LogLevel string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// StateOf are accounts whose groups the simulator holds at the end are read into
+	// Result.State (the lifecycle order test compares them with its model).
+	StateOf []string
 	// KeepVanished turns evictVanished off: on the embedded broker, members of replicas killed
 	// in a join stay until the leader's progress watch rebalances them away (or for good).
 	KeepVanished bool
@@ -121,6 +125,8 @@ type Result struct {
 	Elapsed        time.Duration
 	// Counts of what the schedule did.
 	Stops, Kills, Pauses int
+	// State is the simulator's groups at the end of the run of each account in Config.StateOf.
+	State map[string][]imsim.Group
 }
 
 // Err is the run's failure: a violated invariant or an unclean graceful exit.
@@ -237,6 +243,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Report = Check(ev)
+	if res.State, err = r.state(ctx); err != nil {
+		return nil, err
+	}
 	// The call log stays with the process logs, for whoever reads a failure.
 	if b, err := json.Marshal(ev.Calls); err == nil {
 		_ = os.WriteFile(filepath.Join(cfg.Dir, "calls.json"), b, 0o600)
@@ -690,6 +699,29 @@ func (r *run) evidence(ctx context.Context) (Evidence, error) {
 		pe.OwnerAlive = o.replica != "" && r.aliveAtEnd[o.replica]
 	}
 	return ev, nil
+}
+
+// state reads the groups of Config.StateOf from the simulator.
+func (r *run) state(ctx context.Context) (map[string][]imsim.Group, error) {
+	out := make(map[string][]imsim.Group, len(r.cfg.StateOf))
+	for _, acct := range r.cfg.StateOf {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.simURL+"/admin/state?account="+url.QueryEscape(acct), nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("chaos: state of %s: %w", acct, err)
+		}
+		var st imsim.AccountState
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("chaos: state of %s: %w", acct, err)
+		}
+		out[acct] = st.Groups
+	}
+	return out, nil
 }
 
 // locate reads the event topic back and fills each record's partition and offset; identical

@@ -68,7 +68,8 @@ type Record struct {
 	Seq        int64
 	EventID    string
 	// Type is the event_type: "" or EventCreated for a create, else a lifecycle type
-	// (EventRenamed, ...). The generator draws creates only so far.
+	// (EventRenamed, ...). The generator draws lifecycle events with Options.Events
+	// EventsLifecycle.
 	Type     string
 	Group    string           // the group the event names, as it is before the event (valid and rejected events)
 	NewGroup string           // a rename's new name
@@ -103,7 +104,18 @@ type Options struct {
 	// BudgetKafka. NewSchedule picks it by the seed when empty (odd: kafka), so both modes are under test;
 	// a hand-made schedule without it runs static.
 	FleetBudget string
+	// Events is what the valid events of imported accounts are: EventsCreate (creates only) or
+	// EventsLifecycle (contract v2: creates, renames, adds, removes and deletes of the groups
+	// created earlier). NewSchedule picks it by the seed when empty (every third seed,
+	// lifecycle); a hand-made schedule without it makes creates.
+	Events string
 }
+
+// Values of Options.Events.
+const (
+	EventsCreate    = "create"
+	EventsLifecycle = "lifecycle"
+)
 
 // Values of Options.FleetBudget.
 const (
@@ -150,8 +162,8 @@ func (s *Schedule) Count(k Kind) int {
 // String prints the schedule one step a line.
 func (s *Schedule) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
-		cmp.Or(s.FleetBudget, BudgetStatic), len(s.Records()))
+	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
+		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), len(s.Records()))
 	for _, st := range s.Steps {
 		fmt.Fprintf(&b, "  %7.2fs %-9s", st.At.Seconds(), st.Kind)
 		switch st.Kind {
@@ -180,13 +192,16 @@ type generator struct {
 	// Lasting faults do not overlap their own kind, so each end step ends its own fault.
 	stormUntil, dlqUntil time.Duration
 	slowUntil            map[string]time.Duration
+	// groups is each imported account's groups after its events so far (EventsLifecycle).
+	groups map[string]*acctGroups
 }
 
 // NewSchedule draws the schedule of o.Seed. Every seed gets at least one graceful stop, one
 // SIGKILL and one pause longer than the session timeout.
 func NewSchedule(o Options) *Schedule {
 	o = o.withDefaults()
-	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{}}
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{},
+		groups: map[string]*acctGroups{}}
 	// Drawn whether or not it is forced, so that forcing the drawn size (the replay command
 	// prints CHAOS_REPLICAS) replays the very same schedule.
 	if drawn := 3 + g.rng.IntN(3); o.Replicas <= 0 {
@@ -199,6 +214,14 @@ func NewSchedule(o Options) *Schedule {
 		g.o.FleetBudget = BudgetStatic
 		if o.Seed%2 == 1 {
 			g.o.FleetBudget = BudgetKafka
+		}
+	}
+	if g.o.Events == "" {
+		// By the seed like the fleet budget, not drawn, so the other seeds' steps stay as
+		// they were.
+		g.o.Events = EventsCreate
+		if o.Seed%3 == 0 {
+			g.o.Events = EventsLifecycle
 		}
 	}
 	g.busy = make([]time.Duration, g.o.Replicas)
@@ -356,6 +379,14 @@ func (g *generator) burst(t time.Duration) {
 }
 
 func (g *generator) valid(acct string) Record {
+	if g.o.Events == EventsLifecycle && !strings.HasPrefix(acct, ghostPrefix) {
+		return g.lifecycleEvent(acct)
+	}
+	return g.create(acct)
+}
+
+// create returns the account's next event, a create of a new group.
+func (g *generator) create(acct string) Record {
 	g.n++
 	g.seq[acct]++
 	id := fmt.Sprintf("c%d-%d", g.o.Seed, g.n)
@@ -379,7 +410,7 @@ func (g *generator) valid(acct string) Record {
 	if strings.HasPrefix(acct, ghostPrefix) {
 		k = Rejected
 	}
-	return Record{Key: []byte(acct), Value: v, Kind: k, Account: acct, Seq: e.Seq, EventID: id, Group: e.GroupName, Contacts: items}
+	return Record{Key: []byte(acct), Value: v, Kind: k, Account: acct, Seq: e.Seq, EventID: id, Type: EventCreated, Group: e.GroupName, Contacts: items}
 }
 
 // invalid returns a record that breaks the event contract in one of several ways.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatgroupd/chatgroupd/event"
+	"github.com/chatgroupd/chatgroupd/im"
 )
 
 // A seed always draws the same schedule, and every schedule has the lifecycle events the suite
@@ -150,6 +151,63 @@ func TestScheduleFleetBudget(t *testing.T) {
 func steps(s *Schedule) string {
 	_, rest, _ := strings.Cut(s.String(), "\n")
 	return rest
+}
+
+// Every third seed draws lifecycle events (contract v2), the others creates only, as before;
+// a lifecycle seed's records carry what the checker reads (type, group, new name, the
+// conversations), agree with their bytes, and each account's valid events all apply in seq
+// order: none names a group that does not exist then.
+func TestScheduleLifecycle(t *testing.T) {
+	for seed := uint64(1); seed <= 12; seed++ {
+		s := NewSchedule(Options{Seed: seed, DLQFaults: true})
+		want := EventsCreate
+		if seed%3 == 0 {
+			want = EventsLifecycle
+		}
+		if s.Events != want || !strings.Contains(s.String(), "events "+want) {
+			t.Fatalf("seed %d: events %q, want %q", seed, s.Events, want)
+		}
+		if want == EventsCreate {
+			if forced := NewSchedule(Options{Seed: seed, DLQFaults: true, Events: EventsCreate}); forced.String() != s.String() {
+				t.Errorf("seed %d: the default is not the create schedule", seed)
+			}
+		}
+		types := map[string]int{}
+		for _, r := range s.Records() {
+			if r.Kind != Valid && r.Kind != Rejected {
+				continue
+			}
+			types[r.Type]++
+			e, err := event.Parse(r.Value)
+			if err != nil {
+				t.Fatalf("seed %d: %s does not parse: %v", seed, r.EventID, err)
+			}
+			if string(e.EventType) != r.Type || e.GroupName != r.Group || e.NewGroupName != r.NewGroup || e.Seq != r.Seq ||
+				len(e.Contacts) != len(r.Contacts) {
+				t.Fatalf("seed %d: record %+v disagrees with its event %+v", seed, r, e)
+			}
+			for i, c := range e.Contacts {
+				if r.Contacts[i] != (im.ContactItem{Type: c.Type, ToAccount: c.ToAccount, ToGroupID: c.ToGroupID}) {
+					t.Fatalf("seed %d: record %s contact %d: %+v, event has %+v", seed, r.EventID, i, r.Contacts[i], c)
+				}
+			}
+			if r.Kind == Rejected && r.Type != EventCreated {
+				t.Errorf("seed %d: a ghost's event %s is a %s: ghosts only create", seed, r.EventID, r.Type)
+			}
+		}
+		if _, err := applyInOrder(s.Records()); err != nil {
+			t.Errorf("seed %d: %v", seed, err)
+		}
+		switch {
+		case want == EventsCreate && len(types) != 1:
+			t.Errorf("seed %d: a create seed has types %v", seed, types)
+		case want == EventsLifecycle && len(types) != 5:
+			t.Errorf("seed %d: a lifecycle seed has types %v, want all five", seed, types)
+		}
+		if want == EventsLifecycle {
+			t.Logf("seed %d: valid events by type %v", seed, types)
+		}
+	}
 }
 
 // TestScheduleReplayWithReplicas: forcing the fleet size a seed draws anyway (as the printed

@@ -67,6 +67,9 @@ type service struct {
 	resolver  *modeResolver // nil when no flag is auto
 	fallbacks []*unusable   // what auto fell back on, watched by Run
 
+	// blindLifecycle is the blind-lifecycle test break (see testBreak).
+	blindLifecycle bool
+
 	dlq  *dlq.Writer
 	http *metrics.Server
 	ln   net.Listener
@@ -132,12 +135,17 @@ func newService(cfg serviceConfig) (*service, error) {
 		cfg.log.Warn("TEST BREAK ACTIVE: this replica takes the whole rate budget whatever it owns; the fleet crosses the budget",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
+	if brk == breakBlindLifecycle {
+		cfg.log.Warn("TEST BREAK ACTIVE: uncertain and replayed lifecycle events are sent without looking the user's groups up first; an event the previous owner applied is applied again",
+			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	}
 	if brk == breakDropPart {
 		cfg.log.Warn("TEST BREAK ACTIVE: as group leader this replica leaves the last partition unassigned; its records are never consumed",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
-		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart,
+		blindLifecycle: brk == breakBlindLifecycle, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -209,10 +217,14 @@ func (s *service) build(f serviceFlags) error {
 	if s.wholeBudget {
 		share = wholeBudget{disp}
 	}
+	var dispatch consumer.Dispatcher = disp
+	if s.blindLifecycle {
+		dispatch = blindLifecycle{disp}
+	}
 	cons, err := consumer.New(consumer.Config{
 		Brokers: cfg.conn.Brokers, Topic: f.topic, GroupID: f.group,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport,
-		Dispatcher: disp, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
+		Dispatcher: dispatch, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
 		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart,
@@ -411,16 +423,18 @@ const (
 	breakLegacyDrain = "legacy-drain"   // the revoke drain bounded by the rebalance timeout only
 	breakWholeBudget = "whole-budget"   // every replica uses the whole rate budget, as if alone
 	breakDropPart    = "drop-partition" // a group leader leaves the topic's last partition unassigned
+
+	breakBlindLifecycle = "blind-lifecycle" // uncertain and replayed lifecycle events skip the existence check
 )
 
 // testBreak checks CHATGROUPD_TEST_BREAK and returns the variant it selects ("" for none).
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget, breakDropPart:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget, breakDropPart)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the
@@ -428,6 +442,20 @@ func testBreak(v string) (string, error) {
 type wholeBudget struct{ d *dispatcher.Dispatcher }
 
 func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0) }
+
+// blindLifecycle is the blind-lifecycle test break: it hands the dispatcher every lifecycle
+// event (rename, add, remove, delete) as if it were new, so an uncertain or replayed one is sent
+// without the look-up that finds it already applied. The chaos suite's lifecycle checker must
+// catch what follows after a SIGKILL or a rebalance (renames and deletes of groups that are
+// gone dead-lettered, effects applied twice).
+type blindLifecycle struct{ d *dispatcher.Dispatcher }
+
+func (b blindLifecycle) Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher.Outcome, error) {
+	if t.Event != nil && t.Event.EventType != event.TypeContactGroupCreated {
+		t.Uncertain, t.ReplayCount = false, 0
+	}
+	return b.d.Dispatch(ctx, t)
+}
 
 // handoverSkew maps the flag onto consumer.Config.HandoverSkew, whose zero means the default:
 // the flag's 0 is no margin at all.
