@@ -116,11 +116,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	r.ensureTopic(ctx)
 
-	w := &kafka.Writer{
-		Addr: kafka.TCP(r.kc.Brokers...), Topic: r.kc.Topic, Transport: r.kc.Transport,
-		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1,
-		MaxAttempts: 1, WriteTimeout: r.mc.Resend,
-	}
+	w := r.writer()
 	defer w.Close()
 	records := make(chan Record, 256)
 	outbox := make(chan Record, 1)
@@ -156,31 +152,52 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.leave(w)
 			return nil
 		case rec := <-records:
-			r.mu.Lock()
-			before := member.Ceiling()
-			ceiling := member.Apply(rec, r.now())
-			r.m.FleetPeers.Set(float64(member.Peers()))
-			r.mu.Unlock()
-			// At debug level every record read is logged with the ceiling it left, so that a
-			// window the API saw crossed can be replayed against the ledger.
-			if ce := r.log.Check(zap.DebugLevel, "budget record read"); ce != nil {
-				ce.Write(zap.Any("record", rec), zap.Int("ceiling_before", before), zap.Int("ceiling", ceiling))
-			}
+			r.apply(member, rec)
 		case <-tick.C:
-			r.mu.Lock()
-			out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
-			r.mu.Unlock()
-			if out != nil {
-				if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
-					ce.Write(zap.Any("record", *out))
-				}
-				select {
-				case <-outbox: // an unsent older record is superseded
-				default:
-				}
-				outbox <- *out
-			}
+			r.tick(member, outbox)
 		}
+	}
+}
+
+// apply feeds one record of the budget topic to the member.
+func (r *Runner) apply(member *Member, rec Record) {
+	r.mu.Lock()
+	before := member.Ceiling()
+	ceiling := member.Apply(rec, r.now())
+	r.m.FleetPeers.Set(float64(member.Peers()))
+	r.mu.Unlock()
+	// At debug level every record read is logged with the ceiling it left, so that a window
+	// the API saw crossed can be replayed against the ledger.
+	if ce := r.log.Check(zap.DebugLevel, "budget record read"); ce != nil {
+		ce.Write(zap.Any("record", rec), zap.Int("ceiling_before", before), zap.Int("ceiling", ceiling))
+	}
+}
+
+// tick lets the member publish its demand and share; the outbox holds only the newest record.
+func (r *Runner) tick(member *Member, outbox chan Record) {
+	r.mu.Lock()
+	out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
+	r.mu.Unlock()
+	if out == nil {
+		return
+	}
+	if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
+		ce.Write(zap.Any("record", *out))
+	}
+	select {
+	case <-outbox: // an unsent older record is superseded
+	default:
+	}
+	outbox <- *out
+}
+
+// writer publishes the member's records: one at a time, acknowledged by every replica, never
+// retried past Resend (a newer record supersedes it by then).
+func (r *Runner) writer() *kafka.Writer {
+	return &kafka.Writer{
+		Addr: kafka.TCP(r.kc.Brokers...), Topic: r.kc.Topic, Transport: r.kc.Transport,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: 1,
+		MaxAttempts: 1, WriteTimeout: r.mc.Resend,
 	}
 }
 

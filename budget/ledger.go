@@ -207,42 +207,58 @@ func (l *Ledger) Granted() int {
 // free, a whole window. Holding the headroom costs a member whose demand rises one more round
 // trip: the others shrink to their demands when they read its new one.
 func (l *Ledger) Target(member string, demand int) int {
-	type d struct {
-		m string
-		d int
-	}
-	ds := []d{{member, min(max(demand, 0), l.budget)}}
+	ds := []memberDemand{{member, min(max(demand, 0), l.budget)}}
 	sum := ds[0].d
 	for m, e := range l.es {
 		if m != member {
-			ds = append(ds, d{m, min(e.demand, l.budget)})
+			ds = append(ds, memberDemand{m, min(e.demand, l.budget)})
 			sum += ds[len(ds)-1].d
 		}
 	}
 	if sum <= l.budget {
-		if ds[0].d == 0 {
-			return 0
-		}
-		var taking []d
-		for _, x := range ds {
-			if x.d > 0 {
-				taking = append(taking, x)
-			}
-		}
-		slices.SortFunc(taking, func(a, b d) int { return cmp.Compare(a.m, b.m) })
-		left := l.budget - sum
-		n := len(taking)
-		for j, x := range taking {
-			if x.m == member {
-				if j < left%n {
-					return x.d + left/n + 1
-				}
-				return x.d + left/n
-			}
+		return withHeadroom(member, ds, l.budget-sum)
+	}
+	return fairShare(member, ds, l.budget)
+}
+
+// memberDemand is one member's demand, capped at the budget.
+type memberDemand struct {
+	m string
+	d int
+}
+
+// withHeadroom is member's target when the demands ds fit the budget: its demand plus an even
+// split of what is left among the members that want anything (the remainder to the first by
+// name), so that a momentary dip of every demand does not shrink the shares.
+func withHeadroom(member string, ds []memberDemand, left int) int {
+	if ds[0].d == 0 {
+		return 0
+	}
+	var taking []memberDemand
+	for _, x := range ds {
+		if x.d > 0 {
+			taking = append(taking, x)
 		}
 	}
-	slices.SortFunc(ds, func(a, b d) int { return cmp.Or(cmp.Compare(a.d, b.d), cmp.Compare(a.m, b.m)) })
-	left := l.budget
+	slices.SortFunc(taking, func(a, b memberDemand) int { return cmp.Compare(a.m, b.m) })
+	n := len(taking)
+	for j, x := range taking {
+		if x.m == member {
+			if j < left%n {
+				return x.d + left/n + 1
+			}
+			return x.d + left/n
+		}
+	}
+	return 0
+}
+
+// fairShare is member's max-min fair share of budget when the demands ds exceed it: demands
+// below an even split of what is left are met, the rest split it evenly (the remainder to the
+// first by name).
+func fairShare(member string, ds []memberDemand, budget int) int {
+	slices.SortFunc(ds, func(a, b memberDemand) int { return cmp.Or(cmp.Compare(a.d, b.d), cmp.Compare(a.m, b.m)) })
+	left := budget
 	for i, x := range ds {
 		n := len(ds) - i
 		fair := left / n
@@ -255,7 +271,7 @@ func (l *Ledger) Target(member string, demand int) int {
 		}
 		// Everyone from here on wants more than an even split of what is left.
 		rest := ds[i:]
-		slices.SortFunc(rest, func(a, b d) int { return cmp.Compare(a.m, b.m) })
+		slices.SortFunc(rest, func(a, b memberDemand) int { return cmp.Compare(a.m, b.m) })
 		extra := left % n
 		for j, y := range rest {
 			if y.m == member {
