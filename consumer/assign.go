@@ -133,19 +133,7 @@ func assignSticky(prev map[string][]int, parts []int) map[string][]int {
 	for _, p := range parts {
 		exists[p] = true
 	}
-	// Valid owned partitions, each claimed once.
-	claimed := map[int]bool{}
-	valid := make(map[string][]int, len(ids))
-	for _, id := range ids {
-		own := slices.Clone(prev[id])
-		slices.Sort(own)
-		for _, p := range slices.Compact(own) {
-			if exists[p] && !claimed[p] {
-				claimed[p] = true
-				valid[id] = append(valid[id], p)
-			}
-		}
-	}
+	valid := validOwned(ids, prev, exists)
 	base, extra := len(exists)/len(ids), len(exists)%len(ids)
 	// The quotas of base+1 go to the members that own the most (ties by id): that keeps the
 	// most partitions in place.
@@ -166,8 +154,31 @@ func assignSticky(prev map[string][]int, parts []int) map[string][]int {
 			taken[p] = true
 		}
 	}
-	// Everything else goes, lowest partition first, to the least loaded member (ties by id);
-	// counts never pass base+1, so the result is balanced.
+	spread(out, ids, exists, taken)
+	return out
+}
+
+// validOwned is each member's previously owned partitions that still exist, each claimed by
+// the first member (by id) that names it.
+func validOwned(ids []string, prev map[string][]int, exists map[int]bool) map[string][]int {
+	claimed := map[int]bool{}
+	valid := make(map[string][]int, len(ids))
+	for _, id := range ids {
+		own := slices.Clone(prev[id])
+		slices.Sort(own)
+		for _, p := range slices.Compact(own) {
+			if exists[p] && !claimed[p] {
+				claimed[p] = true
+				valid[id] = append(valid[id], p)
+			}
+		}
+	}
+	return valid
+}
+
+// spread gives every partition not taken, lowest first, to the least loaded member (ties by
+// id); counts never pass base+1, so the result is balanced.
+func spread(out map[string][]int, ids []string, exists, taken map[int]bool) {
 	pool := make([]int, 0, len(exists))
 	for p := range exists {
 		if !taken[p] {
@@ -187,5 +198,4 @@ func assignSticky(prev map[string][]int, parts []int) map[string][]int {
 	for _, id := range ids {
 		slices.Sort(out[id])
 	}
-	return out
 }

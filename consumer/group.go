@@ -133,23 +133,9 @@ func (m *member) protocols() []kafka.GroupProtocol {
 
 func (m *member) joinOnce(ctx context.Context) (*groupGen, error) {
 	cfg := m.cfg
-	jctx, cancel := context.WithTimeout(ctx, cfg.RebalanceTimeout+cfg.SessionTimeout)
-	defer cancel()
-	jr, err := m.cl.JoinGroup(jctx, &kafka.JoinGroupRequest{
-		GroupID: cfg.GroupID, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout,
-		MemberID: m.id, GroupInstanceID: cfg.InstanceID, ProtocolType: "consumer", Protocols: m.protocols(),
-	})
-	if err == nil {
-		err = jr.Error
-		if jr.MemberID != "" && jr.MemberID != m.id {
-			m.id = jr.MemberID
-			// Logged before the id is used, so whoever reads the logs (the chaos suite) knows
-			// every member this process may be in the group as, even if it dies in the join.
-			cfg.Logger.Info("consumer group: member id assigned", zap.String("group", cfg.GroupID), zap.String("member", m.id))
-		}
-	}
+	jr, err := m.sendJoin(ctx)
 	if err != nil {
-		return nil, m.groupErr("join", err)
+		return nil, err
 	}
 	var (
 		assignments []kafka.SyncGroupRequestAssignment
@@ -195,6 +181,30 @@ func (m *member) joinOnce(ctx context.Context) (*groupGen, error) {
 		g.beats.Go(func() { m.watchProgress(g, others) })
 	}
 	return g, nil
+}
+
+// sendJoin sends JoinGroup and adopts the member id the coordinator gives.
+func (m *member) sendJoin(ctx context.Context) (*kafka.JoinGroupResponse, error) {
+	cfg := m.cfg
+	jctx, cancel := context.WithTimeout(ctx, cfg.RebalanceTimeout+cfg.SessionTimeout)
+	defer cancel()
+	jr, err := m.cl.JoinGroup(jctx, &kafka.JoinGroupRequest{
+		GroupID: cfg.GroupID, SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout,
+		MemberID: m.id, GroupInstanceID: cfg.InstanceID, ProtocolType: "consumer", Protocols: m.protocols(),
+	})
+	if err == nil {
+		err = jr.Error
+		if jr.MemberID != "" && jr.MemberID != m.id {
+			m.id = jr.MemberID
+			// Logged before the id is used, so whoever reads the logs (the chaos suite) knows
+			// every member this process may be in the group as, even if it dies in the join.
+			cfg.Logger.Info("consumer group: member id assigned", zap.String("group", cfg.GroupID), zap.String("member", m.id))
+		}
+	}
+	if err != nil {
+		return nil, m.groupErr("join", err)
+	}
+	return jr, nil
 }
 
 // assign is the leader's part: the topic's partitions spread over the members by the protocol
