@@ -40,6 +40,13 @@ func TestMixedScenarioValidatesAndIsSelected(t *testing.T) {
 			t.Errorf("%s: error %v, want one naming %q", name, err, tc.want)
 		}
 	}
+	chatgroupd, peer := Subject{Name: "chatgroupd", Command: []string{"x"}, Fleet: true}, Subject{Name: "naive", Command: []string{"y"}}
+	if !ok.runsWith(chatgroupd) || ok.runsWith(peer) {
+		t.Error("a mixed scenario must run chatgroupd and skip the creates-only peers")
+	}
+	if util := (Scenario{Kind: KindUtil}); !util.runsWith(peer) {
+		t.Error("other scenarios run every subject")
+	}
 	for _, scale := range []Scale{Quick, Full} {
 		got, err := Select(Scenarios(scale), "mixed-util")
 		if err != nil || len(got) != 1 || got[0].Kind != KindMixed {

@@ -161,8 +161,7 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
-		if sc.Kind == KindMixed && !subj.Fleet {
-			// The peers know one event type: they would create a group for every rename.
+		if !sc.runsWith(subj) {
 			r.progress("%s: %s skipped: it applies creates only, not lifecycle events", sc.Name, subj.Name)
 			continue
 		}

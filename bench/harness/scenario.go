@@ -121,6 +121,10 @@ func (s Scenario) Validate() error {
 	return nil
 }
 
+// runsWith reports whether subj can run s: the peers know one event type (they would create a
+// group for every rename), so a mixed scenario runs chatgroupd subjects only.
+func (s Scenario) runsWith(subj Subject) bool { return s.Kind != KindMixed || subj.Fleet }
+
 // MixedWeights is mixed-util's mix: with these weights the generator's stream (which renames,
 // adds to, removes from and deletes only groups that exist) holds about as many update and
 // delete events as creates (seed 1: 2757 creates, 2281 updates, 2462 deletes in 7500).
