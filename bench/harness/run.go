@@ -493,25 +493,41 @@ func (rn *run) backlog(ctx context.Context) error {
 // the group and warmed its connections.
 const e2eWarmup = 20
 
+// warmUp starts the subject with a producer that sends one record at a time, produces the
+// warm-up events and waits until they are created, so that what follows measures a running
+// subject. done stops the subject and closes the producer.
+func (rn *run) warmUp(ctx context.Context, gen *loadgen.Generator) (prod *producer, p *proc, done func(), err error) {
+	prod = rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
+	prod.w.BatchSize = 1
+	if p, err = rn.start(); err != nil {
+		prod.Close()
+		return nil, nil, nil, err
+	}
+	done = func() {
+		rn.finish(p)
+		prod.Close()
+	}
+	if _, err := prod.produce(ctx, e2eWarmup, false); err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.created >= e2eWarmup }); err != nil {
+		done()
+		return nil, nil, nil, fmt.Errorf("warm-up: %w", err)
+	}
+	return prod, p, done, nil
+}
+
 func (rn *run) e2e(ctx context.Context, rec *applyRecorder) error {
 	gen, err := rn.r.generator(rn.sc)
 	if err != nil {
 		return err
 	}
-	prod := rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
-	prod.w.BatchSize = 1
-	defer prod.Close()
-	p, err := rn.start()
+	prod, p, stop, err := rn.warmUp(ctx, gen)
 	if err != nil {
 		return err
 	}
-	defer rn.finish(p)
-	if _, err := prod.produce(ctx, e2eWarmup, false); err != nil {
-		return err
-	}
-	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.created >= e2eWarmup }); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
+	defer stop()
 	total := int(rn.sc.LiveRate * rn.sc.Window.Seconds())
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rn.sc.LiveRate))
 	defer tick.Stop()
