@@ -333,6 +333,11 @@ func (s *service) ready() error {
 	if choosing != nil {
 		return choosing
 	}
+	if p == nil {
+		// The modes are chosen and the pipeline is being built: not in the group yet. (A nil
+		// dereference here panicked the handler and /readyz answered with a closed connection.)
+		return errNotInGroup
+	}
 	if !p.consumer.Ready() {
 		if err := s.brokers.err(); err != nil {
 			return fmt.Errorf("%w: %w", errNotInGroup, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -459,4 +460,18 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// TestReadyWhileBuilding: between the modes being chosen and the pipeline being built, /readyz
+// answers "not in the group" (it dereferenced the missing pipeline and panicked the handler, which
+// the client saw as EOF).
+func TestReadyWhileBuilding(t *testing.T) {
+	s := &service{}
+	if err := s.ready(); !errors.Is(err, errNotInGroup) {
+		t.Fatalf("ready() = %v, want errNotInGroup", err)
+	}
+	s.choosing = errors.New("checking the topics")
+	if err := s.ready(); err != s.choosing {
+		t.Fatalf("ready() while choosing = %v", err)
+	}
 }
