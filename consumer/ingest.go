@@ -64,6 +64,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	p.bytes += r.size()
 	a.q = append(a.q, r)
 	e.schedule(a)
+	e.releaseScans(p)
 	return e.waitSpace(ctx, p)
 }
 
