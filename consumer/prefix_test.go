@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/event"
@@ -231,4 +235,142 @@ func TestUncertainPrefixTakeover(t *testing.T) {
 			}
 		}
 	})
+}
+
+// slowFetch hands the consumer one record batch per fetch and holds the first fetch at or past
+// offset from for delay: the successor has an account's first uncertain record well before the
+// rest of them.
+type slowFetch struct {
+	kafka.RoundTripper
+	from    int64
+	delay   time.Duration
+	delayed atomic.Bool
+}
+
+func (s *slowFetch) RoundTrip(ctx context.Context, addr net.Addr, req protocol.Message) (protocol.Message, error) {
+	if f, ok := req.(*fetchapi.Request); ok {
+		f.MaxBytes = 1
+		for i := range f.Topics {
+			for j := range f.Topics[i].Partitions {
+				p := &f.Topics[i].Partitions[j]
+				p.PartitionMaxBytes = 1
+				if p.FetchOffset >= s.from && s.delayed.CompareAndSwap(false, true) {
+					select {
+					case <-time.After(s.delay):
+					case <-ctx.Done():
+					}
+				}
+			}
+		}
+	}
+	return s.RoundTripper.RoundTrip(ctx, addr, req)
+}
+
+// TestUncertainPrefixWaitsForFetch: an account's first uncertain record (a create the previous
+// owner applied, then renamed) arrives a while before the rest of its uncertain records. The
+// account waits for them — deciding with the create alone would see its group missing and
+// create it again, and the rename would then be refused — and then settles both with one scan.
+func TestUncertainPrefixWaitsForFetch(t *testing.T) {
+	s := newPrefixSim(t)
+	e := newEnv(t, 1)
+	a := prefixAccount{name: "late", evs: []event.Event{pfCreate("g3", "bob"), pfRename("g3", "g4")}}
+	s.apply(t, baseEvent(a.name))
+	for i := range a.evs {
+		ev := prefixEvent(a, i)
+		ev.Seq = 0 // no seq: nothing makes the account wait but the scan
+		s.apply(t, ev)
+		v, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.k.Produce(t, e.topic, kafka.Message{Key: []byte(a.name), Value: v}) // one batch each
+	}
+	e.commitAs(0, "not-ours")
+	want := s.groups(a.name)
+	sends := s.sends(a.name)
+	tr := &slowFetch{RoundTripper: kafka.DefaultTransport, from: 1, delay: 1500 * time.Millisecond}
+	e.cfgEdit = func(c *Config) { c.Dispatcher, c.UncertainHold, c.Transport = s.disp, -1, tr }
+	r := e.start()
+	testwait.For(t, 30*time.Second, "both records committed", func() bool {
+		return e.committed()[0].CommittedOffset == 2
+	})
+	r.stop(t)
+	if !tr.delayed.Load() {
+		t.Fatal("the second record's fetch was never held: the test did not set up its case")
+	}
+	for _, l := range e.dl.snapshot() {
+		t.Errorf("%s dead-lettered %s (%s)", l.l.EventID, l.l.Reason, l.l.Info)
+	}
+	if diff := cmp.Diff(want, s.groups(a.name)); diff != "" {
+		t.Errorf("groups (-want +got):\n%s", diff)
+	}
+	if n := s.sends(a.name) - sends; n != 0 {
+		t.Errorf("%d creates/updates/deletes after the hand-over, want 0 (both were applied)", n)
+	}
+}
+
+// TestScanWaits: when an account whose next record needs a prefix scan waits for the fetch,
+// and when it does not: the rest fetched, a full buffer (the fetch waits for room: waiting
+// would deadlock), the partition's wait used up, a record that needs no scan (replayed,
+// invalid, already decided). releaseScans frees the waiting accounts once the fetch gets there.
+func TestScanWaits(t *testing.T) {
+	t0 := time.Unix(1800000000, 0)
+	ev := prefixEvent(prefixAccounts[0], 0)
+	cases := []struct {
+		name  string
+		edit  func(p *part, r *rec)
+		now   time.Time
+		waits bool
+	}{
+		{"rest not fetched", func(*part, *rec) {}, t0, true},
+		{"rest not fetched, then the buffer fills", func(*part, *rec) {}, t0, true},
+		{"rest fetched", func(p *part, _ *rec) { p.tr.next = 5 }, t0, false},
+		{"buffer full", func(p *part, _ *rec) { p.bytes = 1 << 20 }, t0, false},
+		{"wait used up", func(p *part, _ *rec) { p.scanUntil = t0 }, t0, false},
+		{"replay", func(_ *part, r *rec) { r.replay = 1 }, t0, false},
+		{"invalid", func(_ *part, r *rec) { r.ev = nil }, t0, false},
+		{"decided", func(_ *part, r *rec) { r.scanned = true }, t0, false},
+		{"not uncertain", func(_ *part, r *rec) { r.uncertain = false }, t0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &engine{cfg: &Config{MaxBuffered: 100, MaxBufferedBytes: 1 << 20, Now: func() time.Time { return tc.now }}}
+			p := &part{tr: newTracker(0), scanTo: 5}
+			p.tr.add(0, 0, nil)
+			// A timer already set and queued: neither scanWaits nor releaseScans starts anything.
+			a := &account{p: p, timer: time.NewTimer(time.Hour), queued: true}
+			defer a.timer.Stop()
+			r := &rec{ev: ev, uncertain: true, a: a}
+			tc.edit(p, r)
+			if got := e.scanWaits(a, r); got != tc.waits {
+				t.Fatalf("scanWaits = %v, want %v", got, tc.waits)
+			}
+			if !tc.waits {
+				if len(p.scanWait) != 0 {
+					t.Errorf("an account not waiting is in scanWait")
+				}
+				return
+			}
+			if !p.scanUntil.Equal(t0.Add(scanWaitMax)) {
+				t.Errorf("wait until %v, want %v", p.scanUntil, t0.Add(scanWaitMax))
+			}
+			e.scanWaits(a, r)
+			if len(p.scanWait) != 1 || !a.scanWaiting {
+				t.Fatalf("scanWait %d accounts (waiting %v), want the one once", len(p.scanWait), a.scanWaiting)
+			}
+			e.releaseScans(p) // not fetched yet
+			if len(p.scanWait) != 1 {
+				t.Fatal("released before the fetch got there")
+			}
+			if tc.name == "rest not fetched" {
+				p.tr.add(4, 0, nil)
+			} else {
+				p.bytes = 1 << 20
+			}
+			e.releaseScans(p)
+			if len(p.scanWait) != 0 || a.scanWaiting {
+				t.Errorf("not released")
+			}
+		})
+	}
 }
