@@ -78,6 +78,7 @@ type part struct {
 	// it). scanWait are the accounts waiting for the fetch to get there, until scanUntil
 	// (prefix.go).
 	scanTo    int64
+	fetchedTo int64 // the fetch looked at every offset below it (fetch.go passed)
 	scanWait  []*account
 	scanUntil time.Time
 	// calls follows this generation's API requests of the partition for the final commit's

@@ -18,8 +18,8 @@ import (
 // is applied here to the records still queued.
 
 // scanWaitMax bounds how long an account waits for the fetch to bring the rest of its uncertain
-// records: past it (the records below the horizon never come, as when the log's last offsets
-// are control records), each record is checked on its own as before the scan existed.
+// records: past it (the fetch can't get there: failing fetches, a slow broker), each record is
+// checked on its own as before the scan existed.
 const scanWaitMax = 5 * time.Second
 
 // needsScan: r is uncertain, not a replay (a replay is always checked on its own), valid, and no
@@ -30,7 +30,7 @@ func (r *rec) needsScan() bool {
 
 // allFetched reports whether every record the previous owner may have dispatched has been
 // fetched, so an account's queue holds all of its uncertain records. mu held.
-func (p *part) allFetched() bool { return p.tr.next >= p.scanTo }
+func (p *part) allFetched() bool { return max(p.tr.next, p.fetchedTo) >= p.scanTo }
 
 // scanWaits holds account a, whose next record is r, until its other uncertain records are
 // fetched, unless the partition is full (nothing would make room) or the wait ran out. It
