@@ -72,6 +72,9 @@ type Result struct {
 	StuckCalls  int // its create calls (answered 50004 under the fault)
 	DLQ         int // records dead-lettered
 
+	// Mixed-type runs (KindMixed): one row per API.
+	APIs []APIResult
+
 	Log string // the subject's output
 	Err string
 }
@@ -98,6 +101,12 @@ func (r Result) Summary() string {
 		fmt.Fprintf(&b, "%d replicas, %d/%d ended, drain %v, util %.3f, max window %d (%d at the simulator's handlers), 60007s %d, changes %s", r.Replicas, r.Ended, r.Expected, r.Drain.Round(100*time.Millisecond), r.Utilisation, r.MaxWindow, r.MaxWindowAtHandler, r.RateLimited, changesText(r.Changes))
 	case KindStuck:
 		fmt.Fprintf(&b, "others %d/%d applied, %.1f/s, p50 %v, p99 %v; stuck account %d events, %d calls; %d dead-lettered", r.E2ESamples, r.Expected, r.CreatedPerSec, r.E2EP50.Round(time.Millisecond), r.E2EP99.Round(time.Millisecond), r.StuckEvents, r.StuckCalls, r.DLQ)
+	case KindMixed:
+		fmt.Fprintf(&b, "%d/%d ended", r.Ended, r.Expected)
+		for _, a := range r.APIs {
+			fmt.Fprintf(&b, "; %s %.1f/s (util %.3f, %d/%d s at ≥195), max window %d, 60007s %d", strings.TrimSuffix(a.API, "_contact_group"),
+				a.CallsPerSec, a.Utilisation, a.FullSeconds, a.Seconds, a.MaxWindow, a.RateLimited)
+		}
 	case KindRestart:
 		fmt.Fprintf(&b, "steady %.1f/s, first call %v and full rate %v after SIGKILL, %d duplicate creates", r.CallsPerSec, r.RestartFirstCall.Round(time.Millisecond), r.RestartToFull.Round(time.Millisecond), r.RestartDuplicates)
 	}
@@ -165,6 +174,20 @@ func WriteTables(w io.Writer, results []Result) {
 		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|")
 		for _, r := range rs {
 			fmt.Fprintf(w, "| %s | %s | %.1f | %.3f | %d | %d | %.1f | %s |\n", r.Scenario, r.Subject, r.CallsPerSec, r.Utilisation, r.MaxWindow, r.RateLimited, r.CreatedPerSec, note(r))
+		}
+	}
+	if rs := byKind(KindMixed); len(rs) > 0 {
+		fmt.Fprintln(w, "\n### Mixed event types: each API against its own budget (backlog, 200/s per API)")
+		fmt.Fprintln(w, "\n| scenario | subject | API | events | calls/s over its span | utilisation | seconds ≥195/s | highest 1-s window | 60007 answers | span | note |")
+		fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+		for _, r := range rs {
+			if len(r.APIs) == 0 {
+				fmt.Fprintf(w, "| %s | %s | – | %d | | | | | | | %s |\n", r.Scenario, r.Subject, r.Expected, note(r))
+			}
+			for _, a := range r.APIs {
+				fmt.Fprintf(w, "| %s | %s | %s | %d | %.1f | %.3f | %d/%d | %d | %d | %.1fs | %s |\n", r.Scenario, r.Subject,
+					a.API, a.Expected, a.CallsPerSec, a.Utilisation, a.FullSeconds, a.Seconds, a.MaxWindow, a.RateLimited, a.Span.Seconds(), note(r))
+			}
 		}
 	}
 	if rs := byKind(KindCPU); len(rs) > 0 {

@@ -11,9 +11,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
@@ -115,7 +118,24 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 	}
 	var topic string
 	var expect loadgen.Expect
-	if sc.Kind != KindE2E && sc.Kind != KindStuck && sc.Kind != KindFleet {
+	var mixed *mixedBacklog
+	if sc.Kind == KindMixed {
+		var err error
+		if mixed, err = buildMixedBacklog(sc, r.cfg.Seed); err != nil {
+			return nil, err
+		}
+		expect = mixed.expect
+		topic = kafkatest.UniqueName("bench-" + sc.Name)
+		if err := r.cfg.Broker.CreateTopic(ctx, topic, sc.Partitions); err != nil {
+			return nil, fmt.Errorf("harness: %w", err)
+		}
+		defer r.cfg.Broker.DeleteTopics(context.Background(), topic) //nolint:errcheck // best effort
+		if err := r.produceRecords(ctx, topic, mixed.recs); err != nil {
+			return nil, err
+		}
+		r.progress("%s: produced %d events (create %d, update %d, delete %d) after %d folded into the simulator's state",
+			sc.Name, len(mixed.recs), mixed.byAPI[im.APICreate], mixed.byAPI[im.APIUpdate], mixed.byAPI[im.APIDelete], sc.Prefill)
+	} else if sc.Kind != KindE2E && sc.Kind != KindStuck && sc.Kind != KindFleet {
 		// Produced once; every subject reads the same records with a group of its own.
 		topic = kafkatest.UniqueName("bench-" + sc.Name)
 		if err := r.cfg.Broker.CreateTopic(ctx, topic, sc.Partitions); err != nil {
@@ -141,8 +161,12 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) ([]Result, error) {
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
+		if !sc.runsWith(subj) {
+			r.progress("%s: %s skipped: it applies creates only, not lifecycle events", sc.Name, subj.Name)
+			continue
+		}
 		r.progress("%s: %s starting", sc.Name, subj.Name)
-		res := r.runOne(ctx, sc, subj, topic, expect)
+		res := r.runOne(ctx, sc, subj, topic, expect, mixed)
 		r.progress("%s: %s done: %s", sc.Name, subj.Name, res.Summary())
 		out = append(out, res)
 	}
@@ -169,7 +193,7 @@ type run struct {
 	res     *Result
 }
 
-func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic string, expect loadgen.Expect) Result {
+func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic string, expect loadgen.Expect, mixed *mixedBacklog) Result {
 	res := Result{Scenario: sc.Name, Kind: sc.Kind, Subject: subj.Name, Limit: sc.RateLimit, Expected: expect.Valid}
 	ctx, cancel := context.WithTimeout(ctx, sc.Timeout)
 	defer cancel()
@@ -210,13 +234,22 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 		simLimit = 1 << 30
 	}
 	simCfg := imsim.Config{SDKAppID: r.sdkAppID, SecretKey: r.secret, RateLimit: simLimit,
-		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed, CallLog: sc.Kind == KindFleet}
+		Faults: imsim.Faults{Latency: sc.Latency}, Seed: r.cfg.Seed, CallLog: sc.Kind == KindFleet || sc.Kind == KindMixed}
+	var stateFile string
+	if mixed != nil {
+		// One copy per subject: the simulator writes its state back there at shutdown.
+		stateFile = filepath.Join(r.cfg.OutDir, sc.Name+"-"+name+"-imsim-state.json")
+		if err := os.WriteFile(stateFile, mixed.state, 0o600); err != nil {
+			res.Err = fmt.Sprintf("simulator state: %v", err)
+			return res
+		}
+	}
 	var s *sim
 	var err error
 	if len(r.cfg.Simulator) > 0 && rec == nil {
-		s, err = startSimProcess(r.cfg.Simulator, simCfg, filepath.Join(r.cfg.OutDir, sc.Name+"-"+name+"-imsim.log"))
+		s, err = startSimProcess(r.cfg.Simulator, simCfg, filepath.Join(r.cfg.OutDir, sc.Name+"-"+name+"-imsim.log"), stateFile)
 	} else {
-		s, err = startSim(simCfg, rec, fault)
+		s, err = startSim(simCfg, rec, fault, stateFile)
 	}
 	if err != nil {
 		res.Err = err.Error()
@@ -244,6 +277,8 @@ func (r *Runner) runOne(ctx context.Context, sc Scenario, subj Subject, topic st
 		merr = rn.fleet(ctx)
 	case KindStuck:
 		merr = rn.stuck(ctx, rec, fault)
+	case KindMixed:
+		merr = rn.mixed(ctx, mixed.byAPI)
 	}
 	if merr != nil {
 		res.Err = merr.Error()
@@ -380,6 +415,24 @@ func (rn *run) util(ctx context.Context) error {
 	return nil
 }
 
+// produceRecords writes recs to topic, keyed as the generator keyed them.
+func (r *Runner) produceRecords(ctx context.Context, topic string, recs []loadgen.Record) error {
+	start := time.Now()
+	p := r.cfg.Broker.newProducer(topic, nil)
+	defer p.Close()
+	for b := range slices.Chunk(recs, 5000) {
+		msgs := make([]kafka.Message, len(b))
+		for i, rec := range b {
+			msgs[i] = kafkaMessage(rec)
+		}
+		if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+			return fmt.Errorf("harness: produce: %w", err)
+		}
+	}
+	r.progress("produced %d records to %s in %v", len(recs), topic, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 // window records the rates between two samples.
 func (rn *run) window(a, b sample) {
 	dt := b.t.Sub(a.t).Seconds()
@@ -440,25 +493,41 @@ func (rn *run) backlog(ctx context.Context) error {
 // the group and warmed its connections.
 const e2eWarmup = 20
 
+// warmUp starts the subject with a producer that sends one record at a time, produces the
+// warm-up events and waits until they are created, so that what follows measures a running
+// subject. done stops the subject and closes the producer.
+func (rn *run) warmUp(ctx context.Context, gen *loadgen.Generator) (prod *producer, p *proc, done func(), err error) {
+	prod = rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
+	prod.w.BatchSize = 1
+	if p, err = rn.start(); err != nil {
+		prod.Close()
+		return nil, nil, nil, err
+	}
+	done = func() {
+		rn.finish(p)
+		prod.Close()
+	}
+	if _, err := prod.produce(ctx, e2eWarmup, false); err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.created >= e2eWarmup }); err != nil {
+		done()
+		return nil, nil, nil, fmt.Errorf("warm-up: %w", err)
+	}
+	return prod, p, done, nil
+}
+
 func (rn *run) e2e(ctx context.Context, rec *applyRecorder) error {
 	gen, err := rn.r.generator(rn.sc)
 	if err != nil {
 		return err
 	}
-	prod := rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
-	prod.w.BatchSize = 1
-	defer prod.Close()
-	p, err := rn.start()
+	prod, p, stop, err := rn.warmUp(ctx, gen)
 	if err != nil {
 		return err
 	}
-	defer rn.finish(p)
-	if _, err := prod.produce(ctx, e2eWarmup, false); err != nil {
-		return err
-	}
-	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.created >= e2eWarmup }); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
+	defer stop()
 	total := int(rn.sc.LiveRate * rn.sc.Window.Seconds())
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rn.sc.LiveRate))
 	defer tick.Stop()

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/internal/loadgen"
 )
 
 // Kind is what a scenario measures.
@@ -34,6 +36,10 @@ const (
 	// KindStuck: events produced live into one partition while one account's creates answer
 	// 50004 (when Fault); the other accounts' throughput and end-to-end latency.
 	KindStuck Kind = "stuck"
+	// KindMixed: a backlog of lifecycle events (Mix) drains through the subject; per API
+	// (create, update, delete, get), calls/s over the time it had work, the utilisation of its
+	// own budget, its highest one-second window and its 60007 answers, from the call log.
+	KindMixed Kind = "mixed"
 )
 
 // Change is the membership change of a fleet scenario.
@@ -77,6 +83,12 @@ type Scenario struct {
 	// Stuck-account scenarios (KindStuck; LiveRate and Window as for KindE2E).
 	StuckEvery int  // every StuckEvery-th live event is the stuck account's
 	Fault      bool // the stuck account's creates answer 50004 for the whole run
+
+	// Mixed-type scenarios (KindMixed).
+	Mix string // loadgen mix (loadgen.ParseMix): the weights of the event types
+	// Prefill events are generated before the Backlog but not produced: the groups they leave
+	// are the simulator's starting state, so every API has work from the first second.
+	Prefill int
 }
 
 // Unlimited is the rate limit meaning "limiter off" (peers skip pacing from 1e6 on).
@@ -87,7 +99,7 @@ func (s Scenario) Validate() error {
 	switch {
 	case s.Name == "":
 		return fmt.Errorf("scenario without a name")
-	case !slices.Contains([]Kind{KindUtil, KindCPU, KindE2E, KindBacklog, KindRestart, KindFleet, KindStuck}, s.Kind):
+	case !slices.Contains([]Kind{KindUtil, KindCPU, KindE2E, KindBacklog, KindRestart, KindFleet, KindStuck, KindMixed}, s.Kind):
 		return fmt.Errorf("scenario %s: unknown kind %q", s.Name, s.Kind)
 	case s.Partitions < 1 || s.Accounts < 1 || s.RateLimit <= 0 || s.Timeout <= 0:
 		return fmt.Errorf("scenario %s: partitions, accounts, rate limit and timeout must be positive", s.Name)
@@ -103,6 +115,33 @@ func (s Scenario) Validate() error {
 		return fmt.Errorf("scenario %s: a membership change needs 2+ replicas and a time", s.Name)
 	case s.Kind != KindE2E && s.Kind != KindStuck && s.Backlog < 1:
 		return fmt.Errorf("scenario %s: needs a backlog", s.Name)
+	case s.Kind == KindMixed:
+		return s.validateMixed()
+	}
+	return nil
+}
+
+// runsWith reports whether subj can run s: the peers know one event type (they would create a
+// group for every rename), so a mixed scenario runs chatgroupd subjects only.
+func (s Scenario) runsWith(subj Subject) bool { return s.Kind != KindMixed || subj.Fleet }
+
+// MixedWeights is mixed-util's mix: with these weights the generator's stream (which renames,
+// adds to, removes from and deletes only groups that exist) holds about as many update and
+// delete events as creates (seed 1: 2757 creates, 2281 updates, 2462 deletes in 7500).
+const MixedWeights = "created=3,renamed=2,contacts_added=2,contacts_removed=2,deleted=6"
+
+// validateMixed checks the fields of a KindMixed scenario.
+func (s Scenario) validateMixed() error {
+	m, err := loadgen.ParseMix(s.Mix)
+	switch {
+	case err != nil:
+		return fmt.Errorf("scenario %s: %w", s.Name, err)
+	case m.IsV1():
+		return fmt.Errorf("scenario %s: mix %q has creates only: a mixed scenario needs lifecycle types", s.Name, s.Mix)
+	case s.Prefill < 0:
+		return fmt.Errorf("scenario %s: prefill must be >= 0, got %d", s.Name, s.Prefill)
+	case s.RateLimit >= Unlimited:
+		return fmt.Errorf("scenario %s: a mixed scenario measures budgets: it needs a rate limit", s.Name)
 	}
 	return nil
 }
@@ -165,6 +204,11 @@ func Scenarios(scale Scale) []Scenario {
 			RateLimit: 200, LiveRate: 50, Window: 20 * time.Second, StuckEvery: 100, Timeout: 2 * time.Minute},
 		Scenario{Name: "stuck-50004", Kind: KindStuck, Partitions: 1, Accounts: 999, Latency: 20 * time.Millisecond,
 			RateLimit: 200, LiveRate: 50, Window: 20 * time.Second, StuckEvery: 100, Fault: true, Timeout: 2 * time.Minute},
+		// Issue 19: creates, updates (renames, adds, removes) and deletes in about equal numbers
+		// (~2000-3000 each: 10-15 s of each API's 200/s), from 1000 accounts that already hold
+		// the groups of their first 5000 events. Same size at both scales.
+		Scenario{Name: "mixed-util", Kind: KindMixed, Partitions: 6, Accounts: 1000, Latency: 20 * time.Millisecond,
+			RateLimit: 200, Mix: MixedWeights, Prefill: 5000, Backlog: 7500, Timeout: 2 * time.Minute},
 	)
 	return out
 }

@@ -36,11 +36,17 @@ type sim struct {
 
 // startSim serves a fresh simulator on 127.0.0.1 inside the harness. With rec set, successful
 // creates are timed against the events' occurred_at; with fault set, its accounts' creates fail
-// before they reach the simulator.
-func startSim(cfg imsim.Config, rec *applyRecorder, fault *accountFault) (*sim, error) {
+// before they reach the simulator; with stateFile set, it starts from the groups in that file
+// (imsim.Server.LoadState).
+func startSim(cfg imsim.Config, rec *applyRecorder, fault *accountFault, stateFile string) (*sim, error) {
 	s, err := imsim.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("imsim: %w", err)
+	}
+	if stateFile != "" {
+		if err := s.LoadState(stateFile); err != nil {
+			return nil, fmt.Errorf("imsim: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,19 +80,19 @@ const simProcessStartup = 15 * time.Second
 // startSimProcess runs the simulator as `<command> --addr 127.0.0.1:0 ...` (command is, say,
 // ["bin/chatgroupd", "imsim"]) and reads its counters from /admin/stats. Its log goes to
 // logPath. Only the settings a scenario uses are passed on: the app, the key, the rate limit,
-// the latency, the seed and the call log.
+// the latency, the seed, the call log and (when set) the state file to start from.
 //
 // In a process of its own the simulator's clock, which the one-second windows are counted
 // with, no longer waits for the embedded Kafka's goroutines: in this process a request could
 // sit read-ready for several milliseconds behind them (Go preempts a busy goroutine only every
 // 10 ms), so calls sent more than a second apart were counted in one window. The real API does
 // not share a CPU with our broker either.
-func startSimProcess(command []string, cfg imsim.Config, logPath string) (*sim, error) {
-	return startSimProcessWithin(command, cfg, logPath, simProcessStartup)
+func startSimProcess(command []string, cfg imsim.Config, logPath, stateFile string) (*sim, error) {
+	return startSimProcessWithin(command, cfg, logPath, stateFile, simProcessStartup)
 }
 
 // startSimProcessWithin is startSimProcess with the bound on its start-up.
-func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, startup time.Duration) (*sim, error) {
+func startSimProcessWithin(command []string, cfg imsim.Config, logPath, stateFile string, startup time.Duration) (*sim, error) {
 	if len(command) == 0 {
 		return nil, errors.New("imsim process: no command")
 	}
@@ -100,6 +106,9 @@ func startSimProcessWithin(command []string, cfg imsim.Config, logPath string, s
 		"--seed", strconv.FormatUint(cfg.Seed, 10), "--log-level", "warn", "--admin-api")
 	if cfg.CallLog {
 		args = append(args, "--call-log")
+	}
+	if stateFile != "" {
+		args = append(args, "--state-file", stateFile)
 	}
 	cmd := exec.Command(command[0], args...)
 	cmd.Env = append(withoutChatgroupdEnv(os.Environ()), "CHATGROUPD_SECRET_KEY="+cfg.SecretKey)

@@ -31,7 +31,7 @@ func TestSimProcessServesAndCounts(t *testing.T) {
 	bin := buildChatgroupd(t)
 	const key = "00112233445566778899aabbccddeeff"
 	cfg := imsim.Config{SDKAppID: 1400000001, SecretKey: key, RateLimit: 2, Faults: imsim.Faults{Latency: time.Millisecond}, Seed: 1}
-	s, err := startSimProcess([]string{bin, "imsim"}, cfg, filepath.Join(t.TempDir(), "imsim.log"))
+	s, err := startSimProcess([]string{bin, "imsim"}, cfg, filepath.Join(t.TempDir(), "imsim.log"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestSimProcessStartFailures(t *testing.T) {
 		{"never listens", []string{"sh", "-c", "sleep 30"}, "no address within"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := startSimProcessWithin(tc.command, cfg, log, 300*time.Millisecond)
+			s, err := startSimProcessWithin(tc.command, cfg, log, "", 300*time.Millisecond)
 			if err == nil {
 				s.close()
 				t.Fatal("started")

@@ -68,20 +68,11 @@ func (rn *run) stuck(ctx context.Context, rec *applyRecorder, fault *accountFaul
 	if err != nil {
 		return fmt.Errorf("harness: %w", err)
 	}
-	prod := rn.r.cfg.Broker.newProducer(rn.flags.Topic, gen)
-	prod.w.BatchSize = 1
-	defer prod.Close()
-	p, err := rn.start()
+	prod, p, stop, err := rn.warmUp(ctx, gen)
 	if err != nil {
 		return err
 	}
-	defer rn.finish(p)
-	if _, err := prod.produce(ctx, e2eWarmup, false); err != nil {
-		return err
-	}
-	if _, err := rn.poll(ctx, p, false, func(s sample) bool { return s.created >= e2eWarmup }); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
+	defer stop()
 	total := int(rn.sc.LiveRate * rn.sc.Window.Seconds())
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rn.sc.LiveRate))
 	defer tick.Stop()

@@ -125,6 +125,13 @@ func (h *harness) get(path string) (int, string) {
 	h.t.Helper()
 	resp, err := http.Get(h.url + path)
 	if err != nil {
+		// Most often the service itself ended (its HTTP server stops with it): say why.
+		select {
+		case runErr := <-h.done:
+			h.done <- runErr // for the harness's cleanup
+			h.t.Fatalf("GET %s: %v; the service had ended: %v", path, err, runErr)
+		case <-time.After(time.Second):
+		}
 		h.t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()

@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		watermill  = fs.String("watermill", "bin/watermill-peer", "Watermill peer binary; empty to skip")
 		subjects   = fs.String("subjects", "chatgroupd,naive,watermill", "subjects to run, in order (the first is compared with the others): chatgroupd (its defaults), "+
 			"chatgroupd-static and chatgroupd-kafka (--fleet-budget static or kafka), chatgroupd-lane and chatgroupd-nolane (--retry-lane on with a 2s --account-stall-limit, or off), naive, watermill")
-		scenarios = fs.String("scenarios", "all", "comma-separated scenario name prefixes, or all: util, cpu, e2e, backlog, restart, fleet, stuck")
+		scenarios = fs.String("scenarios", "all", "comma-separated scenario name prefixes, or all: util, cpu, e2e, backlog, restart, fleet, stuck, mixed")
 		full      = fs.Bool("full", false, "the full-size set (longer windows) used for BENCHMARKS.md")
 		out       = fs.String("out", "bin/bench-out", "directory for subject logs and results.json")
 		timeout   = fs.Duration("timeout", 45*time.Minute, "hard limit of the whole session")
