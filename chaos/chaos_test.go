@@ -139,7 +139,9 @@ func playConfig(t *testing.T, c *kafkatest.Cluster, s *Schedule, adjust func(*Co
 	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v, expired members %d): %s", s.Seed, s.Replicas, s.Duration,
 		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.ExpiredMembers, res.Report.Summary())
 	t.Cleanup(func() {
-		if t.Failed() || os.Getenv(envKeep) != "" {
+		// A join-stalled seed is skipped, not failed, but its logs are the only way to tell
+		// which broker defect it met: keep them too.
+		if t.Failed() || res.JoinStalled || os.Getenv(envKeep) != "" {
 			t.Logf("logs of seed %d kept in %s", s.Seed, dir)
 			return
 		}
