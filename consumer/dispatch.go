@@ -54,10 +54,6 @@ func (e *engine) run(a *account) {
 // process drives one record to its end; false means it did not end (the generation is ending).
 func (e *engine) process(r *rec) bool {
 	ctx := e.dctx
-	if r.settled {
-		// Applied by the previous owner, as a later record's look-up showed (prefix.go).
-		return e.finish(ctx, r, dispatcher.Outcome{Result: dispatcher.Applied}, 0)
-	}
 	if e.cfg.RetryLane {
 		if handled, ended := e.laneProcess(r); handled {
 			return ended
@@ -84,37 +80,20 @@ func (e *engine) process(r *rec) bool {
 			cancel()
 		}()
 	}
-	t := dispatcher.Task{Event: r.ev, ReplayCount: r.replay, RecordTime: r.msg.Time, Drain: e.claim,
-		Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow}
-	e.mu.Lock()
-	later := e.prefixTask(r, &t)
-	e.mu.Unlock()
-	out, ok := e.dispatch(ctx, r, t)
-	if !ok {
-		return false
-	}
-	e.mu.Lock()
-	e.applyPrefix(r, later, out)
-	e.mu.Unlock()
-	if out.Result == dispatcher.Stalled && e.cfg.RetryLane {
-		return e.park(r, out)
-	}
-	return e.finish(ctx, r, out, 0)
-}
-
-// dispatch runs t (r's task) until the dispatcher returns an outcome; false when the generation
-// ended first.
-func (e *engine) dispatch(ctx context.Context, r *rec, t dispatcher.Task) (dispatcher.Outcome, bool) {
+	var out dispatcher.Outcome
 	for {
-		t.Uncertain = r.uncertain
+		var err error
 		tctx, traced := r.a.p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
-		out, err := e.cfg.Dispatcher.Dispatch(tctx, t)
+		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
+			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
+			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
+		})
 		traced()
 		if err == nil {
-			return out, true
+			break
 		}
 		if ctx.Err() != nil || e.claim.Err() != nil {
-			return out, false
+			return false
 		}
 		// Outside shutdown a Dispatcher should never fail; don't lose the record over it. The
 		// failed call may have created the group, so the retry checks first.
@@ -122,9 +101,13 @@ func (e *engine) dispatch(ctx context.Context, r *rec, t dispatcher.Task) (dispa
 		e.cfg.Logger.Error("dispatch failed without an outcome; retrying",
 			zap.Int("partition", r.msg.Partition), zap.Int64("offset", r.msg.Offset), zap.Error(err))
 		if !sleepCtx(e.claim, time.Second) {
-			return out, false
+			return false
 		}
 	}
+	if out.Result == dispatcher.Stalled && e.cfg.RetryLane {
+		return e.park(r, out)
+	}
+	return e.finish(ctx, r, out, 0)
 }
 
 // stallLimit is the Task.StallLimit: only with the retry lane on (without it an event retries

@@ -73,14 +73,6 @@ type part struct {
 	readFrom   int64         // where the fetch starts: up to DedupeWindow records before the watermark
 	lane       *lanePart     // the retry lane's state (RetryLane on)
 	hold       prevHold      // waiting out the previous owner's calls (handover.go)
-	// scanTo is where the records a previous owner may have dispatched end: the inherited
-	// horizon, or the log end at set-up if that is lower (nothing written later was fetched by
-	// it). scanWait are the accounts waiting for the fetch to get there, until scanUntil
-	// (prefix.go).
-	scanTo    int64
-	fetchedTo int64 // the fetch looked at every offset below it (fetch.go passed)
-	scanWait  []*account
-	scanUntil time.Time
 	// calls follows this generation's API requests of the partition for the final commit's
 	// hand-over statement.
 	calls callWatch
@@ -117,8 +109,6 @@ type account struct {
 	lastSeq   int64
 	// heldUntil: nothing of the account is dispatched before then (prevHold.main).
 	heldUntil time.Time
-	// scanWaiting: in p.scanWait, until the fetch brings its other uncertain records.
-	scanWaiting bool
 }
 
 type rec struct {
@@ -130,13 +120,8 @@ type rec struct {
 	idx       uint64
 	arrived   time.Time
 	uncertain bool
-	// scanned: a prefix scan decided about the record (or it asked for one), so it gets no
-	// scan of its own; settled: the scan found the previous owner applied it and a later
-	// record, so it ends as applied without a dispatch (prefix.go).
-	scanned bool
-	settled bool
-	dups    []uint64 // tracker indexes of duplicates waiting on this record
-	a       *account
+	dups      []uint64 // tracker indexes of duplicates waiting on this record
+	a         *account
 }
 
 func (r *rec) size() int { return len(r.msg.Key) + len(r.msg.Value) }

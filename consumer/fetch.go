@@ -73,8 +73,6 @@ func (e *engine) passed(p *part, next, start int64) {
 	if len(p.tr.ents) == 0 && next > p.tr.next {
 		p.tr.next = next
 	}
-	p.fetchedTo = max(p.fetchedTo, next)
-	e.releaseScans(p)
 }
 
 // outOfRange handles a fetch offset the log no longer holds. Below the log start (retention

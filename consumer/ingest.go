@@ -37,7 +37,6 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	completed := p.popDone(off)
 	if completed || (key != 0 && p.win.has(key)) {
 		e.endAtOnce(p, off, now, completed, key, name, ev)
-		e.releaseScans(p) // the fetch moved on: it may have passed the inherited horizon
 		// Ended at once, but tracked until the watermark passes it: it counts toward the
 		// fetch bound like any record, or a stuck watermark lets the tracker grow without end.
 		return e.waitSpace(ctx, p)
@@ -58,7 +57,6 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		if orig := p.pending[key]; orig != nil {
 			// The same event is queued or in flight: end this copy with it, never run it twice.
 			orig.dups = append(orig.dups, r.idx)
-			e.releaseScans(p)
 			return e.waitSpace(ctx, p)
 		}
 		p.pending[key] = r
@@ -66,7 +64,6 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 	p.bytes += r.size()
 	a.q = append(a.q, r)
 	e.schedule(a)
-	e.releaseScans(p)
 	return e.waitSpace(ctx, p)
 }
 

@@ -91,7 +91,6 @@ func (e *engine) inherit(p *part, st position) (w int64, keep bool, ho *handover
 		w = first
 		p.inherited = w
 	}
-	p.scanTo = min(p.inherited, end)
 	return w, keep, ho
 }
 

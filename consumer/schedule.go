@@ -74,9 +74,6 @@ func (e *engine) schedule(a *account) {
 		return
 	}
 	r := a.q[i]
-	if e.scanWaits(a, r) {
-		return
-	}
 	p := a.p
 	off := r.msg.Offset
 	if off >= p.hz.committed {

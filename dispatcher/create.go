@@ -78,10 +78,6 @@ type lookup struct {
 // lookUp fetches the user's groups for an existence check. Without a lookup it returns the
 // outcome (a permanent answer about the account itself: rejected) or the failure to handle.
 func (r *run) lookUp(ctx context.Context) (*lookup, *Outcome, string, error) {
-	if lk := r.cached; lk != nil {
-		r.cached = nil
-		return lk, nil, "", nil
-	}
 	groups, contacts, err := r.getAll(ctx)
 	if err != nil {
 		if e := asIMError(im.APIGet, err); ctx.Err() == nil && !e.Partial && e.Class == im.ClassPermanent {

@@ -30,9 +30,6 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 	}
 	r := &run{d: d, ev: ev, op: opFor(ev.EventType), check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx,
 		lease: t.Lease, stallLimit: t.StallLimit, parkNow: t.ParkNow}
-	if t.Prefix && r.check && t.ReplayCount == 0 {
-		r.scan = scanList(ev, t.Later)
-	}
 	if !t.RetryStart.IsZero() && t.RetryStart.Before(r.start) {
 		r.start = t.RetryStart
 	}
@@ -44,11 +41,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		defer stop()
 		r.wait = wctx
 	}
-	o, err := r.do(ctx)
-	if err == nil && r.scanned {
-		o.Scanned, o.Prefix = true, r.prefix
-	}
-	return o, err
+	return r.do(ctx)
 }
 
 // run is the state of one Dispatch.
@@ -75,13 +68,6 @@ type run struct {
 	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
 	wait  context.Context
 	lease func() bool // Task.Lease
-	// scan is Task.Event and Task.Later for the prefix scan (prefix.go) until it decided;
-	// scanned and prefix are its decision. cached is the scan's look-up, reused once by the
-	// existence check of the prefix's last record.
-	scan    []*event.Event
-	scanned bool
-	prefix  int
-	cached  *lookup
 }
 
 // leasePoll is how often a request held by an expired Task.Lease looks again.
@@ -105,10 +91,7 @@ func (r *run) do(ctx context.Context) (Outcome, error) {
 			api string
 			err error
 		)
-		switch {
-		case r.check && r.scan != nil:
-			o, api, err = r.scanPrefix(ctx)
-		case r.check:
+		if r.check {
 			o, api, err = r.op.look(ctx, r)
 		}
 		if o == nil && err == nil {

@@ -51,16 +51,6 @@ type Task struct {
 	// group membership went unconfirmed for too long, as after the process was paused — and the
 	// request waits unsent until Lease reports true again, or Drain or ctx ends.
 	Lease func() bool
-	// Prefix, with Uncertain set and ReplayCount 0, asks for the prefix scan: Event and Later are
-	// all of the account's uncertain records, in the order a previous owner would have
-	// dispatched them, and one look-up decides how many of them it applied (the applied ones are
-	// a prefix). Event then ends as applied without a call when a later record is in that
-	// prefix, gets today's existence check when it is the last one in it, and is sent without
-	// one when it is not in it. Outcome.Scanned and Outcome.Prefix report the decision for the
-	// caller to apply to Later. Without Prefix an uncertain record is checked on its own.
-	Prefix bool
-	// Later is the account's uncertain records after Event (Prefix only); may be empty.
-	Later []*event.Event
 }
 
 // ErrDrained is the cause Dispatch reports when Task.Drain ended before the event did.
@@ -111,10 +101,6 @@ type Outcome struct {
 	Detail json.RawMessage
 	// RetryStart is when the event's retrying began (its budget's start); set for Stalled.
 	RetryStart time.Time
-	// Scanned: a Task.Prefix scan decided; Prefix is then how many of Task.Event and
-	// Task.Later, from the first, the previous owner applied.
-	Scanned bool
-	Prefix  int
 }
 
 // ResultDetail is the dlq-result JSON of a partial or rejected outcome (docs/dlq.md).
