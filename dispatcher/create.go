@@ -13,20 +13,34 @@ func (r *run) create(ctx context.Context) (*Outcome, string, error) {
 	req := &im.CreateRequest{FromAccount: r.ev.FromAccount, GroupContactItem: []im.GroupContactItem{{
 		GroupName: r.ev.GroupName, ContactItem: contactItems(r.ev.Contacts)}}}
 	err := r.call(ctx, im.APICreate, func(ctx context.Context) error {
-		resp, err := r.d.cfg.API.CreateContactGroup(ctx, req)
-		if err == nil && resp != nil {
-			// *im.Client reports a partial answer itself; an API implementation may not.
-			err = resp.PartialError()
-		}
-		return err
+		return withPartial(r.d.cfg.API.CreateContactGroup(ctx, req))
 	})
+	return r.answered(ctx, im.APICreate, err)
+}
+
+// withPartial is err, or the per-item failures inside a successful answer: *im.Client reports
+// a partial answer itself; an API implementation may not.
+func withPartial[A interface {
+	comparable
+	PartialError() error
+}](resp A, err error) error {
+	var none A
+	if err == nil && resp != none {
+		return resp.PartialError()
+	}
+	return err
+}
+
+// answered is the end of a call whose answer may be partial: applied, partial (per-item
+// failures a retry can't fix), or the failure to handle.
+func (r *run) answered(ctx context.Context, api string, err error) (*Outcome, string, error) {
 	if err == nil {
 		return r.applied(), "", nil
 	}
-	if e := asIMError(im.APICreate, err); e.Partial && ctx.Err() == nil && !r.retryablePartial(e) {
+	if e := asIMError(api, err); e.Partial && ctx.Err() == nil && !r.retryablePartial(e) {
 		return r.partial(e), "", nil
 	}
-	return nil, im.APICreate, err
+	return nil, api, err
 }
 
 // createOp applies contact_group.created: create_contact_group, and after an ambiguous failure,
@@ -105,11 +119,7 @@ func (r *run) addMissing(ctx context.Context, group *im.GroupItem, missing []im.
 			im.ContactUpdateItem{ContactOptType: im.ContactOptAdd, ContactItem: c})
 	}
 	err := r.call(ctx, im.APIUpdate, func(ctx context.Context) error {
-		resp, err := r.d.cfg.API.UpdateContactGroup(ctx, req)
-		if err == nil && resp != nil {
-			err = resp.PartialError()
-		}
-		return err
+		return withPartial(r.d.cfg.API.UpdateContactGroup(ctx, req))
 	})
 	if err == nil {
 		return r.applied(), "", nil

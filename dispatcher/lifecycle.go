@@ -137,20 +137,9 @@ func (deleteOp) send(ctx context.Context, r *run) (*Outcome, string, error) {
 // handle; failed conversations a retry can't fix make the outcome partial.
 func (r *run) update(ctx context.Context, req *im.UpdateRequest) (*Outcome, string, error) {
 	err := r.call(ctx, im.APIUpdate, func(ctx context.Context) error {
-		resp, err := r.d.cfg.API.UpdateContactGroup(ctx, req)
-		if err == nil && resp != nil {
-			// *im.Client reports a partial answer itself; an API implementation may not.
-			err = resp.PartialError()
-		}
-		return err
+		return withPartial(r.d.cfg.API.UpdateContactGroup(ctx, req))
 	})
-	if err == nil {
-		return r.applied(), "", nil
-	}
-	if e := asIMError(im.APIUpdate, err); e.Partial && ctx.Err() == nil && !r.retryablePartial(e) {
-		return r.partial(e), "", nil
-	}
-	return nil, im.APIUpdate, err
+	return r.answered(ctx, im.APIUpdate, err)
 }
 
 // groupMissing is the rejected outcome of a v2 event whose group a look-up did not find, as
