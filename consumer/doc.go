@@ -10,7 +10,8 @@
 //
 //   - config.go, interfaces.go: what the consumer is given (Config, Dispatcher, DeadLetterer).
 //   - consumer.go: Consumer, New and Run: join a generation, run it, leave; the timing bounds.
-//   - group.go, rawgroup.go, assign.go: group membership, heartbeats, the sticky assignment.
+//   - group.go, rawgroup.go, assign.go, progress.go: group membership, heartbeats, the sticky
+//     assignment, the leader's watch over partitions that make no progress.
 //   - generation.go: one generation, in phases: start, stop the intake, drain, finish.
 //   - engine.go: the engine's state (one mutex) and the types a record passes through: part,
 //     horizon, account, rec.
@@ -22,7 +23,8 @@
 //   - schedule.go: per-account scheduling: seq order, reorder window, the horizon and metadata
 //     pressure, runners.
 //   - dispatch.go: a runner drives records to the Dispatcher.
-//   - end.go: a record ends: applied, dead-lettered, duplicates with it; back-pressure released.
+//   - end.go, outcomes.go: a record ends: applied, dead-lettered, duplicates with it;
+//     back-pressure released; the outcome counters by event type.
 //   - lane.go, laneread.go, lanework.go, lanelist.go: the retry lane, when an account's head
 //     stalls: park, read, work, unpark; the operator's list.
 //   - commit.go: the commit: snapshot, encode, send, adopt; lag gauges.
