@@ -36,6 +36,8 @@ type commitSnap struct {
 	ext  int64
 	done []span    // completed ranges above w, until encoded into meta
 	ho   *handover // the final commit's hand-over statement (nil: none)
+	// sent, with ho, lists the offsets below h that may have reached the API (metadata v4).
+	sent []span
 	meta string
 }
 
@@ -96,13 +98,19 @@ func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
 		ext := max(int64(2*cfg.MaxInFlight), int64(p.hz.rate*2))
 		h := max(p.hz.committed, max(p.hz.maxPicked+1, p.hz.want, w)+ext)
 		var ho *handover
+		var sent []span
 		if e.final {
 			// Nothing will be dispatched any more: the horizon can shrink to what really was,
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.hz.maxPicked+1, w)
 			ho = e.statement(p, now)
+			if ho != nil {
+				// The statement says which records below h may have reached the API: the
+				// successor checks only those (DESIGN.md, "Never-sent records").
+				sent = p.sentStatement()
+			}
 		}
-		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho})
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho, sent: sent})
 	}
 	return snaps, e.laneCommits()
 }
@@ -126,7 +134,7 @@ func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
 	}
 	verified := snaps[:0]
 	for _, s := range snaps {
-		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done, handover: s.ho}, cfg.MetadataMaxBytes)
+		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done, handover: s.ho, sentKnown: s.ho != nil, sent: s.sent}, cfg.MetadataMaxBytes)
 		if err != nil {
 			// Never write what a successor would reject or misread; only "done" knowledge is lost.
 			cfg.Metrics.CommitMetaRefused.Inc()
@@ -137,7 +145,7 @@ func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
 			}
 		}
 		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(s.p.id)).Set(float64(len(enc.s)))
-		s.w, s.h, s.meta, s.done = enc.w, enc.h, enc.s, nil
+		s.w, s.h, s.meta, s.done, s.sent = enc.w, enc.h, enc.s, nil, nil
 		verified = append(verified, s)
 	}
 	slices.SortFunc(verified, func(a, b commitSnap) int { return a.p.id - b.p.id })

@@ -83,13 +83,15 @@ func (e *engine) process(r *rec) bool {
 	var out dispatcher.Outcome
 	for {
 		var err error
-		tctx, traced := r.a.p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
+		tctx, traced := r.a.p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now, r.msg.Offset)
 		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
 			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
 		})
 		traced()
 		if err == nil {
+			// An outcome (even one with no request seen) counts as sent until the record ends.
+			r.a.p.calls.markSent(r.msg.Offset)
 			break
 		}
 		if ctx.Err() != nil || e.claim.Err() != nil {

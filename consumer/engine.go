@@ -73,6 +73,7 @@ type part struct {
 	readFrom   int64         // where the fetch starts: up to DedupeWindow records before the watermark
 	lane       *lanePart     // the retry lane's state (RetryLane on)
 	hold       prevHold      // waiting out the previous owner's calls (handover.go)
+	prev       prevSent      // which inherited records the previous owner may have sent
 	// calls follows this generation's API requests of the partition for the final commit's
 	// hand-over statement.
 	calls callWatch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http/httptrace"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,11 +31,53 @@ type callWatch struct {
 	// unknown: a request may have been written at a time not seen (a connection taken with no
 	// write reported by the time its dispatch returned): nothing can be stated.
 	unknown bool
+	// sent holds the main-topic offsets whose dispatch took a connection (a request of theirs
+	// may have reached the API) or returned an outcome: the final commit lists those that did
+	// not end as uncertain; every other record it never sent (metadata v4).
+	sent map[int64]struct{}
+}
+
+// markSent records that the record at off may have reached the API.
+func (w *callWatch) markSent(off int64) {
+	w.mu.Lock()
+	w.markSentLocked(off)
+	w.mu.Unlock()
+}
+
+func (w *callWatch) markSentLocked(off int64) {
+	if off < 0 {
+		return
+	}
+	if w.sent == nil {
+		w.sent = map[int64]struct{}{}
+	}
+	w.sent[off] = struct{}{}
+}
+
+// sentSpans returns the offsets markSent recorded, as sorted spans.
+func (w *callWatch) sentSpans() []span {
+	w.mu.Lock()
+	offs := make([]int64, 0, len(w.sent))
+	for o := range w.sent {
+		offs = append(offs, o)
+	}
+	w.mu.Unlock()
+	slices.Sort(offs)
+	var out []span
+	for _, o := range offs {
+		if n := len(out); n > 0 && out[n-1].end == o {
+			out[n-1].end++
+			continue
+		}
+		out = append(out, span{o, o + 1})
+	}
+	return out
 }
 
 // reqWatch is one dispatch's view: its requests go one after another.
 type reqWatch struct {
 	w        *callWatch
+	off      int64 // the main-topic record's offset, −1 for a lane record
 	hold     time.Duration
 	now      func() time.Time
 	pending  bool // a connection was taken for a request whose write was not reported yet
@@ -47,12 +90,15 @@ type reqWatch struct {
 }
 
 // trace returns ctx carrying hooks that follow the dispatch's requests, and the function to call
-// once the dispatch returned. hold is how long a written request may run at the API.
-func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() time.Time) (context.Context, func()) {
-	r := &reqWatch{w: w, hold: hold, now: now}
+// once the dispatch returned. hold is how long a written request may run at the API. off is the
+// main-topic record's offset (−1 for a lane record, which a successor takes as uncertain anyway).
+func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() time.Time, off int64) (context.Context, func()) {
+	r := &reqWatch{w: w, hold: hold, now: now, off: off}
 	ct := &httptrace.ClientTrace{
 		GotConn: func(info httptrace.GotConnInfo) {
 			w.mu.Lock()
+			// Taken before any byte of the request is written: from here on it may reach the API.
+			w.markSentLocked(r.off)
 			r.stopStamps()
 			r.conn = info.Conn
 			r.fold()
@@ -198,4 +244,48 @@ func (h prevHold) inherited() time.Time {
 		return h.lane
 	}
 	return h.main
+}
+
+// prevSent is what the previous owner's final commit stated of the records it sent (metadata
+// v4): when known, only the offsets in spans, of those below the inherited horizon and not done,
+// may have reached the API; the others are not uncertain (no existence check, no hold).
+type prevSent struct {
+	known bool
+	spans []span // sorted, disjoint; never changed (the final commit lists them again)
+	at    int    // ingest's cursor in spans: offsets arrive in increasing order
+}
+
+// mayHave reports whether the record at off may have been sent by the previous owner. Offsets
+// are asked in increasing order.
+func (s *prevSent) mayHave(off int64) bool {
+	if !s.known {
+		return true
+	}
+	for s.at < len(s.spans) && s.spans[s.at].end <= off {
+		s.at++
+	}
+	return s.at < len(s.spans) && s.spans[s.at].start <= off
+}
+
+// uncertainFrom is the offsets a member that took a partition at watermark w with horizon
+// inherited takes as uncertain, as spans (completed ranges not taken out).
+func (s *prevSent) uncertainFrom(w, inherited int64) []span {
+	if !s.known {
+		if inherited <= w {
+			return nil
+		}
+		return []span{{w, inherited}}
+	}
+	return clipSpans(s.spans, w, inherited)
+}
+
+// sentStatement is the final commit's list of p's offsets below its horizon that may have reached
+// the API: those this member inherited as uncertain and those it sent itself (completed ones are
+// taken out by the encoder). Every runner has returned. mu held.
+func (p *part) sentStatement() []span {
+	var inh []span
+	if p.hasPrev {
+		inh = p.prev.uncertainFrom(p.tr.watermark(), p.inherited)
+	}
+	return mergeSpans(append(inh, p.calls.sentSpans()...))
 }

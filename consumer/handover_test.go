@@ -158,7 +158,7 @@ func TestCallWatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var w callWatch
 			var now time.Time
-			ctx, returned := w.trace(context.Background(), hold, func() time.Time { return now })
+			ctx, returned := w.trace(context.Background(), hold, func() time.Time { return now }, -1)
 			tr := httptrace.ContextClientTrace(ctx)
 			for _, s := range tc.steps {
 				now = t0.Add(s.at * time.Millisecond)
@@ -541,7 +541,7 @@ func TestCallWatchRealDispatcher(t *testing.T) {
 	const hold = 6 * time.Second
 
 	var answered callWatch
-	ctx, returned := answered.trace(context.Background(), hold, time.Now)
+	ctx, returned := answered.trace(context.Background(), hold, time.Now, -1)
 	out, err := d.Dispatch(ctx, dispatcher.Task{Event: ev("quick")})
 	returned()
 	if err != nil || out.Result != dispatcher.Applied {
@@ -553,7 +553,7 @@ func TestCallWatchRealDispatcher(t *testing.T) {
 
 	var hung callWatch
 	ctx, cancel := context.WithCancel(context.Background())
-	ctx, returned = hung.trace(ctx, hold, time.Now)
+	ctx, returned = hung.trace(ctx, hold, time.Now, -1)
 	done := make(chan error, 1)
 	before := time.Now()
 	go func() {

@@ -48,7 +48,7 @@ func (e *engine) ingest(ctx context.Context, p *part, m kafka.Message) bool {
 		p.accounts[name] = a
 	}
 	r := &rec{msg: m, ev: ev, verr: verr, key: key, replay: replay, arrived: now, a: a,
-		uncertain: p.hasPrev && off < p.inherited}
+		uncertain: p.hasPrev && off < p.inherited && p.prev.mayHave(off)}
 	if r.uncertain && now.Before(p.hold.main) {
 		a.heldUntil = p.hold.main
 	}

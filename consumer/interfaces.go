@@ -15,7 +15,8 @@ import (
 //
 // Its API requests must be made over net/http under ctx (as the dispatcher package's are): the
 // consumer follows them through the net/http/httptrace hooks it puts on ctx (written, answered)
-// to state in its final commit when its calls end, which shortens the successor's hold. A
+// to state in its final commit when its calls end, which shortens the successor's hold, and which
+// records it never sent (no connection taken), which the successor then does not check. A
 // Dispatcher whose requests the hooks can't see must run with Config.HandoverSkew < 0.
 type Dispatcher interface {
 	Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher.Outcome, error)

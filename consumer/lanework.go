@@ -151,7 +151,7 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 	var out dispatcher.Outcome
 	for {
 		var err error
-		tctx, traced := p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now)
+		tctx, traced := p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now, -1)
 		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: true, RecordTime: src.Time, Drain: e.claim, RetryStart: r.start,
 			Lease: lease,

@@ -31,10 +31,19 @@ import (
 // Q = 0: no API request of the partition sent by the writer (or by an owner before it) was still
 // running when the commit was sent; Q > 0: none runs after unix millisecond Q of the writer's
 // clock. The checksum and the watermark binding cover it like the rest.
+//
+// Format v4 is v3 with the list of offsets that may have been sent (commitMeta.sent) after Q, in
+// a length-prefixed field, written only by a final commit that also states Q and keeps every
+// completed range:
+//
+//	"v4:" + base64url(uvarint(W) uvarint(H−W) uvarint(Q) uvarint(len(list)) list kind body crc32c)
+//	list = byte(kind) body, kind and body as the completed ranges' but with prevEnd starting
+//	       at W−1 (runs) and bit i standing for offset W+i (bitmap): the list may start at W
 const (
 	metaPrefixV1 = "v1:"
 	metaPrefixV2 = "v2:"
 	metaPrefixV3 = "v3:"
+	metaPrefixV4 = "v4:"
 
 	metaKindNone   = 0
 	metaKindRuns   = 1
@@ -78,6 +87,13 @@ type commitMeta struct {
 	// handover is the final commit's statement about the writer's API requests (v3), nil when
 	// the commit made none (periodic commits, v1, v2): the next owner then holds in full.
 	handover *handover
+	// sentKnown: the final commit states (v4, with a hand-over statement) which offsets of
+	// [watermark, horizon) may have reached the API: those in sent, sorted, disjoint,
+	// non-adjacent and none done. Every other offset in that range that is not done was never
+	// sent by the writer nor by an owner before it: not uncertain. Without it every offset in
+	// the range that is not done is uncertain.
+	sentKnown bool
+	sent      []span
 }
 
 // handover is what a final commit states about the requests of its partition still running at
@@ -93,7 +109,10 @@ type metaEnc struct {
 	// handover is the statement written (v3), nil when none: asked for none, or writing it would
 	// have left out more ranges than v2 (a full hold costs less than more uncertain records).
 	handover *handover
-	s        string
+	// sentKnown and sent: the v4 list written (only with handover, never with dropped ranges).
+	sentKnown bool
+	sent      []span
+	s         string
 	// dropped counts ranges left out for size: their offsets are uncertain for a successor.
 	dropped int
 }
@@ -142,3 +161,36 @@ func cmpInt64(a, b int64) int {
 }
 
 // ends[i]: bits needed to hold the first i+1 ranges
+
+// clipSpans returns the parts of the sorted, disjoint spans a within [lo, hi).
+func clipSpans(a []span, lo, hi int64) []span {
+	var out []span
+	for _, r := range a {
+		r.start, r.end = max(r.start, lo), min(r.end, hi)
+		if r.start < r.end {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// subtractSpans returns a without the offsets in b; both sorted and disjoint.
+func subtractSpans(a, b []span) []span {
+	var out []span
+	j := 0
+	for _, r := range a {
+		for j < len(b) && b[j].end <= r.start {
+			j++
+		}
+		for k := j; k < len(b) && b[k].start < r.end; k++ {
+			if b[k].start > r.start {
+				out = append(out, span{r.start, b[k].start})
+			}
+			r.start = max(r.start, b[k].end)
+		}
+		if r.start < r.end {
+			out = append(out, r)
+		}
+	}
+	return out
+}

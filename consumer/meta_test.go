@@ -369,6 +369,11 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 100, handover: &handover{}}, 4096).s)
 	f.Add(int64(0), "v1:")
 	f.Add(int64(-1), "v1:AAAA")
+	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 900, done: []span{{120, 150}}, handover: &handover{},
+		sentKnown: true, sent: []span{{100, 101}, {160, 170}}}, 4096).s)
+	f.Add(int64(100), encodeMeta(100, commitMeta{horizon: 900, handover: &handover{until: 7}, sentKnown: true,
+		sent: holes(100, 40, constant(1), constant(1))}, 4096).s)
+	f.Add(int64(0), encodeMeta(0, commitMeta{horizon: 9, handover: &handover{}, sentKnown: true}, 4096).s)
 	f.Fuzz(func(t *testing.T, w int64, s string) {
 		m, err := decodeMeta(w, s)
 		if err != nil {
@@ -400,6 +405,25 @@ func FuzzDecodeMeta(f *testing.F) {
 		if (m.handover == nil) != (m2.handover == nil) || m.handover != nil && *m.handover != *m2.handover {
 			t.Fatalf("hand-over statement %+v re-encoded as %+v", m.handover, m2.handover)
 		}
+		if m.sentKnown {
+			// A sent list: v4 only, with a statement, inside [w, horizon), clear of done offsets.
+			if m.handover == nil || !strings.HasPrefix(s, metaPrefixV4) {
+				t.Fatalf("sent list decoded from %q without a statement", s)
+			}
+			prev := w - 1
+			for _, r := range m.sent {
+				if r.start <= prev || r.end <= r.start || r.end > m.horizon {
+					t.Fatalf("sent list not increasing, disjoint and below the horizon: %+v (w=%d, h=%d)", m.sent, w, m.horizon)
+				}
+				prev = r.end
+			}
+			if !slices.Equal(subtractSpans(m.sent, m.done), m.sent) {
+				t.Fatalf("sent list %+v overlaps done %+v", m.sent, m.done)
+			}
+			if !m2.sentKnown || !slices.Equal(m2.sent, clipSpans(m.sent, nw, m2.horizon)) {
+				t.Fatalf("sent list %+v re-encoded as %v %+v", m.sent, m2.sentKnown, m2.sent)
+			}
+		}
 	})
 }
 
@@ -420,6 +444,19 @@ func FuzzMetaRoundTrip(f *testing.F) {
 		if scale%3 > 0 {
 			m.handover = &handover{until: rng.Int64N(1 << (20 * int64(scale%3)))}
 		}
+		if scale%2 > 0 {
+			// The final commit's list of offsets that may have been sent: some of the holes.
+			m.sentKnown = true
+			hi := m.horizon
+			if len(done) > 0 {
+				hi = min(hi, done[len(done)-1].end+rng.Int64N(100))
+			}
+			for _, r := range subtractSpans([]span{{w, max(hi, w)}}, done) {
+				if rng.IntN(3) == 0 {
+					m.sent = append(m.sent, span{r.start, r.start + 1 + rng.Int64N(r.end-r.start)})
+				}
+			}
+		}
 		l := int(limit%4096) + 64
 		enc := encodeMeta(w, m, l)
 		// The statement never costs a range: it is left out (a full hold) when it would.
@@ -439,6 +476,14 @@ func FuzzMetaRoundTrip(f *testing.F) {
 		}
 		if (got.handover == nil) != (enc.handover == nil) || got.handover != nil && *got.handover != *m.handover {
 			t.Fatalf("hand-over statement %+v decoded as %+v (reported %+v)", m.handover, got.handover, enc.handover)
+		}
+		if enc.sentKnown {
+			// Never cut: a list goes with every completed range, and holds every sent offset.
+			if enc.dropped != 0 || !got.sentKnown || !slices.Equal(got.sent, clipSpans(m.sent, nw, got.horizon)) {
+				t.Fatalf("sent list %+v written as %+v with %d ranges dropped", m.sent, got.sent, enc.dropped)
+			}
+		} else if got.sentKnown {
+			t.Fatalf("sent list decoded, not reported")
 		}
 		if enc.dropped == 0 && enc.handover == nil && metaLen(w, m) != len(enc.s) {
 			t.Fatalf("metaLen %d, encoded %d", metaLen(w, m), len(enc.s))

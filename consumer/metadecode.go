@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 	"strings"
 )
 
@@ -20,11 +21,14 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	if len(s) > maxMetaLen {
 		return commitMeta{}, fmt.Errorf("%w: %d bytes, more than %d", errBadMeta, len(s), maxMetaLen)
 	}
+	if rest, ok := strings.CutPrefix(s, metaPrefixV4); ok {
+		return decodeMetaV2(w, rest, 4)
+	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV3); ok {
-		return decodeMetaV2(w, rest, true)
+		return decodeMetaV2(w, rest, 3)
 	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV2); ok {
-		return decodeMetaV2(w, rest, false)
+		return decodeMetaV2(w, rest, 2)
 	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV1); ok {
 		return decodeMetaV1(w, rest)
@@ -32,8 +36,9 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	return commitMeta{}, fmt.Errorf("%w: unknown version", errBadMeta)
 }
 
-// decodeMetaV2 reads v2, and v3 (v2 with the hand-over field after the horizon) when v3 is set.
-func decodeMetaV2(w int64, s string, v3 bool) (commitMeta, error) {
+// decodeMetaV2 reads v2, v3 (v2 with the hand-over field after the horizon) and v4 (v3 with the
+// list of offsets that may have been sent after it), as version says.
+func decodeMetaV2(w int64, s string, version int) (commitMeta, error) {
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return commitMeta{}, fmt.Errorf("%w: %v", errBadMeta, err)
@@ -49,12 +54,22 @@ func decodeMetaV2(w int64, s string, v3 bool) (commitMeta, error) {
 	ew := d.uvarint()
 	dh := d.uvarint()
 	var ho *handover
-	if v3 {
+	if version >= 3 {
 		q := d.uvarint()
 		if q > maxMetaOffset {
 			return commitMeta{}, fmt.Errorf("%w: hand-over time out of range", errBadMeta)
 		}
 		ho = &handover{until: int64(q)}
+	}
+	var list metaDecoder
+	if version >= 4 {
+		n := d.uvarint()
+		if d.err == nil && n > uint64(len(d.raw)) {
+			return commitMeta{}, fmt.Errorf("%w: sent list of %d bytes in %d", errBadMeta, n, len(d.raw))
+		}
+		if d.err == nil {
+			list.raw, d.raw = d.raw[:n], d.raw[n:]
+		}
 	}
 	kind := d.byte()
 	if d.err != nil {
@@ -83,7 +98,48 @@ func decodeMetaV2(w int64, s string, v3 bool) (commitMeta, error) {
 	if len(d.raw) != 0 {
 		return commitMeta{}, fmt.Errorf("%w: %d trailing bytes", errBadMeta, len(d.raw))
 	}
+	if version >= 4 {
+		if m.sent, err = list.sentList(w, m.horizon, m.done); err != nil {
+			return commitMeta{}, err
+		}
+		m.sentKnown = true
+	}
 	return m, nil
+}
+
+// sentList reads the v4 list of offsets that may have been sent: spans coded from w−1, all
+// below the horizon h and none overlapping a completed range.
+func (d *metaDecoder) sentList(w, h int64, done []span) ([]span, error) {
+	kind := d.byte()
+	if d.err != nil {
+		return nil, d.err
+	}
+	var (
+		sent []span
+		err  error
+	)
+	switch kind {
+	case metaKindNone:
+		if len(d.raw) != 0 {
+			return nil, fmt.Errorf("%w: %d trailing bytes in an empty sent list", errBadMeta, len(d.raw))
+		}
+	case metaKindRuns:
+		sent, err = d.runs(w - 1)
+	case metaKindBitmap:
+		sent, err = d.bitmap(w - 1)
+	default:
+		err = fmt.Errorf("%w: unknown sent list kind %d", errBadMeta, kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n := len(sent); n > 0 && sent[n-1].end > h {
+		return nil, fmt.Errorf("%w: sent list reaches %d, past the horizon %d", errBadMeta, sent[n-1].end, h)
+	}
+	if !slices.Equal(subtractSpans(sent, done), sent) {
+		return nil, fmt.Errorf("%w: sent list overlaps completed ranges", errBadMeta)
+	}
+	return sent, nil
 }
 
 // metaDecoder reads raw bytes front to back, remembering the first error.

@@ -43,6 +43,21 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 			hdr += uvarintLen(uint64(ho.until))
 		}
 	}
+	var list []byte // the v4 list field (kind and body), nil when v4 is not written
+	var sent []span
+	if ho != nil && m.sentKnown {
+		// The list must be complete and every completed range written: an offset left out of
+		// either would read as never sent. Else v3 (its offsets stay uncertain).
+		sent = subtractSpans(clipSpans(mergeSpans(m.sent), w, h), done)
+		list = appendSpanList(nil, w, sent)
+		l4 := uvarintLen(uint64(len(list))) + len(list)
+		if k4, n4 := choose(hdr + l4); n4 == len(done) && hdr+l4+bodySize(runs, bm, k4, n4) <= budget {
+			kind, n = k4, n4
+			hdr += l4
+		} else {
+			list, sent = nil, nil
+		}
+	}
 	body := 0
 	switch kind {
 	case metaKindRuns:
@@ -60,6 +75,11 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 		raw = binary.AppendUvarint(raw, uint64(ho.until))
 		ho = &handover{until: ho.until}
 	}
+	if list != nil {
+		prefix = metaPrefixV4
+		raw = binary.AppendUvarint(raw, uint64(len(list)))
+		raw = append(raw, list...)
+	}
 	raw = append(raw, byte(kind))
 	switch kind {
 	case metaKindRuns:
@@ -69,7 +89,31 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	}
 	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
 	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n, handover: ho,
-		s: prefix + base64.RawURLEncoding.EncodeToString(raw)}
+		sentKnown: list != nil, sent: sent, s: prefix + base64.RawURLEncoding.EncodeToString(raw)}
+}
+
+// bodySize is the body bytes of the first n ranges in the kind chosen.
+func bodySize(runs runsPlan, bm bitmapPlan, kind, n int) int {
+	switch kind {
+	case metaKindRuns:
+		return runs.size(n)
+	case metaKindBitmap:
+		return bm.size(n)
+	}
+	return 0
+}
+
+// appendSpanList appends the v4 list of spans at or above w: a kind byte and the body of the
+// smaller encoding, coded as the completed ranges are but from w−1, so a span may start at w.
+func appendSpanList(raw []byte, w int64, spans []span) []byte {
+	if len(spans) == 0 {
+		return append(raw, metaKindNone)
+	}
+	runs, bm := planRuns(w-1, spans), planBitmap(w-1, spans)
+	if bm.size(len(spans)) < runs.size(len(spans)) {
+		return bm.append(append(raw, metaKindBitmap), w-1, spans)
+	}
+	return runs.append(append(raw, metaKindRuns), w-1, spans)
 }
 
 // metaLen is the length of the string encodeMeta would write for m at w with no limit.

@@ -1,6 +1,9 @@
 package consumer
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // verifiedMeta encodes m for a commit at w with encode and decodes the result before it may be
 // written: a string the next owner would reject, or read differently, is never committed. On a
@@ -59,6 +62,9 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 	if (got.handover == nil) != (enc.handover == nil) {
 		return fmt.Errorf("commit metadata: hand-over statement written %v, reported %v", got.handover != nil, enc.handover != nil)
 	}
+	if err := checkSent(w, m, enc, got); err != nil {
+		return err
+	}
 	prev := enc.w
 	for _, r := range got.done {
 		if r.start <= prev || !covered(r) {
@@ -69,6 +75,30 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 	_, want := normalizeMeta(w, m.done)
 	if len(got.done)+enc.dropped != len(want) || enc.dropped < 0 {
 		return fmt.Errorf("commit metadata holds %d ranges and drops %d of %d", len(got.done), enc.dropped, len(want))
+	}
+	return nil
+}
+
+// checkSent checks the v4 list: written only when asked for and reported, and every offset of
+// [watermark, horizon) that may have been sent (m.sent) or is done (m.done, which was dispatched
+// or ended at once) reads as done or may-have-been-sent: none of them reads as never sent.
+func checkSent(w int64, m commitMeta, enc metaEnc, got commitMeta) error {
+	if got.sentKnown != enc.sentKnown {
+		return fmt.Errorf("commit metadata: sent list written %v, reported %v", got.sentKnown, enc.sentKnown)
+	}
+	if !got.sentKnown {
+		return nil
+	}
+	if !m.sentKnown || m.handover == nil {
+		return fmt.Errorf("commit metadata states a sent list that was not asked for")
+	}
+	need := clipSpans(mergeSpans(append(slices.Clone(m.sent), m.done...)), max(w, enc.w), got.horizon)
+	have := mergeSpans(append(slices.Clone(got.done), got.sent...))
+	if miss := subtractSpans(need, have); len(miss) > 0 {
+		return fmt.Errorf("commit metadata reads [%d,%d) as never sent, which may have been", miss[0].start, miss[0].end)
+	}
+	if !slices.Equal(got.sent, enc.sent) {
+		return fmt.Errorf("commit metadata: sent list decodes to %d spans, written %d", len(got.sent), len(enc.sent))
 	}
 	return nil
 }

@@ -72,6 +72,7 @@ func (e *engine) inherit(p *part, st position) (w int64, keep bool, ho *handover
 		}
 		p.inherited = max(m.horizon, w)
 		p.done = m.done
+		p.prev = prevSent{known: m.sentKnown, spans: m.sent}
 		if w < first {
 			log.Warn("committed offset below the log start: records lost to retention",
 				zap.Int("partition", p.id), zap.Int64("committed", w), zap.Int64("log_start", first))
@@ -125,7 +126,7 @@ func (e *engine) holdForPrev(p *part, w int64, ho *handover) {
 	now := cfg.Now()
 	until := handoverHold(now, cfg.UncertainHold, cfg.HandoverSkew, ho)
 	p.hold.until = until
-	if p.hasPrev && p.inherited > w {
+	if p.hasPrev && len(p.prev.uncertainFrom(w, p.inherited)) > 0 {
 		p.hold.main = until
 		cfg.Metrics.HandoverHold.Observe(until.Sub(now).Seconds())
 		cfg.Logger.Info("partition set up: accounts of uncertain records wait for the previous owner's calls",

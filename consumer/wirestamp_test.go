@@ -80,7 +80,7 @@ func TestHandoverWriteStampAfterFlush(t *testing.T) {
 
 			var w callWatch
 			ctx, cancel := context.WithCancel(context.Background())
-			ctx, returned := w.trace(ctx, hold, clock.Now)
+			ctx, returned := w.trace(ctx, hold, clock.Now, -1)
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(`{"x":1}`))
 			if err != nil {
 				t.Fatal(err)
