@@ -34,8 +34,10 @@ type commitSnap struct {
 	p    *part
 	w, h int64
 	ext  int64
-	done []span    // completed ranges above w, until encoded into meta
-	ho   *handover // the final commit's hand-over statement (nil: none)
+	done []span // completed ranges above w, until encoded into meta
+	// stated is what the encoded metadata states done above w (the ranges that fit).
+	stated []span
+	ho     *handover // the final commit's hand-over statement (nil: none)
 	// sent, with ho, lists the offsets below h that may have reached the API (metadata v4).
 	sent []span
 	meta string
@@ -145,7 +147,7 @@ func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
 			}
 		}
 		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(s.p.id)).Set(float64(len(enc.s)))
-		s.w, s.h, s.meta, s.done, s.sent = enc.w, enc.h, enc.s, nil, nil
+		s.w, s.h, s.meta, s.done, s.stated, s.sent = enc.w, enc.h, enc.s, nil, enc.done, nil
 		verified = append(verified, s)
 	}
 	slices.SortFunc(verified, func(a, b commitSnap) int { return a.p.id - b.p.id })
@@ -217,6 +219,7 @@ func (e *engine) adopt(snaps []commitSnap, failed map[int]error) {
 		}
 		s.p.hz.ext = s.ext
 		e.unblock(&s.p.hblocked)
+		e.stated(s.p, s.w, s.stated)
 	}
 }
 
