@@ -95,20 +95,7 @@ type reqWatch struct {
 func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() time.Time, off int64) (context.Context, func()) {
 	r := &reqWatch{w: w, hold: hold, now: now, off: off}
 	ct := &httptrace.ClientTrace{
-		GotConn: func(info httptrace.GotConnInfo) {
-			w.mu.Lock()
-			// Taken before any byte of the request is written: from here on it may reach the API.
-			w.markSentLocked(r.off)
-			r.stopStamps()
-			r.conn = info.Conn
-			r.fold()
-			r.pending, r.open, r.answered = true, false, false
-			if r.done {
-				// A request started after its dispatch returned: nothing can be stated.
-				w.unknown = true
-			}
-			w.mu.Unlock()
-		},
+		GotConn: r.gotConn,
 		WroteRequest: func(httptrace.WroteRequestInfo) {
 			// WroteRequest fires before the transport flushes the request: the write time
 			// moves to each Write on the connection that completes after it (im.OnWrite),
@@ -152,6 +139,23 @@ func (w *callWatch) trace(ctx context.Context, hold time.Duration, now func() ti
 		r.fold()
 		r.done = true
 		w.mu.Unlock()
+	}
+}
+
+// gotConn is the GotConn hook: a request is about to be written on info.Conn.
+func (r *reqWatch) gotConn(info httptrace.GotConnInfo) {
+	w := r.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// Taken before any byte of the request is written: from here on it may reach the API.
+	w.markSentLocked(r.off)
+	r.stopStamps()
+	r.conn = info.Conn
+	r.fold()
+	r.pending, r.open, r.answered = true, false, false
+	if r.done {
+		// A request started after its dispatch returned: nothing can be stated.
+		w.unknown = true
 	}
 }
 

@@ -53,23 +53,9 @@ func decodeMetaV2(w int64, s string, version int) (commitMeta, error) {
 	d := metaDecoder{raw: body}
 	ew := d.uvarint()
 	dh := d.uvarint()
-	var ho *handover
-	if version >= 3 {
-		q := d.uvarint()
-		if q > maxMetaOffset {
-			return commitMeta{}, fmt.Errorf("%w: hand-over time out of range", errBadMeta)
-		}
-		ho = &handover{until: int64(q)}
-	}
-	var list metaDecoder
-	if version >= 4 {
-		n := d.uvarint()
-		if d.err == nil && n > uint64(len(d.raw)) {
-			return commitMeta{}, fmt.Errorf("%w: sent list of %d bytes in %d", errBadMeta, n, len(d.raw))
-		}
-		if d.err == nil {
-			list.raw, d.raw = d.raw[:n], d.raw[n:]
-		}
+	ho, list, err := d.statement(version)
+	if err != nil {
+		return commitMeta{}, err
 	}
 	kind := d.byte()
 	if d.err != nil {
@@ -105,6 +91,32 @@ func decodeMetaV2(w int64, s string, version int) (commitMeta, error) {
 		m.sentKnown = true
 	}
 	return m, nil
+}
+
+// statement reads the hand-over fields after the horizon: Q (v3, v4) and the sent list's field
+// (v4), returned as a decoder of its own.
+func (d *metaDecoder) statement(version int) (*handover, metaDecoder, error) {
+	var (
+		ho   *handover
+		list metaDecoder
+	)
+	if version >= 3 {
+		q := d.uvarint()
+		if q > maxMetaOffset {
+			return nil, list, fmt.Errorf("%w: hand-over time out of range", errBadMeta)
+		}
+		ho = &handover{until: int64(q)}
+	}
+	if version >= 4 {
+		n := d.uvarint()
+		if d.err == nil && n > uint64(len(d.raw)) {
+			return nil, list, fmt.Errorf("%w: sent list of %d bytes in %d", errBadMeta, n, len(d.raw))
+		}
+		if d.err == nil {
+			list.raw, d.raw = d.raw[:n], d.raw[n:]
+		}
+	}
+	return ho, list, nil
 }
 
 // sentList reads the v4 list of offsets that may have been sent: spans coded from w−1, all

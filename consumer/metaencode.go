@@ -14,82 +14,92 @@ import (
 func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	w, done := normalizeMeta(w, m.done)
 	h := max(m.horizon, w)
-	hdr := metaHeaderLen(w, h)
-	budget := metaRawBudget(maxBytes)
-
-	runs := planRuns(w, done)
-	bm := planBitmap(w, done)
-	choose := func(hdr int) (int, int) {
-		nRuns := runs.fit(budget - hdr)
-		nBm := bm.fit(budget - hdr)
-		kind, n := metaKindRuns, nRuns
-		if nBm > nRuns || nBm == nRuns && bm.size(nBm) < runs.size(nRuns) {
-			kind, n = metaKindBitmap, nBm
-		}
-		if n == 0 {
-			kind = metaKindNone
-		}
-		return kind, n
-	}
-	kind, n := choose(hdr)
-	ho := m.handover
-	if ho != nil {
-		if ho.until < 0 || ho.until > maxMetaOffset {
-			ho = nil // not a time this decoder accepts: state nothing (a full hold)
-		} else if k3, n3 := choose(hdr + uvarintLen(uint64(ho.until))); n3 < n {
-			ho = nil
-		} else {
-			kind, n = k3, n3
-			hdr += uvarintLen(uint64(ho.until))
-		}
-	}
+	p := &metaPlan{runs: planRuns(w, done), bm: planBitmap(w, done), budget: metaRawBudget(maxBytes), hdr: metaHeaderLen(w, h)}
+	p.kind, p.n = p.choose(p.hdr)
+	ho := p.statement(m.handover)
 	var list []byte // the v4 list field (kind and body), nil when v4 is not written
 	var sent []span
 	if ho != nil && m.sentKnown {
-		// The list must be complete and every completed range written: an offset left out of
-		// either would read as never sent. Else v3 (its offsets stay uncertain).
-		sent = subtractSpans(clipSpans(mergeSpans(m.sent), w, h), done)
-		list = appendSpanList(nil, w, sent)
-		l4 := uvarintLen(uint64(len(list))) + len(list)
-		if k4, n4 := choose(hdr + l4); n4 == len(done) && hdr+l4+bodySize(runs, bm, k4, n4) <= budget {
-			kind, n = k4, n4
-			hdr += l4
-		} else {
-			list, sent = nil, nil
-		}
-	}
-	body := 0
-	switch kind {
-	case metaKindRuns:
-		body = runs.size(n)
-	case metaKindBitmap:
-		body = bm.size(n)
+		list, sent = p.sentList(w, subtractSpans(clipSpans(mergeSpans(m.sent), w, h), done), len(done))
 	}
 	// Sized by the kind written: the other may be huge (a bitmap across a far range).
-	raw := make([]byte, 0, hdr+body)
+	raw := make([]byte, 0, p.hdr+bodySize(p.runs, p.bm, p.kind, p.n))
 	raw = binary.AppendUvarint(raw, uint64(w))
 	raw = binary.AppendUvarint(raw, uint64(h-w))
 	prefix := metaPrefixV2
 	if ho != nil {
 		prefix = metaPrefixV3
 		raw = binary.AppendUvarint(raw, uint64(ho.until))
-		ho = &handover{until: ho.until}
 	}
 	if list != nil {
 		prefix = metaPrefixV4
 		raw = binary.AppendUvarint(raw, uint64(len(list)))
 		raw = append(raw, list...)
 	}
-	raw = append(raw, byte(kind))
-	switch kind {
+	raw = append(raw, byte(p.kind))
+	switch p.kind {
 	case metaKindRuns:
-		raw = runs.append(raw, w, done[:n])
+		raw = p.runs.append(raw, w, done[:p.n])
 	case metaKindBitmap:
-		raw = bm.append(raw, w, done[:n])
+		raw = p.bm.append(raw, w, done[:p.n])
 	}
 	raw = binary.LittleEndian.AppendUint32(raw, metaCRC(raw))
-	return metaEnc{w: w, h: h, done: done[:n], dropped: len(done) - n, handover: ho,
+	return metaEnc{w: w, h: h, done: done[:p.n], dropped: len(done) - p.n, handover: ho,
 		sentKnown: list != nil, sent: sent, s: prefix + base64.RawURLEncoding.EncodeToString(raw)}
+}
+
+// metaPlan is what encodeMeta has decided so far: the header bytes, the kind of the completed
+// ranges' body and how many of them fit in the raw budget.
+type metaPlan struct {
+	runs    runsPlan
+	bm      bitmapPlan
+	budget  int
+	hdr     int
+	kind, n int
+}
+
+// choose picks the kind that keeps the most ranges (the smaller body on a tie) after hdr bytes.
+func (p *metaPlan) choose(hdr int) (int, int) {
+	nRuns := p.runs.fit(p.budget - hdr)
+	nBm := p.bm.fit(p.budget - hdr)
+	kind, n := metaKindRuns, nRuns
+	if nBm > nRuns || nBm == nRuns && p.bm.size(nBm) < p.runs.size(nRuns) {
+		kind, n = metaKindBitmap, nBm
+	}
+	if n == 0 {
+		kind = metaKindNone
+	}
+	return kind, n
+}
+
+// statement returns the hand-over statement to write (v3), adding its field to the plan, or nil:
+// none asked, a time the decoder would refuse, or one that would cost a completed range (a full
+// hold costs less than more uncertain records).
+func (p *metaPlan) statement(ho *handover) *handover {
+	if ho == nil || ho.until < 0 || ho.until > maxMetaOffset {
+		return nil
+	}
+	l := uvarintLen(uint64(ho.until))
+	k3, n3 := p.choose(p.hdr + l)
+	if n3 < p.n {
+		return nil
+	}
+	p.kind, p.n, p.hdr = k3, n3, p.hdr+l
+	return &handover{until: ho.until}
+}
+
+// sentList returns the v4 list field for sent (and sent), adding it to the plan, or nil when it
+// would not go whole with all nDone completed ranges within the budget: an offset left out of
+// either would read as never sent. Then the commit is v3 and those offsets stay uncertain.
+func (p *metaPlan) sentList(w int64, sent []span, nDone int) ([]byte, []span) {
+	list := appendSpanList(nil, w, sent)
+	l := uvarintLen(uint64(len(list))) + len(list)
+	k4, n4 := p.choose(p.hdr + l)
+	if n4 != nDone || p.hdr+l+bodySize(p.runs, p.bm, k4, n4) > p.budget {
+		return nil, nil
+	}
+	p.kind, p.n, p.hdr = k4, n4, p.hdr+l
+	return list, sent
 }
 
 // bodySize is the body bytes of the first n ranges in the kind chosen.
