@@ -83,7 +83,7 @@ func (e *engine) schedule(a *account) {
 		e.requestCommit()
 		return
 	}
-	if a.end.needsStatement(r) {
+	if a.end.needsStatement(r.ev) && !e.cfg.TestUnstatedEnds {
 		e.waitStatement(a)
 		return
 	}

@@ -20,6 +20,10 @@ import (
 //
 // Creates are exempt among themselves: a create never hides another (a later create of the same
 // name only adds conversations), so create-only accounts (contract v1) run as before.
+//
+// The retry lane keeps the same rule for a parked account with a marker in the lane instead of a
+// commit (laneStateEnded): the lane's committed position is one offset for every parked account
+// and can't state one account's ends while another's head is stuck below them.
 
 // unstatedEnd is one account's ended records that no successful commit states yet.
 type unstatedEnd struct {
@@ -28,13 +32,18 @@ type unstatedEnd struct {
 	mixed   bool  // one of them is not a create
 }
 
-// needsStatement reports whether r must wait for the account's ended records to be committed.
-func (u unstatedEnd) needsStatement(r *rec) bool {
-	return u.pending && (u.mixed || !isCreate(r))
+// needsStatement reports whether ev must wait for the account's ended records to be stated.
+func (u unstatedEnd) needsStatement(ev *event.Event) bool {
+	return u.pending && (u.mixed || !isCreate(ev))
 }
 
-func isCreate(r *rec) bool {
-	return r.ev != nil && r.ev.EventType == event.TypeContactGroupCreated
+// add notes that a record of the account, carrying ev, ended at offset off.
+func (u *unstatedEnd) add(ev *event.Event, off int64) {
+	u.pending, u.off, u.mixed = true, off, u.mixed || !isCreate(ev)
+}
+
+func isCreate(ev *event.Event) bool {
+	return ev != nil && ev.EventType == event.TypeContactGroupCreated
 }
 
 // ended notes that r of a ended; only a record that went to the API needs a statement. mu held.
@@ -45,9 +54,7 @@ func (e *engine) ended(a *account, r *rec) {
 	if !a.end.pending {
 		a.p.unstated = append(a.p.unstated, a)
 	}
-	a.end.pending = true
-	a.end.off = r.msg.Offset
-	a.end.mixed = a.end.mixed || !isCreate(r)
+	a.end.add(r.ev, r.msg.Offset)
 }
 
 // waitStatement blocks a until a commit states its ended records, asking for one now. mu held.

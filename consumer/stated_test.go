@@ -107,3 +107,77 @@ func TestNextLifecycleRecordWaitsForCommit(t *testing.T) {
 	}
 	t.Logf("%d records; %d creates went before the previous create was committed", len(evs), d.creates)
 }
+
+// markerCounter counts, at each dispatch of a lifecycle account's lane records, the markers the
+// lane holds for it, then hands on.
+type markerCounter struct {
+	*stallDispatcher
+	t    *testing.T
+	e    *env
+	acct string
+	mu   sync.Mutex
+	seen []laneSeen
+}
+
+type laneSeen struct {
+	typ     event.Type
+	markers int
+}
+
+func (d *markerCounter) Dispatch(ctx context.Context, task dispatcher.Task) (dispatcher.Outcome, error) {
+	if task.Event.FromAccount == d.acct && task.StallLimit == 0 { // the lane's, not the main topic's
+		n := 0
+		for _, m := range d.e.k.ReadAll(d.t, d.e.topic+".retry") {
+			if _, ok := hdr(m.Headers, laneHdrUnpark); ok && string(m.Key) == d.acct {
+				n++
+			}
+		}
+		d.mu.Lock()
+		d.seen = append(d.seen, laneSeen{task.Event.EventType, n})
+		d.mu.Unlock()
+	}
+	return d.stallDispatcher.Dispatch(ctx, task)
+}
+
+// TestLaneLifecycleWaitsForMarker: a parked account's next lifecycle record in the retry lane is
+// dispatched only once a marker in the lane states its previous one ended (the lane's committed
+// position can't: it is one offset for every parked account).
+func TestLaneLifecycleWaitsForMarker(t *testing.T) {
+	e, sd := laneEnv(t, "life")
+	d := &markerCounter{stallDispatcher: sd, t: t, e: e, acct: "life"}
+	edit := e.cfgEdit
+	e.cfgEdit = func(c *Config) { edit(c); c.Dispatcher = d }
+	c := event.Contact{Type: 1, ToAccount: "peer"}
+	evs := []*event.Event{
+		event.NewCreated("l1", "life", "g", c), event.NewContactsAdded("l2", "life", "g", event.Contact{Type: 1, ToAccount: "p2"}),
+		event.NewRenamed("l3", "life", "g", "h"), event.NewContactsRemoved("l4", "life", "h", c), event.NewDeleted("l5", "life", "h"),
+		event.NewCreated("l6", "life", "g", c), event.NewCreated("l7", "life", "k", c),
+	}
+	msgs := make([]kafka.Message, len(evs))
+	for i, ev := range evs {
+		ev.Seq = int64(i + 1)
+		v, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = kafka.Message{Key: []byte("life"), Value: v}
+	}
+	e.k.Produce(t, e.topic, msgs...)
+	e.start()
+	testwait.For(t, 30*time.Second, "account parked with its records", func() bool { return len(e.k.ReadAll(t, e.topic+".retry")) >= len(evs) })
+	sd.clear()
+	testwait.For(t, 30*time.Second, "every record applied", func() bool { return len(sd.snapshot()) == len(evs) })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.seen) != len(evs) {
+		t.Fatalf("%d lane dispatches seen, want %d", len(d.seen), len(evs))
+	}
+	for i := 1; i < len(d.seen); i++ {
+		cur, prev := d.seen[i], d.seen[i-1]
+		create := cur.typ == event.TypeContactGroupCreated && evs[i-1].EventType == event.TypeContactGroupCreated
+		if !create && cur.markers <= prev.markers {
+			t.Errorf("record %d (%s) dispatched with %d markers in the lane, as many as at record %d: its predecessor's end was not stated", i+1, cur.typ, cur.markers, i)
+		}
+	}
+	t.Logf("markers at each dispatch: %+v", d.seen)
+}
