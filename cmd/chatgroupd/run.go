@@ -112,7 +112,7 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 		modeAuto, laneOn, laneOff)
 	stringFlag(fs, &f.laneTopic, "lane-topic", "", topicName, "retry-lane topic (default <topic>.retry; at least the event topic's partitions)")
 	durationFlag(fs, &f.accountStallLimit, "account-stall-limit", consumer.DefaultAccountStallLimit, time.Second, 24*time.Hour, "with the retry lane on: how long an account's head event may fail transiently before the account is parked")
-	durationFlag(fs, &f.handoverSkew, "handover-skew", consumer.DefaultHandoverSkew, -time.Nanosecond, time.Minute, "how far another replica's clock may lag this one's: a new owner holds a partition's uncertain accounts only until the previous owner's stated end of its calls plus this margin; negative: final commits state nothing and every hand-over waits the full hold (set it while replicas older than commit metadata v3 still run)")
+	durationFlag(fs, &f.handoverSkew, "handover-skew", consumer.DefaultHandoverSkew, -time.Nanosecond, time.Minute, "how far another replica's clock may lag this one's: a new owner holds a partition's uncertain accounts only until the previous owner's stated end of its calls plus this margin; negative: final commits state nothing (neither the end of their calls nor which records they sent) and every hand-over waits the full hold and re-checks every record below the horizon (set it while replicas older than commit metadata v4 still run)")
 	stringFlag(fs, &f.logLevel, "log-level", "info", oneOf, "log level: debug, info, warn, error", logLevels()...)
 	stringFlag(fs, &f.logFormat, "log-format", "json", oneOf, "log format: json or console", "json", "console")
 }
