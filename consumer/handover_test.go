@@ -235,8 +235,9 @@ func (g *grantWait) Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher
 
 // TestHandoverWithoutBlindWait: the previous owner's records were picked but never sent (waiting
 // for grants) when it left. After a graceful leave its final commit says nothing of its runs at
-// the API, and the successor dispatches those uncertain accounts at once instead of waiting out
-// a (here one-minute) hold; with the statement off, or after a kill, it waits the full hold.
+// the API, and the successor dispatches those accounts at once instead of waiting out a (here
+// one-minute) hold (with metadata v4 they are not even uncertain any more:
+// TestHandoverNeverSentNotChecked); with the statement off, or after a kill, it waits the full hold.
 func TestHandoverWithoutBlindWait(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
