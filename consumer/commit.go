@@ -34,9 +34,11 @@ type commitSnap struct {
 	p    *part
 	w, h int64
 	ext  int64
-	done []span    // completed ranges above w, until encoded into meta
-	ho   *handover // the final commit's hand-over statement (nil: none)
-	meta string
+	done []span // completed ranges above w, until encoded into meta
+	// stated is what the encoded metadata states done above w (the ranges that fit).
+	stated []span
+	ho     *handover // the final commit's hand-over statement (nil: none)
+	meta   string
 }
 
 // commit writes every partition's watermark with the metadata (horizon and completed ranges
@@ -137,7 +139,7 @@ func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
 			}
 		}
 		cfg.Metrics.CommitMetaBytes.WithLabelValues(cfg.Topic, strconv.Itoa(s.p.id)).Set(float64(len(enc.s)))
-		s.w, s.h, s.meta, s.done = enc.w, enc.h, enc.s, nil
+		s.w, s.h, s.meta, s.done, s.stated = enc.w, enc.h, enc.s, nil, enc.done
 		verified = append(verified, s)
 	}
 	slices.SortFunc(verified, func(a, b commitSnap) int { return a.p.id - b.p.id })
@@ -209,6 +211,7 @@ func (e *engine) adopt(snaps []commitSnap, failed map[int]error) {
 		}
 		s.p.hz.ext = s.ext
 		e.unblock(&s.p.hblocked)
+		e.stated(s.p, s.w, s.stated)
 	}
 }
 

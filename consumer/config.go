@@ -132,6 +132,11 @@ type Config struct {
 	// catches a partition without an owner.
 	TestDropPartition bool
 
+	// TestUnstatedEnds is for tests only, never for production: an account's next record is
+	// dispatched without waiting for a commit to state its previous one ended (stated.go), so a
+	// chaos suite can prove its checker catches what a successor's look-up then gets wrong.
+	TestUnstatedEnds bool
+
 	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
 	// revoked generation as it was before the session bound (rebalance timeout only, calls
 	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its

@@ -31,6 +31,7 @@ func (e *engine) run(a *account) {
 		e.metrics().InFlight.Dec()
 		if ended {
 			e.endRec(r)
+			e.ended(a, r)
 		} else {
 			a.halted = true
 		}

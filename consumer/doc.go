@@ -22,6 +22,7 @@
 //     dedupe, completed ranges, key check, buffer bound.
 //   - schedule.go: per-account scheduling: seq order, reorder window, the horizon and metadata
 //     pressure, runners.
+//   - stated.go: an account's next record waits until a commit states its previous one ended.
 //   - dispatch.go: a runner drives records to the Dispatcher.
 //   - end.go, outcomes.go: a record ends: applied, dead-lettered, duplicates with it;
 //     back-pressure released; the outcome counters by event type.

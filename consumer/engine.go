@@ -64,15 +64,19 @@ type part struct {
 	inherited int64
 	done      []span // completed ranges from the metadata, consumed as the fetch passes them
 
-	hz         horizon       // how far dispatch may go, as the commits extend it
-	committedW int64         // watermark of the last successful commit (-1: none yet)
-	blocked    []*account    // waiting for metadata pressure to ease
-	hblocked   []*account    // waiting for the horizon to be extended by a commit
-	mb         metaBudget    // what pressured knows of the commit metadata's size
-	space      chan struct{} // signalled when the partition stops being full
-	readFrom   int64         // where the fetch starts: up to DedupeWindow records before the watermark
-	lane       *lanePart     // the retry lane's state (RetryLane on)
-	hold       prevHold      // waiting out the previous owner's calls (handover.go)
+	hz         horizon    // how far dispatch may go, as the commits extend it
+	committedW int64      // watermark of the last successful commit (-1: none yet)
+	blocked    []*account // waiting for metadata pressure to ease
+	hblocked   []*account // waiting for the horizon to be extended by a commit
+	// unstated lists the accounts with an ended record no successful commit states yet;
+	// sblocked those of them whose next record waits for that statement (stated.go).
+	unstated []*account
+	sblocked []*account
+	mb       metaBudget    // what pressured knows of the commit metadata's size
+	space    chan struct{} // signalled when the partition stops being full
+	readFrom int64         // where the fetch starts: up to DedupeWindow records before the watermark
+	lane     *lanePart     // the retry lane's state (RetryLane on)
+	hold     prevHold      // waiting out the previous owner's calls (handover.go)
 	// calls follows this generation's API requests of the partition for the final commit's
 	// hand-over statement.
 	calls callWatch
@@ -109,6 +113,8 @@ type account struct {
 	lastSeq   int64
 	// heldUntil: nothing of the account is dispatched before then (prevHold.main).
 	heldUntil time.Time
+	// end is what a successor would not know of the account's last ended records (stated.go).
+	end unstatedEnd
 }
 
 type rec struct {

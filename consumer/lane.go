@@ -88,10 +88,13 @@ type laneAcct struct {
 	forwarding int   // main-topic records being produced to the lane
 	lastProd   int64 // lane offset of the last record produced for it by this member (-1 none)
 	lastEnded  int64 // lane offset of its last record that ended here (-1 none)
-	unparking  bool  // an unpark marker is being written: forwards wait
-	worker     bool  // a lane worker goroutine drives q
-	reason     string
-	since      time.Time // parked since
+	// end is what a successor would not know of the account's last ended lane records: no
+	// marker written since states them (stated.go).
+	end       unstatedEnd
+	unparking bool // an unpark marker is being written: forwards wait
+	worker    bool // a lane worker goroutine drives q
+	reason    string
+	since     time.Time // parked since
 }
 
 // laneRec is one record read from the lane.

@@ -72,6 +72,17 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 			continue
 		}
 		r := la.q[0]
+		if la.end.needsStatement(r.ev) && !e.cfg.TestUnstatedEnds {
+			if !e.laneStateEnded(p, la) {
+				e.mu.Unlock()
+				ok := sleepCtx(e.claim, time.Second)
+				e.mu.Lock()
+				if !ok {
+					break
+				}
+			}
+			continue
+		}
 		e.inflight++
 		e.mu.Unlock()
 		ended := e.laneDispatch(p, r)
@@ -87,9 +98,30 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 		la.q = la.q[1:]
 		la.qBytes -= len(r.msg.Value)
 		la.lastEnded = max(la.lastEnded, r.msg.Offset)
+		if r.ev != nil {
+			la.end.add(r.ev, r.msg.Offset)
+		}
 		delete(p.lane.unended, r.msg.Offset)
 	}
 	la.worker = false
+}
+
+// laneStateEnded writes a marker stating the account's lane records up to its last ended one
+// ended, before its next record may be dispatched (stated.go). A reader takes it like an unpark
+// marker: the records up to it are dropped as ended, and an account with nothing left in the lane
+// is no longer parked, which is then the truth. mu held (released while writing). False: the
+// write failed.
+func (e *engine) laneStateEnded(p *part, la *laneAcct) bool {
+	through := []byte(strconv.FormatInt(la.lastEnded, 10))
+	e.mu.Unlock()
+	_, err := e.laneProduce(e.dctx, p.id, []byte(la.name), nil, []kafka.Header{{Key: laneHdrUnpark, Value: through}}, e.cfg.Now())
+	e.mu.Lock()
+	if err != nil {
+		e.cfg.Logger.Warn("retry lane: ended marker failed; retrying", zap.Int("partition", p.id), zap.String("account", la.name), zap.Error(err))
+		return false
+	}
+	la.end = unstatedEnd{}
+	return true
 }
 
 // unpark writes the account's unpark marker and forgets it was parked; its main-topic events

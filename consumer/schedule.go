@@ -83,6 +83,10 @@ func (e *engine) schedule(a *account) {
 		e.requestCommit()
 		return
 	}
+	if a.end.needsStatement(r.ev) && !e.cfg.TestUnstatedEnds {
+		e.waitStatement(a)
+		return
+	}
 	if e.pressured(p) && a != e.frontAccount(p) {
 		e.blockPressured(p, a)
 		return
@@ -160,7 +164,7 @@ func (e *engine) frontAccount(p *part) *account {
 
 // gc forgets an account with nothing left to do. Called with mu held.
 func (e *engine) gc(a *account) {
-	if len(a.q) == 0 && a.running == nil && !a.queued && !a.blocked && a.timer == nil && !a.halted {
+	if len(a.q) == 0 && a.running == nil && !a.queued && !a.blocked && a.timer == nil && !a.halted && !a.end.pending {
 		if a.p.accounts[a.name] == a {
 			delete(a.p.accounts, a.name)
 		}

@@ -69,6 +69,8 @@ type service struct {
 
 	// blindLifecycle is the blind-lifecycle test break (see testBreak).
 	blindLifecycle bool
+	// unstatedEnds is the unstated-ends test break (see testBreak).
+	unstatedEnds bool
 
 	dlq  *dlq.Writer
 	http *metrics.Server
@@ -139,13 +141,17 @@ func newService(cfg serviceConfig) (*service, error) {
 		cfg.log.Warn("TEST BREAK ACTIVE: uncertain and replayed lifecycle events are sent without looking the user's groups up first; an event the previous owner applied is applied again",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
+	if brk == breakUnstatedEnds {
+		cfg.log.Warn("TEST BREAK ACTIVE: an account's next event is sent before a commit states its previous one ended; a successor's look-up can see a later event's effect",
+			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	}
 	if brk == breakDropPart {
 		cfg.log.Warn("TEST BREAK ACTIVE: as group leader this replica leaves the last partition unassigned; its records are never consumed",
 			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
 		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart,
-		blindLifecycle: brk == breakBlindLifecycle, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -227,7 +233,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: dispatch, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
@@ -430,16 +436,18 @@ const (
 	breakDropPart    = "drop-partition" // a group leader leaves the topic's last partition unassigned
 
 	breakBlindLifecycle = "blind-lifecycle" // uncertain and replayed lifecycle events skip the existence check
+	breakUnstatedEnds   = "unstated-ends"   // an account's next record does not wait for its previous end to be committed
 )
 
 // testBreak checks CHATGROUPD_TEST_BREAK and returns the variant it selects ("" for none).
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s)", envTestBreak, v, breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s)", envTestBreak, v,
+		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the

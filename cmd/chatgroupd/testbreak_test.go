@@ -9,7 +9,7 @@ func TestTestBreak(t *testing.T) {
 		wantErr bool
 	}{
 		{"", "", false}, {"legacy-drain", breakLegacyDrain, false}, {"whole-budget", breakWholeBudget, false}, {"drop-partition", breakDropPart, false},
-		{"blind-lifecycle", breakBlindLifecycle, false},
+		{"blind-lifecycle", breakBlindLifecycle, false}, {"unstated-ends", breakUnstatedEnds, false},
 		{"legacy_drain", "", true}, {"yes", "", true},
 	} {
 		got, err := testBreak(tc.v)
