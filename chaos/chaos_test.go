@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
+	"github.com/chatgroupd/chatgroupd/internal/kfakepatch"
 	"github.com/chatgroupd/chatgroupd/internal/leakcheck"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 )
@@ -64,7 +65,8 @@ func TestMain(m *testing.M) {
 }
 
 // build compiles ./cmd/chatgroupd without the race detector: the runs measure timing, and the
-// unit suite runs the same code under -race.
+// unit suite runs the same code under -race. It needs no patched kfake (internal/kfakepatch):
+// `chatgroupd run` only connects to the broker, which runs in this test process.
 func build(dir string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -87,6 +89,26 @@ func broker(t *testing.T) *kafkatest.Cluster {
 		return kafkatest.Real(t)
 	}
 	return kafkatest.New(t, kfake.GroupMinSessionTimeout(time.Second))
+}
+
+// kfakeBuild says which embedded broker this test binary has: "patched" (internal/kfakepatch,
+// Kafka's join barrier; make chaos and make test build it) or "unpatched", where a join stall can
+// also be kfake's own miscount of members parked in SyncGroup (chaos seed 22, session 5).
+func kfakeBuild() string {
+	if _, err := kfakepatch.Patched(); err != nil {
+		return "unpatched"
+	}
+	return "patched"
+}
+
+// replayCmd is the go test command that replays seed s on the same embedded broker.
+func replayCmd(s *Schedule) string {
+	modfile := ""
+	if kfakeBuild() == "patched" {
+		modfile = `-modfile "$(go run ./internal/kfakepatch/cmd/kfakemodfile)" `
+	}
+	return fmt.Sprintf("%s=%d %s=%v %s=%d go test %s-count=1 -v -timeout 0 -run 'TestChaos$' ./chaos/",
+		envSeeds, s.Seed, envDuration, s.Duration, envReplicas, s.Replicas, modfile)
 }
 
 // options are the schedule options of seed on c: a real broker keeps its 6s minimum session
@@ -166,13 +188,13 @@ func verify(t *testing.T, s *Schedule, res *Result) {
 		}
 		if !t.Failed() {
 			t.Skipf("seed %d inconclusive: the embedded broker's group never re-formed after the schedule "+
-				"(join stall, see Result.JoinStalled); %d records left unconsumed, every other invariant held", s.Seed, res.Report.Lost)
+				"(join stall, see Result.JoinStalled; kfake %s); %d records left unconsumed, every other invariant held\nreplay: %s",
+				s.Seed, kfakeBuild(), res.Report.Lost, replayCmd(s))
 		}
 		return
 	}
 	if err := res.Err(); err != nil {
-		t.Errorf("seed %d: %v\n%s\nreplay: %s=%d %s=%v %s=%d go test -count=1 -v -timeout 0 -run 'TestChaos$' ./chaos/",
-			s.Seed, err, s, envSeeds, s.Seed, envDuration, s.Duration, envReplicas, s.Replicas)
+		t.Errorf("seed %d: %v\n%s\nreplay: %s", s.Seed, err, s, replayCmd(s))
 	}
 }
 
@@ -249,9 +271,9 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v",
+	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v kfake=%s",
 		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.DoubleEffects, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
-		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled)
+		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled, kfakeBuild())
 	t.Log(line)
 	fmt.Println(line)
 }

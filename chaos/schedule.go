@@ -6,6 +6,14 @@
 //
 // The schedule is a pure function of the seed and the Options, so a failing seed is replayed
 // exactly (up to the timing of the processes) by running the same seed again.
+//
+// The embedded broker runs in the test process. `make chaos` and `make test` build it from a
+// patched copy of kfake (internal/kfakepatch, through go test -modfile): kfake counts the members
+// a rebalance waits for in one counter that it also changes for members parked in SyncGroup, so a
+// member leaving or re-joining at that moment leaves the count short, and the rebalance then waits
+// for a deadline that every join restarts — the group never forms again (seed 22, session 5).
+// Kafka counts only members awaiting a join answer; the patch does the same. TestChaos's totals
+// say which build ran (kfake=patched|unpatched); a plain go test of this package is unpatched.
 package chaos
 
 import (

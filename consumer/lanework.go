@@ -61,26 +61,10 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 			}
 			break
 		}
-		if d := p.hold.lane.Sub(e.cfg.Now()); d > 0 {
-			// The previous owner may still have a call of this account's head running (prevHold).
-			e.mu.Unlock()
-			ok := sleepCtx(e.claim, d)
-			e.mu.Lock()
-			if !ok {
-				break
-			}
-			continue
-		}
 		r := la.q[0]
-		if la.end.needsStatement(r.ev) && !e.cfg.TestUnstatedEnds {
-			if !e.laneStateEnded(p, la) {
-				e.mu.Unlock()
-				ok := sleepCtx(e.claim, time.Second)
-				e.mu.Lock()
-				if !ok {
-					break
-				}
-			}
+		if ready, ok := e.laneHeadReady(p, la, r); !ok {
+			break
+		} else if !ready {
 			continue
 		}
 		e.inflight++
@@ -104,6 +88,23 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 		delete(p.lane.unended, r.msg.Offset)
 	}
 	la.worker = false
+}
+
+// laneHeadReady reports whether la's head r may be dispatched now. When not, it has waited (mu
+// released) for the previous owner's calls or written the marker the head waits for; ok false:
+// the generation ended meanwhile. mu held.
+func (e *engine) laneHeadReady(p *part, la *laneAcct, r *laneRec) (ready, ok bool) {
+	wait := p.hold.lane.Sub(e.cfg.Now()) // a call of the previous owner may still run (prevHold)
+	if wait <= 0 && la.end.needsStatement(r.ev) && !e.cfg.TestUnstatedEnds && !e.laneStateEnded(p, la) {
+		wait = time.Second // the marker's write failed: try again
+	}
+	if wait <= 0 {
+		return !la.end.needsStatement(r.ev) || e.cfg.TestUnstatedEnds, true
+	}
+	e.mu.Unlock()
+	ok = sleepCtx(e.claim, wait)
+	e.mu.Lock()
+	return false, ok
 }
 
 // laneStateEnded writes a marker stating the account's lane records up to its last ended one
