@@ -14,7 +14,8 @@
 // and writes a go.mod that replaces kfake by that copy, for `go test -modfile`. (`-overlay` would be
 // smaller, but the go command refuses to overlay files in the module cache.) The Makefile's test
 // and chaos targets use it; product builds do not: the service never runs kfake, and the
-// one-process demo has a single group member, which cannot meet the defect.
+// one-process demo has a single group member, which cannot meet the defect. UPSTREAM.md is the
+// bug report to file; once kfake fixes it, this package goes.
 package kfakepatch
 
 import (
