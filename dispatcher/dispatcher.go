@@ -160,6 +160,11 @@ func (d *Dispatcher) Demand() int {
 	return d.hold.Demand(d.cfg.Now(), d.liveDemand())
 }
 
+// Stopping tells Demand that the consumer's generation ends because the replica stops
+// (consumer.ShareStopper): no hold then, so the others' targets rise into this replica's share
+// while it drains.
+func (d *Dispatcher) Stopping() { d.hold.Release() }
+
 // liveDemand is Demand without the hold.
 func (d *Dispatcher) liveDemand() int {
 	dm := d.create.Demand()

@@ -176,4 +176,11 @@ func TestFleetDemandHeldAcrossRebalance(t *testing.T) {
 	expect("the next rebalance", 200)
 	h.d.SetPartitions(nil, 2) // this replica got no partitions
 	expect("no partitions in the next generation", 2)
+
+	h.d.SetPartitions([]int{0}, 2)
+	stop = queue(5)
+	h.d.Stopping() // the consumer stops: then its generation ends
+	h.d.SetPartitions(nil, 2)
+	stop()
+	expect("a replica that stops", 2)
 }

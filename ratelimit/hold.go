@@ -73,6 +73,15 @@ func (h *DemandHold) Partitions(now time.Time, owned, demand int) {
 	}
 }
 
+// Release ends any hold at once, and keeps the next end of a generation from starting one (until
+// partitions are set again): the replica stops, and a member that leaves must let its demand
+// fall so the others grow into its share while it drains.
+func (h *DemandHold) Release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.owned, h.holding = false, false
+}
+
 // Demand is the demand to report at now given the replica's live one: the larger of the two
 // while a hold is in force, else the live one.
 func (h *DemandHold) Demand(now time.Time, live int) int {

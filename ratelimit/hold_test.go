@@ -113,3 +113,21 @@ func TestDemandHoldDurations(t *testing.T) {
 		t.Fatalf("at Settle: %d, want the live 1", got)
 	}
 }
+
+// TestDemandHoldRelease: a replica that stops holds nothing, before or after its generation ends.
+func TestDemandHoldRelease(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	var h DemandHold
+	h.Partitions(t0, 2, 0)
+	h.Release() // stopping: then the generation's end
+	h.Partitions(t0, 0, 200)
+	if got := h.Demand(t0, 3); got != 3 {
+		t.Fatalf("release before the end: %d, want the live 3", got)
+	}
+	h.Partitions(t0, 2, 0)
+	h.Partitions(t0, 0, 200)
+	h.Release()
+	if got := h.Demand(t0, 3); got != 3 {
+		t.Fatalf("release after the end: %d, want the live 3", got)
+	}
+}
