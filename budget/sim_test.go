@@ -8,6 +8,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
 
 // The simulation runs members of the protocol against an in-memory log on one simulated clock:
@@ -103,6 +105,26 @@ type simMember struct {
 	backlog  float64
 	gone     bool
 	nextTick time.Time
+	// From gapFrom to gapUntil its callers stop waiting for grants (a rebalance or a shutdown
+	// drain dropped the dispatches that waited): no calls, and the demand its limiter reports.
+	gapFrom, gapUntil time.Time
+	setupAt           time.Time // when its next generation is set up (rebalances)
+	setupParts        int
+	hold              *ratelimit.DemandHold // nil: the demand reported is the live one
+}
+
+// gapDemand is what ratelimit.Limiter.Demand reports while nobody waits: the calls of the last
+// quarter window, times five, plus two. The real limiter paces its calls evenly over the window
+// (the model here packs them greedily, which is the worst case for the window bound but says
+// little about the last quarter), so this counts the calls a paced limiter at the member's
+// ceiling made in the last quarter window before the gap began.
+func (sm *simMember) gapDemand(now time.Time, budget int) int {
+	left := simWindow/4 - now.Sub(sm.gapFrom)
+	if left <= 0 {
+		return 2
+	}
+	recent := int(float64(sm.lim.share) * left.Seconds() / simWindow.Seconds())
+	return min(budget, recent*5+2)
 }
 
 type simRecord struct {
@@ -128,6 +150,9 @@ type simWorld struct {
 	nowAll   bool
 	noUsed   bool
 	joined   int
+	// rebalances: every member's demand goes through a ratelimit.DemandHold, and rebalances
+	// (every live member's callers stop for a while, some get no partitions) come at random.
+	rebalances bool
 }
 
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
@@ -143,6 +168,10 @@ func (w *simWorld) join() *simMember {
 		skew:    time.Duration(w.rng.Int64N(int64(200*time.Millisecond))) - 100*time.Millisecond,
 		readLag: time.Duration(w.rng.Int64N(int64(30 * time.Millisecond)))}
 	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce}
+	if w.rebalances {
+		sm.hold = &ratelimit.DemandHold{}
+		sm.hold.Partitions(w.now, 1, 0)
+	}
 	cfg := w.cfg
 	cfg.Member = sm.id
 	local := w.now.Add(sm.skew)
@@ -204,6 +233,10 @@ func (w *simWorld) step() {
 				sm.pos++
 			}
 		}
+		if sm.hold != nil && !sm.setupAt.IsZero() && !w.now.Before(sm.setupAt) {
+			sm.hold.Partitions(w.now, sm.setupParts, 2)
+			sm.setupAt = time.Time{}
+		}
 		arrived := sm.rate * simStep.Seconds()
 		sm.backlog += arrived
 		w.demand += arrived
@@ -213,12 +246,21 @@ func (w *simWorld) step() {
 			if sm.backlog >= 1 {
 				d = w.cfg.Budget
 			}
+			if w.now.Before(sm.gapUntil) {
+				d = sm.gapDemand(w.now, w.cfg.Budget)
+			}
+			if sm.hold != nil {
+				d = sm.hold.Demand(w.now, d)
+			}
 			used := sm.lim.used(w.now)
 			if w.noUsed {
 				used = 0
 			}
 			r, _ := sm.m.Tick(local, d, used)
 			w.publish(sm, r)
+		}
+		if w.now.Before(sm.gapUntil) {
+			continue
 		}
 		if k := sm.lim.take(w.now, int(sm.backlog)); k > 0 {
 			sm.backlog -= float64(k)
@@ -243,6 +285,16 @@ func (w *simWorld) live() []*simMember {
 		}
 	}
 	return out
+}
+
+// rebalance ends the generation of every live member: each holds its demand, its callers stop
+// for up to 3 s, and its next generation is set up within 1 s, with no partitions for some.
+func (w *simWorld) rebalance(live []*simMember) {
+	for _, sm := range live {
+		sm.hold.Partitions(w.now, 0, w.cfg.Budget)
+		sm.gapFrom, sm.gapUntil = w.now, w.now.Add(time.Duration(w.rng.Int64N(int64(3*time.Second))))
+		sm.setupAt, sm.setupParts = w.now.Add(time.Duration(w.rng.Int64N(int64(time.Second)))), w.rng.IntN(3)
+	}
 }
 
 // maxWindow is the most calls in any one-second window (t-1s, t].
@@ -298,6 +350,9 @@ func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, floa
 		case x < 55: // a reader falls behind
 			live[w.rng.IntN(len(live))].readLag = time.Duration(w.rng.Int64N(int64(2 * time.Second)))
 		}
+		if w.rebalances && w.rng.IntN(4) == 0 {
+			w.rebalance(live)
+		}
 		w.run(time.Duration(200+w.rng.IntN(1500)) * time.Millisecond)
 	}
 	worst, _ := maxWindow(w.calls)
@@ -324,6 +379,24 @@ func TestSimulationNeverExceedsBudget(t *testing.T) {
 		util += u
 	}
 	t.Logf("%d schedules: 0 windows over the budget; mean utilisation %.3f of min(budget, offered work)", schedules, util/float64(schedules))
+}
+
+// TestSimulationNeverExceedsBudgetWithHolds: the same with random rebalances whose demand
+// holds: a demand is only a request, and the window bound does not depend on it.
+func TestSimulationNeverExceedsBudgetWithHolds(t *testing.T) {
+	schedules := 1000
+	if testing.Short() {
+		schedules = 100
+	}
+	var util float64
+	for seed := range uint64(schedules) {
+		worst, u := randomSchedule(t, seed, func(w *simWorld) { w.rebalances = true })
+		if budget := 20 + int(seed%5)*20; worst > budget {
+			t.Fatalf("schedule %d: %d calls in one second, budget %d", seed, worst, budget)
+		}
+		util += u
+	}
+	t.Logf("%d schedules with rebalances: 0 windows over the budget; mean utilisation %.3f of min(budget, offered work)", schedules, util/float64(schedules))
 }
 
 // TestSimulationCatchesBrokenVariants: the checker is trusted because it catches each rule of
@@ -582,4 +655,123 @@ func TestSimulationSkewDrain(t *testing.T) {
 		util += float64(len(w.calls)) / (200 * last.Sub(first).Seconds())
 	}
 	t.Logf("%d timings of the skewed drain: 0 seconds over the budget; mean utilisation %.3f from the first call to the last", runs, util/float64(runs))
+}
+
+// gapRun is what rebalanceGap measured.
+type gapRun struct {
+	before  int           // the survivors' lowest ceiling before the leave
+	lowest  int           // their lowest ceiling from the leave on
+	atGen   int           // their lowest ceiling when their generation ends
+	after   int           // their lowest ceiling from then on
+	regrown time.Duration // from the rebalance until both are at half the budget
+	calls   int           // calls of the group in the 3 s from the rebalance on
+	worst   int           // most calls in any one-second window of the run
+}
+
+// rebalanceGap replays fleet-leave's rebalance: three members with a backlog; one stops (its
+// callers give up and it drains for 350 ms, then publishes its leave); the survivors' generation
+// ends then, their callers stop waiting for 340 ms (the next generation is set up 40 ms in, its
+// dispatches queue again 300 ms later), and their partitions are the same after it. With hold,
+// each member's demand goes through a ratelimit.DemandHold fed as the dispatcher feeds it.
+func rebalanceGap(t *testing.T, seed uint64, hold bool) gapRun {
+	w := newWorld(t, 20_000+seed, 200)
+	w.maxDelay = time.Duration(seed%4) * 100 * time.Millisecond
+	var ms []*simMember
+	for range 3 {
+		m := w.join()
+		m.backlog = 1e9
+		if hold {
+			m.hold = &ratelimit.DemandHold{}
+			m.hold.Partitions(w.now, 2, 0)
+		}
+		ms = append(ms, m)
+	}
+	w.run(5*time.Second + time.Duration(w.rng.Int64N(int64(time.Second))))
+	survivors, leaver := ms[:2], ms[2]
+	g := gapRun{before: min(survivors[0].lim.share, survivors[1].lim.share), lowest: 200, after: 200}
+	watch := func(d time.Duration, each func()) {
+		for end := w.now.Add(d); w.now.Before(end); {
+			w.step()
+			g.lowest = min(g.lowest, survivors[0].lim.share, survivors[1].lim.share)
+			if g.atGen > 0 {
+				g.after = min(g.after, survivors[0].lim.share, survivors[1].lim.share)
+			}
+			if each != nil {
+				each()
+			}
+		}
+	}
+	leaver.gapFrom, leaver.gapUntil = w.now, w.now.Add(time.Hour) // SIGTERM: its waiting dispatches give up
+	if hold {
+		leaver.hold.Release() // consumer.ShareStopper, then the generation's end
+		leaver.hold.Partitions(w.now, 0, w.cfg.Budget)
+	}
+	watch(350*time.Millisecond, nil)
+	r := leaver.m.Leave(w.now.Add(leaver.skew), leaver.lim.used(w.now))
+	w.publish(leaver, &r)
+	leaver.gone = true
+	from, start := w.now, len(w.calls)
+	g.atGen = min(survivors[0].lim.share, survivors[1].lim.share)
+	for _, s := range survivors {
+		s.gapFrom, s.gapUntil = w.now, w.now.Add(340*time.Millisecond)
+		if hold {
+			s.hold.Partitions(w.now, 0, w.cfg.Budget) // callers were still waiting
+		}
+	}
+	watch(40*time.Millisecond, nil)
+	for _, s := range survivors {
+		if hold {
+			s.hold.Partitions(w.now, 2, 2)
+		}
+	}
+	watch(3*time.Second-40*time.Millisecond, func() {
+		if g.regrown == 0 && survivors[0].lim.share >= 99 && survivors[1].lim.share >= 99 {
+			g.regrown = w.now.Sub(from)
+		}
+	})
+	for _, c := range w.calls[start:] {
+		if c.Sub(from) <= 3*time.Second {
+			g.calls++
+		}
+	}
+	g.worst, _ = maxWindow(w.calls)
+	return g
+}
+
+// TestSimulationRebalanceGapKeepsShares: a rebalance gap in the survivors' demand does not
+// shrink their grants (issue 16, loss 2): their ceilings never fall below what they were before
+// the leave, nor below what they were when their generation ended. Without the hold (main before
+// it) the same schedules shrink them: the check can tell.
+func TestSimulationRebalanceGapKeepsShares(t *testing.T) {
+	runs := 200
+	if testing.Short() {
+		runs = 50
+	}
+	for _, hold := range []bool{true, false} {
+		shrank, calls, lowest := 0, 0, 200
+		var regrown time.Duration
+		for seed := range uint64(runs) {
+			g := rebalanceGap(t, seed, hold)
+			if g.worst > 200 {
+				t.Fatalf("hold %v, timing %d: %d calls in one second", hold, seed, g.worst)
+			}
+			if g.lowest < g.before || g.after < g.atGen {
+				shrank++
+			}
+			lowest = min(lowest, g.lowest)
+			calls += g.calls
+			regrown = max(regrown, g.regrown)
+			if g.regrown == 0 {
+				regrown = 3 * time.Second
+			}
+		}
+		t.Logf("hold %v: %d of %d timings shrank a survivor (lowest ceiling %d); %.0f calls in the 3 s from the rebalance on average (%.3f of the budget); both at half the budget within %v at worst",
+			hold, shrank, runs, lowest, float64(calls)/float64(runs), float64(calls)/float64(runs)/600, regrown)
+		switch {
+		case hold && shrank > 0:
+			t.Errorf("with the demand hold, %d of %d timings shrank a survivor's ceiling (to %d) across the rebalance", shrank, runs, lowest)
+		case !hold && shrank == 0:
+			t.Errorf("without the hold no timing shrank a survivor: the schedule does not reproduce the gap")
+		}
+	}
 }

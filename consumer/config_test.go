@@ -99,12 +99,20 @@ type shareRec struct {
 	mu         sync.Mutex
 	owned, tot int
 	calls      int
+	stopping   int // Stopping calls
+	stopCall   int // the calls to SetPartitions before the last Stopping
 }
 
 func (s *shareRec) SetPartitions(ids []int, total int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.owned, s.tot, s.calls = len(ids), total, s.calls+1
+}
+
+func (s *shareRec) Stopping() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping, s.stopCall = s.stopping+1, s.calls
 }
 
 // TestShareAndMetrics: the share setter learns the assignment, the lag gauge falls to 0 once all

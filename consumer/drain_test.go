@@ -89,7 +89,8 @@ func TestRevokeDrainBoundedBySession(t *testing.T) {
 
 // TestShareDroppedWhenGenerationEnds: the moment a generation ends the member's rate share goes
 // to zero for new grants, while its last calls still drain: a successor takes the same share a
-// second later, and the two together must not cross the budget.
+// second later, and the two together must not cross the budget. The share learns first that the
+// member stops (ShareStopper), which a rebalance does not say (TestRebalanceKeepsWindowOfKeptPartitions).
 func TestShareDroppedWhenGenerationEnds(t *testing.T) {
 	e := newEnv(t, 2)
 	share := &shareRec{}
@@ -117,6 +118,11 @@ func TestShareDroppedWhenGenerationEnds(t *testing.T) {
 		defer share.mu.Unlock()
 		return share.calls == 2 && share.owned == 0 && share.tot == 2
 	})
+	share.mu.Lock()
+	if share.stopping != 1 || share.stopCall != 1 {
+		t.Errorf("Stopping called %d times, after %d SetPartitions calls; want once, between the assignment and the end", share.stopping, share.stopCall)
+	}
+	share.mu.Unlock()
 	if !active() {
 		t.Error("the call ended before the share was checked: the test proves nothing")
 	}

@@ -51,6 +51,9 @@ func (c *Consumer) runGeneration(runCtx context.Context, g *groupGen) {
 
 	<-stopCtx.Done()
 	shutdown := runCtx.Err() != nil // else the generation ended under the member: a revoke
+	if s, ok := c.cfg.Share.(ShareStopper); ok && shutdown && !c.crash {
+		s.Stopping()
+	}
 	inflight := gr.stopIntake()
 	if c.crash {
 		dcancel()

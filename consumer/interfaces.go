@@ -31,6 +31,18 @@ type DeadLetterer interface {
 // ShareSetter learns, on every rebalance, which of the topic's total partitions this member owns,
 // so the dispatcher can take its share of the group's rate budget. Ids rather than a count let
 // the shares of all members be whole numbers of calls that still add up to the budget.
+//
+// It is called with the generation's partitions once they are set up (none if it got none), and
+// with none the moment the generation ends (before its drain).
 type ShareSetter interface {
 	SetPartitions(ids []int, total int)
+}
+
+// ShareStopper is what Config.Share may also implement to learn, just before the generation's
+// SetPartitions(nil), that the generation ends because this member stops (Run's context ended)
+// rather than for a rebalance: a fleet-budget dispatcher holds its demand for budget across a
+// rebalance, but a member that leaves must not hold it: its demand follows its use, so the others
+// grow into its share while it drains.
+type ShareStopper interface {
+	Stopping()
 }

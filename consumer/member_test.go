@@ -20,10 +20,17 @@ import (
 // partsRec records every SetPartitions: the current partitions and how many generations began
 // and ended.
 type partsRec struct {
-	mu     sync.Mutex
-	cur    []int
-	starts int
-	ends   int
+	mu       sync.Mutex
+	cur      []int
+	starts   int
+	ends     int
+	stopping int
+}
+
+func (r *partsRec) Stopping() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopping++
 }
 
 func (r *partsRec) SetPartitions(ids []int, total int) {
@@ -187,7 +194,12 @@ func TestRebalanceKeepsWindowOfKeptPartitions(t *testing.T) {
 			testwait.For(t, 15*time.Second, "committed", func() bool { return e.committedTotal() == int64(len(msgs)) })
 			e.startAs(id("b"), recB, nil)
 			testwait.For(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
-			kept, _, _ := recA.get()
+			kept, _, ends := recA.get()
+			recA.mu.Lock()
+			if ends == 0 || recA.stopping != 0 {
+				t.Errorf("a's generation ended %d times for the rebalance, Stopping called %d times: want ends and no Stopping", ends, recA.stopping)
+			}
+			recA.mu.Unlock()
 			var last observer.LoggedEntry
 			for _, l := range logs.FilterMessage("rebalance: partitions assigned").All() {
 				last = l

@@ -40,6 +40,9 @@ type Dispatcher struct {
 	update *ratelimit.Limiter
 	delete *ratelimit.Limiter
 	st     state
+	// hold keeps the demand the fleet budget reads from collapsing across a rebalance (fleet
+	// mode; SetPartitions feeds it).
+	hold ratelimit.DemandHold
 }
 
 // New applies cfg's defaults, validates it and returns a Dispatcher.
@@ -81,7 +84,13 @@ func New(cfg Config) (*Dispatcher, error) {
 // window this replica's calls can share. Partitions get whole calls per second, the remainder
 // going to the lowest ids, so the members' shares use the whole budget: three members of six
 // partitions and a budget of 200 get 68, 66 and 66 rather than 66 each.
+//
+// In fleet mode the partitions set no limiter; they tell Demand when a generation ends and the
+// next is set up, so that the demand does not collapse in between (ratelimit.DemandHold).
 func (d *Dispatcher) SetPartitions(ids []int, total int) {
+	if d.cfg.FleetBudget {
+		d.hold.Partitions(d.cfg.Now(), len(ids), d.liveDemand())
+	}
 	for _, l := range d.partitionLimiters() {
 		l.SetPartitions(ids, total)
 	}
@@ -143,8 +152,21 @@ func (d *Dispatcher) Used() int { return d.create.Used() }
 
 // Demand is how many calls per window of the create budget this replica could use now
 // (budget.Source): the whole budget while calls queue at a saturated limiter (of any API, its
-// demand scaled to the create budget), else its recent use with headroom.
+// demand scaled to the create budget), else its recent use with headroom. Across a rebalance it
+// is at least what it was when the generation ended, until shortly after the next one is set
+// up (see ratelimit.DemandHold): the consumer's dispatches stop waiting meanwhile, and a grant
+// shrunk on that gap would regrow only a window later.
 func (d *Dispatcher) Demand() int {
+	return d.hold.Demand(d.cfg.Now(), d.liveDemand())
+}
+
+// Stopping tells Demand that the consumer's generation ends because the replica stops
+// (consumer.ShareStopper): no hold then, so the others' targets rise into this replica's share
+// while it drains.
+func (d *Dispatcher) Stopping() { d.hold.Release() }
+
+// liveDemand is Demand without the hold.
+func (d *Dispatcher) liveDemand() int {
 	dm := d.create.Demand()
 	for api, l := range d.scaled() {
 		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.budget(api)-1e-9)))

@@ -127,3 +127,60 @@ func TestFleetDemandCountsGets(t *testing.T) {
 		t.Errorf("demand with get callers waiting and no ceiling = %d, want the whole create budget", got)
 	}
 }
+
+// TestFleetDemandHeldAcrossRebalance: the demand of a replica whose callers queued for budget
+// stays when the generation ends and they stop waiting, until shortly after the next generation
+// is set up; a next generation without partitions releases it at once.
+func TestFleetDemandHeldAcrossRebalance(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Limiter.Standalone = false
+		c.FleetBudget = true
+		c.RateLimit = 200
+	})
+	// queue parks n callers at the create limiter (no ceiling yet) until the returned stop.
+	queue := func(n int) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				if c, err := h.d.create.Acquire(ctx, "a"); err == nil {
+					c.Done()
+				}
+			})
+		}
+		testwait.For(t, 5*time.Second, "callers queued", func() bool { return h.d.create.Waiting() >= n })
+		return func() { cancel(); wg.Wait() }
+	}
+	expect := func(step string, want int) {
+		t.Helper()
+		if got := h.d.Demand(); got != want {
+			t.Fatalf("%s: demand %d, want %d", step, got, want)
+		}
+	}
+	h.d.SetPartitions([]int{0, 1}, 2)
+	stop := queue(5)
+	expect("callers waiting", 200)
+	h.d.SetPartitions(nil, 2) // the generation ends; its dispatches give up
+	stop()
+	expect("during the rebalance, nobody waiting", 200)
+	h.clock.Advance(40 * time.Millisecond)
+	h.d.SetPartitions([]int{0, 1}, 2) // the same partitions again
+	h.clock.Advance(999 * time.Millisecond)
+	expect("just before Settle after the set-up", 200)
+	h.clock.Advance(time.Millisecond)
+	expect("Settle after the set-up, nothing queued again", 2)
+
+	stop = queue(5)
+	h.d.SetPartitions(nil, 2)
+	stop()
+	expect("the next rebalance", 200)
+	h.d.SetPartitions(nil, 2) // this replica got no partitions
+	expect("no partitions in the next generation", 2)
+
+	h.d.SetPartitions([]int{0}, 2)
+	stop = queue(5)
+	h.d.Stopping() // the consumer stops: then its generation ends
+	h.d.SetPartitions(nil, 2)
+	stop()
+	expect("a replica that stops", 2)
+}
