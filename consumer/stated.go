@@ -71,7 +71,7 @@ func (e *engine) stated(p *part, w int64, done []span) {
 		if off < w {
 			return true
 		}
-		i, _ := slices.BinarySearchFunc(done, off, func(s span, off int64) int {
+		_, in := slices.BinarySearchFunc(done, off, func(s span, off int64) int {
 			switch {
 			case s.end <= off:
 				return -1
@@ -80,7 +80,7 @@ func (e *engine) stated(p *part, w int64, done []span) {
 			}
 			return 0
 		})
-		return i < len(done) && done[i].start <= off && off < done[i].end
+		return in
 	}
 	keep := p.unstated[:0]
 	var freed []*account
