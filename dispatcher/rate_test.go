@@ -243,14 +243,18 @@ func TestRateAgainstSimulator(t *testing.T) {
 		byPartition bool
 		minUtil     float64
 	}{
-		{"1 replica", 1, false, 0.99},
-		{"2 replicas", 2, false, 0.99},
+		// minUtil is a floor that catches a limiter leaving budget unused (a replica's share lost:
+		// 0.5 or 0.67), not the figure itself: that is BenchmarkUtilisation's (BENCHMARKS.md), as a
+		// timed test on a shared CI box measures the box too (CI saw 98.95% for two replicas with no
+		// stall the test could see).
+		{"1 replica", 1, false, 0.95},
+		{"2 replicas", 2, false, 0.95},
 		// SetShare: 200×2/6 = 66.7/s each, but each replica's per-window ceiling must be a
 		// whole number that the three sum to within 200 whatever their phases: 66 per 1.005s,
 		// so at most 98.5%.
-		{"3 replicas, SetShare", 3, false, 0.975},
+		{"3 replicas, SetShare", 3, false, 0.95},
 		// SetPartitions: 67 + 67 + 66 per window.
-		{"3 replicas, SetPartitions", 3, true, 0.99},
+		{"3 replicas, SetPartitions", 3, true, 0.95},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const budget = 200

@@ -36,9 +36,17 @@ func Run(m *testing.M, opts ...goleak.Option) int {
 
 // settle is how long find waits for goroutines that are ending. Closing the default pool does not
 // stop a connection it is still setting up (its metadata refresh dials in a goroutine of its own):
-// that goroutine ends once the handshake does, which on a loaded machine can take longer than
-// goleak's own retries (well under a second). A leaked goroutine is still there after settle.
-const settle = 5 * time.Second
+// that goroutine ends when its handshake does, at the latest at kafka-go's dial deadline
+// (Transport.DialTimeout, 5 s by default), counted from when the dial started, which can be just
+// after the last test ended. A broker a test has just closed may accept the connection and never
+// answer the handshake, so the whole deadline is spent: seen in CI, where a 5 s settle reported
+// such a goroutine still in its ApiVersions round trip. Two dial timeouts cover a dial started
+// while the first one ended; a leaked goroutine is still there after settle.
+const settle = 2*dialTimeout + 2*time.Second
+
+// dialTimeout is kafka-go's default Transport.DialTimeout, the longest a pool's connection set-up
+// lives.
+const dialTimeout = 5 * time.Second
 
 // find closes kafka.DefaultTransport's pool and looks for leaked goroutines, closing the pool
 // again and looking again, for up to settle, while some are found.
