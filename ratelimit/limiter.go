@@ -72,7 +72,7 @@ type Limiter struct {
 	rttNext      int
 	turns        *turns       // set when the budget has fewer whole calls per second than partitions
 	waiting      atomic.Int32 // callers in acquire
-	grewAt       time.Time    // when the last growth took effect
+	queued       bool         // a caller was refused a grant since waiting was last 0 (Demand)
 }
 
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
@@ -155,7 +155,7 @@ func (l *Limiter) ExportShare(g prometheus.Gauge) {
 func (l *Limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 	start := l.cfg.Now()
 	l.waiting.Add(1)
-	defer l.waiting.Add(-1)
+	defer l.leave()
 	select {
 	case l.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -181,6 +181,16 @@ func (l *Limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 			return nil, l.cfg.Now().Sub(start), err
 		}
 		l.overslept(l.cfg.Now().Sub(before) - wait)
+	}
+}
+
+// leave ends a caller's stay in acquire: the queue is gone once nobody is left in it. Under mu,
+// so that a caller refused meanwhile (tryGrant) is never left unqueued.
+func (l *Limiter) leave() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiting.Add(-1) == 0 {
+		l.queued = false
 	}
 }
 
@@ -219,6 +229,10 @@ func (l *Limiter) windowAt(now time.Time) time.Duration {
 func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	defer func() {
+		// A refused caller waits for budget: it queues until nobody is left in acquire.
+		l.queued = l.queued || g == nil
+	}()
 	now := l.cfg.Now()
 	l.grow(now)
 	l.recover(now)

@@ -96,7 +96,7 @@ func (l *Limiter) SetCeiling(share, now float64) {
 	t := l.cfg.Now()
 	l.grow(t)
 	if l.known && share > l.share && now > l.share {
-		l.share, l.grewAt = min(now, share), t
+		l.share = min(now, share)
 		if l.growing && l.growTo <= l.share {
 			l.growing = false
 		}
@@ -153,7 +153,7 @@ func (l *Limiter) Target() float64 {
 // grow puts a pending larger share in force once its window has passed. Callers hold mu.
 func (l *Limiter) grow(now time.Time) {
 	if l.growing && !now.Before(l.growAt) {
-		l.share, l.growing, l.grewAt = l.growTo, false, now
+		l.share, l.growing = l.growTo, false
 		l.apply(now)
 	}
 }
@@ -262,29 +262,36 @@ func (l *Limiter) recover(now time.Time) {
 		zap.Float64("from", l.share*old), zap.Float64("to", l.effective()))
 }
 
-// Demand is how many calls per window this limiter could use: the whole budget when callers
-// wait and the ceiling is what holds them (the last window used it, or it is newer than a
-// window), else the rate of the last quarter window with a quarter more and two, so that a
+// Demand is how many calls per window this limiter could use: the whole budget while callers
+// queue at it, else the rate of the last quarter window with a quarter more and two, so that a
 // replica whose work grows asks before it queues, and one whose backlog drained lets go soon.
+//
+// Callers queue from the moment one is refused a grant until none is left in acquire. That is
+// a backlog, however the window looks: a paced limiter's window is rarely quite full, and a
+// late timer or a stalled process leaves a gap in its grants, so its recent use says nothing of
+// what its callers could use — a rule that asked for the whole budget only when the last
+// window was full (or the ceiling new) reported 2 after a gap of a few hundred ms, with 256
+// callers waiting, and the member shrank at once to regrow a round trip and a window later. A
+// caller that passes straight through (granted at once) is not queued, so a replica whose few
+// callers each make a call at a time below its ceiling does not claim the budget for them.
+//
+// Demand is only a request: the fleet budget turns it into a target, hence a Want, and grants
+// are bounded by the ledger whatever a member asks for (budget/DESIGN.md, "Ledger invariant"),
+// so no rule here can put a window over the budget; a demand set too high costs others the
+// room this member asked for and cannot use, one set too low costs this member a shrink.
 func (l *Limiter) Demand() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.cfg.Now()
-	cut, recent := now.Add(-l.window), now.Add(-l.window/4)
-	used, last := 0, 0
+	whole := int(math.Floor(l.budget + 1e-9))
+	if l.queued {
+		return whole
+	}
+	recent := l.cfg.Now().Add(-l.window / 4)
+	last := 0
 	for _, g := range l.sent {
-		if g.pending || g.at.After(cut) {
-			used++
-		}
 		if g.pending || g.at.After(recent) {
 			last++
 		}
-	}
-	whole := int(math.Floor(l.budget + 1e-9))
-	// Callers wait and the ceiling is the limit: full last window, or a ceiling too new to
-	// have filled one yet.
-	if l.waiting.Load() > 0 && (used+1 >= l.n || l.growing || now.Sub(l.grewAt) < l.window) {
-		return whole
 	}
 	// The last quarter window, scaled up, follows a drained backlog faster than the whole one.
 	return min(whole, last*5+2)
