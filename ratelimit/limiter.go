@@ -31,6 +31,11 @@ import (
 //   - a token bucket (x/time/rate) at n per window, which spaces the grants evenly instead of
 //     letting each window's calls out at its start; its burst (a fifth of n) lets grants catch
 //     up after late timers and scheduler stalls, which would otherwise be lost for good.
+//     Growth that the fleet budget lets in at once (SetCeiling's now) is granted past the
+//     bucket for a window: it is room nobody can be using, and it comes in steps as another
+//     member's calls age out of the window, which a bucket at n per window would follow a
+//     window late (about 50 calls lost at every hand-over from a drained member on the bench).
+//     The bucket is no part of the window bound; the window log is.
 //
 // A share that shrinks applies at once; one that grows applies one window after it was set
 // (set). The partitions gained were someone else's a moment ago, and that member's calls
@@ -73,6 +78,8 @@ type Limiter struct {
 	turns        *turns       // set when the budget has fewer whole calls per second than partitions
 	waiting      atomic.Int32 // callers in acquire
 	queued       bool         // a caller was refused a grant since waiting was last 0 (Demand)
+	spare        int          // grants the bucket need not pace: room SetCeiling freed at once
+	spareUntil   time.Time    // when spare lapses
 }
 
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
@@ -101,6 +108,14 @@ const (
 // pendingPoll is how often a waiter rechecks a window held full by calls granted more than a
 // window ago and still not written (stuck dialling, say); nothing signals their completion.
 const pendingPoll = 5 * time.Millisecond
+
+// maxNap bounds each sleep of a waiter, so that a ceiling raised while it sleeps (SetCeiling,
+// after a grant of the fleet budget is read back) is used within maxNap, not at the end of a
+// wait computed before: waits for the window's oldest call last up to a window when the log's
+// calls are bunched, and the fleet budget raises a ceiling in steps as another member's calls
+// age out (a hand-over replayed from the bench lost a fifth of a second at one step). Waking
+// on the change itself would take a goroutine per sleep.
+const maxNap = 20 * time.Millisecond
 
 // New returns the limiter of api (its name in logs and metrics) under a budget of the whole
 // consumer group in calls/s. No call is granted before a share is set (SetPartitions or
@@ -176,6 +191,8 @@ func (l *Limiter) acquire(ctx context.Context) (*grant, time.Duration, error) {
 				return nil, l.cfg.Now().Sub(start), ctx.Err()
 			}
 		}
+		// Recheck at least every maxNap: a ceiling raised meanwhile lets a grant out sooner.
+		wait = min(wait, maxNap)
 		before := l.cfg.Now()
 		if err := l.cfg.Sleep(ctx, wait); err != nil {
 			return nil, l.cfg.Now().Sub(start), err
@@ -257,13 +274,24 @@ func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		}
 		return nil, soonest(max(oldest.at.Add(window).Sub(now), time.Microsecond), l.untilGrowth(now)), nil
 	}
-	if l.pace.AllowN(now, 1) {
+	if l.pace.AllowN(now, 1) || l.takeSpare(now) {
 		g := &grant{at: now, pending: true}
 		l.sent = append(l.sent, g)
 		return g, 0, nil
 	}
 	missing := 1 - l.pace.TokensAt(now)
 	return nil, soonest(max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond), l.untilGrowth(now)), nil
+}
+
+// takeSpare lets one grant past the bucket out of the room SetCeiling made usable at once.
+// Callers hold mu.
+func (l *Limiter) takeSpare(now time.Time) bool {
+	if l.spare <= 0 || !now.Before(l.spareUntil) {
+		l.spare = 0
+		return false
+	}
+	l.spare--
+	return true
 }
 
 // prune drops the grants logged at or before cut, except pending ones. Entries are ordered by

@@ -96,11 +96,14 @@ func (l *Limiter) SetCeiling(share, now float64) {
 	t := l.cfg.Now()
 	l.grow(t)
 	if l.known && share > l.share && now > l.share {
+		before := l.n
 		l.share = min(now, share)
 		if l.growing && l.growTo <= l.share {
 			l.growing = false
 		}
 		l.apply(t)
+		// The room is free now: let it out now rather than at the bucket's pace (see Limiter).
+		l.spare, l.spareUntil = min(l.spare+max(l.n-before, 0), l.n), t.Add(l.window)
 	}
 	if l.known && l.growing && share > l.share && share <= l.growTo {
 		l.growTo = share
@@ -173,6 +176,12 @@ func (l *Limiter) effective() float64 { return l.share * l.factor }
 // apply recomputes the window ceiling and pacing after a change and wakes waiters. Callers
 // hold mu.
 func (l *Limiter) apply(now time.Time) {
+	before := l.n
+	defer func() {
+		if l.n < before {
+			l.spare = 0 // the room shrank: what was spare may not be free any more
+		}
+	}()
 	eff := l.effective()
 	w := l.window.Seconds()
 	switch {
