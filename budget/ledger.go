@@ -33,10 +33,12 @@ type Record struct {
 	Want int `json:"w"`
 	// Demand is how many calls per window it could use (Budget when it has a backlog).
 	Demand int `json:"d"`
-	// Used is how many calls it made in the window before publishing, and Peak the highest
-	// ceiling it had in that window. Together they bound its calls in any one-second window
-	// from now until its next record (see entry.bound): room another member may use at once.
+	// Used is how many calls it made in the window before publishing. With its claim it bounds
+	// the member's calls in any one-second window from now until its next record (see
+	// entry.bound): room another member may use at once.
 	Used int `json:"u"`
+	// Peak is the highest ceiling it had in that window. The bound no longer needs it (it is
+	// never lower than Used); it stays in the record for replicas that still read it.
 	Peak int `json:"p"`
 }
 
@@ -62,6 +64,9 @@ type entry struct {
 	grant  int
 	used   int
 	peak   int
+	// peakBound: the bound before max(Used, claim), which counted the peak of the member's last
+	// window (tests: what the tighter bound buys).
+	peakBound bool
 }
 
 // claim is what the entry counts against the budget when another member asks for more.
@@ -69,10 +74,20 @@ func (e *entry) claim() int { return max(e.held, e.want, e.grant) }
 
 // bound is what the entry counts against room another member uses at once, without waiting a
 // window: the most calls its member can have in any one-second window ending after its record
-// and before its next one. That is at most its highest ceiling over the window (its limiter's
-// log) — Peak, or the claim if that is higher — and at most the calls it made in the window
-// before its record plus what its ceiling allows after it.
-func (e *entry) bound() int { return min(e.used+e.claim(), max(e.peak, e.claim())) }
+// and before its next one. A limiter admits a call only while fewer calls than its ceiling lie in
+// the window before it, so a window's calls are at most the ceiling in force when the newest of
+// them was admitted. If that was after the record, the ceiling was at most the claim (a shrink
+// is applied before the record says so; growth needs a later record). If it was before, every
+// call of the window was already made when the record was published, inside the window it
+// measured: at most Used. Hence max(Used, claim): as a member that shrank publishes, its Used
+// falls towards its new ceiling and others grow into the difference at once, where the peak of
+// its last window would have held them off for a whole window.
+func (e *entry) bound() int {
+	if e.peakBound {
+		return min(e.used+e.claim(), max(e.peak, e.claim()))
+	}
+	return max(e.used, e.claim())
+}
 
 // Ledger folds the budget topic's records, in log order, into each member's grant. Every
 // member folds the same records to the same grants: a grant depends only on the data of the
@@ -89,6 +104,8 @@ type Ledger struct {
 	// broken variants the simulation must catch).
 	unsafeNoRoom bool
 	unsafeNowAll bool
+	// peakBound: entries use the former bound (tests, see entry.peakBound).
+	peakBound bool
 }
 
 // NewLedger returns a ledger of budget calls per window whose entries expire ttl after their
@@ -149,7 +166,7 @@ func (l *Ledger) Apply(r Record) Applied {
 	}
 	l.oldest = min(l.oldest, r.TS)
 	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
-		used: r.Used, peak: r.Peak}
+		used: r.Used, peak: r.Peak, peakBound: l.peakBound}
 	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
 }
 
