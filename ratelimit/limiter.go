@@ -34,7 +34,7 @@ import (
 //     Growth that the fleet budget lets in at once (SetCeiling's now) is granted past the
 //     bucket for a window: it is room nobody can be using, and it comes in steps as another
 //     member's calls age out of the window, which a bucket at n per window would follow a
-//     window late (about 50 calls lost at every hand-over from a drained member on the bench).
+//     window late (about 40 calls lost at every hand-over from a drained member on the bench).
 //     The bucket is no part of the window bound; the window log is.
 //
 // A share that shrinks applies at once; one that grows applies one window after it was set
