@@ -102,10 +102,13 @@ func NewRunner(kc KafkaConfig, mc Config, sink Sink, src Source) (*Runner, error
 	return r, nil
 }
 
-// Run takes part in the budget until ctx ends, then publishes that this member leaves. The
-// sink gets nothing until the member's first record is read back: a replica that can't reach
-// the topic makes no call.
-func (r *Runner) Run(ctx context.Context) error {
+// Run takes part in the budget until ctx ends, then publishes that this member leaves and
+// lingers (Config.LeaveLinger): it goes on publishing the calls still in its last window until
+// none is left, so that the others grow into its room as those calls age out. exit bounds the
+// linger too: it ends when the process must be gone (the caller's shutdown deadline). The sink
+// gets nothing until the member's first record is read back: a replica that can't reach the
+// topic makes no call.
+func (r *Runner) Run(ctx, exit context.Context) error {
 	start := r.now()
 	member, err := NewMember(r.mc, r.sink, r.mc.StartAt(start))
 	if err != nil {
@@ -120,27 +123,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer w.Close()
 	records := make(chan Record, 256)
 	outbox := make(chan Record, 1)
-	var wg sync.WaitGroup
 	rctx, cancel := context.WithCancel(ctx)
+	wait := r.start(rctx, w, r.mc.StartAt(start), records, outbox)
 	defer func() {
 		cancel()
-		wg.Wait()
-	}()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		r.read(rctx, r.mc.StartAt(start), records)
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case rec := <-outbox:
-				r.write(rctx, w, rec)
-			}
-		}
+		wait()
 	}()
 	tick := time.NewTicker(r.mc.Interval / 2)
 	defer tick.Stop()
@@ -148,8 +135,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			cancel()
-			wg.Wait()
-			r.leave(w)
+			wait() // the reader is done with the member; the writer no longer writes
+			r.leave(exit, w)
 			return nil
 		case rec := <-records:
 			r.apply(member, rec)
@@ -157,6 +144,29 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.tick(member, outbox)
 		}
 	}
+}
+
+// start runs the reader (into records) and the writer (of outbox) until ctx ends; wait waits
+// for both.
+func (r *Runner) start(ctx context.Context, w *kafka.Writer, from time.Time, records chan<- Record, outbox <-chan Record) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		r.read(ctx, from, records)
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case rec := <-outbox:
+				r.write(ctx, w, rec)
+			}
+		}
+	}()
+	return wg.Wait
 }
 
 // apply feeds one record of the budget topic to the member.
@@ -201,14 +211,47 @@ func (r *Runner) writer() *kafka.Writer {
 	}
 }
 
-// leave publishes the member's last record, best effort: without it the entry expires by TTL.
-func (r *Runner) leave(w *kafka.Writer) {
+// leave publishes the member's last record, best effort (without it the entry expires by
+// TTL), then lingers: every Interval a record of the calls still in the member's last window,
+// until one reports none, LeaveLinger has passed or exit ends. The member makes no call from
+// its leave on; the topic is not read any more (its records need no grant).
+func (r *Runner) leave(exit context.Context, w *kafka.Writer) {
+	linger, stop := context.WithTimeout(exit, r.member.LeaveLinger())
+	defer stop()
+	rec := r.leaveRecord()
+	// As before the linger: the leave record gets its 2 s whatever exit says, since the
+	// others otherwise wait for its entry's TTL.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(exit), 2*time.Second)
+	defer cancel()
+	r.write(ctx, w, rec)
+	if rec.Used == 0 {
+		return // nothing of ours left in any window: the leave record said it all
+	}
+	tick := time.NewTicker(r.mc.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-linger.Done():
+			return
+		case <-tick.C:
+		}
+		rec = r.leaveRecord()
+		r.write(linger, w, rec)
+		if rec.Used == 0 {
+			return
+		}
+	}
+}
+
+// leaveRecord is the member's next record after it left: its calls still in the window.
+func (r *Runner) leaveRecord() Record {
 	r.mu.Lock()
 	rec := r.member.Leave(r.now(), r.src.Used())
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	r.write(ctx, w, rec)
+	if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
+		ce.Write(zap.Any("record", rec), zap.Bool("left", true))
+	}
+	return rec
 }
 
 func (r *Runner) write(ctx context.Context, w *kafka.Writer, rec Record) {

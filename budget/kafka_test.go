@@ -2,6 +2,7 @@ package budget_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -76,7 +77,7 @@ func newReplica(t testing.TB, brokers []string, topic, name string, api dispatch
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &replica{d: d, m: m, run: r.Run}
+	return &replica{d: d, m: m, run: func(ctx context.Context) error { return r.Run(ctx, context.Background()) }}
 }
 
 // drain dispatches n events through d with many concurrent callers.
@@ -300,7 +301,7 @@ func TestKafkaRunnerSkipsInvalidRecords(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	go func() { done <- r.Run(ctx, context.Background()) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for sink.get() != 50 {
 		if time.Now().After(deadline) {
@@ -357,7 +358,7 @@ func TestKafkaRunnerCreatesTopic(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	go func() { done <- r.Run(ctx, context.Background()) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for sink.get() != 10 {
 		if time.Now().After(deadline) {
@@ -376,5 +377,128 @@ func TestKafkaRunnerCreatesTopic(t *testing.T) {
 	}
 	if len(md.Topics) != 1 || len(md.Topics[0].Partitions) != 1 || len(md.Topics[0].Partitions[0].Replicas) != 1 {
 		t.Fatalf("budget topic metadata %+v, want one partition with the event topic's one replica", md.Topics)
+	}
+}
+
+// fallingUsed is a Source whose Used, once leaving is set, steps down through a list of values
+// and then stays at its last: the calls of a member's last window ageing out after its leave.
+type fallingUsed struct {
+	mu      sync.Mutex
+	leaving bool
+	steps   []int
+}
+
+func (f *fallingUsed) Demand() int { return 10 }
+
+func (f *fallingUsed) Used() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.leaving {
+		return 4
+	}
+	u := f.steps[0]
+	if len(f.steps) > 1 {
+		f.steps = f.steps[1:]
+	}
+	return u
+}
+
+func (f *fallingUsed) leave() {
+	f.mu.Lock()
+	f.leaving = true
+	f.mu.Unlock()
+}
+
+// leaveRun runs a member until it has its grant, then stops it (exit already ended when
+// exitFirst) and returns the records it published from its leave on.
+func leaveRun(t *testing.T, src *fallingUsed, linger time.Duration, exitFirst bool) []budget.Record {
+	t.Helper()
+	cluster := kafkatest.New(t)
+	topic := kafkatest.UniqueName("chat") + ".budget"
+	cluster.CreateTopic(t, topic, 1)
+	sink := &ceilingSink{}
+	r, err := budget.NewRunner(budget.KafkaConfig{Brokers: cluster.Brokers, Topic: topic},
+		budget.Config{Member: "a", Budget: 10, LeaveLinger: linger}, sink, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	exit, cancelExit := context.WithCancel(context.Background())
+	defer cancelExit()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, exit) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for sink.get() != 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no grant within 30s (ceiling %d)", sink.get())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	src.leave()
+	if exitFirst {
+		cancelExit()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if sink.get() != 0 {
+		t.Errorf("ceiling %d after Run returned, want 0", sink.get())
+	}
+	var out []budget.Record
+	for _, msg := range cluster.ReadAll(t, topic) {
+		var rec budget.Record
+		if err := json.Unmarshal(msg.Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Held == 0 && rec.Want == 0 && rec.Demand == 0 {
+			out = append(out, rec)
+		} else if len(out) > 0 {
+			t.Fatalf("a record wanting budget after the leave: %+v", rec)
+		}
+	}
+	return out
+}
+
+// TestKafkaRunnerLingersAfterLeave: a stopping member publishes its calls still in the window
+// after its leave record, nothing held or wanted, with a rising Seq, until a record reports
+// none; then nothing more.
+func TestKafkaRunnerLingersAfterLeave(t *testing.T) {
+	recs := leaveRun(t, &fallingUsed{steps: []int{3, 2, 2, 1, 0}}, 0, false)
+	var used []int
+	for i, rec := range recs {
+		used = append(used, rec.Used)
+		if i > 0 && rec.Seq <= recs[i-1].Seq {
+			t.Errorf("record %d: seq %d after %d", i, rec.Seq, recs[i-1].Seq)
+		}
+	}
+	if len(used) < 2 || used[len(used)-1] != 0 || used[0] == 0 {
+		t.Fatalf("Used of the records from the leave on: %v, want the calls falling to one last 0", used)
+	}
+	for i := 1; i < len(used); i++ {
+		if used[i] > used[i-1] {
+			t.Errorf("Used rose after the leave: %v", used)
+		}
+	}
+	t.Logf("Used from the leave on: %v", used)
+}
+
+// TestKafkaRunnerLingerBounds: without a linger (LingerOff), or when the caller's exit
+// deadline has passed, the leave record is the last one, though calls remain in the window.
+func TestKafkaRunnerLingerBounds(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		linger    time.Duration
+		exitFirst bool
+	}{
+		{"linger off", budget.LingerOff, false},
+		{"exit deadline passed", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs := leaveRun(t, &fallingUsed{steps: []int{3, 2, 1, 0}}, tc.linger, tc.exitFirst)
+			if len(recs) != 1 || recs[0].Used == 0 {
+				t.Fatalf("records from the leave on: %+v, want only the leave record (with its calls)", recs)
+			}
+		})
 	}
 }

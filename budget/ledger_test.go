@@ -134,6 +134,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, []string{"ttl: durations must be positive"}},
 		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, []string{"fence: 3s + 2 × margin"}},
 		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, []string{"window: 1ms shorter than one second"}},
+		{"linger off", func(c *Config) { c.LeaveLinger = LingerOff }, nil},
+		{"linger longer than the ttl", func(c *Config) { c.LeaveLinger = 4 * time.Second },
+			[]string{"leave linger: 4s exceeds ttl 3.5s"}},
 		{"everything", func(c *Config) {
 			*c = Config{Budget: -1, Interval: -1, TTL: -1, Fence: -1, Margin: -1, Resend: -1, Window: time.Millisecond}
 		}, []string{"member", "budget", "interval", "ttl", "fence", "margin", "resend", "window"}},
@@ -192,5 +195,44 @@ func TestRecordValidate(t *testing.T) {
 	}
 	if err := (Record{Member: "m"}).Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestMemberLeaveIsFinal: from its leave on a member's ceiling is 0 whatever it reads or is
+// ticked with (the linger's records want nothing and are safe only because it calls nothing),
+// and each further Leave is a newer record with the calls still in its window.
+func TestMemberLeaveIsFinal(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	lim := &simLimiter{now: &t0}
+	c := Config{Member: "a", Budget: 100}
+	m, err := NewMember(c, lim, c.StartAt(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0
+	r, _ := m.Tick(at, 100, 0) // not ready before a record is read: wants nothing
+	m.Apply(*r, at)
+	at = at.Add(DefaultInterval)
+	r, _ = m.Tick(at, 100, 0)
+	if got := m.Apply(*r, at); got != 100 {
+		t.Fatalf("ceiling %d after its first grant, want 100", got)
+	}
+	r, _ = m.Tick(at.Add(200*time.Millisecond), 100, 40)
+	leave := m.Leave(at.Add(250*time.Millisecond), 40)
+	if m.Ceiling() != 0 || lim.share != 0 {
+		t.Fatalf("ceiling %d (limiter %d) after the leave, want 0", m.Ceiling(), lim.share)
+	}
+	if got := m.Apply(*r, at.Add(260*time.Millisecond)); got != 0 {
+		t.Errorf("a grant read back after the leave set the ceiling to %d", got)
+	}
+	if rec, got := m.Tick(at.Add(400*time.Millisecond), 100, 30); rec != nil || got != 0 {
+		t.Errorf("Tick after the leave: record %+v, ceiling %d; want none and 0", rec, got)
+	}
+	next := m.Leave(at.Add(350*time.Millisecond), 30)
+	if next.Seq <= leave.Seq || next.Held != 0 || next.Want != 0 || next.Demand != 0 || next.Used != 30 || next.Peak != 100 {
+		t.Errorf("lingering record %+v after leave %+v: want a newer seq, nothing held or wanted, used 30, peak 100", next, leave)
+	}
+	if got := m.LeaveLinger(); got != DefaultWindow+2*DefaultInterval {
+		t.Errorf("default linger %v, want a window and two intervals", got)
 	}
 }

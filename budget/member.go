@@ -17,6 +17,11 @@ const (
 	DefaultWindow   = time.Second + 5*time.Millisecond
 )
 
+// LingerOff, as Config.LeaveLinger, turns the linger after a leave off (any negative value
+// does): the leave record is the member's last, and the others take its room at once only as
+// far as that record's Used allows, the rest a window after they read it.
+const LingerOff time.Duration = -1
+
 // Config configures a Member. Zero durations take the defaults above.
 type Config struct {
 	// Member names this process in the topic; it must differ from every other process's,
@@ -41,6 +46,13 @@ type Config struct {
 	// Window is the limiter's window: at least one second, and no shorter than the window the
 	// sink's limiter enforces (Record.Peak is taken over it).
 	Window time.Duration
+	// LeaveLinger is how long a stopping member may go on publishing after its leave record
+	// (every Interval, nothing held or wanted, the calls still in its last window), so that
+	// the others grow into its room at once as those calls age out instead of a window after
+	// its leave. It stops as soon as a record reports no call left. Zero takes Window + 2 ×
+	// Interval (all its calls have left the window by then); LingerOff turns it off. At most
+	// TTL: longer could only delay the process's exit.
+	LeaveLinger time.Duration
 }
 
 // setDefaults fills the zero durations with the defaults above.
@@ -51,6 +63,7 @@ func (c *Config) setDefaults() {
 	c.Margin = cmp.Or(c.Margin, DefaultMargin)
 	c.Resend = cmp.Or(c.Resend, DefaultResend)
 	c.Window = cmp.Or(c.Window, DefaultWindow)
+	c.LeaveLinger = cmp.Or(c.LeaveLinger, c.Window+2*c.Interval)
 }
 
 // Validate reports every problem of c, defaults applied, joined, each naming its field.
@@ -80,6 +93,9 @@ func (c Config) Validate() error {
 		// The relation is meaningful only between durations that are each valid.
 		errs = append(errs, fmt.Errorf("fence: %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL))
 	}
+	if c.LeaveLinger > c.TTL && c.TTL > 0 {
+		errs = append(errs, fmt.Errorf("leave linger: %v exceeds ttl %v (a member's calls have left every window one window after its leave; lingering longer only delays its exit)", c.LeaveLinger, c.TTL))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("budget config: %w", err)
 	}
@@ -106,6 +122,9 @@ type Member struct {
 	used    int
 	lastPub time.Time
 	history []change // ceilings set, the last one before the window and all within it
+	// left: Leave was called. The ceiling stays 0 from then on whatever is read or ticked:
+	// the records it lingers with (Held = Want = 0) are safe only because it makes no call.
+	left bool
 }
 
 // Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
@@ -187,7 +206,7 @@ func (m *Member) Ready() bool { return m.ledger.Ready() }
 // Apply folds a record read from the topic and returns the ceiling to use.
 func (m *Member) Apply(r Record, now time.Time) int {
 	a := m.ledger.Apply(r)
-	if r.Member != m.cfg.Member || m.out == nil || r.Seq != m.out.Seq || a.Stale {
+	if m.left || r.Member != m.cfg.Member || m.out == nil || r.Seq != m.out.Seq || a.Stale {
 		return m.ceiling
 	}
 	// Our latest record is back. Its grant counts only if we are still within the fence of
@@ -211,6 +230,9 @@ func (m *Member) Apply(r Record, now time.Time) int {
 // per window and the calls it made in the last window. It returns a record to publish (nil:
 // none now) and the ceiling to use.
 func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
+	if m.left {
+		return nil, 0 // a member that left publishes only through Leave
+	}
 	m.demand = min(max(demand, 0), m.cfg.Budget)
 	m.used = max(used, 0)
 	if now.After(m.fenceAt) {
@@ -248,10 +270,22 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 }
 
 // Leave returns the record a member publishes when it stops: nothing held, nothing wanted, and
-// the calls it made in the last window (others may use that room once they have left it).
+// the calls it made in the last window (others may use that room once they have left it). The
+// ceiling is 0 from the first call on, for good.
+//
+// A member lingering after its leave (Config.LeaveLinger) calls Leave again every Interval and
+// publishes each record: Used falls as its last calls age out of the window, and each record
+// lets the others use that much more at once, as a live member's records do when it shrinks.
+// It publishes until a record reports Used 0 (that one included); past LeaveLinger it stops
+// anyway, and its entry expires by TTL as a crashed member's does.
 func (m *Member) Leave(now time.Time, used int) Record {
 	m.set(now, 0, 0)
+	m.left = true
 	m.used = max(used, 0)
 	m.seq++
 	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Used: m.used, Peak: m.peak(now)}
 }
+
+// LeaveLinger is how long the member may go on publishing after its leave record (0: not at
+// all).
+func (m *Member) LeaveLinger() time.Duration { return max(m.cfg.LeaveLinger, 0) }

@@ -104,7 +104,11 @@ type simMember struct {
 	rate     float64 // arrivals per second
 	backlog  float64
 	gone     bool
-	nextTick time.Time
+	// lingering: it left (gone, so no schedule picks it again) and goes on publishing its
+	// calls still in the window until lingerUntil or a record with none.
+	lingering   bool
+	lingerUntil time.Time
+	nextTick    time.Time
 	// From gapFrom to gapUntil its callers stop waiting for grants (a rebalance or a shutdown
 	// drain dropped the dispatches that waited): no calls, and the demand its limiter reports.
 	gapFrom, gapUntil time.Time
@@ -149,7 +153,12 @@ type simWorld struct {
 	noRoom   bool
 	nowAll   bool
 	noUsed   bool
-	joined   int
+	// noLinger: a leaving member publishes its leave record only (Config.LeaveLinger off);
+	// lingerLies: it lingers but reports no call left from its first record after the leave
+	// (a broken variant: the others grow into room its last calls still take).
+	noLinger   bool
+	lingerLies bool
+	joined     int
 	// rebalances: every member's demand goes through a ratelimit.DemandHold, and rebalances
 	// (every live member's callers stop for a while, some get no partitions) come at random.
 	rebalances bool
@@ -223,6 +232,9 @@ func (w *simWorld) step() {
 	w.log = append(w.log, w.inflight[:n]...)
 	w.inflight = slices.Delete(w.inflight, 0, n)
 	for _, sm := range w.members {
+		if sm.lingering {
+			w.linger(sm)
+		}
 		if sm.gone {
 			continue
 		}
@@ -271,6 +283,37 @@ func (w *simWorld) step() {
 	}
 }
 
+// leave stops sm gracefully: its leave record, then its linger unless noLinger.
+func (w *simWorld) leave(sm *simMember) {
+	r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now))
+	w.publish(sm, &r)
+	sm.gone = true
+	if !w.noLinger && r.Used > 0 {
+		sm.lingering, sm.lingerUntil = true, w.now.Add(sm.m.LeaveLinger())
+		sm.nextTick = w.now.Add(w.cfg.Interval)
+	}
+}
+
+// linger publishes a lingering member's record every Interval, as Runner.leave does: it reads
+// nothing and calls nothing (its ceiling is 0 since its leave).
+func (w *simWorld) linger(sm *simMember) {
+	if w.now.Before(sm.nextTick) {
+		return
+	}
+	if !w.now.Before(sm.lingerUntil) {
+		sm.lingering = false
+		return
+	}
+	sm.nextTick = w.now.Add(w.cfg.Interval)
+	used := sm.lim.used(w.now)
+	if w.lingerLies {
+		used = 0
+	}
+	r := sm.m.Leave(w.now.Add(sm.skew), used)
+	w.publish(sm, &r)
+	sm.lingering = r.Used > 0
+}
+
 func (w *simWorld) run(d time.Duration) {
 	for end := w.now.Add(d); w.now.Before(end); {
 		w.step()
@@ -285,6 +328,16 @@ func (w *simWorld) live() []*simMember {
 		}
 	}
 	return out
+}
+
+// lingeringMember is one member still lingering after its leave, or nil.
+func (w *simWorld) lingeringMember() *simMember {
+	for _, sm := range w.members {
+		if sm.lingering {
+			return sm
+		}
+	}
+	return nil
 }
 
 // rebalance ends the generation of every live member: each holds its demand, its callers stop
@@ -317,6 +370,7 @@ func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, floa
 	w := newWorld(t, seed, 20+int(seed%5)*20)
 	w.loss = []float64{0, 0.01, 0.1}[seed%3]
 	w.maxDelay = []time.Duration{0, 500 * time.Millisecond, 3 * time.Second}[seed%3]
+	w.noLinger = seed%4 == 3 // Config.LeaveLinger may be off
 	if tweak != nil {
 		tweak(w)
 	}
@@ -338,11 +392,12 @@ func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, floa
 		case x < 33 && len(live) < 8:
 			w.join().rate = float64(w.cfg.Budget)
 		case x < 38 && len(live) > 1: // graceful leave
-			sm := live[w.rng.IntN(len(live))]
-			r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now))
-			w.publish(sm, &r)
-			sm.gone = true
-		case x < 43 && len(live) > 1: // crash: nothing more from it
+			w.leave(live[w.rng.IntN(len(live))])
+		case x < 43 && len(live) > 1: // crash: nothing more from it (a lingering one first)
+			if sm := w.lingeringMember(); sm != nil && w.rng.IntN(2) == 0 {
+				sm.lingering = false
+				break
+			}
 			live[w.rng.IntN(len(live))].gone = true
 		case x < 50: // cut off from the log, still calling the API
 			sm := live[w.rng.IntN(len(live))]
@@ -411,6 +466,7 @@ func TestSimulationCatchesBrokenVariants(t *testing.T) {
 		{"grants without checking the room left", func(w *simWorld) { w.noRoom = true }},
 		{"every grant used at once", func(w *simWorld) { w.nowAll = true }},
 		{"members report no calls in their last window", func(w *simWorld) { w.noUsed = true }},
+		{"a leaving member lingers reporting no call left at once", func(w *simWorld) { w.lingerLies = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := range uint64(2000) {
@@ -491,9 +547,7 @@ func TestSimulationMembershipChanges(t *testing.T) {
 			return append(ms, n)
 		}, 2 * time.Second},
 		{"graceful leave", func(w *simWorld, ms []*simMember) []*simMember {
-			r := ms[0].m.Leave(w.now.Add(ms[0].skew), ms[0].lim.used(w.now))
-			w.publish(ms[0], &r)
-			ms[0].gone = true
+			w.leave(ms[0])
 			return ms[1:]
 		}, 2 * time.Second},
 		{"crash", func(w *simWorld, ms []*simMember) []*simMember {
@@ -665,6 +719,8 @@ type gapRun struct {
 	after   int           // their lowest ceiling from then on
 	regrown time.Duration // from the rebalance until both are at half the budget
 	calls   int           // calls of the group in the 3 s from the rebalance on
+	first   int           // of those, in the first second
+	second  int           // in the second second
 	worst   int           // most calls in any one-second window of the run
 }
 
@@ -672,9 +728,11 @@ type gapRun struct {
 // callers give up and it drains for 350 ms, then publishes its leave); the survivors' generation
 // ends then, their callers stop waiting for 340 ms (the next generation is set up 40 ms in, its
 // dispatches queue again 300 ms later), and their partitions are the same after it. With hold,
-// each member's demand goes through a ratelimit.DemandHold fed as the dispatcher feeds it.
-func rebalanceGap(t *testing.T, seed uint64, hold bool) gapRun {
+// each member's demand goes through a ratelimit.DemandHold fed as the dispatcher feeds it; with
+// linger, the leaver lingers after its leave record (Config.LeaveLinger).
+func rebalanceGap(t *testing.T, seed uint64, hold, linger bool) gapRun {
 	w := newWorld(t, 20_000+seed, 200)
+	w.noLinger = !linger
 	w.maxDelay = time.Duration(seed%4) * 100 * time.Millisecond
 	var ms []*simMember
 	for range 3 {
@@ -707,9 +765,7 @@ func rebalanceGap(t *testing.T, seed uint64, hold bool) gapRun {
 		leaver.hold.Partitions(w.now, 0, w.cfg.Budget)
 	}
 	watch(350*time.Millisecond, nil)
-	r := leaver.m.Leave(w.now.Add(leaver.skew), leaver.lim.used(w.now))
-	w.publish(leaver, &r)
-	leaver.gone = true
+	w.leave(leaver)
 	from, start := w.now, len(w.calls)
 	g.atGen = min(survivors[0].lim.share, survivors[1].lim.share)
 	for _, s := range survivors {
@@ -730,6 +786,12 @@ func rebalanceGap(t *testing.T, seed uint64, hold bool) gapRun {
 		}
 	})
 	for _, c := range w.calls[start:] {
+		switch d := c.Sub(from); {
+		case d <= time.Second:
+			g.first++
+		case d <= 2*time.Second:
+			g.second++
+		}
 		if c.Sub(from) <= 3*time.Second {
 			g.calls++
 		}
@@ -751,7 +813,7 @@ func TestSimulationRebalanceGapKeepsShares(t *testing.T) {
 		shrank, calls, lowest := 0, 0, 200
 		var regrown time.Duration
 		for seed := range uint64(runs) {
-			g := rebalanceGap(t, seed, hold)
+			g := rebalanceGap(t, seed, hold, true)
 			if g.worst > 200 {
 				t.Fatalf("hold %v, timing %d: %d calls in one second", hold, seed, g.worst)
 			}
@@ -772,6 +834,42 @@ func TestSimulationRebalanceGapKeepsShares(t *testing.T) {
 			t.Errorf("with the demand hold, %d of %d timings shrank a survivor's ceiling (to %d) across the rebalance", shrank, runs, lowest)
 		case !hold && shrank == 0:
 			t.Errorf("without the hold no timing shrank a survivor: the schedule does not reproduce the gap")
+		}
+	}
+}
+
+// TestSimulationLeaveLingerFirstSecond replays fleet-leave's rebalance (rebalanceGap, with the
+// demand hold) and counts the survivors' calls in the first and second second after the leave.
+// Without the linger the leaver's entry keeps the calls of its last window in everyone's bound
+// until it expires, so the survivors grow into its room only a window after they read their
+// grant: the first second stays near their two thirds of the budget (the bench's 135–147).
+// Lingering, its records report those calls ageing out and the survivors take the room at once
+// as they do: the first second is back near the budget. Both keep the window bound.
+func TestSimulationLeaveLingerFirstSecond(t *testing.T) {
+	runs := 200
+	if testing.Short() {
+		runs = 50
+	}
+	const want = 185 // mean calls in the first second after the leave
+	for _, linger := range []bool{true, false} {
+		first, second, lowest := 0, 0, 200
+		for seed := range uint64(runs) {
+			g := rebalanceGap(t, seed, true, linger)
+			if g.worst > 200 {
+				t.Fatalf("linger %v, timing %d: %d calls in one second", linger, seed, g.worst)
+			}
+			first += g.first
+			second += g.second
+			lowest = min(lowest, g.first)
+		}
+		mean := float64(first) / float64(runs)
+		t.Logf("linger %v: survivors' calls in the first second after the leave %.1f on average (lowest %d), in the second %.1f",
+			linger, mean, lowest, float64(second)/float64(runs))
+		switch {
+		case linger && mean < want:
+			t.Errorf("lingering, the survivors made %.1f calls in the first second after the leave on average, want >= %d", mean, want)
+		case !linger && mean >= want:
+			t.Errorf("without the linger the survivors made %.1f calls in the first second: the schedule does not reproduce the slow regrowth", mean)
 		}
 	}
 }

@@ -415,8 +415,12 @@ func (s *service) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return p.dispatcher.Run(tail) })
 	if p.fleet != nil {
-		// Until the consumer has drained: then it says it leaves, and its budget is free at once.
-		g.Go(func() error { return p.fleet.Run(tail) })
+		// Until the consumer has drained: then it says it leaves and lingers while its last
+		// calls age out, within the shutdown time the operator gave (--shutdown-timeout from
+		// the signal), so its budget flows to the others as fast as is safe.
+		exit, cancelExit := afterShutdown(ctx, s.cfg.flags.shutdownTimeout)
+		defer cancelExit()
+		g.Go(func() error { return p.fleet.Run(tail, exit) })
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -424,6 +428,25 @@ func (s *service) Run(ctx context.Context) error {
 	}
 	s.log.Info("chatgroupd stopped", zap.Error(err))
 	return err
+}
+
+// afterShutdown returns a context that ends d after ctx does, or when cancel is called: how
+// long a process asked to stop may still take.
+func afterShutdown(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	exit, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-exit.Done():
+		}
+	})
+	return exit, func() {
+		stop()
+		cancel()
+	}
 }
 
 // envTestBreak names the hidden switch a chaos suite sets to run a deliberately broken variant.
