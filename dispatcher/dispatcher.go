@@ -169,9 +169,28 @@ func (d *Dispatcher) Stopping() { d.hold.Release() }
 func (d *Dispatcher) liveDemand() int {
 	dm := d.create.Demand()
 	for api, l := range d.scaled() {
-		dm = max(dm, int(math.Ceil(float64(l.Demand())*d.cfg.RateLimit/d.cfg.budget(api)-1e-9)))
+		ld := l.Demand()
+		if api == im.APIGet && d.onlyProbeWaits() {
+			// The readiness probe is one call. A get limiter reports the whole budget while a
+			// caller waits at its ceiling, and at start-up the probe waits a window for the
+			// first get ceiling (a grant's growth onto get always waits one): every starting
+			// replica then asked for the whole budget for that second, a rebalance's demand
+			// hold kept it up to 2 s, and members whose probe went out first shrank to their
+			// idle demand under the others' claims — the fleet runs' first second held one
+			// member's share. One get call is what the probe needs.
+			ld = 1
+		}
+		dm = max(dm, int(math.Ceil(float64(ld)*d.cfg.RateLimit/d.cfg.budget(api)-1e-9)))
 	}
 	return min(dm, int(math.Floor(d.cfg.RateLimit+1e-9)))
+}
+
+// onlyProbeWaits reports whether the readiness probe is the only caller waiting for a get slot.
+func (d *Dispatcher) onlyProbeWaits() bool {
+	d.st.mu.Lock()
+	probe := d.st.probeWaits
+	d.st.mu.Unlock()
+	return probe && d.get.Waiting() == 1
 }
 
 // Run probes the API at startup and, while paused, every ProbeInterval, resuming Dispatch

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
 )
@@ -183,4 +184,55 @@ func TestFleetDemandHeldAcrossRebalance(t *testing.T) {
 	h.d.SetPartitions(nil, 2)
 	stop()
 	expect("a replica that stops", 2)
+}
+
+// TestFleetDemandOfTheProbe: at start-up the readiness probe waits for the first get ceiling
+// (a window after the first grant in fleet mode). It is one call: the replica's demand stays
+// what one get call needs, not the whole budget — on main every starting replica asked for all
+// of it for that second (and a rebalance's hold kept it up to 2 s), so the members whose probe
+// went out first shrank to their idle demand. A real get waiting beside the probe still asks
+// for the whole budget; once the probe is through, so does nothing.
+func TestFleetDemandOfTheProbe(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Limiter.Standalone = false
+		c.FleetBudget = true
+		c.RateLimit, c.GetRateLimit = 200, 100
+		c.Now, c.Sleep = time.Now, sleep
+	})
+	h.run()
+	probing := func() bool {
+		h.d.st.mu.Lock()
+		defer h.d.st.mu.Unlock()
+		return h.d.st.probeWaits
+	}
+	testwait.For(t, 5*time.Second, "the probe waiting for a get slot", func() bool { return probing() && h.d.get.Waiting() == 1 })
+	// One get call in calls of a create budget twice the get budget: 2, the create limiter's
+	// idle demand too.
+	if got := h.d.Demand(); got != 2 {
+		t.Errorf("demand while only the probe waits = %d, want 2 (one get call)", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if c, err := h.d.get.Acquire(ctx, "a"); err == nil {
+			c.Done()
+		}
+	})
+	testwait.For(t, 5*time.Second, "a get queued beside the probe", func() bool { return h.d.get.Waiting() == 2 })
+	if got := h.d.Demand(); got != 200 {
+		t.Errorf("demand with a get waiting beside the probe = %d, want the whole budget", got)
+	}
+	cancel()
+	wg.Wait()
+	h.d.SetCeiling(20, 20) // get ceiling 10, a window from now
+	testwait.For(t, 5*time.Second, "the probe answered", func() bool {
+		h.d.st.mu.Lock()
+		defer h.d.st.mu.Unlock()
+		return h.d.st.verified
+	})
+	if got := h.api.count(im.APIGet); got != 1 {
+		t.Errorf("%d get calls, want the probe's one", got)
+	}
 }
