@@ -82,8 +82,9 @@ func TestSimulationLiveMemberKeepsItsGrant(t *testing.T) {
 }
 
 // TestSimulationCutOffStopsByFence: a member whose records stop coming back keeps its grant
-// until the fence of its last confirmed record and stops at its first tick after it. Session
-// 7's fence (1.4 s) let it call for up to 1.45 s after the cut.
+// until the fence of its last confirmed record, its limiter makes no call from then on, and the
+// member lowers its ceiling to 0 at its first tick after it. With session 7's fence (1.4 s) it
+// could call for up to 1.4 s after the cut.
 func TestSimulationCutOffStopsByFence(t *testing.T) {
 	for seed := range uint64(20) {
 		w := newWorld(t, seed, 200)
@@ -91,21 +92,19 @@ func TestSimulationCutOffStopsByFence(t *testing.T) {
 		cut := ms[seed%3]
 		from := w.now
 		cut.cutUntil = w.now.Add(5 * time.Second)
-		var stopped time.Duration
-		for stopped == 0 && w.now.Sub(from) < 5*time.Second {
+		fence := cut.lim.fence.Add(-cut.skew) // its limiter's fence, on the true clock
+		for w.now.Sub(from) < 2*time.Second {
 			w.step()
-			local := w.now.Add(cut.skew)
-			switch {
-			case cut.lim.share == 0 && !local.After(cut.m.fenceAt):
-				t.Fatalf("seed %d: stopped %v after the cut, before its fence", seed, w.now.Sub(from))
-			case cut.lim.share == 0:
-				stopped = w.now.Sub(from)
-			case local.After(cut.m.fenceAt.Add(w.cfg.Interval / 2)):
-				t.Fatalf("seed %d: still at %d %v past its fence", seed, cut.lim.share, local.Sub(cut.m.fenceAt))
+			fence = cut.lim.fence.Add(-cut.skew)
+			if n := len(cut.lim.calls); n > 0 && !cut.lim.calls[n-1].Before(fence) {
+				t.Fatalf("seed %d: a call %v after its fence", seed, cut.lim.calls[n-1].Sub(fence))
+			}
+			if w.now.After(fence.Add(w.cfg.Interval/2)) && cut.lim.share != 0 {
+				t.Fatalf("seed %d: ceiling still %d %v past its fence", seed, cut.lim.share, w.now.Sub(fence))
 			}
 		}
-		if limit := 850 * time.Millisecond; stopped == 0 || stopped > limit { // DESIGN.md: Fence + Interval/2
-			t.Errorf("seed %d: stopped %v after the cut, want within %v", seed, stopped, limit)
+		if d := fence.Sub(from); d <= 0 || d > 800*time.Millisecond { // DESIGN.md "Fence and TTL"
+			t.Errorf("seed %d: fenced %v after the cut, want within 0.8 s", seed, d)
 		}
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults of Config. TTL is the least Validate allows with the others (2.355 s), rounded up to
+// Defaults of Config. TTL is the least Validate allows with the others (2.305 s), rounded up to
 // 100 ms: a crashed member's grant is held that long. Fence and Resend bound how long a member's
 // own records may take to come back (DESIGN.md "Fence and TTL").
 const (
@@ -37,10 +37,9 @@ type Config struct {
 	// its grant returns to the pool: a crashed member's budget is back after about TTL.
 	TTL time.Duration
 	// Fence is how long after publishing its last confirmed record a member may go on using
-	// its grant: one that can't read its own records back stops by then (at its next Tick, at
-	// most Interval/2 later). Fence + Interval/2 + 2 × Margin + Window must not exceed TTL: a
-	// member's entry can't expire in anyone's ledger before the member itself has stopped and
-	// its last calls have left every window. A live member confirms a record about every
+	// its grant: one that can't read its own records back stops by then (Sink.SetFence).
+	// Fence + 2 × Margin + Window must not exceed TTL: a member's entry can't expire in anyone's
+	// ledger before the member itself has stopped and its last calls have left every window. A live member confirms a record about every
 	// Interval plus a round trip, so its fence trips only when its records take hundreds of
 	// milliseconds to come back (DESIGN.md "Fence and TTL").
 	Fence time.Duration
@@ -98,10 +97,9 @@ func (c Config) Validate() error {
 	}
 	if c.Window < time.Second {
 		errs = append(errs, fmt.Errorf("window: %v shorter than one second", c.Window))
-	} else if !negative && c.Fence+c.Interval/2+2*c.Margin+c.Window > c.TTL {
+	} else if !negative && c.Fence+2*c.Margin+c.Window > c.TTL {
 		// The relation is meaningful only between durations that are each valid.
-		errs = append(errs, fmt.Errorf("fence: %v + interval/2 %v + 2 × margin %v + window %v must not exceed ttl %v",
-			c.Fence, c.Interval/2, c.Margin, c.Window, c.TTL))
+		errs = append(errs, fmt.Errorf("fence: %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL))
 	}
 	if !negative && c.Interval+c.Resend >= c.Fence {
 		errs = append(errs, fmt.Errorf("resend: interval %v + resend %v must stay below fence %v (a lost record must be resent and confirmed before the fence trips)",
@@ -146,8 +144,14 @@ type Member struct {
 // one second) after the call. The limiter must count a call when it reaches the server and
 // never allow more calls in a window than its ceiling: the safety argument (DESIGN.md) rests on
 // exactly that.
+//
+// SetFence(until) makes until the end of every grant the sink holds: from until on it must grant
+// no call and write no request, whatever its ceiling, until a later SetFence moves the fence on.
+// The member lowers the ceiling itself once it sees its fence pass, but it may not be the first
+// to run when a frozen process wakes.
 type Sink interface {
 	SetCeiling(n, now int)
+	SetFence(until time.Time)
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
@@ -234,16 +238,16 @@ func (m *Member) Apply(r Record, now time.Time) int {
 		m.set(now, 0, 0) // stopped (or never started): the grant is growth from nothing
 	}
 	m.fenceAt = pub.Add(m.cfg.Fence)
+	m.sink.SetFence(m.fenceAt)
 	// Shrink to the grant at once; grow into it at once as far as the others' records show
 	// room nobody can be using, the rest one window later.
 	m.set(now, a.Grant, a.Now)
 	return m.ceiling
 }
 
-// Tick is called every so often (at least every Interval/2: the fence is checked here, and
-// Config.Validate's rule allows a member to stop that long after its fence) with the member's
-// demand in calls per window and the calls it made in the last window. It returns a record to
-// publish (nil: none now) and the ceiling to use.
+// Tick is called every so often (at least every Interval) with the member's demand in calls
+// per window and the calls it made in the last window. It returns a record to publish (nil:
+// none now) and the ceiling to use.
 func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
 	if m.left {
 		return nil, 0 // a member that left publishes only through Leave
@@ -295,6 +299,10 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 // anyway, and its entry expires by TTL as a crashed member's does.
 func (m *Member) Leave(now time.Time, used int) Record {
 	m.set(now, 0, 0)
+	if m.fenceAt.After(now) {
+		m.fenceAt = now
+		m.sink.SetFence(now)
+	}
 	m.left = true
 	m.used = max(used, 0)
 	m.seq++
