@@ -236,3 +236,40 @@ func TestMemberLeaveIsFinal(t *testing.T) {
 		t.Errorf("default linger %v, want a window and two intervals", got)
 	}
 }
+
+// TestMemberFencesItsSink: every grant the member confirms reaches its sink with the fence of
+// that confirmation (the record's publication + Fence), so that the limiter stops on its own
+// clock even if the member never ticks again (a process frozen past its fence); a leave ends it
+// at once.
+func TestMemberFencesItsSink(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	lim := &simLimiter{now: &t0}
+	c := Config{Member: "a", Budget: 100}
+	m, err := NewMember(c, lim, c.StartAt(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0
+	r, _ := m.Tick(at, 100, 0)
+	m.Apply(*r, at)
+	for i := range 3 {
+		at = at.Add(DefaultInterval)
+		r, _ = m.Tick(at, 100, 0)
+		m.Apply(*r, at.Add(30*time.Millisecond))
+		if want := at.Add(DefaultFence); !lim.fence.Equal(want) {
+			t.Fatalf("confirmation %d: sink fence %v, want the record's publication + Fence %v", i, lim.fence.Sub(t0), want.Sub(t0))
+		}
+	}
+	if got := lim.take(at.Add(DefaultFence-time.Millisecond), 5); got != 5 {
+		t.Fatalf("inside the fence the sink made %d of 5 calls", got)
+	}
+	// Frozen: no Tick, no Apply. The sink stops at the fence by itself.
+	if got := lim.take(at.Add(DefaultFence+time.Second), 5); got != 0 {
+		t.Errorf("past the fence, with no tick since, the sink made %d calls", got)
+	}
+	leave := at.Add(200 * time.Millisecond)
+	m.Leave(leave, 5)
+	if !lim.fence.Equal(leave) {
+		t.Errorf("fence %v after the leave, want the leave %v", lim.fence.Sub(t0), leave.Sub(t0))
+	}
+}

@@ -132,8 +132,14 @@ type Member struct {
 // one second) after the call. The limiter must count a call when it reaches the server and
 // never allow more calls in a window than its ceiling: the safety argument (DESIGN.md) rests on
 // exactly that.
+//
+// SetFence(until) makes until the end of every grant the sink holds: from until on it must grant
+// no call and write no request, whatever its ceiling, until a later SetFence moves the fence on.
+// The member lowers the ceiling itself once it sees its fence pass, but it may not be the first
+// to run when a frozen process wakes.
 type Sink interface {
 	SetCeiling(n, now int)
+	SetFence(until time.Time)
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
@@ -220,6 +226,7 @@ func (m *Member) Apply(r Record, now time.Time) int {
 		m.set(now, 0, 0) // stopped (or never started): the grant is growth from nothing
 	}
 	m.fenceAt = pub.Add(m.cfg.Fence)
+	m.sink.SetFence(m.fenceAt)
 	// Shrink to the grant at once; grow into it at once as far as the others' records show
 	// room nobody can be using, the rest one window later.
 	m.set(now, a.Grant, a.Now)
@@ -280,6 +287,10 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 // anyway, and its entry expires by TTL as a crashed member's does.
 func (m *Member) Leave(now time.Time, used int) Record {
 	m.set(now, 0, 0)
+	if m.fenceAt.After(now) {
+		m.fenceAt = now
+		m.sink.SetFence(now)
+	}
 	m.left = true
 	m.used = max(used, 0)
 	m.seq++

@@ -33,9 +33,13 @@ type simLimiter struct {
 	growTo  int
 	growAt  time.Time
 	growing bool
-	calls   []time.Time // within the last window
-	atOnce  bool        // broken variant: growth without the window's wait
+	calls   []time.Time   // within the last window
+	atOnce  bool          // broken variant: growth without the window's wait
+	skew    time.Duration // the member's clock minus the true time (fences are on its clock)
+	fence   time.Time     // no call from then on, by the member's clock (SetFence)
 }
+
+func (l *simLimiter) SetFence(until time.Time) { l.fence = until }
 
 func (l *simLimiter) SetCeiling(n, now int) {
 	l.advance(*l.now)
@@ -86,6 +90,9 @@ func (l *simLimiter) take(now time.Time, want int) int {
 		i++
 	}
 	l.calls = l.calls[i:]
+	if !l.fence.IsZero() && !now.Add(l.skew).Before(l.fence) {
+		return 0
+	}
 	n := min(want, l.share-len(l.calls))
 	for range n {
 		l.calls = append(l.calls, now)
@@ -176,7 +183,7 @@ func (w *simWorld) join() *simMember {
 	sm := &simMember{id: fmt.Sprintf("m%d", w.joined),
 		skew:    time.Duration(w.rng.Int64N(int64(200*time.Millisecond))) - 100*time.Millisecond,
 		readLag: time.Duration(w.rng.Int64N(int64(30 * time.Millisecond)))}
-	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce}
+	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce, skew: sm.skew}
 	if w.rebalances {
 		sm.hold = &ratelimit.DemandHold{}
 		sm.hold.Partitions(w.now, 1, 0)

@@ -80,6 +80,7 @@ type Limiter struct {
 	queued       bool         // a caller was refused a grant since waiting was last 0 (Demand)
 	spare        int          // grants the bucket need not pace: room SetCeiling freed at once
 	spareUntil   time.Time    // when spare lapses
+	fence        time.Time    // no grant nor write from then on (SetFence); zero: none
 }
 
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
@@ -256,6 +257,9 @@ func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	window := l.windowAt(now)
 	cut := now.Add(-window)
 	l.prune(cut)
+	if l.fencedAt(now) {
+		return nil, 0, l.changed // nothing until the fleet budget confirms a grant again
+	}
 	if l.turns != nil {
 		g, wait := l.turns.try(now, l.factor)
 		if g != nil {
