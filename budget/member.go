@@ -39,9 +39,10 @@ type Config struct {
 	// Fence is how long after publishing its last confirmed record a member may go on using
 	// its grant: one that can't read its own records back stops by then (Sink.SetFence).
 	// Fence + 2 × Margin + Window must not exceed TTL: a member's entry can't expire in anyone's
-	// ledger before the member itself has stopped and its last calls have left every window. A live member confirms a record about every
-	// Interval plus a round trip, so its fence trips only when its records take hundreds of
-	// milliseconds to come back (DESIGN.md "Fence and TTL").
+	// ledger before the member itself has stopped and its last calls have left every window. A
+	// live member confirms a record about every Interval plus a round trip, so its fence trips
+	// only when its records take hundreds of milliseconds to come back (DESIGN.md "Fence and
+	// TTL").
 	Fence time.Duration
 	// Margin is the largest clock difference between replicas the protocol allows for (expiry
 	// compares one member's timestamps with another's), and the extra the horizon of a new
