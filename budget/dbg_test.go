@@ -17,6 +17,8 @@ func (d *dbgSink) SetCeiling(n, now int) {
 	d.l.SetCeiling(n, now)
 }
 
+func (d *dbgSink) SetFence(until time.Time) { d.l.SetFence(until) }
+
 func TestDbg(t *testing.T) {
 	w := newWorld(t, 1, 200)
 	busy, idle := w.join(), w.join()

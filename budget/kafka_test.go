@@ -332,6 +332,8 @@ func (s *ceilingSink) SetCeiling(n, _ int) {
 	s.mu.Unlock()
 }
 
+func (s *ceilingSink) SetFence(time.Time) {}
+
 func (s *ceilingSink) get() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

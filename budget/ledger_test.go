@@ -133,15 +133,19 @@ func TestConfigValidate(t *testing.T) {
 		{"negative duration", func(c *Config) { c.Interval = -time.Second }, []string{"interval: durations must be positive"}},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, []string{"ttl: durations must be positive"}},
 		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, []string{"fence: 3s + 2 × margin"}},
+		{"ttl below the defaults' least", func(c *Config) { c.TTL = 2300 * time.Millisecond },
+			[]string{"fence: 800ms + 2 × margin 250ms + window 1.005s must not exceed ttl 2.3s"}},
+		{"resend too long for the fence", func(c *Config) { c.Resend = 700 * time.Millisecond },
+			[]string{"resend: interval 100ms + resend 700ms must stay below fence 800ms"}},
 		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, []string{"window: 1ms shorter than one second"}},
 		{"linger off", func(c *Config) { c.LeaveLinger = LingerOff }, nil},
 		{"linger longer than the ttl", func(c *Config) { c.LeaveLinger = 4 * time.Second },
-			[]string{"leave linger: 4s exceeds ttl 3.5s"}},
+			[]string{"leave linger: 4s exceeds ttl 2.4s"}},
 		{"everything", func(c *Config) {
 			*c = Config{Budget: -1, Interval: -1, TTL: -1, Fence: -1, Margin: -1, Resend: -1, Window: time.Millisecond}
 		}, []string{"member", "budget", "interval", "ttl", "fence", "margin", "resend", "window"}},
 		{"member, budget and the relation", func(c *Config) { *c = Config{TTL: 2 * time.Second} },
-			[]string{"member", "budget", "fence: 1.4s"}},
+			[]string{"member", "budget", "fence: 800ms"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -234,5 +238,42 @@ func TestMemberLeaveIsFinal(t *testing.T) {
 	}
 	if got := m.LeaveLinger(); got != DefaultWindow+2*DefaultInterval {
 		t.Errorf("default linger %v, want a window and two intervals", got)
+	}
+}
+
+// TestMemberFencesItsSink: every grant the member confirms reaches its sink with the fence of
+// that confirmation (the record's publication + Fence), so that the limiter stops on its own
+// clock even if the member never ticks again (a process frozen past its fence); a leave ends it
+// at once.
+func TestMemberFencesItsSink(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	lim := &simLimiter{now: &t0}
+	c := Config{Member: "a", Budget: 100}
+	m, err := NewMember(c, lim, c.StartAt(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0
+	r, _ := m.Tick(at, 100, 0)
+	m.Apply(*r, at)
+	for i := range 3 {
+		at = at.Add(DefaultInterval)
+		r, _ = m.Tick(at, 100, 0)
+		m.Apply(*r, at.Add(30*time.Millisecond))
+		if want := at.Add(DefaultFence); !lim.fence.Equal(want) {
+			t.Fatalf("confirmation %d: sink fence %v, want the record's publication + Fence %v", i, lim.fence.Sub(t0), want.Sub(t0))
+		}
+	}
+	if got := lim.take(at.Add(DefaultFence-time.Millisecond), 5); got != 5 {
+		t.Fatalf("inside the fence the sink made %d of 5 calls", got)
+	}
+	// Frozen: no Tick, no Apply. The sink stops at the fence by itself.
+	if got := lim.take(at.Add(DefaultFence+time.Second), 5); got != 0 {
+		t.Errorf("past the fence, with no tick since, the sink made %d calls", got)
+	}
+	leave := at.Add(200 * time.Millisecond)
+	m.Leave(leave, 5)
+	if !lim.fence.Equal(leave) {
+		t.Errorf("fence %v after the leave, want the leave %v", lim.fence.Sub(t0), leave.Sub(t0))
 	}
 }

@@ -484,3 +484,43 @@ func TestParseSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestChaosShortPause freezes fleet-budget replicas (SIGSTOP) under a backlog, each for longer
+// than the budget entry's TTL but shorter than the group session: its membership lease still
+// holds when it wakes, its budget entry has expired in the others' ledgers and they have grown
+// into its room, and its limiters still hold the ceilings they had before the freeze. The calls
+// it makes on waking, before its budget member sees its fence has passed, must not cross the
+// budget: the limiters stop at the fence themselves (ratelimit.Limiter.SetFence). Without that,
+// three runs in four crossed it (up to 213 calls in the second after a wake).
+func TestChaosShortPause(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	s := shortPauseSchedule(97)
+	verify(t, s, play(t, c, s))
+}
+
+// shortPauseSchedule: three replicas on the fleet budget and 6000 events over every account in
+// the first ten seconds (30 s of work at the budget); four times a replica is frozen for 5 s
+// (the budget's TTL is 2.4 s, the session 10 s) while the others drain.
+func shortPauseSchedule(seed uint64) *Schedule {
+	o := Options{Seed: seed, Duration: 30 * time.Second, Replicas: 3, SessionTimeout: 10 * time.Second,
+		FleetBudget: BudgetKafka}.withDefaults()
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
+	var steps []Step
+	for i := range 10 {
+		var recs []Record
+		for range 600 {
+			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))))
+		}
+		steps = append(steps, Step{At: time.Duration(i) * time.Second, Kind: KindBurst, Records: recs, Note: "600 events over every account"})
+	}
+	for i, at := range []time.Duration{4 * time.Second, 10 * time.Second, 16 * time.Second, 22 * time.Second} {
+		steps = append(steps,
+			Step{At: at, Kind: KindPause, Slot: i % 3},
+			Step{At: at + 5*time.Second, Kind: KindResume, Slot: i % 3})
+	}
+	slices.SortStableFunc(steps, func(a, b Step) int { return int(a.At - b.At) })
+	return &Schedule{Options: o, Steps: steps}
+}

@@ -79,7 +79,6 @@ func (e *engine) commit(ctx context.Context, gen *kafka.Generation) error {
 // snapshot takes, under the lock, what each partition's commit writes (its watermark and the
 // horizon to extend to) and the lane positions, sampling dispatch rates on the way.
 func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
-	cfg := e.cfg
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	elapsed := now.Sub(e.lastRate)
@@ -95,9 +94,7 @@ func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
 			p.hz.rate = (p.hz.rate + r) / 2
 			p.hz.picked = 0
 		}
-		// Extend the horizon by what the partition dispatches in ~2s, so it rarely blocks, but
-		// no further: everything below it is uncertain (an existence check) for a successor.
-		ext := max(int64(2*cfg.MaxInFlight), int64(p.hz.rate*2))
+		ext := p.hz.lead()
 		h := max(p.hz.committed, max(p.hz.maxPicked+1, p.hz.want, w)+ext)
 		var ho *handover
 		var sent []span

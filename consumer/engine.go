@@ -96,6 +96,18 @@ type horizon struct {
 	rate      float64 // smoothed records picked per second
 }
 
+// minHorizonLead is the least a commit extends the horizon beyond what is needed (records): the
+// lead while the dispatch rate is still unknown or below 4 records/s. It was 2·MaxInFlight (512
+// records, 15 s of a fleet partition's 33 records/s), every one uncertain for a successor after a
+// crash; a record that reaches the horizon costs only an early commit (one round trip), and one
+// commit takes every blocked record's offset (want) at once.
+const minHorizonLead = 8
+
+// lead is how far a commit extends the horizon beyond need: ~2 s of the partition's smoothed
+// dispatch rate, so it rarely blocks, but no further: every offset below it is uncertain (an
+// existence check, its account held) for a successor after a crash.
+func (h *horizon) lead() int64 { return max(minHorizonLead, int64(h.rate*2)) }
+
 type account struct {
 	name    string
 	hash    uint64

@@ -29,7 +29,7 @@ func (e *engine) newPart(id int) *part {
 	cfg := e.cfg
 	p := &part{
 		id: id, win: newWindow(cfg.DedupeWindow), accounts: map[string]*account{},
-		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), hz: horizon{ext: int64(2 * cfg.MaxInFlight)},
+		pending: map[uint64]*rec{}, space: make(chan struct{}, 1), hz: horizon{ext: minHorizonLead},
 		lane: &lanePart{id: id, accts: map[string]*laneAcct{}, unended: map[int64]*laneRec{}},
 	}
 	// The lane gauges exist per owned partition, at 0 until something is parked (or for good

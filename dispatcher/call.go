@@ -15,6 +15,10 @@ var errPaused = errors.New("paused")
 // moment its bytes were to be written (see slotGate.Send); it was not sent.
 var errLeaseLapsed = errors.New("membership lease lapsed before the request was written")
 
+// errFenced aborts a request whose fleet budget grant ended (ratelimit.Limiter.SetFence) between
+// its grant and the moment its bytes were to be written; it was not sent.
+var errFenced = errors.New("fleet budget grant ended before the request was written")
+
 // call makes one call of api through its limiter and feeds the result to readiness and outage
 // detection.
 func (r *run) call(ctx context.Context, api string, fn func(context.Context) error) error {
@@ -29,9 +33,9 @@ func (r *run) call(ctx context.Context, api string, fn func(context.Context) err
 	r.attempts++
 	err = fn(im.WithGate(c.Trace(ctx), &slotGate{call: c, lease: r.lease}))
 	c.Done() // answered (or failed): later writes on the conn are another request's
-	if errors.Is(err, errLeaseLapsed) {
-		// Refused at the write: nothing reached the server. Wait for the lease (or the drain)
-		// like a request held before its grant.
+	if errors.Is(err, errLeaseLapsed) || errors.Is(err, errFenced) {
+		// Refused at the write: nothing reached the server. Wait for the lease or a grant (or
+		// the drain) like a request held before its grant.
 		r.attempts--
 		return errPaused
 	}
@@ -79,9 +83,16 @@ type slotGate struct {
 // come between: a process paused there (GC, SIGSTOP, a frozen VM) past its session would
 // otherwise wake and send what it queued while a successor owns the account. Checked here the
 // gap is the copy of one small body into the connection's buffer.
+//
+// The same gap is why the fleet budget's fence is checked here too: the grant was inside it, but
+// a process frozen since would otherwise write into room the others took when its budget entry
+// expired.
 func (s *slotGate) Send() error {
 	if s.lease != nil && !s.lease() {
 		return errLeaseLapsed
+	}
+	if !s.call.InForce() {
+		return errFenced
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"math"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -145,6 +146,17 @@ func (d *Dispatcher) SetCeiling(n, now int) {
 	}
 	d.log.Debug("fleet ceiling set", zap.Int("create_calls_per_window", n), zap.Int("at_once", now),
 		zap.Int("waiting", d.create.Waiting()))
+}
+
+// SetFence ends every fleet grant of this replica's limiters at until (budget.Sink): past it
+// none grants a call or lets a granted one write its request, until the budget confirms a grant
+// again. A frozen process wakes with its old ceilings, and its callers may run before the budget
+// member lowers them.
+func (d *Dispatcher) SetFence(until time.Time) {
+	d.create.SetFence(until)
+	for _, l := range d.scaled() {
+		l.SetFence(until)
+	}
 }
 
 // Used is how many create calls this replica made in the last window (budget.Source).

@@ -133,3 +133,77 @@ func maxWindow(grants []time.Time, w time.Duration) int {
 	}
 	return best
 }
+
+// TestFenceCheckedAtTheWrite: the fleet budget's fence (SetFence) holds when the request passes
+// its grant but has passed by the time the IM client writes it (the process was frozen in
+// between). Nothing may reach the server: the others may already use the room. The dispatch
+// waits for a grant again and ends with ErrDrained at the drain. With the fence moved on in
+// time (the control), the same dispatch creates.
+func TestFenceCheckedAtTheWrite(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		calls []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.URL.Path)
+		mu.Unlock()
+		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
+	}))
+	defer srv.Close()
+	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		fenced bool
+	}{{"fence passes before the write", true}, {"fence moved on", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			calls = nil
+			mu.Unlock()
+			h := newHarness(t, func(c *Config) { c.API, c.Now, c.Sleep = client, time.Now, sleep })
+			fence := time.Now().Add(100 * time.Millisecond)
+			h.d.SetFence(fence)
+			var asked atomic.Int32
+			lease := func() bool {
+				if asked.Add(1) == 1 {
+					time.Sleep(300 * time.Millisecond) // frozen between the grant and the write
+					if !tc.fenced {
+						h.d.SetFence(time.Now().Add(time.Second))
+					}
+				}
+				return true
+			}
+			drain, drained := context.WithCancel(context.Background())
+			defer drained()
+			res := make(chan error, 1)
+			go func() {
+				_, err := h.d.Dispatch(context.Background(), Task{Event: newEvent("alice", "friends"), Lease: lease, Drain: drain})
+				res <- err
+			}()
+			time.Sleep(600 * time.Millisecond)
+			drained()
+			select {
+			case err := <-res:
+				if tc.fenced && !errors.Is(err, ErrDrained) {
+					t.Errorf("Dispatch = %v, want ErrDrained", err)
+				}
+				if !tc.fenced && err != nil {
+					t.Errorf("Dispatch = %v, want the create", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("Dispatch did not return within 2s of the drain")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tc.fenced && len(calls) != 0 {
+				t.Errorf("requests reached the server after the fence passed: %v", calls)
+			}
+			if !tc.fenced && len(calls) != 1 {
+				t.Errorf("requests %v, want the one create", calls)
+			}
+		})
+	}
+}

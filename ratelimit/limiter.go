@@ -97,6 +97,7 @@ type Limiter struct {
 	spare        int          // grants the bucket need not pace: room SetCeiling freed at once
 	spareUntil   time.Time    // when spare lapses
 	echo         int          // calls aged out of the window while queued, not yet replaced
+	fence        time.Time    // no grant nor write from then on (SetFence); zero: none
 }
 
 // grant is one permitted call. at starts as the grant time and moves to the time the request was
@@ -273,6 +274,12 @@ func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 	window := l.windowAt(now)
 	cut := now.Add(-window)
 	l.prune(cut)
+	if l.fencedAt(now) {
+		// Calls that age out while nothing may be granted leave no pattern to keep: after
+		// the fence the bucket paces, rather than a window's room going out in one bunch.
+		l.echo = 0
+		return nil, 0, l.changed // nothing until the fleet budget confirms a grant again
+	}
 	if l.turns != nil {
 		g, wait := l.turns.try(now, l.factor)
 		if g != nil {
