@@ -107,10 +107,10 @@ func inWindow(grants []time.Time, t time.Time, w time.Duration) int {
 // fleet budget gives it 2, then 34 of which 2 at once, then 66 of which 48 at once, then all 66
 // at once. The at-once room goes out at once (46 and 18 calls), the window is full, and a
 // window later that burst ages out of it. The room it leaves is the callers' at once: from a
-// window after the ceiling is whole, every window holds the ceiling less a twentieth (the slack
-// the bucket may still hold back, which is what lets a burst's echo die out), whatever the
-// phase. Before, the bucket (burst 13, rate 66 per window) let the room out at its pace: the
-// window fell to 33 of 66 at every echo, which repeated window after window. A ceiling that
+// window after the ceiling is whole, every window holds at least 64 of 66 (the call of slack
+// the bucket may still hold back, and the one being replaced), whatever the phase. Before, the
+// bucket (burst 13, rate 66 per window) let the room out at its pace: 38 of 66 in the first
+// such window, and 56 for 0.6 s in the next, the echo repeating window after window. A ceiling that
 // comes with nothing at once grows at the bucket's pace and stays paced: no window holds more
 // than a burst and a tenth of the ceiling in 100 ms. No window ever holds more than the ceiling
 // in force.
@@ -123,9 +123,9 @@ func TestQueuedLimiterKeepsItsWindowFull(t *testing.T) {
 		paced  bool          // every 100 ms holds at most a burst and a tenth of the ceiling
 		minLow int
 	}{
-		{"r0 rejoining, timers on time", []ceilingStep{{0, 2, 2}, {300, 34, 2}, {400, 66, 48}, {600, 66, 66}}, 0, 1605 * time.Millisecond, false, 62},
-		{"r0 rejoining, timers up to 2 ms late", []ceilingStep{{0, 2, 2}, {300, 34, 2}, {400, 66, 48}, {600, 66, 66}}, 2 * time.Millisecond, 1605 * time.Millisecond, false, 62},
-		{"nothing at once: paced", []ceilingStep{{0, 66, 0}}, time.Millisecond, 2100 * time.Millisecond, true, 62},
+		{"r0 rejoining, timers on time", []ceilingStep{{0, 2, 2}, {300, 34, 2}, {400, 66, 48}, {600, 66, 66}}, 0, 1605 * time.Millisecond, false, 64},
+		{"r0 rejoining, timers up to 2 ms late", []ceilingStep{{0, 2, 2}, {300, 34, 2}, {400, 66, 48}, {600, 66, 66}}, 2 * time.Millisecond, 1605 * time.Millisecond, false, 64},
+		{"nothing at once: paced", []ceilingStep{{0, 66, 0}}, time.Millisecond, 2100 * time.Millisecond, true, 64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			grants, l, start := queuedGrants(t, tc.steps, tc.late, 8*time.Second)
