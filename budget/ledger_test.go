@@ -133,15 +133,19 @@ func TestConfigValidate(t *testing.T) {
 		{"negative duration", func(c *Config) { c.Interval = -time.Second }, []string{"interval: durations must be positive"}},
 		{"negative ttl", func(c *Config) { c.TTL = -time.Second }, []string{"ttl: durations must be positive"}},
 		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, []string{"fence: 3s + 2 × margin"}},
+		{"ttl below the defaults' least", func(c *Config) { c.TTL = 2300 * time.Millisecond },
+			[]string{"fence: 800ms + 2 × margin 250ms + window 1.005s must not exceed ttl 2.3s"}},
+		{"resend too long for the fence", func(c *Config) { c.Resend = 700 * time.Millisecond },
+			[]string{"resend: interval 100ms + resend 700ms must stay below fence 800ms"}},
 		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, []string{"window: 1ms shorter than one second"}},
 		{"linger off", func(c *Config) { c.LeaveLinger = LingerOff }, nil},
 		{"linger longer than the ttl", func(c *Config) { c.LeaveLinger = 4 * time.Second },
-			[]string{"leave linger: 4s exceeds ttl 3.5s"}},
+			[]string{"leave linger: 4s exceeds ttl 2.4s"}},
 		{"everything", func(c *Config) {
 			*c = Config{Budget: -1, Interval: -1, TTL: -1, Fence: -1, Margin: -1, Resend: -1, Window: time.Millisecond}
 		}, []string{"member", "budget", "interval", "ttl", "fence", "margin", "resend", "window"}},
 		{"member, budget and the relation", func(c *Config) { *c = Config{TTL: 2 * time.Second} },
-			[]string{"member", "budget", "fence: 1.4s"}},
+			[]string{"member", "budget", "fence: 800ms"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

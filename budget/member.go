@@ -7,13 +7,15 @@ import (
 	"time"
 )
 
-// Defaults of Config.
+// Defaults of Config. TTL is the least Validate allows with the others (2.305 s), rounded up to
+// 100 ms: a crashed member's grant is held that long. Fence and Resend bound how long a member's
+// own records may take to come back (DESIGN.md "Fence and TTL").
 const (
 	DefaultInterval = 100 * time.Millisecond
-	DefaultTTL      = 3500 * time.Millisecond
-	DefaultFence    = 1400 * time.Millisecond
-	DefaultMargin   = 500 * time.Millisecond
-	DefaultResend   = 500 * time.Millisecond
+	DefaultTTL      = 2400 * time.Millisecond
+	DefaultFence    = 800 * time.Millisecond
+	DefaultMargin   = 250 * time.Millisecond
+	DefaultResend   = 300 * time.Millisecond
 	DefaultWindow   = time.Second + 5*time.Millisecond
 )
 
@@ -35,13 +37,20 @@ type Config struct {
 	// its grant returns to the pool: a crashed member's budget is back after about TTL.
 	TTL time.Duration
 	// Fence is how long after publishing its last confirmed record a member may go on using
-	// its grant: one that can't read its own records back stops by then. Fence + 2 × Margin +
-	// Window must not exceed TTL: a member's entry can't expire in anyone's ledger before the
-	// member itself has stopped and its last calls have left every window.
+	// its grant: one that can't read its own records back stops by then (Sink.SetFence).
+	// Fence + 2 × Margin + Window must not exceed TTL: a member's entry can't expire in anyone's
+	// ledger before the member itself has stopped and its last calls have left every window. A
+	// live member confirms a record about every Interval plus a round trip, so its fence trips
+	// only when its records take hundreds of milliseconds to come back (DESIGN.md "Fence and
+	// TTL").
 	Fence time.Duration
-	// Margin is the clock difference between replicas the horizon of a new reader allows for.
+	// Margin is the largest clock difference between replicas the protocol allows for (expiry
+	// compares one member's timestamps with another's), and the extra the horizon of a new
+	// reader reaches back.
 	Margin time.Duration
-	// Resend is how long a record may go unconfirmed before the next one is published anyway.
+	// Resend is how long a record may go unconfirmed before the next one is published anyway,
+	// and the writer's timeout. Interval + Resend must stay below Fence: a lost record is
+	// then resent and confirmed before the fence trips.
 	Resend time.Duration
 	// Window is the limiter's window: at least one second, and no shorter than the window the
 	// sink's limiter enforces (Record.Peak is taken over it).
@@ -92,6 +101,10 @@ func (c Config) Validate() error {
 	} else if !negative && c.Fence+2*c.Margin+c.Window > c.TTL {
 		// The relation is meaningful only between durations that are each valid.
 		errs = append(errs, fmt.Errorf("fence: %v + 2 × margin %v + window %v must not exceed ttl %v", c.Fence, c.Margin, c.Window, c.TTL))
+	}
+	if !negative && c.Interval+c.Resend >= c.Fence {
+		errs = append(errs, fmt.Errorf("resend: interval %v + resend %v must stay below fence %v (a lost record must be resent and confirmed before the fence trips)",
+			c.Interval, c.Resend, c.Fence))
 	}
 	if c.LeaveLinger > c.TTL && c.TTL > 0 {
 		errs = append(errs, fmt.Errorf("leave linger: %v exceeds ttl %v (a member's calls have left every window one window after its leave; lingering longer only delays its exit)", c.LeaveLinger, c.TTL))

@@ -122,6 +122,7 @@ type simMember struct {
 	setupAt           time.Time // when its next generation is set up (rebalances)
 	setupParts        int
 	hold              *ratelimit.DemandHold // nil: the demand reported is the live one
+	trippedAt         time.Time             // the fence last counted in simWorld.fenceTrips
 }
 
 // gapDemand is what ratelimit.Limiter.Demand reports while nobody waits: the calls of the last
@@ -155,6 +156,8 @@ type simWorld struct {
 	demand   float64 // calls that arrived (work offered)
 	loss     float64
 	maxDelay time.Duration
+	latency  time.Duration // added to every record's delay: a slower broker
+	dropNth  uint64        // > 0: every member's records whose Seq it divides are lost
 	noFence  bool
 	atOnce   bool
 	noRoom   bool
@@ -166,6 +169,8 @@ type simWorld struct {
 	noLinger   bool
 	lingerLies bool
 	joined     int
+	// fenceTrips counts the times a member with a ceiling passed its fence (and so dropped to 0).
+	fenceTrips int
 	// rebalances: every member's demand goes through a ratelimit.DemandHold, and rebalances
 	// (every live member's callers stop for a while, some get no partitions) come at random.
 	rebalances bool
@@ -215,10 +220,10 @@ func (w *simWorld) join() *simMember {
 }
 
 func (w *simWorld) publish(sm *simMember, r *Record) {
-	if r == nil || w.now.Before(sm.cutUntil) || w.rng.Float64() < w.loss {
+	if r == nil || w.now.Before(sm.cutUntil) || w.rng.Float64() < w.loss || (w.dropNth > 0 && r.Seq%w.dropNth == 0) {
 		return
 	}
-	d := time.Millisecond + time.Duration(w.rng.Int64N(int64(10*time.Millisecond)))
+	d := w.latency + time.Millisecond + time.Duration(w.rng.Int64N(int64(10*time.Millisecond)))
 	if w.maxDelay > 0 && w.rng.IntN(20) == 0 {
 		d = time.Duration(w.rng.Int64N(int64(w.maxDelay)))
 	}
@@ -248,6 +253,7 @@ func (w *simWorld) step() {
 		local := w.now.Add(sm.skew)
 		if !w.now.Before(sm.cutUntil) {
 			for sm.pos < len(w.log) && !w.log[sm.pos].at.After(w.now.Add(-sm.readLag)) {
+				w.noteFence(sm, local)
 				sm.m.Apply(w.log[sm.pos].r, local)
 				sm.pos++
 			}
@@ -260,7 +266,7 @@ func (w *simWorld) step() {
 		sm.backlog += arrived
 		w.demand += arrived
 		if !w.now.Before(sm.nextTick) {
-			sm.nextTick = w.now.Add(w.cfg.Interval)
+			sm.nextTick = w.now.Add(w.cfg.Interval / 2) // as Runner ticks: the fence is checked here
 			d := int(math.Ceil(sm.rate*simWindow.Seconds()*1.25)) + 2
 			if sm.backlog >= 1 {
 				d = w.cfg.Budget
@@ -275,6 +281,7 @@ func (w *simWorld) step() {
 			if w.noUsed {
 				used = 0
 			}
+			w.noteFence(sm, local)
 			r, _ := sm.m.Tick(local, d, used)
 			w.publish(sm, r)
 		}
@@ -319,6 +326,15 @@ func (w *simWorld) linger(sm *simMember) {
 	r := sm.m.Leave(w.now.Add(sm.skew), used)
 	w.publish(sm, &r)
 	sm.lingering = r.Used > 0
+}
+
+// noteFence counts a fence about to trip: a member past its fence with a ceiling drops to 0 at
+// its next Tick or read-back, whichever comes first (counted once per fence).
+func (w *simWorld) noteFence(sm *simMember, local time.Time) {
+	if sm.m.ceiling > 0 && local.After(sm.m.fenceAt) && !sm.m.fenceAt.Equal(sm.trippedAt) {
+		sm.trippedAt = sm.m.fenceAt
+		w.fenceTrips++
+	}
 }
 
 func (w *simWorld) run(d time.Duration) {
@@ -433,14 +449,26 @@ func TestSimulationNeverExceedsBudget(t *testing.T) {
 		schedules = 200
 	}
 	var util float64
+	trips, fenced := 0, 0
 	for seed := range uint64(schedules) {
-		worst, u := randomSchedule(t, seed, nil)
+		var w *simWorld
+		worst, u := randomSchedule(t, seed, func(sw *simWorld) { w = sw })
 		if budget := 20 + int(seed%5)*20; worst > budget {
 			t.Fatalf("schedule %d: %d calls in one second, budget %d", seed, worst, budget)
 		}
 		util += u
+		trips += w.fenceTrips
+		if w.fenceTrips > 0 {
+			fenced++
+		}
 	}
-	t.Logf("%d schedules: 0 windows over the budget; mean utilisation %.3f of min(budget, offered work)", schedules, util/float64(schedules))
+	t.Logf("%d schedules: 0 windows over the budget; mean utilisation %.3f of min(budget, offered work); fences tripped %d times in %d schedules",
+		schedules, util/float64(schedules), trips, fenced)
+	// The schedules must put the fence to work (members cut off, records delayed past it),
+	// or the bound says nothing about the fence and TTL.
+	if fenced < schedules/10 {
+		t.Errorf("fences tripped in %d of %d schedules only", fenced, schedules)
+	}
 }
 
 // TestSimulationNeverExceedsBudgetWithHolds: the same with random rebalances whose demand

@@ -503,7 +503,7 @@ func TestChaosShortPause(t *testing.T) {
 
 // shortPauseSchedule: three replicas on the fleet budget and 6000 events over every account in
 // the first ten seconds (30 s of work at the budget); four times a replica is frozen for 5 s
-// (the budget's TTL is 3.5 s, the session 10 s) while the others drain.
+// (the budget's TTL is 2.4 s, the session 10 s) while the others drain.
 func shortPauseSchedule(seed uint64) *Schedule {
 	o := Options{Seed: seed, Duration: 30 * time.Second, Replicas: 3, SessionTimeout: 10 * time.Second,
 		FleetBudget: BudgetKafka}.withDefaults()
