@@ -179,7 +179,7 @@ func (l *Limiter) apply(now time.Time) {
 	before := l.n
 	defer func() {
 		if l.n < before {
-			l.spare = 0 // the room shrank: what was spare may not be free any more
+			l.spare, l.echo = 0, 0 // the room shrank: what was spare may not be free any more
 		}
 	}()
 	eff := l.effective()
