@@ -207,12 +207,7 @@ func TestRecordValidate(t *testing.T) {
 // and each further Leave is a newer record with the calls still in its window.
 func TestMemberLeaveIsFinal(t *testing.T) {
 	t0 := time.Unix(1_900_000_000, 0)
-	lim := &simLimiter{now: &t0}
-	c := Config{Member: "a", Budget: 100}
-	m, err := NewMember(c, lim, c.StartAt(t0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, lim := loneMember(t, &t0)
 	at := t0
 	r, _ := m.Tick(at, 100, 0) // not ready before a record is read: wants nothing
 	m.Apply(*r, at)
@@ -247,12 +242,7 @@ func TestMemberLeaveIsFinal(t *testing.T) {
 // at once.
 func TestMemberFencesItsSink(t *testing.T) {
 	t0 := time.Unix(1_900_000_000, 0)
-	lim := &simLimiter{now: &t0}
-	c := Config{Member: "a", Budget: 100}
-	m, err := NewMember(c, lim, c.StartAt(t0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, lim := loneMember(t, &t0)
 	at := t0
 	r, _ := m.Tick(at, 100, 0)
 	m.Apply(*r, at)
@@ -276,4 +266,17 @@ func TestMemberFencesItsSink(t *testing.T) {
 	if !lim.fence.Equal(leave) {
 		t.Errorf("fence %v after the leave, want the leave %v", lim.fence.Sub(t0), leave.Sub(t0))
 	}
+}
+
+// loneMember is member "a" of a budget of 100, alone, starting to read at *t0, steering a
+// simulated limiter on that clock.
+func loneMember(t *testing.T, t0 *time.Time) (*Member, *simLimiter) {
+	t.Helper()
+	lim := &simLimiter{now: t0}
+	c := Config{Member: "a", Budget: 100}
+	m, err := NewMember(c, lim, c.StartAt(*t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, lim
 }

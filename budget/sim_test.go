@@ -592,13 +592,7 @@ func TestSimulationMembershipChanges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, 3, budget)
-			var ms []*simMember
-			for range 3 {
-				m := w.join()
-				m.backlog = 1e9
-				ms = append(ms, m)
-			}
-			w.run(5 * time.Second)
+			ms := saturated(w)
 			start := len(w.calls)
 			busy := tc.change(w, ms)
 			share := budget / len(busy)

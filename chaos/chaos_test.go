@@ -362,16 +362,21 @@ func TestChaosWholeBudgetControl(t *testing.T) {
 // about twelve seconds of work at the budget, with no fault: only the budget is under test.
 func backlogSchedule(seed uint64) *Schedule {
 	o := Options{Seed: seed, Duration: 12 * time.Second, Replicas: 3, SessionTimeout: 4 * time.Second}.withDefaults()
-	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
+	return &Schedule{Options: o, Steps: backlogBursts(o, 4)}
+}
+
+// backlogBursts is n bursts of 600 valid events over every account, one a second from 0.
+func backlogBursts(o Options, n int) []Step {
+	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed)), seq: map[string]int64{}}
 	var steps []Step
-	for i := range 4 {
+	for i := range n {
 		var recs []Record
 		for range 600 {
 			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))))
 		}
 		steps = append(steps, Step{At: time.Duration(i) * time.Second, Kind: KindBurst, Records: recs, Note: "600 events over every account"})
 	}
-	return &Schedule{Options: o, Steps: steps}
+	return steps
 }
 
 // TestChaosLegacyDrainControl runs the self-test's schedule on the consumer as built, without
@@ -507,15 +512,7 @@ func TestChaosShortPause(t *testing.T) {
 func shortPauseSchedule(seed uint64) *Schedule {
 	o := Options{Seed: seed, Duration: 30 * time.Second, Replicas: 3, SessionTimeout: 10 * time.Second,
 		FleetBudget: BudgetKafka}.withDefaults()
-	g := &generator{o: o, rng: rand.New(rand.NewPCG(seed, seed)), seq: map[string]int64{}}
-	var steps []Step
-	for i := range 10 {
-		var recs []Record
-		for range 600 {
-			recs = append(recs, g.valid(fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))))
-		}
-		steps = append(steps, Step{At: time.Duration(i) * time.Second, Kind: KindBurst, Records: recs, Note: "600 events over every account"})
-	}
+	steps := backlogBursts(o, 10)
 	for i, at := range []time.Duration{4 * time.Second, 10 * time.Second, 16 * time.Second, 22 * time.Second} {
 		steps = append(steps,
 			Step{At: at, Kind: KindPause, Slot: i % 3},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,30 +68,14 @@ func TestResignRetryTakesASlot(t *testing.T) {
 // dialing, waiting for the connection's writer). Nothing may reach the server; the dispatch
 // waits for the lease and ends with ErrDrained at the drain.
 func TestLeaseCheckedAtTheWrite(t *testing.T) {
-	var (
-		mu    sync.Mutex
-		calls []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		calls = append(calls, r.URL.Path)
-		mu.Unlock()
-		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
-	}))
-	defer srv.Close()
-	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, srv := recordingServer(t)
 	h := newHarness(t, func(c *Config) { c.API, c.Now, c.Sleep = client, time.Now, sleep })
 	for _, tc := range []struct {
 		name      string
 		uncertain bool
 	}{{"create", false}, {"look-up first", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			calls = nil
-			mu.Unlock()
+			srv.reset()
 			var asked atomic.Int32
 			lease := func() bool { return asked.Add(1) == 1 } // valid at the grant only
 			drain, drained := context.WithCancel(context.Background())
@@ -110,8 +95,7 @@ func TestLeaseCheckedAtTheWrite(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatal("Dispatch did not return within 2s of the drain")
 			}
-			mu.Lock()
-			defer mu.Unlock()
+			calls := srv.paths()
 			if len(calls) != 0 {
 				t.Errorf("requests reached the server after the lease lapsed: %v", calls)
 			}
@@ -140,29 +124,13 @@ func maxWindow(grants []time.Time, w time.Duration) int {
 // waits for a grant again and ends with ErrDrained at the drain. With the fence moved on in
 // time (the control), the same dispatch creates.
 func TestFenceCheckedAtTheWrite(t *testing.T) {
-	var (
-		mu    sync.Mutex
-		calls []string
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		calls = append(calls, r.URL.Path)
-		mu.Unlock()
-		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
-	}))
-	defer srv.Close()
-	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client, srv := recordingServer(t)
 	for _, tc := range []struct {
 		name   string
 		fenced bool
 	}{{"fence passes before the write", true}, {"fence moved on", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			calls = nil
-			mu.Unlock()
+			srv.reset()
 			h := newHarness(t, func(c *Config) { c.API, c.Now, c.Sleep = client, time.Now, sleep })
 			fence := time.Now().Add(100 * time.Millisecond)
 			h.d.SetFence(fence)
@@ -196,8 +164,7 @@ func TestFenceCheckedAtTheWrite(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatal("Dispatch did not return within 2s of the drain")
 			}
-			mu.Lock()
-			defer mu.Unlock()
+			calls := srv.paths()
 			if tc.fenced && len(calls) != 0 {
 				t.Errorf("requests reached the server after the fence passed: %v", calls)
 			}
@@ -206,4 +173,41 @@ func TestFenceCheckedAtTheWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pathRecorder is an IM server that answers every request with a created group and records the
+// paths it was asked.
+type pathRecorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+// recordingServer starts a pathRecorder for the test and returns an IM client of it.
+func recordingServer(t *testing.T) (*im.Client, *pathRecorder) {
+	t.Helper()
+	rec := &pathRecorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec.mu.Lock()
+		rec.calls = append(rec.calls, r.URL.Path)
+		rec.mu.Unlock()
+		fmt.Fprint(w, `{"ActionStatus":"OK","ErrorCode":0,"GroupResultItem":[{"GroupItem":{"GroupName":"g","GroupId":1},"ResultItem":[]}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	client, err := im.New(im.Config{SDKAppID: 1400000000, SecretKey: "k", BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, rec
+}
+
+func (p *pathRecorder) reset() {
+	p.mu.Lock()
+	p.calls = nil
+	p.mu.Unlock()
+}
+
+func (p *pathRecorder) paths() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.calls)
 }
