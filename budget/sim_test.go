@@ -621,13 +621,7 @@ func TestSimulationMembershipChanges(t *testing.T) {
 // its entry expired, and no second holds more than the budget.
 func TestSimulationCutOffMember(t *testing.T) {
 	w := newWorld(t, 5, 200)
-	var ms []*simMember
-	for range 3 {
-		m := w.join()
-		m.backlog = 1e9
-		ms = append(ms, m)
-	}
-	w.run(5 * time.Second)
+	ms := saturated(w)
 	start := len(w.calls)
 	cut := ms[0]
 	cut.cutUntil = w.now.Add(10 * time.Second)
