@@ -344,6 +344,57 @@ func TestChaosCatchesDroppedPartition(t *testing.T) {
 	t.Logf("caught: %v", r.Err())
 }
 
+// TestChaosCatchesUngatedWrites is the suite's own test of the rule that makes a crash leave
+// only what was written uncertain: replicas that write records before a commit lists them
+// (CHATGROUPD_TEST_BREAK=ungated-writes) are killed in a backlog, and their successors take the
+// records written since the last commit as never sent and create their groups again. The
+// checker must see those duplicate creates.
+func TestChaosCatchesUngatedWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := killSchedule(96)
+	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=ungated-writes")
+	r := res.Report
+	if r.DuplicateCreates == 0 {
+		t.Fatalf("the checker did not catch replicas that write before a commit lists the record: %s\n%s", r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
+}
+
+// TestChaosUngatedWritesControl runs that self-test's schedule without the break: it must pass.
+// With the seeds of `make chaos`.
+func TestChaosUngatedWritesControl(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	s := killSchedule(96)
+	verify(t, s, play(t, c, s))
+}
+
+// killSchedule: three replicas drain a backlog (six bursts of 600 events) while one of them is
+// SIGKILLed and restarted at once, three times, each kill among the calls written since its
+// last commit.
+func killSchedule(seed uint64) *Schedule {
+	o := Options{Seed: seed, Duration: 20 * time.Second, Replicas: 3, SessionTimeout: 4 * time.Second}.withDefaults()
+	steps := backlogBursts(o, 6)
+	for i, at := range []time.Duration{3 * time.Second, 7 * time.Second, 11 * time.Second} {
+		steps = append(steps,
+			Step{At: at, Kind: KindKill, Slot: i % 3},
+			Step{At: at + 300*time.Millisecond, Kind: KindStart, Slot: i % 3})
+	}
+	slices.SortStableFunc(steps, func(a, b Step) int { return int(a.At - b.At) })
+	return &Schedule{Options: o, Steps: steps}
+}
+
 // TestChaosWholeBudgetControl runs the budget self-test's schedule without the break: it must
 // pass, so that what the self-test catches is the break. With the seeds of `make chaos`.
 func TestChaosWholeBudgetControl(t *testing.T) {

@@ -40,6 +40,9 @@ type commitSnap struct {
 	ho     *handover // the final commit's hand-over statement (nil: none)
 	// sent, with ho, lists the offsets below h that may have reached the API (metadata v4).
 	sent []span
+	// list: the commit lists sent (metadata v4 with ho, else v5); seq numbers p's snapshots.
+	list bool
+	seq  uint64
 	meta string
 }
 
@@ -97,19 +100,24 @@ func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
 		ext := p.hz.lead()
 		h := max(p.hz.committed, max(p.hz.maxPicked+1, p.hz.want, w)+ext)
 		var ho *handover
-		var sent []span
+		list := e.gated() && !e.final
 		if e.final {
 			// Nothing will be dispatched any more: the horizon can shrink to what really was,
 			// keeping what the previous owner may have dispatched.
 			h = max(p.inherited, p.hz.maxPicked+1, w)
 			ho = e.statement(p, now)
-			if ho != nil {
-				// The statement says which records below h may have reached the API: the
-				// successor checks only those (DESIGN.md, "Never-sent records").
-				sent = p.sentStatement()
-			}
+			// The statement says which records below h may have reached the API: the
+			// successor checks only those (DESIGN.md, "Never-sent records").
+			list = ho != nil
 		}
-		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho, sent: sent})
+		var sent []span
+		if list {
+			// Periodic: every record written was admitted, so listed, and stays listed until
+			// it ends (admit.go).
+			sent = p.sentStatement()
+		}
+		p.adm.snap++
+		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho, sent: sent, list: list, seq: p.adm.snap})
 	}
 	return snaps, e.laneCommits()
 }
@@ -133,7 +141,7 @@ func (e *engine) encodeSnaps(snaps []commitSnap) []commitSnap {
 	}
 	verified := snaps[:0]
 	for _, s := range snaps {
-		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done, handover: s.ho, sentKnown: s.ho != nil, sent: s.sent}, cfg.MetadataMaxBytes)
+		enc, ok, err := verifiedMeta(encode, s.w, commitMeta{horizon: s.h, done: s.done, handover: s.ho, sentKnown: s.list, sent: s.sent}, cfg.MetadataMaxBytes)
 		if err != nil {
 			// Never write what a successor would reject or misread; only "done" knowledge is lost.
 			cfg.Metrics.CommitMetaRefused.Inc()
@@ -215,6 +223,9 @@ func (e *engine) adopt(snaps []commitSnap, failed map[int]error) {
 			e.c.kept[s.p.id] = keptPart{w: s.w, meta: s.meta, win: s.p.win}
 		}
 		s.p.hz.ext = s.ext
+		// Any accepted commit states every admitted record: listed, or below a horizon with no
+		// list (v2, v3), which makes all of [watermark, horizon) uncertain.
+		s.p.adm.accept(s.seq)
 		e.unblock(&s.p.hblocked)
 		e.stated(s.p, s.w, s.stated)
 	}

@@ -137,6 +137,11 @@ type Config struct {
 	// chaos suite can prove its checker catches what a successor's look-up then gets wrong.
 	TestUnstatedEnds bool
 
+	// TestUngatedWrites is for tests only, never for production: records are written without
+	// waiting for a commit that lists them (admit.go), so a chaos suite can prove its checker
+	// catches what a successor then takes as never sent after a crash.
+	TestUngatedWrites bool
+
 	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
 	// revoked generation as it was before the session bound (rebalance timeout only, calls
 	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its

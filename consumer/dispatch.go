@@ -81,13 +81,14 @@ func (e *engine) process(r *rec) bool {
 			cancel()
 		}()
 	}
+	admit := e.admitter(r)
 	var out dispatcher.Outcome
 	for {
 		var err error
 		tctx, traced := r.a.p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now, r.msg.Offset)
 		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: r.uncertain, RecordTime: r.msg.Time, Drain: e.claim,
-			Lease: lease, StallLimit: e.stallLimit(), ParkNow: parkNow,
+			Lease: lease, Admit: admit, StallLimit: e.stallLimit(), ParkNow: parkNow,
 		})
 		traced()
 		if err == nil {

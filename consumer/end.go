@@ -90,6 +90,7 @@ func (e *engine) endRec(r *rec) {
 		e.signalSpace(p)
 	}
 	e.endIdx(p, r.idx)
+	p.calls.forget(r.msg.Offset) // done now: no list needs it
 	for _, d := range r.dups {
 		e.endIdx(p, d)
 		e.outcomes.inc(metrics.OutcomeDuplicate, r.ev, r.msg.Value)

@@ -81,6 +81,7 @@ type part struct {
 	// calls follows this generation's API requests of the partition for the final commit's
 	// hand-over statement.
 	calls callWatch
+	adm   admission // records wait for a commit listing them before they are written (admit.go)
 }
 
 // horizon is one partition's dispatch horizon: no record at or beyond committed is dispatched,

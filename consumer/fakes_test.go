@@ -88,6 +88,9 @@ func (f *fakeDispatcher) Dispatch(ctx context.Context, task dispatcher.Task) (di
 			}
 		}
 	}
+	if err := admitFake(ctx, task); err != nil {
+		return dispatcher.Outcome{}, err
+	}
 	acct := task.Event.FromAccount
 	f.mu.Lock()
 	f.active[acct]++
@@ -320,4 +323,24 @@ func testLogLevel() zapcore.Level {
 		return zap.InfoLevel
 	}
 	return zap.WarnLevel
+}
+
+// admitFake waits for task.Admit as the real dispatcher does once it holds a grant, ending with
+// ctx or task.Drain.
+func admitFake(ctx context.Context, task dispatcher.Task) error {
+	if task.Admit == nil {
+		return nil
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if task.Drain != nil {
+		defer context.AfterFunc(task.Drain, cancel)()
+	}
+	if err := task.Admit(actx); err != nil {
+		if task.Drain != nil && task.Drain.Err() != nil {
+			return fmt.Errorf("fake admit: %w", dispatcher.ErrDrained)
+		}
+		return err
+	}
+	return nil
 }

@@ -54,6 +54,15 @@ func (w *callWatch) markSentLocked(off int64) {
 	w.sent[off] = struct{}{}
 }
 
+// forget drops off, which ended: the encoder would take it out of the list anyway (it is done),
+// and periodic commits list the set again and again, which must not grow with every record of
+// the generation.
+func (w *callWatch) forget(off int64) {
+	w.mu.Lock()
+	delete(w.sent, off)
+	w.mu.Unlock()
+}
+
 // sentSpans returns the offsets markSent recorded, as sorted spans.
 func (w *callWatch) sentSpans() []span {
 	w.mu.Lock()

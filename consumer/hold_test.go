@@ -21,6 +21,11 @@ type startLog struct {
 }
 
 func (s *startLog) Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher.Outcome, error) {
+	// A start is when the request may be written: once admitted (the wrapped dispatcher's
+	// admission then passes at once).
+	if err := admitFake(ctx, t); err != nil {
+		return dispatcher.Outcome{}, err
+	}
 	s.mu.Lock()
 	s.starts[t.Event.FromAccount] = append(s.starts[t.Event.FromAccount], time.Now())
 	s.mu.Unlock()

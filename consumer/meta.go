@@ -39,11 +39,19 @@ import (
 //	"v4:" + base64url(uvarint(W) uvarint(H−W) uvarint(Q) uvarint(len(list)) list kind body crc32c)
 //	list = byte(kind) body, kind and body as the completed ranges' but with prevEnd starting
 //	       at W−1 (runs) and bit i standing for offset W+i (bitmap): the list may start at W
+//
+// Format v5 is v4 without Q, written by the periodic commits (nothing is stated about when the
+// writer's requests end: a successor holds the listed records' accounts in full):
+//
+//	"v5:" + base64url(uvarint(W) uvarint(H−W) uvarint(len(list)) list kind body crc32c)
+//
+// Its list is whole because a record is written only once an accepted commit lists it (admit.go).
 const (
 	metaPrefixV1 = "v1:"
 	metaPrefixV2 = "v2:"
 	metaPrefixV3 = "v3:"
 	metaPrefixV4 = "v4:"
+	metaPrefixV5 = "v5:"
 
 	metaKindNone   = 0
 	metaKindRuns   = 1
@@ -87,7 +95,7 @@ type commitMeta struct {
 	// handover is the final commit's statement about the writer's API requests (v3), nil when
 	// the commit made none (periodic commits, v1, v2): the next owner then holds in full.
 	handover *handover
-	// sentKnown: the final commit states (v4, with a hand-over statement) which offsets of
+	// sentKnown: the commit states (v4 with a hand-over statement, v5 without) which offsets of
 	// [watermark, horizon) may have reached the API: those in sent, sorted, disjoint,
 	// non-adjacent and none done. Every other offset in that range that is not done was never
 	// sent by the writer nor by an owner before it: not uncertain. Without it every offset in
@@ -109,7 +117,7 @@ type metaEnc struct {
 	// handover is the statement written (v3), nil when none: asked for none, or writing it would
 	// have left out more ranges than v2 (a full hold costs less than more uncertain records).
 	handover *handover
-	// sentKnown and sent: the v4 list written (only with handover, never with dropped ranges).
+	// sentKnown and sent: the v4 or v5 list written (never with dropped ranges).
 	sentKnown bool
 	sent      []span
 	s         string

@@ -21,6 +21,9 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	if len(s) > maxMetaLen {
 		return commitMeta{}, fmt.Errorf("%w: %d bytes, more than %d", errBadMeta, len(s), maxMetaLen)
 	}
+	if rest, ok := strings.CutPrefix(s, metaPrefixV5); ok {
+		return decodeMetaV2(w, rest, 5)
+	}
 	if rest, ok := strings.CutPrefix(s, metaPrefixV4); ok {
 		return decodeMetaV2(w, rest, 4)
 	}
@@ -36,8 +39,9 @@ func decodeMeta(w int64, s string) (commitMeta, error) {
 	return commitMeta{}, fmt.Errorf("%w: unknown version", errBadMeta)
 }
 
-// decodeMetaV2 reads v2, v3 (v2 with the hand-over field after the horizon) and v4 (v3 with the
-// list of offsets that may have been sent after it), as version says.
+// decodeMetaV2 reads v2, v3 (v2 with the hand-over field after the horizon), v4 (v3 with the
+// list of offsets that may have been sent after it) and v5 (v4 without the hand-over field), as
+// version says.
 func decodeMetaV2(w int64, s string, version int) (commitMeta, error) {
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
@@ -94,13 +98,13 @@ func decodeMetaV2(w int64, s string, version int) (commitMeta, error) {
 }
 
 // statement reads the hand-over fields after the horizon: Q (v3, v4) and the sent list's field
-// (v4), returned as a decoder of its own.
+// (v4, v5), returned as a decoder of its own.
 func (d *metaDecoder) statement(version int) (*handover, metaDecoder, error) {
 	var (
 		ho   *handover
 		list metaDecoder
 	)
-	if version >= 3 {
+	if version == 3 || version == 4 {
 		q := d.uvarint()
 		if q > maxMetaOffset {
 			return nil, list, fmt.Errorf("%w: hand-over time out of range", errBadMeta)

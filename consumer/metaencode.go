@@ -19,7 +19,7 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	ho := p.statement(m.handover)
 	var list []byte // the v4 list field (kind and body), nil when v4 is not written
 	var sent []span
-	if ho != nil && m.sentKnown {
+	if m.sentKnown {
 		list, sent = p.sentList(w, subtractSpans(clipSpans(mergeSpans(m.sent), w, h), done), len(done))
 	}
 	// Sized by the kind written: the other may be huge (a bitmap across a far range).
@@ -33,6 +33,9 @@ func encodeMeta(w int64, m commitMeta, maxBytes int) metaEnc {
 	}
 	if list != nil {
 		prefix = metaPrefixV4
+		if ho == nil {
+			prefix = metaPrefixV5
+		}
 		raw = binary.AppendUvarint(raw, uint64(len(list)))
 		raw = append(raw, list...)
 	}
@@ -88,9 +91,9 @@ func (p *metaPlan) statement(ho *handover) *handover {
 	return &handover{until: ho.until}
 }
 
-// sentList returns the v4 list field for sent (and sent), adding it to the plan, or nil when it
-// would not go whole with all nDone completed ranges within the budget: an offset left out of
-// either would read as never sent. Then the commit is v3 and those offsets stay uncertain.
+// sentList returns the v4 (v5) list field for sent (and sent), adding it to the plan, or nil when
+// it would not go whole with all nDone completed ranges within the budget: an offset left out of
+// either would read as never sent. Then the commit is v3 (v2) and those offsets stay uncertain.
 func (p *metaPlan) sentList(w int64, sent []span, nDone int) ([]byte, []span) {
 	list := appendSpanList(nil, w, sent)
 	l := uvarintLen(uint64(len(list))) + len(list)

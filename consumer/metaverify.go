@@ -79,7 +79,7 @@ func checkMeta(w int64, m commitMeta, enc metaEnc, maxBytes int) error {
 	return nil
 }
 
-// checkSent checks the v4 list: written only when asked for and reported, and every offset of
+// checkSent checks the v4 or v5 list: written only when asked for and reported, and every offset of
 // [watermark, horizon) that may have been sent (m.sent) or is done (m.done, which was dispatched
 // or ended at once) reads as done or may-have-been-sent: none of them reads as never sent.
 func checkSent(w int64, m commitMeta, enc metaEnc, got commitMeta) error {
@@ -89,7 +89,7 @@ func checkSent(w int64, m commitMeta, enc metaEnc, got commitMeta) error {
 	if !got.sentKnown {
 		return nil
 	}
-	if !m.sentKnown || m.handover == nil {
+	if !m.sentKnown {
 		return fmt.Errorf("commit metadata states a sent list that was not asked for")
 	}
 	need := clipSpans(mergeSpans(append(slices.Clone(m.sent), m.done...)), max(w, enc.w), got.horizon)

@@ -50,12 +50,20 @@ func (r *run) call(ctx context.Context, api string, fn func(context.Context) err
 	return err
 }
 
-// maySend waits, once a call has its grant, until its lease holds, and reports why it must not
-// be sent: drained (the wait context's cause) or paused (errPaused).
+// maySend waits, once a call has its grant, until the task admits it and its lease holds, and
+// reports why it must not be sent: drained (the wait context's cause) or paused (errPaused).
 func (r *run) maySend() error {
 	if r.wait.Err() != nil {
 		// Drained as the grant came: not sent yet, so not sent at all.
 		return context.Cause(r.wait)
+	}
+	if r.admit != nil {
+		if err := r.admit(r.wait); err != nil {
+			if r.wait.Err() != nil {
+				return context.Cause(r.wait)
+			}
+			return errPaused // not sent; queue for a grant again
+		}
 	}
 	for r.lease != nil && !r.lease() {
 		if err := r.d.cfg.Sleep(r.wait, leasePoll); err != nil {

@@ -29,7 +29,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, t Task) (Outcome, error) {
 		return o, nil
 	}
 	r := &run{d: d, ev: ev, op: opFor(ev.EventType), check: t.Uncertain || t.ReplayCount > 0, start: d.cfg.Now(), wait: ctx,
-		lease: t.Lease, stallLimit: t.StallLimit, parkNow: t.ParkNow}
+		lease: t.Lease, admit: t.Admit, stallLimit: t.StallLimit, parkNow: t.ParkNow}
 	if !t.RetryStart.IsZero() && t.RetryStart.Before(r.start) {
 		r.start = t.RetryStart
 	}
@@ -67,7 +67,8 @@ type run struct {
 	parkNow    context.Context // Task.ParkNow
 	// wait is ctx, ended also by Task.Drain: every wait before a request is sent uses it.
 	wait  context.Context
-	lease func() bool // Task.Lease
+	lease func() bool                     // Task.Lease
+	admit func(ctx context.Context) error // Task.Admit
 }
 
 // leasePoll is how often a request held by an expired Task.Lease looks again.

@@ -144,3 +144,51 @@ func TestLeaseHoldsRequests(t *testing.T) {
 		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
 	}
 }
+
+// TestAdmitHoldsRequests: Task.Admit is asked once a call has its grant, and nothing is sent
+// until it returns (the consumer waits there for a commit that lists the record); a refusal
+// sends nothing and the call queues for a grant again; a drain while it waits ends the dispatch
+// with ErrDrained, unsent.
+func TestAdmitHoldsRequests(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Now, c.Sleep = time.Now, sleep })
+	h.run()
+	time.Sleep(20 * time.Millisecond) // the startup probe
+	asked, release := make(chan struct{}, 4), make(chan error)
+	admit := func(ctx context.Context) error {
+		asked <- struct{}{}
+		select {
+		case err := <-release:
+			return err
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Admit: admit})
+	<-asked
+	if n := h.api.count(im.APICreate); n != 0 {
+		t.Fatalf("%d creates sent before the admission", n)
+	}
+	release <- errors.New("not yet") // refused: nothing sent, asked again after a new grant
+	<-asked
+	if n := h.api.count(im.APICreate); n != 0 {
+		t.Fatalf("%d creates sent after a refused admission", n)
+	}
+	release <- nil
+	wantApplied(t, "dispatch once admitted", res, 2*time.Second)
+
+	drain, drained := context.WithCancel(context.Background())
+	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Admit: admit, Drain: drain})
+	<-asked
+	drained()
+	select {
+	case r := <-res:
+		if !errors.Is(r.err, ErrDrained) {
+			t.Fatalf("Dispatch drained while waiting for its admission = %+v, %v; want ErrDrained", r.o, r.err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Dispatch waiting for its admission did not return within 1s of the drain")
+	}
+	if n := h.api.count(im.APICreate); n != 1 {
+		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
+	}
+}

@@ -71,6 +71,8 @@ type service struct {
 	blindLifecycle bool
 	// unstatedEnds is the unstated-ends test break (see testBreak).
 	unstatedEnds bool
+	// ungatedWrites is the ungated-writes test break (see testBreak).
+	ungatedWrites bool
 
 	dlq  *dlq.Writer
 	http *metrics.Server
@@ -129,29 +131,12 @@ func newService(cfg serviceConfig) (*service, error) {
 		return nil, err
 	}
 	legacyDrain := brk == breakLegacyDrain
-	if legacyDrain {
-		cfg.log.Warn("TEST BREAK ACTIVE: revoke drain bound by the rebalance timeout only; this process can run two calls of one account at once",
-			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
-	}
-	if brk == breakWholeBudget {
-		cfg.log.Warn("TEST BREAK ACTIVE: this replica takes the whole rate budget whatever it owns; the fleet crosses the budget",
-			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
-	}
-	if brk == breakBlindLifecycle {
-		cfg.log.Warn("TEST BREAK ACTIVE: uncertain and replayed lifecycle events are sent without looking the user's groups up first; an event the previous owner applied is applied again",
-			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
-	}
-	if brk == breakUnstatedEnds {
-		cfg.log.Warn("TEST BREAK ACTIVE: an account's next event is sent before a commit states its previous one ended; a successor's look-up can see a later event's effect",
-			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
-	}
-	if brk == breakDropPart {
-		cfg.log.Warn("TEST BREAK ACTIVE: as group leader this replica leaves the last partition unassigned; its records are never consumed",
-			zap.String("env", envTestBreak), zap.String("value", f.testBreak))
+	if brk != "" {
+		cfg.log.Warn("TEST BREAK ACTIVE: "+breakWarning(brk), zap.String("env", envTestBreak), zap.String("value", f.testBreak))
 	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
 		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart,
-		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, ungatedWrites: brk == breakUngatedWrites, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -233,7 +218,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: dispatch, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds, TestUngatedWrites: s.ungatedWrites,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
@@ -460,17 +445,37 @@ const (
 
 	breakBlindLifecycle = "blind-lifecycle" // uncertain and replayed lifecycle events skip the existence check
 	breakUnstatedEnds   = "unstated-ends"   // an account's next record does not wait for its previous end to be committed
+	breakUngatedWrites  = "ungated-writes"  // a record is written before a commit lists it as possibly written
 )
+
+// breakWarning is what a replica running variant brk logs at start.
+func breakWarning(brk string) string {
+	switch brk {
+	case breakLegacyDrain:
+		return "revoke drain bound by the rebalance timeout only; this process can run two calls of one account at once"
+	case breakWholeBudget:
+		return "this replica takes the whole rate budget whatever it owns; the fleet crosses the budget"
+	case breakDropPart:
+		return "as group leader this replica leaves the last partition unassigned; its records are never consumed"
+	case breakBlindLifecycle:
+		return "uncertain and replayed lifecycle events are sent without looking the user's groups up first; an event the previous owner applied is applied again"
+	case breakUnstatedEnds:
+		return "an account's next event is sent before a commit states its previous one ended; a successor's look-up can see a later event's effect"
+	case breakUngatedWrites:
+		return "events are sent before a commit lists them as possibly sent; after a crash the successor takes some as never sent and applies them again"
+	}
+	return brk
+}
 
 // testBreak checks CHATGROUPD_TEST_BREAK and returns the variant it selects ("" for none).
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s)", envTestBreak, v,
-		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s, %s)", envTestBreak, v,
+		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the

@@ -1,0 +1,79 @@
+package consumer
+
+import (
+	"context"
+)
+
+// Written only once stated (DESIGN.md, "Records a crash leaves uncertain").
+//
+// A successor after a crash must treat as uncertain (existence check, and the account held until
+// the dead owner's calls are over) every record the dead owner may have written. The horizon alone
+// can only say "anything below it": in a backlog that is every account of the partition, since
+// each has a record picked (waiting for a grant or in the ready queue). So each periodic commit
+// also lists the records that may have been written (metadata v5), and a record is written only
+// once a commit listing it was accepted: admission waits for that. Every commit taken after a
+// record was admitted lists it until it ends (it stays in callWatch.sent), so the last accepted
+// commit a successor reads lists every record the dead owner can have written.
+
+// admission is one partition's side of the rule: snapshots of it taken for a commit, and the
+// latest of them the coordinator accepted.
+type admission struct {
+	snap     uint64        // snapshots taken (commitSnap.seq of the latest)
+	accepted uint64        // seq of the latest snapshot whose commit was accepted
+	wake     chan struct{} // closed (and cleared) when a commit is accepted; nil: nobody waits
+}
+
+// gated reports whether records are written only once stated: the periodic commits list them.
+// Off with hand-over statements (a negative HandoverSkew), with no hold and in the legacy drain,
+// where nothing would read the list.
+func (e *engine) gated() bool {
+	cfg := e.cfg
+	return cfg.HandoverSkew >= 0 && cfg.UncertainHold > 0 && !cfg.TestLegacyDrain
+}
+
+// admitter returns r's dispatcher.Task.Admit: nil when the rule is off. With
+// Config.TestUngatedWrites the periodic commits still list what was written (taken connections
+// and outcomes), but nothing waits for them, so a record written between two commits reads as
+// never sent to a successor after a crash: a chaos suite proves its checker catches that.
+func (e *engine) admitter(r *rec) func(context.Context) error {
+	if !e.gated() || e.cfg.TestUngatedWrites {
+		return nil
+	}
+	p, off := r.a.p, r.msg.Offset
+	admitAt := uint64(0) // the first snapshot that lists r; 0 until asked (mu)
+	return func(ctx context.Context) error {
+		for {
+			e.mu.Lock()
+			if admitAt == 0 {
+				// Listed from now on, until r ends: snapshots to come take it in (mu held).
+				admitAt = p.adm.snap + 1
+				p.calls.markSent(off)
+			}
+			if p.adm.accepted >= admitAt {
+				e.mu.Unlock()
+				return nil
+			}
+			if p.adm.wake == nil {
+				p.adm.wake = make(chan struct{})
+			}
+			wake := p.adm.wake
+			e.mu.Unlock()
+			e.requestCommit()
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
+}
+
+// accept records that the commit of snapshot seq was accepted for p, waking the records waiting
+// for it. mu held.
+func (a *admission) accept(seq uint64) {
+	a.accepted = max(a.accepted, seq)
+	if a.wake != nil {
+		close(a.wake)
+		a.wake = nil
+	}
+}
