@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"time"
 )
 
 // Written only once stated (DESIGN.md, "Records a crash leaves uncertain").
@@ -41,6 +42,7 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 	}
 	p, off := r.a.p, r.msg.Offset
 	admitAt := uint64(0) // the first snapshot that lists r; 0 until asked (mu)
+	var asked time.Time
 	return func(ctx context.Context) error {
 		for {
 			e.mu.Lock()
@@ -48,9 +50,14 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 				// Listed from now on, until r ends: snapshots to come take it in (mu held).
 				admitAt = p.adm.snap + 1
 				p.calls.markSent(off)
+				asked = e.cfg.Now()
 			}
 			if p.adm.accepted >= admitAt {
 				e.mu.Unlock()
+				if !asked.IsZero() {
+					e.metrics().AdmitWait.Observe(e.cfg.Now().Sub(asked).Seconds())
+					asked = time.Time{} // once per event
+				}
 				return nil
 			}
 			if p.adm.wake == nil {

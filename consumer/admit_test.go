@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatgroupd/chatgroupd/dispatcher"
 	"github.com/chatgroupd/chatgroupd/internal/testwait"
+	"github.com/chatgroupd/chatgroupd/metrics/metricstest"
 )
 
 // listCheck checks, as each request is about to be written (once admitted), what a successor
@@ -73,6 +74,7 @@ func TestWriteWaitsForAcceptedList(t *testing.T) {
 			}
 			lc := &listCheck{Dispatcher: e.disp, e: e, offs: offs}
 			e.cfgEdit = func(c *Config) { c.Dispatcher, c.TestUngatedWrites = lc, tc.ungated }
+			m := newMetricsEnv(e)
 			e.k.Produce(t, e.topic, msgs...)
 			e.start()
 			testwait.For(t, 60*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(all)) })
@@ -80,6 +82,10 @@ func TestWriteWaitsForAcceptedList(t *testing.T) {
 			lc.mu.Lock()
 			defer lc.mu.Unlock()
 			t.Logf("%d writes checked, %d not listed by the committed metadata", lc.checked.Load(), len(lc.unlisted))
+			waits := metricstest.CollectorSum(m.AdmitWait)
+			if want := map[bool]float64{false: float64(len(all)), true: 0}[tc.ungated]; waits != want {
+				t.Errorf("admission waits observed: %.0f, want %.0f (one per event, none ungated)", waits, want)
+			}
 			if tc.ungated {
 				if len(lc.unlisted) == 0 {
 					t.Error("ungated writes: every write was listed anyway, the check could not tell")
