@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -22,6 +23,9 @@ type admission struct {
 	snap     uint64        // snapshots taken (commitSnap.seq of the latest)
 	accepted uint64        // seq of the latest snapshot whose commit was accepted
 	wake     chan struct{} // closed (and cleared) when a commit is accepted; nil: nobody waits
+	// w and done are what the latest accepted commit states ended: below w, and the ranges.
+	w    int64
+	done []span
 }
 
 // gated reports whether records are written only once stated: the periodic commits list them.
@@ -75,9 +79,68 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 	}
 }
 
-// accept records that the commit of snapshot seq was accepted for p, waking the records waiting
-// for it. mu held.
-func (a *admission) accept(seq uint64) {
+// laneAdmitter returns the dispatcher.Task.Admit of a lane record copied from the main-topic
+// record at src (nil when the rule is off or the copy names no source). The main record ended
+// when it was forwarded or parked, without its own admission: its own call, if it made one, was
+// admitted, but the copy's call is another. Until an accepted commit states the main record
+// ended, a successor after a crash would read it as never sent (not listed), and dispatch it as
+// certain, even after the lane applied the copy and unparked the account. So the copy's first
+// write waits for an accepted commit snapshotted after the main record ended: it states it done
+// (or, with no list, leaves it uncertain), and so does every commit after it.
+func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
+	if !e.gated() || e.cfg.TestUngatedWrites || src < 0 {
+		return nil
+	}
+	admitAt := uint64(0) // 0 until the main record is seen ended (mu)
+	return func(ctx context.Context) error {
+		for {
+			e.mu.Lock()
+			if p.adm.states(src) {
+				e.mu.Unlock()
+				return nil // stated already (the usual case: the copy is read well after)
+			}
+			if admitAt == 0 && p.mainEnded(src) {
+				admitAt = p.adm.snap + 1
+			}
+			if admitAt != 0 && p.adm.accepted >= admitAt {
+				e.mu.Unlock()
+				return nil
+			}
+			if p.adm.wake == nil {
+				p.adm.wake = make(chan struct{})
+			}
+			wake := p.adm.wake
+			e.mu.Unlock()
+			if admitAt != 0 {
+				e.requestCommit()
+			} // else: it ends within moments (its lane write was durable); the next commit looks again
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
+}
+
+// mainEnded reports whether p's main-topic record at off has ended: in the tracker, or stated
+// done by the inherited metadata ahead of the fetch. mu held.
+func (p *part) mainEnded(off int64) bool {
+	if off < p.tr.next {
+		return p.tr.ended(off)
+	}
+	return slices.ContainsFunc(p.done, func(s span) bool { return s.start <= off && off < s.end })
+}
+
+// states reports whether the latest accepted commit states the record at off ended. mu held.
+func (a *admission) states(off int64) bool {
+	return off < a.w || slices.ContainsFunc(a.done, func(s span) bool { return s.start <= off && off < s.end })
+}
+
+// accept records that the commit of snapshot seq, stating watermark w and the ranges done above
+// it, was accepted for p, waking the records waiting for it. mu held.
+func (a *admission) accept(seq uint64, w int64, done []span) {
+	a.w, a.done = w, done
 	a.accepted = max(a.accepted, seq)
 	if a.wake != nil {
 		close(a.wake)

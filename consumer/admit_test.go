@@ -184,3 +184,68 @@ func listedBy(c kafka.OffsetFetchPartition) int64 {
 	}
 	return n
 }
+
+// TestLaneCopyWaitsForMainStatement: a parked account's record forwarded to the retry lane ends at
+// main without an admission of its own. Its lane copy is written only once an accepted commit
+// states the main record ended: before that, a successor after a crash would take the main
+// record as never sent (not listed) and apply it again as certain, even after the lane applied
+// the copy and unparked the account (found in review: the lane's writes were not gated). Here
+// commits fail from before the forward: the copies of records already stated go out, the new
+// one waits until commits are accepted again. With Config.TestUngatedWrites it goes out at once,
+// and the test must say so.
+func TestLaneCopyWaitsForMainStatement(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ungated bool
+	}{
+		{"gated", false},
+		{"ungated (must be caught)", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, d := laneEnv(t, "stuck")
+			m := newMetricsEnv(e)
+			tr := &failingCommits{RoundTripper: kafka.DefaultTransport}
+			prev := e.cfgEdit
+			e.cfgEdit = func(c *Config) { prev(c); c.Transport, c.TestUngatedWrites = tr, tc.ungated }
+			var msgs []kafka.Message
+			for s := 1; s <= 3; s++ {
+				msgs = append(msgs, evMsg(fmt.Sprintf("s-%d", s), "stuck", int64(s)))
+			}
+			for i := range 5 {
+				msgs = append(msgs, evMsg(fmt.Sprintf("o-%d", i), fmt.Sprintf("o%d", i), 1))
+			}
+			e.k.Produce(t, e.topic, msgs...)
+			e.start()
+			testwait.For(t, 30*time.Second, "stuck parked with three records, main committed to its end", func() bool {
+				return e.committed()[0].CommittedOffset == int64(len(msgs)) && e.laneEnd(t) >= 3
+			})
+			tr.failing.Store(true)
+			failed := metricstest.CollectorSum(m.Commits, "result", "error")
+			testwait.For(t, 10*time.Second, "a commit failed", func() bool { return metricstest.CollectorSum(m.Commits, "result", "error") > failed })
+			lane0 := e.laneEnd(t)
+			e.k.Produce(t, e.topic, evMsg("s-4", "stuck", 4)) // main offset 8
+			testwait.For(t, 10*time.Second, "s-4 forwarded to the lane", func() bool { return e.laneEnd(t) > lane0 })
+			d.clear()
+			applied := func(id string) bool {
+				return slices.ContainsFunc(d.snapshot(), func(c call) bool { return c.ID == id })
+			}
+			testwait.For(t, 10*time.Second, "the lane applied s-3 (stated before the failures)", func() bool { return applied("s-3") })
+			failed = metricstest.CollectorSum(m.Commits, "result", "error")
+			testwait.For(t, 10*time.Second, "three more commits failed", func() bool {
+				return applied("s-4") || metricstest.CollectorSum(m.Commits, "result", "error") >= failed+3
+			})
+			if tc.ungated {
+				if !applied("s-4") {
+					t.Error("ungated: s-4's copy was not written while commits failed either; the test could not tell")
+				}
+				return
+			}
+			if applied("s-4") {
+				t.Fatal("s-4's lane copy was written while no accepted commit stated its main record ended")
+			}
+			tr.failing.Store(false)
+			testwait.For(t, 10*time.Second, "s-4 applied once commits are accepted again", func() bool { return applied("s-4") })
+			checkAccount(t, d.snapshot(), "stuck", 4)
+		})
+	}
+}

@@ -225,7 +225,7 @@ func (e *engine) adopt(snaps []commitSnap, failed map[int]error) {
 		s.p.hz.ext = s.ext
 		// Any accepted commit states every admitted record: listed, or below a horizon with no
 		// list (v2, v3), which makes all of [watermark, horizon) uncertain.
-		s.p.adm.accept(s.seq)
+		s.p.adm.accept(s.seq, s.w, s.stated)
 		e.unblock(&s.p.hblocked)
 		e.stated(s.p, s.w, s.stated)
 	}

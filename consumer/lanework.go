@@ -181,13 +181,14 @@ func (e *engine) laneDispatch(p *part, r *laneRec) bool {
 	if !e.cfg.TestLegacyDrain {
 		lease = e.leased
 	}
+	admit := e.laneAdmitter(p, r.srcOff)
 	var out dispatcher.Outcome
 	for {
 		var err error
 		tctx, traced := p.calls.trace(ctx, e.cfg.UncertainHold, e.cfg.Now, -1)
 		out, err = e.cfg.Dispatcher.Dispatch(tctx, dispatcher.Task{
 			Event: r.ev, ReplayCount: r.replay, Uncertain: true, RecordTime: src.Time, Drain: e.claim, RetryStart: r.start,
-			Lease: lease,
+			Lease: lease, Admit: admit,
 		})
 		traced()
 		if err == nil {

@@ -1,5 +1,10 @@
 package consumer
 
+import (
+	"cmp"
+	"slices"
+)
+
 // tracker follows one partition's fetched records in offset order and knows the watermark (the
 // first offset not ended) and the shape of what ended above it. Offsets the fetch skipped
 // (compaction, transaction markers) count as ended. It keeps an exact count of the completed
@@ -99,6 +104,16 @@ func (t *tracker) end(idx uint64) {
 	clear(t.ents[:k])
 	t.ents = t.ents[k:]
 	t.base += uint64(k)
+}
+
+// ended reports whether the record at off has ended (or was skipped). An offset not fetched yet
+// has not.
+func (t *tracker) ended(off int64) bool {
+	if off >= t.next {
+		return false
+	}
+	i, found := slices.BinarySearchFunc(t.ents, off, func(e entry, off int64) int { return cmp.Compare(e.off, off) })
+	return !found || t.ents[i].ended
 }
 
 // ranges is the number of completed ranges above the watermark.
