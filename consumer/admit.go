@@ -92,10 +92,12 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 		return nil
 	}
 	admitAt := uint64(0) // 0 until the main record is seen ended (mu)
+	admitted := false    // once admitted, the copy's later calls need nothing more (mu)
 	return func(ctx context.Context) error {
 		for {
 			e.mu.Lock()
-			if p.adm.states(src) {
+			if admitted || p.adm.states(src) {
+				admitted = true
 				e.mu.Unlock()
 				return nil // stated already (the usual case: the copy is read well after)
 			}
@@ -103,6 +105,7 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 				admitAt = p.adm.snap + 1
 			}
 			if admitAt != 0 && p.adm.accepted >= admitAt {
+				admitted = true
 				e.mu.Unlock()
 				return nil
 			}
@@ -113,7 +116,7 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 			e.mu.Unlock()
 			if admitAt != 0 {
 				e.requestCommit()
-			} // else: it ends within moments (its lane write was durable); the next commit looks again
+			} // else: it ends within moments (laneHeadReady waited for the fetch to reach it)
 			select {
 			case <-wake:
 			case <-ctx.Done():
@@ -124,8 +127,12 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 }
 
 // mainEnded reports whether p's main-topic record at off has ended: in the tracker, or stated
-// done by the inherited metadata ahead of the fetch. mu held.
+// done by the inherited metadata ahead of the fetch, or lost with a truncated log (nothing of it
+// is left at main to apply twice). mu held.
 func (p *part) mainEnded(off int64) bool {
+	if off < p.lostBelow {
+		return true
+	}
 	if off < p.tr.next {
 		return p.tr.ended(off)
 	}

@@ -82,6 +82,9 @@ type part struct {
 	// hand-over statement.
 	calls callWatch
 	adm   admission // records wait for a commit listing them before they are written (admit.go)
+	// lostBelow: the log was truncated below the committed offset; main records below this were
+	// lost (their lane copies have no main record left: admit.go mainEnded). 0 otherwise.
+	lostBelow int64
 }
 
 // horizon is one partition's dispatch horizon: no record at or beyond committed is dispatched,

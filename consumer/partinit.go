@@ -68,6 +68,7 @@ func (e *engine) inherit(p *part, st position) (w int64, keep bool, ho *handover
 				zap.Int("partition", p.id), zap.Int64("committed", w), zap.Int64("log_end", end), zap.Int64("horizon", m.horizon))
 			resets.WithLabelValues("beyond_log_end").Inc()
 			m = commitMeta{horizon: max(m.horizon, w)}
+			p.lostBelow = w
 			w, keep = end, false
 		}
 		p.inherited = max(m.horizon, w)
