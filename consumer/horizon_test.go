@@ -54,7 +54,7 @@ func TestHorizonLeadIsTwoSecondsOfDispatch(t *testing.T) {
 // TestStartUpDrainsOnEarlyCommits: with the rate still unknown the horizon leads by only
 // minHorizonLead records, so a backlog keeps running into it; the early commit (no periodic one:
 // CommitInterval is an hour) must carry dispatch through the whole backlog, every record once and
-// certain, with at most one commit per minHorizonLead/2 records picked (a commit is asked for only
+// certain, with about one commit per minHorizonLead/2 records picked (a commit is asked for only
 // once dispatch came within ext/2 of the horizon the previous one set). The count is of horizon
 // commits alone, so the admission wait (admit.go: a commit round trip per record of a sequential
 // account, which the other early commits also serve) is off here (HandoverSkew < 0).
@@ -82,7 +82,10 @@ func TestStartUpDrainsOnEarlyCommits(t *testing.T) {
 				}
 			}
 			commits := metricstest.CollectorSum(m.Commits)
-			if limit := float64(tc.n/(minHorizonLead/2) + 2); commits > limit {
+			// One per half lead, plus a quarter: a commit asked for while one is in flight, whose
+			// snapshot predates the dispatch that asked, is followed by another at once (-race
+			// runs read up to 156 for 600 records; a commit per record would be 600).
+			if limit := float64(tc.n/(minHorizonLead/2)*5/4 + 2); commits > limit {
 				t.Errorf("%.0f commits to dispatch %d records, want at most %.0f", commits, tc.n, limit)
 			}
 			t.Logf("%d records dispatched on %.0f early commits", tc.n, commits)
