@@ -283,13 +283,7 @@ func TestChaos(t *testing.T) {
 // the checker when a member joins while slow calls are in flight. A checker that passes this
 // run would pass anything.
 func TestChaosCatchesLegacyDrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := selfTestBroker(t)
 	s := legacyDrainSchedule(99)
 	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=legacy-drain")
 	r := res.Report
@@ -303,13 +297,7 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 // simulator: replicas that each take the whole budget whatever they own
 // (CHATGROUPD_TEST_BREAK=whole-budget) must be caught crossing it under a backlog.
 func TestChaosCatchesWholeBudget(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := selfTestBroker(t)
 	s := backlogSchedule(98)
 	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=whole-budget")
 	r := res.Report
@@ -324,13 +312,7 @@ func TestChaosCatchesWholeBudget(t *testing.T) {
 // must be caught with that partition named as without progress and without an owner in the last
 // generation: the class of issue 14's seed 9 (partitions assigned to members that did not exist).
 func TestChaosCatchesDroppedPartition(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := selfTestBroker(t)
 	s := backlogSchedule(97)
 	s.Replicas = 2
 	res := playDrain(t, c, s, 30*time.Second, "CHATGROUPD_TEST_BREAK=drop-partition")
@@ -350,13 +332,7 @@ func TestChaosCatchesDroppedPartition(t *testing.T) {
 // records written since the last commit as never sent and create their groups again. The
 // checker must see those duplicate creates.
 func TestChaosCatchesUngatedWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: no fleet runs")
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := selfTestBroker(t)
 	s := killSchedule(96)
 	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=ungated-writes")
 	r := res.Report
@@ -369,13 +345,7 @@ func TestChaosCatchesUngatedWrites(t *testing.T) {
 // TestChaosUngatedWritesControl runs that self-test's schedule without the break: it must pass.
 // With the seeds of `make chaos`.
 func TestChaosUngatedWritesControl(t *testing.T) {
-	if os.Getenv(envSeeds) == "" || testing.Short() {
-		t.Skipf("%s not set (make chaos sets it)", envSeeds)
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := controlBroker(t)
 	s := killSchedule(96)
 	verify(t, s, play(t, c, s))
 }
@@ -398,13 +368,7 @@ func killSchedule(seed uint64) *Schedule {
 // TestChaosWholeBudgetControl runs the budget self-test's schedule without the break: it must
 // pass, so that what the self-test catches is the break. With the seeds of `make chaos`.
 func TestChaosWholeBudgetControl(t *testing.T) {
-	if os.Getenv(envSeeds) == "" || testing.Short() {
-		t.Skipf("%s not set (make chaos sets it)", envSeeds)
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := controlBroker(t)
 	s := backlogSchedule(98)
 	verify(t, s, play(t, c, s))
 }
@@ -434,13 +398,7 @@ func backlogBursts(o Options, n int) []Step {
 // the break: it must pass, so what the self-test catches is the broken drain and not the
 // schedule. It runs with the seeds of `make chaos` (CHAOS_SEEDS set).
 func TestChaosLegacyDrainControl(t *testing.T) {
-	if os.Getenv(envSeeds) == "" || testing.Short() {
-		t.Skipf("%s not set (make chaos sets it)", envSeeds)
-	}
-	c := broker(t)
-	if c.Fake == nil {
-		t.Skip("the self-test runs on the embedded broker only")
-	}
+	c := controlBroker(t)
 	s := legacyDrainSchedule(99)
 	verify(t, s, play(t, c, s))
 }
@@ -571,4 +529,33 @@ func shortPauseSchedule(seed uint64) *Schedule {
 	}
 	slices.SortStableFunc(steps, func(a, b Step) int { return int(a.At - b.At) })
 	return &Schedule{Options: o, Steps: steps}
+}
+
+// selfTestBroker is the embedded broker of a checker self-test (in `make test`); it skips the test
+// with -short and on a real broker.
+func selfTestBroker(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no fleet runs")
+	}
+	return embeddedBroker(t)
+}
+
+// controlBroker is the embedded broker of a self-test's control run (the same schedule without the
+// break, in `make chaos`); it skips the test unless CHAOS_SEEDS is set.
+func controlBroker(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	return embeddedBroker(t)
+}
+
+func embeddedBroker(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
+	c := broker(t)
+	if c.Fake == nil {
+		t.Skip("the self-test runs on the embedded broker only")
+	}
+	return c
 }

@@ -58,13 +58,7 @@ func (l *listCheck) Dispatch(ctx context.Context, t dispatcher.Task) (dispatcher
 // Config.TestUngatedWrites (the chaos suite's ungated-writes break) records are written before
 // any commit lists them, and the check must catch it.
 func TestWriteWaitsForAcceptedList(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		ungated bool
-	}{
-		{"gated", false},
-		{"ungated (must be caught)", true},
-	} {
+	for _, tc := range gateCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, 1)
 			msgs, all := makeEvents(600, 40, "w")
@@ -123,12 +117,7 @@ func TestCrashLeavesOnlyWrittenUncertain(t *testing.T) {
 		msgs = append(msgs, evMsg(a+"-1", a, 1))
 	}
 	e.k.Produce(t, e.topic, msgs...)
-	never := make(chan struct{})
-	e.disp.mu.Lock()
-	for a := range written {
-		e.disp.hold[a] = never
-	}
-	e.disp.mu.Unlock()
+	never := e.disp.holdAll(written)
 	gw := &grantWait{Dispatcher: e.disp, accts: waiting}
 	e.cfgEdit = func(c *Config) { c.Dispatcher, c.UncertainHold = gw, hold }
 	a := e.start()
@@ -194,13 +183,7 @@ func listedBy(c kafka.OffsetFetchPartition) int64 {
 // one waits until commits are accepted again. With Config.TestUngatedWrites it goes out at once,
 // and the test must say so.
 func TestLaneCopyWaitsForMainStatement(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		ungated bool
-	}{
-		{"gated", false},
-		{"ungated (must be caught)", true},
-	} {
+	for _, tc := range gateCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			e, d := laneEnv(t, "stuck")
 			m := newMetricsEnv(e)
@@ -248,4 +231,27 @@ func TestLaneCopyWaitsForMainStatement(t *testing.T) {
 			checkAccount(t, d.snapshot(), "stuck", 4)
 		})
 	}
+}
+
+// gateCases run a test of the admission rule as built and with Config.TestUngatedWrites, which the
+// test must catch.
+func gateCases() []gateCase {
+	return []gateCase{{"gated", false}, {"ungated (must be caught)", true}}
+}
+
+type gateCase struct {
+	name    string
+	ungated bool
+}
+
+// holdAll makes every dispatch of the accounts in accts write its request and then wait, never
+// answered, until the returned channel is closed (or its context ends).
+func (f *fakeDispatcher) holdAll(accts map[string]bool) chan struct{} {
+	never := make(chan struct{})
+	f.mu.Lock()
+	for a := range accts {
+		f.hold[a] = never
+	}
+	f.mu.Unlock()
+	return never
 }

@@ -285,12 +285,7 @@ func TestHandoverChainKeepsUncertain(t *testing.T) {
 		msgs = append(msgs, evMsg(a+"-1", a, 1))
 	}
 	e.k.Produce(t, e.topic, msgs...)
-	never := make(chan struct{})
-	e.disp.mu.Lock()
-	for a := range accts {
-		e.disp.hold[a] = never
-	}
-	e.disp.mu.Unlock()
+	never := e.disp.holdAll(accts)
 	a := e.start()
 	a.c.crash = true
 	testwait.For(t, 15*time.Second, "A's calls written", func() bool { return listedBy(e.committed()[0]) == 4 })
