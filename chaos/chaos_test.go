@@ -285,12 +285,8 @@ func TestChaos(t *testing.T) {
 func TestChaosCatchesLegacyDrain(t *testing.T) {
 	c := selfTestBroker(t)
 	s := legacyDrainSchedule(99)
-	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=legacy-drain")
-	r := res.Report
-	if r.ConcurrentCalls == 0 && r.DuplicateCreates == 0 {
-		t.Fatalf("the checker did not catch replicas that drain past their session: %s\n%s", r.Summary(), s)
-	}
-	t.Logf("caught: %v", r.Err())
+	r := play(t, c, s, "CHATGROUPD_TEST_BREAK=legacy-drain").Report
+	mustCatch(t, s, r, r.ConcurrentCalls > 0 || r.DuplicateCreates > 0, "replicas that drain past their session")
 }
 
 // TestChaosCatchesWholeBudget is the budget check's own test, counted as calls reached the
@@ -299,12 +295,8 @@ func TestChaosCatchesLegacyDrain(t *testing.T) {
 func TestChaosCatchesWholeBudget(t *testing.T) {
 	c := selfTestBroker(t)
 	s := backlogSchedule(98)
-	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=whole-budget")
-	r := res.Report
-	if r.WindowsOverBudget == 0 {
-		t.Fatalf("the checker did not catch replicas that each use the whole budget: %s\n%s", r.Summary(), s)
-	}
-	t.Logf("caught: %v", r.Err())
+	r := play(t, c, s, "CHATGROUPD_TEST_BREAK=whole-budget").Report
+	mustCatch(t, s, r, r.WindowsOverBudget > 0, "replicas that each use the whole budget")
 }
 
 // TestChaosCatchesDroppedPartition is the progress check's own test: replicas whose group leader
@@ -334,12 +326,8 @@ func TestChaosCatchesDroppedPartition(t *testing.T) {
 func TestChaosCatchesUngatedWrites(t *testing.T) {
 	c := selfTestBroker(t)
 	s := killSchedule(96)
-	res := play(t, c, s, "CHATGROUPD_TEST_BREAK=ungated-writes")
-	r := res.Report
-	if r.DuplicateCreates == 0 {
-		t.Fatalf("the checker did not catch replicas that write before a commit lists the record: %s\n%s", r.Summary(), s)
-	}
-	t.Logf("caught: %v", r.Err())
+	r := play(t, c, s, "CHATGROUPD_TEST_BREAK=ungated-writes").Report
+	mustCatch(t, s, r, r.DuplicateCreates > 0, "replicas that write before a commit lists the record")
 }
 
 // TestChaosUngatedWritesControl runs that self-test's schedule without the break: it must pass.
@@ -558,4 +546,14 @@ func embeddedBroker(t *testing.T) *kafkatest.Cluster {
 		t.Skip("the self-test runs on the embedded broker only")
 	}
 	return c
+}
+
+// mustCatch ends a checker self-test: the run of schedule s with a break must have been caught
+// (what names the broken replicas).
+func mustCatch(t *testing.T, s *Schedule, r Report, caught bool, what string) {
+	t.Helper()
+	if !caught {
+		t.Fatalf("the checker did not catch %s: %s\n%s", what, r.Summary(), s)
+	}
+	t.Logf("caught: %v", r.Err())
 }

@@ -64,10 +64,7 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 				}
 				return nil
 			}
-			if p.adm.wake == nil {
-				p.adm.wake = make(chan struct{})
-			}
-			wake := p.adm.wake
+			wake := p.adm.waiter()
 			e.mu.Unlock()
 			e.requestCommit()
 			select {
@@ -88,7 +85,7 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 // write waits for an accepted commit snapshotted after the main record ended: it states it done
 // (or, with no list, leaves it uncertain), and so does every commit after it.
 func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
-	if !e.gated() || e.cfg.TestUngatedWrites || src < 0 {
+	if !e.laneGated(src) {
 		return nil
 	}
 	admitAt := uint64(0) // 0 until the main record is seen ended (mu)
@@ -109,10 +106,7 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 				e.mu.Unlock()
 				return nil
 			}
-			if p.adm.wake == nil {
-				p.adm.wake = make(chan struct{})
-			}
-			wake := p.adm.wake
+			wake := p.adm.waiter()
 			e.mu.Unlock()
 			if admitAt != 0 {
 				e.requestCommit()
@@ -124,6 +118,12 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 			}
 		}
 	}
+}
+
+// laneGated reports whether a lane copy of the main record at src waits for its statement
+// (laneAdmitter).
+func (e *engine) laneGated(src int64) bool {
+	return e.gated() && !e.cfg.TestUngatedWrites && src >= 0
 }
 
 // mainEnded reports whether p's main-topic record at off has ended: in the tracker, or stated
@@ -142,6 +142,14 @@ func (p *part) mainEnded(off int64) bool {
 // states reports whether the latest accepted commit states the record at off ended. mu held.
 func (a *admission) states(off int64) bool {
 	return off < a.w || slices.ContainsFunc(a.done, func(s span) bool { return s.start <= off && off < s.end })
+}
+
+// waiter returns the channel the next accepted commit closes. mu held.
+func (a *admission) waiter() <-chan struct{} {
+	if a.wake == nil {
+		a.wake = make(chan struct{})
+	}
+	return a.wake
 }
 
 // accept records that the commit of snapshot seq, stating watermark w and the ranges done above

@@ -95,7 +95,7 @@ func (e *engine) laneWork(p *part, la *laneAcct) {
 // the generation ended meanwhile. mu held.
 func (e *engine) laneHeadReady(p *part, la *laneAcct, r *laneRec) (ready, ok bool) {
 	wait := p.hold.lane.Sub(e.cfg.Now()) // a call of the previous owner may still run (prevHold)
-	if wait <= 0 && e.laneAdmitter(p, r.srcOff) != nil && !p.mainEnded(r.srcOff) {
+	if wait <= 0 && e.laneGated(r.srcOff) && !p.mainEnded(r.srcOff) {
 		// Its main record has not ended here yet (the fetch has not reached it): the copy's
 		// admission would wait for that holding a rate-limit grant (admit.go), so wait here.
 		wait = 50 * time.Millisecond

@@ -132,14 +132,7 @@ func TestLeaseHoldsRequests(t *testing.T) {
 	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Lease: lease, Drain: drain})
 	time.Sleep(50 * time.Millisecond)
 	drained()
-	select {
-	case r := <-res:
-		if !errors.Is(r.err, ErrDrained) {
-			t.Fatalf("Dispatch drained while held by the lease = %+v, %v; want ErrDrained", r.o, r.err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Dispatch held by the lease did not return within 1s of the drain")
-	}
+	wantDrained(t, "held by the lease", res)
 	if n := h.api.count(im.APICreate); n != 1 {
 		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
 	}
@@ -180,15 +173,22 @@ func TestAdmitHoldsRequests(t *testing.T) {
 	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Admit: admit, Drain: drain})
 	<-asked
 	drained()
+	wantDrained(t, "waiting for its admission", res)
+	if n := h.api.count(im.APICreate); n != 1 {
+		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
+	}
+}
+
+// wantDrained checks that a dispatch (what it was doing: "held by the lease") returns
+// ErrDrained within a second of its drain.
+func wantDrained(t *testing.T, what string, res <-chan result) {
+	t.Helper()
 	select {
 	case r := <-res:
 		if !errors.Is(r.err, ErrDrained) {
-			t.Fatalf("Dispatch drained while waiting for its admission = %+v, %v; want ErrDrained", r.o, r.err)
+			t.Fatalf("Dispatch drained while %s = %+v, %v; want ErrDrained", what, r.o, r.err)
 		}
 	case <-time.After(time.Second):
-		t.Fatal("Dispatch waiting for its admission did not return within 1s of the drain")
-	}
-	if n := h.api.count(im.APICreate); n != 1 {
-		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
+		t.Fatalf("Dispatch %s did not return within 1s of the drain", what)
 	}
 }
