@@ -57,6 +57,7 @@ const (
 	DefaultGroupCheckRetries = 2
 	DefaultDuplicateNames    = DuplicateMerge
 	DefaultDuplicateCode     = im.CodeBadParams
+	DefaultAdmitAhead        = 32
 )
 
 // Config configures a Dispatcher. API is required; zero values of the other fields take the
@@ -102,6 +103,13 @@ type Config struct {
 	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
+	// AdmitAhead bounds the events admitted by Task.Admit and still waiting for their first
+	// rate-limit grant. Admission comes before the grant so that its wait (a commit round trip
+	// in the consumer) holds no slot of the window; the bound keeps what a crash leaves
+	// uncertain (every admitted event: the consumer's commits list it as possibly written)
+	// to about this many events beyond those in flight. It should cover the calls a full
+	// ceiling lets out during one admission: at 200 calls/s and a 40 ms commit round trip, 8.
+	AdmitAhead int
 	// FleetBudget: every limiter's ceiling comes from SetCeiling (package budget, shared
 	// through Kafka; the get, update and delete limiters take the grant scaled to their budgets)
 	// instead of from the partitions, and SetPartitions sets none. Until the first SetCeiling
@@ -151,6 +159,7 @@ func (c *Config) setDefaults() {
 	c.GroupCheckRetries = cmp.Or(c.GroupCheckRetries, DefaultGroupCheckRetries)
 	c.DuplicateNames = cmp.Or(c.DuplicateNames, DefaultDuplicateNames)
 	c.DuplicateCode = cmp.Or(c.DuplicateCode, DefaultDuplicateCode)
+	c.AdmitAhead = cmp.Or(c.AdmitAhead, DefaultAdmitAhead)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -196,6 +205,7 @@ func (c Config) Validate() error {
 	check(c.OutageSpan < 0, "outage span: %v must be positive", c.OutageSpan)
 	check(c.OutageAccounts < 0, "outage accounts: %d must be positive", c.OutageAccounts)
 	check(c.OutageRatio < 0 || c.OutageRatio > 1, "outage ratio: %g outside 0-1", c.OutageRatio)
+	check(c.AdmitAhead < 0, "admit ahead: %d is negative", c.AdmitAhead)
 	check(c.GroupCheckRetries < 0, "group check retries: %d is negative", c.GroupCheckRetries)
 	check(c.DuplicateNames != DuplicateMerge && c.DuplicateNames != DuplicateReject,
 		"duplicate names: %q: want merge or reject", c.DuplicateNames)

@@ -69,6 +69,8 @@ type run struct {
 	wait  context.Context
 	lease func() bool                     // Task.Lease
 	admit func(ctx context.Context) error // Task.Admit
+	// admitted: Task.Admit returned for this event (admitAhead); later calls need no token.
+	admitted bool
 }
 
 // leasePoll is how often a request held by an expired Task.Lease looks again.

@@ -44,6 +44,9 @@ type Dispatcher struct {
 	// hold keeps the demand the fleet budget reads from collapsing across a rebalance (fleet
 	// mode; SetPartitions feeds it).
 	hold ratelimit.DemandHold
+	// ahead holds a token per event admitted by its Task.Admit and not yet granted its first
+	// call (Config.AdmitAhead).
+	ahead chan struct{}
 }
 
 // New applies cfg's defaults, validates it and returns a Dispatcher.
@@ -65,6 +68,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	d.create.ExportShare(cfg.Metrics.RateLimitLimit)
 	d.st.kick = make(chan struct{}, 1)
+	d.ahead = make(chan struct{}, cfg.AdmitAhead)
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
 	// Export every label value from the start, so alerts and dashboards see zeros, not gaps.

@@ -3,6 +3,8 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -138,7 +140,7 @@ func TestLeaseHoldsRequests(t *testing.T) {
 	}
 }
 
-// TestAdmitHoldsRequests: Task.Admit is asked once a call has its grant, and nothing is sent
+// TestAdmitHoldsRequests: Task.Admit is asked before a call has its grant, and nothing is sent
 // until it returns (the consumer waits there for a commit that lists the record); a refusal
 // sends nothing and the call queues for a grant again; a drain while it waits ends the dispatch
 // with ErrDrained, unsent.
@@ -147,21 +149,28 @@ func TestAdmitHoldsRequests(t *testing.T) {
 	h.run()
 	time.Sleep(20 * time.Millisecond) // the startup probe
 	asked, release := make(chan struct{}, 4), make(chan error)
-	admit := func(ctx context.Context) error {
-		asked <- struct{}{}
-		select {
-		case err := <-release:
-			return err
-		case <-ctx.Done():
-			return context.Cause(ctx)
+	admitter := func() func(context.Context) error {
+		var done atomic.Bool // once admitted, admitted again at once (Task.Admit's contract)
+		return func(ctx context.Context) error {
+			if done.Load() {
+				return nil
+			}
+			asked <- struct{}{}
+			select {
+			case err := <-release:
+				done.Store(err == nil)
+				return err
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
 		}
 	}
-	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Admit: admit})
+	res := h.async(context.Background(), Task{Event: newEvent("alice", "friends"), Admit: admitter()})
 	<-asked
 	if n := h.api.count(im.APICreate); n != 0 {
 		t.Fatalf("%d creates sent before the admission", n)
 	}
-	release <- errors.New("not yet") // refused: nothing sent, asked again after a new grant
+	release <- errors.New("not yet") // refused: nothing sent, asked again
 	<-asked
 	if n := h.api.count(im.APICreate); n != 0 {
 		t.Fatalf("%d creates sent after a refused admission", n)
@@ -170,12 +179,66 @@ func TestAdmitHoldsRequests(t *testing.T) {
 	wantApplied(t, "dispatch once admitted", res, 2*time.Second)
 
 	drain, drained := context.WithCancel(context.Background())
-	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Admit: admit, Drain: drain})
+	res = h.async(context.Background(), Task{Event: newEvent("bob", "friends"), Admit: admitter(), Drain: drain})
 	<-asked
 	drained()
 	wantDrained(t, "waiting for its admission", res)
 	if n := h.api.count(im.APICreate); n != 1 {
 		t.Errorf("creates = %d, want 1 (bob's never sent)", n)
+	}
+}
+
+// TestAdmitBeforeGrant: Task.Admit is asked before the grant, so its wait holds no slot of the
+// window, and only Config.AdmitAhead admitted events wait for their first grant at a time (each
+// is listed by the consumer as possibly written, hence uncertain after a crash). With no grant
+// to be had (fleet mode before its first ceiling) exactly AdmitAhead of ten events are admitted;
+// once calls are granted, the rest are admitted as the first ones take their grants, and each
+// event is admitted once, however many calls it makes.
+func TestAdmitBeforeGrant(t *testing.T) {
+	const ahead = 4
+	h := newHarness(t, func(c *Config) {
+		c.Limiter.Standalone = false
+		c.FleetBudget, c.RateLimit, c.AdmitAhead = true, 200, ahead
+		c.Now, c.Sleep = time.Now, sleep
+	})
+	var mu sync.Mutex
+	admitted := map[string]int{}
+	admit := func(account string) func(context.Context) error {
+		return func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			admitted[account]++
+			return nil
+		}
+	}
+	count := func() (events, asks int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range admitted {
+			events, asks = events+1, asks+n
+		}
+		return events, asks
+	}
+	var res []<-chan result
+	for i := range 10 {
+		a := fmt.Sprintf("u%d", i)
+		res = append(res, h.async(context.Background(), Task{Event: newEvent(a, "friends"), Admit: admit(a)}))
+	}
+	testwait.For(t, 5*time.Second, "admitted events waiting at the limiter", func() bool { return h.d.create.Waiting() == ahead })
+	time.Sleep(50 * time.Millisecond) // room for a wrong admission
+	if events, _ := count(); events != ahead {
+		t.Fatalf("%d events admitted with no grant to be had, want AdmitAhead = %d", events, ahead)
+	}
+	if n := h.api.count(im.APICreate); n != 0 {
+		t.Fatalf("%d creates sent with no ceiling", n)
+	}
+	h.d.SetCeiling(200, 200)
+	for i, r := range res {
+		wantApplied(t, fmt.Sprintf("event %d", i), r, 5*time.Second)
+	}
+	// Each admitted once before its grant and once again before its write (at once).
+	if events, asks := count(); events != 10 || asks != 20 {
+		t.Errorf("%d events admitted, %d admissions; want 10 and 20", events, asks)
 	}
 }
 

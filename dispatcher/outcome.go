@@ -51,13 +51,14 @@ type Task struct {
 	// group membership went unconfirmed for too long, as after the process was paused — and the
 	// request waits unsent until Lease reports true again, or Drain or ctx ends.
 	Lease func() bool
-	// Admit, when set, is called once a call has its rate-limit grant, before Lease is asked and
-	// before any byte of the request is written; it blocks until the request may be written
-	// and returns an error only when ctx ends first (the call then waits for a grant again, or
-	// the dispatch ends drained). Once it admitted an event it admits it again at once. The
-	// consumer waits there until one of its commits that lists the event's record as possibly
-	// written was accepted, so whoever takes the account over after a crash knows which records
-	// the dead owner can have written.
+	// Admit, when set, is called before the event's first call asks for its rate-limit grant,
+	// and asked again after each grant, before Lease is asked and before any byte of the request
+	// is written; it blocks until the request may be written and returns an error only when ctx
+	// ends first (the call then asks again, or the dispatch ends drained). Once it admitted an
+	// event it admits it again at once. At most Config.AdmitAhead admitted events wait for their
+	// first grant; the others wait to be asked. The consumer waits there until one of its
+	// commits that lists the event's record as possibly written was accepted, so whoever takes
+	// the account over after a crash knows which records the dead owner can have written.
 	Admit func(ctx context.Context) error
 }
 

@@ -161,7 +161,7 @@ func New(reg prometheus.Registerer, version string, withRuntime bool) *Metrics {
 			"Per partition set up with uncertain records: how long their accounts wait for the previous owner's calls (0: its final commit said none ran any more).",
 			[]float64{0, .1, .25, .5, 1, 2, 3, 4, 5, 6, 8, 12, 30}),
 		AdmitWait: f.histogram("admit_wait_seconds",
-			"Per event, from its first rate-limit grant to the accepted commit that lists it as possibly sent, after which its call may be written.",
+			"Per event, from its first ask (before its first rate-limit grant) to the accepted commit that lists it as possibly sent, after which its call may be written.",
 			[]float64{.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 5}),
 		SeqGaps:       f.counter("seq_gaps_total", "Events applied after the reorder window expired with a seq gap."),
 		LateEvents:    f.counter("late_events_total", "Events whose seq was at or below the last applied for the account."),
