@@ -84,6 +84,15 @@ type Config struct {
 	// rebalance of the others, and an older process still holding the id is fenced (Run returns
 	// ErrFenced). It must be unique within the group; see ValidateInstanceID.
 	InstanceID string
+	// StayOnShutdown: a graceful stop of a static member (InstanceID set) drains and commits
+	// but does not leave the group, as a static member of Kafka's own consumer doesn't: a
+	// process started again with the same id within SessionTimeout takes its partitions back
+	// without a rebalance of the others (a rolling restart of fixed ids costs no rebalance at
+	// all), while one that does not come back hands them over only once SessionTimeout has
+	// passed. Set it where ids survive restarts (a StatefulSet, fixed hosts); leave it off
+	// where a rollout gives new ids (a Deployment with pod names), whose old members should go
+	// at once. Requires InstanceID.
+	StayOnShutdown bool
 	// UncertainHold is how long after getting a partition the accounts of its uncertain records
 	// (those the previous owner may have sent, see DESIGN.md) wait before any of their records
 	// is dispatched. A request the previous owner wrote before it lost the partition (its
@@ -244,6 +253,8 @@ func (c Config) Validate() error {
 		if err := ValidateInstanceID(c.InstanceID); err != nil {
 			errs = append(errs, err)
 		}
+	} else if c.StayOnShutdown {
+		errs = append(errs, errors.New("stay on shutdown: needs an instance id (a dynamic member is never taken back)"))
 	}
 	if err := c.Partitioner.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("partitioner: %w", err))

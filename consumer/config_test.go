@@ -44,6 +44,8 @@ func TestConfigValidate(t *testing.T) {
 		{"instance id with a space", func(c *Config) { c.InstanceID = "pod 1" }, "instance id: invalid"},
 		{"instance id too long", func(c *Config) { c.InstanceID = strings.Repeat("a", 250) }, "instance id: invalid"},
 		{"instance id dot", func(c *Config) { c.InstanceID = ".." }, "reserved"},
+		{"stay on shutdown", func(c *Config) { c.InstanceID, c.StayOnShutdown = "chatgroupd-0", true }, ""},
+		{"stay on shutdown without an instance id", func(c *Config) { c.StayOnShutdown = true }, "stay on shutdown: needs an instance id"},
 		{"rebalance below session is fine", func(c *Config) { c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 4*time.Second }, ""},
 	}
 	for _, tt := range tests {

@@ -69,7 +69,7 @@ func (c *Consumer) Ready() bool { return c.ready.Load() }
 func (c *Consumer) DeadLetterHealth() error { return c.dlqH.err() }
 
 // Run consumes until ctx is cancelled, then stops fetching, lets in-flight events finish within
-// ShutdownTimeout, commits, leaves the group and returns nil. It returns an error only when the
+// ShutdownTimeout, commits, leaves the group (unless Config.StayOnShutdown) and returns nil. It returns an error only when the
 // group can't be set up at all, or ErrFenced when another process took over this member's
 // instance id (it does not leave the group then: the group is the other process's now).
 func (c *Consumer) Run(ctx context.Context) error {
@@ -99,9 +99,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 			zap.String("group", cfg.GroupID), zap.String("instance_id", cfg.InstanceID), zap.Error(runErr))
 		return runErr
 	case c.vanish:
+	case cfg.StayOnShutdown:
+		log.Info("consumer group: staying a member until the session timeout, for a restart with this instance id",
+			zap.String("group", cfg.GroupID), zap.String("instance_id", cfg.InstanceID), zap.Duration("session_timeout", cfg.SessionTimeout))
 	default:
 		// Leaving hands the partitions over at once, also for a static member (by its instance
-		// id): a graceful stop is a scale-down or a rollout, not a crash to wait out.
+		// id): a graceful stop is a scale-down or a rollout, not a restart to wait for.
 		if err := m.leave(context.WithoutCancel(ctx)); err != nil {
 			log.Warn("consumer group: leave failed; the coordinator will evict this member after the session timeout",
 				zap.String("group", cfg.GroupID), zap.Error(err))

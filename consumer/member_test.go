@@ -101,17 +101,33 @@ func eventsFor(t *testing.T, e *env, ps []int, n int, prefix string) ([]kafka.Me
 	return msgs, all
 }
 
-// TestStaticCrashRestart: two static members share the topic; b is killed (no drain, no final
-// commit, no leave) and restarted with the same instance id at once. It gets the same
-// partitions back and dispatches again, while a's generation never ends. The times from the kill
-// to b owning its partitions again and to its calls done are logged (the calls wait out the
-// uncertain hold: the killed process's last requests may still be running at the API).
+// TestStaticCrashRestart: two static members share the topic; b stops and is started again with
+// the same instance id at once: killed (no drain, no final commit, no leave), or stopped
+// gracefully with StayOnShutdown (drained and committed, but still a member). It gets the same
+// partitions back and dispatches again, while a's generation never ends. The times from the stop
+// to b owning its partitions again and to its calls done are logged (after a kill the calls wait
+// out the uncertain hold: the killed process's last requests may still be running at the API).
+// A graceful stop without StayOnShutdown leaves the group, and a's generation ends
+// (TestGroupJoinRebalanceLeave).
 func TestStaticCrashRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill bool
+		stay func(*Config)
+	}{
+		{"killed", true, nil},
+		{"stopped, staying in the group", false, func(c *Config) { c.StayOnShutdown = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testStaticStopRestart(t, tc.kill, tc.stay) })
+	}
+}
+
+func testStaticStopRestart(t *testing.T, kill bool, edit func(*Config)) {
 	e := newEnv(t, 4)
 	recA, recB := &partsRec{}, &partsRec{}
 	a := e.startAs("a", recA, nil)
 	testwait.For(t, 15*time.Second, "a ready", a.c.Ready)
-	b := e.startAs("b", recB, nil)
+	b := e.startAs("b", recB, edit)
 	testwait.For(t, 15*time.Second, "both with two partitions", func() bool { return owns(recA, 2)() && owns(recB, 2)() })
 	partsA, startsA, endsA := recA.get()
 	partsB, _, _ := recB.get()
@@ -120,22 +136,22 @@ func TestStaticCrashRestart(t *testing.T) {
 	e.k.Produce(t, e.topic, first...)
 	testwait.For(t, 15*time.Second, "the first events committed", func() bool { return e.committedTotal() == int64(len(first)) })
 
-	b.c.crash, b.c.vanish = true, true
+	b.c.crash, b.c.vanish = kill, kill
 	b.stop(t)
-	killed := time.Now()
+	stopped := time.Now()
 	after, afterIDs := eventsFor(t, e, partsB, 2, "after")
 	e.k.Produce(t, e.topic, after...)
 	recB2 := &partsRec{}
-	b2 := e.startAs("b", recB2, nil)
+	b2 := e.startAs("b", recB2, edit)
 	testwait.For(t, 15*time.Second, "b restarted with partitions", owns(recB2, 2))
-	t.Logf("b killed and restarted with its instance id: its partitions back %v after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("b restarted with its instance id: its partitions back %v after the stop", time.Since(stopped).Round(time.Millisecond))
 	if got, _, _ := recB2.get(); !slices.Equal(got, partsB) {
 		t.Fatalf("b restarted with %v, had %v", got, partsB)
 	}
 	want := append(slices.Clone(firstIDs), afterIDs...)
-	testwait.For(t, 15*time.Second, "the events after the kill dispatched", func() bool { return len(e.disp.snapshot()) >= len(want) })
-	t.Logf("b killed and restarted with its instance id: all %d events written to its partitions after the kill dispatched %v after the kill",
-		len(afterIDs), time.Since(killed).Round(time.Millisecond))
+	testwait.For(t, 15*time.Second, "the events after the stop dispatched", func() bool { return len(e.disp.snapshot()) >= len(want) })
+	t.Logf("b restarted with its instance id: all %d events written to its partitions after the stop dispatched %v after the stop",
+		len(afterIDs), time.Since(stopped).Round(time.Millisecond))
 	testwait.For(t, 15*time.Second, "all committed", func() bool { return e.committedTotal() == int64(len(want)) })
 	checkOnce(t, e.disp.snapshot(), want)
 	if cur, starts, ends := recA.get(); starts != startsA || ends != endsA || !slices.Equal(cur, partsA) {

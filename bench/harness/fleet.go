@@ -296,6 +296,11 @@ func (rn *run) fleet(ctx context.Context) error {
 		subj := rn.subj
 		if withIDs {
 			subj.Extra = append(slices.Clone(subj.Extra), "--instance-id", reps[i].instanceID)
+			if rn.sc.Change == ChangeRolling && rn.r.supports(rn.subj, "--leave-on-shutdown") {
+				// Every replica comes back with its id: a deployment that restarts so (a
+				// StatefulSet, fixed hosts) keeps its members in the group across the restart.
+				subj.Extra = append(subj.Extra, "--leave-on-shutdown=false")
+			}
 		}
 		p, err := startProc(subj, rn.flags, rn.r.secret, strings.TrimSuffix(rn.logPath, ".log")+fmt.Sprintf("-r%d.log", i))
 		if err != nil {
@@ -496,16 +501,21 @@ func (rn *run) waitStable(ctx context.Context, n int, reps []*replica) error {
 }
 
 // instanceIDs reports (once per subject) whether the subject's binary takes --instance-id.
-func (r *Runner) instanceIDs(s Subject) bool {
+func (r *Runner) instanceIDs(s Subject) bool { return r.supports(s, "--instance-id") }
+
+// supports reports whether the subject's command takes flag (supportsFlag, asked once per
+// subject and flag).
+func (r *Runner) supports(s Subject, flag string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if v, ok := r.flagCache[s.Name]; ok {
+	key := s.Name + " " + flag
+	if v, ok := r.flagCache[key]; ok {
 		return v
 	}
-	v := supportsFlag(s, "--instance-id")
+	v := supportsFlag(s, flag)
 	if r.flagCache == nil {
 		r.flagCache = map[string]bool{}
 	}
-	r.flagCache[s.Name] = v
+	r.flagCache[key] = v
 	return v
 }

@@ -85,7 +85,7 @@ type Runner struct {
 	sdkAppID int64
 
 	mu        sync.Mutex
-	flagCache map[string]bool // subject name → takes --instance-id
+	flagCache map[string]bool // subject name and flag → the subject takes the flag
 }
 
 // NewRunner checks cfg and makes the simulator credentials of this session.

@@ -59,6 +59,7 @@ type serviceFlags struct {
 	sessionTimeout      time.Duration
 	rebalanceTime       time.Duration
 	instanceID          string
+	leaveOnShutdown     bool
 	keyMismatch         string
 	partitioner         string
 	fleetBudget         string
@@ -103,7 +104,8 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &f.sessionTimeout, "session-timeout", consumer.DefaultSessionTimeout, time.Second, 30*time.Minute, "Kafka group session: a member silent this long is evicted and its partitions move (bounds recovery after a crash, and a revoked member's drain)")
 	durationFlag(fs, &f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, time.Second, 30*time.Minute, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
 	checkedFlag(fs, &f.instanceID, "instance-id", "", "a Kafka group.instance.id: letters, digits, '.', '_', '-', at most 249", checkInstanceID,
-		"static group membership: a unique, stable id per replica (the chart uses the pod name); a restart within --session-timeout gets its partitions back without a rebalance, a graceful stop still hands them over at once (default: dynamic membership)")
+		"static group membership: a unique, stable id per replica (the chart uses the pod name); a restart within --session-timeout gets its partitions back without a rebalance, a graceful stop still hands them over at once unless --leave-on-shutdown=false (default: dynamic membership)")
+	boolFlag(fs, &f.leaveOnShutdown, "leave-on-shutdown", true, "a graceful stop leaves the group, handing the partitions over at once; false (needs --instance-id): it stays a member, so a restart with the same id within --session-timeout takes its partitions back without any rebalance, and a replica that does not come back hands them over only after the session timeout (use it where ids survive restarts: a StatefulSet, fixed hosts; not where a rollout gives new ids, as the chart's Deployment does)")
 	stringFlag(fs, &f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, oneOf, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)",
 		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
 	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
@@ -201,6 +203,9 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	f.testBreak = getenv(envTestBreak)
 	if f.sdkAppID <= 0 {
 		return usageError("run", errors.New("--sdkappid is required (an integer from 1 to 4294967295)"))
+	}
+	if !f.leaveOnShutdown && f.instanceID == "" {
+		return usageError("run", errors.New("--leave-on-shutdown=false needs --instance-id (a member without one is never taken back)"))
 	}
 	if insecureEndpoint(f.imEndpoint) && !f.imAllowInsecureHTTP {
 		return usageError("run", fmt.Errorf("--im-endpoint %s: http:// is allowed only on loopback (the admin UserSig would cross the network in clear text); use https:// or --im-allow-insecure-http", f.imEndpoint))

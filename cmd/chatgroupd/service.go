@@ -218,7 +218,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: dispatch, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds, TestUngatedWrites: s.ungatedWrites,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, StayOnShutdown: !f.leaveOnShutdown, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds, TestUngatedWrites: s.ungatedWrites,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
