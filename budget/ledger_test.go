@@ -135,7 +135,7 @@ func TestConfigValidate(t *testing.T) {
 		{"fence too long for the ttl", func(c *Config) { c.Fence = 3 * time.Second }, []string{"fence: 3s + 2 × margin"}},
 		{"ttl below the defaults' least", func(c *Config) { c.TTL = 2300 * time.Millisecond },
 			[]string{"fence: 800ms + 2 × margin 250ms + window 1.005s must not exceed ttl 2.3s"}},
-		{"resend too long for the fence", func(c *Config) { c.Resend = 700 * time.Millisecond },
+		{"resend too long for the fence", func(c *Config) { c.Interval, c.Resend = 100*time.Millisecond, 700*time.Millisecond },
 			[]string{"resend: interval 100ms + resend 700ms must stay below fence 800ms"}},
 		{"window under a second", func(c *Config) { c.Window = time.Millisecond }, []string{"window: 1ms shorter than one second"}},
 		{"linger off", func(c *Config) { c.LeaveLinger = LingerOff }, nil},

@@ -11,7 +11,7 @@ import (
 // 100 ms: a crashed member's grant is held that long. Fence and Resend bound how long a member's
 // own records may take to come back (DESIGN.md "Fence and TTL").
 const (
-	DefaultInterval = 100 * time.Millisecond
+	DefaultInterval = 50 * time.Millisecond
 	DefaultTTL      = 2400 * time.Millisecond
 	DefaultFence    = 800 * time.Millisecond
 	DefaultMargin   = 250 * time.Millisecond
