@@ -271,7 +271,8 @@ func supportsFlag(s Subject, flag string) bool {
 		return false
 	}
 	out, _ := exec.Command(s.Command[0], append(slices.Clone(s.Command[1:]), "--help")...).CombinedOutput()
-	return strings.Contains(string(out), flag+" ")
+	// A flag with a value is listed as "--name type", a boolean one alone on its line.
+	return strings.Contains(string(out), flag+" ") || strings.Contains(string(out), flag+"\n")
 }
 
 // replica is one process of a fleet run.

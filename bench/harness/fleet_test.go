@@ -343,6 +343,10 @@ func TestSupportsFlagReadsHelp(t *testing.T) {
 	if supportsFlag(without, "--instance-id") {
 		t.Error("--instance-ids-file taken for --instance-id")
 	}
+	boolean := Subject{Command: []string{"sh", "-c", `printf '  --leave-on-shutdown\n    \ta graceful stop\n'`}}
+	if !supportsFlag(boolean, "--leave-on-shutdown") {
+		t.Error("a boolean flag (alone on its line) was not recognised")
+	}
 	if supportsFlag(Subject{}, "--instance-id") {
 		t.Error("a subject without a command supports a flag")
 	}
