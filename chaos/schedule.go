@@ -117,7 +117,19 @@ type Options struct {
 	// created earlier). NewSchedule picks it by the seed when empty (every third seed,
 	// lifecycle); a hand-made schedule without it makes creates.
 	Events string
+	// Membership is the replicas' group membership: MembershipDynamic, or MembershipStatic
+	// (--instance-id per slot, and --instance-lock-dir, so that a replica started again after
+	// a SIGKILL succeeds its dead predecessor's fleet budget entry at once: package budget,
+	// "Succession after a crash"). NewSchedule picks it by the seed when empty (seeds 1, 5,
+	// 9, …: every other kafka seed, static); a hand-made schedule without it is dynamic.
+	Membership string
 }
+
+// Values of Options.Membership.
+const (
+	MembershipDynamic = "dynamic"
+	MembershipStatic  = "static"
+)
 
 // Values of Options.Events.
 const (
@@ -170,8 +182,8 @@ func (s *Schedule) Count(k Kind) int {
 // String prints the schedule one step a line.
 func (s *Schedule) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
-		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), len(s.Records()))
+	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, membership %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
+		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), cmp.Or(s.Membership, MembershipDynamic), len(s.Records()))
 	for _, st := range s.Steps {
 		fmt.Fprintf(&b, "  %7.2fs %-9s", st.At.Seconds(), st.Kind)
 		switch st.Kind {
@@ -222,6 +234,12 @@ func NewSchedule(o Options) *Schedule {
 		g.o.FleetBudget = BudgetStatic
 		if o.Seed%2 == 1 {
 			g.o.FleetBudget = BudgetKafka
+		}
+	}
+	if g.o.Membership == "" {
+		g.o.Membership = MembershipDynamic
+		if o.Seed%4 == 1 {
+			g.o.Membership = MembershipStatic
 		}
 	}
 	if g.o.Events == "" {
