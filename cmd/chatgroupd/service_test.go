@@ -20,6 +20,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/instancelock"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
@@ -267,8 +268,14 @@ func TestServiceFleetBudgetKafka(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole pipeline")
 	}
-	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) { f.fleetBudget = fleetKafka })
+	lockDir := t.TempDir()
+	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) {
+		f.fleetBudget, f.instanceID, f.instanceLockDir = fleetKafka, "replica-0", lockDir
+	})
 	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	if _, _, err := instancelock.Acquire(lockDir, "replica-0", "successor"); !errors.Is(err, instancelock.ErrHeld) {
+		t.Errorf("Acquire while the service runs: %v, want ErrHeld", err)
+	}
 	const n = 200
 	want := h.produce(n, loadgen.Config{Accounts: 20, Seed: 5})
 	testwait.For(t, 60*time.Second, "every record to end", func() bool {
@@ -289,6 +296,15 @@ func TestServiceFleetBudgetKafka(t *testing.T) {
 	if got := s.Sum("chatgroupd_ratelimit_limit"); got <= 0 || got > 200 {
 		t.Errorf("ratelimit_limit %v, want the fleet grant (0, 200]", got)
 	}
+	// Stopped, the service releases its lock and names its budget member to the successor.
+	h.cancel()
+	err := <-h.done
+	h.done <- err // for the harness's cleanup
+	l, prev, err := instancelock.Acquire(lockDir, "replica-0", "successor")
+	if err != nil || prev == "" {
+		t.Fatalf("Acquire after the service stopped = %q, %v; want its member id", prev, err)
+	}
+	l.Close()
 }
 
 // TestServiceWrongKeyNotReady: with a key the API rejects, the service reports not-ready with the
