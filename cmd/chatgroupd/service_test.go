@@ -89,6 +89,7 @@ func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, 
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, lateArrivalMax: ratelimit.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
 		commitInterval: 200 * time.Millisecond, maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
+		leaveOnShutdown: true, // the flag's default
 	}
 	if tweak != nil {
 		tweak(&h.flags)
@@ -346,7 +347,7 @@ func TestServiceBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
-	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200}
+	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200, leaveOnShutdown: true}
 	for name, mutate := range map[string]func(*serviceFlags){
 		"unknown region":              func(f *serviceFlags) { f.imRegion = "atlantis" },
 		"short timeout":               func(f *serviceFlags) { f.imTimeout = time.Second },
@@ -422,6 +423,7 @@ func TestServiceUnreachableBrokerNamed(t *testing.T) {
 		topic: "events", group: "g", imEndpoint: sim.URL, imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, shutdownTimeout: time.Second, commitInterval: 200 * time.Millisecond, maxInFlight: 8, dedupeWindow: 100,
+		leaveOnShutdown: true,
 	}
 	f.kafka.dialTimeout = time.Second
 	logs := &syncWriter{w: &bytes.Buffer{}}
