@@ -89,7 +89,8 @@ type Config struct {
 	// process started again with the same id within SessionTimeout takes its partitions back
 	// without a rebalance of the others (a rolling restart of fixed ids costs no rebalance at
 	// all), while one that does not come back hands them over only once SessionTimeout has
-	// passed. Set it where ids survive restarts (a StatefulSet, fixed hosts); leave it off
+	// passed. Meanwhile any rebalance (a join, another member's crash) waits for the absent
+	// member, up to SessionTimeout, with every member stopped: Kafka's static membership. Set it where ids survive restarts (a StatefulSet, fixed hosts); leave it off
 	// where a rollout gives new ids (a Deployment with pod names), whose old members should go
 	// at once. Requires InstanceID.
 	StayOnShutdown bool
