@@ -314,8 +314,7 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatch
 	host, _ := os.Hostname()
 	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
 	lock, prev := lockInstance(f, member, cfg.log)
-	bc := budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}
-	_ = prev // budget.Config.Succeeds = prev (lead wires this after the budget change lands): bc.Succeeds = prev
+	bc := budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9)), Succeeds: prev}
 	r, err := budget.NewRunner(budget.KafkaConfig{
 		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
