@@ -250,12 +250,8 @@ func (c Config) Validate() error {
 	if c.RetryLane && c.LaneTopic != "" && c.LaneTopic == c.Topic {
 		errs = append(errs, fmt.Errorf("lane topic: must differ from the topic %q", c.Topic))
 	}
-	if c.InstanceID != "" {
-		if err := ValidateInstanceID(c.InstanceID); err != nil {
-			errs = append(errs, err)
-		}
-	} else if c.StayOnShutdown {
-		errs = append(errs, errors.New("stay on shutdown: needs an instance id (a dynamic member is never taken back)"))
+	if err := c.validateIdentity(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Partitioner.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("partitioner: %w", err))
@@ -263,6 +259,18 @@ func (c Config) Validate() error {
 	errs = append(errs, c.timeoutRelations()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
+	}
+	return nil
+}
+
+// validateIdentity checks the static membership settings: InstanceID, and StayOnShutdown,
+// which needs it.
+func (c Config) validateIdentity() error {
+	if c.InstanceID != "" {
+		return ValidateInstanceID(c.InstanceID)
+	}
+	if c.StayOnShutdown {
+		return errors.New("stay on shutdown: needs an instance id (a dynamic member is never taken back)")
 	}
 	return nil
 }
