@@ -19,6 +19,8 @@ func (d *dbgSink) SetCeiling(n, now int) {
 
 func (d *dbgSink) SetFence(until time.Time) { d.l.SetFence(until) }
 
+func (d *dbgSink) Preload(n int) { d.l.Preload(n) }
+
 func TestDbg(t *testing.T) {
 	w := newWorld(t, 1, 200)
 	busy, idle := w.join(), w.join()

@@ -186,10 +186,16 @@ func (r *Runner) apply(member *Member, rec Record) {
 // tick lets the member publish its demand and share; the outbox holds only the newest record.
 func (r *Runner) tick(member *Member, outbox chan Record) {
 	r.mu.Lock()
+	before := member.preloaded
 	out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
+	counted := member.preloaded - before
 	r.mu.Unlock()
 	if out == nil {
 		return
+	}
+	if counted > 0 {
+		r.log.Info("budget: succeeding the previous member of this instance; its calls are counted as ours until they age out",
+			zap.String("predecessor", out.Succeeds), zap.Int("calls", counted))
 	}
 	if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
 		ce.Write(zap.Any("record", *out))

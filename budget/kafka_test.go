@@ -334,6 +334,8 @@ func (s *ceilingSink) SetCeiling(n, _ int) {
 
 func (s *ceilingSink) SetFence(time.Time) {}
 
+func (s *ceilingSink) Preload(int) {}
+
 func (s *ceilingSink) get() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

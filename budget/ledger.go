@@ -40,6 +40,11 @@ type Record struct {
 	// Peak is the highest ceiling it had in that window. The bound no longer needs it (it is
 	// never lower than Used); it stays in the record for replicas that still read it.
 	Peak int `json:"p"`
+	// Succeeds names the member this one succeeds: the previous process of its instance, which
+	// it knows to be dead. Folded with a Used that covers that member's bound, the record ends
+	// the predecessor's entry at once, instead of TTL after its last record (DESIGN.md,
+	// "Succession after a crash").
+	Succeeds string `json:"x,omitempty"`
 }
 
 // Validate reports a record no member could have written.
@@ -64,6 +69,9 @@ type entry struct {
 	grant  int
 	used   int
 	peak   int
+	// succeeds is the predecessor its latest record named (Record.Succeeds): Target leaves
+	// that one's demand out.
+	succeeds string
 	// peakBound: the bound before max(Used, claim), which counted the peak of the member's last
 	// window (tests: what the tighter bound buys).
 	peakBound bool
@@ -138,6 +146,7 @@ func (l *Ledger) Apply(r Record) Applied {
 	if e != nil && r.Seq <= e.seq {
 		return Applied{Stale: true, Live: true, Grant: e.grant, Ready: l.Ready()}
 	}
+	l.succeed(r)
 	live := e != nil
 	held := 0
 	if live {
@@ -166,8 +175,33 @@ func (l *Ledger) Apply(r Record) Applied {
 	}
 	l.oldest = min(l.oldest, r.TS)
 	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
-		used: r.Used, peak: r.Peak, peakBound: l.peakBound}
+		used: r.Used, peak: r.Peak, succeeds: r.Succeeds, peakBound: l.peakBound}
 	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
+}
+
+// succeed ends the entry of the member r succeeds when r's Used covers its bound: the most
+// calls the dead predecessor can have in any window from r's publication on. r's member counts
+// that many calls of its own (its limiter holds them until they age out), so its Used carries
+// them in every bound others grow against at once until they are gone; growth that waits a
+// window comes after they are gone anyway. A record whose Used falls short (a record of the
+// predecessor folded since raised its bound) ends nothing: the entry expires by TTL.
+func (l *Ledger) succeed(r Record) {
+	if r.Succeeds == "" || r.Succeeds == r.Member {
+		return
+	}
+	if x := l.es[r.Succeeds]; x != nil && r.Used >= x.bound() {
+		delete(l.es, r.Succeeds)
+	}
+}
+
+// Bound is the most calls member can have in any window from its latest record on (its
+// entry's bound), and whether it has a live entry.
+func (l *Ledger) Bound(member string) (int, bool) {
+	e := l.es[member]
+	if e == nil {
+		return 0, false
+	}
+	return e.bound(), true
 }
 
 // expire drops the entries whose last record is more than ttl older than the newest seen.
@@ -226,8 +260,14 @@ func (l *Ledger) Granted() int {
 func (l *Ledger) Target(member string, demand int) int {
 	ds := []memberDemand{{member, min(max(demand, 0), l.budget)}}
 	sum := ds[0].d
+	succeeded := map[string]bool{}
+	for _, e := range l.es {
+		if e.succeeds != "" {
+			succeeded[e.succeeds] = true // its successor asks for it: one demand, not two
+		}
+	}
 	for m, e := range l.es {
-		if m != member {
+		if m != member && !succeeded[m] {
 			ds = append(ds, memberDemand{m, min(e.demand, l.budget)})
 			sum += ds[len(ds)-1].d
 		}

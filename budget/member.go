@@ -62,6 +62,13 @@ type Config struct {
 	// Interval (all its calls have left the window by then); LingerOff turns it off. At most
 	// TTL: longer could only delay the process's exit.
 	LeaveLinger time.Duration
+	// Succeeds names the member that ran this process's instance before it on this host, when
+	// the caller proved it dead (its host-local lock was free: a frozen process would still
+	// hold it; see internal/instancelock). Once ready, the member counts that predecessor's
+	// bound as calls of its own (Sink.Preload) and asks, in its records, for the predecessor's
+	// entry to end at once rather than TTL after its last record (DESIGN.md, "Succession after
+	// a crash"). Empty: none.
+	Succeeds string
 }
 
 // setDefaults fills the zero durations with the defaults above.
@@ -138,6 +145,8 @@ type Member struct {
 	// left: Leave was called. The ceiling stays 0 from then on whatever is read or ticked:
 	// the records it lingers with (Held = Want = 0) are safe only because it makes no call.
 	left bool
+	// preloaded is how many calls of the predecessor (Config.Succeeds) the sink was told of.
+	preloaded int
 }
 
 // Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
@@ -150,9 +159,13 @@ type Member struct {
 // no call and write no request, whatever its ceiling, until a later SetFence moves the fence on.
 // The member lowers the ceiling itself once it sees its fence pass, but it may not be the first
 // to run when a frozen process wakes.
+//
+// Preload(n) counts n calls as made now in the sink's window (a dead predecessor's, see
+// Config.Succeeds): they hold room against its ceiling and count in its Used until they age out.
 type Sink interface {
 	SetCeiling(n, now int)
 	SetFence(until time.Time)
+	Preload(n int)
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
@@ -285,8 +298,37 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 	m.seq++
 	r := Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Held: m.ceiling, Want: want, Demand: m.demand,
 		Used: m.used, Peak: m.peak(now)}
+	m.succeed(&r, ready)
 	m.out, m.outAt, m.lastPub = &r, now, now
 	return &r, m.ceiling
+}
+
+// succeed makes r ask for the predecessor's entry to end, while the ledger still has it: the
+// sink first counts the predecessor's bound as calls made now, and r's Used covers it. The
+// predecessor's calls were all made before it died, before this process started, so calls
+// counted from now on hold their room in every window that can still hold any of them.
+//
+// Before the member is ready its records name the predecessor too, with its Used as it is: the
+// others then leave the predecessor's demand out of their targets (a restarted process would
+// otherwise be counted twice, and everyone would shrink to make room for it), and the
+// predecessor's entry ends only if its bound is 0.
+func (m *Member) succeed(r *Record, ready bool) {
+	if m.cfg.Succeeds == "" {
+		return
+	}
+	n, live := m.ledger.Bound(m.cfg.Succeeds)
+	if !live {
+		return // ended (by our record, its expiry, or never seen): nothing left to count
+	}
+	r.Succeeds = m.cfg.Succeeds
+	if !ready {
+		return
+	}
+	if n > m.preloaded {
+		m.sink.Preload(n - m.preloaded)
+		m.preloaded = n
+	}
+	r.Used = max(r.Used, n)
 }
 
 // Leave returns the record a member publishes when it stops: nothing held, nothing wanted, and

@@ -37,9 +37,21 @@ type simLimiter struct {
 	atOnce  bool          // broken variant: growth without the window's wait
 	skew    time.Duration // the member's clock minus the true time (fences are on its clock)
 	fence   time.Time     // no call from then on, by the member's clock (SetFence)
+	// noPreload: broken variant, a successor that does not count its predecessor's calls.
+	noPreload bool
 }
 
 func (l *simLimiter) SetFence(until time.Time) { l.fence = until }
+
+// Preload counts n calls made now (the limiter's calls are in time order).
+func (l *simLimiter) Preload(n int) {
+	if l.noPreload {
+		return
+	}
+	for range n {
+		l.calls = append(l.calls, *l.now)
+	}
+}
 
 func (l *simLimiter) SetCeiling(n, now int) {
 	l.advance(*l.now)
@@ -174,6 +186,12 @@ type simWorld struct {
 	// rebalances: every member's demand goes through a ratelimit.DemandHold, and rebalances
 	// (every live member's callers stop for a while, some get no partitions) come at random.
 	rebalances bool
+	// successors: a crashed member is followed, at once or within half a second, by a member
+	// succeeding it (Config.Succeeds), as a process restarted with the same instance id that
+	// found its lock free. noPreload breaks it: the successor does not count the crashed
+	// member's calls.
+	successors bool
+	noPreload  bool
 }
 
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
@@ -183,18 +201,21 @@ func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
 	return w
 }
 
-func (w *simWorld) join() *simMember {
+func (w *simWorld) join() *simMember { return w.joinAfter("") }
+
+// joinAfter joins a member succeeding the crashed member pred ("" for none).
+func (w *simWorld) joinAfter(pred string) *simMember {
 	w.joined++
 	sm := &simMember{id: fmt.Sprintf("m%d", w.joined),
 		skew:    time.Duration(w.rng.Int64N(int64(200*time.Millisecond))) - 100*time.Millisecond,
 		readLag: time.Duration(w.rng.Int64N(int64(30 * time.Millisecond)))}
-	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce, skew: sm.skew}
+	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce, skew: sm.skew, noPreload: w.noPreload}
 	if w.rebalances {
 		sm.hold = &ratelimit.DemandHold{}
 		sm.hold.Partitions(w.now, 1, 0)
 	}
 	cfg := w.cfg
-	cfg.Member = sm.id
+	cfg.Member, cfg.Succeeds = sm.id, pred
 	local := w.now.Add(sm.skew)
 	m, err := NewMember(cfg, sm.lim, cfg.StartAt(local))
 	if err != nil {
@@ -421,7 +442,12 @@ func randomSchedule(t testing.TB, seed uint64, tweak func(*simWorld)) (int, floa
 				sm.lingering = false
 				break
 			}
-			live[w.rng.IntN(len(live))].gone = true
+			dead := live[w.rng.IntN(len(live))]
+			dead.gone = true
+			if w.successors {
+				w.run(time.Duration(w.rng.Int64N(int64(500 * time.Millisecond))))
+				w.joinAfter(dead.id).rate = float64(w.cfg.Budget)
+			}
 		case x < 50: // cut off from the log, still calling the API
 			sm := live[w.rng.IntN(len(live))]
 			sm.cutUntil = w.now.Add(time.Duration(w.rng.Int64N(int64(6 * time.Second))))

@@ -35,6 +35,7 @@ const (
 	envBudget    = "CHAOS_FLEET_BUDGET"   // static or kafka for every seed; default by seed (odd: kafka)
 	envKeep      = "CHAOS_KEEP_LOGS"      // set: keep every seed's logs, not only a failing one's
 	envEvents    = "CHAOS_EVENTS"         // create or lifecycle for every seed; default by seed (every third: lifecycle)
+	envMember    = "CHAOS_MEMBERSHIP"     // dynamic or static for every seed; default by seed (1, 5, 9, ...: static)
 	envVanished  = "CHAOS_KEEP_VANISHED"  // set: don't expire the embedded broker's members of dead replicas (Config.KeepVanished)
 	envOrder     = "CHAOS_ORDER"          // set: run the lifecycle order test and its self-test (order_test.go)
 	envOrderSeed = "CHAOS_ORDER_SEED"     // the order test's seed, default 19
@@ -126,8 +127,13 @@ func options(t *testing.T, c *kafkatest.Cluster, seed uint64, d time.Duration, r
 	default:
 		t.Fatalf("%s=%q: want %s or %s", envEvents, v, EventsCreate, EventsLifecycle)
 	}
+	switch v := os.Getenv(envMember); v {
+	case "", MembershipDynamic, MembershipStatic:
+	default:
+		t.Fatalf("%s=%q: want %s or %s", envMember, v, MembershipDynamic, MembershipStatic)
+	}
 	o := Options{Seed: seed, Duration: d, Replicas: replicas, DLQFaults: c.Fake != nil, FleetBudget: os.Getenv(envBudget),
-		Events: os.Getenv(envEvents)}
+		Events: os.Getenv(envEvents), Membership: os.Getenv(envMember)}
 	if c.Fake == nil {
 		o.SessionTimeout = 6 * time.Second
 	}

@@ -582,6 +582,9 @@ func (r *run) start(ctx context.Context, i int) error {
 	if s.RetryLane {
 		args = append(args, "--retry-lane", "on", "--lane-topic", r.laneTopic(), "--account-stall-limit", s.StallLimit.String())
 	}
+	if s.Membership == MembershipStatic {
+		args = append(args, "--instance-id", instanceID(i), "--instance-lock-dir", filepath.Join(r.cfg.Dir, "locks"))
+	}
 	p, err := r.spawn(fmt.Sprintf("replica-%d.%d", i, r.gen[i]), args, append(baseEnv(), r.cfg.Env...), nil)
 	if err != nil {
 		return err
@@ -952,9 +955,15 @@ func (r *run) evictVanished(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
+		// A static member leaves by its instance id too, unless its slot runs again: the id is
+		// the new process's then.
+		inst := ""
+		if slot, ok := slotOf(p.name); ok && r.cfg.Schedule.Membership == MembershipStatic && r.slots[slot] == p {
+			inst = instanceID(slot)
+		}
 		members := make([]kafka.LeaveGroupRequestMember, 0, len(ids))
 		for _, id := range ids {
-			members = append(members, kafka.LeaveGroupRequestMember{ID: id})
+			members = append(members, kafka.LeaveGroupRequestMember{ID: id, GroupInstanceID: inst})
 		}
 		cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 5 * time.Second}
 		_, err := cl.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: r.group, Members: members})
@@ -962,6 +971,20 @@ func (r *run) evictVanished(ctx context.Context) {
 		r.cfg.Logf("%s exited %v ago: its members %v leave the embedded broker's group as Kafka would have expired them (err %v)",
 			p.name, time.Since(p.endedAt).Round(time.Millisecond), ids, err)
 	}
+}
+
+// instanceID is the --instance-id of slot i's replicas (static membership).
+func instanceID(i int) string { return fmt.Sprintf("chaos-r%d", i) }
+
+// slotOf reads the slot from a replica's process name (replica-<slot>.<generation>).
+func slotOf(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "replica-")
+	if !ok {
+		return 0, false
+	}
+	slot, _, _ := strings.Cut(rest, ".")
+	i, err := strconv.Atoi(slot)
+	return i, err == nil
 }
 
 // memberIDs are the group member ids a replica's log says it was given.

@@ -127,6 +127,12 @@ type Options struct {
 	// created earlier). NewSchedule picks it by the seed when empty (every third seed,
 	// lifecycle); a hand-made schedule without it makes creates.
 	Events string
+	// Membership is the replicas' group membership: MembershipDynamic, or MembershipStatic
+	// (--instance-id per slot, and --instance-lock-dir, so that a replica started again after
+	// a SIGKILL succeeds its dead predecessor's fleet budget entry at once: package budget,
+	// "Succession after a crash"). NewSchedule picks it by the seed when empty (seeds 1, 5,
+	// 9, …: every other kafka seed, static); a hand-made schedule without it is dynamic.
+	Membership string
 	// RetryLane runs the replicas with the retry lane on (--retry-lane on) and a short
 	// --account-stall-limit (StallLimit), and lets the schedule fail accounts transiently for
 	// longer than that (KindFail), so they are parked and their later events go through the
@@ -136,6 +142,12 @@ type Options struct {
 	// StallLimit is the replicas' --account-stall-limit with RetryLane; default 2s.
 	StallLimit time.Duration
 }
+
+// Values of Options.Membership.
+const (
+	MembershipDynamic = "dynamic"
+	MembershipStatic  = "static"
+)
 
 // Trigger is a replica's log event a stop, kill or pause waits for (Step.On).
 type Trigger string
@@ -204,8 +216,8 @@ func (s *Schedule) String() string {
 	if s.RetryLane {
 		lane = fmt.Sprintf("on, stall limit %v", s.StallLimit)
 	}
-	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, retry lane %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
-		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), lane, len(s.Records()))
+	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, membership %s, retry lane %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
+		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), cmp.Or(s.Membership, MembershipDynamic), lane, len(s.Records()))
 	for _, st := range s.Steps {
 		fmt.Fprintf(&b, "  %7.2fs %-9s", st.At.Seconds(), st.Kind)
 		switch st.Kind {
@@ -269,6 +281,12 @@ func NewSchedule(o Options) *Schedule {
 		g.o.FleetBudget = BudgetStatic
 		if o.Seed%2 == 1 {
 			g.o.FleetBudget = BudgetKafka
+		}
+	}
+	if g.o.Membership == "" {
+		g.o.Membership = MembershipDynamic
+		if o.Seed%4 == 1 {
+			g.o.Membership = MembershipStatic
 		}
 	}
 	if g.o.Events == "" {

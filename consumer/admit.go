@@ -14,7 +14,7 @@ import (
 // each has a record picked (waiting for a grant or in the ready queue). So each periodic commit
 // also lists the records that may have been written (metadata v5), and a record is written only
 // once a commit listing it was accepted: admission waits for that. Every commit taken after a
-// record was admitted lists it until it ends (it stays in callWatch.sent), so the last accepted
+// record was admitted lists it until it ends (it stays in callWatch.admitted or .sent), so the last accepted
 // commit a successor reads lists every record the dead owner can have written.
 
 // admission is one partition's side of the rule: snapshots of it taken for a commit, and the
@@ -53,7 +53,7 @@ func (e *engine) admitter(r *rec) func(context.Context) error {
 			if admitAt == 0 {
 				// Listed from now on, until r ends: snapshots to come take it in (mu held).
 				admitAt = p.adm.snap + 1
-				p.calls.markSent(off)
+				p.calls.markAdmitted(off)
 				asked = e.cfg.Now()
 			}
 			if p.adm.accepted >= admitAt {

@@ -113,8 +113,8 @@ func (e *engine) snapshot(now time.Time) ([]commitSnap, []kafka.OffsetCommit) {
 		var sent []span
 		if list {
 			// Periodic: every record written was admitted, so listed, and stays listed until
-			// it ends (admit.go).
-			sent = p.sentStatement()
+			// it ends (admit.go). Final: what took a connection, and what was inherited.
+			sent = p.sentStatement(!e.final)
 		}
 		p.adm.snap++
 		snaps = append(snaps, commitSnap{p: p, w: w, h: h, ext: ext, done: p.doneAbove(), ho: ho, sent: sent, list: list, seq: p.adm.snap})

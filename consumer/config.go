@@ -89,7 +89,8 @@ type Config struct {
 	// process started again with the same id within SessionTimeout takes its partitions back
 	// without a rebalance of the others (a rolling restart of fixed ids costs no rebalance at
 	// all), while one that does not come back hands them over only once SessionTimeout has
-	// passed. Set it where ids survive restarts (a StatefulSet, fixed hosts); leave it off
+	// passed. Meanwhile any rebalance (a join, another member's crash) waits for the absent
+	// member, up to SessionTimeout, with every member stopped: Kafka's static membership. Set it where ids survive restarts (a StatefulSet, fixed hosts); leave it off
 	// where a rollout gives new ids (a Deployment with pod names), whose old members should go
 	// at once. Requires InstanceID.
 	StayOnShutdown bool
@@ -255,12 +256,8 @@ func (c Config) Validate() error {
 	if c.RetryLane && c.LaneTopic != "" && c.LaneTopic == c.Topic {
 		errs = append(errs, fmt.Errorf("lane topic: must differ from the topic %q", c.Topic))
 	}
-	if c.InstanceID != "" {
-		if err := ValidateInstanceID(c.InstanceID); err != nil {
-			errs = append(errs, err)
-		}
-	} else if c.StayOnShutdown {
-		errs = append(errs, errors.New("stay on shutdown: needs an instance id (a dynamic member is never taken back)"))
+	if err := c.validateIdentity(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Partitioner.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("partitioner: %w", err))
@@ -268,6 +265,18 @@ func (c Config) Validate() error {
 	errs = append(errs, c.timeoutRelations()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
+	}
+	return nil
+}
+
+// validateIdentity checks the static membership settings: InstanceID, and StayOnShutdown,
+// which needs it.
+func (c Config) validateIdentity() error {
+	if c.InstanceID != "" {
+		return ValidateInstanceID(c.InstanceID)
+	}
+	if c.StayOnShutdown {
+		return errors.New("stay on shutdown: needs an instance id (a dynamic member is never taken back)")
 	}
 	return nil
 }

@@ -35,6 +35,11 @@ type callWatch struct {
 	// may have reached the API) or returned an outcome: the final commit lists those that did
 	// not end as uncertain; every other record it never sent (metadata v4).
 	sent map[int64]struct{}
+	// admitted holds the offsets admitted to be written (admit.go) that did not take a
+	// connection yet: periodic commits list them with sent (a write may follow at any moment),
+	// the final commit does not (every runner has returned, and every write takes a connection
+	// first: one admitted ahead of its grant and never granted was never sent).
+	admitted map[int64]struct{}
 }
 
 // markSent records that the record at off may have reached the API.
@@ -54,21 +59,40 @@ func (w *callWatch) markSentLocked(off int64) {
 	w.sent[off] = struct{}{}
 }
 
+// markAdmitted records that the record at off may be written from now on.
+func (w *callWatch) markAdmitted(off int64) {
+	w.mu.Lock()
+	if w.admitted == nil {
+		w.admitted = map[int64]struct{}{}
+	}
+	w.admitted[off] = struct{}{}
+	w.mu.Unlock()
+}
+
 // forget drops off, which ended: the encoder would take it out of the list anyway (it is done),
 // and periodic commits list the set again and again, which must not grow with every record of
 // the generation.
 func (w *callWatch) forget(off int64) {
 	w.mu.Lock()
 	delete(w.sent, off)
+	delete(w.admitted, off)
 	w.mu.Unlock()
 }
 
-// sentSpans returns the offsets markSent recorded, as sorted spans.
-func (w *callWatch) sentSpans() []span {
+// sentSpans returns the offsets markSent recorded, and with admitted those markAdmitted did,
+// as sorted spans.
+func (w *callWatch) sentSpans(admitted bool) []span {
 	w.mu.Lock()
 	offs := make([]int64, 0, len(w.sent))
 	for o := range w.sent {
 		offs = append(offs, o)
+	}
+	if admitted {
+		for o := range w.admitted {
+			if _, dup := w.sent[o]; !dup {
+				offs = append(offs, o)
+			}
+		}
 	}
 	w.mu.Unlock()
 	slices.Sort(offs)
@@ -292,13 +316,15 @@ func (s *prevSent) uncertainFrom(w, inherited int64) []span {
 	return clipSpans(s.spans, w, inherited)
 }
 
-// sentStatement is the final commit's list of p's offsets below its horizon that may have reached
-// the API: those this member inherited as uncertain and those it sent itself (completed ones are
-// taken out by the encoder). Every runner has returned. mu held.
-func (p *part) sentStatement() []span {
+// sentStatement is a commit's list of p's offsets below its horizon that may have reached the
+// API: those this member inherited as uncertain and those it sent itself (completed ones are
+// taken out by the encoder), and with admitted (periodic commits) those admitted to be written.
+// The final commit leaves the admitted ones out: every runner has returned, so one that took no
+// connection never wrote. mu held.
+func (p *part) sentStatement(admitted bool) []span {
 	var inh []span
 	if p.hasPrev {
 		inh = p.prev.uncertainFrom(p.tr.watermark(), p.inherited)
 	}
-	return mergeSpans(append(inh, p.calls.sentSpans()...))
+	return mergeSpans(append(inh, p.calls.sentSpans(admitted)...))
 }

@@ -955,25 +955,48 @@ func TestNetworkPolicy(t *testing.T) {
 }
 
 // TestInstanceIDFromPodName: by default the pod's name reaches chatgroupd as
-// CHATGROUPD_INSTANCE_ID (static group membership), through the Downward API; turned off, the
-// variable is gone (dynamic membership).
+// CHATGROUPD_INSTANCE_ID (static group membership), through the Downward API, and the container
+// locks it in an emptyDir mounted at --instance-lock-dir (which outlives a container restart, so
+// the restarted container sees its predecessor's lock released); turned off, all three are gone.
 func TestInstanceIDFromPodName(t *testing.T) {
-	find := func(r rendered) *corev1.EnvVar {
-		d := r.only(t, "Deployment").(*appsv1.Deployment)
-		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+	type found struct {
+		env      *corev1.EnvVar
+		flag     string
+		emptyDir bool   // a volume named instance-lock, an emptyDir
+		mount    string // where instance-lock is mounted
+	}
+	find := func(r rendered) found {
+		spec := r.only(t, "Deployment").(*appsv1.Deployment).Spec.Template.Spec
+		c := spec.Containers[0]
+		f := found{flag: flagValues(c.Args)["instance-lock-dir"]}
+		for _, e := range c.Env {
 			if e.Name == "CHATGROUPD_INSTANCE_ID" {
-				return &e
+				f.env = &e
 			}
 		}
-		return nil
+		for _, v := range spec.Volumes {
+			if v.Name == "instance-lock" {
+				f.emptyDir = v.EmptyDir != nil
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			if m.Name == "instance-lock" && !m.ReadOnly {
+				f.mount = m.MountPath
+			}
+		}
+		return f
 	}
 	for _, vf := range valuesFiles {
-		e := find(render(t, vf))
-		if e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		f := find(render(t, vf))
+		if e := f.env; e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
 			t.Errorf("%s: CHATGROUPD_INSTANCE_ID = %+v, want the pod name from the Downward API", name(vf), e)
 		}
+		if f.flag == "" || !f.emptyDir || f.mount != f.flag {
+			t.Errorf("%s: --instance-lock-dir=%q, instance-lock emptyDir %v mounted writable at %q; want the flag on the emptyDir's mount",
+				name(vf), f.flag, f.emptyDir, f.mount)
+		}
 	}
-	if e := find(renderWith(t, "--set", "instanceIdFromPodName=false")); e != nil {
-		t.Errorf("instanceIdFromPodName=false still sets %+v", e)
+	if f := find(renderWith(t, "--set", "instanceIdFromPodName=false")); f != (found{}) {
+		t.Errorf("instanceIdFromPodName=false still sets %+v", f)
 	}
 }

@@ -55,33 +55,32 @@ func (r *run) call(ctx context.Context, api string, fn func(context.Context) err
 	return err
 }
 
-// admitAhead asks Task.Admit before the event's first grant, holding one of Config.AdmitAhead
-// tokens from before the admission until the grant; the caller calls granted once Acquire
-// returns. Admitting after the grant held the grant's slot through the admission's wait, a
-// commit round trip: a slot counts from its grant until it is written and a window after, so
-// every call's slot lasted a window plus that wait, which cost the real broker's fleet 2-3 % of
-// the budget where commits take tens of milliseconds. Admitted early, the event is listed by
-// the consumer's commits as possibly written while it waits for its grant; the tokens bound
-// how many such events a crash leaves uncertain that were never written.
+// admitAhead asks Task.Admit before the event's first grant, holding a place of the admitGate
+// from before the admission until the grant; the caller calls granted once Acquire returns.
+// Admitting after the grant held the grant's slot through the admission's wait, a commit round
+// trip: a slot counts from its grant until it is written and a window after, so every call's
+// slot lasted a window plus that wait, which cost the real broker's fleet 2-3 % of the budget
+// where commits take tens of milliseconds. Admitted early, the event is listed by the
+// consumer's commits as possibly written while it waits for its grant; the gate bounds how
+// many such events a crash leaves uncertain that were never written.
 func (r *run) admitAhead() (granted func(), err error) {
 	if r.admit == nil || r.admitted {
 		return func() {}, nil
 	}
-	select {
-	case r.d.ahead <- struct{}{}:
-	case <-r.wait.Done():
+	if err := r.d.admits.enter(r.wait, r.d.create.Rate); err != nil {
 		return nil, context.Cause(r.wait)
 	}
-	release := func() { <-r.d.ahead }
+	t0 := r.d.cfg.Now()
 	if err := r.admit(r.wait); err != nil {
-		release()
+		r.d.admits.leave()
 		if r.wait.Err() != nil {
 			return nil, context.Cause(r.wait)
 		}
 		return nil, errPaused // not admitted; ask again
 	}
+	r.d.admits.admitted(r.d.cfg.Now().Sub(t0))
 	r.admitted = true
-	return release, nil
+	return r.d.admits.leave, nil
 }
 
 // maySend waits, once a call has its grant, until the task admits it and its lease holds, and

@@ -103,12 +103,13 @@ type Config struct {
 	// `chatgroupd imcheck` reports; default 50002, which also means other bad parameters: the
 	// dispatcher looks the group up before it takes the code for a duplicate).
 	DuplicateCode int
-	// AdmitAhead bounds the events admitted by Task.Admit and still waiting for their first
-	// rate-limit grant. Admission comes before the grant so that its wait (a commit round trip
-	// in the consumer) holds no slot of the window; the bound keeps what a crash leaves
-	// uncertain (every admitted event: the consumer's commits list it as possibly written)
-	// to about this many events beyond those in flight. It should cover the calls a full
-	// ceiling lets out during one admission: at 200 calls/s and a 40 ms commit round trip, 8.
+	// AdmitAhead is the least number of events admitted by Task.Admit and still waiting for
+	// their first rate-limit grant. Admission comes before the grant so that its wait (a commit
+	// round trip in the consumer, twice when one is in flight) holds no slot of the window;
+	// the bound keeps what a crash leaves uncertain (every admitted event: the consumer's
+	// commits list it as possibly written) to about one admission's calls beyond those in
+	// flight. Above it the bound grows to the calls the create ceiling lets out in three
+	// average admission waits, so that slow commits do not cap the write rate.
 	AdmitAhead int
 	// FleetBudget: every limiter's ceiling comes from SetCeiling (package budget, shared
 	// through Kafka; the get, update and delete limiters take the grant scaled to their budgets)

@@ -44,9 +44,9 @@ type Dispatcher struct {
 	// hold keeps the demand the fleet budget reads from collapsing across a rebalance (fleet
 	// mode; SetPartitions feeds it).
 	hold ratelimit.DemandHold
-	// ahead holds a token per event admitted by its Task.Admit and not yet granted its first
+	// admits bounds the events admitted by their Task.Admit and not yet granted their first
 	// call (Config.AdmitAhead).
-	ahead chan struct{}
+	admits admitGate
 }
 
 // New applies cfg's defaults, validates it and returns a Dispatcher.
@@ -68,7 +68,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	d.create.ExportShare(cfg.Metrics.RateLimitLimit)
 	d.st.kick = make(chan struct{}, 1)
-	d.ahead = make(chan struct{}, cfg.AdmitAhead)
+	d.admits.least = cfg.AdmitAhead
 	d.st.outage = outageDetector{size: cfg.OutageWindow, span: cfg.OutageSpan, ratio: cfg.OutageRatio,
 		accounts: cfg.OutageAccounts}
 	// Export every label value from the start, so alerts and dashboards see zeros, not gaps.
@@ -163,6 +163,11 @@ func (d *Dispatcher) SetFence(until time.Time) {
 	}
 }
 
+// Preload counts n create calls of a dead predecessor as made now (budget.Sink): they hold room
+// in the create limiter's window, and count in Used, until they age out. The other APIs need
+// none: their growth always waits a window, by when the predecessor's calls are gone.
+func (d *Dispatcher) Preload(n int) { d.create.Preload(n) }
+
 // Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }
 
@@ -183,6 +188,11 @@ func (d *Dispatcher) Stopping() { d.hold.Release() }
 
 // liveDemand is Demand without the hold.
 func (d *Dispatcher) liveDemand() int {
+	if d.admits.queued() {
+		// Events wait to be admitted ahead of their grants: a backlog the limiter's own queue
+		// does not show when admissions are slow and every place waits in one.
+		return int(math.Floor(d.cfg.RateLimit + 1e-9))
+	}
 	dm := d.create.Demand()
 	for api, l := range d.scaled() {
 		ld := l.Demand()

@@ -59,3 +59,35 @@ func TestFenceEndsGrantsAndWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestPreloadHoldsRoom: calls a dead predecessor may still have in the window (Preload) take
+// room against the ceiling and count in Used until they age out a window later: with 8 of a
+// ceiling of 10 preloaded, 2 calls are granted at once and the third waits for them to age out.
+func TestPreloadHoldsRoom(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, nil)
+	l.SetCeiling(10, 10)
+	l.Preload(8)
+	if got := l.Used(); got != 8 {
+		t.Fatalf("Used() = %d after preloading 8, want 8", got)
+	}
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := l.Acquire(ctx, "a")
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d within the room left: %v", i, err)
+		}
+		c.Done()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := l.Acquire(ctx, "a")
+	cancel()
+	if err == nil {
+		t.Fatal("a call granted into room the preloaded calls hold")
+	}
+	clock.Advance(l.window + time.Millisecond)
+	if got := l.Used(); got != 0 {
+		t.Errorf("Used() = %d a window later, want 0", got)
+	}
+}

@@ -126,6 +126,19 @@ func (l *Limiter) isKnown() bool {
 	return l.known
 }
 
+// Preload counts n calls as written now that this limiter did not grant: those a dead
+// predecessor of this process may still have in the window (the fleet budget's succession,
+// budget.Config.Succeeds). They take room and count in Used until they age out a window from
+// now, as the limiter's own calls would; its ceiling bounds them with its own.
+func (l *Limiter) Preload(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.cfg.Now()
+	for range n {
+		l.sent = append(l.sent, &grant{at: t, wrote: t})
+	}
+}
+
 // Used is how many calls were granted within the last window (pending ones included).
 func (l *Limiter) Used() int {
 	l.mu.Lock()

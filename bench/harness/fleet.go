@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -296,12 +297,7 @@ func (rn *run) fleet(ctx context.Context) error {
 	start := func(i int) error {
 		subj := rn.subj
 		if withIDs {
-			subj.Extra = append(slices.Clone(subj.Extra), "--instance-id", reps[i].instanceID)
-			if rn.sc.Change == ChangeRolling && rn.r.supports(rn.subj, "--leave-on-shutdown") {
-				// Every replica comes back with its id: a deployment that restarts so (a
-				// StatefulSet, fixed hosts) keeps its members in the group across the restart.
-				subj.Extra = append(subj.Extra, "--leave-on-shutdown=false")
-			}
+			subj.Extra = rn.identityFlags(reps[i].instanceID)
 		}
 		p, err := startProc(subj, rn.flags, rn.r.secret, strings.TrimSuffix(rn.logPath, ".log")+fmt.Sprintf("-r%d.log", i))
 		if err != nil {
@@ -499,6 +495,30 @@ func (rn *run) waitStable(ctx context.Context, n int, reps []*replica) error {
 	case <-time.After(time.Second):
 	}
 	return nil
+}
+
+// identityFlags is the subject's Extra plus what a replica with this instance id takes to come
+// back as itself, as far as the binary supports it.
+func (rn *run) identityFlags(instanceID string) []string {
+	extra := append(slices.Clone(rn.subj.Extra), "--instance-id", instanceID)
+	if rn.sc.Change == ChangeRolling && rn.r.supports(rn.subj, "--leave-on-shutdown") {
+		// Every replica comes back with its id: a deployment that restarts so (a
+		// StatefulSet, fixed hosts) keeps its members in the group across the restart.
+		extra = append(extra, "--leave-on-shutdown=false")
+	}
+	if rn.r.supports(rn.subj, "--instance-lock-dir") {
+		// One directory per run, the same across a replica's restarts (as an emptyDir is across
+		// a pod's container restarts): a replica restarted after SIGKILL finds its
+		// predecessor's lock released and takes over its budget share. Not shared between
+		// runs, whose replicas reuse the ids but not the budget topic.
+		extra = append(extra, "--instance-lock-dir", rn.lockDir())
+	}
+	return extra
+}
+
+// lockDir is the run's --instance-lock-dir: <OutDir>/locks/<scenario>-<subject>.
+func (rn *run) lockDir() string {
+	return filepath.Join(filepath.Dir(rn.logPath), "locks", strings.TrimSuffix(filepath.Base(rn.logPath), ".log"))
 }
 
 // instanceIDs reports (once per subject) whether the subject's binary takes --instance-id.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -349,5 +350,42 @@ func TestSupportsFlagReadsHelp(t *testing.T) {
 	}
 	if supportsFlag(Subject{}, "--instance-id") {
 		t.Error("a subject without a command supports a flag")
+	}
+}
+
+// TestIdentityFlags: a replica with an instance id gets the flags that bring it back as itself,
+// each only when the binary lists it; the lock directory is the run's, the same at every start.
+func TestIdentityFlags(t *testing.T) {
+	const lockDir = "/out/locks/fleet-kill-k"
+	for _, tc := range []struct {
+		name      string
+		change    Change
+		supported []string
+		want      []string
+	}{
+		{"old binary", ChangeKill, nil, []string{"-x", "--instance-id", "r0"}},
+		{"kill", ChangeKill, []string{"--leave-on-shutdown", "--instance-lock-dir"},
+			[]string{"-x", "--instance-id", "r0", "--instance-lock-dir", lockDir}},
+		{"rolling", ChangeRolling, []string{"--leave-on-shutdown", "--instance-lock-dir"},
+			[]string{"-x", "--instance-id", "r0", "--leave-on-shutdown=false", "--instance-lock-dir", lockDir}},
+		{"rolling without the lock flag", ChangeRolling, []string{"--leave-on-shutdown"},
+			[]string{"-x", "--instance-id", "r0", "--leave-on-shutdown=false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			subj := Subject{Name: "k", Extra: []string{"-x"}}
+			r := &Runner{flagCache: map[string]bool{}}
+			for _, f := range []string{"--leave-on-shutdown", "--instance-lock-dir"} {
+				r.flagCache[subj.Name+" "+f] = slices.Contains(tc.supported, f)
+			}
+			rn := &run{r: r, subj: subj, sc: Scenario{Change: tc.change}, logPath: "/out/fleet-kill-k.log"}
+			for range 2 { // a restart gets the same flags
+				if got := rn.identityFlags("r0"); !slices.Equal(got, tc.want) {
+					t.Fatalf("identityFlags = %q, want %q", got, tc.want)
+				}
+			}
+			if !slices.Equal(subj.Extra, []string{"-x"}) {
+				t.Errorf("the subject's Extra changed: %q", subj.Extra)
+			}
+		})
 	}
 }

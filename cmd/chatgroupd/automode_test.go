@@ -449,7 +449,7 @@ func TestServiceAutoMetricsPortInUse(t *testing.T) {
 	t.Cleanup(conn.Close)
 	f := serviceFlags{topic: "events", group: "g", imEndpoint: "http://127.0.0.1:1", imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, retryLane: modeAuto, fleetBudget: modeAuto,
-		metricsAddr: taken.Addr().String(), shutdownTimeout: time.Second, maxInFlight: 8, dedupeWindow: 100}
+		metricsAddr: taken.Addr().String(), shutdownTimeout: time.Second, maxInFlight: 8, dedupeWindow: 100, leaveOnShutdown: true}
 	reg := prometheus.NewRegistry()
 	svc, err := newService(serviceConfig{flags: f, conn: conn, secretKey: "k", log: zap.NewNop(),
 		metrics: metrics.New(reg, "test", false), gatherer: reg})

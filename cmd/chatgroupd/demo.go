@@ -125,6 +125,8 @@ func newDemoService(sc demo.ServiceConfig) (demo.Service, error) {
 		reorderWindow: sc.ReorderWindow, retryBudget: sc.RetryBudget, lateArrivalMax: ratelimit.DefaultLateArrivalMax,
 		shutdownTimeout: sc.ShutdownTimeout, commitInterval: sc.CommitInterval, maxInFlight: sc.MaxInFlight,
 		dedupeWindow: sc.DedupeWindow, inProcessAPI: sc.InProcessAPI,
+		// As the flag's default: a demo replica has no instance id to come back as.
+		leaveOnShutdown: true,
 	}
 	svc, err := newService(serviceConfig{flags: sf, conn: conn, secretKey: sc.SecretKey, log: sc.Log, metrics: sc.Metrics,
 		gatherer: sc.Gatherer, metricsListener: sc.MetricsListener})

@@ -32,6 +32,7 @@ func TestRunCommands(t *testing.T) {
 		{"run without key", []string{"run", "--brokers", "127.0.0.1:1", "--sdkappid", "1"}, "no secret key", ""},
 		{"run without sdkappid", []string{"run", "--brokers", "127.0.0.1:1"}, "--sdkappid is required (an integer from 1 to", ""},
 		{"run staying without an instance id", []string{"run", "--brokers", "127.0.0.1:1", "--sdkappid", "1", "--leave-on-shutdown=false"}, "--leave-on-shutdown=false needs --instance-id", ""},
+		{"run locking without an instance id", []string{"run", "--brokers", "127.0.0.1:1", "--sdkappid", "1", "--instance-lock-dir", "/tmp/x"}, "--instance-lock-dir needs --instance-id", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

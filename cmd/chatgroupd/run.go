@@ -60,6 +60,7 @@ type serviceFlags struct {
 	rebalanceTime       time.Duration
 	instanceID          string
 	leaveOnShutdown     bool
+	instanceLockDir     string
 	keyMismatch         string
 	partitioner         string
 	fleetBudget         string
@@ -105,7 +106,8 @@ func (f *serviceFlags) register(fs *flag.FlagSet) {
 	durationFlag(fs, &f.rebalanceTime, "rebalance-timeout", consumer.DefaultRebalanceTimeout, time.Second, 30*time.Minute, "how long the group waits for members to rejoin at a rebalance (at least --session-timeout)")
 	checkedFlag(fs, &f.instanceID, "instance-id", "", "a Kafka group.instance.id: letters, digits, '.', '_', '-', at most 249", checkInstanceID,
 		"static group membership: a unique, stable id per replica (the chart uses the pod name); a restart within --session-timeout gets its partitions back without a rebalance, a graceful stop still hands them over at once unless --leave-on-shutdown=false (default: dynamic membership)")
-	boolFlag(fs, &f.leaveOnShutdown, "leave-on-shutdown", true, "a graceful stop leaves the group, handing the partitions over at once; false (needs --instance-id): it stays a member, so a restart with the same id within --session-timeout takes its partitions back without any rebalance, and a replica that does not come back hands them over only after the session timeout (use it where ids survive restarts: a StatefulSet, fixed hosts; not where a rollout gives new ids, as the chart's Deployment does)")
+	boolFlag(fs, &f.leaveOnShutdown, "leave-on-shutdown", true, "a graceful stop leaves the group, handing the partitions over at once; false (needs --instance-id): it stays a member, so a restart with the same id within --session-timeout takes its partitions back without any rebalance, and a replica that does not come back hands them over only after the session timeout; while it is away, any rebalance (a join, another replica's crash) waits for it, up to --session-timeout, with every member stopped (use it for restarts where ids survive them: a StatefulSet, fixed hosts; not for scale-downs, nor where a rollout gives new ids, as the chart's Deployment does)")
+	stringFlag(fs, &f.instanceLockDir, "instance-lock-dir", "", anyString, "a local directory (an emptyDir in Kubernetes) where each replica locks its --instance-id (needs it): a replica restarted after a crash finds its predecessor's lock released and takes over its fleet budget share at once instead of after the budget TTL; only used with --fleet-budget kafka (default: off)")
 	stringFlag(fs, &f.keyMismatch, "key-mismatch", consumer.KeyMismatchCount, oneOf, "valid events whose record key is not from_account: count (apply, count, log the account once) or dead-letter (as invalid)",
 		consumer.KeyMismatchCount, consumer.KeyMismatchDeadLetter)
 	stringFlag(fs, &f.partitioner, "partitioner", string(event.DefaultPartitioner), oneOf, "the event producers' partitioner (murmur2, crc32, fnv1a): records elsewhere than it puts their key count in chatgroupd_events_misrouted_total",
@@ -206,6 +208,9 @@ func runService(ctx context.Context, args []string, getenv env, stdout, stderr i
 	}
 	if !f.leaveOnShutdown && f.instanceID == "" {
 		return usageError("run", errors.New("--leave-on-shutdown=false needs --instance-id (a member without one is never taken back)"))
+	}
+	if f.instanceLockDir != "" && f.instanceID == "" {
+		return usageError("run", errors.New("--instance-lock-dir needs --instance-id (the lock is per instance id)"))
 	}
 	if insecureEndpoint(f.imEndpoint) && !f.imAllowInsecureHTTP {
 		return usageError("run", fmt.Errorf("--im-endpoint %s: http:// is allowed only on loopback (the admin UserSig would cross the network in clear text); use https:// or --im-allow-insecure-http", f.imEndpoint))

@@ -24,6 +24,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/dlq"
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
+	"github.com/chatgroupd/chatgroupd/internal/instancelock"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/metrics"
 	"github.com/chatgroupd/chatgroupd/ratelimit"
@@ -90,6 +91,9 @@ type pipeline struct {
 	consumer   *consumer.Consumer
 	dispatcher *dispatcher.Dispatcher
 	fleet      *budget.Runner // nil in static mode
+	// lock is this replica's --instance-lock-dir lock, nil without one: held while the service
+	// runs, so a successor with the same instance id takes over our budget only once we are gone.
+	lock *instancelock.Lock
 }
 
 func newService(cfg serviceConfig) (*service, error) {
@@ -202,7 +206,7 @@ func (s *service) build(f serviceFlags) error {
 	if err != nil {
 		return err
 	}
-	fleet, err := newFleetBudget(f, cfg, disp)
+	fleet, lock, err := newFleetBudget(f, cfg, disp)
 	if err != nil {
 		return err
 	}
@@ -228,10 +232,13 @@ func (s *service) build(f serviceFlags) error {
 		Logger:        cfg.log, Metrics: cfg.metrics,
 	})
 	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		return err
 	}
 	s.mu.Lock()
-	s.pipe = &pipeline{consumer: cons, dispatcher: disp, fleet: fleet}
+	s.pipe = &pipeline{consumer: cons, dispatcher: disp, fleet: fleet, lock: lock}
 	s.mu.Unlock()
 	return nil
 }
@@ -293,9 +300,9 @@ const (
 	fleetKafka  = "kafka"
 )
 
-// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static) and
-// exports the mode.
-func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatcher) (*budget.Runner, error) {
+// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static), with the
+// instance lock it holds if any, and exports the mode.
+func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatcher) (*budget.Runner, *instancelock.Lock, error) {
 	for _, mode := range []string{fleetStatic, fleetKafka} {
 		v := 0.0
 		if mode == f.fleetBudget {
@@ -304,14 +311,44 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatch
 		cfg.metrics.FleetBudgetMode.WithLabelValues(mode).Set(v)
 	}
 	if f.fleetBudget != fleetKafka {
-		return nil, nil
+		return nil, nil, nil
 	}
 	host, _ := os.Hostname()
 	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
-	return budget.NewRunner(budget.KafkaConfig{
+	lock, prev := lockInstance(f, member, cfg.log)
+	bc := budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9)), Succeeds: prev}
+	r, err := budget.NewRunner(budget.KafkaConfig{
 		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
-	}, budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9))}, disp, disp)
+	}, bc, disp, disp)
+	if err != nil && lock != nil {
+		lock.Close()
+		lock = nil
+	}
+	return r, lock, err
+}
+
+// lockInstance takes this replica's lock in --instance-lock-dir (nil, "" when off or not had)
+// and returns the budget member of the process that held it last, which, being dead, may be
+// succeeded at once. Without the lock the replica runs as without the flag: its predecessor's
+// budget share expires with the budget TTL.
+func lockInstance(f serviceFlags, member string, log *zap.Logger) (*instancelock.Lock, string) {
+	if f.instanceLockDir == "" || f.instanceID == "" {
+		return nil, ""
+	}
+	lock, prev, err := instancelock.Acquire(f.instanceLockDir, f.instanceID, member)
+	switch {
+	case errors.Is(err, instancelock.ErrHeld):
+		log.Warn("another process still holds this instance id's lock (alive, maybe frozen): no budget takeover",
+			zap.String("instance_id", f.instanceID), zap.Error(err))
+		return nil, ""
+	case err != nil:
+		log.Error("instance lock not taken: no budget takeover", zap.String("instance_id", f.instanceID), zap.Error(err))
+		return nil, ""
+	}
+	log.Info("instance lock taken", zap.String("path", lock.Path()), zap.String("member", member),
+		zap.String("previous_member", prev))
+	return lock, prev
 }
 
 // errNotInGroup is the /readyz answer before the first generation and between generations.
@@ -395,6 +432,10 @@ func (s *service) Run(ctx context.Context) error {
 				return s.resolver.watch(gctx, s.fallbacks, watchInterval(s.cfg.flags.accountStallLimit))
 			})
 		}
+	}
+	if p.lock != nil {
+		// After every component has stopped, the budget runner's leave included.
+		defer p.lock.Close()
 	}
 	g.Go(func() error {
 		defer cancelTail()

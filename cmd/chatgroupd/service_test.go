@@ -20,6 +20,7 @@ import (
 	"github.com/chatgroupd/chatgroupd/event"
 	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/imsim"
+	"github.com/chatgroupd/chatgroupd/internal/instancelock"
 	"github.com/chatgroupd/chatgroupd/internal/kafkaconn"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 	"github.com/chatgroupd/chatgroupd/internal/loadgen"
@@ -88,6 +89,7 @@ func startServiceIn(t *testing.T, kc *kafkatest.Cluster, simKey, svcKey string, 
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, lateArrivalMax: ratelimit.DefaultLateArrivalMax, shutdownTimeout: 5 * time.Second,
 		commitInterval: 200 * time.Millisecond, maxInFlight: 64, dedupeWindow: 10000, inProcessAPI: true,
+		leaveOnShutdown: true, // the flag's default
 	}
 	if tweak != nil {
 		tweak(&h.flags)
@@ -267,8 +269,14 @@ func TestServiceFleetBudgetKafka(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole pipeline")
 	}
-	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) { f.fleetBudget = fleetKafka })
+	lockDir := t.TempDir()
+	h := startServiceWith(t, "k", "k", imsim.Faults{Latency: time.Millisecond}, func(f *serviceFlags) {
+		f.fleetBudget, f.instanceID, f.instanceLockDir = fleetKafka, "replica-0", lockDir
+	})
 	testwait.For(t, 30*time.Second, "/readyz 200", func() bool { code, _ := h.get("/readyz"); return code == 200 })
+	if _, _, err := instancelock.Acquire(lockDir, "replica-0", "successor"); !errors.Is(err, instancelock.ErrHeld) {
+		t.Errorf("Acquire while the service runs: %v, want ErrHeld", err)
+	}
 	const n = 200
 	want := h.produce(n, loadgen.Config{Accounts: 20, Seed: 5})
 	testwait.For(t, 60*time.Second, "every record to end", func() bool {
@@ -289,6 +297,15 @@ func TestServiceFleetBudgetKafka(t *testing.T) {
 	if got := s.Sum("chatgroupd_ratelimit_limit"); got <= 0 || got > 200 {
 		t.Errorf("ratelimit_limit %v, want the fleet grant (0, 200]", got)
 	}
+	// Stopped, the service releases its lock and names its budget member to the successor.
+	h.cancel()
+	err := <-h.done
+	h.done <- err // for the harness's cleanup
+	l, prev, err := instancelock.Acquire(lockDir, "replica-0", "successor")
+	if err != nil || prev == "" {
+		t.Fatalf("Acquire after the service stopped = %q, %v; want its member id", prev, err)
+	}
+	l.Close()
 }
 
 // TestServiceWrongKeyNotReady: with a key the API rejects, the service reports not-ready with the
@@ -330,7 +347,7 @@ func TestServiceBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
-	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200}
+	base := serviceFlags{topic: "t", group: "g", imTimeout: im.DefaultTimeout, sdkAppID: 1, admin: "a", rateLimit: 200, leaveOnShutdown: true}
 	for name, mutate := range map[string]func(*serviceFlags){
 		"unknown region":              func(f *serviceFlags) { f.imRegion = "atlantis" },
 		"short timeout":               func(f *serviceFlags) { f.imTimeout = time.Second },
@@ -406,6 +423,7 @@ func TestServiceUnreachableBrokerNamed(t *testing.T) {
 		topic: "events", group: "g", imEndpoint: sim.URL, imTimeout: im.DefaultTimeout,
 		sdkAppID: testAppID, admin: im.DefaultAdmin, rateLimit: 200, reorderWindow: 100 * time.Millisecond,
 		retryBudget: time.Hour, shutdownTimeout: time.Second, commitInterval: 200 * time.Millisecond, maxInFlight: 8, dedupeWindow: 100,
+		leaveOnShutdown: true,
 	}
 	f.kafka.dialTimeout = time.Second
 	logs := &syncWriter{w: &bytes.Buffer{}}

@@ -237,6 +237,11 @@ unknown flag would be an error.)
 {{/* Volumes of the service's pods: the Kafka ones and the IM secret key file. */}}
 {{- define "chatgroupd.volumes" -}}
 {{ include "chatgroupd.kafkaVolumes" . }}
+{{- if .Values.instanceIdFromPodName }}
+- name: instance-lock
+  emptyDir:
+    sizeLimit: 1Mi
+{{- end }}
 {{- if .Values.secretKey.mountAsFile }}
 - name: secret-key
   secret:
@@ -250,11 +255,21 @@ unknown flag would be an error.)
 
 {{- define "chatgroupd.volumeMounts" -}}
 {{ include "chatgroupd.kafkaVolumeMounts" . }}
+{{- if .Values.instanceIdFromPodName }}
+- name: instance-lock
+  mountPath: {{ include "chatgroupd.instanceLockDir" . }}
+{{- end }}
 {{- if .Values.secretKey.mountAsFile }}
 - name: secret-key
   mountPath: {{ include "chatgroupd.secretKeyDir" . }}
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/* Where a replica locks its instance id (--instance-lock-dir): an emptyDir, which outlives a
+container restart in the same pod and so tells the restarted container its predecessor is dead. */}}
+{{- define "chatgroupd.instanceLockDir" -}}
+/var/run/chatgroupd
 {{- end }}
 
 {{/* Flags of `chatgroupd run`. Secrets never appear here. */}}
@@ -283,6 +298,9 @@ unknown flag would be an error.)
 - --shutdown-timeout={{ .Values.config.shutdownTimeoutSeconds }}s
 - --log-level={{ .Values.config.logLevel }}
 - --log-format={{ .Values.config.logFormat }}
+{{- if .Values.instanceIdFromPodName }}
+- --instance-lock-dir={{ include "chatgroupd.instanceLockDir" . }}
+{{- end }}
 {{- if .Values.secretKey.mountAsFile }}
 - --secret-key-file={{ include "chatgroupd.secretKeyDir" . }}/{{ .Values.secretKey.key }}
 {{- end }}
