@@ -1,8 +1,10 @@
 // Package chaos runs a fleet of real `chatgroupd run` processes against a Kafka broker and the
 // IM simulator under a random schedule drawn from a seed — produce bursts with duplicates,
 // swapped seqs, hot accounts and invalid records; replicas started, stopped, killed and paused
-// past their session; slow accounts; API fault storms; a dead-letter topic that refuses writes —
-// and then checks the product's guarantees against the simulator's call log and the topics.
+// past their session; slow accounts; API fault storms; a dead-letter topic that refuses writes;
+// with Options.RetryLane, accounts failing long enough to be parked in the retry lane and
+// replicas stopped, killed or paused the moment they park or unpark one — and then checks the
+// product's guarantees against the simulator's call log and the topics.
 //
 // The schedule is a pure function of the seed and the Options, so a failing seed is replayed
 // exactly (up to the timing of the processes) by running the same seed again.
