@@ -130,9 +130,9 @@ type Options struct {
 	// lifecycle); a hand-made schedule without it makes creates.
 	Events string
 	// Membership is the replicas' group membership: MembershipDynamic, or MembershipStatic
-	// (--instance-id per slot, and --instance-lock-dir, so that a replica started again after
-	// a SIGKILL succeeds its dead predecessor's fleet budget entry at once: package budget,
-	// "Succession after a crash"). NewSchedule picks it by the seed when empty (seeds 1, 5,
+	// (--instance-id per slot, and --instance-lock-dir; a SIGKILLed replica is started again
+	// within 0.1-0.6 s, as a container restarted in its pod, and succeeds its dead
+	// predecessor's fleet budget entry at once: package budget, "Succession after a crash"). NewSchedule picks it by the seed when empty (seeds 1, 5,
 	// 9, …: every other kafka seed, static); a hand-made schedule without it is dynamic.
 	Membership string
 	// RetryLane runs the replicas with the retry lane on (--retry-lane on) and a short
@@ -435,7 +435,15 @@ func (g *generator) lifecycleOn(t time.Duration, k Kind, on Trigger) bool {
 		g.setBusy(slots, t+d+time.Second)
 		return true
 	}
-	back := t + 3*time.Second + time.Duration(g.rng.Int64N(int64(8*time.Second)))
+	draw := time.Duration(g.rng.Int64N(int64(8 * time.Second)))
+	back := t + 3*time.Second + draw
+	if k == KindKill && g.o.Membership == MembershipStatic {
+		// As a container restarted in its pod: at once, with its instance id, while the dead
+		// process's fleet budget entry is still live, so the new one succeeds it (the same draw,
+		// so the steps after it stay those of the seed). A triggered kill may come up to Within
+		// before that.
+		back = t + 100*time.Millisecond + draw%(500*time.Millisecond)
+	}
 	g.add(Step{At: back, Kind: KindStart, Slot: slot, Slots: st.Slots})
 	g.setBusy(slots, back+time.Second)
 	return true
