@@ -39,8 +39,10 @@ const (
 	envVanished  = "CHAOS_KEEP_VANISHED"  // set: don't expire the embedded broker's members of dead replicas (Config.KeepVanished)
 	envOrder     = "CHAOS_ORDER"          // set: run the lifecycle order test and its self-test (order_test.go)
 	envOrderSeed = "CHAOS_ORDER_SEED"     // the order test's seed, default 19
+	envLaneSeeds = "CHAOS_LANE_SEEDS"     // seeds of TestChaosLane (retry lane on, accounts parked), default 1-3
 	shortSeeds   = "1,2,3"
 	shortDefault = 15 * time.Second
+	laneSeeds    = "1-3"
 )
 
 // binary is chatgroupd built once by TestMain for the runs; buildErr says why it is missing.
@@ -108,6 +110,10 @@ func replayCmd(s *Schedule) string {
 	if kfakeBuild() == "patched" {
 		modfile = `-modfile "$(go run ./internal/kfakepatch/cmd/kfakemodfile)" `
 	}
+	if s.RetryLane {
+		return fmt.Sprintf("%s=1 %s=%d %s=%v %s=%d go test %s-count=1 -v -timeout 0 -run 'TestChaosLane$' ./chaos/",
+			envSeeds, envLaneSeeds, s.Seed, envDuration, s.Duration, envReplicas, s.Replicas, modfile)
+	}
 	return fmt.Sprintf("%s=%d %s=%v %s=%d go test %s-count=1 -v -timeout 0 -run 'TestChaos$' ./chaos/",
 		envSeeds, s.Seed, envDuration, s.Duration, envReplicas, s.Replicas, modfile)
 }
@@ -165,8 +171,13 @@ func playConfig(t *testing.T, c *kafkatest.Cluster, s *Schedule, adjust func(*Co
 	if err != nil {
 		t.Fatalf("seed %d: run: %v\nlogs in %s\n%s", s.Seed, err, dir, Tails(dir, 15))
 	}
-	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d, drained %v, %v, expired members %d): %s", s.Seed, s.Replicas, s.Duration,
-		res.Stops, res.Kills, res.Pauses, res.Drained, res.Elapsed.Round(time.Second), res.ExpiredMembers, res.Report.Summary())
+	lane := ""
+	if s.RetryLane {
+		lane = fmt.Sprintf(", parks %d unparks %d lane records %d markers %d, triggered %d (missed %d)",
+			res.Parks, res.Unparks, res.LaneRecords, res.LaneMarkers, res.Triggered, res.TriggerMissed)
+	}
+	t.Logf("FIGURES seed %d (%d replicas, %v, stops %d kills %d pauses %d%s, drained %v, %v, expired members %d): %s", s.Seed, s.Replicas, s.Duration,
+		res.Stops, res.Kills, res.Pauses, lane, res.Drained, res.Elapsed.Round(time.Second), res.ExpiredMembers, res.Report.Summary())
 	t.Cleanup(func() {
 		// A join-stalled seed is skipped, not failed, but its logs are the only way to tell
 		// which broker defect it met: keep them too.
@@ -240,6 +251,28 @@ func TestChaos(t *testing.T) {
 	if spec == "" || testing.Short() {
 		t.Skipf("%s not set (make chaos sets it)", envSeeds)
 	}
+	runSeeds(t, spec, "CHAOS TOTALS", func(*Options) {})
+}
+
+// TestChaosLane runs the seeds of CHAOS_LANE_SEEDS (default 1-3; `make chaos`) with the retry
+// lane on (Options.RetryLane): accounts fail long enough to be parked and their later events go
+// through the lane while replicas are stopped, killed and paused, some at the moment one parks
+// or unparks an account. It prints its own totals.
+func TestChaosLane(t *testing.T) {
+	if os.Getenv(envSeeds) == "" || testing.Short() {
+		t.Skipf("%s not set (make chaos sets it)", envSeeds)
+	}
+	spec := os.Getenv(envLaneSeeds)
+	if spec == "" {
+		spec = laneSeeds
+	}
+	runSeeds(t, spec, "CHAOS LANE TOTALS", func(o *Options) { o.RetryLane = true })
+}
+
+// runSeeds runs the seeds of spec, their options adjusted by adjust, and prints the totals
+// after title.
+func runSeeds(t *testing.T, spec, title string, adjust func(*Options)) {
+	t.Helper()
 	seeds, err := parseSeeds(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -259,13 +292,19 @@ func TestChaos(t *testing.T) {
 	var total Report
 	var failed, stalled []uint64
 	var stops, kills, pauses, ran int
+	var lane []string // per seed: parks, unparks, lane records, triggered steps
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
 			c := broker(t)
-			s := NewSchedule(options(t, c, seed, d, replicas))
+			o := options(t, c, seed, d, replicas)
+			adjust(&o)
+			s := NewSchedule(o)
 			res := play(t, c, s)
 			total.Add(res.Report)
 			stops, kills, pauses, ran = stops+res.Stops, kills+res.Kills, pauses+res.Pauses, ran+1
+			if s.RetryLane {
+				lane = append(lane, fmt.Sprintf("%d:%d/%d/%d/%d", seed, res.Parks, res.Unparks, res.LaneRecords, res.Triggered))
+			}
 			if res.JoinStalled {
 				stalled = append(stalled, seed)
 			}
@@ -277,9 +316,12 @@ func TestChaos(t *testing.T) {
 			verify(t, s, res)
 		})
 	}
-	line := fmt.Sprintf("CHAOS TOTALS seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v kfake=%s",
-		ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.DoubleEffects, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
+	line := fmt.Sprintf("%s seeds=%d duration=%v graceful_stops=%d sigkills=%d sigstop_evictions=%d lost=%d duplicate_creates=%d double_effects=%d concurrent_same_account_calls=%d order_violations=%d windows_over_budget=%d (max %d calls/s as they arrived, %d at the simulator's handlers) | records=%d applied=%d dead_lettered=%d duplicates_dropped=%d late=%d wrong_outcome=%d dlq_repeats=%d lag=%d failed_seeds=%v join_stalled_seeds=%v kfake=%s",
+		title, ran, d, stops, kills, pauses, total.Lost, total.DuplicateCreates, total.DoubleEffects, total.ConcurrentCalls, total.OrderViolations, total.WindowsOverBudget, total.MaxWindow, total.MaxWindowAtHandler,
 		total.Records, total.Applied, total.DeadLettered, total.DuplicatesDropped, total.Late, total.WrongOutcome, total.DLQRepeats, total.Lag, failed, stalled, kfakeBuild())
+	if len(lane) > 0 {
+		line += " lane(seed:parks/unparks/lane_records/triggered)=" + strings.Join(lane, ",")
+	}
 	t.Log(line)
 	fmt.Println(line)
 }

@@ -125,6 +125,13 @@ type Result struct {
 	Elapsed        time.Duration
 	// Counts of what the schedule did.
 	Stops, Kills, Pauses int
+	// Triggered counts the stops, kills and pauses with Step.On that met their log event;
+	// TriggerMissed those that acted at their deadline instead.
+	Triggered, TriggerMissed int
+	// Parks and Unparks count the replicas' "account parked" and "account unparked" log lines;
+	// LaneRecords the retry lane's records (its markers left out), LaneMarkers its markers
+	// (Schedule.RetryLane only).
+	Parks, Unparks, LaneRecords, LaneMarkers int
 	// State is the simulator's groups at the end of the run of each account in Config.StateOf.
 	State map[string][]imsim.Group
 }
@@ -160,10 +167,15 @@ type run struct {
 	gen           []int
 	dlqDown       atomic.Bool
 	slow          map[string]bool
-	writer        *kafka.Writer
-	records       []Record
-	unclean       []string
-	uncleanMu     sync.Mutex
+	failed        map[string]bool
+	// armed are the slots whose triggered step (Step.On) still waits for its log event: closed
+	// once it acted. Every later step of the slot waits for it.
+	armed                    map[int]chan struct{}
+	triggered, triggerMissed atomic.Int32
+	writer                   *kafka.Writer
+	records                  []Record
+	unclean                  []string
+	uncleanMu                sync.Mutex
 }
 
 // Run starts the simulator and the fleet, plays the schedule, waits for the group to catch up,
@@ -176,11 +188,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg = cfg.withDefaults()
 	sched := cfg.Schedule
 	name := fmt.Sprintf("chaos-%d-%d", sched.Seed, time.Now().UnixNano()%1e9)
-	r := &run{cfg: cfg, topic: name, dlqTopic: name + ".dlq", group: name, slow: map[string]bool{},
+	r := &run{cfg: cfg, topic: name, dlqTopic: name + ".dlq", group: name, slow: map[string]bool{}, failed: map[string]bool{}, armed: map[int]chan struct{}{},
 		slots: make([]*proc, sched.Replicas), gen: make([]int, sched.Replicas)}
 	start := time.Now()
 	defer r.cleanup()
-	for _, t := range []string{r.topic, r.dlqTopic} {
+	topics := []string{r.topic, r.dlqTopic}
+	if sched.RetryLane {
+		topics = append(topics, r.laneTopic())
+	}
+	for _, t := range topics {
 		if err := kafkatest.CreateTopic(ctx, cfg.Brokers, t, cfg.Partitions); err != nil {
 			return nil, fmt.Errorf("chaos: create topic %s: %w", t, err)
 		}
@@ -243,6 +259,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Report = Check(ev)
+	res.Triggered, res.TriggerMissed = int(r.triggered.Load()), int(r.triggerMissed.Load())
+	res.Parks, res.Unparks = countLogs(cfg.Dir, logParked), countLogs(cfg.Dir, logUnparked)
+	if sched.RetryLane {
+		if res.LaneRecords, res.LaneMarkers, err = r.laneCounts(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if res.State, err = r.state(ctx); err != nil {
 		return nil, err
 	}
@@ -296,6 +319,25 @@ func stormFaults() imsim.Faults {
 
 func (r *run) do(ctx context.Context, st Step) error {
 	switch st.Kind {
+	case KindStart, KindStop, KindKill, KindPause, KindResume:
+		for _, i := range st.slots() {
+			r.waitArmed(i)
+		}
+	}
+	if len(st.Slots) > 0 && (st.Kind == KindStart || st.Kind == KindResume) {
+		return r.bringBack(ctx, st)
+	}
+	if st.On != "" {
+		switch st.Kind {
+		case KindStop:
+			return r.trigger(st, syscall.SIGTERM)
+		case KindKill:
+			return r.trigger(st, syscall.SIGKILL)
+		case KindPause:
+			return r.trigger(st, syscall.SIGSTOP)
+		}
+	}
+	switch st.Kind {
 	case KindBurst:
 		return r.produce(ctx, st.Records)
 	case KindStart:
@@ -314,6 +356,12 @@ func (r *run) do(ctx context.Context, st Step) error {
 	case KindSlowEnd:
 		delete(r.slow, st.Account)
 		return r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: st.Account})
+	case KindFail:
+		r.failed[st.Account] = true
+		return r.simPost(ctx, "/admin/account-fault", imsim.AccountFault{Account: st.Account, Code: im.CodeInternal, Duration: st.For.String()})
+	case KindFailEnd:
+		delete(r.failed, st.Account)
+		return r.simPost(ctx, "/admin/account-fault", imsim.AccountFault{Account: st.Account, Duration: "0s"})
 	case KindStorm:
 		return r.simPost(ctx, "/admin/faults", stormFaults())
 	case KindStormEnd:
@@ -329,6 +377,14 @@ func (r *run) do(ctx context.Context, st Step) error {
 // settle ends every fault still in force and brings every replica up, so the group can finish.
 func (r *run) settle(ctx context.Context) error {
 	r.dlqDown.Store(false)
+	for slot := range r.armed {
+		r.waitArmed(slot)
+	}
+	for acct := range r.failed {
+		if err := r.simPost(ctx, "/admin/account-fault", imsim.AccountFault{Account: acct, Duration: "0s"}); err != nil {
+			return err
+		}
+	}
 	for acct := range r.slow {
 		if err := r.simPost(ctx, "/admin/account-latency", imsim.AccountLatency{Account: acct}); err != nil {
 			return err
@@ -523,6 +579,9 @@ func (r *run) start(ctx context.Context, i int) error {
 		"--im-timeout", (4 * s.SessionTimeout).String(),
 		"--fleet-budget", cmp.Or(s.FleetBudget, BudgetStatic),
 	}
+	if s.RetryLane {
+		args = append(args, "--retry-lane", "on", "--lane-topic", r.laneTopic(), "--account-stall-limit", s.StallLimit.String())
+	}
 	if s.Membership == MembershipStatic {
 		args = append(args, "--instance-id", instanceID(i), "--instance-lock-dir", filepath.Join(r.cfg.Dir, "locks"))
 	}
@@ -541,6 +600,11 @@ func (r *run) signal(i int, sig syscall.Signal) error {
 		r.cfg.Logf("%v: replica %d already gone", sig, i)
 		return nil
 	}
+	return r.signalProc(p, sig)
+}
+
+// signalProc sends sig to p, noting a SIGTERM (its exit must be clean) or SIGKILL.
+func (r *run) signalProc(p *proc, sig syscall.Signal) error {
 	switch sig {
 	case syscall.SIGTERM:
 		p.termed.Store(true)
@@ -601,7 +665,7 @@ func (r *run) waitDrained(ctx context.Context, limit time.Duration) bool {
 	zero := 0
 	for time.Now().Before(deadline) {
 		r.evictVanished(ctx)
-		if lag, _, err := r.lag(ctx); err == nil && lag == 0 {
+		if lag, err := r.drainLag(ctx); err == nil && lag == 0 {
 			if zero++; zero == 2 {
 				return true
 			}
@@ -613,6 +677,17 @@ func (r *run) waitDrained(ctx context.Context, limit time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// drainLag is the group's lag over the event topic and, with the retry lane, over the lane too:
+// events forwarded to the lane are committed at main before the lane applies them.
+func (r *run) drainLag(ctx context.Context) (int64, error) {
+	lag, _, err := r.lag(ctx)
+	if err != nil || !r.cfg.Schedule.RetryLane {
+		return lag, err
+	}
+	lane, _, err := r.lagOf(ctx, r.laneTopic())
+	return lag + lane, err
 }
 
 // stopAll sends SIGTERM to every replica (each must exit 0) and waits; stragglers are killed.
@@ -761,6 +836,11 @@ func (r *run) locate(ctx context.Context) error {
 // lag is the group's committed-to-end distance over the event topic, and each partition's
 // committed offset and end.
 func (r *run) lag(ctx context.Context) (int64, []PartitionEnd, error) {
+	return r.lagOf(ctx, r.topic)
+}
+
+// lagOf is lag over topic (the event topic or the lane).
+func (r *run) lagOf(ctx context.Context, topic string) (int64, []PartitionEnd, error) {
 	cl := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second}
 	var reqs []kafka.OffsetRequest
 	ids := make([]int, r.cfg.Partitions)
@@ -768,11 +848,11 @@ func (r *run) lag(ctx context.Context) (int64, []PartitionEnd, error) {
 		ids[p] = p
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{r.topic: reqs}})
+	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return 0, nil, err
 	}
-	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{r.topic: ids}})
+	of, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: r.group, Topics: map[string][]int{topic: ids}})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -781,7 +861,7 @@ func (r *run) lag(ctx context.Context) (int64, []PartitionEnd, error) {
 	}
 	committed := map[int]int64{}
 	var parts []PartitionEnd
-	for _, p := range of.Topics[r.topic] {
+	for _, p := range of.Topics[topic] {
 		if p.Error != nil {
 			return 0, nil, p.Error
 		}
@@ -790,7 +870,7 @@ func (r *run) lag(ctx context.Context) (int64, []PartitionEnd, error) {
 	}
 	ends := map[int]int64{}
 	var sum int64
-	for _, p := range lo.Topics[r.topic] {
+	for _, p := range lo.Topics[topic] {
 		if p.Error != nil {
 			return 0, nil, p.Error
 		}

@@ -1,8 +1,10 @@
 // Package chaos runs a fleet of real `chatgroupd run` processes against a Kafka broker and the
 // IM simulator under a random schedule drawn from a seed — produce bursts with duplicates,
 // swapped seqs, hot accounts and invalid records; replicas started, stopped, killed and paused
-// past their session; slow accounts; API fault storms; a dead-letter topic that refuses writes —
-// and then checks the product's guarantees against the simulator's call log and the topics.
+// past their session; slow accounts; API fault storms; a dead-letter topic that refuses writes;
+// with Options.RetryLane, accounts failing long enough to be parked in the retry lane and
+// replicas stopped, killed or paused the moment they park or unpark one — and then checks the
+// product's guarantees against the simulator's call log and the topics.
 //
 // The schedule is a pure function of the seed and the Options, so a failing seed is replayed
 // exactly (up to the timing of the processes) by running the same seed again.
@@ -45,6 +47,8 @@ const (
 	KindStormEnd  Kind = "storm-end" // faults back to the base latency
 	KindDLQDown   Kind = "dlq-down"  // produce requests to the DLQ topic fail
 	KindDLQUp     Kind = "dlq-up"    // the DLQ topic writable again
+	KindFail      Kind = "fail"      // Step.Account's calls answer 50004 (transient, not applied) for Step.For: parked past the stall limit
+	KindFailEnd   Kind = "fail-end"  // Step.Account's calls answered as usual again
 	accountPool        = 40          // user-00 … user-39
 	ghostAccounts      = 3           // ghost-0 … ghost-2: not imported, answers 50001
 	ghostPrefix        = "ghost-"
@@ -93,10 +97,18 @@ type Step struct {
 	At      time.Duration
 	Kind    Kind
 	Slot    int           // start, stop, kill, pause, resume
-	Account string        // slow, slow-end
+	Account string        // slow, slow-end, fail, fail-end
 	Latency time.Duration // slow
-	Records []Record      // burst
-	Note    string        // burst: its shape, for the printed schedule
+	For     time.Duration // fail: how long the simulator answers the account with 50004 (fail-end ends it too)
+	// On, for a stop, kill or pause, delays it until its replica logs that event (it then acts
+	// at once), or until At+Within if it logs none: a crash at the lane's own moments. With
+	// Slots it is the first of those replicas to log it (Slot at Within), and the start or
+	// resume that follows carries the same Slots: it brings back whichever went.
+	On      Trigger
+	Within  time.Duration
+	Slots   []int
+	Records []Record // burst
+	Note    string   // burst: its shape, for the printed schedule
 }
 
 // Options shape a schedule.
@@ -123,12 +135,29 @@ type Options struct {
 	// predecessor's fleet budget entry at once: package budget, "Succession after a crash"). NewSchedule picks it by the seed when empty (seeds 1, 5,
 	// 9, …: every other kafka seed, static); a hand-made schedule without it is dynamic.
 	Membership string
+	// RetryLane runs the replicas with the retry lane on (--retry-lane on) and a short
+	// --account-stall-limit (StallLimit), and lets the schedule fail accounts transiently for
+	// longer than that (KindFail), so they are parked and their later events go through the
+	// lane, while replicas are stopped, killed and paused around them, some at the moment one
+	// parks or unparks an account (Step.On).
+	RetryLane bool
+	// StallLimit is the replicas' --account-stall-limit with RetryLane; default 2s.
+	StallLimit time.Duration
 }
 
 // Values of Options.Membership.
 const (
 	MembershipDynamic = "dynamic"
 	MembershipStatic  = "static"
+)
+
+// Trigger is a replica's log event a stop, kill or pause waits for (Step.On).
+type Trigger string
+
+// Triggers.
+const (
+	OnPark   Trigger = "park"   // "account parked in the retry lane": its head's forward to the lane is under way
+	OnUnpark Trigger = "unpark" // "account unparked": the lane drained it and the unpark marker is written
 )
 
 // Values of Options.Events.
@@ -149,6 +178,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 4 * time.Second
+	}
+	if o.RetryLane && o.StallLimit <= 0 {
+		o.StallLimit = 2 * time.Second
 	}
 	return o
 }
@@ -182,8 +214,12 @@ func (s *Schedule) Count(k Kind) int {
 // String prints the schedule one step a line.
 func (s *Schedule) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, membership %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
-		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), cmp.Or(s.Membership, MembershipDynamic), len(s.Records()))
+	lane := "off"
+	if s.RetryLane {
+		lane = fmt.Sprintf("on, stall limit %v", s.StallLimit)
+	}
+	fmt.Fprintf(&b, "seed %d: %v, %d replicas, session %v, fleet budget %s, events %s, membership %s, retry lane %s, %d records\n", s.Seed, s.Duration, s.Replicas, s.SessionTimeout,
+		cmp.Or(s.FleetBudget, BudgetStatic), cmp.Or(s.Events, EventsCreate), cmp.Or(s.Membership, MembershipDynamic), lane, len(s.Records()))
 	for _, st := range s.Steps {
 		fmt.Fprintf(&b, "  %7.2fs %-9s", st.At.Seconds(), st.Kind)
 		switch st.Kind {
@@ -191,10 +227,18 @@ func (s *Schedule) String() string {
 			fmt.Fprintf(&b, " %d records (%s)", len(st.Records), st.Note)
 		case KindSlow:
 			fmt.Fprintf(&b, " %s calls take %v", st.Account, st.Latency)
-		case KindSlowEnd:
+		case KindSlowEnd, KindFailEnd:
 			fmt.Fprintf(&b, " %s", st.Account)
+		case KindFail:
+			fmt.Fprintf(&b, " %s calls answer 50004 for %v", st.Account, st.For)
 		case KindStart, KindStop, KindKill, KindPause, KindResume:
 			fmt.Fprintf(&b, " replica %d", st.Slot)
+			if len(st.Slots) > 1 {
+				fmt.Fprintf(&b, " (of %v)", st.Slots)
+			}
+			if st.On != "" {
+				fmt.Fprintf(&b, " at its next %s within %v", st.On, st.Within)
+			}
 		}
 		b.WriteByte('\n')
 	}
@@ -211,9 +255,14 @@ type generator struct {
 	steps []Step
 	// Lasting faults do not overlap their own kind, so each end step ends its own fault.
 	stormUntil, dlqUntil time.Duration
-	slowUntil            map[string]time.Duration
+	slowUntil            map[string]time.Duration // also fail (RetryLane): one fault per account at a time
 	// groups is each imported account's groups after its events so far (EventsLifecycle).
 	groups map[string]*acctGroups
+	// now is the time of the step being drawn; reserved accounts (RetryLane: failed ones, whose
+	// trickle of events is drawn ahead of its time) are left out of other bursts until then, so
+	// every account's events are still produced in seq order.
+	now      time.Duration
+	reserved map[string]time.Duration
 }
 
 // NewSchedule draws the schedule of o.Seed. Every seed gets at least one graceful stop, one
@@ -221,7 +270,7 @@ type generator struct {
 func NewSchedule(o Options) *Schedule {
 	o = o.withDefaults()
 	g := &generator{o: o, rng: rand.New(rand.NewPCG(o.Seed, o.Seed*0x9e3779b97f4a7c15+1)), seq: map[string]int64{}, slowUntil: map[string]time.Duration{},
-		groups: map[string]*acctGroups{}}
+		groups: map[string]*acctGroups{}, reserved: map[string]time.Duration{}}
 	// Drawn whether or not it is forced, so that forcing the drawn size (the replay command
 	// prints CHAOS_REPLICAS) replays the very same schedule.
 	if drawn := 3 + g.rng.IntN(3); o.Replicas <= 0 {
@@ -257,11 +306,21 @@ func NewSchedule(o Options) *Schedule {
 	for i := range must {
 		mustAt[i] = time.Duration(float64(o.Duration) * (0.1 + 0.65*g.rng.Float64()))
 	}
+	// A lane schedule parks accounts at least once, in the first half.
+	failAt := time.Duration(-1)
+	if g.o.RetryLane {
+		failAt = time.Duration(float64(o.Duration) * (0.1 + 0.4*g.rng.Float64()))
+	}
 	var t time.Duration
 	for t < o.Duration {
 		t += minStepGap + time.Duration(g.rng.Int64N(int64(1500*time.Millisecond)))
 		if t >= o.Duration {
 			break
+		}
+		g.now = t
+		if failAt >= 0 && t >= failAt {
+			g.fail(t)
+			failAt = -1
 		}
 		for i, k := range must {
 			if k != "" && t >= mustAt[i] && g.lifecycle(t, k) {
@@ -294,6 +353,8 @@ func (g *generator) step(t time.Duration) {
 		g.lifecycle(t, KindKill)
 	case u < 0.68:
 		g.lifecycle(t, KindPause)
+	case u < 0.80 && g.o.RetryLane && g.rng.Float64() < 0.6:
+		g.fail(t)
 	case u < 0.80:
 		acct := g.account()
 		if g.slowUntil[acct] < t {
@@ -324,6 +385,11 @@ func (g *generator) step(t time.Duration) {
 // lifecycle stops, kills or pauses a replica free at t (and restarts or resumes it later);
 // false when that would leave no replica working.
 func (g *generator) lifecycle(t time.Duration, k Kind) bool {
+	return g.lifecycleOn(t, k, "")
+}
+
+// lifecycleOn is lifecycle, triggered by on ("": drawn, RetryLane only).
+func (g *generator) lifecycleOn(t time.Duration, k Kind, on Trigger) bool {
 	var free []int
 	for i, until := range g.busy {
 		if until <= t {
@@ -334,11 +400,39 @@ func (g *generator) lifecycle(t time.Duration, k Kind) bool {
 		return false
 	}
 	slot := free[g.rng.IntN(len(free))]
-	g.add(Step{At: t, Kind: k, Slot: slot})
+	st := Step{At: t, Kind: k, Slot: slot, On: on}
+	if on == "" && g.o.RetryLane && g.rng.Float64() < 0.5 {
+		// At the lane's own moments: an unpark follows the copy of the account's last event
+		// applied; a park is its head on its way to the lane.
+		st.On = OnUnpark
+		if g.rng.Float64() < 0.3 {
+			st.On = OnPark
+		}
+	}
+	slots := []int{slot}
+	if st.On != "" {
+		// Whichever of the free replicas but one logs the event first: only a replica that owns
+		// a parked account's partition can. All of them are left alone until it is back.
+		st.Within = laneTriggerWithin
+		keep := slot
+		for keep == slot {
+			keep = free[g.rng.IntN(len(free))]
+		}
+		for _, i := range free {
+			if i != slot && i != keep {
+				slots = append(slots, i)
+			}
+		}
+		if len(slots) > 1 {
+			st.Slots = slots
+		}
+	}
+	g.add(st)
+	t += st.Within // it acts by then
 	if k == KindPause {
 		d := time.Duration(float64(g.o.SessionTimeout) * (1.5 + g.rng.Float64())).Round(100 * time.Millisecond)
-		g.add(Step{At: t + d, Kind: KindResume, Slot: slot})
-		g.busy[slot] = t + d + time.Second
+		g.add(Step{At: t + d, Kind: KindResume, Slot: slot, Slots: st.Slots})
+		g.setBusy(slots, t+d+time.Second)
 		return true
 	}
 	draw := time.Duration(g.rng.Int64N(int64(8 * time.Second)))
@@ -346,16 +440,82 @@ func (g *generator) lifecycle(t time.Duration, k Kind) bool {
 	if k == KindKill && g.o.Membership == MembershipStatic {
 		// As a container restarted in its pod: at once, with its instance id, while the dead
 		// process's fleet budget entry is still live, so the new one succeeds it (the same draw,
-		// so the steps after it stay those of the seed).
+		// so the steps after it stay those of the seed). A triggered kill may come up to Within
+		// before that.
 		back = t + 100*time.Millisecond + draw%(500*time.Millisecond)
 	}
-	g.add(Step{At: back, Kind: KindStart, Slot: slot})
-	g.busy[slot] = back + time.Second
+	g.add(Step{At: back, Kind: KindStart, Slot: slot, Slots: st.Slots})
+	g.setBusy(slots, back+time.Second)
 	return true
 }
 
+func (g *generator) setBusy(slots []int, until time.Duration) {
+	for _, i := range slots {
+		g.busy[i] = until
+	}
+}
+
 func (g *generator) account() string {
-	return fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))
+	for {
+		a := fmt.Sprintf("%s%02d", userPrefix, g.rng.IntN(accountPool))
+		if g.reserved[a] <= g.now {
+			return a
+		}
+	}
+}
+
+// laneTriggerWithin bounds how long a triggered stop, kill or pause waits for its log event:
+// an unpark comes after the fault ends and the head's next retry, whose backoff has grown by then
+// (up to about ten seconds after a fault of four stall limits).
+const laneTriggerWithin = 10 * time.Second
+
+// fail makes one to three accounts answer 50004 (transient, not applied) for 1.5–4 stall limits,
+// so their head events stall and park them, and gives them events: a few each at once (queued
+// behind the head, then forwarded to the lane) and a trickle, one each every 200–400 ms from a
+// second before the fault ends to two seconds after, so events are forwarded while the lane
+// drains and the account unparks. The trickle is drawn now: the accounts are reserved until it
+// ends, so no other burst gives them a later seq produced earlier.
+func (g *generator) fail(t time.Duration) {
+	var accts []string
+	for n, tries := 1+g.rng.IntN(3), 0; len(accts) < n && tries < 20; tries++ {
+		if a := g.account(); g.slowUntil[a] < t && !slices.Contains(accts, a) {
+			accts = append(accts, a)
+		}
+	}
+	if len(accts) == 0 {
+		g.burst(t)
+		return
+	}
+	d := time.Duration(float64(g.o.StallLimit) * (1.5 + 2.5*g.rng.Float64())).Round(100 * time.Millisecond)
+	end := t + d + 2*time.Second
+	for _, a := range accts {
+		g.add(Step{At: t, Kind: KindFail, Account: a, For: d})
+		g.add(Step{At: t + d, Kind: KindFailEnd, Account: a})
+		g.slowUntil[a], g.reserved[a] = end, end
+	}
+	g.burst(t) // the others' work
+	var recs []Record
+	for _, a := range accts {
+		for range 2 + g.rng.IntN(3) {
+			recs = append(recs, g.valid(a))
+		}
+	}
+	g.add(Step{At: t, Kind: KindBurst, Records: recs, Note: fmt.Sprintf("failed accounts %v", accts)})
+	if u := g.rng.Float64(); u < 0.6 {
+		// A crash, a leave or a freeze as the lane drains them, or as they park.
+		at, on := t+d-500*time.Millisecond, OnUnpark
+		if u < 0.2 {
+			at, on = t+g.o.StallLimit/2, OnPark
+		}
+		g.lifecycleOn(at, []Kind{KindKill, KindStop, KindPause}[g.rng.IntN(3)], on)
+	}
+	for at := max(t+d-time.Second, t+100*time.Millisecond); at < end; at += 200*time.Millisecond + time.Duration(g.rng.Int64N(int64(200*time.Millisecond))) {
+		recs = nil
+		for _, a := range accts {
+			recs = append(recs, g.valid(a))
+		}
+		g.add(Step{At: at, Kind: KindBurst, Records: recs, Note: "lane trickle"})
+	}
 }
 
 // burst produces 10–300 records: a hot account takes a share, some valid events are re-sent,

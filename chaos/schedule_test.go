@@ -10,10 +10,11 @@ import (
 )
 
 // A seed always draws the same schedule, and every schedule has the lifecycle events the suite
-// promises, each on a replica that is up at the time.
+// promises, each on a replica that is up at the time; with the retry lane too.
 func TestNewSchedule(t *testing.T) {
-	for seed := uint64(1); seed <= 40; seed++ {
-		o := Options{Seed: seed, Duration: 60 * time.Second, DLQFaults: true}
+	for n := uint64(1); n <= 80; n++ {
+		seed := (n-1)%40 + 1
+		o := Options{Seed: seed, Duration: 60 * time.Second, DLQFaults: true, RetryLane: n > 40}
 		s := NewSchedule(o)
 		if again := NewSchedule(o); again.String() != s.String() {
 			t.Fatalf("seed %d: two draws differ", seed)

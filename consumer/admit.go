@@ -121,9 +121,9 @@ func (e *engine) laneAdmitter(p *part, src int64) func(context.Context) error {
 }
 
 // laneGated reports whether a lane copy of the main record at src waits for its statement
-// (laneAdmitter).
+// (laneAdmitter). Config.TestUngatedLane turns that wait off alone.
 func (e *engine) laneGated(src int64) bool {
-	return e.gated() && !e.cfg.TestUngatedWrites && src >= 0
+	return e.gated() && !e.cfg.TestUngatedWrites && !e.cfg.TestUngatedLane && src >= 0
 }
 
 // mainEnded reports whether p's main-topic record at off has ended: in the tracker, or stated

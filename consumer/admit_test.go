@@ -180,16 +180,24 @@ func listedBy(c kafka.OffsetFetchPartition) int64 {
 // record as never sent (not listed) and apply it again as certain, even after the lane applied
 // the copy and unparked the account (found in review: the lane's writes were not gated). Here
 // commits fail from before the forward: the copies of records already stated go out, the new
-// one waits until commits are accepted again. With Config.TestUngatedWrites it goes out at once,
-// and the test must say so.
+// one waits until commits are accepted again. With Config.TestUngatedWrites, or
+// Config.TestUngatedLane (the lane's gate alone: the chaos break ungated-lane), it goes out at
+// once, and the test must say so.
 func TestLaneCopyWaitsForMainStatement(t *testing.T) {
-	for _, tc := range gateCases() {
+	for _, tc := range []struct {
+		name         string
+		writes, lane bool
+	}{{"gated", false, false}, {"ungated (must be caught)", true, false}, {"ungated lane (must be caught)", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			ungated := tc.writes || tc.lane
 			e, d := laneEnv(t, "stuck")
 			m := newMetricsEnv(e)
 			tr := &failingCommits{RoundTripper: kafka.DefaultTransport}
 			prev := e.cfgEdit
-			e.cfgEdit = func(c *Config) { prev(c); c.Transport, c.TestUngatedWrites = tr, tc.ungated }
+			e.cfgEdit = func(c *Config) {
+				prev(c)
+				c.Transport, c.TestUngatedWrites, c.TestUngatedLane = tr, tc.writes, tc.lane
+			}
 			var msgs []kafka.Message
 			for s := 1; s <= 3; s++ {
 				msgs = append(msgs, evMsg(fmt.Sprintf("s-%d", s), "stuck", int64(s)))
@@ -217,7 +225,7 @@ func TestLaneCopyWaitsForMainStatement(t *testing.T) {
 			testwait.For(t, 10*time.Second, "three more commits failed", func() bool {
 				return applied("s-4") || metricstest.CollectorSum(m.Commits, "result", "error") >= failed+3
 			})
-			if tc.ungated {
+			if ungated {
 				if !applied("s-4") {
 					t.Error("ungated: s-4's copy was not written while commits failed either; the test could not tell")
 				}

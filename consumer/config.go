@@ -152,6 +152,12 @@ type Config struct {
 	// catches what a successor then takes as never sent after a crash.
 	TestUngatedWrites bool
 
+	// TestUngatedLane is for tests only, never for production: a parked account's lane copies are
+	// written without waiting for a commit that states their main-topic record ended (admit.go,
+	// laneAdmitter), so a chaos suite can prove its checker catches the copy applied and the main
+	// record applied again by a successor after a crash.
+	TestUngatedLane bool
+
 	// TestLegacyDrain is for tests only, never for production: it restores the drain of a
 	// revoked generation as it was before the session bound (rebalance timeout only, calls
 	// queued in the rate limiter waited for, not cancelled), so a chaos suite can prove its

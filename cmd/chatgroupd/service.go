@@ -74,6 +74,8 @@ type service struct {
 	unstatedEnds bool
 	// ungatedWrites is the ungated-writes test break (see testBreak).
 	ungatedWrites bool
+	// ungatedLane is the ungated-lane test break (see testBreak).
+	ungatedLane bool
 
 	dlq  *dlq.Writer
 	http *metrics.Server
@@ -140,7 +142,7 @@ func newService(cfg serviceConfig) (*service, error) {
 	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
 		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart,
-		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, ungatedWrites: brk == breakUngatedWrites, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, ungatedWrites: brk == breakUngatedWrites, ungatedLane: brk == breakUngatedLane, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -222,7 +224,7 @@ func (s *service) build(f serviceFlags) error {
 		Dispatcher: dispatch, DeadLetterer: s.dlq, Share: share, Partitioner: s.partitioner,
 		MaxInFlight: f.maxInFlight, ReorderWindow: f.reorderWindow, CommitInterval: f.commitInterval,
 		DedupeWindow: f.dedupeWindow, ShutdownTimeout: f.shutdownTimeout, KeyMismatch: f.keyMismatch,
-		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, StayOnShutdown: !f.leaveOnShutdown, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds, TestUngatedWrites: s.ungatedWrites,
+		SessionTimeout: f.sessionTimeout, RebalanceTimeout: f.rebalanceTime, InstanceID: f.instanceID, StayOnShutdown: !f.leaveOnShutdown, TestLegacyDrain: s.legacyDrain, TestDropPartition: s.dropPart, TestUnstatedEnds: s.unstatedEnds, TestUngatedWrites: s.ungatedWrites, TestUngatedLane: s.ungatedLane,
 		RetryLane: f.retryLane == laneOn, LaneTopic: f.laneTopic, AccountStallLimit: f.accountStallLimit,
 		HandoverSkew: handoverSkew(f.handoverSkew),
 		// A request of the previous owner runs at most one IM timeout (see consumer.Config).
@@ -487,6 +489,7 @@ const (
 	breakBlindLifecycle = "blind-lifecycle" // uncertain and replayed lifecycle events skip the existence check
 	breakUnstatedEnds   = "unstated-ends"   // an account's next record does not wait for its previous end to be committed
 	breakUngatedWrites  = "ungated-writes"  // a record is written before a commit lists it as possibly written
+	breakUngatedLane    = "ungated-lane"    // a lane copy is written before a commit states its main record ended
 )
 
 // breakWarning is what a replica running variant brk logs at start.
@@ -504,6 +507,8 @@ func breakWarning(brk string) string {
 		return "an account's next event is sent before a commit states its previous one ended; a successor's look-up can see a later event's effect"
 	case breakUngatedWrites:
 		return "events are sent before a commit lists them as possibly sent; after a crash the successor takes some as never sent and applies them again"
+	case breakUngatedLane:
+		return "a parked account's lane copies are sent before a commit states their main-topic records ended; after a crash the successor takes such a record as never sent and applies it again"
 	}
 	return brk
 }
@@ -512,11 +517,11 @@ func breakWarning(brk string) string {
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s, %s)", envTestBreak, v,
-		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s, %s, %s)", envTestBreak, v,
+		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the

@@ -10,7 +10,7 @@ func TestTestBreak(t *testing.T) {
 	}{
 		{"", "", false}, {"legacy-drain", breakLegacyDrain, false}, {"whole-budget", breakWholeBudget, false}, {"drop-partition", breakDropPart, false},
 		{"blind-lifecycle", breakBlindLifecycle, false}, {"unstated-ends", breakUnstatedEnds, false},
-		{"ungated-writes", breakUngatedWrites, false},
+		{"ungated-writes", breakUngatedWrites, false}, {"ungated-lane", breakUngatedLane, false},
 		{"legacy_drain", "", true}, {"yes", "", true},
 	} {
 		got, err := testBreak(tc.v)
