@@ -989,28 +989,21 @@ func slotOf(name string) (int, bool) {
 
 // memberIDs are the group member ids a replica's log says it was given.
 func memberIDs(path string) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var ids []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	scanLog(path, func(b []byte) {
 		var line struct {
 			Msg    string `json:"msg"`
 			Member string `json:"member"`
 		}
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Member == "" {
-			continue
+		if json.Unmarshal(b, &line) != nil || line.Member == "" {
+			return
 		}
 		if line.Msg == "consumer group: member id assigned" || line.Msg == "consumer group: joined" {
 			if !slices.Contains(ids, line.Member) {
 				ids = append(ids, line.Member)
 			}
 		}
-	}
+	})
 	return ids
 }
 
@@ -1059,31 +1052,44 @@ func lastOwners(dir string) (map[int]owner, int) {
 // joinStalled reports whether the replica logs in dir show, after since, joins that timed out
 // and not one partition assignment: the group never re-formed.
 func joinStalled(dir string, since time.Time) bool {
-	logs, _ := filepath.Glob(filepath.Join(dir, "replica-*.log"))
 	var failedJoins, assigned int
-	for _, l := range logs {
-		f, err := os.Open(l)
-		if err != nil {
-			continue
+	scanReplicaLogs(dir, func(b []byte) {
+		var line struct {
+			Msg string    `json:"msg"`
+			TS  time.Time `json:"ts"`
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Msg string    `json:"msg"`
-				TS  time.Time `json:"ts"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) != nil || line.TS.Before(since) {
-				continue
-			}
-			switch line.Msg {
-			case "consumer group: join failed, retrying":
-				failedJoins++
-			case "rebalance: partitions assigned":
-				assigned++
-			}
+		if json.Unmarshal(b, &line) != nil || line.TS.Before(since) {
+			return
 		}
-		f.Close()
-	}
+		switch line.Msg {
+		case "consumer group: join failed, retrying":
+			failedJoins++
+		case "rebalance: partitions assigned":
+			assigned++
+		}
+	})
 	return failedJoins > 0 && assigned == 0
+}
+
+// scanReplicaLogs calls fn with each line of every replica log in dir (scanLog).
+func scanReplicaLogs(dir string, fn func(line []byte)) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "replica-*.log"))
+	for _, l := range logs {
+		scanLog(l, fn)
+	}
+}
+
+// scanLog calls fn with each line of the log at path (lines up to 1 MiB); a log that can't be
+// opened has none.
+func scanLog(path string, fn func(line []byte)) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fn(sc.Bytes())
+	}
 }

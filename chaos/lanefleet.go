@@ -1,14 +1,13 @@
 package chaos
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -159,25 +158,15 @@ func (w *logWatch) seen(want []byte) bool {
 
 // countLogs counts the lines of every replica log in dir whose message starts with msg.
 func countLogs(dir, msg string) int {
-	logs, _ := filepath.Glob(filepath.Join(dir, "replica-*.log"))
 	n := 0
-	for _, l := range logs {
-		f, err := os.Open(l)
-		if err != nil {
-			continue
+	scanReplicaLogs(dir, func(b []byte) {
+		var line struct {
+			Msg string `json:"msg"`
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Msg string `json:"msg"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && len(line.Msg) >= len(msg) && line.Msg[:len(msg)] == msg {
-				n++
-			}
+		if json.Unmarshal(b, &line) == nil && strings.HasPrefix(line.Msg, msg) {
+			n++
 		}
-		f.Close()
-	}
+	})
 	return n
 }
 
