@@ -147,6 +147,8 @@ type Member struct {
 	left bool
 	// preloaded is how many calls of the predecessor (Config.Succeeds) the sink was told of.
 	preloaded int
+	// nowTold is the part of ceiling the sink was told it may use at once.
+	nowTold int
 }
 
 // Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
@@ -198,10 +200,33 @@ func NewMember(cfg Config, sink Sink, from time.Time) (*Member, error) {
 // set tells the sink a new ceiling, of which now may be used at once.
 func (m *Member) set(at time.Time, n, now int) {
 	if n != m.ceiling || (now > 0 && n > 0) {
+		if n != m.ceiling {
+			m.nowTold = 0
+		}
 		m.ceiling = n
+		m.nowTold = max(m.nowTold, min(now, n))
 		m.history = append(m.history, change{at, n})
 		m.sink.SetCeiling(n, min(now, n))
 	}
+}
+
+// useFreedRoom lets the sink use at once as much of the ceiling as the ledger now shows free:
+// the room another member's record (or an expiry) just released. The grant was decided at our
+// own record; its part usable at once is the same bound evaluated at a later fold, so the room
+// flows the moment the releasing member's record is read instead of at our next round trip
+// (up to an Interval and a round trip later: on a hand-over at full rate, calls lost for good).
+// Safe for the reason the at-once part is (DESIGN.md, "Growth at once"): every bound counted is
+// from a record folded before the room is used, and every later growth of the others is folded
+// after this point, against our claim, which covers the whole grant.
+func (m *Member) useFreedRoom(at time.Time) {
+	if m.ceiling <= m.nowTold || !m.ledger.Ready() || at.After(m.fenceAt) {
+		return
+	}
+	now, live := m.ledger.Now(m.cfg.Member)
+	if !live || min(now, m.ceiling) <= m.nowTold {
+		return
+	}
+	m.set(at, m.ceiling, now)
 }
 
 // peak is the highest ceiling set within the last window (pending growth included).
@@ -238,7 +263,14 @@ func (m *Member) Ready() bool { return m.ledger.Ready() }
 // Apply folds a record read from the topic and returns the ceiling to use.
 func (m *Member) Apply(r Record, now time.Time) int {
 	a := m.ledger.Apply(r)
-	if m.left || r.Member != m.cfg.Member || m.out == nil || r.Seq != m.out.Seq || a.Stale {
+	if m.left {
+		return m.ceiling
+	}
+	if r.Member != m.cfg.Member {
+		m.useFreedRoom(now)
+		return m.ceiling
+	}
+	if m.out == nil || r.Seq != m.out.Seq || a.Stale {
 		return m.ceiling
 	}
 	// Our latest record is back. Its grant counts only if we are still within the fence of

@@ -174,6 +174,9 @@ type simWorld struct {
 	atOnce   bool
 	noRoom   bool
 	nowAll   bool
+	// freedAll: every grant is used at once as soon as another member's record is read (a
+	// broken Ledger.Now: room taken at others' records without their bounds).
+	freedAll bool
 	noUsed   bool
 	// noLinger: a leaving member publishes its leave record only (Config.LeaveLinger off);
 	// lingerLies: it lingers but reports no call left from its first record after the leave
@@ -229,6 +232,9 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	}
 	if w.nowAll {
 		m.ledger.unsafeNowAll = true
+	}
+	if w.freedAll {
+		m.ledger.unsafeFreedAll = true
 	}
 	sm.m = m
 	// Start reading where the records stamped StartAt begin, as a Kafka reader positioned by
@@ -526,6 +532,7 @@ func TestSimulationCatchesBrokenVariants(t *testing.T) {
 		{"no fence: a member cut off keeps its grant past its entry's expiry", func(w *simWorld) { w.noFence = true }},
 		{"grants without checking the room left", func(w *simWorld) { w.noRoom = true }},
 		{"every grant used at once", func(w *simWorld) { w.nowAll = true }},
+		{"grants used at once when another member's record is read", func(w *simWorld) { w.freedAll = true }},
 		{"members report no calls in their last window", func(w *simWorld) { w.noUsed = true }},
 		{"a leaving member lingers reporting no call left at once", func(w *simWorld) { w.lingerLies = true }},
 	} {
