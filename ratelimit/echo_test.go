@@ -177,3 +177,42 @@ func TestQueuedLimiterKeepsItsWindowFull(t *testing.T) {
 		})
 	}
 }
+
+// TestCatchUpSpreadsBunches: room that comes at once is let out at most catchUpFactor times
+// the bucket's pace, not in one bunch a window kept full would repeat for good, and a limiter
+// whose whole ceiling comes at once from an idle start is paced from its empty window. Before,
+// the 64 calls of the step at 300 ms went out within a millisecond and again every window after.
+// The windows stay full all the same: from a window after the step every window holds at
+// least 64 of 66.
+func TestCatchUpSpreadsBunches(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []ceilingStep
+		most  int // grants in any 20 ms, at most
+	}{
+		// Pace burst 13, catch-up burst 2, and 4 × 66 per window for 20 ms (5).
+		{"room at once after a small start", []ceilingStep{{0, 2, 2}, {300, 66, 66}}, 13 + 2 + 6},
+		// The bucket alone: its burst and 66 per window for 20 ms (1).
+		{"whole ceiling at once from idle", []ceilingStep{{0, 66, 66}}, 13 + 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			grants, l, start := queuedGrants(t, tc.steps, time.Millisecond, 6*time.Second)
+			most, mostAt := 0, time.Duration(0)
+			for _, g := range grants {
+				if got := inWindow(grants, g, 20*time.Millisecond); got > most {
+					most, mostAt = got, g.Sub(start)
+				}
+			}
+			t.Logf("most grants in 20 ms: %d (at %v)", most, mostAt)
+			if most > tc.most {
+				t.Errorf("%d grants in the 20 ms ending %v, want at most %d: a bunch", most, mostAt, tc.most)
+			}
+			from := time.Duration(tc.steps[len(tc.steps)-1].ms)*time.Millisecond + l.window + 300*time.Millisecond
+			for at := from; at <= 5*time.Second; at += time.Millisecond {
+				if got := inWindow(grants, start.Add(at), l.window+3*time.Millisecond); got < 64 {
+					t.Fatalf("%d grants in the window ending %v, want >= 64 of 66 with callers always waiting", got, at)
+				}
+			}
+		})
+	}
+}
