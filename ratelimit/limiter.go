@@ -52,6 +52,11 @@ import (
 //     only keeps pace with them and never refills the slack (a twentieth of n left the
 //     bench's group at 182-191 calls/s for 0.1-0.4 s of every second for 12 s).
 //
+// Neither goes out in one bunch, though: past the bucket, grants take a token of a second
+// bucket at catchUpFactor times its pace, and a whole ceiling usable at once by an idle
+// limiter (a start) is paced from its empty window. A bunch let out at once is repeated by a
+// window kept full for as long as it stays full (see catchUpFactor).
+//
 // Room no call left (a first ceiling, growth a window after it was set) and a limiter nobody
 // queues at are paced as before.
 //
