@@ -180,10 +180,11 @@ func TestQueuedLimiterKeepsItsWindowFull(t *testing.T) {
 
 // TestCatchUpSpreadsBunches: room that comes at once is let out at most catchUpFactor times
 // the bucket's pace, not in one bunch a window kept full would repeat for good, and a limiter
-// whose whole ceiling comes at once from an idle start is paced from its empty window. Before,
-// the 64 calls of the step at 300 ms went out within a millisecond and again every window after.
+// whose whole ceiling comes at once to a nearly empty window (a start) is paced from there.
+// Before, the 64 calls of the step at 300 ms went out within a millisecond and again every
+// window after.
 // The windows stay full all the same: from a window after the step every window holds at
-// least 64 of 66.
+// least 64 of 66. (Before, the 26 calls of the step at 1.3 s went out at once.)
 func TestCatchUpSpreadsBunches(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -191,7 +192,9 @@ func TestCatchUpSpreadsBunches(t *testing.T) {
 		most  int // grants in any 20 ms, at most
 	}{
 		// Pace burst 13, catch-up burst 2, and 4 × 66 per window for 20 ms (5).
-		{"room at once after a small start", []ceilingStep{{0, 2, 2}, {300, 66, 66}}, 13 + 2 + 6},
+		{"room at once to a busy limiter", []ceilingStep{{0, 40, 40}, {1300, 66, 66}}, 13 + 2 + 6},
+		// Nearly idle: paced, as a start.
+		{"room at once after a small start", []ceilingStep{{0, 2, 2}, {300, 66, 66}}, 13 + 2},
 		// The bucket alone: its burst and 66 per window for 20 ms (1).
 		{"whole ceiling at once from idle", []ceilingStep{{0, 66, 66}}, 13 + 2},
 	} {

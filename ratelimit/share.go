@@ -103,10 +103,11 @@ func (l *Limiter) SetCeiling(share, now float64) {
 		}
 		l.apply(t)
 		// The room is free now: let it out now rather than at the bucket's pace (see Limiter);
-		// but a whole ceiling usable at once by an idle limiter is a start, with no room
-		// arriving in steps for the bucket to lag behind: paced from an empty window, the
-		// bucket fills it in exactly a window, without a bunch to repeat.
-		if fresh := before == 0 && l.usedLocked(t) == 0 && now >= share; !fresh {
+		// but a whole ceiling usable at once by a limiter whose window is nearly empty is a
+		// start (the first grant after a small one while callers arrive), with no room
+		// arriving in steps for the bucket to lag behind: paced from its nearly empty window,
+		// the bucket fills it in about a window, without a bunch to repeat.
+		if fresh := now >= share && l.usedLocked(t) <= l.n/4; !fresh {
 			l.spare, l.spareUntil = min(l.spare+max(l.n-before, 0), l.n), t.Add(l.window)
 		}
 	}
@@ -225,7 +226,10 @@ func (l *Limiter) apply(now time.Time) {
 		l.pace.SetBurstAt(now, max(min(3, l.n), l.n/5))
 		l.pace.SetLimitAt(now, rate.Limit(float64(l.n)/w))
 		l.catchUp.SetBurstAt(now, max(2, l.n/50))
-		l.catchUp.SetLimitAt(now, rate.Limit(catchUpFactor*float64(l.n)/w))
+		// Never below the budget's own pace: a small ceiling growing in steps (a member back
+		// from a restart, taking over room as the others' calls age out) follows the room at
+		// the rate the others' calls leave it.
+		l.catchUp.SetLimitAt(now, rate.Limit(max(catchUpFactor*float64(l.n), l.budget)/w))
 	}
 	if l.gauge != nil {
 		l.gauge.Set(eff)
