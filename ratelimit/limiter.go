@@ -53,8 +53,8 @@ import (
 //     bench's group at 182-191 calls/s for 0.1-0.4 s of every second for 12 s).
 //
 // Neither goes out in one bunch, though: past the bucket, grants take a token of a second
-// bucket at catchUpFactor times its pace, and a whole ceiling usable at once by an idle
-// limiter (a start) is paced from its empty window. A bunch let out at once is repeated by a
+// bucket at catchUpFactor times its pace (at least the budget's), and a whole ceiling usable
+// at once by a limiter whose window is nearly empty (a start) is paced from there. A bunch let out at once is repeated by a
 // window kept full for as long as it stays full (see catchUpFactor).
 //
 // Room no call left (a first ceiling, growth a window after it was set) and a limiter nobody
@@ -326,8 +326,9 @@ func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 // member's first grant at once made most of its calls in the first tenth of every second
 // (fleet-rolling on the bench: 200 calls in 0.4 s, then nothing for 0.6 s), so a shift of a
 // few milliseconds between one second's bunch and the next, a member's restart or a late
-// timer, showed as a window 40-60 calls short. Four times the bucket still follows room that
-// comes in steps as another member's calls age out (that member paces its calls too), and it
+// timer, showed as a window 40-60 calls short. Four times the bucket, and never slower than
+// the whole budget's pace, still follows room that comes in steps as another member's calls
+// age out (that member paces its calls too, at most at the budget's pace), and it
 // spreads a bunch that does come (a successor's counted calls ageing out together) over a
 // quarter of a window instead of repeating it.
 const catchUpFactor = 4
