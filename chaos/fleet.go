@@ -327,27 +327,17 @@ func (r *run) do(ctx context.Context, st Step) error {
 	if len(st.Slots) > 0 && (st.Kind == KindStart || st.Kind == KindResume) {
 		return r.bringBack(ctx, st)
 	}
-	if st.On != "" {
-		switch st.Kind {
-		case KindStop:
-			return r.trigger(st, syscall.SIGTERM)
-		case KindKill:
-			return r.trigger(st, syscall.SIGKILL)
-		case KindPause:
-			return r.trigger(st, syscall.SIGSTOP)
+	if sig, ok := signalOf(st.Kind); ok {
+		if st.On != "" {
+			return r.trigger(st, sig)
 		}
+		return r.signal(st.Slot, sig)
 	}
 	switch st.Kind {
 	case KindBurst:
 		return r.produce(ctx, st.Records)
 	case KindStart:
 		return r.start(ctx, st.Slot)
-	case KindStop:
-		return r.signal(st.Slot, syscall.SIGTERM)
-	case KindKill:
-		return r.signal(st.Slot, syscall.SIGKILL)
-	case KindPause:
-		return r.signal(st.Slot, syscall.SIGSTOP)
 	case KindResume:
 		return r.signal(st.Slot, syscall.SIGCONT)
 	case KindSlow:
@@ -372,6 +362,20 @@ func (r *run) do(ctx context.Context, st Step) error {
 		r.dlqDown.Store(false)
 	}
 	return nil
+}
+
+// signalOf is the signal a stop, kill or pause step sends its replica, at once or, with Step.On,
+// at the log event it waits for (trigger).
+func signalOf(k Kind) (syscall.Signal, bool) {
+	switch k {
+	case KindStop:
+		return syscall.SIGTERM, true
+	case KindKill:
+		return syscall.SIGKILL, true
+	case KindPause:
+		return syscall.SIGSTOP, true
+	}
+	return 0, false
 }
 
 // settle ends every fault still in force and brings every replica up, so the group can finish.
