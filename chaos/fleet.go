@@ -87,6 +87,8 @@ func (c Config) Validate() error {
 		return errors.New("chaos: no log directory")
 	case c.Schedule.Count(KindDLQDown) > 0 && c.Fake == nil:
 		return errors.New("chaos: dlq-down steps need the embedded broker")
+	case c.Schedule.triggers(OnCalls) && c.LogLevel != "debug":
+		return fmt.Errorf("chaos: steps triggered on %q need the replicas' log level at debug (their writes are logged there only), not %q", OnCalls, c.LogLevel)
 	}
 	return nil
 }
@@ -132,6 +134,10 @@ type Result struct {
 	// LaneRecords the retry lane's records (its markers left out), LaneMarkers its markers
 	// (Schedule.RetryLane only).
 	Parks, Unparks, LaneRecords, LaneMarkers int
+	// Successions counts the replicas' "succeeding the previous member" log lines: fleet-budget
+	// members that counted a dead predecessor's calls and ended its entry (Options.Membership
+	// static).
+	Successions int
 	// State is the simulator's groups at the end of the run of each account in Config.StateOf.
 	State map[string][]imsim.Group
 }
@@ -261,6 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Report = Check(ev)
 	res.Triggered, res.TriggerMissed = int(r.triggered.Load()), int(r.triggerMissed.Load())
 	res.Parks, res.Unparks = countLogs(cfg.Dir, logParked), countLogs(cfg.Dir, logUnparked)
+	res.Successions = countLogs(cfg.Dir, logSucceeding)
 	if sched.RetryLane {
 		if res.LaneRecords, res.LaneMarkers, err = r.laneCounts(ctx); err != nil {
 			return nil, err
