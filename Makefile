@@ -17,8 +17,13 @@ docker:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 ## test: vet, format check and the race-enabled unit + embedded-Kafka suite.
+## TEST_P packages at once (go test -p), default one more than the CPUs: the chaos package's
+## fleet runs take ~7 min mostly waiting on the wall clock. With go test's default (the CPUs), on
+## a 2-core machine they held one of two slots while every small package queued behind the
+## consumer package in the other (~80 s of tail after both ended); the extra slot runs them meanwhile.
+TEST_P    ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 test: vet fmt-check kfake-patch
-	$(GO) test $(KFAKE_MODFILE) -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test $(KFAKE_MODFILE) -race -count=1 -p $(TEST_P) -timeout 15m $(PKGS)
 
 test-short: kfake-patch
 	$(GO) test $(KFAKE_MODFILE) -count=1 -short $(PKGS)
