@@ -17,8 +17,13 @@ docker:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 ## test: vet, format check and the race-enabled unit + embedded-Kafka suite.
+## TEST_P packages at once (go test -p), default one more than the CPUs: the chaos package's
+## fleet runs take ~7 min mostly waiting on the wall clock. With go test's default (the CPUs), on
+## a 2-core machine they held one of two slots while every small package queued behind the
+## consumer package in the other (~80 s of tail after both ended); the extra slot runs them meanwhile.
+TEST_P    ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 test: vet fmt-check kfake-patch
-	$(GO) test $(KFAKE_MODFILE) -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test $(KFAKE_MODFILE) -race -count=1 -p $(TEST_P) -timeout 15m $(PKGS)
 
 test-short: kfake-patch
 	$(GO) test $(KFAKE_MODFILE) -count=1 -short $(PKGS)
@@ -45,11 +50,13 @@ test-kafka:
 ## and the IM simulator under a random schedule per seed, checked at the end; prints the totals.
 ## CHAOS_SEEDS (e.g. 1-30 or 3,7) and CHAOS_DURATION pick the runs; CHAOS_REPLICAS fixes the fleet size.
 ## TestChaosLane runs CHAOS_LANE_SEEDS (default 1-3) with the retry lane on and accounts parked.
+## The self-tests' controls run too, and TestChaosCatchesNoPreload (the budget check must catch
+## successors that skip the preload; ~40 s a run, kept out of the long make test) with its control.
 CHAOS_SEEDS    ?= 1-30
 CHAOS_DURATION ?= 60s
 chaos: kfake-patch
 	CHAOS_SEEDS='$(CHAOS_SEEDS)' CHAOS_DURATION='$(CHAOS_DURATION)' CHAOS_REPLICAS='$(CHAOS_REPLICAS)' \
-		$(GO) test $(KFAKE_MODFILE) -count=1 -v -timeout 0 -run '^(TestChaos|TestChaosLane|TestChaosLegacyDrainControl|TestChaosUngatedWritesControl|TestChaosUngatedLaneControl)$$' ./chaos/
+		$(GO) test $(KFAKE_MODFILE) -count=1 -v -timeout 0 -run '^(TestChaos|TestChaosLane|TestChaosLegacyDrainControl|TestChaosUngatedWritesControl|TestChaosUngatedLaneControl|TestChaosCatchesNoPreload|TestChaosNoPreloadControl)$$' ./chaos/
 
 ## chaos-order: issue 19's lifecycle order test (1 000 accounts, 6 000 events, a fleet of three
 ## across a SIGKILL and a graceful leave; the final state must equal the model) and its self-test

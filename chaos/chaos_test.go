@@ -578,7 +578,8 @@ func selfTestBroker(t *testing.T) *kafkatest.Cluster {
 }
 
 // controlBroker is the embedded broker of a self-test's control run (the same schedule without the
-// break, in `make chaos`); it skips the test unless CHAOS_SEEDS is set.
+// break), or of a self-test kept out of `make test` for its time: runs of `make chaos`. It skips
+// the test unless CHAOS_SEEDS is set.
 func controlBroker(t *testing.T) *kafkatest.Cluster {
 	t.Helper()
 	if os.Getenv(envSeeds) == "" || testing.Short() {

@@ -172,6 +172,7 @@ func TestCheck(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	s := NewSchedule(Options{Seed: 1, DLQFaults: true})
+	callsKill := &Schedule{Steps: []Step{{Kind: KindKill, On: OnCalls, Within: time.Second}}}
 	good := Config{Schedule: s, Binary: "/bin/true", Brokers: []string{"127.0.0.1:9092"}, Dir: t.TempDir()}
 	for _, tc := range []struct {
 		name   string
@@ -183,6 +184,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no brokers", func(c *Config) { c.Brokers = nil }, "no brokers"},
 		{"no dir", func(c *Config) { c.Dir = "" }, "no log directory"},
 		{"dlq faults on a real broker", func(c *Config) {}, "need the embedded broker"},
+		{"calls trigger without debug logs", func(c *Config) { c.Schedule = callsKill }, "log level at debug"},
 	} {
 		c := good
 		tc.mutate(&c)
@@ -193,6 +195,10 @@ func TestConfigValidate(t *testing.T) {
 	good.Schedule = NewSchedule(Options{Seed: 1})
 	if err := good.Validate(); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+	good.Schedule, good.LogLevel = callsKill, "debug"
+	if err := good.Validate(); err != nil {
+		t.Errorf("calls trigger at debug: %v", err)
 	}
 	if _, err := Run(t.Context(), Config{}); err == nil {
 		t.Error("Run with an empty config did not fail")

@@ -87,6 +87,8 @@ func (c Config) Validate() error {
 		return errors.New("chaos: no log directory")
 	case c.Schedule.Count(KindDLQDown) > 0 && c.Fake == nil:
 		return errors.New("chaos: dlq-down steps need the embedded broker")
+	case c.Schedule.triggers(OnCalls) && c.LogLevel != "debug":
+		return fmt.Errorf("chaos: steps triggered on %q need the replicas' log level at debug (their writes are logged there only), not %q", OnCalls, c.LogLevel)
 	}
 	return nil
 }
@@ -132,6 +134,10 @@ type Result struct {
 	// LaneRecords the retry lane's records (its markers left out), LaneMarkers its markers
 	// (Schedule.RetryLane only).
 	Parks, Unparks, LaneRecords, LaneMarkers int
+	// Successions counts the replicas' "succeeding the previous member" log lines: fleet-budget
+	// members that counted a dead predecessor's calls and ended its entry (Options.Membership
+	// static).
+	Successions int
 	// State is the simulator's groups at the end of the run of each account in Config.StateOf.
 	State map[string][]imsim.Group
 }
@@ -261,6 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Report = Check(ev)
 	res.Triggered, res.TriggerMissed = int(r.triggered.Load()), int(r.triggerMissed.Load())
 	res.Parks, res.Unparks = countLogs(cfg.Dir, logParked), countLogs(cfg.Dir, logUnparked)
+	res.Successions = countLogs(cfg.Dir, logSucceeding)
 	if sched.RetryLane {
 		if res.LaneRecords, res.LaneMarkers, err = r.laneCounts(ctx); err != nil {
 			return nil, err
@@ -327,27 +334,17 @@ func (r *run) do(ctx context.Context, st Step) error {
 	if len(st.Slots) > 0 && (st.Kind == KindStart || st.Kind == KindResume) {
 		return r.bringBack(ctx, st)
 	}
-	if st.On != "" {
-		switch st.Kind {
-		case KindStop:
-			return r.trigger(st, syscall.SIGTERM)
-		case KindKill:
-			return r.trigger(st, syscall.SIGKILL)
-		case KindPause:
-			return r.trigger(st, syscall.SIGSTOP)
+	if sig, ok := signalOf(st.Kind); ok {
+		if st.On != "" {
+			return r.trigger(st, sig)
 		}
+		return r.signal(st.Slot, sig)
 	}
 	switch st.Kind {
 	case KindBurst:
 		return r.produce(ctx, st.Records)
 	case KindStart:
 		return r.start(ctx, st.Slot)
-	case KindStop:
-		return r.signal(st.Slot, syscall.SIGTERM)
-	case KindKill:
-		return r.signal(st.Slot, syscall.SIGKILL)
-	case KindPause:
-		return r.signal(st.Slot, syscall.SIGSTOP)
 	case KindResume:
 		return r.signal(st.Slot, syscall.SIGCONT)
 	case KindSlow:
@@ -372,6 +369,20 @@ func (r *run) do(ctx context.Context, st Step) error {
 		r.dlqDown.Store(false)
 	}
 	return nil
+}
+
+// signalOf is the signal a stop, kill or pause step sends its replica, at once or, with Step.On,
+// at the log event it waits for (trigger).
+func signalOf(k Kind) (syscall.Signal, bool) {
+	switch k {
+	case KindStop:
+		return syscall.SIGTERM, true
+	case KindKill:
+		return syscall.SIGKILL, true
+	case KindPause:
+		return syscall.SIGSTOP, true
+	}
+	return 0, false
 }
 
 // settle ends every fault still in force and brings every replica up, so the group can finish.

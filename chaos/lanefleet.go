@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/chatgroupd/chatgroupd/im"
 	"github.com/chatgroupd/chatgroupd/internal/kafkatest"
 )
 
@@ -18,11 +20,60 @@ import (
 const (
 	logParked   = "account parked in the retry lane"
 	logUnparked = "account unparked"
+	// logSucceeding is what a fleet-budget successor logs when it counts its dead
+	// predecessor's calls as its own (budget.Runner).
+	logSucceeding = "budget: succeeding the previous member of this instance"
 	// laneHdrUnpark is the consumer's unpark-marker header (consumer/lane.go).
 	laneHdrUnpark = "chatgroupd-lane-unpark"
 )
 
 var triggerMsg = map[Trigger]string{OnPark: logParked, OnUnpark: logUnparked}
+
+// An OnCalls trigger fires once a replica has written callsBurst create requests within
+// callsSpan, counted from when the step was armed: it called at about its full share of the
+// budget (200/3 here) in the last second, and its last calls are as recent as they get. A replica
+// that spreads its calls evenly gets there about 0.8 s after the arming; one that writes its
+// second's calls in one bunch (its limiter lets them out as its calls of the window before age
+// out, about 66 within 100-200 ms once a second, and hardly any in between) near the end of its
+// next bunch, where a kill at a fixed time would find the last bunch anywhere up to a second old.
+// Below that share the step acts at its deadline.
+const (
+	callsBurst = 50
+	callsSpan  = time.Second
+)
+
+// matcher is a triggered step's log event in one replica's log: fed the lines the replica
+// logged since the last look, at now, it reports whether the event has happened.
+type matcher func(lines [][]byte, now time.Time) bool
+
+// newMatcher returns a matcher of trigger on for one replica.
+func newMatcher(on Trigger) (matcher, error) {
+	if msg, ok := triggerMsg[on]; ok {
+		want := []byte(`"msg":"` + msg)
+		return func(lines [][]byte, _ time.Time) bool {
+			return slices.ContainsFunc(lines, func(l []byte) bool { return bytes.Contains(l, want) })
+		}, nil
+	}
+	if on != OnCalls {
+		return nil, fmt.Errorf("unknown trigger %q", on)
+	}
+	write, create := []byte(`"msg":"request written"`), []byte(`"api":"`+im.APICreate+`"`)
+	var seen []time.Time // when each create write still within callsSpan was seen
+	return func(lines [][]byte, now time.Time) bool {
+		for _, l := range lines {
+			if bytes.Contains(l, write) && bytes.Contains(l, create) {
+				seen = append(seen, now)
+			}
+		}
+		cut := now.Add(-callsSpan)
+		i := 0
+		for i < len(seen) && seen[i].Before(cut) {
+			i++
+		}
+		seen = seen[i:]
+		return len(seen) >= callsBurst
+	}, nil
+}
 
 // laneTopic is the run's retry-lane topic.
 func (r *run) laneTopic() string { return r.topic + ".retry" }
@@ -44,18 +95,18 @@ func (st Step) slots() []int {
 }
 
 // trigger arms st, a stop, kill or pause with On: the first of its replicas whose log shows
-// st.On's event after now gets sig at once; if none does within st.Within (no parked account
-// on their partitions), replica st.Slot gets it then. The schedule goes on meanwhile; the
-// replicas' later steps wait for it (waitArmed).
+// st.On's event after now gets sig at once; if none does within st.Within (for a lane event, no
+// parked account on their partitions), replica st.Slot gets it then. The schedule goes on
+// meanwhile; the replicas' later steps wait for it (waitArmed).
 func (r *run) trigger(st Step, sig syscall.Signal) error {
-	msg, ok := triggerMsg[st.On]
-	if !ok {
-		return fmt.Errorf("unknown trigger %q", st.On)
+	if _, err := newMatcher(st.On); err != nil {
+		return err
 	}
 	var watch []*logWatch
 	for _, i := range st.slots() {
 		if p := r.slots[i]; p != nil && !p.exited() {
-			w := &logWatch{p: p}
+			match, _ := newMatcher(st.On) // one per replica: a matcher may count
+			w := &logWatch{p: p, match: match}
 			if fi, err := os.Stat(p.logPath); err == nil {
 				w.from = fi.Size()
 			}
@@ -73,7 +124,7 @@ func (r *run) trigger(st Step, sig syscall.Signal) error {
 	fallback := r.slots[st.Slot]
 	go func() {
 		defer close(done)
-		p := waitLog(watch, msg, st.Within)
+		p := waitLog(watch, st.Within)
 		hit := p != nil
 		if hit {
 			r.triggered.Add(1)
@@ -108,17 +159,17 @@ func (r *run) bringBack(ctx context.Context, st Step) error {
 	return nil
 }
 
-// logWatch follows one replica's log from byte from.
+// logWatch follows one replica's log from byte from, for match.
 type logWatch struct {
 	p       *proc
+	match   matcher
 	from    int64
 	partial []byte
 }
 
-// waitLog returns the first of ws whose log shows a line with message msg (a prefix of it)
-// within d, polling every few milliseconds; nil at d or when all have exited.
-func waitLog(ws []*logWatch, msg string, d time.Duration) *proc {
-	want := []byte(`"msg":"` + msg)
+// waitLog returns the first of ws whose log shows its event within d, polling every few
+// milliseconds; nil at d or when all have exited.
+func waitLog(ws []*logWatch, d time.Duration) *proc {
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(3 * time.Millisecond) {
 		alive := false
 		for _, w := range ws {
@@ -126,7 +177,7 @@ func waitLog(ws []*logWatch, msg string, d time.Duration) *proc {
 				continue
 			}
 			alive = true
-			if w.seen(want) {
+			if w.match(w.lines(), time.Now()) {
 				return w.p
 			}
 		}
@@ -137,23 +188,23 @@ func waitLog(ws []*logWatch, msg string, d time.Duration) *proc {
 	return nil
 }
 
-// seen reads what w's log has gained and reports whether it holds want.
-func (w *logWatch) seen(want []byte) bool {
+// lines reads what w's log has gained and returns the lines it completed.
+func (w *logWatch) lines() [][]byte {
 	f, err := os.Open(w.p.logPath)
 	if err != nil {
-		return false
+		return nil
 	}
 	b, _ := io.ReadAll(io.NewSectionReader(f, w.from, 1<<40))
 	f.Close()
 	w.from += int64(len(b))
 	w.partial = append(w.partial, b...)
-	if bytes.Contains(w.partial, want) {
-		return true
+	k := bytes.LastIndexByte(w.partial, '\n')
+	if k < 0 {
+		return nil
 	}
-	if k := bytes.LastIndexByte(w.partial, '\n'); k >= 0 {
-		w.partial = w.partial[k+1:]
-	}
-	return false
+	done := bytes.Split(w.partial[:k], []byte{'\n'})
+	w.partial = slices.Clone(w.partial[k+1:])
+	return done
 }
 
 // countLogs counts the lines of every replica log in dir whose message starts with msg.

@@ -158,6 +158,11 @@ type Trigger string
 const (
 	OnPark   Trigger = "park"   // "account parked in the retry lane": its head's forward to the lane is under way
 	OnUnpark Trigger = "unpark" // "account unparked": the lane drained it and the unpark marker is written
+	// OnCalls: the replica has written callsBurst create requests within callsSpan since the step
+	// was armed: it called at about its full share in the last second, and its last calls are as
+	// recent as they get. It reads the replicas' "request written" lines, logged at debug level
+	// only (Config.LogLevel).
+	OnCalls Trigger = "calls"
 )
 
 // Values of Options.Events.
@@ -209,6 +214,11 @@ func (s *Schedule) Count(k Kind) int {
 		}
 	}
 	return n
+}
+
+// triggers reports whether a step of the schedule waits for on.
+func (s *Schedule) triggers(on Trigger) bool {
+	return slices.ContainsFunc(s.Steps, func(st Step) bool { return st.On == on })
 }
 
 // String prints the schedule one step a line.

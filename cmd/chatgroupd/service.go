@@ -76,6 +76,8 @@ type service struct {
 	ungatedWrites bool
 	// ungatedLane is the ungated-lane test break (see testBreak).
 	ungatedLane bool
+	// noPreload is the no-preload test break (see testBreak).
+	noPreload bool
 
 	dlq  *dlq.Writer
 	http *metrics.Server
@@ -142,7 +144,8 @@ func newService(cfg serviceConfig) (*service, error) {
 	}
 	s := &service{cfg: cfg, client: client, partitioner: partitioner, legacyDrain: legacyDrain,
 		wholeBudget: brk == breakWholeBudget, dropPart: brk == breakDropPart,
-		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, ungatedWrites: brk == breakUngatedWrites, ungatedLane: brk == breakUngatedLane, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
+		blindLifecycle: brk == breakBlindLifecycle, unstatedEnds: brk == breakUnstatedEnds, ungatedWrites: brk == breakUngatedWrites, ungatedLane: brk == breakUngatedLane,
+		noPreload: brk == breakNoPreload, dlq: dw, ln: cfg.metricsListener, log: cfg.log}
 	if f.retryLane == modeAuto || f.fleetBudget == modeAuto || f.retryLane == laneOn || f.fleetBudget == fleetKafka {
 		s.resolver = &modeResolver{
 			adm:        &kafka.Client{Addr: kafka.TCP(cfg.conn.Brokers...), Transport: cfg.conn.Transport, Timeout: 10 * time.Second},
@@ -206,7 +209,11 @@ func (s *service) build(f serviceFlags) error {
 	if err != nil {
 		return err
 	}
-	fleet, lock, err := newFleetBudget(f, cfg, disp)
+	var sink budget.Sink = disp
+	if s.noPreload {
+		sink = noPreload{disp}
+	}
+	fleet, lock, err := newFleetBudget(f, cfg, sink, disp)
 	if err != nil {
 		return err
 	}
@@ -300,9 +307,10 @@ const (
 	fleetKafka  = "kafka"
 )
 
-// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static), with the
-// instance lock it holds if any, and exports the mode.
-func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatcher) (*budget.Runner, *instancelock.Lock, error) {
+// newFleetBudget returns the budget runner of --fleet-budget=kafka (nil for static), steering
+// sink and reading src (the dispatcher), with the instance lock it holds if any, and exports the
+// mode.
+func newFleetBudget(f serviceFlags, cfg serviceConfig, sink budget.Sink, src budget.Source) (*budget.Runner, *instancelock.Lock, error) {
 	for _, mode := range []string{fleetStatic, fleetKafka} {
 		v := 0.0
 		if mode == f.fleetBudget {
@@ -320,7 +328,7 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, disp *dispatcher.Dispatch
 	r, err := budget.NewRunner(budget.KafkaConfig{
 		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
-	}, bc, disp, disp)
+	}, bc, sink, src)
 	if err != nil && lock != nil {
 		lock.Close()
 		lock = nil
@@ -490,6 +498,7 @@ const (
 	breakUnstatedEnds   = "unstated-ends"   // an account's next record does not wait for its previous end to be committed
 	breakUngatedWrites  = "ungated-writes"  // a record is written before a commit lists it as possibly written
 	breakUngatedLane    = "ungated-lane"    // a lane copy is written before a commit states its main record ended
+	breakNoPreload      = "no-preload"      // a budget successor does not count its dead predecessor's calls as its own
 )
 
 // breakWarning is what a replica running variant brk logs at start.
@@ -509,6 +518,8 @@ func breakWarning(brk string) string {
 		return "events are sent before a commit lists them as possibly sent; after a crash the successor takes some as never sent and applies them again"
 	case breakUngatedLane:
 		return "a parked account's lane copies are sent before a commit states their main-topic records ended; after a crash the successor takes such a record as never sent and applies it again"
+	case breakNoPreload:
+		return "a fleet-budget successor ends its dead predecessor's entry without counting that predecessor's calls in its own window; the fleet can cross the budget in the second after a crash"
 	}
 	return brk
 }
@@ -517,11 +528,11 @@ func breakWarning(brk string) string {
 // Anything unknown is an error, so a typo never passes for a test of the checker.
 func testBreak(v string) (string, error) {
 	switch v {
-	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane:
+	case "", breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane, breakNoPreload:
 		return v, nil
 	}
-	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s, %s, %s)", envTestBreak, v,
-		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane)
+	return "", fmt.Errorf("%s=%q: unknown test break (known: %s, %s, %s, %s, %s, %s, %s, %s)", envTestBreak, v,
+		breakLegacyDrain, breakWholeBudget, breakDropPart, breakBlindLifecycle, breakUnstatedEnds, breakUngatedWrites, breakUngatedLane, breakNoPreload)
 }
 
 // wholeBudget is the whole-budget test break: the replica's share ignores the partitions of the
@@ -529,6 +540,15 @@ func testBreak(v string) (string, error) {
 type wholeBudget struct{ d *dispatcher.Dispatcher }
 
 func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0) }
+
+// noPreload is the no-preload test break: the budget member's sink ignores Preload, so a
+// successor (budget.Config.Succeeds) still names its dead predecessor and ends its entry in every
+// ledger, but the calls that predecessor may still have in the window hold no room in its
+// limiter. What the chaos suite's budget check must catch in the second after a crash.
+type noPreload struct{ *dispatcher.Dispatcher }
+
+// Preload counts nothing.
+func (noPreload) Preload(int) {}
 
 // blindLifecycle is the blind-lifecycle test break: it hands the dispatcher every lifecycle
 // event (rename, add, remove, delete) as if it were new, so an uncertain or replayed one is sent
