@@ -69,6 +69,12 @@ type Config struct {
 	// entry to end at once rather than TTL after its last record (DESIGN.md, "Succession after
 	// a crash"). Empty: none.
 	Succeeds string
+	// SucceedsAt is when the caller proved Succeeds dead (took its lock): every call of the
+	// predecessor was made before it, so its counted calls are stamped then and age out a
+	// window later, not a window after the member got ready (up to half a second later on
+	// the bench: a start, a connection, the budget topic read up to the horizon). Zero: when
+	// they are counted.
+	SucceedsAt time.Time
 }
 
 // setDefaults fills the zero durations with the defaults above.
@@ -162,12 +168,13 @@ type Member struct {
 // The member lowers the ceiling itself once it sees its fence pass, but it may not be the first
 // to run when a frozen process wakes.
 //
-// Preload(n) counts n calls as made now in the sink's window (a dead predecessor's, see
-// Config.Succeeds): they hold room against its ceiling and count in its Used until they age out.
+// Preload(n, at) counts n calls as made at at (or now, if at is zero or later) in the sink's
+// window (a dead predecessor's, see Config.Succeeds): they hold room against its ceiling and
+// count in its Used until they age out, a window after at.
 type Sink interface {
 	SetCeiling(n, now int)
 	SetFence(until time.Time)
-	Preload(n int)
+	Preload(n int, at time.Time)
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
@@ -336,9 +343,10 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 }
 
 // succeed makes r ask for the predecessor's entry to end, while the ledger still has it: the
-// sink first counts the predecessor's bound as calls made now, and r's Used covers it. The
-// predecessor's calls were all made before it died, before this process started, so calls
-// counted from now on hold their room in every window that can still hold any of them.
+// sink first counts the predecessor's bound as calls made when the predecessor was proved
+// dead (Config.SucceedsAt, or now), and r's Used covers it. The predecessor's calls were all
+// made before then, so calls counted from then on hold their room in every window that can
+// still hold any of them.
 //
 // Before the member is ready its records name the predecessor too, with its Used as it is: the
 // others then leave the predecessor's demand out of their targets (a restarted process would
@@ -357,7 +365,7 @@ func (m *Member) succeed(r *Record, ready bool) {
 		return
 	}
 	if n > m.preloaded {
-		m.sink.Preload(n - m.preloaded)
+		m.sink.Preload(n-m.preloaded, m.cfg.SucceedsAt)
 		m.preloaded = n
 	}
 	r.Used = max(r.Used, n)

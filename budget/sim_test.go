@@ -43,14 +43,21 @@ type simLimiter struct {
 
 func (l *simLimiter) SetFence(until time.Time) { l.fence = until }
 
-// Preload counts n calls made now (the limiter's calls are in time order).
-func (l *simLimiter) Preload(n int) {
+// Preload counts n calls made at at, by the member's clock (now if zero or later), keeping
+// the limiter's calls in time order.
+func (l *simLimiter) Preload(n int, at time.Time) {
 	if l.noPreload {
 		return
 	}
-	for range n {
-		l.calls = append(l.calls, *l.now)
+	t := at.Add(-l.skew) // the true time of the member's reading at
+	if at.IsZero() || t.After(*l.now) {
+		t = *l.now
 	}
+	i := slices.IndexFunc(l.calls, func(c time.Time) bool { return c.After(t) })
+	if i < 0 {
+		i = len(l.calls)
+	}
+	l.calls = slices.Insert(l.calls, i, slices.Repeat([]time.Time{t}, n)...)
 }
 
 func (l *simLimiter) SetCeiling(n, now int) {
@@ -195,6 +202,9 @@ type simWorld struct {
 	// member's calls.
 	successors bool
 	noPreload  bool
+	// stampEarly: broken variant, a successor stamps its predecessor's calls this long before
+	// it took the lock.
+	stampEarly time.Duration
 }
 
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
@@ -220,6 +230,9 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	cfg := w.cfg
 	cfg.Member, cfg.Succeeds = sm.id, pred
 	local := w.now.Add(sm.skew)
+	if pred != "" {
+		cfg.SucceedsAt = local.Add(-w.stampEarly) // the lock, taken as the process starts (the predecessor is dead)
+	}
 	m, err := NewMember(cfg, sm.lim, cfg.StartAt(local))
 	if err != nil {
 		w.t.Fatal(err)
