@@ -52,11 +52,6 @@ import (
 //     only keeps pace with them and never refills the slack (a twentieth of n left the
 //     bench's group at 182-191 calls/s for 0.1-0.4 s of every second for 12 s).
 //
-// Neither goes out in one bunch, though: past the bucket, grants take a token of a second
-// bucket at catchUpFactor times its pace (at least the budget's), and a whole ceiling usable
-// at once by a limiter whose window is nearly empty (a start) is paced from there. A bunch let out at once is repeated by a
-// window kept full for as long as it stays full (see catchUpFactor).
-//
 // Room no call left (a first ceiling, growth a window after it was set) and a limiter nobody
 // queues at are paced as before.
 //
@@ -91,9 +86,8 @@ type Limiter struct {
 	lastChange   time.Time
 	n            int // grants allowed per window
 	pace         *rate.Limiter
-	catchUp      *rate.Limiter // bounds the grants spare and echo let past pace (catchUpFactor)
-	sent         []*grant      // grants within the last window, oldest first
-	limited      []time.Time   // frequency-limit answers within the last window
+	sent         []*grant    // grants within the last window, oldest first
+	limited      []time.Time // frequency-limit answers within the last window
 	stall        time.Duration
 	stallAt      time.Time
 	changed      chan struct{}
@@ -169,7 +163,6 @@ func newLimiter(api string, budget float64, cfg *Config) *Limiter {
 		turn:    make(chan struct{}, 1),
 		factor:  1,
 		pace:    rate.NewLimiter(0, 1),
-		catchUp: rate.NewLimiter(0, 1),
 		changed: make(chan struct{}),
 	}
 	// Export every label value from the start, so alerts and dashboards see zeros, not gaps.
@@ -307,52 +300,15 @@ func (l *Limiter) tryGrant() (g *grant, wait time.Duration, changed <-chan struc
 		}
 		return nil, soonest(max(oldest.at.Add(window).Sub(now), time.Microsecond), l.untilGrowth(now)), nil
 	}
-	if l.pace.AllowN(now, 1) || l.catchUpGrant(now) {
+	if l.pace.AllowN(now, 1) || l.takeSpare(now) || l.takeEcho() {
 		g := &grant{at: now, pending: true}
 		l.sent = append(l.sent, g)
 		l.echo = max(l.echo-1, 0) // whatever let it out, it fills room a call left
 		return g, 0, nil
 	}
-	wait = tokenWait(l.pace, now)
-	if l.hasSpare(now) || l.takeEcho() {
-		wait = min(wait, tokenWait(l.catchUp, now)) // room past the bucket, at the catch-up pace
-	}
+	missing := 1 - l.pace.TokensAt(now)
+	wait = max(time.Duration(missing/float64(l.pace.Limit())*float64(time.Second)), time.Microsecond)
 	return nil, soonest(soonest(wait, l.untilEcho(now, cut, window)), l.untilGrowth(now)), nil
-}
-
-// catchUpFactor is how much faster than the bucket the room SetCeiling frees at once and the
-// room aged-out calls leave while callers queue may be let out. Letting it out all at once
-// made the bunches that a window kept full repeats for good: a fleet that started with every
-// member's first grant at once made most of its calls in the first tenth of every second
-// (fleet-rolling on the bench: 200 calls in 0.4 s, then nothing for 0.6 s), so a shift of a
-// few milliseconds between one second's bunch and the next, a member's restart or a late
-// timer, showed as a window 40-60 calls short. Four times the bucket, and never slower than
-// the whole budget's pace, still follows room that comes in steps as another member's calls
-// age out (that member paces its calls too, at most at the budget's pace), and it
-// spreads a bunch that does come (a successor's counted calls ageing out together) over a
-// quarter of a window instead of repeating it.
-const catchUpFactor = 4
-
-// catchUpGrant lets one grant past the bucket out of spare or echo room, at most at the
-// catch-up pace. Callers hold mu.
-func (l *Limiter) catchUpGrant(now time.Time) bool {
-	if !l.hasSpare(now) && !l.takeEcho() {
-		return false
-	}
-	if !l.catchUp.AllowN(now, 1) {
-		return false
-	}
-	l.takeSpare(now) // or echo room, which tryGrant counts down
-	return true
-}
-
-// tokenWait is how long until b holds a token at now's rate.
-func tokenWait(b *rate.Limiter, now time.Time) time.Duration {
-	if b.Limit() <= 0 {
-		return maxNap
-	}
-	missing := 1 - b.TokensAt(now)
-	return max(time.Duration(missing/float64(b.Limit())*float64(time.Second)), time.Microsecond)
 }
 
 // echoSlack is how far below its ceiling the bucket may still hold a queued limiter's window
@@ -382,19 +338,11 @@ func (l *Limiter) untilEcho(now, cut time.Time, window time.Duration) time.Durat
 	return max(g.at.Add(window).Sub(now), time.Microsecond)
 }
 
-// hasSpare reports whether room SetCeiling made usable at once is left. Callers hold mu.
-func (l *Limiter) hasSpare(now time.Time) bool {
+// takeSpare lets one grant past the bucket out of the room SetCeiling made usable at once.
+// Callers hold mu.
+func (l *Limiter) takeSpare(now time.Time) bool {
 	if l.spare <= 0 || !now.Before(l.spareUntil) {
 		l.spare = 0
-		return false
-	}
-	return true
-}
-
-// takeSpare takes one grant's worth of the room SetCeiling made usable at once, if any is
-// left. Callers hold mu.
-func (l *Limiter) takeSpare(now time.Time) bool {
-	if !l.hasSpare(now) {
 		return false
 	}
 	l.spare--

@@ -103,14 +103,8 @@ func (l *Limiter) SetCeiling(share, now float64) {
 			l.growing = false
 		}
 		l.apply(t)
-		// The room is free now: let it out now rather than at the bucket's pace (see Limiter);
-		// but a whole ceiling usable at once by a limiter whose window is nearly empty is a
-		// start (the first grant after a small one while callers arrive), with no room
-		// arriving in steps for the bucket to lag behind: paced from its nearly empty window,
-		// the bucket fills it in about a window, without a bunch to repeat.
-		if fresh := now >= share && l.usedLocked(t) <= l.n/4; !fresh {
-			l.spare, l.spareUntil = min(l.spare+max(l.n-before, 0), l.n), t.Add(l.window)
-		}
+		// The room is free now: let it out now rather than at the bucket's pace (see Limiter).
+		l.spare, l.spareUntil = min(l.spare+max(l.n-before, 0), l.n), t.Add(l.window)
 	}
 	if l.known && l.growing && share > l.share && share <= l.growTo {
 		l.growTo = share
@@ -161,12 +155,7 @@ func (l *Limiter) Preload(n int, at time.Time) {
 func (l *Limiter) Used() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.usedLocked(l.cfg.Now())
-}
-
-// usedLocked is Used at now. Callers hold mu.
-func (l *Limiter) usedLocked(now time.Time) int {
-	cut := now.Add(-l.window)
+	cut := l.cfg.Now().Add(-l.window)
 	n := 0
 	for _, g := range l.sent {
 		if g.pending || g.at.After(cut) {
@@ -224,24 +213,17 @@ func (l *Limiter) apply(now time.Time) {
 	case eff <= 0:
 		l.n = 0
 		l.pace.SetLimitAt(now, 0)
-		l.catchUp.SetLimitAt(now, 0)
 	case eff < 1:
 		// Below one call per second the bucket alone (burst 1) keeps every window to one call.
 		l.n = 1
 		l.pace.SetBurstAt(now, 1)
 		l.pace.SetLimitAt(now, rate.Limit(eff/w))
-		l.catchUp.SetLimitAt(now, 0) // below a call per second the bucket alone paces
 	default:
 		l.n = int(math.Floor(eff + 1e-9))
 		// The burst lets grants catch up after a late timer or a scheduler stall (up to a fifth
 		// of a second's worth); the window log, not the bucket, is what bounds every window.
 		l.pace.SetBurstAt(now, max(min(3, l.n), l.n/5))
 		l.pace.SetLimitAt(now, rate.Limit(float64(l.n)/w))
-		l.catchUp.SetBurstAt(now, max(2, l.n/50))
-		// Never below the budget's own pace: a small ceiling growing in steps (a member back
-		// from a restart, taking over room as the others' calls age out) follows the room at
-		// the rate the others' calls leave it.
-		l.catchUp.SetLimitAt(now, rate.Limit(max(catchUpFactor*float64(l.n), l.budget)/w))
 	}
 	if l.gauge != nil {
 		l.gauge.Set(eff)
