@@ -334,7 +334,7 @@ func (s *ceilingSink) SetCeiling(n, _ int) {
 
 func (s *ceilingSink) SetFence(time.Time) {}
 
-func (s *ceilingSink) Preload(int) {}
+func (s *ceilingSink) Preload(int, time.Time) {}
 
 func (s *ceilingSink) get() int {
 	s.mu.Lock()

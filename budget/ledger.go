@@ -112,6 +112,9 @@ type Ledger struct {
 	// broken variants the simulation must catch).
 	unsafeNoRoom bool
 	unsafeNowAll bool
+	// unsafeFreedAll: Now ignores the others' bounds (tests: a broken variant of the room a
+	// member takes at others' records).
+	unsafeFreedAll bool
 	// peakBound: entries use the former bound (tests, see entry.peakBound).
 	peakBound bool
 }
@@ -177,6 +180,25 @@ func (l *Ledger) Apply(r Record) Applied {
 	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
 		used: r.Used, peak: r.Peak, succeeds: r.Succeeds, peakBound: l.peakBound}
 	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
+}
+
+// Now is the part of member's grant it may use at once after the records folded so far (as
+// Applied.Now at its own record, evaluated now), and whether it has a live entry.
+func (l *Ledger) Now(member string) (int, bool) {
+	e := l.es[member]
+	if e == nil {
+		return 0, false
+	}
+	if l.unsafeNowAll || l.unsafeFreedAll {
+		return e.grant, true
+	}
+	bounds := 0
+	for m, o := range l.es {
+		if m != member {
+			bounds += o.bound()
+		}
+	}
+	return max(0, min(e.grant, l.budget-bounds)), true
 }
 
 // succeed ends the entry of the member r succeeds when r's Used covers its bound: the most

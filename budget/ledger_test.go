@@ -280,3 +280,38 @@ func loneMember(t *testing.T, t0 *time.Time) (*Member, *simLimiter) {
 	}
 	return m, lim
 }
+
+// TestMemberUsesRoomFreedAtOthersRecords: a grant's part usable at once grows as soon as the
+// member reads another member's record that frees room (a leaving member's linger reporting
+// fewer calls left), not at its own next round trip; a stale record frees nothing, and neither
+// does any record read past the member's fence.
+func TestMemberUsesRoomFreedAtOthersRecords(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	m, lim := loneMember(t, &t0)
+	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
+	b := func(seq uint64, at time.Time, held, want, used int) Record {
+		return Record{Member: "b", Seq: seq, TS: at.UnixNano(), Held: held, Want: want, Demand: want, Used: used}
+	}
+	m.Apply(b(1, ms(0), 0, 100, 0), ms(0))
+	m.Apply(b(2, ms(50), 100, 100, 100), ms(50))
+	m.Apply(b(3, ms(100), 0, 0, 100), ms(100)) // b leaves with a full window
+	r, _ := m.Tick(ms(110), 100, 0)
+	if got := m.Apply(*r, ms(110)); got != 100 || lim.share != 0 {
+		t.Fatalf("after its grant: ceiling %d, in force %d; want 100 and nothing at once (b's calls fill the window)", got, lim.share)
+	}
+	for _, step := range []struct {
+		rec  Record
+		at   int
+		want int
+	}{
+		{b(4, ms(150), 0, 0, 60), 150, 40},  // b's linger: 40 of its calls aged out
+		{b(3, ms(100), 0, 0, 100), 160, 40}, // stale: changes nothing
+		{b(5, ms(200), 0, 0, 25), 200, 75},
+		{b(6, ms(2000), 0, 0, 0), 2000, 75}, // past a's fence (its record + 800 ms): nothing
+	} {
+		m.Apply(step.rec, ms(step.at))
+		if lim.share != step.want {
+			t.Errorf("after b's record seq %d (used %d) read at %d ms: %d in force, want %d", step.rec.Seq, step.rec.Used, step.at, lim.share, step.want)
+		}
+	}
+}

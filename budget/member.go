@@ -69,6 +69,12 @@ type Config struct {
 	// entry to end at once rather than TTL after its last record (DESIGN.md, "Succession after
 	// a crash"). Empty: none.
 	Succeeds string
+	// SucceedsAt is when the caller proved Succeeds dead (took its lock): every call of the
+	// predecessor was made before it, so its counted calls are stamped then and age out a
+	// window later, not a window after the member got ready (up to half a second later on
+	// the bench: a start, a connection, the budget topic read up to the horizon). Zero: when
+	// they are counted.
+	SucceedsAt time.Time
 }
 
 // setDefaults fills the zero durations with the defaults above.
@@ -147,6 +153,8 @@ type Member struct {
 	left bool
 	// preloaded is how many calls of the predecessor (Config.Succeeds) the sink was told of.
 	preloaded int
+	// nowTold is the part of ceiling the sink was told it may use at once.
+	nowTold int
 }
 
 // Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
@@ -160,12 +168,13 @@ type Member struct {
 // The member lowers the ceiling itself once it sees its fence pass, but it may not be the first
 // to run when a frozen process wakes.
 //
-// Preload(n) counts n calls as made now in the sink's window (a dead predecessor's, see
-// Config.Succeeds): they hold room against its ceiling and count in its Used until they age out.
+// Preload(n, at) counts n calls as made at at (or now, if at is zero or later) in the sink's
+// window (a dead predecessor's, see Config.Succeeds): they hold room against its ceiling and
+// count in its Used until they age out, a window after at.
 type Sink interface {
 	SetCeiling(n, now int)
 	SetFence(until time.Time)
-	Preload(n int)
+	Preload(n int, at time.Time)
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
@@ -198,10 +207,33 @@ func NewMember(cfg Config, sink Sink, from time.Time) (*Member, error) {
 // set tells the sink a new ceiling, of which now may be used at once.
 func (m *Member) set(at time.Time, n, now int) {
 	if n != m.ceiling || (now > 0 && n > 0) {
+		if n != m.ceiling {
+			m.nowTold = 0
+		}
 		m.ceiling = n
+		m.nowTold = max(m.nowTold, min(now, n))
 		m.history = append(m.history, change{at, n})
 		m.sink.SetCeiling(n, min(now, n))
 	}
+}
+
+// useFreedRoom lets the sink use at once as much of the ceiling as the ledger now shows free:
+// the room another member's record (or an expiry) just released. The grant was decided at our
+// own record; its part usable at once is the same bound evaluated at a later fold, so the room
+// flows the moment the releasing member's record is read instead of at our next round trip
+// (up to an Interval and a round trip later: on a hand-over at full rate, calls lost for good).
+// Safe for the reason the at-once part is (DESIGN.md, "Growth at once"): every bound counted is
+// from a record folded before the room is used, and every later growth of the others is folded
+// after this point, against our claim, which covers the whole grant.
+func (m *Member) useFreedRoom(at time.Time) {
+	if m.ceiling <= m.nowTold || !m.ledger.Ready() || at.After(m.fenceAt) {
+		return
+	}
+	now, live := m.ledger.Now(m.cfg.Member)
+	if !live || min(now, m.ceiling) <= m.nowTold {
+		return
+	}
+	m.set(at, m.ceiling, now)
 }
 
 // peak is the highest ceiling set within the last window (pending growth included).
@@ -238,7 +270,14 @@ func (m *Member) Ready() bool { return m.ledger.Ready() }
 // Apply folds a record read from the topic and returns the ceiling to use.
 func (m *Member) Apply(r Record, now time.Time) int {
 	a := m.ledger.Apply(r)
-	if m.left || r.Member != m.cfg.Member || m.out == nil || r.Seq != m.out.Seq || a.Stale {
+	if m.left {
+		return m.ceiling
+	}
+	if r.Member != m.cfg.Member {
+		m.useFreedRoom(now)
+		return m.ceiling
+	}
+	if m.out == nil || r.Seq != m.out.Seq || a.Stale {
 		return m.ceiling
 	}
 	// Our latest record is back. Its grant counts only if we are still within the fence of
@@ -304,9 +343,10 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 }
 
 // succeed makes r ask for the predecessor's entry to end, while the ledger still has it: the
-// sink first counts the predecessor's bound as calls made now, and r's Used covers it. The
-// predecessor's calls were all made before it died, before this process started, so calls
-// counted from now on hold their room in every window that can still hold any of them.
+// sink first counts the predecessor's bound as calls made when the predecessor was proved
+// dead (Config.SucceedsAt, or now), and r's Used covers it. The predecessor's calls were all
+// made before then, so calls counted from then on hold their room in every window that can
+// still hold any of them.
 //
 // Before the member is ready its records name the predecessor too, with its Used as it is: the
 // others then leave the predecessor's demand out of their targets (a restarted process would
@@ -325,7 +365,7 @@ func (m *Member) succeed(r *Record, ready bool) {
 		return
 	}
 	if n > m.preloaded {
-		m.sink.Preload(n - m.preloaded)
+		m.sink.Preload(n-m.preloaded, m.cfg.SucceedsAt)
 		m.preloaded = n
 	}
 	r.Used = max(r.Used, n)

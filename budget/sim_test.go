@@ -43,14 +43,21 @@ type simLimiter struct {
 
 func (l *simLimiter) SetFence(until time.Time) { l.fence = until }
 
-// Preload counts n calls made now (the limiter's calls are in time order).
-func (l *simLimiter) Preload(n int) {
+// Preload counts n calls made at at, by the member's clock (now if zero or later), keeping
+// the limiter's calls in time order.
+func (l *simLimiter) Preload(n int, at time.Time) {
 	if l.noPreload {
 		return
 	}
-	for range n {
-		l.calls = append(l.calls, *l.now)
+	t := at.Add(-l.skew) // the true time of the member's reading at
+	if at.IsZero() || t.After(*l.now) {
+		t = *l.now
 	}
+	i := slices.IndexFunc(l.calls, func(c time.Time) bool { return c.After(t) })
+	if i < 0 {
+		i = len(l.calls)
+	}
+	l.calls = slices.Insert(l.calls, i, slices.Repeat([]time.Time{t}, n)...)
 }
 
 func (l *simLimiter) SetCeiling(n, now int) {
@@ -174,6 +181,9 @@ type simWorld struct {
 	atOnce   bool
 	noRoom   bool
 	nowAll   bool
+	// freedAll: every grant is used at once as soon as another member's record is read (a
+	// broken Ledger.Now: room taken at others' records without their bounds).
+	freedAll bool
 	noUsed   bool
 	// noLinger: a leaving member publishes its leave record only (Config.LeaveLinger off);
 	// lingerLies: it lingers but reports no call left from its first record after the leave
@@ -192,6 +202,9 @@ type simWorld struct {
 	// member's calls.
 	successors bool
 	noPreload  bool
+	// stampEarly: broken variant, a successor stamps its predecessor's calls this long before
+	// it took the lock.
+	stampEarly time.Duration
 }
 
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
@@ -217,6 +230,9 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	cfg := w.cfg
 	cfg.Member, cfg.Succeeds = sm.id, pred
 	local := w.now.Add(sm.skew)
+	if pred != "" {
+		cfg.SucceedsAt = local.Add(-w.stampEarly) // the lock, taken as the process starts (the predecessor is dead)
+	}
 	m, err := NewMember(cfg, sm.lim, cfg.StartAt(local))
 	if err != nil {
 		w.t.Fatal(err)
@@ -229,6 +245,9 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	}
 	if w.nowAll {
 		m.ledger.unsafeNowAll = true
+	}
+	if w.freedAll {
+		m.ledger.unsafeFreedAll = true
 	}
 	sm.m = m
 	// Start reading where the records stamped StartAt begin, as a Kafka reader positioned by
@@ -526,6 +545,7 @@ func TestSimulationCatchesBrokenVariants(t *testing.T) {
 		{"no fence: a member cut off keeps its grant past its entry's expiry", func(w *simWorld) { w.noFence = true }},
 		{"grants without checking the room left", func(w *simWorld) { w.noRoom = true }},
 		{"every grant used at once", func(w *simWorld) { w.nowAll = true }},
+		{"grants used at once when another member's record is read", func(w *simWorld) { w.freedAll = true }},
 		{"members report no calls in their last window", func(w *simWorld) { w.noUsed = true }},
 		{"a leaving member lingers reporting no call left at once", func(w *simWorld) { w.lingerLies = true }},
 	} {

@@ -166,7 +166,7 @@ func (d *Dispatcher) SetFence(until time.Time) {
 // Preload counts n create calls of a dead predecessor as made now (budget.Sink): they hold room
 // in the create limiter's window, and count in Used, until they age out. The other APIs need
 // none: their growth always waits a window, by when the predecessor's calls are gone.
-func (d *Dispatcher) Preload(n int) { d.create.Preload(n) }
+func (d *Dispatcher) Preload(n int, at time.Time) { d.create.Preload(n, at) }
 
 // Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }

@@ -61,13 +61,26 @@ func TestFenceEndsGrantsAndWrites(t *testing.T) {
 }
 
 // TestPreloadHoldsRoom: calls a dead predecessor may still have in the window (Preload) take
-// room against the ceiling and count in Used until they age out a window later: with 8 of a
-// ceiling of 10 preloaded, 2 calls are granted at once and the third waits for them to age out.
+// room against the ceiling and count in Used until they age out a window after their stamp:
+// with 8 of a ceiling of 10 preloaded, 2 calls are granted at once and the third waits for
+// them to age out. Stamped 300 ms back (when the predecessor was proved dead), they are gone
+// 300 ms sooner; a stamp in the future counts as now.
 func TestPreloadHoldsRoom(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		back time.Duration // the stamp, before the clock's now
+	}{{"now", 0}, {"proved dead 300 ms before", 300 * time.Millisecond}, {"stamp in the future", -time.Second}} {
+		t.Run(tc.name, func(t *testing.T) { preloadHoldsRoom(t, tc.back) })
+	}
+}
+
+func preloadHoldsRoom(t *testing.T, back time.Duration) {
 	clock := newFakeClock()
 	l, _ := testLimiter(clock, 200, nil)
+	// A successor counts its predecessor's calls before its first grant (budget.Member).
+	at := clock.Now().Add(-back)
+	l.Preload(8, at)
 	l.SetCeiling(10, 10)
-	l.Preload(8)
 	if got := l.Used(); got != 8 {
 		t.Fatalf("Used() = %d after preloading 8, want 8", got)
 	}
@@ -86,8 +99,17 @@ func TestPreloadHoldsRoom(t *testing.T) {
 	if err == nil {
 		t.Fatal("a call granted into room the preloaded calls hold")
 	}
-	clock.Advance(l.window + time.Millisecond)
-	if got := l.Used(); got != 0 {
-		t.Errorf("Used() = %d a window later, want 0", got)
+	ages := l.window - max(back, 0)
+	clock.Advance(ages - time.Millisecond)
+	if got := l.Used(); got != 10 {
+		t.Errorf("Used() = %d just before the counted calls age out, want 10", got)
+	}
+	clock.Advance(2 * time.Millisecond)
+	want := 0 // the 2 calls granted at the stamp age out with them
+	if back > 0 {
+		want = 2 // granted after the stamp: still in the window
+	}
+	if got := l.Used(); got != want {
+		t.Errorf("Used() = %d a window after the stamp, want %d", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -126,17 +127,28 @@ func (l *Limiter) isKnown() bool {
 	return l.known
 }
 
-// Preload counts n calls as written now that this limiter did not grant: those a dead
-// predecessor of this process may still have in the window (the fleet budget's succession,
-// budget.Config.Succeeds). They take room and count in Used until they age out a window from
-// now, as the limiter's own calls would; its ceiling bounds them with its own.
-func (l *Limiter) Preload(n int) {
+// Preload counts n calls as written at at (now if at is zero or later) that this limiter did
+// not grant: those a dead predecessor of this process may still have in the window (the fleet
+// budget's succession, budget.Config.Succeeds; at is when it was proved dead, after its last
+// call). They take room and count in Used until they age out a window after at, as the
+// limiter's own calls would; its ceiling bounds them with its own.
+func (l *Limiter) Preload(n int, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t := l.cfg.Now()
-	for range n {
-		l.sent = append(l.sent, &grant{at: t, wrote: t})
+	if t := l.cfg.Now(); at.IsZero() || at.After(t) {
+		at = t
 	}
+	// The log is in time order (prune drops a prefix): the counted calls go before any call
+	// made after at.
+	i := slices.IndexFunc(l.sent, func(g *grant) bool { return g.at.After(at) })
+	if i < 0 {
+		i = len(l.sent)
+	}
+	counted := make([]*grant, n)
+	for k := range counted {
+		counted[k] = &grant{at: at, wrote: at}
+	}
+	l.sent = slices.Insert(l.sent, i, counted...)
 }
 
 // Used is how many calls were granted within the last window (pending ones included).

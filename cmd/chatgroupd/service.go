@@ -324,7 +324,8 @@ func newFleetBudget(f serviceFlags, cfg serviceConfig, sink budget.Sink, src bud
 	host, _ := os.Hostname()
 	member := fmt.Sprintf("%s-%08x", cmp.Or(host, "chatgroupd"), rand.Uint32())
 	lock, prev := lockInstance(f, member, cfg.log)
-	bc := budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9)), Succeeds: prev}
+	// Read after the lock was taken: every call of prev was made before.
+	bc := budget.Config{Member: member, Budget: int(math.Floor(f.rateLimit + 1e-9)), Succeeds: prev, SucceedsAt: time.Now()}
 	r, err := budget.NewRunner(budget.KafkaConfig{
 		Brokers: cfg.conn.Brokers, Topic: f.topic + ".budget", ReplicationOf: f.topic,
 		Dialer: cfg.conn.Dialer, Transport: cfg.conn.Transport, Logger: cfg.log, Metrics: cfg.metrics,
@@ -548,7 +549,7 @@ func (w wholeBudget) SetPartitions(ids []int, _ int) { w.d.SetPartitions(ids, 0)
 type noPreload struct{ *dispatcher.Dispatcher }
 
 // Preload counts nothing.
-func (noPreload) Preload(int) {}
+func (noPreload) Preload(int, time.Time) {}
 
 // blindLifecycle is the blind-lifecycle test break: it hands the dispatcher every lifecycle
 // event (rename, add, remove, delete) as if it were new, so an uncertain or replayed one is sent

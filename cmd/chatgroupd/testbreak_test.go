@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 
 	"github.com/chatgroupd/chatgroupd/budget"
 	"github.com/chatgroupd/chatgroupd/dispatcher"
@@ -46,7 +47,7 @@ func TestNoPreloadSink(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tc.sink(d).Preload(7)
+		tc.sink(d).Preload(7, time.Time{})
 		if got := d.Used(); got != tc.want {
 			t.Errorf("%s: Used after Preload(7) = %d, want %d", tc.name, got, tc.want)
 		}
