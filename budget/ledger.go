@@ -155,11 +155,10 @@ func (l *Ledger) Apply(r Record) Applied {
 	if live {
 		held = min(r.Held, e.grant) // a member never holds more than it was granted
 	}
-	others, bounds := 0, 0
+	others := 0
 	for m, o := range l.es {
 		if m != r.Member {
 			others += o.claim()
-			bounds += o.bound()
 		}
 	}
 	grant := r.Want
@@ -172,7 +171,7 @@ func (l *Ledger) Apply(r Record) Applied {
 		}
 	}
 	// Not max(held, …): held may be a growth the member has not yet put in force.
-	now := max(0, min(grant, l.budget-bounds))
+	now := l.atOnce(r.Member, grant)
 	if l.unsafeNowAll {
 		now = grant
 	}
@@ -192,13 +191,19 @@ func (l *Ledger) Now(member string) (int, bool) {
 	if l.unsafeNowAll || l.unsafeFreedAll {
 		return e.grant, true
 	}
+	return l.atOnce(member, e.grant), true
+}
+
+// atOnce is the part of grant that member may use at once: what the others' bounds leave of
+// the budget (see entry.bound).
+func (l *Ledger) atOnce(member string, grant int) int {
 	bounds := 0
 	for m, o := range l.es {
 		if m != member {
 			bounds += o.bound()
 		}
 	}
-	return max(0, min(e.grant, l.budget-bounds)), true
+	return max(0, min(grant, l.budget-bounds))
 }
 
 // succeed ends the entry of the member r succeeds when r's Used covers its bound: the most
