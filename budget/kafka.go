@@ -187,7 +187,8 @@ func (r *Runner) apply(member *Member, rec Record) {
 func (r *Runner) tick(member *Member, outbox chan Record) {
 	r.mu.Lock()
 	before := member.preloaded
-	out, _ := member.Tick(r.now(), r.src.Demand(), r.src.Used())
+	now := r.now()
+	out, _ := member.Tick(now, r.src.Demand(), r.src.Used(), r.src.UsedByAge(now, AgeStep))
 	counted := member.preloaded - before
 	r.mu.Unlock()
 	if out == nil {
@@ -252,7 +253,8 @@ func (r *Runner) leave(exit context.Context, w *kafka.Writer) {
 // leaveRecord is the member's next record after it left: its calls still in the window.
 func (r *Runner) leaveRecord() Record {
 	r.mu.Lock()
-	rec := r.member.Leave(r.now(), r.src.Used())
+	now := r.now()
+	rec := r.member.Leave(now, r.src.Used(), r.src.UsedByAge(now, AgeStep))
 	r.mu.Unlock()
 	if ce := r.log.Check(zap.DebugLevel, "budget record published"); ce != nil {
 		ce.Write(zap.Any("record", rec), zap.Bool("left", true))

@@ -348,6 +348,8 @@ func (d demandOf) Demand() int { return int(d) }
 
 func (d demandOf) Used() int { return 0 }
 
+func (d demandOf) UsedByAge(time.Time, time.Duration) []int { return nil }
+
 // TestKafkaRunnerCreatesTopic: a missing budget topic is created with one partition and the
 // replication of the event topic.
 func TestKafkaRunnerCreatesTopic(t *testing.T) {
@@ -393,6 +395,8 @@ type fallingUsed struct {
 }
 
 func (f *fallingUsed) Demand() int { return 10 }
+
+func (f *fallingUsed) UsedByAge(time.Time, time.Duration) []int { return nil }
 
 func (f *fallingUsed) Used() int {
 	f.mu.Lock()

@@ -45,7 +45,19 @@ type Record struct {
 	// the predecessor's entry at once, instead of TTL after its last record (DESIGN.md,
 	// "Succession after a crash").
 	Succeeds string `json:"x,omitempty"`
+	// Ages says when the calls of Used were made: Ages[i] counts those timed in
+	// (TS − (i+1)·AgeStep, TS − i·AgeStep], of the calls whose time could no longer move
+	// (the others, in flight when the record was published, are in Used only). A successor
+	// stamps each call no earlier than it was made, so they leave its window as they would
+	// have left the member's (DESIGN.md, "Succession after a crash"). Empty: not known.
+	Ages []int `json:"a,omitempty"`
 }
+
+// AgeStep is the width of one slot of Record.Ages.
+const AgeStep = 50 * time.Millisecond
+
+// maxAges bounds Record.Ages: ten seconds of slots, far more than any window it describes.
+const maxAges = 200
 
 // Validate reports a record no member could have written.
 func (r Record) Validate() error {
@@ -55,6 +67,10 @@ func (r Record) Validate() error {
 	case r.Held < 0 || r.Want < 0 || r.Demand < 0 || r.Used < 0 || r.Peak < 0:
 		return fmt.Errorf("budget record from %s: negative held %d, want %d, demand %d, used %d or peak %d",
 			r.Member, r.Held, r.Want, r.Demand, r.Used, r.Peak)
+	case len(r.Ages) > maxAges:
+		return fmt.Errorf("budget record from %s: %d slots of ages, at most %d", r.Member, len(r.Ages), maxAges)
+	case slices.ContainsFunc(r.Ages, func(n int) bool { return n < 0 }):
+		return fmt.Errorf("budget record from %s: negative count in ages %v", r.Member, r.Ages)
 	}
 	return nil
 }
@@ -75,6 +91,8 @@ type entry struct {
 	// peakBound: the bound before max(Used, claim), which counted the peak of the member's last
 	// window (tests: what the tighter bound buys).
 	peakBound bool
+	// ages is the latest record's Ages (read only: records' slices may be shared).
+	ages []int
 }
 
 // claim is what the entry counts against the budget when another member asks for more.
@@ -177,7 +195,7 @@ func (l *Ledger) Apply(r Record) Applied {
 	}
 	l.oldest = min(l.oldest, r.TS)
 	l.es[r.Member] = &entry{seq: r.Seq, ts: r.TS, held: held, want: r.Want, demand: r.Demand, grant: grant,
-		used: r.Used, peak: r.Peak, succeeds: r.Succeeds, peakBound: l.peakBound}
+		used: r.Used, peak: r.Peak, succeeds: r.Succeeds, peakBound: l.peakBound, ages: r.Ages}
 	return Applied{Live: live, Grant: grant, Now: now, Ready: l.Ready()}
 }
 
@@ -229,6 +247,15 @@ func (l *Ledger) Bound(member string) (int, bool) {
 		return 0, false
 	}
 	return e.bound(), true
+}
+
+// Ages is the time and the Ages of member's latest record (zero and nil if it has no entry).
+func (l *Ledger) Ages(member string) (time.Time, []int) {
+	e := l.es[member]
+	if e == nil {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, e.ts), e.ages
 }
 
 // expire drops the entries whose last record is more than ttl older than the newest seen.

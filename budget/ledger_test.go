@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -192,14 +193,49 @@ func TestNewRunnerChecks(t *testing.T) {
 }
 
 func TestRecordValidate(t *testing.T) {
-	for _, r := range []Record{{}, {Member: "m", Held: -1}, {Member: "m", Want: -1}, {Member: "m", Demand: -1}} {
+	for _, r := range []Record{{}, {Member: "m", Held: -1}, {Member: "m", Want: -1}, {Member: "m", Demand: -1},
+		{Member: "m", Ages: []int{3, -1}}, {Member: "m", Ages: make([]int, maxAges+1)}} {
 		if r.Validate() == nil {
 			t.Errorf("%+v accepted", r)
 		}
 	}
-	if err := (Record{Member: "m"}).Validate(); err != nil {
+	if err := (Record{Member: "m", Ages: make([]int, maxAges)}).Validate(); err != nil {
 		t.Error(err)
 	}
+}
+
+// FuzzRecord: whatever the budget topic holds, a record that decodes and validates folds into
+// a ledger and a successor's plan without a panic, and the plan never stamps more calls than
+// the record's ages timed plus the bound.
+func FuzzRecord(f *testing.F) {
+	f.Add([]byte(`{"m":"a","s":3,"t":1900000000000000000,"h":60,"w":60,"d":200,"u":58,"p":60,"a":[3,0,7,12]}`))
+	f.Add([]byte(`{"m":"b","s":1,"t":1,"u":5,"x":"a","a":[]}`))
+	f.Add([]byte(`{"m":"a","a":[-1]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r Record
+		if json.Unmarshal(b, &r) != nil || r.Validate() != nil {
+			return
+		}
+		l := NewLedger(200, DefaultTTL, DefaultMargin, time.Unix(0, 0))
+		l.Apply(r)
+		bound, _ := l.Bound(r.Member)
+		ts, ages := l.Ages(r.Member)
+		plan, rest := preloadPlan(bound, ts, ages, ts.Add(100*time.Millisecond), DefaultWindow, false, false)
+		total := rest
+		for _, s := range plan {
+			if s.n <= 0 || s.at.After(ts) {
+				t.Fatalf("plan %+v of %+v: a slot of %d calls stamped at %v (record at %v)", plan, r, s.n, s.at, ts)
+			}
+			total += s.n
+		}
+		timed := 0
+		for _, n := range r.Ages {
+			timed += n
+		}
+		if total < bound || total > max(bound, timed) {
+			t.Fatalf("plan %+v, rest %d of %+v: %d calls stamped, want from the bound %d to max(bound, timed %d)", plan, rest, r, total, bound, timed)
+		}
+	})
 }
 
 // TestMemberLeaveIsFinal: from its leave on a member's ceiling is 0 whatever it reads or is
@@ -209,25 +245,25 @@ func TestMemberLeaveIsFinal(t *testing.T) {
 	t0 := time.Unix(1_900_000_000, 0)
 	m, lim := loneMember(t, &t0)
 	at := t0
-	r, _ := m.Tick(at, 100, 0) // not ready before a record is read: wants nothing
+	r, _ := m.Tick(at, 100, 0, nil) // not ready before a record is read: wants nothing
 	m.Apply(*r, at)
 	at = at.Add(DefaultInterval)
-	r, _ = m.Tick(at, 100, 0)
+	r, _ = m.Tick(at, 100, 0, nil)
 	if got := m.Apply(*r, at); got != 100 {
 		t.Fatalf("ceiling %d after its first grant, want 100", got)
 	}
-	r, _ = m.Tick(at.Add(200*time.Millisecond), 100, 40)
-	leave := m.Leave(at.Add(250*time.Millisecond), 40)
+	r, _ = m.Tick(at.Add(200*time.Millisecond), 100, 40, nil)
+	leave := m.Leave(at.Add(250*time.Millisecond), 40, nil)
 	if m.Ceiling() != 0 || lim.share != 0 {
 		t.Fatalf("ceiling %d (limiter %d) after the leave, want 0", m.Ceiling(), lim.share)
 	}
 	if got := m.Apply(*r, at.Add(260*time.Millisecond)); got != 0 {
 		t.Errorf("a grant read back after the leave set the ceiling to %d", got)
 	}
-	if rec, got := m.Tick(at.Add(400*time.Millisecond), 100, 30); rec != nil || got != 0 {
+	if rec, got := m.Tick(at.Add(400*time.Millisecond), 100, 30, nil); rec != nil || got != 0 {
 		t.Errorf("Tick after the leave: record %+v, ceiling %d; want none and 0", rec, got)
 	}
-	next := m.Leave(at.Add(350*time.Millisecond), 30)
+	next := m.Leave(at.Add(350*time.Millisecond), 30, nil)
 	if next.Seq <= leave.Seq || next.Held != 0 || next.Want != 0 || next.Demand != 0 || next.Used != 30 || next.Peak != 100 {
 		t.Errorf("lingering record %+v after leave %+v: want a newer seq, nothing held or wanted, used 30, peak 100", next, leave)
 	}
@@ -244,11 +280,11 @@ func TestMemberFencesItsSink(t *testing.T) {
 	t0 := time.Unix(1_900_000_000, 0)
 	m, lim := loneMember(t, &t0)
 	at := t0
-	r, _ := m.Tick(at, 100, 0)
+	r, _ := m.Tick(at, 100, 0, nil)
 	m.Apply(*r, at)
 	for i := range 3 {
 		at = at.Add(DefaultInterval)
-		r, _ = m.Tick(at, 100, 0)
+		r, _ = m.Tick(at, 100, 0, nil)
 		m.Apply(*r, at.Add(30*time.Millisecond))
 		if want := at.Add(DefaultFence); !lim.fence.Equal(want) {
 			t.Fatalf("confirmation %d: sink fence %v, want the record's publication + Fence %v", i, lim.fence.Sub(t0), want.Sub(t0))
@@ -262,7 +298,7 @@ func TestMemberFencesItsSink(t *testing.T) {
 		t.Errorf("past the fence, with no tick since, the sink made %d calls", got)
 	}
 	leave := at.Add(200 * time.Millisecond)
-	m.Leave(leave, 5)
+	m.Leave(leave, 5, nil)
 	if !lim.fence.Equal(leave) {
 		t.Errorf("fence %v after the leave, want the leave %v", lim.fence.Sub(t0), leave.Sub(t0))
 	}
@@ -295,7 +331,7 @@ func TestMemberUsesRoomFreedAtOthersRecords(t *testing.T) {
 	m.Apply(b(1, ms(0), 0, 100, 0), ms(0))
 	m.Apply(b(2, ms(50), 100, 100, 100), ms(50))
 	m.Apply(b(3, ms(100), 0, 0, 100), ms(100)) // b leaves with a full window
-	r, _ := m.Tick(ms(110), 100, 0)
+	r, _ := m.Tick(ms(110), 100, 0, nil)
 	if got := m.Apply(*r, ms(110)); got != 100 || lim.share != 0 {
 		t.Fatalf("after its grant: ceiling %d, in force %d; want 100 and nothing at once (b's calls fill the window)", got, lim.share)
 	}

@@ -146,6 +146,7 @@ type Member struct {
 	fenceAt time.Time
 	demand  int
 	used    int
+	ages    []int // Record.Ages of the next record
 	lastPub time.Time
 	history []change // ceilings set, the last one before the window and all within it
 	// left: Leave was called. The ceiling stays 0 from then on whatever is read or ticked:
@@ -155,6 +156,11 @@ type Member struct {
 	preloaded int
 	// nowTold is the part of ceiling the sink was told it may use at once.
 	nowTold int
+	// unsafeAllSlots counts every slot of the predecessor's ages at its time, those partly
+	// before the window included; unsafeSlotStart stamps each slot at its start, up to a step
+	// before its calls (tests: broken variants the simulation must catch).
+	unsafeAllSlots  bool
+	unsafeSlotStart bool
 }
 
 // Sink is the rate limiter a Member steers. SetCeiling(n, now) makes n the ceiling: a smaller
@@ -178,11 +184,13 @@ type Sink interface {
 }
 
 // Source reports this replica's use of the budget: how many calls per window it could use
-// (Demand: the budget when work waits for the limiter), and how many calls it made in the last
-// window (Used).
+// (Demand: the budget when work waits for the limiter), how many calls it made in the last
+// window (Used), and when (UsedByAge(at, step)[i]: the calls timed in (at − (i+1)·step,
+// at − i·step] whose time can no longer move; see Record.Ages).
 type Source interface {
 	Demand() int
 	Used() int
+	UsedByAge(at time.Time, step time.Duration) []int
 }
 
 // change is one ceiling the member set, for Record.Peak.
@@ -299,14 +307,15 @@ func (m *Member) Apply(r Record, now time.Time) int {
 }
 
 // Tick is called every so often (at least every Interval) with the member's demand in calls
-// per window and the calls it made in the last window. It returns a record to publish (nil:
-// none now) and the ceiling to use.
-func (m *Member) Tick(now time.Time, demand, used int) (*Record, int) {
+// per window, the calls it made in the last window, and when (Record.Ages, taken at now; nil:
+// not known). It returns a record to publish (nil: none now) and the ceiling to use.
+func (m *Member) Tick(now time.Time, demand, used int, ages []int) (*Record, int) {
 	if m.left {
 		return nil, 0 // a member that left publishes only through Leave
 	}
 	m.demand = min(max(demand, 0), m.cfg.Budget)
 	m.used = max(used, 0)
+	m.ages = ages
 	if now.After(m.fenceAt) {
 		// Our entry may expire in the others' ledgers soon: stop before it can.
 		m.set(now, 0, 0)
@@ -336,23 +345,25 @@ func (m *Member) publish(now time.Time, want int, ready bool) (*Record, int) {
 	}
 	m.seq++
 	r := Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Held: m.ceiling, Want: want, Demand: m.demand,
-		Used: m.used, Peak: m.peak(now)}
-	m.succeed(&r, ready)
+		Used: m.used, Peak: m.peak(now), Ages: m.ages}
+	m.succeed(&r, now, ready)
 	m.out, m.outAt, m.lastPub = &r, now, now
 	return &r, m.ceiling
 }
 
 // succeed makes r ask for the predecessor's entry to end, while the ledger still has it: the
-// sink first counts the predecessor's bound as calls made when the predecessor was proved
-// dead (Config.SucceedsAt, or now), and r's Used covers it. The predecessor's calls were all
-// made before then, so calls counted from then on hold their room in every window that can
-// still hold any of them.
+// sink first counts the predecessor's bound as calls of its own, and r's Used covers it. They
+// are stamped as preloadPlan says: the calls its last record timed, each at the end of its
+// slot; the rest of the bound when the predecessor was proved dead (Config.SucceedsAt, or
+// now), after every call it made. Each stamp is no earlier than a call it stands for, so the
+// counted calls hold their room in every window that can still hold any of the predecessor's,
+// and they leave the window about as the predecessor's calls would have, not in one bunch.
 //
 // Before the member is ready its records name the predecessor too, with its Used as it is: the
 // others then leave the predecessor's demand out of their targets (a restarted process would
 // otherwise be counted twice, and everyone would shrink to make room for it), and the
 // predecessor's entry ends only if its bound is 0.
-func (m *Member) succeed(r *Record, ready bool) {
+func (m *Member) succeed(r *Record, now time.Time, ready bool) {
 	if m.cfg.Succeeds == "" {
 		return
 	}
@@ -365,22 +376,75 @@ func (m *Member) succeed(r *Record, ready bool) {
 		return
 	}
 	if n > m.preloaded {
-		m.sink.Preload(n-m.preloaded, m.cfg.SucceedsAt)
+		at := m.cfg.SucceedsAt
+		if at.IsZero() {
+			at = now
+		}
+		rest := n - m.preloaded
+		if m.preloaded == 0 {
+			// A bound raised later (a record of the predecessor read since) is counted at
+			// the lock: those calls may be the ones its first record did not time.
+			ts, ages := m.ledger.Ages(m.cfg.Succeeds)
+			var slots []stamped
+			slots, rest = preloadPlan(n, ts, ages, at, m.cfg.Window, m.unsafeAllSlots, m.unsafeSlotStart)
+			for _, s := range slots {
+				m.sink.Preload(s.n, s.at)
+			}
+		}
+		if rest > 0 {
+			m.sink.Preload(rest, at)
+		}
 		m.preloaded = n
 	}
 	r.Used = max(r.Used, n)
 }
 
+// stamped is n calls counted as made at at.
+type stamped struct {
+	n  int
+	at time.Time
+}
+
+// preloadPlan is how a successor proved its predecessor dead at at counts the predecessor's
+// bound (the most calls it can have in any window ending after its last record, stamped ts with
+// ages): each slot of ages that lies wholly within (at − window, ts], at the slot's end, and the
+// rest of the bound at at. With W the limiter's window (at least window), for every t ≥ at the
+// predecessor's calls in (t − W, t] are then at most the stamps there:
+//   - a call the slots counted is in (t − W, t] only if its slot's stamp is (the stamp is
+//     no earlier than the call, and no later than ts ≤ t);
+//   - every other call in (t − W, t] was made in (at − W, at] (it was dead by at), a window
+//     that also holds every call the slots counted. The bound caps them together, so there
+//     are at most bound − counted of them: the rest, stamped at at ∈ (t − W, t].
+//
+// The slots older than the window at at are left out: their room the predecessor may have
+// used again after ts, with calls no record timed.
+func preloadPlan(bound int, ts time.Time, ages []int, at time.Time, window time.Duration, allSlots, slotStart bool) (plan []stamped, rest int) {
+	counted := 0
+	for i, n := range ages {
+		end := ts.Add(-time.Duration(i) * AgeStep)
+		start := end.Add(-AgeStep)
+		if n == 0 || (start.Before(at.Add(-window)) && !allSlots) {
+			continue
+		}
+		if slotStart {
+			end = start
+		}
+		plan = append(plan, stamped{n, end})
+		counted += n
+	}
+	return plan, max(bound-counted, 0)
+}
+
 // Leave returns the record a member publishes when it stops: nothing held, nothing wanted, and
-// the calls it made in the last window (others may use that room once they have left it). The
-// ceiling is 0 from the first call on, for good.
+// the calls it made in the last window and when, as Tick takes them (others may use that room
+// once they have left it). The ceiling is 0 from the first call on, for good.
 //
 // A member lingering after its leave (Config.LeaveLinger) calls Leave again every Interval and
 // publishes each record: Used falls as its last calls age out of the window, and each record
 // lets the others use that much more at once, as a live member's records do when it shrinks.
 // It publishes until a record reports Used 0 (that one included); past LeaveLinger it stops
 // anyway, and its entry expires by TTL as a crashed member's does.
-func (m *Member) Leave(now time.Time, used int) Record {
+func (m *Member) Leave(now time.Time, used int, ages []int) Record {
 	m.set(now, 0, 0)
 	if m.fenceAt.After(now) {
 		m.fenceAt = now
@@ -389,7 +453,7 @@ func (m *Member) Leave(now time.Time, used int) Record {
 	m.left = true
 	m.used = max(used, 0)
 	m.seq++
-	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Used: m.used, Peak: m.peak(now)}
+	return Record{Member: m.cfg.Member, Seq: m.seq, TS: now.UnixNano(), Used: m.used, Peak: m.peak(now), Ages: ages}
 }
 
 // LeaveLinger is how long the member may go on publishing after its leave record (0: not at

@@ -100,6 +100,24 @@ func (l *simLimiter) used(now time.Time) int {
 	return n
 }
 
+// ages is Record.Ages at now (by the true clock: ages are the same on every clock).
+func (l *simLimiter) ages(now time.Time) []int {
+	steps := int((simWindow + AgeStep - 1) / AgeStep)
+	var n []int
+	for _, c := range l.calls {
+		age := now.Sub(c)
+		if age < 0 || age >= time.Duration(steps)*AgeStep {
+			continue
+		}
+		i := int(age / AgeStep)
+		if i >= len(n) {
+			n = append(n, make([]int, i+1-len(n))...)
+		}
+		n[i]++
+	}
+	return n
+}
+
 // take makes up to want calls now, as many as the window allows.
 func (l *simLimiter) take(now time.Time, want int) int {
 	l.advance(now)
@@ -205,6 +223,9 @@ type simWorld struct {
 	// stampEarly: broken variant, a successor stamps its predecessor's calls this long before
 	// it took the lock.
 	stampEarly time.Duration
+	// allSlots, slotStart: broken variants of the successor's plan (Member.unsafeAllSlots,
+	// Member.unsafeSlotStart).
+	allSlots, slotStart bool
 }
 
 func newWorld(t testing.TB, seed uint64, budget int) *simWorld {
@@ -222,6 +243,11 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	sm := &simMember{id: fmt.Sprintf("m%d", w.joined),
 		skew:    time.Duration(w.rng.Int64N(int64(200*time.Millisecond))) - 100*time.Millisecond,
 		readLag: time.Duration(w.rng.Int64N(int64(30 * time.Millisecond)))}
+	for _, p := range w.members {
+		if p.id == pred {
+			sm.skew = p.skew // the same host's clock: its records' ages are read on it
+		}
+	}
 	sm.lim = &simLimiter{now: &w.now, atOnce: w.atOnce, skew: sm.skew, noPreload: w.noPreload}
 	if w.rebalances {
 		sm.hold = &ratelimit.DemandHold{}
@@ -249,6 +275,7 @@ func (w *simWorld) joinAfter(pred string) *simMember {
 	if w.freedAll {
 		m.ledger.unsafeFreedAll = true
 	}
+	m.unsafeAllSlots, m.unsafeSlotStart = w.allSlots, w.slotStart
 	sm.m = m
 	// Start reading where the records stamped StartAt begin, as a Kafka reader positioned by
 	// time would.
@@ -322,7 +349,7 @@ func (w *simWorld) step() {
 				used = 0
 			}
 			w.noteFence(sm, local)
-			r, _ := sm.m.Tick(local, d, used)
+			r, _ := sm.m.Tick(local, d, used, sm.lim.ages(w.now))
 			w.publish(sm, r)
 		}
 		if w.now.Before(sm.gapUntil) {
@@ -339,7 +366,7 @@ func (w *simWorld) step() {
 
 // leave stops sm gracefully: its leave record, then its linger unless noLinger.
 func (w *simWorld) leave(sm *simMember) {
-	r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now))
+	r := sm.m.Leave(w.now.Add(sm.skew), sm.lim.used(w.now), sm.lim.ages(w.now))
 	w.publish(sm, &r)
 	sm.gone = true
 	if !w.noLinger && r.Used > 0 {
@@ -363,7 +390,11 @@ func (w *simWorld) linger(sm *simMember) {
 	if w.lingerLies {
 		used = 0
 	}
-	r := sm.m.Leave(w.now.Add(sm.skew), used)
+	ages := sm.lim.ages(w.now)
+	if w.lingerLies {
+		ages = nil
+	}
+	r := sm.m.Leave(w.now.Add(sm.skew), used, ages)
 	w.publish(sm, &r)
 	sm.lingering = r.Used > 0
 }

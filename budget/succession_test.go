@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -47,6 +48,11 @@ func TestSimulationSuccessionNeverExceedsBudget(t *testing.T) {
 		{"without the preload", func(sw *simWorld) { sw.noPreload = true }},
 		// Stamped before the predecessor was proved dead: its last calls may come after.
 		{"with the calls stamped 400 ms before the lock", func(sw *simWorld) { sw.stampEarly = 400 * time.Millisecond }},
+		// Slots partly older than the window at the lock: the predecessor may have used
+		// their room again after its last record, with calls no record timed.
+		{"counting every slot of the predecessor's ages", func(sw *simWorld) { sw.allSlots = true }},
+		// Up to a step before the calls they stand for.
+		{"stamping each slot at its start", func(sw *simWorld) { sw.slotStart = true }},
 	} {
 		caught := -1
 		for seed := range uint64(schedules) {
@@ -151,5 +157,81 @@ func TestLedgerSuccession(t *testing.T) {
 				t.Errorf("b's grant %d, %d at once; want %d, %d", got.Grant, got.Now, want[0], want[1])
 			}
 		})
+	}
+}
+
+// TestPreloadPlan: a successor counts each slot of its predecessor's last record that lies
+// wholly within the window before the lock, at the slot's end; the rest of the bound at the
+// lock. Record at T, lock at T+100ms, window 1005 ms: the window reaches back to T−905ms, so
+// slots 0 to 17 ((T−900ms, T−850ms] and newer) count and 18 on do not.
+func TestPreloadPlan(t *testing.T) {
+	T := time.Unix(1_900_000_000, 0)
+	ms := func(d int) time.Time { return T.Add(time.Duration(d) * time.Millisecond) }
+	slot := func(i, n int) []int { a := make([]int, i+1); a[i] = n; return a }
+	for _, tc := range []struct {
+		name     string
+		bound    int
+		ages     []int
+		lock     time.Time
+		wantPlan []stamped
+		wantRest int
+	}{
+		{"no ages: the whole bound at the lock", 20, nil, ms(100), nil, 20},
+		{"slots in the window at their ends", 20, []int{5, 0, 10}, ms(100), []stamped{{5, ms(0)}, {10, ms(-100)}}, 5},
+		{"the oldest slot wholly in the window", 12, slot(17, 4), ms(100), []stamped{{4, ms(-850)}}, 8},
+		{"a slot partly before the window: its room may have been used again", 12, slot(18, 4), ms(100), nil, 12},
+		{"more timed than the bound: nothing left for the lock", 20, []int{30}, ms(100), []stamped{{30, ms(0)}}, 0},
+		{"a lock a window after the record: nothing timed counts", 20, []int{5, 5}, ms(1100), nil, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan, rest := preloadPlan(tc.bound, T, tc.ages, tc.lock, DefaultWindow, false, false)
+			if !slices.Equal(plan, tc.wantPlan) || rest != tc.wantRest {
+				t.Errorf("plan %v, rest %d; want %v, %d", plan, rest, tc.wantPlan, tc.wantRest)
+			}
+		})
+	}
+}
+
+// stampSink is a Sink that records what it was told to preload.
+type stampSink struct{ preloads []stamped }
+
+func (s *stampSink) SetCeiling(int, int)         {}
+func (s *stampSink) SetFence(time.Time)          {}
+func (s *stampSink) Preload(n int, at time.Time) { s.preloads = append(s.preloads, stamped{n, at}) }
+
+// TestSuccessorStampsPredecessorsCalls: once ready, a successor tells its sink the calls its
+// predecessor's last record timed, at their slots' ends, and the rest of the bound at the lock,
+// in its first record; a bound raised by a record of the predecessor read later is counted at
+// the lock.
+func TestSuccessorStampsPredecessorsCalls(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	ms := func(d int) time.Time { return t0.Add(time.Duration(d) * time.Millisecond) }
+	lock := ms(100)
+	sink := &stampSink{}
+	c := Config{Member: "b", Budget: 200, Succeeds: "a", SucceedsAt: lock}
+	m, err := NewMember(c, sink, c.StartAt(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ages := make([]int, 20)
+	ages[0], ages[5], ages[19] = 10, 20, 30 // slot 19 lies partly before the window at the lock
+	m.Apply(Record{Member: "a", Seq: 5, TS: ms(-50).UnixNano(), Want: 60, Demand: 200, Used: 60, Ages: ages}, t0)
+	r, _ := m.Tick(ms(150), 200, 0, nil)
+	m.Apply(*r, ms(150))
+	if len(sink.preloads) != 0 {
+		t.Fatalf("preloaded %v before the member was ready", sink.preloads)
+	}
+	r, _ = m.Tick(ms(200), 200, 0, nil)
+	want := []stamped{{10, ms(-50)}, {20, ms(-300)}, {30, lock}}
+	if !slices.Equal(sink.preloads, want) {
+		t.Fatalf("preloaded %v, want %v", sink.preloads, want)
+	}
+	if r.Succeeds != "a" || r.Used < 60 {
+		t.Errorf("first ready record %+v: want it to name a with Used covering its bound 60", r)
+	}
+	m.Apply(Record{Member: "a", Seq: 6, TS: ms(-10).UnixNano(), Held: 60, Want: 60, Demand: 200, Used: 70}, ms(210))
+	m.Tick(ms(200).Add(DefaultResend), 200, 0, nil) // the first record never came back: resent
+	if want = append(want, stamped{10, lock}); !slices.Equal(sink.preloads, want) {
+		t.Errorf("after the bound rose to 70: preloaded %v, want %v", sink.preloads, want)
 	}
 }

@@ -171,6 +171,11 @@ func (d *Dispatcher) Preload(n int, at time.Time) { d.create.Preload(n, at) }
 // Used is how many create calls this replica made in the last window (budget.Source).
 func (d *Dispatcher) Used() int { return d.create.Used() }
 
+// UsedByAge is when this replica made the create calls of the last window (budget.Source).
+func (d *Dispatcher) UsedByAge(at time.Time, step time.Duration) []int {
+	return d.create.UsedByAge(at, step)
+}
+
 // Demand is how many calls per window of the create budget this replica could use now
 // (budget.Source): the whole budget while calls queue at a saturated limiter (of any API, its
 // demand scaled to the create budget), else its recent use with headroom. Across a rebalance it

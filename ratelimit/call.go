@@ -115,13 +115,18 @@ func (c *Call) Done() {
 	c.l.finished(c.cur.Load())
 }
 
-// finished marks g's call as over: a grant never written now ages out from its grant time.
+// finished marks g's call as over: a grant never written now ages out from its grant time, and
+// one written is no longer moved by later writes on its connection (the next request's, before
+// its own trace takes over).
 // A written call whose round trip (write to now) exceeded the median of recent ones moves later
 // by the excess, up to LateArrivalMax (see Config.LateArrivalMax).
 func (l *Limiter) finished(g *grant) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g.pending = false
+	// Written and over, its time moves no more once the late arrival below is applied. One
+	// never written may still be (its context ended while the transport held it).
+	g.final = !g.wrote.IsZero()
 	if g.wrote.IsZero() || l.cfg.LateArrivalMax <= 0 {
 		return
 	}
@@ -175,6 +180,9 @@ func (l *Limiter) wrote(g *grant, now, t time.Time, account string) {
 func (l *Limiter) flushed(g *grant, now time.Time, margin time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if g.final {
+		return // over: these bytes are the next request's
+	}
 	if now.After(g.wrote) {
 		g.wrote = now
 	}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -111,5 +112,68 @@ func preloadHoldsRoom(t *testing.T, back time.Duration) {
 	}
 	if got := l.Used(); got != want {
 		t.Errorf("Used() = %d a window after the stamp, want %d", got, want)
+	}
+}
+
+// TestUsedByAge: a successor stamps each call UsedByAge reports at the end of its slot, so
+// only calls whose time can no longer move are reported, each in the slot of its final time:
+// calls written and over (one moved later by a slow round trip first), preloaded ones; not a
+// call still in flight (a slow answer may move it later), nor one never written (its request
+// may still go out), nor one timed after at. Writes on the connection after a call is over
+// (the next request's) no longer move it.
+func TestUsedByAge(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := testLimiter(clock, 200, nil)
+	l.SetCeiling(100, 100)
+	t0 := clock.Now()
+	at := func(d time.Duration) time.Time { return t0.Add(d * time.Millisecond) }
+	acquire := func() *grant {
+		t.Helper()
+		g, _, err := l.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	l.Preload(3, at(-30))
+	var fast []*grant
+	for range minRTTSamples { // round trips of 10 ms: the median
+		fast = append(fast, acquire())
+	}
+	clock.Set(at(10))
+	for _, g := range fast {
+		l.wrote(g, clock.Now(), clock.Now(), "")
+	}
+	clock.Set(at(20))
+	for _, g := range fast {
+		l.finished(g)
+	}
+	slow := acquire()
+	clock.Set(at(215))
+	l.wrote(slow, clock.Now(), clock.Now(), "")
+	clock.Set(at(255))
+	l.finished(slow) // 30 ms late, moved by LateArrivalMax (25 ms) to t0+240ms
+	inFlight := acquire()
+	clock.Set(at(256))
+	l.wrote(inFlight, clock.Now(), clock.Now(), "")
+	l.finished(acquire())       // never written
+	l.flushed(slow, at(265), 0) // the next request's bytes: slow stays at t0+240ms
+	for _, tc := range []struct {
+		at   time.Duration
+		want []int
+	}{
+		// slow (age 30) in slot 0; the fast ones (age 260) in slot 5; the preloaded (300) in 6.
+		{270, []int{1, 0, 0, 0, 0, 8, 3}},
+		// slow (22): still in slot 0, not moved to t0+265ms by the flush.
+		{262, []int{1, 0, 0, 0, 0, 11}},
+		// slow is timed after at.
+		{239, []int{0, 0, 0, 0, 8, 3}},
+	} {
+		if got := l.UsedByAge(at(tc.at), 50*time.Millisecond); !slices.Equal(got, tc.want) {
+			t.Errorf("UsedByAge(t0+%dms, 50ms) = %v, want %v", tc.at, got, tc.want)
+		}
+	}
+	if got := l.Used(); got != 3+8+1+1+1 {
+		t.Errorf("Used() = %d, want every call of the window (14)", got)
 	}
 }

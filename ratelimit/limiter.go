@@ -111,6 +111,9 @@ type grant struct {
 	at      time.Time
 	wrote   time.Time // when the request was last written; zero if never
 	pending bool
+	// final: at moves no more (a call written and over, or preloaded). Only final calls are
+	// reported by age (UsedByAge): another process may stamp them at those times.
+	final bool
 }
 
 // When the IM server runs in this process (tests, the demo), a stall of the process — a starved

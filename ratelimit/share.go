@@ -146,7 +146,7 @@ func (l *Limiter) Preload(n int, at time.Time) {
 	}
 	counted := make([]*grant, n)
 	for k := range counted {
-		counted[k] = &grant{at: at, wrote: at}
+		counted[k] = &grant{at: at, wrote: at, final: true}
 	}
 	l.sent = slices.Insert(l.sent, i, counted...)
 }
@@ -161,6 +161,34 @@ func (l *Limiter) Used() int {
 		if g.pending || g.at.After(cut) {
 			n++
 		}
+	}
+	return n
+}
+
+// UsedByAge reports when the calls of the window before at were made, for a process that may
+// succeed this one (budget.Record.Ages): n[i] counts the calls whose time lies in
+// (at − (i+1)·step, at − i·step], for as many steps as cover the window. Only calls whose time
+// is final count: one in flight may still move later (a late round trip), and a successor
+// must never stamp a call earlier than it was made. at is a reading of the clock the limiter
+// runs on; calls timed after it are left out.
+func (l *Limiter) UsedByAge(at time.Time, step time.Duration) []int {
+	if step <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	steps := int((l.window + step - 1) / step)
+	var n []int
+	for _, g := range l.sent {
+		age := at.Sub(g.at)
+		if !g.final || age < 0 || age >= time.Duration(steps)*step {
+			continue
+		}
+		i := int(age / step)
+		if i >= len(n) {
+			n = append(n, make([]int, i+1-len(n))...)
+		}
+		n[i]++
 	}
 	return n
 }
