@@ -56,7 +56,7 @@ CHAOS_SEEDS    ?= 1-30
 CHAOS_DURATION ?= 60s
 chaos: kfake-patch
 	CHAOS_SEEDS='$(CHAOS_SEEDS)' CHAOS_DURATION='$(CHAOS_DURATION)' CHAOS_REPLICAS='$(CHAOS_REPLICAS)' \
-		$(GO) test $(KFAKE_MODFILE) -count=1 -v -timeout 0 -run '^(TestChaos|TestChaosLane|TestChaosLegacyDrainControl|TestChaosUngatedWritesControl|TestChaosUngatedLaneControl|TestChaosCatchesNoPreload|TestChaosNoPreloadControl)$$' ./chaos/
+		$(GO) test $(KFAKE_MODFILE) -count=1 -v -timeout 0 -run '^(TestChaos|TestChaosLane|TestChaosLegacyDrainControl|TestChaosWholeBudgetControl|TestChaosUngatedWritesControl|TestChaosUngatedLaneControl|TestChaosCatchesNoPreload|TestChaosNoPreloadControl)$$' ./chaos/
 
 ## chaos-order: issue 19's lifecycle order test (1 000 accounts, 6 000 events, a fleet of three
 ## across a SIGKILL and a graceful leave; the final state must equal the model) and its self-test

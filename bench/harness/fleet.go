@@ -107,7 +107,10 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 		}
 		cr := ChangeResult{Label: c.label, At: round1(c.at.Sub(a.First).Seconds())}
 		// Stretches below the threshold between the change and the horizon, at least MinDip
-		// long (one still open at the horizon counts whatever its length).
+		// long. One still open at the horizon is told from a flicker by the grid past it: it
+		// is a dip (open: not back) if it lasts MinDip from its start, however it goes on. A
+		// flicker that began just before the next signal used to read "not back" whatever
+		// its length.
 		type dip struct {
 			from, to time.Time
 			open     bool
@@ -119,7 +122,13 @@ func analyseDrain(arrivals []time.Time, limit float64, changes []change) drainAn
 				continue
 			}
 			if p.t.After(horizon) {
-				break
+				if cur == nil || p.t.Sub(cur.from) >= MinDip {
+					break
+				}
+				if float64(p.rate) >= thr {
+					cur = nil // back within MinDip of its start: a flicker
+				}
+				continue
 			}
 			low := float64(p.rate) < thr
 			switch {

@@ -103,6 +103,21 @@ func TestAnalyseDrain(t *testing.T) {
 			util:     2994.0 / (200 * 14.995), gap: []float64{0}, belowMin: []float64{0}, belowMax: []float64{0},
 		},
 		{
+			// The same flicker (from 5.9 s, for 120 ms) still open at the next change's
+			// signal (5.95 s): past the signal it is back within MinDip, so no dip.
+			name:     "flicker open at the next change is no dip",
+			arrivals: without(steady(t0, 200, 15*time.Second), at(5), at(5.02), at(5.9), at(5.91)),
+			changes:  []change{{"c", at(4)}, {"d", at(5.95)}},
+			util:     2994.0 / (200 * 14.995), gap: []float64{0, 0}, belowMin: []float64{0, 0}, belowMax: []float64{0, 0},
+		},
+		{
+			// Calls stop 50 ms before the next change's signal: a dip open at it is not back.
+			name:     "dip open at the next change",
+			arrivals: cat(steady(t0, 200, 9950*time.Millisecond), steady(at(12), 200, 8*time.Second)),
+			changes:  []change{{"c", at(5)}, {"d", at(10)}},
+			util:     3590.0 / (200 * 19.995), gap: []float64{-1, 3.0}, belowMin: []float64{0, 2.9}, belowMax: []float64{0.05, 3.0},
+		},
+		{
 			// Two changes: each is measured up to the next one.
 			name: "two changes",
 			arrivals: cat(steady(t0, 200, 5*time.Second), steady(at(5.5), 200, 5*time.Second),
