@@ -35,10 +35,11 @@ func (m *Member) succeed(r *Record, now time.Time, ready bool) {
 		if at.IsZero() {
 			at = now
 		}
+		// The first count follows the predecessor's latest record. A bound raised after it
+		// (a later record of the predecessor read since) is counted at the lock: those may be
+		// calls no record we counted by timed.
 		rest := n - m.preloaded
 		if m.preloaded == 0 {
-			// A bound raised later (a record of the predecessor read since) is counted at
-			// the lock: those calls may be the ones its first record did not time.
 			ts, ages := m.ledger.Ages(m.cfg.Succeeds)
 			var slots []stamped
 			slots, rest = preloadPlan(n, ts, ages, at, m.cfg.Window, m.unsafeAllSlots, m.unsafeSlotStart)
